@@ -1,0 +1,151 @@
+#ifndef DTX_COORDINATOR_HPP
+#define DTX_COORDINATOR_HPP
+
+// The coordinator drives global transactions to an end and recovers unfinished ones.
+//
+//   dtx::memory_journal journal;                 // or a durable one
+//   dtx::participant_registry participants;      // names -> handlers (or URLs)
+//   dtx::coordinator coord(ioc.get_executor(), journal, participants);
+//
+//   dtx::tx_result r = co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       co_await tx.add_branch("inventory", {{"sku", "A-1"}, {"qty", 2}});
+//       co_await tx.add_branch("payment", {{"account", 7}, {"amount", 40}});
+//   });
+//   if (r.committed()) ...
+//
+// (Public coroutine functions take no default arguments: g++ 12 miscompiles a non-trivial default
+// argument of a call inside a co_await expression. Overloads stand in for them.)
+//
+// The journal and the registry must outlive the coordinator and every transaction and recovery
+// pass it started. A transaction runs to its end even if the coroutine awaiting it is cancelled:
+// its deadline bounds it.
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <dtx/coordinator_options.hpp>
+#include <dtx/transaction.hpp>
+#include <dtx/tx_result.hpp>
+
+namespace dtx {
+
+class coordinator {
+public:
+    /// `ex` runs the transactions (each on a strand of it) and the recovery task.
+    coordinator(asio::any_io_executor ex, journal& j, participant_registry& participants,
+                coordinator_options options = {})
+        : eng_(std::make_shared<detail::engine>(std::move(ex), j, participants, std::move(options))) {}
+
+    coordinator(const coordinator&) = delete;
+    coordinator& operator=(const coordinator&) = delete;
+    ~coordinator() { stop(); }
+
+    /// Runs a TCC transaction. `body` is called as `body(tcc_transaction&)` and returns
+    /// `asio::awaitable<void>`; it adds branches. When it returns, the transaction is confirmed if
+    /// every try succeeded, and cancelled otherwise (a failed try, an exception, the deadline).
+    template <class Body>
+    asio::awaitable<tx_result> tcc(Body body, tx_options options) {
+        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)), std::move(body));
+    }
+    template <class Body>
+    asio::awaitable<tx_result> tcc(Body body) {
+        return tcc(std::move(body), tx_options{});
+    }
+
+    /// Runs a saga. `body` is called as `body(saga_transaction&)` and adds steps; if any action
+    /// fails (or the body throws), every registered step is compensated, newest first.
+    template <class Body>
+    asio::awaitable<tx_result> saga(Body body, tx_options options) {
+        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)), std::move(body));
+    }
+    template <class Body>
+    asio::awaitable<tx_result> saga(Body body) {
+        return saga(std::move(body), tx_options{});
+    }
+
+    /// One recovery pass: drives every due unfinished transaction in the journal to its end
+    /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
+    /// cancelled). Transactions this coordinator is driving itself are left alone.
+    asio::awaitable<recovery_report> recover() {
+        auto eng = eng_;
+        co_return co_await asio::co_spawn(asio::make_strand(eng->executor()), eng->recover(),
+                                          asio::bind_cancellation_slot(asio::cancellation_slot(),
+                                                                       asio::use_awaitable));
+    }
+
+    /// Starts recovery in the background: a pass now and then every `recovery_interval`. A pass
+    /// that throws (the journal is unreachable, say) is reported to `on_error` and retried at the
+    /// next interval.
+    void start_recovery(std::function<void(std::exception_ptr)> on_error = {}) {
+        asio::co_spawn(asio::make_strand(eng_->executor()), recovery_loop(eng_, std::move(on_error)),
+                       asio::detached);
+    }
+
+    /// Stops the background recovery after its current pass. Transactions in flight go on.
+    void stop() {
+        eng_->request_stop();
+        asio::post(eng_->executor(), [eng = eng_] { eng->stop_signal().emit(asio::cancellation_type::terminal); });
+    }
+
+    const coordinator_options& options() const noexcept { return eng_->options(); }
+
+private:
+    template <class Handle, class Body>
+    asio::awaitable<tx_result> run(std::shared_ptr<detail::tx_state> st, Body body) {
+        // Its own coroutine on its own strand: the caller's cancellation cannot cut phase 2 short,
+        // and the transaction's concurrent calls are serialised whatever the io_context's threads.
+        return asio::co_spawn(asio::make_strand(eng_->executor()), drive<Handle>(eng_, std::move(st), std::move(body)),
+                              asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
+    }
+
+    template <class Handle, class Body>
+    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng, std::shared_ptr<detail::tx_state> st,
+                                            Body body) {
+        Handle handle(eng, st);
+        try {
+            co_await body(handle);
+        } catch (const std::exception& e) {
+            if (!st->aborted) {
+                st->abort(make_error_code(errc::body_threw),
+                          detail::describe(st->gid) + ": the transaction body threw: " + e.what());
+                st->exception = std::current_exception();
+            }
+        } catch (...) {
+            if (!st->aborted) {
+                st->abort(make_error_code(errc::body_threw),
+                          detail::describe(st->gid) + ": the transaction body threw a non-standard exception");
+                st->exception = std::current_exception();
+            }
+        }
+        co_return co_await eng->finish(std::move(st));
+    }
+
+    static asio::awaitable<void> recovery_loop(std::shared_ptr<detail::engine> eng,
+                                               std::function<void(std::exception_ptr)> on_error) {
+        asio::steady_timer wait(co_await asio::this_coro::executor);
+        while (!eng->stopping()) {
+            try {
+                co_await eng->recover();
+            } catch (...) {
+                if (on_error) on_error(std::current_exception());
+            }
+            if (eng->stopping()) break;
+            wait.expires_after(eng->options().recovery_interval);
+            co_await wait.async_wait(asio::bind_cancellation_slot(
+                eng->stop_signal().slot(), asio::as_tuple(asio::use_awaitable)));
+        }
+    }
+
+    std::shared_ptr<detail::engine> eng_;
+};
+
+} // namespace dtx
+
+#endif

@@ -1,0 +1,61 @@
+#ifndef DTX_COORDINATOR_OPTIONS_HPP
+#define DTX_COORDINATOR_OPTIONS_HPP
+
+// Settings of a coordinator, and of one transaction.
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include <dtx/fault_injection.hpp>
+#include <dtx/gid.hpp>
+#include <dtx/retry_policy.hpp>
+
+namespace dtx {
+
+using namespace std::chrono_literals;
+
+struct coordinator_options {
+    /// Default time a transaction may take to reach its decision. Past it, the transaction is
+    /// cancelled, by its coordinator or by recovery in any process.
+    std::chrono::milliseconds transaction_timeout = 60s;
+    /// Longest wait for one branch call; an unanswered call is an unknown result. Zero: no limit
+    /// (tries and actions are still bounded by the transaction deadline).
+    std::chrono::milliseconds call_timeout = 10s;
+    /// Retries of confirm, cancel and compensate by a live transaction. Without an attempt limit,
+    /// the caller waits until phase 2 has succeeded everywhere; with one, the caller gets a
+    /// `confirming` / `cancelling` result and recovery finishes the rest.
+    retry_policy phase_two{};
+    /// How soon a branch that answered `pending` to a try or action is asked again.
+    retry_policy pending{.initial_backoff = 20ms, .max_backoff = 2s};
+    /// Confirm (or cancel) the branches of a TCC transaction concurrently rather than one by one.
+    /// Saga compensation is always sequential, newest step first.
+    bool concurrent_phase_two = true;
+
+    /// This coordinator's name in journal leases; unique per process (a gid by default).
+    std::string owner = make_gid();
+    /// Retries of phase 2 within one recovery pass; a transaction that does not end in a pass is
+    /// taken up again by a later one once its lease has expired.
+    retry_policy recovery_retry{.max_attempts = 10};
+    /// How often the background recovery task runs a pass.
+    std::chrono::milliseconds recovery_interval = 1s;
+    /// How long a recovery pass keeps the transactions it claimed to itself.
+    std::chrono::milliseconds recovery_lease = 30s;
+    /// Transactions claimed (and driven concurrently) at a time by recovery.
+    std::size_t recovery_batch = 256;
+
+    /// Test seam: stop the coordinator at a chosen point (see fault_injection.hpp).
+    fault_hook on_fault;
+};
+
+struct tx_options {
+    /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused.
+    std::string gid;
+    /// Overrides coordinator_options::transaction_timeout for this transaction.
+    std::optional<std::chrono::milliseconds> timeout;
+};
+
+} // namespace dtx
+
+#endif

@@ -1,0 +1,608 @@
+#ifndef DTX_DETAIL_ENGINE_HPP
+#define DTX_DETAIL_ENGINE_HPP
+
+// The coordinator's machinery: branch registration and first-phase calls, decisions, phase 2
+// with retries, and recovery. Public entry points are in coordinator.hpp and transaction.hpp.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <dtx/coordinator_options.hpp>
+#include <dtx/error.hpp>
+#include <dtx/fault_injection.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/participant_registry.hpp>
+#include <dtx/recovery_report.hpp>
+#include <dtx/tx_result.hpp>
+#include <dtx/detail/when_all.hpp>
+
+namespace dtx {
+
+/// A branch to add: which participant, and the payload its handlers receive. Any type that
+/// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
+struct branch_spec {
+    std::string participant;
+    nlohmann::json payload;
+};
+
+namespace detail {
+
+/// A branch as a live transaction holds it: its journal record and the resolved participant.
+struct live_branch {
+    branch_record rec;
+    participant* target;
+};
+
+struct tx_state {
+    std::string gid;
+    tx_kind kind;
+    tx_status status = tx_status::trying;
+    wall_clock::time_point deadline;
+    /// A deque, so that branches added later never move those whose calls are in flight.
+    std::deque<live_branch> branches;
+    bool begun = false; ///< the begin record is in the journal
+
+    bool aborted = false;
+    std::error_code reason;
+    std::string message;
+    std::exception_ptr exception;
+
+    void abort(std::error_code ec, std::string why) {
+        if (aborted) return;
+        aborted = true;
+        reason = ec;
+        message = std::move(why);
+    }
+};
+
+/// The answer of one branch call, with unknown results made explicit.
+struct call_result {
+    enum class kind : unsigned char { success, failure, pending, unknown };
+    kind k = kind::unknown;
+    std::error_code ec; // why it is not success
+    std::string message;
+
+    bool ok() const noexcept { return k == kind::success; }
+};
+
+inline std::string describe(std::string_view gid, std::string_view branch_id = {},
+                            std::string_view participant = {}) {
+    std::string s = "gid ";
+    s += gid;
+    if (!branch_id.empty()) {
+        s += " branch ";
+        s += branch_id;
+    }
+    if (!participant.empty()) {
+        s += " (";
+        s += participant;
+        s += ")";
+    }
+    return s;
+}
+
+inline std::string format_branch_id(std::size_t n) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%02zu", n);
+    return buf;
+}
+
+/// The gids this process is driving through a decision or phase 2, so that a recovery pass in
+/// the same process leaves them alone.
+class active_set {
+public:
+    bool insert(const std::string& gid) {
+        std::lock_guard lock(mu_);
+        return gids_.insert(gid).second;
+    }
+    void erase(const std::string& gid) {
+        std::lock_guard lock(mu_);
+        gids_.erase(gid);
+    }
+    bool contains(const std::string& gid) const {
+        std::lock_guard lock(mu_);
+        return gids_.count(gid) != 0;
+    }
+
+private:
+    mutable std::mutex mu_;
+    std::unordered_set<std::string> gids_;
+};
+
+/// Holds a gid in the active set for the lifetime of a coroutine frame, including one destroyed
+/// without resuming (a stopped io_context).
+class active_claim {
+public:
+    active_claim(std::shared_ptr<active_set> set, const std::string& gid)
+        : set_(std::move(set)), gid_(gid), held_(set_->insert(gid_)) {}
+    active_claim(const active_claim&) = delete;
+    active_claim& operator=(const active_claim&) = delete;
+    ~active_claim() {
+        if (held_) set_->erase(gid_);
+    }
+    bool held() const noexcept { return held_; }
+
+private:
+    std::shared_ptr<active_set> set_;
+    std::string gid_;
+    bool held_;
+};
+
+class engine : public std::enable_shared_from_this<engine> {
+public:
+    engine(asio::any_io_executor ex, journal& j, participant_registry& r, coordinator_options o)
+        : ex_(std::move(ex)), journal_(j), registry_(r), opts_(std::move(o)) {}
+
+    const asio::any_io_executor& executor() const noexcept { return ex_; }
+    const coordinator_options& options() const noexcept { return opts_; }
+    journal& journal_ref() noexcept { return journal_; }
+    bool stopping() const noexcept { return stopping_.load(std::memory_order_relaxed); }
+    void request_stop() noexcept { stopping_.store(true, std::memory_order_relaxed); }
+    asio::cancellation_signal& stop_signal() noexcept { return stop_signal_; }
+
+    std::shared_ptr<tx_state> make_state(tx_kind kind, tx_options o) const {
+        auto st = std::make_shared<tx_state>();
+        st->gid = o.gid.empty() ? make_gid() : std::move(o.gid);
+        st->kind = kind;
+        st->deadline = wall_clock::now() + o.timeout.value_or(opts_.transaction_timeout);
+        return st;
+    }
+
+    // ---- first phase -------------------------------------------------------------------------
+
+    /// Registers `specs` as new branches of `st` (one journal write, durable before any call),
+    /// then sends each its try (TCC) or action (saga), concurrently if there are several.
+    /// Throws dtx::error naming the first branch that did not succeed; the transaction is then
+    /// aborted and every registered branch will be cancelled or compensated.
+    asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, std::vector<branch_spec> specs) {
+        if (st->aborted)
+            throw error(errc::transaction_aborted,
+                        describe(st->gid) + ": no branch can be added, the transaction is aborted: " +
+                            st->message);
+        if (specs.empty()) co_return;
+        if (wall_clock::now() >= st->deadline) fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
+
+        std::vector<branch_record> fresh;
+        std::vector<participant*> targets;
+        fresh.reserve(specs.size());
+        targets.reserve(specs.size());
+        for (auto& s : specs) {
+            participant* p = registry_.find(s.participant);
+            std::string id = format_branch_id(st->branches.size() + fresh.size() + 1);
+            if (!p)
+                fail(*st, errc::unknown_participant,
+                     describe(st->gid, id, s.participant) + ": no participant is registered as '" +
+                         s.participant + "'");
+            if (p->kind() && *p->kind() != st->kind)
+                fail(*st, errc::wrong_participant_kind,
+                     describe(st->gid, id, s.participant) + ": a " +
+                         std::string(to_string(*p->kind())) + " participant cannot take part in a " +
+                         std::string(to_string(st->kind)) + " transaction");
+            fresh.push_back(branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
+            targets.push_back(p);
+        }
+
+        journal_write w{.gid = st->gid, .new_branches = fresh};
+        if (st->begun)
+            w.status = status_change{tx_status::trying, tx_status::trying};
+        else
+            w.begin = begin_transaction{st->kind, st->deadline};
+        bool ok = false;
+        try {
+            ok = co_await journal_.write(w, durability::sync);
+        } catch (const std::exception& e) {
+            fail(*st, errc::journal_failed,
+                 describe(st->gid, fresh.front().branch_id) + ": registering the branch failed: " + e.what());
+        }
+        if (!ok)
+            fail(*st, errc::decision_conflict,
+                 describe(st->gid, fresh.front().branch_id) +
+                     ": the journal no longer holds the transaction as trying (recovery cancelled it)");
+        const bool first_write = !st->begun;
+        st->begun = true;
+        const std::size_t first = st->branches.size();
+        for (std::size_t i = 0; i < fresh.size(); ++i)
+            st->branches.push_back(live_branch{std::move(fresh[i]), targets[i]});
+        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
+                         branch_op::try_, first_write ? "begin" : "register"}))
+            co_await halt();
+
+        const branch_op op = st->kind == tx_kind::tcc ? branch_op::try_ : branch_op::action;
+        const std::size_t n = st->branches.size() - first;
+        std::vector<call_result> results(n);
+        if (n == 1) {
+            results[0] = co_await first_phase_call(st, first, op);
+        } else {
+            std::vector<asio::awaitable<void>> calls;
+            calls.reserve(n);
+            for (std::size_t i = 0; i < n; ++i)
+                calls.push_back(first_phase_call_into(st, first + i, op, &results[i]));
+            co_await when_all(std::move(calls));
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            if (results[i].ok()) continue;
+            const auto& b = st->branches[first + i].rec;
+            fail(*st, results[i].ec,
+                 describe(st->gid, b.branch_id, b.participant) + ": " + std::string(to_string(op)) +
+                     " did not succeed: " + results[i].message);
+        }
+    }
+
+    // ---- decision and phase 2 ----------------------------------------------------------------
+
+    /// Decides the transaction after its body has returned (or thrown) and drives it to its end.
+    asio::awaitable<tx_result> finish(std::shared_ptr<tx_state> st) {
+        if (!st->begun) {
+            // Nothing was written and nothing was sent: there is nothing to undo.
+            co_return result(*st, st->aborted ? tx_status::cancelled : tx_status::confirmed);
+        }
+        active_claim claim(active_, st->gid);
+        if (!st->aborted && wall_clock::now() >= st->deadline)
+            st->abort(errc::deadline_exceeded,
+                      describe(st->gid) + ": deadline passed before the decision");
+
+        if (!st->aborted) {
+            const tx_status decided =
+                st->kind == tx_kind::tcc ? tx_status::confirming : tx_status::confirmed;
+            bool ok = false;
+            try {
+                // For a saga this write is its end: the caller is told "confirmed" only once it is
+                // durable, or a recovery could still compensate what the caller thinks is done.
+                ok = co_await journal_.write({.gid = st->gid, .status = status_change{tx_status::trying, decided}},
+                                             durability::sync);
+            } catch (const std::exception& e) {
+                st->abort(errc::journal_failed,
+                          describe(st->gid) + ": writing the decision failed (" + e.what() +
+                              "); it may or may not be durable, recovery will finish the transaction");
+                co_return result(*st, tx_status::trying);
+            }
+            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm,
+                             st->kind == tx_kind::tcc ? "decide" : "end"}))
+                co_await halt();
+            if (!ok) {
+                st->abort(errc::decision_conflict,
+                          describe(st->gid) + ": recovery cancelled the transaction before its decision");
+                co_return result(*st, tx_status::cancelling);
+            }
+            st->status = decided;
+            if (st->kind == tx_kind::saga) co_return result(*st, tx_status::confirmed);
+            co_return co_await settle(st, branch_op::confirm, opts_.phase_two);
+        }
+
+        // Presumed abort: a missing cancel decision means the same as a written one, so a failed
+        // write does not stop the cancellation.
+        bool ok = true;
+        try {
+            ok = co_await journal_.write(
+                {.gid = st->gid, .status = status_change{tx_status::trying, tx_status::cancelling}},
+                durability::sync);
+        } catch (const std::exception&) {
+        }
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::cancel, "decide"}))
+            co_await halt();
+        if (!ok) co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
+        st->status = tx_status::cancelling;
+        co_return co_await settle(st, st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate,
+                                  opts_.phase_two);
+    }
+
+    // ---- recovery ----------------------------------------------------------------------------
+
+    /// One recovery pass: claims every due unfinished transaction and drives it to its end.
+    asio::awaitable<recovery_report> recover() {
+        recovery_report rep;
+        std::unordered_set<std::string> seen;
+        for (;;) {
+            std::vector<transaction_record> batch = co_await journal_.claim(
+                {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.recovery_lease,
+                 .limit = opts_.recovery_batch});
+            if (!batch.empty() && should_halt({fault_site::journal_write, batch.front().gid, {},
+                                               branch_op::cancel, "claim"}))
+                co_await halt();
+            std::vector<asio::awaitable<void>> drives;
+            for (auto& rec : batch) {
+                if (!seen.insert(rec.gid).second) continue;
+                ++rep.claimed;
+                drives.push_back(recover_one(std::move(rec), &rep));
+            }
+            if (drives.empty()) break;
+            co_await when_all(std::move(drives));
+            if (batch.size() < opts_.recovery_batch) break;
+        }
+        co_return rep;
+    }
+
+private:
+    [[noreturn]] static void fail(tx_state& st, std::error_code ec, std::string why) {
+        st.abort(ec, why);
+        throw error(ec, why);
+    }
+    [[noreturn]] static void fail(tx_state& st, errc e, std::string why) {
+        fail(st, make_error_code(e), std::move(why));
+    }
+
+    bool should_halt(const fault_point& p) const {
+        return opts_.on_fault && opts_.on_fault(p);
+    }
+
+    /// Never resumes: the coroutine that reached a fault point is abandoned, like a killed process.
+    static asio::awaitable<void> halt() {
+        asio::steady_timer forever(co_await asio::this_coro::executor,
+                                   std::chrono::steady_clock::time_point::max());
+        for (;;) co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+
+    static asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
+        asio::steady_timer t(co_await asio::this_coro::executor, d);
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+
+    static tx_result result(tx_state& st, tx_status status) {
+        return tx_result{st.gid, status, st.reason, st.message, st.exception};
+    }
+
+    // Results are built by plain functions: g++ 12 mishandles some temporaries (conditional
+    // operands, braced aggregates) in co_return and co_await expressions.
+    static call_result unknown(errc e, std::string message) {
+        return call_result{call_result::kind::unknown, make_error_code(e), std::move(message)};
+    }
+
+    static call_result from_outcome(const outcome& o) {
+        switch (o.kind()) {
+        case outcome_kind::success: return call_result{call_result::kind::success, {}, {}};
+        case outcome_kind::failure:
+            return call_result{call_result::kind::failure, make_error_code(errc::branch_failed),
+                               o.message().empty() ? "answered failure" : o.message()};
+        case outcome_kind::pending:
+            return call_result{call_result::kind::pending, make_error_code(errc::branch_timed_out),
+                               o.message().empty() ? "answered pending" : o.message()};
+        }
+        return unknown(errc::branch_error, "answered an invalid outcome");
+    }
+
+    static call_result from_exception(std::exception_ptr e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+            return unknown(errc::branch_error, std::string("threw: ") + x.what());
+        } catch (...) {
+            return unknown(errc::branch_error, "threw a non-standard exception");
+        }
+    }
+
+    static call_result timed_out(std::chrono::nanoseconds timeout) {
+        return unknown(errc::branch_timed_out,
+                       "no answer within " +
+                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+                           " ms");
+    }
+
+    static branch_request request_for(const tx_state& st, const live_branch& b, branch_op op) {
+        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload};
+    }
+
+    /// Calls one branch. Never throws: exceptions and a missing participant come back as unknown
+    /// results.
+    static asio::awaitable<call_result> invoke(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op) {
+        const live_branch& b = st->branches[idx];
+        call_result r;
+        if (!b.target) {
+            r = unknown(errc::unknown_participant, "no participant is registered as '" + b.rec.participant + "'");
+            co_return r;
+        }
+        std::exception_ptr thrown;
+        try {
+            const branch_request req = request_for(*st, b, op);
+            const outcome o = co_await b.target->call(req);
+            r = from_outcome(o);
+        } catch (...) {
+            thrown = std::current_exception();
+        }
+        if (thrown) r = from_exception(thrown);
+        co_return r;
+    }
+
+    /// `invoke` bounded by `timeout`. The call runs as its own coroutine; when the time is up it
+    /// is sent a cancellation and abandoned (its late answer is ignored), so a participant that
+    /// ignores cancellation cannot hold the transaction.
+    static asio::awaitable<call_result> invoke_with_timeout(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                            branch_op op, std::chrono::nanoseconds timeout) {
+        auto ex = co_await asio::this_coro::executor;
+        struct race {
+            race(asio::any_io_executor e, std::chrono::nanoseconds t) : timer(std::move(e), t) {}
+            asio::steady_timer timer;
+            asio::cancellation_signal cancel;
+            std::optional<call_result> answer;
+        };
+        auto rc = std::make_shared<race>(ex, timeout);
+        asio::co_spawn(ex, invoke(st, idx, op),
+                       asio::bind_cancellation_slot(rc->cancel.slot(), [rc](std::exception_ptr e, call_result r) {
+                           rc->answer = e ? from_exception(e) : std::move(r);
+                           rc->timer.cancel();
+                       }));
+        if (!rc->answer) co_await rc->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        call_result r;
+        if (rc->answer) {
+            r = std::move(*rc->answer);
+        } else {
+            rc->cancel.emit(asio::cancellation_type::terminal);
+            r = timed_out(timeout);
+        }
+        co_return r;
+    }
+
+    asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                      std::chrono::nanoseconds timeout) {
+        call_result r;
+        if (timeout > std::chrono::nanoseconds::zero())
+            r = co_await invoke_with_timeout(st, idx, op, timeout);
+        else
+            r = co_await invoke(st, idx, op);
+        if (should_halt({fault_site::branch_call, st->gid, st->branches[idx].rec.branch_id, op, "call"}))
+            co_await halt();
+        co_return r;
+    }
+
+    /// A try or action, asked again while it answers pending, bounded by the deadline.
+    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op) {
+        const std::chrono::nanoseconds limit = opts_.call_timeout;
+        for (unsigned asked = 1;; ++asked) {
+            auto left = st->deadline - wall_clock::now();
+            if (left <= wall_clock::duration::zero()) {
+                call_result late = unknown(errc::deadline_exceeded, "the transaction deadline passed");
+                co_return late;
+            }
+            auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+            if (limit > std::chrono::nanoseconds::zero()) timeout = std::min(timeout, limit);
+            call_result r = co_await call(st, idx, op, timeout);
+            if (r.k != call_result::kind::pending) co_return r;
+            if (!opts_.pending.may_retry(asked)) {
+                r = unknown(errc::branch_timed_out, "still pending after " + std::to_string(asked) + " asks: " + r.message);
+                co_return r;
+            }
+            auto delay = opts_.pending.next_delay(asked);
+            if (wall_clock::now() + delay >= st->deadline) {
+                r = unknown(errc::deadline_exceeded, "still pending at the transaction deadline: " + r.message);
+                co_return r;
+            }
+            co_await sleep_for(delay);
+        }
+    }
+
+    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                                call_result* out) {
+        *out = co_await first_phase_call(std::move(st), idx, op);
+    }
+
+    /// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
+    /// stop. Returns whether the branch is done.
+    asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                        const retry_policy& policy) {
+        auto& b = st->branches[idx];
+        for (unsigned attempts = 1;; ++attempts) {
+            call_result r = co_await call(st, idx, op, opts_.call_timeout);
+            if (r.ok()) {
+                b.rec.done = true;
+                co_return true;
+            }
+            if (policy.on_alert && policy.alert_due(attempts))
+                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant, to_string(op),
+                                            attempts, r.message});
+            if (!policy.may_retry(attempts)) co_return false;
+            co_await sleep_for(policy.next_delay(attempts));
+        }
+    }
+
+    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                             const retry_policy* policy) {
+        co_await settle_branch(std::move(st), idx, op, *policy);
+    }
+
+    /// Phase 2: sends `op` to every branch not yet done, then records the end. Sagas compensate
+    /// strictly newest first; TCC branches are confirmed or cancelled concurrently if so set.
+    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op, const retry_policy& policy) {
+        const std::size_t n = st->branches.size();
+        if (op == branch_op::compensate) {
+            for (std::size_t i = n; i-- > 0;)
+                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy)) break;
+        } else if (opts_.concurrent_phase_two && n > 1) {
+            std::vector<asio::awaitable<void>> calls;
+            calls.reserve(n);
+            for (std::size_t i = 0; i < n; ++i)
+                if (!st->branches[i].rec.done) calls.push_back(settle_branch_void(st, i, op, &policy));
+            if (!calls.empty()) co_await when_all(std::move(calls));
+        } else {
+            for (std::size_t i = 0; i < n; ++i)
+                if (!st->branches[i].rec.done) co_await settle_branch(st, i, op, policy);
+        }
+
+        const tx_status from = st->status;
+        const tx_status to = from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
+        const bool all_done = std::all_of(st->branches.begin(), st->branches.end(),
+                                          [](const live_branch& b) { return b.rec.done; });
+        if (all_done) {
+            // Lazy: losing this write only means phase 2 is repeated, which participants tolerate.
+            try {
+                co_await journal_.write({.gid = st->gid, .status = status_change{from, to}}, durability::lazy);
+            } catch (const std::exception&) {
+            }
+            if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"})) co_await halt();
+            st->status = to;
+            co_return result(*st, to);
+        }
+
+        std::vector<std::string> done;
+        for (const auto& b : st->branches)
+            if (b.rec.done) done.push_back(b.rec.branch_id);
+        try {
+            co_await journal_.write({.gid = st->gid, .done_branches = done}, durability::lazy);
+        } catch (const std::exception&) {
+        }
+        if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"})) co_await halt();
+        // Keep the cancel reason if there is one; otherwise say why phase 2 is not finished.
+        tx_result r = result(*st, from);
+        if (!r.reason) {
+            r.reason = make_error_code(errc::attempts_exhausted);
+            r.message = describe(st->gid) + ": " + std::string(to_string(op)) +
+                        " did not succeed everywhere within the attempt limit; recovery will finish it";
+        }
+        co_return r;
+    }
+
+    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep) {
+        auto st = std::make_shared<tx_state>();
+        st->gid = std::move(rec.gid);
+        st->kind = rec.kind;
+        st->status = rec.status;
+        st->deadline = rec.deadline;
+        st->begun = true;
+        for (auto& b : rec.branches) {
+            participant* p = registry_.find(b.participant);
+            st->branches.push_back(live_branch{std::move(b), p});
+        }
+        active_claim claim(active_, st->gid);
+        if (!claim.held()) {
+            ++rep->skipped;
+            co_return;
+        }
+        const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
+                             : st->kind == tx_kind::tcc          ? branch_op::cancel
+                                                                 : branch_op::compensate;
+        tx_result r = co_await settle(st, op, opts_.recovery_retry);
+        if (is_final(r.status))
+            ++rep->finished;
+        else
+            ++rep->unfinished;
+    }
+
+    asio::any_io_executor ex_;
+    journal& journal_;
+    participant_registry& registry_;
+    coordinator_options opts_;
+    std::shared_ptr<active_set> active_ = std::make_shared<active_set>();
+    std::atomic<bool> stopping_{false};
+    asio::cancellation_signal stop_signal_;
+};
+
+} // namespace detail
+} // namespace dtx
+
+#endif

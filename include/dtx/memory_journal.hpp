@@ -1,0 +1,120 @@
+#ifndef DTX_MEMORY_JOURNAL_HPP
+#define DTX_MEMORY_JOURNAL_HPP
+
+// A journal in memory: for tests and for transactions that need not survive the process.
+//
+// It survives the coordinator (keep it alive and hand it to a fresh coordinator to test
+// recovery), not the process. Thread-safe. Ended transactions are dropped unless `keep_ended`.
+
+#include <mutex>
+#include <unordered_map>
+
+#include <dtx/error.hpp>
+#include <dtx/journal.hpp>
+
+namespace dtx {
+
+class memory_journal final : public journal {
+public:
+    struct options {
+        /// Keep ended transactions (for inspection in tests) instead of dropping them.
+        bool keep_ended = false;
+    };
+
+    memory_journal() = default;
+    explicit memory_journal(options o) : opts_(o) {}
+
+    asio::awaitable<bool> write(const journal_write& w, durability) override {
+        co_return apply(w);
+    }
+
+    asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
+        std::vector<transaction_record> out;
+        std::lock_guard lock(mu_);
+        for (auto& [gid, e] : txs_) {
+            if (out.size() >= r.limit) break;
+            if (is_final(e.rec.status)) continue;
+            if (e.rec.status == tx_status::trying && e.rec.deadline > r.now) continue;
+            if (e.lease_until > r.now) continue;
+            e.lease_owner = r.owner;
+            e.lease_until = r.now + r.lease;
+            if (e.rec.status == tx_status::trying) e.rec.status = tx_status::cancelling;
+            out.push_back(e.rec);
+        }
+        co_return out;
+    }
+
+    asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
+        co_return get(gid);
+    }
+
+    /// Synchronous view of one transaction, for tests.
+    std::optional<transaction_record> get(std::string_view gid) const {
+        std::lock_guard lock(mu_);
+        auto it = txs_.find(std::string(gid));
+        if (it == txs_.end()) return std::nullopt;
+        return it->second.rec;
+    }
+
+    /// Every transaction held, for tests.
+    std::vector<transaction_record> all() const {
+        std::lock_guard lock(mu_);
+        std::vector<transaction_record> out;
+        out.reserve(txs_.size());
+        for (auto& [gid, e] : txs_) out.push_back(e.rec);
+        return out;
+    }
+
+    /// Number of transactions that have not ended.
+    std::size_t unfinished() const {
+        std::lock_guard lock(mu_);
+        std::size_t n = 0;
+        for (auto& [gid, e] : txs_) n += !is_final(e.rec.status);
+        return n;
+    }
+
+private:
+    struct entry {
+        transaction_record rec;
+        std::string lease_owner;
+        wall_clock::time_point lease_until{};
+    };
+
+    bool apply(const journal_write& w) {
+        std::lock_guard lock(mu_);
+        entry* e = nullptr;
+        std::string gid(w.gid);
+        if (w.begin) {
+            auto [it, inserted] = txs_.try_emplace(gid);
+            if (!inserted) throw error(errc::duplicate_gid, "gid " + gid + ": already in the journal");
+            e = &it->second;
+            e->rec.gid = gid;
+            e->rec.kind = w.begin->kind;
+            e->rec.deadline = w.begin->deadline;
+        } else {
+            auto it = txs_.find(gid);
+            if (it == txs_.end())
+                throw error(errc::unknown_transaction, "gid " + gid + ": not in the journal");
+            e = &it->second;
+            if (w.status && e->rec.status != w.status->from) return false;
+        }
+        auto& rec = e->rec;
+        rec.branches.insert(rec.branches.end(), w.new_branches.begin(), w.new_branches.end());
+        for (const auto& id : w.done_branches)
+            for (auto& b : rec.branches)
+                if (b.branch_id == id) b.done = true;
+        if (w.status) {
+            rec.status = w.status->to;
+            if (is_final(rec.status) && !opts_.keep_ended) txs_.erase(gid);
+        }
+        return true;
+    }
+
+    options opts_;
+    mutable std::mutex mu_;
+    std::unordered_map<std::string, entry> txs_;
+};
+
+} // namespace dtx
+
+#endif
