@@ -46,14 +46,14 @@ struct coordinator_options {
     std::size_t recovery_batch = 256;
 
     /// Test seam: stop the coordinator at a chosen point (see fault_injection.hpp).
-    fault_hook on_fault;
+    fault_hook on_fault{};
 };
 
 struct tx_options {
     /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused.
-    std::string gid;
+    std::string gid{};
     /// Overrides coordinator_options::transaction_timeout for this transaction.
-    std::optional<std::chrono::milliseconds> timeout;
+    std::optional<std::chrono::milliseconds> timeout{};
 };
 
 } // namespace dtx

@@ -88,8 +88,8 @@ enum class durability {
 /// Which unfinished transactions recovery wants: those decided (confirming, cancelling) and
 /// those still trying past their deadline, not leased to anyone until after `now`.
 struct claim_request {
-    wall_clock::time_point now;
-    std::string_view owner;
+    wall_clock::time_point now{};
+    std::string_view owner{};
     std::chrono::milliseconds lease{30'000};
     std::size_t limit = 100;
 };

@@ -208,6 +208,8 @@ public:
         bool ok = false;
         try {
             ok = co_await journal_.write(w, durability::sync);
+        } catch (const error& e) {
+            fail(*st, e.code(), describe(st->gid, fresh.front().branch_id) + ": registering the branch failed: " + e.what());
         } catch (const std::exception& e) {
             fail(*st, errc::journal_failed,
                  describe(st->gid, fresh.front().branch_id) + ": registering the branch failed: " + e.what());
