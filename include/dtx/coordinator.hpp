@@ -73,12 +73,11 @@ public:
     /// One recovery pass: drives every due unfinished transaction in the journal to its end
     /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
     /// cancelled). Transactions this coordinator is driving itself are left alone.
-    asio::awaitable<recovery_report> recover() {
-        auto eng = eng_;
-        co_return co_await asio::co_spawn(asio::make_strand(eng->executor()), eng->recover(),
-                                          asio::bind_cancellation_slot(asio::cancellation_slot(),
-                                                                       asio::use_awaitable));
+    asio::awaitable<recovery_report> recover(recovery_options ro) {
+        return asio::co_spawn(asio::make_strand(eng_->executor()), recover_pass(eng_, ro),
+                              asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
     }
+    asio::awaitable<recovery_report> recover() { return recover(recovery_options{}); }
 
     /// Starts recovery in the background: a pass now and then every `recovery_interval`. A pass
     /// that throws (the journal is unreachable, say) is reported to `on_error` and retried at the
@@ -127,12 +126,17 @@ private:
         co_return co_await eng->finish(std::move(st));
     }
 
+    // Holds the engine for the whole pass, so destroying the coordinator cannot pull it away.
+    static asio::awaitable<recovery_report> recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro) {
+        co_return co_await eng->recover(ro);
+    }
+
     static asio::awaitable<void> recovery_loop(std::shared_ptr<detail::engine> eng,
                                                std::function<void(std::exception_ptr)> on_error) {
         asio::steady_timer wait(co_await asio::this_coro::executor);
         while (!eng->stopping()) {
             try {
-                co_await eng->recover();
+                co_await eng->recover(recovery_options{});
             } catch (...) {
                 if (on_error) on_error(std::current_exception());
             }

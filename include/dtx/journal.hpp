@@ -92,6 +92,9 @@ struct claim_request {
     std::string_view owner{};
     std::chrono::milliseconds lease{30'000};
     std::size_t limit = 100;
+    /// Also claim transactions still trying before their deadline: the caller knows that the
+    /// coordinator that ran them is gone (see recovery_options::take_over_trying).
+    bool ignore_deadlines = false;
 };
 
 class journal {

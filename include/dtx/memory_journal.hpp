@@ -34,7 +34,7 @@ public:
         for (auto& [gid, e] : txs_) {
             if (out.size() >= r.limit) break;
             if (is_final(e.rec.status)) continue;
-            if (e.rec.status == tx_status::trying && e.rec.deadline > r.now) continue;
+            if (e.rec.status == tx_status::trying && e.rec.deadline > r.now && !r.ignore_deadlines) continue;
             if (e.lease_until > r.now) continue;
             e.lease_owner = r.owner;
             e.lease_until = r.now + r.lease;

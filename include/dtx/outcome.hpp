@@ -18,6 +18,8 @@ enum class outcome_kind : std::uint8_t { success, failure, pending };
 
 class outcome {
 public:
+    /// A failure saying there is no answer: a default never reads as success.
+    outcome() : kind_(outcome_kind::failure), message_("no outcome") {}
     outcome(outcome_kind kind, std::string message) : kind_(kind), message_(std::move(message)) {}
 
     outcome_kind kind() const noexcept { return kind_; }

@@ -5,6 +5,14 @@
 
 namespace dtx {
 
+/// How a recovery pass chooses what to take.
+struct recovery_options {
+    /// Take transactions that are still trying before their deadline too, and cancel them. Right
+    /// when this process is the journal's only coordinator and has just started: whatever is still
+    /// trying was left by its previous life. Wrong while another coordinator may be running them.
+    bool take_over_trying = false;
+};
+
 /// What one recovery pass did.
 struct recovery_report {
     /// Unfinished transactions the pass took from the journal.

@@ -15,7 +15,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -112,8 +114,14 @@ public:
         for (auto& [k, s] : slots_) out.insert(k.substr(0, k.find('/')));
         return out;
     }
-    /// First compensations (the ones that changed a slot or created a null one), in order.
-    const std::vector<std::pair<std::string, std::string>>& first_compensations() const { return first_comp_; }
+    /// First compensations (the ones that changed a slot or created a null one): a sequence
+    /// number shared by every resource, gid and branch.
+    struct compensation {
+        std::uint64_t seq;
+        std::string gid;
+        std::string branch_id;
+    };
+    const std::vector<compensation>& first_compensations() const { return first_comp_; }
 
 private:
     struct slot {
@@ -196,7 +204,7 @@ private:
         case branch_op::compensate:
             if (it == slots_.end()) {
                 slots_[k] = {slot_state::cancelled, 0}; // null compensation: remember it
-                first_comp_.emplace_back(std::string(r.gid), std::string(r.branch_id));
+                first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
                 return success();
             }
             if (it->second.state == slot_state::confirmed && r.op == branch_op::cancel) {
@@ -210,7 +218,7 @@ private:
                     taken_ -= it->second.qty;
                 available_ += it->second.qty;
                 it->second.state = slot_state::cancelled;
-                first_comp_.emplace_back(std::string(r.gid), std::string(r.branch_id));
+                first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
             }
             return success();
         }
@@ -227,7 +235,12 @@ private:
     std::map<std::string, std::vector<branch_op>> log_;
     std::map<std::string, unsigned> attempts_;
     std::vector<std::string> violations_;
-    std::vector<std::pair<std::string, std::string>> first_comp_;
+    std::vector<compensation> first_comp_;
+
+    static std::uint64_t& sequence() {
+        static std::uint64_t seq = 0;
+        return seq;
+    }
 };
 
 /// Checks the invariants across resources: every gid ended all-confirmed or all-cancelled (a
@@ -253,14 +266,16 @@ inline std::string check_invariants(const std::vector<const resource*>& resource
         if (confirmed && cancelled) return "gid " + gid + " is partly confirmed and partly cancelled";
     }
     if (sagas) {
+        std::vector<resource::compensation> all;
+        for (auto* r : resources) all.insert(all.end(), r->first_compensations().begin(), r->first_compensations().end());
+        std::sort(all.begin(), all.end(), [](auto& x, auto& y) { return x.seq < y.seq; });
         std::map<std::string, std::string> last; // gid -> last branch compensated
-        for (auto* r : resources)
-            for (auto& [gid, branch] : r->first_compensations()) {
-                auto it = last.find(gid);
-                if (it != last.end() && branch >= it->second)
-                    return "gid " + gid + ": branch " + branch + " compensated after " + it->second;
-                last[gid] = branch;
-            }
+        for (auto& c : all) {
+            auto it = last.find(c.gid);
+            if (it != last.end() && c.branch_id >= it->second)
+                return "gid " + c.gid + ": branch " + c.branch_id + " compensated after " + it->second;
+            last[c.gid] = c.branch_id;
+        }
     }
     return {};
 }

@@ -207,7 +207,7 @@ public:
             w.begin = begin_transaction{st->kind, st->deadline};
         bool ok = false;
         try {
-            ok = co_await journal_.write(w, durability::sync);
+            ok = co_await write(w, durability::sync);
         } catch (const error& e) {
             fail(*st, e.code(), describe(st->gid, fresh.front().branch_id) + ": registering the branch failed: " + e.what());
         } catch (const std::exception& e) {
@@ -268,7 +268,7 @@ public:
             try {
                 // For a saga this write is its end: the caller is told "confirmed" only once it is
                 // durable, or a recovery could still compensate what the caller thinks is done.
-                ok = co_await journal_.write({.gid = st->gid, .status = status_change{tx_status::trying, decided}},
+                ok = co_await write({.gid = st->gid, .status = status_change{tx_status::trying, decided}},
                                              durability::sync);
             } catch (const std::exception& e) {
                 st->abort(errc::journal_failed,
@@ -293,7 +293,7 @@ public:
         // write does not stop the cancellation.
         bool ok = true;
         try {
-            ok = co_await journal_.write(
+            ok = co_await write(
                 {.gid = st->gid, .status = status_change{tx_status::trying, tx_status::cancelling}},
                 durability::sync);
         } catch (const std::exception&) {
@@ -309,13 +309,13 @@ public:
     // ---- recovery ----------------------------------------------------------------------------
 
     /// One recovery pass: claims every due unfinished transaction and drives it to its end.
-    asio::awaitable<recovery_report> recover() {
+    asio::awaitable<recovery_report> recover(recovery_options ro) {
         recovery_report rep;
         std::unordered_set<std::string> seen;
         for (;;) {
-            std::vector<transaction_record> batch = co_await journal_.claim(
+            std::vector<transaction_record> batch = co_await claim(
                 {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.recovery_lease,
-                 .limit = opts_.recovery_batch});
+                 .limit = opts_.recovery_batch, .ignore_deadlines = ro.take_over_trying});
             if (!batch.empty() && should_halt({fault_site::journal_write, batch.front().gid, {},
                                                branch_op::cancel, "claim"}))
                 co_await halt();
@@ -341,8 +341,23 @@ private:
         fail(st, make_error_code(e), std::move(why));
     }
 
-    bool should_halt(const fault_point& p) const {
-        return opts_.on_fault && opts_.on_fault(p);
+    /// True if the coordinator must stop at `p`. Once it has stopped, every coroutine of this
+    /// engine stops at its next fault point or call, as they would all die with the process.
+    bool should_halt(const fault_point& p) {
+        if (halted_) return true;
+        if (!opts_.on_fault || !opts_.on_fault(p)) return false;
+        halted_ = true;
+        return true;
+    }
+
+    // Journal access goes through these so that a stopped coordinator writes nothing more.
+    asio::awaitable<bool> write(const journal_write& w, durability d) {
+        if (halted_) co_await halt();
+        co_return co_await journal_.write(w, d);
+    }
+    asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) {
+        if (halted_) co_await halt();
+        co_return co_await journal_.claim(r);
     }
 
     /// Never resumes: the coroutine that reached a fault point is abandoned, like a killed process.
@@ -453,6 +468,7 @@ private:
 
     asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
                                       std::chrono::nanoseconds timeout) {
+        if (halted_) co_await halt();
         call_result r;
         if (timeout > std::chrono::nanoseconds::zero())
             r = co_await invoke_with_timeout(st, idx, op, timeout);
@@ -543,7 +559,7 @@ private:
         if (all_done) {
             // Lazy: losing this write only means phase 2 is repeated, which participants tolerate.
             try {
-                co_await journal_.write({.gid = st->gid, .status = status_change{from, to}}, durability::lazy);
+                co_await write({.gid = st->gid, .status = status_change{from, to}}, durability::lazy);
             } catch (const std::exception&) {
             }
             if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"})) co_await halt();
@@ -555,7 +571,7 @@ private:
         for (const auto& b : st->branches)
             if (b.rec.done) done.push_back(b.rec.branch_id);
         try {
-            co_await journal_.write({.gid = st->gid, .done_branches = done}, durability::lazy);
+            co_await write({.gid = st->gid, .done_branches = done}, durability::lazy);
         } catch (const std::exception&) {
         }
         if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"})) co_await halt();
@@ -601,6 +617,7 @@ private:
     coordinator_options opts_;
     std::shared_ptr<active_set> active_ = std::make_shared<active_set>();
     std::atomic<bool> stopping_{false};
+    std::atomic<bool> halted_{false}; // the fault hook stopped this coordinator
     asio::cancellation_signal stop_signal_;
 };
 
