@@ -1,11 +1,12 @@
 // Core benchmark: in-process TCC and sagas with three participants and the in-memory journal, on
 // one thread, against a baseline that co_awaits the very same handlers directly.
 //
-//   bench_core [--quick] [--seconds=S] [--filter=SUBSTRING] [--list]
+//   bench_core [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]
 //
 // Every measurement prints one JSON object on a line of its own (stdout); progress and errors go to
 // stderr. A measurement runs for about S seconds (default 1; DTX_BENCH_SECONDS sets the default;
-// --quick is 0.1 s, a smoke run), after a warm-up that also sizes it.
+// --quick is 0.1 s, a smoke run), after a warm-up that also sizes it. --tx=N runs exactly N
+// transactions per measurement instead, without warm-up (for profilers: callgrind, perf).
 //
 // What is measured:
 //   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
@@ -278,9 +279,10 @@ sample run(participants& parts, const scenario& sc, bool framework, std::size_t 
 }
 
 /// Warms up (doubling the count until a run takes a tenth of the target), then runs for about
-/// `target_seconds`.
+/// `target_seconds`. With `fixed_tx`, runs exactly that many transactions, without a warm-up.
 sample measure(participants& parts, const scenario& sc, bool framework, std::size_t concurrency,
-               double target_seconds) {
+               double target_seconds, std::size_t fixed_tx) {
+    if (fixed_tx != 0) return run(parts, sc, framework, concurrency, fixed_tx);
     std::size_t n = std::max<std::size_t>(concurrency * 4, 256);
     sample warm;
     for (;;) {
@@ -368,9 +370,10 @@ std::vector<scenario> scenarios() {
 
 int usage(const char* argv0, int code) {
     std::fprintf(code ? stderr : stdout,
-                 "usage: %s [--quick] [--seconds=S] [--filter=SUBSTRING] [--list]\n"
+                 "usage: %s [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]\n"
                  "  --quick       short smoke run (0.1 s per measurement)\n"
                  "  --seconds=S   seconds per measurement (default: $DTX_BENCH_SECONDS, else 1)\n"
+                 "  --tx=N        exactly N transactions per measurement, no warm-up (profiling)\n"
                  "  --filter=S    only the benchmarks whose name contains S\n"
                  "  --list        print the benchmark names and exit\n"
                  "Prints one JSON object per benchmark on stdout.\n",
@@ -381,6 +384,7 @@ int usage(const char* argv0, int code) {
 int main(int argc, char** argv) {
     double seconds = 1.0;
     if (const char* env = std::getenv("DTX_BENCH_SECONDS"); env && *env) seconds = std::atof(env);
+    std::size_t fixed_tx = 0;
     std::string filter;
     bool list = false;
     for (int i = 1; i < argc; ++i) {
@@ -389,6 +393,8 @@ int main(int argc, char** argv) {
             seconds = 0.1;
         else if (a.starts_with("--seconds="))
             seconds = std::atof(argv[i] + 10);
+        else if (a.starts_with("--tx="))
+            fixed_tx = static_cast<std::size_t>(std::strtoull(argv[i] + 5, nullptr, 10));
         else if (a.starts_with("--filter="))
             filter = std::string(a.substr(9));
         else if (a == "--list")
@@ -418,8 +424,8 @@ int main(int argc, char** argv) {
                 }
                 std::cerr << "bench_core: " << name << "\n";
                 auto key = std::make_pair(sc.kind, c);
-                if (!baselines.count(key)) baselines.emplace(key, measure(parts, sc, false, c, seconds));
-                const sample fw = measure(parts, sc, true, c, seconds);
+                if (!baselines.count(key)) baselines.emplace(key, measure(parts, sc, false, c, seconds, fixed_tx));
+                const sample fw = measure(parts, sc, true, c, seconds, fixed_tx);
                 std::cout << line(sc, c, fw, baselines.at(key)).dump() << std::endl;
             }
         }
