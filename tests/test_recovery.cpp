@@ -275,8 +275,8 @@ TEST_CASE("many concurrent transactions, one crash at a random point, recovery e
             };
         };
         for (resource* r : {&w.a, &w.b, &w.c, &w.sa, &w.sb, &w.sc}) r->set_script(chaos(15));
-        const int n = 30;
-        scenario many = [n](coordinator& coord) -> asio::awaitable<void> {
+        static constexpr int n = 30;
+        scenario many = [](coordinator& coord) -> asio::awaitable<void> {
             auto ex = co_await asio::this_coro::executor;
             for (int i = 0; i < n; ++i)
                 asio::co_spawn(ex, i % 3 == 0 ? three_saga(coord) : three_tcc(coord), asio::detached);

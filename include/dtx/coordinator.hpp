@@ -19,6 +19,11 @@
 // The journal and the registry must outlive the coordinator and every transaction and recovery
 // pass it started. A transaction runs to its end even if the coroutine awaiting it is cancelled:
 // its deadline bounds it.
+//
+// Threads: like an Asio I/O object, a coordinator works on one executor, which must not run its
+// handlers concurrently: a single-threaded io_context's, or a strand. Transactions may be started
+// from any thread (they are moved onto that executor). To use more cores, run one coordinator per
+// io_context thread over the same journal and registry, which are thread-safe.
 
 #include <memory>
 #include <string>
@@ -28,7 +33,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 
 #include <dtx/coordinator_options.hpp>
 #include <dtx/transaction.hpp>
@@ -38,7 +42,7 @@ namespace dtx {
 
 class coordinator {
 public:
-    /// `ex` runs the transactions (each on a strand of it) and the recovery task.
+    /// `ex` runs the transactions and the recovery task; see "Threads" above.
     coordinator(asio::any_io_executor ex, journal& j, participant_registry& participants,
                 coordinator_options options = {})
         : eng_(std::make_shared<detail::engine>(std::move(ex), j, participants, std::move(options))) {}
@@ -74,8 +78,10 @@ public:
     /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
     /// cancelled). Transactions this coordinator is driving itself are left alone.
     asio::awaitable<recovery_report> recover(recovery_options ro) {
-        return asio::co_spawn(asio::make_strand(eng_->executor()), recover_pass(eng_, ro),
-                              asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
+        auto eng = eng_;
+        auto signal = std::make_shared<asio::cancellation_signal>();
+        co_return co_await asio::co_spawn(eng->executor(), recover_pass(eng, ro, signal),
+                                          asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
     }
     asio::awaitable<recovery_report> recover() { return recover(recovery_options{}); }
 
@@ -83,8 +89,7 @@ public:
     /// that throws (the journal is unreachable, say) is reported to `on_error` and retried at the
     /// next interval.
     void start_recovery(std::function<void(std::exception_ptr)> on_error = {}) {
-        asio::co_spawn(asio::make_strand(eng_->executor()), recovery_loop(eng_, std::move(on_error)),
-                       asio::detached);
+        asio::co_spawn(eng_->executor(), recovery_loop(eng_, std::move(on_error)), asio::detached);
     }
 
     /// Stops the background recovery after its current pass. Transactions in flight go on.
@@ -98,15 +103,19 @@ public:
 private:
     template <class Handle, class Body>
     asio::awaitable<tx_result> run(std::shared_ptr<detail::tx_state> st, Body body) {
-        // Its own coroutine on its own strand: the caller's cancellation cannot cut phase 2 short,
-        // and the transaction's concurrent calls are serialised whatever the io_context's threads.
-        return asio::co_spawn(asio::make_strand(eng_->executor()), drive<Handle>(eng_, std::move(st), std::move(body)),
-                              asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
+        // The transaction is a coroutine of its own whose cancellation slot is its state's signal:
+        // the caller's cancellation cannot cut phase 2 short, and a call timeout can cancel what
+        // the transaction awaits. `keep` holds the signal until that coroutine has completed.
+        auto eng = eng_;
+        auto keep = st;
+        co_return co_await asio::co_spawn(eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
+                                          asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
     }
 
     template <class Handle, class Body>
     static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng, std::shared_ptr<detail::tx_state> st,
                                             Body body) {
+        detail::engine::activity running(eng);
         Handle handle(eng, st);
         try {
             co_await body(handle);
@@ -127,16 +136,21 @@ private:
     }
 
     // Holds the engine for the whole pass, so destroying the coordinator cannot pull it away.
-    static asio::awaitable<recovery_report> recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro) {
-        co_return co_await eng->recover(ro);
+    static asio::awaitable<recovery_report> recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
+                                                         std::shared_ptr<asio::cancellation_signal> signal) {
+        detail::engine::activity running(eng);
+        co_return co_await eng->recover(ro, *signal);
     }
 
     static asio::awaitable<void> recovery_loop(std::shared_ptr<detail::engine> eng,
                                                std::function<void(std::exception_ptr)> on_error) {
         asio::steady_timer wait(co_await asio::this_coro::executor);
+        asio::cancellation_signal calls; // for call timeouts inside the passes
         while (!eng->stopping()) {
             try {
-                co_await eng->recover(recovery_options{});
+                detail::engine::activity running(eng);
+                co_await asio::co_spawn(co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
+                                        asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
             } catch (...) {
                 if (on_error) on_error(std::current_exception());
             }

@@ -7,6 +7,8 @@
 // recovery), not the process. Thread-safe. Ended transactions are dropped unless `keep_ended`.
 
 #include <mutex>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 
 #include <dtx/error.hpp>
@@ -51,7 +53,7 @@ public:
     /// Synchronous view of one transaction, for tests.
     std::optional<transaction_record> get(std::string_view gid) const {
         std::lock_guard lock(mu_);
-        auto it = txs_.find(std::string(gid));
+        auto it = txs_.find(gid);
         if (it == txs_.end()) return std::nullopt;
         return it->second.rec;
     }
@@ -82,22 +84,23 @@ private:
 
     bool apply(const journal_write& w) {
         std::lock_guard lock(mu_);
-        entry* e = nullptr;
-        std::string gid(w.gid);
+        const std::string_view gid = w.gid;
+        map::iterator it;
         if (w.begin) {
-            auto [it, inserted] = txs_.try_emplace(gid);
-            if (!inserted) throw error(errc::duplicate_gid, "gid " + gid + ": already in the journal");
-            e = &it->second;
-            e->rec.gid = gid;
-            e->rec.kind = w.begin->kind;
-            e->rec.deadline = w.begin->deadline;
+            if (w.status && w.status->from != tx_status::trying) return false;
+            bool inserted = false;
+            std::tie(it, inserted) = txs_.try_emplace(std::string(gid));
+            if (!inserted) throw error(errc::duplicate_gid, "gid " + std::string(gid) + ": already in the journal");
+            it->second.rec.gid = gid;
+            it->second.rec.kind = w.begin->kind;
+            it->second.rec.deadline = w.begin->deadline;
         } else {
-            auto it = txs_.find(gid);
+            it = txs_.find(gid);
             if (it == txs_.end())
-                throw error(errc::unknown_transaction, "gid " + gid + ": not in the journal");
-            e = &it->second;
-            if (w.status && e->rec.status != w.status->from) return false;
+                throw error(errc::unknown_transaction, "gid " + std::string(gid) + ": not in the journal");
+            if (w.status && it->second.rec.status != w.status->from) return false;
         }
+        entry* e = &it->second;
         auto& rec = e->rec;
         rec.branches.insert(rec.branches.end(), w.new_branches.begin(), w.new_branches.end());
         for (const auto& id : w.done_branches)
@@ -105,14 +108,20 @@ private:
                 if (b.branch_id == id) b.done = true;
         if (w.status) {
             rec.status = w.status->to;
-            if (is_final(rec.status) && !opts_.keep_ended) txs_.erase(gid);
+            if (is_final(rec.status) && !opts_.keep_ended) txs_.erase(it);
         }
         return true;
     }
 
+    struct gid_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+    using map = std::unordered_map<std::string, entry, gid_hash, std::equal_to<>>;
+
     options opts_;
     mutable std::mutex mu_;
-    std::unordered_map<std::string, entry> txs_;
+    map txs_;
 };
 
 } // namespace dtx

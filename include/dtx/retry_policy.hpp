@@ -48,7 +48,8 @@ struct retry_policy {
             std::chrono::duration_cast<std::chrono::nanoseconds>(initial_backoff).count());
         const double cap = static_cast<double>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(max_backoff).count());
-        for (unsigned i = 1; i < attempt && d < cap; ++i) d *= multiplier;
+        if (multiplier > 1.0 && d > 0.0)
+            for (unsigned i = 1; i < attempt && d < cap; ++i) d *= multiplier;
         return std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(d, cap)));
     }
 
@@ -67,7 +68,7 @@ struct retry_policy {
 
     /// True if the alert hook is due after `attempts` failed ones.
     bool alert_due(unsigned attempts) const noexcept {
-        return alert_after != 0 && attempts % alert_after == 0;
+        return alert_after != 0 && attempts != 0 && attempts % alert_after == 0;
     }
 };
 

@@ -36,7 +36,7 @@ enum class act {
     fail,         ///< answer failure without doing anything
     throw_error,  ///< throw: an unknown result
     hang,         ///< wait "forever" (10 s), honouring cancellation
-    hang_deaf,    ///< wait 10 s ignoring cancellation, then do the work
+    hang_deaf,    ///< wait 20 ms ignoring cancellation, then do the work
     pending,      ///< answer pending without doing anything
 };
 
@@ -114,7 +114,7 @@ public:
         for (auto& [k, s] : slots_) out.insert(k.substr(0, k.find('/')));
         return out;
     }
-    /// First compensations (the ones that changed a slot or created a null one): a sequence
+    /// First saga compensations (the ones that changed a slot or created a null one): a sequence
     /// number shared by every resource, gid and branch.
     struct compensation {
         std::uint64_t seq;
@@ -158,7 +158,7 @@ private:
             break;
         }
         case act::hang_deaf: {
-            asio::steady_timer t(co_await asio::this_coro::executor, 10s);
+            asio::steady_timer t(co_await asio::this_coro::executor, 20ms);
             co_await t.async_wait(asio::bind_cancellation_slot(asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable)));
             break;
         }
@@ -204,7 +204,8 @@ private:
         case branch_op::compensate:
             if (it == slots_.end()) {
                 slots_[k] = {slot_state::cancelled, 0}; // null compensation: remember it
-                first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
+                if (r.op == branch_op::compensate)
+                    first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
                 return success();
             }
             if (it->second.state == slot_state::confirmed && r.op == branch_op::cancel) {
@@ -218,7 +219,8 @@ private:
                     taken_ -= it->second.qty;
                 available_ += it->second.qty;
                 it->second.state = slot_state::cancelled;
-                first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
+                if (r.op == branch_op::compensate)
+                    first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
             }
             return success();
         }
@@ -272,7 +274,7 @@ inline std::string check_invariants(const std::vector<const resource*>& resource
         std::map<std::string, std::string> last; // gid -> last branch compensated
         for (auto& c : all) {
             auto it = last.find(c.gid);
-            if (it != last.end() && c.branch_id >= it->second)
+            if (it != last.end() && std::stoi(c.branch_id) >= std::stoi(it->second))
                 return "gid " + c.gid + ": branch " + c.branch_id + " compensated after " + it->second;
             last[c.gid] = c.branch_id;
         }

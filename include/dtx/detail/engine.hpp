@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdio>
+#include <charconv>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/container/small_vector.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -32,7 +33,15 @@
 #include <dtx/participant_registry.hpp>
 #include <dtx/recovery_report.hpp>
 #include <dtx/tx_result.hpp>
+#include <dtx/detail/deadline_watch.hpp>
 #include <dtx/detail/when_all.hpp>
+
+// g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
+// operator new/delete (Asio's awaitable frames): a false positive. Silenced here only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
 namespace dtx {
 
@@ -59,6 +68,9 @@ struct tx_state {
     /// A deque, so that branches added later never move those whose calls are in flight.
     std::deque<live_branch> branches;
     bool begun = false; ///< the begin record is in the journal
+
+    /// Bound to the transaction's own coroutine: a call timeout cancels what it awaits.
+    asio::cancellation_signal signal;
 
     bool aborted = false;
     std::error_code reason;
@@ -101,37 +113,30 @@ inline std::string describe(std::string_view gid, std::string_view branch_id = {
 
 inline std::string format_branch_id(std::size_t n) {
     char buf[24];
-    std::snprintf(buf, sizeof buf, "%02zu", n);
-    return buf;
+    char* p = buf;
+    if (n < 10) *p++ = '0';
+    p = std::to_chars(p, buf + sizeof buf, n).ptr;
+    return std::string(buf, p);
 }
 
 /// The gids this process is driving through a decision or phase 2, so that a recovery pass in
 /// the same process leaves them alone.
+/// Used only on the coordinator's executor, like the rest of the engine.
 class active_set {
 public:
-    bool insert(const std::string& gid) {
-        std::lock_guard lock(mu_);
-        return gids_.insert(gid).second;
-    }
-    void erase(const std::string& gid) {
-        std::lock_guard lock(mu_);
-        gids_.erase(gid);
-    }
-    bool contains(const std::string& gid) const {
-        std::lock_guard lock(mu_);
-        return gids_.count(gid) != 0;
-    }
+    /// `gid` must stay alive until erased (it is the gid of a live tx_state).
+    bool insert(std::string_view gid) { return gids_.insert(gid).second; }
+    void erase(std::string_view gid) { gids_.erase(gid); }
 
 private:
-    mutable std::mutex mu_;
-    std::unordered_set<std::string> gids_;
+    std::unordered_set<std::string_view> gids_;
 };
 
 /// Holds a gid in the active set for the lifetime of a coroutine frame, including one destroyed
 /// without resuming (a stopped io_context).
 class active_claim {
 public:
-    active_claim(std::shared_ptr<active_set> set, const std::string& gid)
+    active_claim(std::shared_ptr<active_set> set, std::string_view gid)
         : set_(std::move(set)), gid_(gid), held_(set_->insert(gid_)) {}
     active_claim(const active_claim&) = delete;
     active_claim& operator=(const active_claim&) = delete;
@@ -142,16 +147,31 @@ public:
 
 private:
     std::shared_ptr<active_set> set_;
-    std::string gid_;
+    std::string_view gid_;
     bool held_;
 };
 
 class engine : public std::enable_shared_from_this<engine> {
 public:
     engine(asio::any_io_executor ex, journal& j, participant_registry& r, coordinator_options o)
-        : ex_(std::move(ex)), journal_(j), registry_(r), opts_(std::move(o)) {}
+        : ex_(std::move(ex)), journal_(j), registry_(r), opts_(std::move(o)), watch_(ex_) {}
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
+
+    /// Counts a running transaction or recovery pass for as long as it lives.
+    class activity {
+    public:
+        explicit activity(std::shared_ptr<engine> e) : e_(std::move(e)) { ++e_->live_; }
+        activity(const activity&) = delete;
+        activity& operator=(const activity&) = delete;
+        ~activity() {
+            // A halted engine's coroutines are destroyed with their io_context: leave its timer be.
+            if (--e_->live_ == 0 && !e_->halted_) e_->watch_.release_if_idle();
+        }
+
+    private:
+        std::shared_ptr<engine> e_;
+    };
     const coordinator_options& options() const noexcept { return opts_; }
     journal& journal_ref() noexcept { return journal_; }
     bool stopping() const noexcept { return stopping_.load(std::memory_order_relaxed); }
@@ -180,8 +200,8 @@ public:
         if (specs.empty()) co_return;
         if (wall_clock::now() >= st->deadline) fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
 
-        std::vector<branch_record> fresh;
-        std::vector<participant*> targets;
+        boost::container::small_vector<branch_record, 4> fresh;
+        boost::container::small_vector<participant*, 4> targets;
         fresh.reserve(specs.size());
         targets.reserve(specs.size());
         for (auto& s : specs) {
@@ -200,7 +220,7 @@ public:
             targets.push_back(p);
         }
 
-        journal_write w{.gid = st->gid, .new_branches = fresh};
+        journal_write w{.gid = st->gid, .new_branches = {fresh.data(), fresh.size()}};
         if (st->begun)
             w.status = status_change{tx_status::trying, tx_status::trying};
         else
@@ -229,16 +249,10 @@ public:
 
         const branch_op op = st->kind == tx_kind::tcc ? branch_op::try_ : branch_op::action;
         const std::size_t n = st->branches.size() - first;
-        std::vector<call_result> results(n);
-        if (n == 1) {
-            results[0] = co_await first_phase_call(st, first, op);
-        } else {
-            std::vector<asio::awaitable<void>> calls;
-            calls.reserve(n);
-            for (std::size_t i = 0; i < n; ++i)
-                calls.push_back(first_phase_call_into(st, first + i, op, &results[i]));
-            co_await when_all(std::move(calls));
-        }
+        boost::container::small_vector<call_result, 4> results(n);
+        co_await when_all(st->signal, n, [&](std::size_t i, asio::cancellation_signal& sig) {
+            return first_phase_call_into(st, first + i, op, &results[i], sig);
+        });
         for (std::size_t i = 0; i < n; ++i) {
             if (results[i].ok()) continue;
             const auto& b = st->branches[first + i].rec;
@@ -286,7 +300,7 @@ public:
             }
             st->status = decided;
             if (st->kind == tx_kind::saga) co_return result(*st, tx_status::confirmed);
-            co_return co_await settle(st, branch_op::confirm, opts_.phase_two);
+            co_return co_await settle(st, branch_op::confirm, opts_.phase_two, st->signal);
         }
 
         // Presumed abort: a missing cancel decision means the same as a written one, so a failed
@@ -302,32 +316,36 @@ public:
             co_await halt();
         if (!ok) co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
         st->status = tx_status::cancelling;
-        co_return co_await settle(st, st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate,
-                                  opts_.phase_two);
+        const branch_op undo = st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate;
+        co_return co_await settle(st, undo, opts_.phase_two, st->signal);
     }
 
     // ---- recovery ----------------------------------------------------------------------------
 
     /// One recovery pass: claims every due unfinished transaction and drives it to its end.
-    asio::awaitable<recovery_report> recover(recovery_options ro) {
+    /// `sig` is the cancellation signal bound to the calling coroutine.
+    asio::awaitable<recovery_report> recover(recovery_options ro, asio::cancellation_signal& sig) {
         recovery_report rep;
         std::unordered_set<std::string> seen;
         for (;;) {
+            // Ask for more than a batch by what this pass left unfinished: with a short lease those
+            // come back, and must not crowd out transactions not yet seen.
+            const std::size_t limit = opts_.recovery_batch + rep.unfinished;
             std::vector<transaction_record> batch = co_await claim(
                 {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.recovery_lease,
-                 .limit = opts_.recovery_batch, .ignore_deadlines = ro.take_over_trying});
+                 .limit = limit, .ignore_deadlines = ro.take_over_trying});
             if (!batch.empty() && should_halt({fault_site::journal_write, batch.front().gid, {},
                                                branch_op::cancel, "claim"}))
                 co_await halt();
-            std::vector<asio::awaitable<void>> drives;
-            for (auto& rec : batch) {
-                if (!seen.insert(rec.gid).second) continue;
-                ++rep.claimed;
-                drives.push_back(recover_one(std::move(rec), &rep));
-            }
-            if (drives.empty()) break;
-            co_await when_all(std::move(drives));
-            if (batch.size() < opts_.recovery_batch) break;
+            std::vector<transaction_record> fresh;
+            for (auto& rec : batch)
+                if (seen.insert(rec.gid).second) fresh.push_back(std::move(rec));
+            if (fresh.empty()) break;
+            rep.claimed += fresh.size();
+            co_await when_all(sig, fresh.size(), [&](std::size_t i, asio::cancellation_signal& s) {
+                return recover_one(std::move(fresh[i]), &rep, s);
+            });
+            if (batch.size() < limit) break;
         }
         co_return rep;
     }
@@ -352,12 +370,16 @@ private:
 
     // Journal access goes through these so that a stopped coordinator writes nothing more.
     asio::awaitable<bool> write(const journal_write& w, durability d) {
-        if (halted_) co_await halt();
-        co_return co_await journal_.write(w, d);
+        return halted_ ? halt_with<bool>() : journal_.write(w, d);
     }
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) {
-        if (halted_) co_await halt();
-        co_return co_await journal_.claim(r);
+        return halted_ ? halt_with<std::vector<transaction_record>>() : journal_.claim(r);
+    }
+
+    template <class T>
+    static asio::awaitable<T> halt_with() {
+        co_await halt();
+        co_return T{};
     }
 
     /// Never resumes: the coroutine that reached a fault point is abandoned, like a killed process.
@@ -416,71 +438,45 @@ private:
         return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload};
     }
 
-    /// Calls one branch. Never throws: exceptions and a missing participant come back as unknown
-    /// results.
-    static asio::awaitable<call_result> invoke(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op) {
+    /// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a
+    /// missing participant and timeouts come back as unknown results. `sig` is the signal bound to
+    /// the calling coroutine: at the timeout the watch emits it, which cancels whatever the
+    /// participant awaits. A participant that ignores cancellation delays the transaction until it
+    /// returns, and its late answer counts as a timeout.
+    asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                      std::chrono::nanoseconds timeout, asio::cancellation_signal& sig) {
+        if (halted_) co_await halt();
         const live_branch& b = st->branches[idx];
         call_result r;
         if (!b.target) {
             r = unknown(errc::unknown_participant, "no participant is registered as '" + b.rec.participant + "'");
-            co_return r;
-        }
-        std::exception_ptr thrown;
-        try {
-            const branch_request req = request_for(*st, b, op);
-            const outcome o = co_await b.target->call(req);
-            r = from_outcome(o);
-        } catch (...) {
-            thrown = std::current_exception();
-        }
-        if (thrown) r = from_exception(thrown);
-        co_return r;
-    }
-
-    /// `invoke` bounded by `timeout`. The call runs as its own coroutine; when the time is up it
-    /// is sent a cancellation and abandoned (its late answer is ignored), so a participant that
-    /// ignores cancellation cannot hold the transaction.
-    static asio::awaitable<call_result> invoke_with_timeout(std::shared_ptr<tx_state> st, std::size_t idx,
-                                                            branch_op op, std::chrono::nanoseconds timeout) {
-        auto ex = co_await asio::this_coro::executor;
-        struct race {
-            race(asio::any_io_executor e, std::chrono::nanoseconds t) : timer(std::move(e), t) {}
-            asio::steady_timer timer;
-            asio::cancellation_signal cancel;
-            std::optional<call_result> answer;
-        };
-        auto rc = std::make_shared<race>(ex, timeout);
-        asio::co_spawn(ex, invoke(st, idx, op),
-                       asio::bind_cancellation_slot(rc->cancel.slot(), [rc](std::exception_ptr e, call_result r) {
-                           rc->answer = e ? from_exception(e) : std::move(r);
-                           rc->timer.cancel();
-                       }));
-        if (!rc->answer) co_await rc->timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        call_result r;
-        if (rc->answer) {
-            r = std::move(*rc->answer);
         } else {
-            rc->cancel.emit(asio::cancellation_type::terminal);
-            r = timed_out(timeout);
+            watch_entry entry;
+            if (timeout > std::chrono::nanoseconds::zero())
+                watch_.add(entry, std::chrono::steady_clock::now() + timeout, sig);
+            std::exception_ptr thrown;
+            try {
+                const branch_request req = request_for(*st, b, op);
+                const outcome o = co_await b.target->call(req);
+                r = from_outcome(o);
+            } catch (...) {
+                thrown = std::current_exception();
+            }
+            watch_.remove(entry);
+            if (entry.expired()) {
+                r = timed_out(timeout);
+                co_await asio::this_coro::reset_cancellation_state(); // the timeout's, not ours
+            } else if (thrown) {
+                r = from_exception(thrown);
+            }
         }
-        co_return r;
-    }
-
-    asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                      std::chrono::nanoseconds timeout) {
-        if (halted_) co_await halt();
-        call_result r;
-        if (timeout > std::chrono::nanoseconds::zero())
-            r = co_await invoke_with_timeout(st, idx, op, timeout);
-        else
-            r = co_await invoke(st, idx, op);
-        if (should_halt({fault_site::branch_call, st->gid, st->branches[idx].rec.branch_id, op, "call"}))
-            co_await halt();
+        if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, "call"})) co_await halt();
         co_return r;
     }
 
     /// A try or action, asked again while it answers pending, bounded by the deadline.
-    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op) {
+    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                                  asio::cancellation_signal& sig) {
         const std::chrono::nanoseconds limit = opts_.call_timeout;
         for (unsigned asked = 1;; ++asked) {
             auto left = st->deadline - wall_clock::now();
@@ -490,7 +486,7 @@ private:
             }
             auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
             if (limit > std::chrono::nanoseconds::zero()) timeout = std::min(timeout, limit);
-            call_result r = co_await call(st, idx, op, timeout);
+            call_result r = co_await call(st, idx, op, timeout, sig);
             if (r.k != call_result::kind::pending) co_return r;
             if (!opts_.pending.may_retry(asked)) {
                 r = unknown(errc::branch_timed_out, "still pending after " + std::to_string(asked) + " asks: " + r.message);
@@ -506,17 +502,17 @@ private:
     }
 
     asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                                call_result* out) {
-        *out = co_await first_phase_call(std::move(st), idx, op);
+                                                call_result* out, asio::cancellation_signal& sig) {
+        *out = co_await first_phase_call(std::move(st), idx, op, sig);
     }
 
     /// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
     /// stop. Returns whether the branch is done.
     asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                        const retry_policy& policy) {
+                                        const retry_policy& policy, asio::cancellation_signal& sig) {
         auto& b = st->branches[idx];
         for (unsigned attempts = 1;; ++attempts) {
-            call_result r = co_await call(st, idx, op, opts_.call_timeout);
+            call_result r = co_await call(st, idx, op, opts_.call_timeout, sig);
             if (r.ok()) {
                 b.rec.done = true;
                 co_return true;
@@ -530,26 +526,28 @@ private:
     }
 
     asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                             const retry_policy* policy) {
-        co_await settle_branch(std::move(st), idx, op, *policy);
+                                             const retry_policy* policy, asio::cancellation_signal& sig) {
+        co_await settle_branch(std::move(st), idx, op, *policy, sig);
     }
 
     /// Phase 2: sends `op` to every branch not yet done, then records the end. Sagas compensate
     /// strictly newest first; TCC branches are confirmed or cancelled concurrently if so set.
-    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op, const retry_policy& policy) {
+    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op, const retry_policy& policy,
+                                      asio::cancellation_signal& sig) {
         const std::size_t n = st->branches.size();
         if (op == branch_op::compensate) {
             for (std::size_t i = n; i-- > 0;)
-                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy)) break;
-        } else if (opts_.concurrent_phase_two && n > 1) {
-            std::vector<asio::awaitable<void>> calls;
-            calls.reserve(n);
+                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig)) break;
+        } else if (opts_.concurrent_phase_two) {
+            boost::container::small_vector<std::size_t, 8> todo;
             for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done) calls.push_back(settle_branch_void(st, i, op, &policy));
-            if (!calls.empty()) co_await when_all(std::move(calls));
+                if (!st->branches[i].rec.done) todo.push_back(i);
+            co_await when_all(sig, todo.size(), [&](std::size_t k, asio::cancellation_signal& s) {
+                return settle_branch_void(st, todo[k], op, &policy, s);
+            });
         } else {
             for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done) co_await settle_branch(st, i, op, policy);
+                if (!st->branches[i].rec.done) co_await settle_branch(st, i, op, policy, sig);
         }
 
         const tx_status from = st->status;
@@ -585,7 +583,7 @@ private:
         co_return r;
     }
 
-    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep) {
+    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep, asio::cancellation_signal& sig) {
         auto st = std::make_shared<tx_state>();
         st->gid = std::move(rec.gid);
         st->kind = rec.kind;
@@ -604,7 +602,7 @@ private:
         const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
                              : st->kind == tx_kind::tcc          ? branch_op::cancel
                                                                  : branch_op::compensate;
-        tx_result r = co_await settle(st, op, opts_.recovery_retry);
+        tx_result r = co_await settle(st, op, opts_.recovery_retry, sig);
         if (is_final(r.status))
             ++rep->finished;
         else
@@ -616,6 +614,8 @@ private:
     participant_registry& registry_;
     coordinator_options opts_;
     std::shared_ptr<active_set> active_ = std::make_shared<active_set>();
+    deadline_watch watch_;
+    std::size_t live_ = 0; // transactions and recovery passes running (on the executor)
     std::atomic<bool> stopping_{false};
     std::atomic<bool> halted_{false}; // the fault hook stopped this coordinator
     asio::cancellation_signal stop_signal_;
@@ -623,5 +623,9 @@ private:
 
 } // namespace detail
 } // namespace dtx
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
