@@ -525,7 +525,7 @@ TEST_CASE("memory_journal: begin, branches, done flags, and writes it refuses") 
     CHECK(rec->deadline == deadline);
     REQUIRE(rec->branches.size() == 2);
     CHECK(rec->branches[1].participant == "b");
-    CHECK(rec->branches[1].payload.at("qty") == 2);
+    CHECK(rec->branches[1].payload->at("qty") == 2);
     CHECK_FALSE(rec->branches[0].done);
 
     // A second begin for the same gid: duplicate_gid, and the first is untouched.

@@ -333,7 +333,7 @@ TEST_CASE("background recovery finishes what it finds, and keeps going after a p
                                     .new_branches = br},
                                    durability::sync)));
     // its try had succeeded before the crash
-    CHECK(run(ioc, w.registry.find("b")->call(branch_request{"g1", "01", branch_op::try_, br[0].payload})).is_success());
+    CHECK(run(ioc, w.registry.find("b")->call(branch_request{"g1", "01", branch_op::try_, br[0].payload.json()})).is_success());
     CHECK(run(ioc, w.journal.write({.gid = "g1", .status = status_change{tx_status::trying, tx_status::confirming}},
                                    durability::sync)));
 

@@ -171,7 +171,7 @@ TEST_CASE(
     REQUIRE(rec->branches.size() == 4);
     CHECK(rec->branches[2].branch_id == "03");
     CHECK(rec->branches[2].participant == "c");
-    CHECK(rec->branches[2].payload.at("qty") == 3);
+    CHECK(rec->branches[2].payload->at("qty") == 3);
 }
 
 TEST_CASE("an action that fails compensates every registered step newest first, the failed one "

@@ -76,7 +76,7 @@ TEST_CASE("all tries succeed: every branch is confirmed once, after the decision
     CHECK(rec->status == tx_status::confirmed);
     REQUIRE(rec->branches.size() == 3);
     CHECK(rec->branches[1].participant == "b");
-    CHECK(rec->branches[1].payload.at("qty") == 2);
+    CHECK(rec->branches[1].payload->at("qty") == 2);
 }
 
 TEST_CASE("a try that fails cancels every registered branch, the failed one included") {

@@ -14,6 +14,7 @@
 #include <dtx/outcome.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/participant_registry.hpp>
+#include <dtx/payload.hpp>
 #include <dtx/recovery_report.hpp>
 #include <dtx/retry_policy.hpp>
 #include <dtx/transaction.hpp>

@@ -25,9 +25,8 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include <dtx/detail/config.hpp>
+#include <dtx/payload.hpp>
 #include <dtx/transaction_status.hpp>
 
 namespace dtx {
@@ -42,7 +41,7 @@ struct branch_record {
     std::string branch_id;
     /// A registered participant name, or a URL the registry's resolver understands.
     std::string participant;
-    nlohmann::json payload;
+    dtx::payload payload;
     /// Phase 2 (confirm, cancel or compensate) has succeeded for this branch.
     bool done = false;
 };

@@ -41,7 +41,7 @@ public:
             e.lease_owner = r.owner;
             e.lease_until = r.now + r.lease;
             if (e.rec.status == tx_status::trying) e.rec.status = tx_status::cancelling;
-            out.push_back(e.rec);
+            out.push_back(record_of(gid, e));
         }
         co_return out;
     }
@@ -55,7 +55,7 @@ public:
         std::lock_guard lock(mu_);
         auto it = txs_.find(gid);
         if (it == txs_.end()) return std::nullopt;
-        return it->second.rec;
+        return record_of(it->first, it->second);
     }
 
     /// Every transaction held, for tests.
@@ -63,7 +63,7 @@ public:
         std::lock_guard lock(mu_);
         std::vector<transaction_record> out;
         out.reserve(txs_.size());
-        for (auto& [gid, e] : txs_) out.push_back(e.rec);
+        for (auto& [gid, e] : txs_) out.push_back(record_of(gid, e));
         return out;
     }
 
@@ -77,10 +77,16 @@ public:
 
 private:
     struct entry {
-        transaction_record rec;
+        transaction_record rec; // its gid is left empty: the map's key holds it
         std::string lease_owner;
         wall_clock::time_point lease_until{};
     };
+
+    static transaction_record record_of(const std::string& gid, const entry& e) {
+        transaction_record r = e.rec;
+        r.gid = gid;
+        return r;
+    }
 
     bool apply(const journal_write& w) {
         std::lock_guard lock(mu_);
@@ -91,7 +97,6 @@ private:
             bool inserted = false;
             std::tie(it, inserted) = txs_.try_emplace(std::string(gid));
             if (!inserted) throw error(errc::duplicate_gid, "gid " + std::string(gid) + ": already in the journal");
-            it->second.rec.gid = gid;
             it->second.rec.kind = w.begin->kind;
             it->second.rec.deadline = w.begin->deadline;
         } else {

@@ -40,8 +40,14 @@ public:
     bool aborted() const noexcept { return st_->aborted; }
 
 protected:
+    asio::awaitable<void> add(std::string participant, payload p) {
+        detail::branch_list one;
+        one.push_back({std::move(participant), std::move(p)});
+        return eng_->add_branches(st_, std::move(one));
+    }
     asio::awaitable<void> add(std::vector<branch_spec> specs) {
-        return eng_->add_branches(st_, std::move(specs));
+        return eng_->add_branches(st_, detail::branch_list(std::make_move_iterator(specs.begin()),
+                                                           std::make_move_iterator(specs.end())));
     }
 
 private:
@@ -56,10 +62,8 @@ public:
     using transaction_handle::transaction_handle;
 
     /// Registers a branch and calls its try. Throws dtx::error if the try does not succeed.
-    asio::awaitable<void> add_branch(std::string participant, nlohmann::json payload) {
-        std::vector<branch_spec> one;
-        one.push_back({std::move(participant), std::move(payload)});
-        return add(std::move(one));
+    asio::awaitable<void> add_branch(std::string participant, payload p) {
+        return add(std::move(participant), std::move(p));
     }
 
     /// Registers several branches in one journal write and tries them concurrently. Throws
@@ -75,10 +79,8 @@ public:
 
     /// Registers a step and runs its action. Throws dtx::error if the action does not succeed
     /// (an action answering `pending` is asked again until the deadline).
-    asio::awaitable<void> add_step(std::string participant, nlohmann::json payload) {
-        std::vector<branch_spec> one;
-        one.push_back({std::move(participant), std::move(payload)});
-        return add(std::move(one));
+    asio::awaitable<void> add_step(std::string participant, payload p) {
+        return add(std::move(participant), std::move(p));
     }
 
     /// Registers several steps in one journal write and runs their actions concurrently.

@@ -49,8 +49,13 @@ namespace dtx {
 /// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
 struct branch_spec {
     std::string participant;
-    nlohmann::json payload;
+    dtx::payload payload;
 };
+
+namespace detail {
+/// Branches added in one step; one of them is kept inline.
+using branch_list = boost::container::small_vector<branch_spec, 1>;
+} // namespace detail
 
 namespace detail {
 
@@ -192,7 +197,7 @@ public:
     /// then sends each its try (TCC) or action (saga), concurrently if there are several.
     /// Throws dtx::error naming the first branch that did not succeed; the transaction is then
     /// aborted and every registered branch will be cancelled or compensated.
-    asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, std::vector<branch_spec> specs) {
+    asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, branch_list specs) {
         if (st->aborted)
             throw error(errc::transaction_aborted,
                         describe(st->gid) + ": no branch can be added, the transaction is aborted: " +
@@ -250,9 +255,13 @@ public:
         const branch_op op = st->kind == tx_kind::tcc ? branch_op::try_ : branch_op::action;
         const std::size_t n = st->branches.size() - first;
         boost::container::small_vector<call_result, 4> results(n);
-        co_await when_all(st->signal, n, [&](std::size_t i, asio::cancellation_signal& sig) {
-            return first_phase_call_into(st, first + i, op, &results[i], sig);
-        });
+        if (n == 1) {
+            results[0] = co_await first_phase_call(st, first, op, st->signal); // two frames fewer
+        } else {
+            co_await when_all(st->signal, n, [&](std::size_t i, asio::cancellation_signal& sig) {
+                return first_phase_call_into(st, first + i, op, &results[i], sig);
+            });
+        }
         for (std::size_t i = 0; i < n; ++i) {
             if (results[i].ok()) continue;
             const auto& b = st->branches[first + i].rec;
@@ -435,7 +444,7 @@ private:
     }
 
     static branch_request request_for(const tx_state& st, const live_branch& b, branch_op op) {
-        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload};
+        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json()};
     }
 
     /// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a
