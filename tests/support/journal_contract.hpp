@@ -1,0 +1,123 @@
+#ifndef DTX_TESTS_SUPPORT_JOURNAL_CONTRACT_HPP
+#define DTX_TESTS_SUPPORT_JOURNAL_CONTRACT_HPP
+
+// The behaviour every journal implementation owes the coordinator (docs/journal.md), as doctest
+// checks. Call check_journal_contract() with a fresh, empty journal.
+
+#include "model.hpp"
+
+#include <doctest/doctest.h>
+
+namespace dtx::test {
+
+inline bool write_sync(asio::io_context& ioc, journal& j, const journal_write& w) {
+    return run(ioc, j.write(w, durability::sync));
+}
+
+inline std::vector<transaction_record> claim_now(asio::io_context& ioc, journal& j, std::string_view owner,
+                                                 std::chrono::milliseconds lease, bool ignore_deadlines = false) {
+    return run(ioc, j.claim({.now = wall_clock::now(), .owner = owner, .lease = lease, .limit = 100,
+                             .ignore_deadlines = ignore_deadlines}));
+}
+
+template <class F>
+std::error_code error_of(F&& f) {
+    try {
+        f();
+    } catch (const dtx::error& e) {
+        return e.code();
+    }
+    return {};
+}
+
+inline void check_journal_contract(asio::io_context& ioc, journal& j) {
+    const auto later = wall_clock::now() + std::chrono::hours(1);
+    const auto earlier = wall_clock::now() - std::chrono::seconds(1);
+    std::vector<branch_record> two{branch_record{"01", "a", qty_payload{1}},
+                                   branch_record{"02", "http://b.example/tcc", nlohmann::json{{"k", "v"}, {"n", 2}}}};
+    std::vector<branch_record> third{branch_record{"03", "c", nlohmann::json::array({1, 2, 3})}};
+
+    // begin with branches; read back exactly
+    CHECK(write_sync(ioc, j, {.gid = "t1", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));
+    auto t1 = run(ioc, j.find("t1"));
+    REQUIRE(t1);
+    CHECK(t1->gid == "t1");
+    CHECK(t1->kind == tx_kind::tcc);
+    CHECK(t1->status == tx_status::trying);
+    CHECK(std::chrono::abs(t1->deadline - later) < std::chrono::milliseconds(2));
+    REQUIRE(t1->branches.size() == 2);
+    CHECK(t1->branches[0].branch_id == "01");
+    CHECK(t1->branches[0].participant == "a");
+    CHECK(t1->branches[0].payload->at("qty") == 1);
+    CHECK(t1->branches[1].participant == "http://b.example/tcc");
+    CHECK(t1->branches[1].payload.json() == nlohmann::json{{"k", "v"}, {"n", 2}});
+    CHECK_FALSE(t1->branches[1].done);
+
+    // a second begin is refused and changes nothing
+    CHECK(error_of([&] { write_sync(ioc, j, {.gid = "t1", .begin = begin_transaction{tx_kind::saga, later}}); }) ==
+          errc::duplicate_gid);
+    CHECK(run(ioc, j.find("t1"))->kind == tx_kind::tcc);
+
+    // writes to an unknown gid
+    CHECK(error_of([&] {
+              write_sync(ioc, j, {.gid = "nope", .status = status_change{tx_status::trying, tx_status::confirming}});
+          }) == errc::unknown_transaction);
+    CHECK_FALSE(run(ioc, j.find("nope")));
+
+    // conditional registration and status changes: a wrong `from` refuses the whole write
+    CHECK(write_sync(ioc, j, {.gid = "t1", .new_branches = third, .status = status_change{tx_status::trying, tx_status::trying}}));
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::trying, tx_status::confirming}}));
+    std::vector<branch_record> fourth{branch_record{"04", "d", nullptr}};
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .new_branches = fourth, .status = status_change{tx_status::trying, tx_status::trying}}));
+    t1 = run(ioc, j.find("t1"));
+    CHECK(t1->status == tx_status::confirming);
+    REQUIRE(t1->branches.size() == 3); // 04 was refused with its write
+    CHECK(t1->branches[2].payload.json() == nlohmann::json::array({1, 2, 3}));
+
+    // done flags
+    std::vector<std::string> done{"02"};
+    CHECK(write_sync(ioc, j, {.gid = "t1", .done_branches = done}));
+    t1 = run(ioc, j.find("t1"));
+    CHECK_FALSE(t1->branches[0].done);
+    CHECK(t1->branches[1].done);
+
+    // claims: decided ones; trying ones only past their deadline (moved to cancelling)
+    CHECK(write_sync(ioc, j, {.gid = "ahead", .begin = begin_transaction{tx_kind::saga, later}, .new_branches = two}));
+    CHECK(write_sync(ioc, j, {.gid = "overdue", .begin = begin_transaction{tx_kind::tcc, earlier}, .new_branches = two}));
+    auto claimed = claim_now(ioc, j, "me", std::chrono::seconds(30));
+    std::map<std::string, tx_status> got;
+    for (auto& r : claimed) got[r.gid] = r.status;
+    CHECK(got == std::map<std::string, tx_status>{{"t1", tx_status::confirming}, {"overdue", tx_status::cancelling}});
+    CHECK(run(ioc, j.find("overdue"))->status == tx_status::cancelling);
+    for (auto& r : claimed)
+        if (r.gid == "overdue") CHECK(r.branches.size() == 2);
+
+    // leased: nobody else gets them until the lease expires
+    CHECK(claim_now(ioc, j, "other", std::chrono::seconds(30)).empty());
+    // a late registration of the overdue transaction is refused
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "overdue", .new_branches = third, .status = status_change{tx_status::trying, tx_status::trying}}));
+
+    // take-over ignores deadlines, not leases
+    claimed = claim_now(ioc, j, "other", std::chrono::milliseconds(0), /*ignore_deadlines=*/true);
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].gid == "ahead");
+    CHECK(claimed[0].kind == tx_kind::saga);
+    CHECK(claimed[0].status == tx_status::cancelling);
+
+    // ended transactions are never claimed again; find may still show them as ended
+    CHECK(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK(write_sync(ioc, j, {.gid = "ahead", .status = status_change{tx_status::cancelling, tx_status::cancelled}}));
+    if (auto ended = run(ioc, j.find("t1"))) CHECK(ended->status == tx_status::confirmed);
+    // (overdue is still leased to "me": nothing is due for anyone else)
+    CHECK(claim_now(ioc, j, "third", std::chrono::milliseconds(0), true).empty());
+
+    // a lazy write is applied (visible to a later read) once the journal has made it durable
+    CHECK(write_sync(ioc, j, {.gid = "lazy", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));
+    CHECK(run(ioc, j.write({.gid = "lazy", .status = status_change{tx_status::trying, tx_status::confirming}}, durability::lazy)));
+    CHECK(run(ioc, j.find("lazy"))->status == tx_status::confirming);
+}
+
+} // namespace dtx::test
+
+#endif

@@ -1,0 +1,235 @@
+// The SQLite journal: the journal contract, durability across reopening, group commit, schema
+// versions, and every way the file or the disk can let it down.
+#include <dtx/sqlite_journal.hpp>
+
+#include "support/journal_contract.hpp"
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace dtx;
+using namespace dtx::test;
+
+namespace {
+
+/// A fresh directory for one test, removed afterwards.
+struct temp_dir {
+    std::filesystem::path path;
+    temp_dir() {
+        path = std::filesystem::temp_directory_path() / ("dtx-test-" + make_gid());
+        std::filesystem::create_directories(path);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::string file(const char* name) const { return (path / name).string(); }
+};
+
+sqlite_journal_options options_for(const std::string& path) {
+    sqlite_journal_options o;
+    o.path = path;
+    return o;
+}
+
+std::vector<branch_record> one_branch() { return {branch_record{"01", "a", qty_payload{5}}}; }
+
+/// Runs SQL on the journal file through a connection of its own (as another process would).
+void sql(const std::string& path, const char* statement) {
+    detail::sqlite::connection c(path);
+    sqlite3_busy_timeout(c.get(), 2000);
+    c.exec(statement);
+}
+
+} // namespace
+
+TEST_CASE("sqlite journal: the journal contract") {
+    temp_dir dir;
+    asio::io_context ioc;
+    sqlite_journal j(options_for(dir.file("j.db")));
+    check_journal_contract(ioc, j);
+}
+
+TEST_CASE("memory journal: the journal contract") {
+    asio::io_context ioc;
+    memory_journal j(memory_journal::options{.keep_ended = true});
+    check_journal_contract(ioc, j);
+}
+
+TEST_CASE("sqlite journal: what was written survives closing and reopening, lazy writes included") {
+    temp_dir dir;
+    const auto path = dir.file("j.db");
+    asio::io_context ioc;
+    {
+        sqlite_journal j(options_for(path));
+        CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::saga, wall_clock::now()}, .new_branches = one_branch()}));
+        // The destructor makes queued lazy writes durable before closing.
+        CHECK(run(ioc, j.write({.gid = "g", .status = status_change{tx_status::trying, tx_status::cancelling}}, durability::lazy)));
+    }
+    sqlite_journal j(options_for(path));
+    auto rec = run(ioc, j.find("g"));
+    REQUIRE(rec);
+    CHECK(rec->kind == tx_kind::saga);
+    CHECK(rec->status == tx_status::cancelling);
+    CHECK(rec->branches.at(0).payload->at("qty") == 5);
+}
+
+TEST_CASE("sqlite journal: concurrent writes share commits (group commit)") {
+    temp_dir dir;
+    asio::io_context ioc;
+    sqlite_journal j(options_for(dir.file("j.db")));
+    const int n = 500;
+    int completed = 0;
+    std::vector<std::string> gids;
+    for (int i = 0; i < n; ++i) gids.push_back("g" + std::to_string(i));
+    for (int i = 0; i < n; ++i)
+        asio::co_spawn(ioc, [&, i]() -> asio::awaitable<void> {
+            auto br = one_branch();
+            bool ok = co_await j.write({.gid = gids[i], .begin = begin_transaction{tx_kind::tcc, wall_clock::now() + 1h}, .new_branches = br},
+                                       durability::sync);
+            completed += ok;
+        }, asio::detached);
+    ioc.run();
+    CHECK(completed == n);
+    auto s = j.stats();
+    CHECK(s.writes == n);
+    CHECK(s.commits < static_cast<std::uint64_t>(n)); // many writes per fsync
+    MESSAGE("500 concurrent writes in " << s.commits << " commits");
+}
+
+TEST_CASE("sqlite journal: a journal from a newer dtx is refused, and left untouched") {
+    temp_dir dir;
+    const auto path = dir.file("j.db");
+    { sqlite_journal j(options_for(path)); }
+    sql(path, "PRAGMA user_version = 7");
+    try {
+        sqlite_journal j(options_for(path));
+        FAIL("opened a version 7 journal");
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::journal_version);
+        CHECK(std::string(e.what()).find("version 7") != std::string::npos);
+        CHECK(std::string(e.what()).find(path) != std::string::npos);
+    }
+    detail::sqlite::connection c(path);
+    detail::sqlite::statement v(c, "PRAGMA user_version");
+    REQUIRE(v.step());
+    CHECK(v.integer(0) == 7);
+}
+
+TEST_CASE("sqlite journal: files that are not a journal, corrupt or truncated, are refused clearly") {
+    temp_dir dir;
+    asio::io_context ioc;
+
+    SUBCASE("garbage") {
+        const auto path = dir.file("garbage.db");
+        std::ofstream(path) << std::string(8192, 'x');
+        CHECK(error_of([&] { sqlite_journal j(options_for(path)); }) == errc::journal_corrupt);
+    }
+    SUBCASE("another application's database") {
+        const auto path = dir.file("other.db");
+        sql(path, "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER)");
+        CHECK(error_of([&] { sqlite_journal j(options_for(path)); }) == errc::journal_corrupt);
+    }
+    SUBCASE("truncated") {
+        const auto path = dir.file("j.db");
+        {
+            sqlite_journal j(options_for(path));
+            for (int i = 0; i < 200; ++i)
+                write_sync(ioc, j, {.gid = "g" + std::to_string(i), .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                                    .new_branches = one_branch()});
+        }
+        sql(path, "PRAGMA wal_checkpoint(TRUNCATE)"); // everything into the main file
+        const auto size = std::filesystem::file_size(path);
+        REQUIRE(size > 3 * 4096);
+        std::filesystem::resize_file(path, size / 2);
+        auto ec = error_of([&] {
+            sqlite_journal j(options_for(path));
+            for (int i = 0; i < 200; ++i) run(ioc, j.find("g" + std::to_string(i)));
+        });
+        CHECK(ec == errc::journal_corrupt);
+    }
+}
+
+TEST_CASE("sqlite journal: a database locked by someone else fails the write clearly, then recovers") {
+    temp_dir dir;
+    const auto path = dir.file("j.db");
+    asio::io_context ioc;
+    auto o = options_for(path);
+    o.busy_timeout = std::chrono::milliseconds(30);
+    sqlite_journal j(o);
+
+    detail::sqlite::connection other(path);
+    other.exec("BEGIN EXCLUSIVE");
+    std::string what;
+    try {
+        write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()});
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::journal_failed);
+        what = e.what();
+    }
+    CHECK(what.find("locked") != std::string::npos);
+    CHECK(j.stats().failed_batches == 1);
+    other.exec("ROLLBACK");
+
+    // Nothing was applied, so the same write now succeeds.
+    CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()}));
+    CHECK(run(ioc, j.find("g")));
+}
+
+TEST_CASE("sqlite journal: a full disk fails writes clearly; transactions are cancelled, not lost") {
+    temp_dir dir;
+    asio::io_context ioc;
+    auto o = options_for(dir.file("j.db"));
+    o.max_size_bytes = 64 * 1024;
+    sqlite_journal j(o);
+
+    participant_registry reg;
+    resource a{"a"};
+    reg.add_tcc("a", a.tcc());
+    auto opts = fast_options();
+    coordinator coord(ioc.get_executor(), j, reg, opts);
+
+    // Big payloads fill the 64 KiB quickly.
+    nlohmann::json big = {{"qty", 1}, {"padding", std::string(2000, 'p')}};
+    int confirmed = 0, refused = 0;
+    for (int i = 0; i < 100; ++i) {
+        tx_result r = run(ioc, coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
+            co_await tx.add_branch("a", big);
+        }));
+        if (r.status == tx_status::confirmed) {
+            ++confirmed;
+        } else {
+            ++refused;
+            CHECK(r.reason == errc::journal_failed);
+            CHECK(r.message.find("full") != std::string::npos);
+        }
+    }
+    CHECK(confirmed > 0);
+    CHECK(refused > 0);
+    // No try was sent for a transaction whose registration failed: nothing is left reserved.
+    CHECK(check_invariants({&a}) == "");
+    CHECK(a.taken() == confirmed);
+}
+
+TEST_CASE("sqlite journal: ended transactions are cleaned up in batches after the retention") {
+    temp_dir dir;
+    asio::io_context ioc;
+    auto o = options_for(dir.file("j.db"));
+    o.retention = std::chrono::milliseconds(0);
+    o.cleanup_interval = std::chrono::milliseconds(1);
+    o.cleanup_batch = 7;
+    sqlite_journal j(o);
+    for (int i = 0; i < 50; ++i) {
+        std::string gid = "g" + std::to_string(i);
+        write_sync(ioc, j, {.gid = gid, .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()});
+        write_sync(ioc, j, {.gid = gid, .status = status_change{tx_status::trying, tx_status::cancelling}});
+        if (i % 2 == 0) write_sync(ioc, j, {.gid = gid, .status = status_change{tx_status::cancelling, tx_status::cancelled}});
+    }
+    for (int i = 0; i < 2000 && j.stats().cleaned < 25; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    CHECK(j.stats().cleaned == 25);
+    CHECK_FALSE(run(ioc, j.find("g0")));
+    CHECK(run(ioc, j.find("g1"))); // unfinished ones are never cleaned
+    CHECK(run(ioc, j.find("g1"))->status == tx_status::cancelling);
+}
