@@ -38,7 +38,7 @@ std::vector<branch_record> one_branch() { return {branch_record{"01", "a", qty_p
 
 /// Runs SQL on the journal file through a connection of its own (as another process would).
 void sql(const std::string& path, const char* statement) {
-    detail::sqlite::connection c(path);
+    sqlite::connection c(path);
     sqlite3_busy_timeout(c.get(), 2000);
     c.exec(statement);
 }
@@ -94,7 +94,7 @@ TEST_CASE("sqlite journal: concurrent writes share commits (group commit)") {
     ioc.run();
     CHECK(completed == n);
     auto s = j.stats();
-    CHECK(s.writes == n);
+    CHECK(s.operations == n);
     CHECK(s.commits < static_cast<std::uint64_t>(n)); // many writes per fsync
     MESSAGE("500 concurrent writes in " << s.commits << " commits");
 }
@@ -112,8 +112,8 @@ TEST_CASE("sqlite journal: a journal from a newer dtx is refused, and left untou
         CHECK(std::string(e.what()).find("version 7") != std::string::npos);
         CHECK(std::string(e.what()).find(path) != std::string::npos);
     }
-    detail::sqlite::connection c(path);
-    detail::sqlite::statement v(c, "PRAGMA user_version");
+    sqlite::connection c(path);
+    sqlite::statement v(c, "PRAGMA user_version");
     REQUIRE(v.step());
     CHECK(v.integer(0) == 7);
 }
@@ -160,7 +160,7 @@ TEST_CASE("sqlite journal: a database locked by someone else fails the write cle
     o.busy_timeout = std::chrono::milliseconds(30);
     sqlite_journal j(o);
 
-    detail::sqlite::connection other(path);
+    sqlite::connection other(path);
     other.exec("BEGIN EXCLUSIVE");
     std::string what;
     try {
@@ -203,6 +203,7 @@ TEST_CASE("sqlite journal: a full disk fails writes clearly; transactions are ca
         } else {
             ++refused;
             CHECK(r.reason == errc::journal_failed);
+            CAPTURE(r.message);
             CHECK(r.message.find("full") != std::string::npos);
         }
     }

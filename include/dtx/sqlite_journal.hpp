@@ -21,26 +21,17 @@
 
 #include <algorithm>
 #include <atomic>
-#include <functional>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
-#include <dtx/detail/sqlite_db.hpp>
+#include <dtx/sqlite_db.hpp>
+#include <dtx/detail/sqlite_worker.hpp>
 
 namespace dtx {
 
@@ -67,7 +58,7 @@ struct sqlite_journal_options {
 /// Counters for monitoring and benchmarks.
 struct sqlite_journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
-    std::uint64_t writes = 0;         ///< journal writes applied
+    std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
     std::uint64_t lazy_lost = 0;      ///< lazy writes in failed batches (their effect: phase 2 repeats)
     std::uint64_t cleaned = 0;        ///< ended transactions deleted
@@ -80,88 +71,60 @@ public:
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
-    explicit sqlite_journal(sqlite_journal_options o) : opts_(std::move(o)), db_(opts_.path) {
-        prepare();
-        writer_ = std::thread([this] { writer_loop(); });
-    }
+    explicit sqlite_journal(sqlite_journal_options o)
+        : opts_(std::move(o)), db_(opts_.path), statements_(prepare()),
+          worker_(db_, {.max_batch = opts_.max_batch,
+                        .idle_interval = opts_.cleanup_interval,
+                        .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
 
     sqlite_journal(const sqlite_journal&) = delete;
     sqlite_journal& operator=(const sqlite_journal&) = delete;
 
     /// Makes every queued write durable, then closes the file.
-    ~sqlite_journal() override {
-        {
-            std::lock_guard lock(mu_);
-            stopping_ = true;
-        }
-        cv_.notify_one();
-        writer_.join();
-    }
+    ~sqlite_journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
-        auto op = std::make_unique<write_op>(w);
+        // Serialised here, on the caller's thread; the writer thread only runs SQL.
+        // (Named lambdas: g++ 12 destroys a closure temporary in a co_await expression twice.)
+        auto data = std::make_shared<const write_data>(w);
+        auto fn = [this, data](sqlite::connection&) { return apply(*data); };
         if (d == durability::lazy) {
-            op->lazy = true;
-            enqueue(std::move(op));
+            worker_.post(std::move(fn));
             co_return true;
         }
-        co_return co_await submit<bool>(std::move(op));
+        co_return co_await worker_.run<bool>(std::move(fn));
     }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
-        co_return co_await submit<std::vector<transaction_record>>(std::make_unique<claim_op>(r));
+        auto fn = [this, c = claim_data(r)](sqlite::connection&) { return do_claim(c); };
+        co_return co_await worker_.run<std::vector<transaction_record>>(std::move(fn));
     }
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
-        co_return co_await submit<std::optional<transaction_record>>(std::make_unique<find_op>(std::string(gid)));
+        auto fn = [this, g = std::string(gid)](sqlite::connection&) { return load(g); };
+        co_return co_await worker_.run<std::optional<transaction_record>>(std::move(fn));
     }
 
     sqlite_journal_stats stats() const {
-        std::lock_guard lock(mu_);
-        return stats_;
+        auto w = worker_.stats();
+        return {w.commits, w.functions, w.failed_batches, w.lazy_lost, cleaned_.load()};
     }
 
     const std::string& path() const noexcept { return opts_.path; }
 
 private:
-    // ---- operations queued for the writer -----------------------------------------------------
-
-    struct op_base {
-        virtual ~op_base() = default;
-        /// Runs inside the batch transaction. An exception aborts the whole batch; an op that
-        /// is refused on its own (made no change) records its error and returns.
-        virtual void run(sqlite_journal& j) = 0;
-        virtual void fail(std::exception_ptr e) = 0;
-        /// Hands the result to the waiting coroutine (on its own executor).
-        virtual void complete() = 0;
-        bool lazy = false;
-    };
-
-    template <class R>
-    struct result_op : op_base {
-        std::function<void(std::exception_ptr, R)> deliver; // posts to the waiter
-        std::optional<R> result;
-        std::exception_ptr error;
-        void fail(std::exception_ptr e) override { error = e; }
-        void complete() override {
-            if (deliver) deliver(error, error ? R{} : std::move(*result));
-        }
-    };
-
     struct stored_branch {
         std::string branch_id;
         std::string participant;
         std::string payload; // JSON text
     };
 
-    struct write_op final : result_op<bool> {
-        explicit write_op(const journal_write& w) : gid(w.gid), begin(w.begin), status(w.status) {
+    struct write_data {
+        explicit write_data(const journal_write& w) : gid(w.gid), begin(w.begin), status(w.status) {
             branches.reserve(w.new_branches.size());
             for (const auto& b : w.new_branches) branches.push_back({b.branch_id, b.participant, b.payload->dump()});
             done.assign(w.done_branches.begin(), w.done_branches.end());
         }
-        void run(sqlite_journal& j) override { j.apply(*this); }
-
         std::string gid;
         std::optional<begin_transaction> begin;
         std::vector<stored_branch> branches;
@@ -169,11 +132,9 @@ private:
         std::vector<std::string> done;
     };
 
-    struct claim_op final : result_op<std::vector<transaction_record>> {
-        explicit claim_op(const claim_request& r)
+    struct claim_data {
+        explicit claim_data(const claim_request& r)
             : now(r.now), owner(r.owner), lease(r.lease), limit(r.limit), ignore_deadlines(r.ignore_deadlines) {}
-        void run(sqlite_journal& j) override { result = j.do_claim(*this); }
-
         wall_clock::time_point now;
         std::string owner;
         std::chrono::milliseconds lease;
@@ -181,97 +142,20 @@ private:
         bool ignore_deadlines;
     };
 
-    struct find_op final : result_op<std::optional<transaction_record>> {
-        explicit find_op(std::string g) : gid(std::move(g)) {}
-        void run(sqlite_journal& j) override { result = j.load(gid); }
-        std::string gid;
-    };
-
-    template <class R>
-    asio::awaitable<R> submit(std::unique_ptr<result_op<R>> op) {
-        return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
-            [this, op = std::move(op)](auto handler) mutable {
-                auto ex = asio::get_associated_executor(handler);
-                auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
-                auto h = std::make_shared<decltype(handler)>(std::move(handler));
-                op->deliver = [ex, work, h](std::exception_ptr e, R r) mutable {
-                    asio::post(ex, [h, e, r = std::move(r)]() mutable { std::move(*h)(e, std::move(r)); });
-                    work->reset();
-                };
-                enqueue(std::move(op));
-            },
-            asio::use_awaitable);
-    }
-
-    void enqueue(std::unique_ptr<op_base> op) {
-        {
-            std::lock_guard lock(mu_);
-            if (stopping_) throw error(errc::journal_failed, opts_.path + ": the journal is closing");
-            queue_.push_back(std::move(op));
-        }
-        cv_.notify_one();
-    }
-
-    // ---- the writer thread ------------------------------------------------------------------
-
-    void writer_loop() {
-        std::vector<std::unique_ptr<op_base>> batch;
-        auto next_cleanup = std::chrono::steady_clock::now() + opts_.cleanup_interval;
-        for (;;) {
-            {
-                std::unique_lock lock(mu_);
-                cv_.wait_until(lock, next_cleanup, [&] { return !queue_.empty() || stopping_; });
-                if (queue_.empty() && stopping_) return;
-                while (!queue_.empty() && batch.size() < opts_.max_batch) {
-                    batch.push_back(std::move(queue_.front()));
-                    queue_.pop_front();
-                }
-            }
-            if (!batch.empty()) execute(batch);
-            batch.clear();
-            if (std::chrono::steady_clock::now() >= next_cleanup) {
-                cleanup();
-                next_cleanup = std::chrono::steady_clock::now() + opts_.cleanup_interval;
-            }
-        }
-    }
-
-    void execute(std::vector<std::unique_ptr<op_base>>& batch) {
-        std::size_t applied = 0;
-        try {
-            detail::sqlite::transaction tx(db_);
-            for (auto& op : batch) op->run(*this);
-            tx.commit();
-            applied = batch.size();
-        } catch (...) {
-            // Nothing of the batch is durable: every op hears why.
-            auto e = std::current_exception();
-            std::size_t lazy = 0;
-            for (auto& op : batch) {
-                op->fail(e);
-                lazy += op->lazy;
-            }
-            std::lock_guard lock(mu_);
-            ++stats_.failed_batches;
-            stats_.lazy_lost += lazy;
-        }
-        if (applied) {
-            std::lock_guard lock(mu_);
-            ++stats_.commits;
-            stats_.writes += applied;
-        }
-        for (auto& op : batch) op->complete();
-    }
-
     // ---- schema -----------------------------------------------------------------------------
 
-    void prepare() {
+    struct statements {
+        sqlite::statement &insert_tx, &insert_branch, &set_status, &exists, &set_done, &select_due, &lease, &select_tx,
+            &select_branches, &clean_branches, &clean_txs;
+    };
+
+    statements prepare() {
         auto& db = db_;
         db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())), "busy_timeout");
         int version = 0;
         {
             // The first read of the file: a file that is not a database fails here.
-            detail::sqlite::statement v(db, "PRAGMA user_version");
+            sqlite::statement v(db, "PRAGMA user_version");
             if (v.step()) version = static_cast<int>(v.integer(0));
         }
         if (version > schema_version)
@@ -279,22 +163,22 @@ private:
                                                    " is newer than this dtx reads (" +
                                                    std::to_string(schema_version) + "); upgrade dtx");
         {
-            detail::sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
+            sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
             if (!wal.step() || wal.text(0) != "wal")
                 throw error(errc::journal_failed, opts_.path + ": cannot switch to WAL mode");
         }
         db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         if (opts_.max_size_bytes) {
             std::int64_t page = 4096;
-            detail::sqlite::statement ps(db, "PRAGMA page_size");
+            sqlite::statement ps(db, "PRAGMA page_size");
             if (ps.step()) page = ps.integer(0);
             const auto pages = std::max<std::int64_t>(1, static_cast<std::int64_t>(*opts_.max_size_bytes) / page);
             db.exec(("PRAGMA max_page_count=" + std::to_string(pages)).c_str());
         }
         if (version < 1) {
-            detail::sqlite::transaction tx(db);
+            sqlite::transaction tx(db);
             // A file with tables of its own but no dtx version is not ours: refuse to touch it.
-            detail::sqlite::statement other(db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
+            sqlite::statement other(db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
             if (other.step() && other.integer(0) > 0)
                 throw error(errc::journal_corrupt, opts_.path + ": not a dtx journal (it holds other tables)");
             db.exec(R"sql(
@@ -325,27 +209,27 @@ private:
             tx.commit();
         }
         // A quick structural check: a damaged file is refused now, not half-way through recovery.
-        detail::sqlite::statement qc(db, "PRAGMA quick_check");
+        sqlite::statement qc(db, "PRAGMA quick_check");
         if (qc.step() && qc.text(0) != "ok")
             throw error(errc::journal_corrupt, opts_.path + ": integrity check failed: " + std::string(qc.text(0)));
 
-        insert_tx_.emplace(db, "INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms) "
-                               "VALUES (?, ?, ?, ?, ?)");
-        insert_branch_.emplace(db, "INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, ?, ?, ?)");
-        set_status_.emplace(db, "UPDATE dtx_transaction SET status = ?, ended_ms = ? WHERE gid = ? AND status = ?");
-        exists_.emplace(db, "SELECT 1 FROM dtx_transaction WHERE gid = ?");
-        set_done_.emplace(db, "UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?");
-        select_due_.emplace(db, "SELECT gid FROM dtx_transaction WHERE ended_ms IS NULL AND lease_until_ms <= ?1 "
-                                "AND (status <> 'trying' OR deadline_ms <= ?1 OR ?2) ORDER BY gid LIMIT ?3");
-        lease_.emplace(db, "UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
-                           "status = CASE status WHEN 'trying' THEN 'cancelling' ELSE status END WHERE gid = ?");
-        select_tx_.emplace(db, "SELECT kind, status, deadline_ms FROM dtx_transaction WHERE gid = ?");
-        select_branches_.emplace(db, "SELECT branch_id, participant, payload, done FROM dtx_branch WHERE gid = ? "
-                                     "ORDER BY rowid");
-        clean_branches_.emplace(db, "DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction "
-                                    "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)");
-        clean_txs_.emplace(db, "DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction "
-                               "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)");
+        return statements{
+            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms) VALUES (?, ?, ?, ?, ?)"),
+            db.prepare("INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, ?, ?, ?)"),
+            db.prepare("UPDATE dtx_transaction SET status = ?, ended_ms = ? WHERE gid = ? AND status = ?"),
+            db.prepare("SELECT 1 FROM dtx_transaction WHERE gid = ?"),
+            db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
+            db.prepare("SELECT gid FROM dtx_transaction WHERE ended_ms IS NULL AND lease_until_ms <= ?1 "
+                       "AND (status <> 'trying' OR deadline_ms <= ?1 OR ?2) ORDER BY gid LIMIT ?3"),
+            db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
+                       "status = CASE status WHEN 'trying' THEN 'cancelling' ELSE status END WHERE gid = ?"),
+            db.prepare("SELECT kind, status, deadline_ms FROM dtx_transaction WHERE gid = ?"),
+            db.prepare("SELECT branch_id, participant, payload, done FROM dtx_branch WHERE gid = ? ORDER BY rowid"),
+            db.prepare("DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction "
+                       "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)"),
+            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction "
+                       "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)"),
+        };
     }
 
     // ---- applying operations (writer thread only) --------------------------------------------
@@ -357,121 +241,102 @@ private:
         return wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
     }
 
-    void apply(write_op& w) {
+    /// Applies one write; the worker's savepoint undoes it if it throws. Refusals are checked
+    /// before any change.
+    bool apply(const write_data& w) {
+        auto& st = statements_;
         const std::int64_t now = to_ms(wall_clock::now());
+        const auto unknown = [&] { return error(errc::unknown_transaction, "gid " + w.gid + ": not in the journal"); };
         if (w.begin) {
-            if (w.status && w.status->from != tx_status::trying) {
-                w.result = false;
-                return;
-            }
-            exists_->bind(w.gid);
-            if (exists_->step()) {
-                w.error = std::make_exception_ptr(error(errc::duplicate_gid, "gid " + w.gid + ": already in the journal"));
-                return;
-            }
+            if (w.status && w.status->from != tx_status::trying) return false;
+            st.exists.bind(w.gid);
+            if (st.exists.step()) throw error(errc::duplicate_gid, "gid " + w.gid + ": already in the journal");
             const tx_status status = w.status ? w.status->to : tx_status::trying;
-            insert_tx_->bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline), now).run();
+            st.insert_tx.bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline), now).run();
         } else if (w.status) {
             const bool final = is_final(w.status->to);
-            set_status_->bind(to_string(w.status->to), final ? std::optional<std::int64_t>(now) : std::nullopt, w.gid,
-                              to_string(w.status->from));
-            set_status_->run();
+            st.set_status.bind(to_string(w.status->to), final ? std::optional<std::int64_t>(now) : std::nullopt, w.gid,
+                               to_string(w.status->from));
+            st.set_status.run();
             if (db_.changes() == 0) {
-                exists_->bind(w.gid);
-                if (!exists_->step()) {
-                    w.error = std::make_exception_ptr(error(errc::unknown_transaction, "gid " + w.gid + ": not in the journal"));
-                    return;
-                }
-                w.result = false; // refused: the status is not `from`
-                return;
+                st.exists.bind(w.gid);
+                if (!st.exists.step()) throw unknown();
+                return false; // refused: the status is not `from`
             }
         } else {
-            exists_->bind(w.gid);
-            if (!exists_->step()) {
-                w.error = std::make_exception_ptr(error(errc::unknown_transaction, "gid " + w.gid + ": not in the journal"));
-                return;
-            }
+            st.exists.bind(w.gid);
+            if (!st.exists.step()) throw unknown();
         }
-        for (const auto& b : w.branches) insert_branch_->bind(w.gid, b.branch_id, b.participant, b.payload).run();
-        for (const auto& id : w.done) set_done_->bind(w.gid, id).run();
-        w.result = true;
+        for (const auto& b : w.branches) st.insert_branch.bind(w.gid, b.branch_id, b.participant, b.payload).run();
+        for (const auto& id : w.done) st.set_done.bind(w.gid, id).run();
+        return true;
     }
 
-    std::vector<transaction_record> do_claim(const claim_op& c) {
+    std::vector<transaction_record> do_claim(const claim_data& c) {
+        auto& st = statements_;
         std::vector<std::string> gids;
-        select_due_->bind(to_ms(c.now), c.ignore_deadlines, static_cast<std::int64_t>(c.limit));
-        while (select_due_->step()) gids.emplace_back(select_due_->text(0));
+        st.select_due.bind(to_ms(c.now), c.ignore_deadlines, static_cast<std::int64_t>(c.limit));
+        while (st.select_due.step()) gids.emplace_back(st.select_due.text(0));
         std::vector<transaction_record> out;
         out.reserve(gids.size());
         for (const auto& gid : gids) {
-            lease_->bind(c.owner, to_ms(c.now + c.lease), gid).run();
+            st.lease.bind(c.owner, to_ms(c.now + c.lease), gid).run();
             if (auto rec = load(gid)) out.push_back(std::move(*rec));
         }
         return out;
     }
 
     std::optional<transaction_record> load(const std::string& gid) {
-        select_tx_->bind(gid);
-        if (!select_tx_->step()) return std::nullopt;
+        auto& select_tx_ = statements_.select_tx;
+        auto& select_branches_ = statements_.select_branches;
+        select_tx_.bind(gid);
+        if (!select_tx_.step()) return std::nullopt;
         transaction_record rec;
         rec.gid = gid;
-        auto kind = parse_tx_kind(select_tx_->text(0));
-        auto status = parse_tx_status(select_tx_->text(1));
+        auto kind = parse_tx_kind(select_tx_.text(0));
+        auto status = parse_tx_status(select_tx_.text(1));
         if (!kind || !status)
             throw error(errc::journal_corrupt, opts_.path + ": gid " + gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
-        rec.deadline = from_ms(select_tx_->integer(2));
-        select_branches_->bind(gid);
-        while (select_branches_->step()) {
+        rec.deadline = from_ms(select_tx_.integer(2));
+        select_branches_.bind(gid);
+        while (select_branches_.step()) {
             branch_record b;
-            b.branch_id = select_branches_->text(0);
-            b.participant = select_branches_->text(1);
-            auto json = nlohmann::json::parse(select_branches_->text(2), nullptr, /*allow_exceptions=*/false);
+            b.branch_id = select_branches_.text(0);
+            b.participant = select_branches_.text(1);
+            auto json = nlohmann::json::parse(select_branches_.text(2), nullptr, /*allow_exceptions=*/false);
             if (json.is_discarded())
                 throw error(errc::journal_corrupt,
                             opts_.path + ": gid " + gid + " branch " + b.branch_id + ": payload is not valid JSON");
             b.payload = std::move(json);
-            b.done = select_branches_->integer(3) != 0;
+            b.done = select_branches_.integer(3) != 0;
             rec.branches.push_back(std::move(b));
         }
         return rec;
     }
 
+    /// Deletes ended transactions older than the retention, a batch per SQLite transaction,
+    /// giving way to queued writes between batches. Runs on the worker thread when it is idle.
     void cleanup() {
         const std::int64_t before = to_ms(wall_clock::now() - opts_.retention);
         const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
-        try {
-            for (;;) {
-                detail::sqlite::transaction tx(db_);
-                clean_branches_->bind(before, batch).run();
-                clean_txs_->bind(before, batch).run();
-                const int n = db_.changes();
-                tx.commit();
-                {
-                    std::lock_guard lock(mu_);
-                    stats_.cleaned += static_cast<std::uint64_t>(n);
-                }
-                if (n < batch) break;
-                std::lock_guard lock(mu_);
-                if (!queue_.empty()) break; // writes first; the rest waits for the next round
-            }
-        } catch (const std::exception&) {
-            // A failed cleanup loses nothing; it is tried again at the next interval.
+        for (;;) {
+            sqlite::transaction tx(db_);
+            statements_.clean_branches.bind(before, batch).run();
+            statements_.clean_txs.bind(before, batch).run();
+            const int n = db_.changes();
+            tx.commit();
+            cleaned_ += static_cast<std::uint64_t>(n);
+            if (n < batch || !worker_.idle()) break;
         }
     }
 
     sqlite_journal_options opts_;
-    detail::sqlite::connection db_;
-    std::optional<detail::sqlite::statement> insert_tx_, insert_branch_, set_status_, exists_, set_done_,
-        select_due_, lease_, select_tx_, select_branches_, clean_branches_, clean_txs_;
-
-    mutable std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<std::unique_ptr<op_base>> queue_;
-    bool stopping_ = false;
-    sqlite_journal_stats stats_;
-    std::thread writer_;
+    sqlite::connection db_;
+    statements statements_;
+    std::atomic<std::uint64_t> cleaned_{0};
+    detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
 } // namespace dtx

@@ -1,10 +1,19 @@
-#ifndef DTX_DETAIL_SQLITE_DB_HPP
-#define DTX_DETAIL_SQLITE_DB_HPP
+#ifndef DTX_SQLITE_DB_HPP
+#define DTX_SQLITE_DB_HPP
 
-// A thin RAII layer over the SQLite C API: a connection, prepared statements, and errors that
-// name the database file and SQLite's own message.
+// A thin RAII layer over the SQLite C API: a connection, prepared statements, transactions, and
+// errors (dtx::error) that name the database file and SQLite's own message. Participant handlers
+// use it for their own tables inside the barrier's local transaction:
+//
+//   db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
+//              "WHERE sku = ?2 AND available >= ?1").bind(qty, sku).run();
+//   if (db.changes() == 0) return dtx::failure("out of stock");
+//
+// A connection is used by one thread at a time.
 
 #include <cstdint>
+#include <memory>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,7 +23,7 @@
 
 #include <dtx/error.hpp>
 
-namespace dtx::detail::sqlite {
+namespace dtx::sqlite {
 
 /// The dtx error code for a SQLite result code.
 inline errc classify(int rc) noexcept {
@@ -60,9 +69,13 @@ public:
 
     int changes() const noexcept { return sqlite3_changes(db_); }
 
+    /// A prepared statement for `sql`, prepared on first use and kept with the connection.
+    statement& prepare(std::string_view sql);
+
 private:
     std::string path_;
     sqlite3* db_ = nullptr;
+    std::unordered_map<std::string, std::unique_ptr<statement>> cache_; // declared after db_: finalized first
 };
 
 class statement {
@@ -128,6 +141,16 @@ private:
     sqlite3_stmt* st_ = nullptr;
 };
 
+inline statement& connection::prepare(std::string_view sql) {
+    auto it = cache_.find(std::string(sql));
+    if (it == cache_.end()) {
+        std::string key(sql);
+        auto st = std::make_unique<statement>(*this, key.c_str());
+        it = cache_.emplace(std::move(key), std::move(st)).first;
+    }
+    return *it->second;
+}
+
 /// BEGIN ... COMMIT, rolled back if not committed. `immediate` takes the write lock at once, so
 /// two writers never deadlock upgrading a read lock.
 class transaction {
@@ -150,6 +173,6 @@ private:
     bool open_ = true;
 };
 
-} // namespace dtx::detail::sqlite
+} // namespace dtx::sqlite
 
 #endif

@@ -1,0 +1,230 @@
+#ifndef DTX_DETAIL_SQLITE_WORKER_HPP
+#define DTX_DETAIL_SQLITE_WORKER_HPP
+
+// Runs functions against one SQLite connection on a thread of its own, and group-commits them.
+//
+// Coroutines submit functions; the worker takes everything queued (up to a batch limit) and runs
+// it in one SQLite transaction, each function inside a SAVEPOINT of its own: a function that
+// throws rolls back only its own changes and its caller gets the exception, while the others
+// commit together, with one fsync. If the transaction itself cannot begin or commit (a lock held
+// too long, a full disk), every function of the batch gets that error. Results are delivered on
+// the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <dtx/detail/config.hpp>
+#include <dtx/error.hpp>
+#include <dtx/sqlite_db.hpp>
+
+namespace dtx::detail {
+
+struct sqlite_worker_stats {
+    std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)
+    std::uint64_t functions = 0;      ///< functions run in committed batches
+    std::uint64_t failed_batches = 0; ///< batches that could not begin or commit
+    std::uint64_t lazy_lost = 0;      ///< functions nobody waited for, in failed batches
+};
+
+class sqlite_worker {
+public:
+    struct options {
+        std::size_t max_batch = 1024;
+        /// Called on the worker thread, outside any transaction, when it has been idle this long.
+        std::chrono::milliseconds idle_interval = std::chrono::minutes(1);
+        std::function<void(sqlite::connection&)> on_idle{};
+    };
+
+    /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
+    sqlite_worker(sqlite::connection& db, options o) : db_(db), opts_(std::move(o)) {
+        thread_ = std::thread([this] { loop(); });
+    }
+    sqlite_worker(const sqlite_worker&) = delete;
+    sqlite_worker& operator=(const sqlite_worker&) = delete;
+
+    /// Runs everything already submitted, then stops.
+    ~sqlite_worker() {
+        {
+            std::lock_guard lock(mu_);
+            stopping_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+
+    /// Runs `fn(connection&)` in the next batch and returns what it returns (or throws what it
+    /// throws). `R` must be default-constructible.
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
+            [this, fn = std::move(fn)](auto handler) mutable {
+                enqueue(std::make_unique<waited<R, Fn, decltype(handler)>>(std::move(fn), std::move(handler)));
+            },
+            asio::use_awaitable);
+    }
+
+    /// Runs `fn(connection&)` in the next batch without waiting for it.
+    template <class Fn>
+    void post(Fn fn) {
+        enqueue(std::make_unique<unwaited<Fn>>(std::move(fn)));
+    }
+
+    sqlite_worker_stats stats() const {
+        std::lock_guard lock(mu_);
+        return stats_;
+    }
+
+    /// True when nothing is queued (for work that should give way to submitted functions).
+    bool idle() const {
+        std::lock_guard lock(mu_);
+        return queue_.empty();
+    }
+
+private:
+    struct job {
+        virtual ~job() = default;
+        virtual void run(sqlite::connection& db) = 0;
+        virtual void fail(std::exception_ptr e) = 0;
+        virtual void complete() = 0; // after the batch, committed or not
+        virtual bool waited_for() const noexcept = 0;
+    };
+
+    template <class R, class Fn, class Handler>
+    struct waited final : job {
+        waited(Fn f, Handler h)
+            : fn(std::move(f)), handler(std::move(h)), work(asio::get_associated_executor(handler)) {}
+        void run(sqlite::connection& db) override { result.emplace(fn(db)); }
+        void fail(std::exception_ptr e) override { error = e; }
+        void complete() override {
+            auto ex = work.get_executor();
+            asio::post(ex, [h = std::move(handler), e = error, r = std::move(result)]() mutable {
+                if (e)
+                    std::move(h)(e, R{});
+                else
+                    std::move(h)(nullptr, std::move(*r));
+            });
+            work.reset();
+        }
+        bool waited_for() const noexcept override { return true; }
+
+        Fn fn;
+        Handler handler;
+        asio::executor_work_guard<asio::associated_executor_t<Handler>> work;
+        std::optional<R> result;
+        std::exception_ptr error;
+    };
+
+    template <class Fn>
+    struct unwaited final : job {
+        explicit unwaited(Fn f) : fn(std::move(f)) {}
+        void run(sqlite::connection& db) override { fn(db); }
+        void fail(std::exception_ptr) override {}
+        void complete() override {}
+        bool waited_for() const noexcept override { return false; }
+        Fn fn;
+    };
+
+    void enqueue(std::unique_ptr<job> j) {
+        {
+            std::lock_guard lock(mu_);
+            if (stopping_) throw error(errc::journal_failed, db_.path() + ": closing");
+            queue_.push_back(std::move(j));
+        }
+        cv_.notify_one();
+    }
+
+    void loop() {
+        std::vector<std::unique_ptr<job>> batch;
+        auto next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
+        for (;;) {
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait_until(lock, next_idle, [&] { return !queue_.empty() || stopping_; });
+                if (queue_.empty() && stopping_) return;
+                while (!queue_.empty() && batch.size() < opts_.max_batch) {
+                    batch.push_back(std::move(queue_.front()));
+                    queue_.pop_front();
+                }
+            }
+            if (!batch.empty()) execute(batch);
+            batch.clear();
+            if (std::chrono::steady_clock::now() >= next_idle) {
+                if (opts_.on_idle) {
+                    try {
+                        opts_.on_idle(db_);
+                    } catch (...) {
+                        // Idle work (cleanup) is retried at the next interval; it loses nothing.
+                    }
+                }
+                next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
+            }
+        }
+    }
+
+    void execute(std::vector<std::unique_ptr<job>>& batch) {
+        std::exception_ptr batch_error;
+        try {
+            sqlite::transaction tx(db_);
+            auto& save = db_.prepare("SAVEPOINT dtx_job");
+            auto& release = db_.prepare("RELEASE dtx_job");
+            auto& undo = db_.prepare("ROLLBACK TO dtx_job");
+            for (auto& j : batch) {
+                save.bind().run();
+                try {
+                    j->run(db_);
+                } catch (...) {
+                    // Some errors (a full disk, I/O errors) make SQLite roll back the whole
+                    // transaction by itself: then the batch is lost, and everyone hears why.
+                    if (sqlite3_get_autocommit(db_.get())) throw;
+                    j->fail(std::current_exception());
+                    undo.bind().run();
+                }
+                release.bind().run();
+            }
+            tx.commit();
+        } catch (...) {
+            batch_error = std::current_exception();
+        }
+        {
+            std::lock_guard lock(mu_);
+            if (batch_error) {
+                ++stats_.failed_batches;
+                for (auto& j : batch) stats_.lazy_lost += !j->waited_for();
+            } else {
+                ++stats_.commits;
+                stats_.functions += batch.size();
+            }
+        }
+        for (auto& j : batch) {
+            if (batch_error) j->fail(batch_error);
+            j->complete();
+        }
+    }
+
+    sqlite::connection& db_;
+    options opts_;
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::unique_ptr<job>> queue_;
+    bool stopping_ = false;
+    sqlite_worker_stats stats_;
+    std::thread thread_;
+};
+
+} // namespace dtx::detail
+
+#endif
