@@ -61,24 +61,31 @@ struct saga_handlers {
     branch_handler on_compensate;
 };
 
+namespace detail {
+
+/// The payload as a `T`, or empty with `refusal` set to a failure naming gid, branch and problem.
+template <class T>
+std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
+    try {
+        return r.payload.template get<T>();
+    } catch (const nlohmann::json::exception& e) {
+        refusal = failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " +
+                          std::string(to_string(r.op)) + " payload does not convert: " + e.what());
+        return std::nullopt;
+    }
+}
+
+} // namespace detail
+
 /// Wraps a handler that takes the payload as a user type `T` (anything nlohmann::json converts
 /// to, e.g. a struct with `from_json`). A payload that does not convert is answered with
 /// `failure`, naming the gid, branch and the conversion error.
 template <class T, class F>
 branch_handler typed(F handler) {
     return [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
-        std::optional<T> value;
-        std::string problem;
-        try {
-            value.emplace(r.payload.template get<T>());
-        } catch (const nlohmann::json::exception& e) {
-            problem = e.what();
-        }
-        if (!value) {
-            co_return failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) +
-                              ": " + std::string(to_string(r.op)) +
-                              " payload does not convert: " + problem);
-        }
+        outcome refusal;
+        std::optional<T> value = detail::convert_payload<T>(r, refusal);
+        if (!value) co_return refusal;
         co_return co_await handler(r, std::move(*value));
     };
 }
