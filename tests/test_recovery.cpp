@@ -164,7 +164,7 @@ int run_until(world& w, const scenario& body, int stop_at, bool recovering = fal
         coordinator coord(ioc.get_executor(), w.journal, w.registry, opts);
         if (recovering) {
             asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-                co_await coord.recover(recovery_options{.take_over_trying = true});
+                co_await coord.recover(recovery_options{.take_over = true});
             }, asio::detached);
         } else {
             asio::co_spawn(ioc, body(coord), asio::detached);
@@ -184,7 +184,7 @@ recovery_report recover_all(world& w) {
     auto opts = fast_options();
     opts.call_timeout = 5ms; // some scenarios have participants that hang
     coordinator coord(ioc.get_executor(), w.journal, w.registry, opts);
-    return run(ioc, coord.recover(recovery_options{.take_over_trying = true}));
+    return run(ioc, coord.recover(recovery_options{.take_over = true}));
 }
 
 } // namespace
@@ -313,7 +313,7 @@ TEST_CASE("recovery leaves trying transactions alone until their deadline, then 
     CHECK(w.journal.get("ahead")->status == tx_status::trying);
     CHECK(w.a.ops("ahead", "01").empty());
 
-    rep = run(ioc, coord.recover(recovery_options{.take_over_trying = true}));
+    rep = run(ioc, coord.recover(recovery_options{.take_over = true}));
     CHECK(rep.finished == 1);
     CHECK(w.journal.get("ahead")->status == tx_status::cancelled);
     CHECK(w.check(false) == "");
@@ -359,7 +359,7 @@ TEST_CASE("a journal that refuses the decision makes the live coordinator stand 
         co_await tx.add_branch("a", qty_payload{1});
         // another process's recovery claims it now
         auto claimed = co_await w.journal.claim(
-            {.now = wall_clock::now(), .owner = "other", .lease = 0ms, .ignore_deadlines = true});
+            {.now = wall_clock::now(), .owner = "other", .lease = 0ms, .take_over = true});
         CHECK(claimed.size() == 1);
     }));
     CHECK(r.status == tx_status::cancelling);

@@ -40,8 +40,10 @@ struct coordinator_options {
     retry_policy recovery_retry{.max_attempts = 10};
     /// How often the background recovery task runs a pass.
     std::chrono::milliseconds recovery_interval = 1s;
-    /// How long a recovery pass keeps the transactions it claimed to itself.
-    std::chrono::milliseconds recovery_lease = 30s;
+    /// How long a coordinator holds a transaction it drives against other coordinators sharing
+    /// the journal: a live one from its decision on, a recovery pass from its claim. Renewed while
+    /// phase 2 goes on; once it has expired, another coordinator may take the transaction over.
+    std::chrono::milliseconds lease = 30s;
     /// Transactions claimed (and driven concurrently) at a time by recovery.
     std::size_t recovery_batch = 256;
 

@@ -69,6 +69,14 @@ struct status_change {
     tx_status to;
 };
 
+/// Leases the transaction to `owner` until `until`: while the lease runs, no other coordinator
+/// claims it. Conditional: the whole write is refused if another owner holds the transaction
+/// (its lease was taken over after it had expired).
+struct lease_change {
+    std::string_view owner{};
+    wall_clock::time_point until{};
+};
+
 /// One atomic change to one transaction. Views and spans must stay valid until `write` completes;
 /// a journal copies what it keeps.
 struct journal_write {
@@ -77,6 +85,7 @@ struct journal_write {
     std::span<const branch_record> new_branches{};
     std::optional<status_change> status{};
     std::span<const std::string> done_branches{};
+    std::optional<lease_change> lease{};
 };
 
 enum class durability {
@@ -91,9 +100,9 @@ struct claim_request {
     std::string_view owner{};
     std::chrono::milliseconds lease{30'000};
     std::size_t limit = 100;
-    /// Also claim transactions still trying before their deadline: the caller knows that the
-    /// coordinator that ran them is gone (see recovery_options::take_over_trying).
-    bool ignore_deadlines = false;
+    /// Claim every unfinished transaction, whatever its deadline and lease: the caller knows it
+    /// is the journal's only coordinator (see recovery_options::take_over).
+    bool take_over = false;
 };
 
 class journal {
@@ -101,7 +110,7 @@ public:
     virtual ~journal() = default;
 
     /// Applies `w` atomically. Returns false, applying nothing, if `w.status` does not match the
-    /// current status. Throws dtx::error: duplicate_gid for a second begin, unknown_transaction
+    /// current status or `w.lease` names an owner other than the one holding the transaction. Throws dtx::error: duplicate_gid for a second begin, unknown_transaction
     /// for a write to a gid it does not hold, journal_failed if it cannot be made durable (in that
     /// case the write may or may not have been applied).
     virtual asio::awaitable<bool> write(const journal_write& w, durability d) = 0;

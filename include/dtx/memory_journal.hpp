@@ -36,8 +36,8 @@ public:
         for (auto& [gid, e] : txs_) {
             if (out.size() >= r.limit) break;
             if (is_final(e.rec.status)) continue;
-            if (e.rec.status == tx_status::trying && e.rec.deadline > r.now && !r.ignore_deadlines) continue;
-            if (e.lease_until > r.now) continue;
+            if (!r.take_over && e.rec.status == tx_status::trying && e.rec.deadline > r.now) continue;
+            if (!r.take_over && e.lease_until > r.now) continue;
             e.lease_owner = r.owner;
             e.lease_until = r.now + r.lease;
             if (e.rec.status == tx_status::trying) e.rec.status = tx_status::cancelling;
@@ -104,8 +104,13 @@ private:
             if (it == txs_.end())
                 throw error(errc::unknown_transaction, "gid " + std::string(gid) + ": not in the journal");
             if (w.status && it->second.rec.status != w.status->from) return false;
+            if (w.lease && !it->second.lease_owner.empty() && it->second.lease_owner != w.lease->owner) return false;
         }
         entry* e = &it->second;
+        if (w.lease) {
+            e->lease_owner = w.lease->owner;
+            e->lease_until = w.lease->until;
+        }
         auto& rec = e->rec;
         rec.branches.insert(rec.branches.end(), w.new_branches.begin(), w.new_branches.end());
         for (const auto& id : w.done_branches)

@@ -7,10 +7,11 @@ namespace dtx {
 
 /// How a recovery pass chooses what to take.
 struct recovery_options {
-    /// Take transactions that are still trying before their deadline too, and cancel them. Right
-    /// when this process is the journal's only coordinator and has just started: whatever is still
-    /// trying was left by its previous life. Wrong while another coordinator may be running them.
-    bool take_over_trying = false;
+    /// Take every unfinished transaction, whatever its deadline and lease: those still trying
+    /// are cancelled, decided ones finished. Right when this process is the journal's only
+    /// coordinator and has just started: whatever is unfinished was left by its previous life.
+    /// Wrong while another coordinator may be running them.
+    bool take_over = false;
 };
 
 /// What one recovery pass did.

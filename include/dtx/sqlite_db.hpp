@@ -130,7 +130,8 @@ private:
     void bind_one(int i, const std::string& v) { bind_one(i, std::string_view(v)); }
     void bind_one(int i, const char* v) { bind_one(i, std::string_view(v)); }
     void bind_one(int i, std::nullptr_t) { c_->check(sqlite3_bind_null(st_, i), "bind"); }
-    void bind_one(int i, const std::optional<std::int64_t>& v) {
+    template <class T>
+    void bind_one(int i, const std::optional<T>& v) {
         if (v)
             bind_one(i, *v);
         else

@@ -121,6 +121,7 @@ private:
 
     struct write_data {
         explicit write_data(const journal_write& w) : gid(w.gid), begin(w.begin), status(w.status) {
+            if (w.lease) lease.emplace(std::string(w.lease->owner), w.lease->until);
             branches.reserve(w.new_branches.size());
             for (const auto& b : w.new_branches) branches.push_back({b.branch_id, b.participant, b.payload->dump()});
             done.assign(w.done_branches.begin(), w.done_branches.end());
@@ -130,23 +131,24 @@ private:
         std::vector<stored_branch> branches;
         std::optional<status_change> status;
         std::vector<std::string> done;
+        std::optional<std::pair<std::string, wall_clock::time_point>> lease;
     };
 
     struct claim_data {
         explicit claim_data(const claim_request& r)
-            : now(r.now), owner(r.owner), lease(r.lease), limit(r.limit), ignore_deadlines(r.ignore_deadlines) {}
+            : now(r.now), owner(r.owner), lease(r.lease), limit(r.limit), take_over(r.take_over) {}
         wall_clock::time_point now;
         std::string owner;
         std::chrono::milliseconds lease;
         std::size_t limit;
-        bool ignore_deadlines;
+        bool take_over;
     };
 
     // ---- schema -----------------------------------------------------------------------------
 
     struct statements {
-        sqlite::statement &insert_tx, &insert_branch, &set_status, &exists, &set_done, &select_due, &lease, &select_tx,
-            &select_branches, &clean_branches, &clean_txs;
+        sqlite::statement &insert_tx, &insert_branch, &set_status, &current, &set_done, &select_due, &lease, &select_tx,
+            &select_branches, &clean_branches, &clean_txs, &set_lease;
     };
 
     statements prepare() {
@@ -214,13 +216,14 @@ private:
             throw error(errc::journal_corrupt, opts_.path + ": integrity check failed: " + std::string(qc.text(0)));
 
         return statements{
-            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms) VALUES (?, ?, ?, ?, ?)"),
+            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, "
+                       "lease_until_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"),
             db.prepare("INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, ?, ?, ?)"),
-            db.prepare("UPDATE dtx_transaction SET status = ?, ended_ms = ? WHERE gid = ? AND status = ?"),
-            db.prepare("SELECT 1 FROM dtx_transaction WHERE gid = ?"),
+            db.prepare("UPDATE dtx_transaction SET status = ?, ended_ms = ? WHERE gid = ?"),
+            db.prepare("SELECT status, lease_owner FROM dtx_transaction WHERE gid = ?"),
             db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
-            db.prepare("SELECT gid FROM dtx_transaction WHERE ended_ms IS NULL AND lease_until_ms <= ?1 "
-                       "AND (status <> 'trying' OR deadline_ms <= ?1 OR ?2) ORDER BY gid LIMIT ?3"),
+            db.prepare("SELECT gid FROM dtx_transaction WHERE ended_ms IS NULL AND ((lease_until_ms <= ?1 "
+                       "AND (status <> 'trying' OR deadline_ms <= ?1)) OR ?2) ORDER BY gid LIMIT ?3"),
             db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
                        "status = CASE status WHEN 'trying' THEN 'cancelling' ELSE status END WHERE gid = ?"),
             db.prepare("SELECT kind, status, deadline_ms FROM dtx_transaction WHERE gid = ?"),
@@ -229,6 +232,7 @@ private:
                        "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)"),
             db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction "
                        "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)"),
+            db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ? WHERE gid = ?"),
         };
     }
 
@@ -246,26 +250,32 @@ private:
     bool apply(const write_data& w) {
         auto& st = statements_;
         const std::int64_t now = to_ms(wall_clock::now());
-        const auto unknown = [&] { return error(errc::unknown_transaction, "gid " + w.gid + ": not in the journal"); };
+        st.current.bind(w.gid);
+        const bool exists = st.current.step();
         if (w.begin) {
+            if (exists) throw error(errc::duplicate_gid, "gid " + w.gid + ": already in the journal");
             if (w.status && w.status->from != tx_status::trying) return false;
-            st.exists.bind(w.gid);
-            if (st.exists.step()) throw error(errc::duplicate_gid, "gid " + w.gid + ": already in the journal");
             const tx_status status = w.status ? w.status->to : tx_status::trying;
-            st.insert_tx.bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline), now).run();
-        } else if (w.status) {
-            const bool final = is_final(w.status->to);
-            st.set_status.bind(to_string(w.status->to), final ? std::optional<std::int64_t>(now) : std::nullopt, w.gid,
-                               to_string(w.status->from));
-            st.set_status.run();
-            if (db_.changes() == 0) {
-                st.exists.bind(w.gid);
-                if (!st.exists.step()) throw unknown();
-                return false; // refused: the status is not `from`
+            std::optional<std::string> owner;
+            std::int64_t until = 0;
+            if (w.lease) {
+                owner = w.lease->first;
+                until = to_ms(w.lease->second);
             }
+            st.insert_tx.bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline), now,
+                              owner, until)
+                .run();
         } else {
-            st.exists.bind(w.gid);
-            if (!st.exists.step()) throw unknown();
+            if (!exists) throw error(errc::unknown_transaction, "gid " + w.gid + ": not in the journal");
+            // Conditions first: a refused write changes nothing.
+            if (w.status && st.current.text(0) != to_string(w.status->from)) return false;
+            if (w.lease && !st.current.is_null(1) && st.current.text(1) != w.lease->first) return false;
+            if (w.status) {
+                const bool final = is_final(w.status->to);
+                st.set_status.bind(to_string(w.status->to), final ? std::optional<std::int64_t>(now) : std::nullopt, w.gid)
+                    .run();
+            }
+            if (w.lease) st.set_lease.bind(w.lease->first, to_ms(w.lease->second), w.gid).run();
         }
         for (const auto& b : w.branches) st.insert_branch.bind(w.gid, b.branch_id, b.participant, b.payload).run();
         for (const auto& id : w.done) st.set_done.bind(w.gid, id).run();
@@ -275,7 +285,7 @@ private:
     std::vector<transaction_record> do_claim(const claim_data& c) {
         auto& st = statements_;
         std::vector<std::string> gids;
-        st.select_due.bind(to_ms(c.now), c.ignore_deadlines, static_cast<std::int64_t>(c.limit));
+        st.select_due.bind(to_ms(c.now), c.take_over, static_cast<std::int64_t>(c.limit));
         while (st.select_due.step()) gids.emplace_back(st.select_due.text(0));
         std::vector<transaction_record> out;
         out.reserve(gids.size());

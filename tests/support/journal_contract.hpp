@@ -15,9 +15,9 @@ inline bool write_sync(asio::io_context& ioc, journal& j, const journal_write& w
 }
 
 inline std::vector<transaction_record> claim_now(asio::io_context& ioc, journal& j, std::string_view owner,
-                                                 std::chrono::milliseconds lease, bool ignore_deadlines = false) {
+                                                 std::chrono::milliseconds lease, bool take_over = false) {
     return run(ioc, j.claim({.now = wall_clock::now(), .owner = owner, .lease = lease, .limit = 100,
-                             .ignore_deadlines = ignore_deadlines}));
+                             .take_over = take_over}));
 }
 
 template <class F>
@@ -98,19 +98,31 @@ inline void check_journal_contract(asio::io_context& ioc, journal& j) {
     // a late registration of the overdue transaction is refused
     CHECK_FALSE(write_sync(ioc, j, {.gid = "overdue", .new_branches = third, .status = status_change{tx_status::trying, tx_status::trying}}));
 
-    // take-over ignores deadlines, not leases
-    claimed = claim_now(ioc, j, "other", std::chrono::milliseconds(0), /*ignore_deadlines=*/true);
-    REQUIRE(claimed.size() == 1);
-    CHECK(claimed[0].gid == "ahead");
-    CHECK(claimed[0].kind == tx_kind::saga);
-    CHECK(claimed[0].status == tx_status::cancelling);
+    // a lease write names its owner: refused (with everything else in the write) for anyone but
+    // the holder
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .done_branches = done, .lease = lease_change{"other", later}}));
+    CHECK(write_sync(ioc, j, {.gid = "t1", .lease = lease_change{"me", later}}));
+
+    // take-over (the only coordinator, restarted) ignores deadlines and leases
+    claimed = claim_now(ioc, j, "other", std::chrono::milliseconds(0), /*take_over=*/true);
+    got.clear();
+    for (auto& r : claimed) got[r.gid] = r.status;
+    CHECK(got == std::map<std::string, tx_status>{{"t1", tx_status::confirming},
+                                                  {"overdue", tx_status::cancelling},
+                                                  {"ahead", tx_status::cancelling}});
+    for (auto& r : claimed)
+        if (r.gid == "ahead") CHECK(r.kind == tx_kind::saga);
+    // ... and now holds them: the former holder's lease writes are refused
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .lease = lease_change{"me", later}}));
 
     // ended transactions are never claimed again; find may still show them as ended
     CHECK(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
     CHECK(write_sync(ioc, j, {.gid = "ahead", .status = status_change{tx_status::cancelling, tx_status::cancelled}}));
     if (auto ended = run(ioc, j.find("t1"))) CHECK(ended->status == tx_status::confirmed);
-    // (overdue is still leased to "me": nothing is due for anyone else)
-    CHECK(claim_now(ioc, j, "third", std::chrono::milliseconds(0), true).empty());
+    // (overdue is leased to "other" only until now: due again for anyone)
+    claimed = claim_now(ioc, j, "third", std::chrono::seconds(30));
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].gid == "overdue");
 
     // a lazy write is applied (visible to a later read) once the journal has made it durable
     CHECK(write_sync(ioc, j, {.gid = "lazy", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));

@@ -309,7 +309,7 @@ inline coordinator_options fast_options() {
     o.phase_two = retry_policy{.initial_backoff = 1ms, .max_backoff = 2ms};
     o.pending = retry_policy{.initial_backoff = 1ms, .max_backoff = 2ms};
     o.recovery_retry = retry_policy{.initial_backoff = 1ms, .max_backoff = 2ms, .max_attempts = 20};
-    o.recovery_lease = 0ms;
+    o.lease = 0ms;
     o.recovery_interval = 5ms;
     return o;
 }

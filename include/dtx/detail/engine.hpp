@@ -73,6 +73,8 @@ struct tx_state {
     /// A deque, so that branches added later never move those whose calls are in flight.
     std::deque<live_branch> branches;
     bool begun = false; ///< the begin record is in the journal
+    /// Until when this coordinator holds the transaction (journal lease).
+    wall_clock::time_point lease_until{};
 
     /// Bound to the transaction's own coroutine: a call timeout cancels what it awaits.
     asio::cancellation_signal signal;
@@ -226,10 +228,14 @@ public:
         }
 
         journal_write w{.gid = st->gid, .new_branches = {fresh.data(), fresh.size()}};
-        if (st->begun)
+        if (st->begun) {
             w.status = status_change{tx_status::trying, tx_status::trying};
-        else
+        } else {
+            // Held until the deadline: nobody else recovers it while it is trying in time.
             w.begin = begin_transaction{st->kind, st->deadline};
+            w.lease = lease_change{opts_.owner, st->deadline};
+            st->lease_until = st->deadline;
+        }
         bool ok = false;
         try {
             ok = co_await write(w, durability::sync);
@@ -291,8 +297,10 @@ public:
             try {
                 // For a saga this write is its end: the caller is told "confirmed" only once it is
                 // durable, or a recovery could still compensate what the caller thinks is done.
-                ok = co_await write({.gid = st->gid, .status = status_change{tx_status::trying, decided}},
-                                             durability::sync);
+                const journal_write w{.gid = st->gid,
+                                      .status = status_change{tx_status::trying, decided},
+                                      .lease = lease_change{opts_.owner, next_lease(*st)}};
+                ok = co_await write(w, durability::sync);
             } catch (const std::exception& e) {
                 st->abort(errc::journal_failed,
                           describe(st->gid) + ": writing the decision failed (" + e.what() +
@@ -316,9 +324,10 @@ public:
         // write does not stop the cancellation.
         bool ok = true;
         try {
-            ok = co_await write(
-                {.gid = st->gid, .status = status_change{tx_status::trying, tx_status::cancelling}},
-                durability::sync);
+            const journal_write w{.gid = st->gid,
+                                  .status = status_change{tx_status::trying, tx_status::cancelling},
+                                  .lease = lease_change{opts_.owner, next_lease(*st)}};
+            ok = co_await write(w, durability::sync);
         } catch (const std::exception&) {
         }
         if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::cancel, "decide"}))
@@ -341,8 +350,8 @@ public:
             // come back, and must not crowd out transactions not yet seen.
             const std::size_t limit = opts_.recovery_batch + rep.unfinished;
             std::vector<transaction_record> batch = co_await claim(
-                {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.recovery_lease,
-                 .limit = limit, .ignore_deadlines = ro.take_over_trying});
+                {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.lease,
+                 .limit = limit, .take_over = ro.take_over});
             if (!batch.empty() && should_halt({fault_site::journal_write, batch.front().gid, {},
                                                branch_op::cancel, "claim"}))
                 co_await halt();
@@ -484,6 +493,28 @@ private:
     }
 
     /// A try or action, asked again while it answers pending, bounded by the deadline.
+    wall_clock::time_point next_lease(tx_state& st) const {
+        st.lease_until = wall_clock::now() + opts_.lease;
+        return st.lease_until;
+    }
+
+    /// Before a phase-2 retry that waits `delay`: renews the lease if it would run out within half
+    /// its length. False if another coordinator has taken the transaction over.
+    asio::awaitable<bool> keep_lease(std::shared_ptr<tx_state> st, std::chrono::nanoseconds delay) {
+        if (wall_clock::now() + delay + opts_.lease / 2 < st->lease_until) co_return true;
+        const journal_write w{.gid = st->gid, .lease = lease_change{opts_.owner, next_lease(*st)}};
+        bool ok = false;
+        try {
+            ok = co_await write(w, durability::sync);
+        } catch (const std::exception&) {
+            // Unsure whether we still hold it: stand down. The journal keeps the transaction and
+            // recovery (ours or another coordinator's) finishes it.
+            co_return false;
+        }
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm, "lease"})) co_await halt();
+        co_return ok;
+    }
+
     asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
                                                   asio::cancellation_signal& sig) {
         const std::chrono::nanoseconds limit = opts_.call_timeout;
@@ -530,7 +561,9 @@ private:
                 policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant, to_string(op),
                                             attempts, r.message});
             if (!policy.may_retry(attempts)) co_return false;
-            co_await sleep_for(policy.next_delay(attempts));
+            const auto delay = policy.next_delay(attempts);
+            if (!co_await keep_lease(st, delay)) co_return false; // taken over: stand down
+            co_await sleep_for(delay);
         }
     }
 
@@ -594,6 +627,7 @@ private:
 
     asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep, asio::cancellation_signal& sig) {
         auto st = std::make_shared<tx_state>();
+        st->lease_until = wall_clock::now() + opts_.lease; // as claimed
         st->gid = std::move(rec.gid);
         st->kind = rec.kind;
         st->status = rec.status;
