@@ -11,23 +11,14 @@
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <vector>
 
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
-#include <dtx/detail/config.hpp>
+#include <dtx/detail/batch_queue.hpp>
 #include <dtx/error.hpp>
 #include <dtx/sqlite_db.hpp>
 
@@ -50,37 +41,26 @@ public:
     };
 
     /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
-    sqlite_worker(sqlite::connection& db, options o) : db_(db), opts_(std::move(o)) {
-        thread_ = std::thread([this] { loop(); });
-    }
-    sqlite_worker(const sqlite_worker&) = delete;
-    sqlite_worker& operator=(const sqlite_worker&) = delete;
-
-    /// Runs everything already submitted, then stops.
-    ~sqlite_worker() {
-        {
-            std::lock_guard lock(mu_);
-            stopping_ = true;
-        }
-        cv_.notify_one();
-        thread_.join();
-    }
+    sqlite_worker(sqlite::connection& db, options o)
+        : db_(db), on_idle_(std::move(o.on_idle)),
+          queue_({o.max_batch, o.idle_interval}, [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
+                 [this] {
+                     if (on_idle_) on_idle_(db_);
+                 }) {}
 
     /// Runs `fn(connection&)` in the next batch and returns what it returns (or throws what it
     /// throws). `R` must be default-constructible.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
-            [this, fn = std::move(fn)](auto handler) mutable {
-                enqueue(std::make_unique<waited<R, Fn, decltype(handler)>>(std::move(fn), std::move(handler)));
-            },
-            asio::use_awaitable);
+        return await_result<R>([this, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
+            push(std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver)));
+        });
     }
 
     /// Runs `fn(connection&)` in the next batch without waiting for it.
     template <class Fn>
     void post(Fn fn) {
-        enqueue(std::make_unique<unwaited<Fn>>(std::move(fn)));
+        push(std::make_unique<unwaited<Fn>>(std::move(fn)));
     }
 
     sqlite_worker_stats stats() const {
@@ -89,10 +69,7 @@ public:
     }
 
     /// True when nothing is queued (for work that should give way to submitted functions).
-    bool idle() const {
-        std::lock_guard lock(mu_);
-        return queue_.empty();
-    }
+    bool idle() const { return queue_.idle(); }
 
 private:
     struct job {
@@ -103,27 +80,16 @@ private:
         virtual bool waited_for() const noexcept = 0;
     };
 
-    template <class R, class Fn, class Handler>
+    template <class R, class Fn>
     struct waited final : job {
-        waited(Fn f, Handler h)
-            : fn(std::move(f)), handler(std::move(h)), work(asio::get_associated_executor(handler)) {}
+        waited(Fn f, deliver_fn<R> d) : fn(std::move(f)), deliver(std::move(d)) {}
         void run(sqlite::connection& db) override { result.emplace(fn(db)); }
         void fail(std::exception_ptr e) override { error = e; }
-        void complete() override {
-            auto ex = work.get_executor();
-            asio::post(ex, [h = std::move(handler), e = error, r = std::move(result)]() mutable {
-                if (e)
-                    std::move(h)(e, R{});
-                else
-                    std::move(h)(nullptr, std::move(*r));
-            });
-            work.reset();
-        }
+        void complete() override { deliver(error, error ? R{} : std::move(*result)); }
         bool waited_for() const noexcept override { return true; }
 
         Fn fn;
-        Handler handler;
-        asio::executor_work_guard<asio::associated_executor_t<Handler>> work;
+        deliver_fn<R> deliver;
         std::optional<R> result;
         std::exception_ptr error;
     };
@@ -138,41 +104,8 @@ private:
         Fn fn;
     };
 
-    void enqueue(std::unique_ptr<job> j) {
-        {
-            std::lock_guard lock(mu_);
-            if (stopping_) throw error(errc::journal_failed, db_.path() + ": closing");
-            queue_.push_back(std::move(j));
-        }
-        cv_.notify_one();
-    }
-
-    void loop() {
-        std::vector<std::unique_ptr<job>> batch;
-        auto next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
-        for (;;) {
-            {
-                std::unique_lock lock(mu_);
-                cv_.wait_until(lock, next_idle, [&] { return !queue_.empty() || stopping_; });
-                if (queue_.empty() && stopping_) return;
-                while (!queue_.empty() && batch.size() < opts_.max_batch) {
-                    batch.push_back(std::move(queue_.front()));
-                    queue_.pop_front();
-                }
-            }
-            if (!batch.empty()) execute(batch);
-            batch.clear();
-            if (std::chrono::steady_clock::now() >= next_idle) {
-                if (opts_.on_idle) {
-                    try {
-                        opts_.on_idle(db_);
-                    } catch (...) {
-                        // Idle work (cleanup) is retried at the next interval; it loses nothing.
-                    }
-                }
-                next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
-            }
-        }
+    void push(std::unique_ptr<job> j) {
+        if (!queue_.push(j)) throw error(errc::journal_failed, db_.path() + ": closing");
     }
 
     void execute(std::vector<std::unique_ptr<job>>& batch) {
@@ -216,13 +149,10 @@ private:
     }
 
     sqlite::connection& db_;
-    options opts_;
-    mutable std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<std::unique_ptr<job>> queue_;
-    bool stopping_ = false;
+    std::function<void(sqlite::connection&)> on_idle_;
+    mutable std::mutex mu_; // guards stats_
     sqlite_worker_stats stats_;
-    std::thread thread_;
+    batch_queue<std::unique_ptr<job>> queue_; // last: its thread stops before the rest goes
 };
 
 } // namespace dtx::detail

@@ -1,0 +1,137 @@
+#ifndef DTX_DETAIL_BATCH_QUEUE_HPP
+#define DTX_DETAIL_BATCH_QUEUE_HPP
+
+// The group-commit machinery shared by the durable journals and the barrier: coroutines push jobs
+// from any thread; one thread of the queue's own takes everything queued (up to a limit) and hands
+// it to `execute` as one batch, so that one database transaction and one fsync serve them all.
+// Results reach the waiting coroutines through await_result(), on their own executors.
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <dtx/detail/config.hpp>
+
+namespace dtx::detail {
+
+/// Delivers a result computed on another thread to a waiting coroutine, on its executor.
+template <class R>
+using deliver_fn = std::function<void(std::exception_ptr, R)>;
+
+/// Suspends the calling coroutine until the function passed to `start` is called (from any
+/// thread, exactly once) with an exception or a result. Keeps the coroutine's executor busy
+/// meanwhile, so that its io_context does not run out of work.
+template <class R, class Start>
+asio::awaitable<R> await_result(Start start) {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
+        [start = std::move(start)](auto handler) mutable {
+            auto ex = asio::get_associated_executor(handler);
+            auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
+            auto h = std::make_shared<decltype(handler)>(std::move(handler));
+            start(deliver_fn<R>([ex, work, h](std::exception_ptr e, R r) mutable {
+                asio::post(ex, [h, e, r = std::move(r)]() mutable { std::move(*h)(e, std::move(r)); });
+                work->reset();
+            }));
+        },
+        asio::use_awaitable);
+}
+
+template <class Job>
+class batch_queue {
+public:
+    struct options {
+        std::size_t max_batch = 1024;
+        /// `on_idle` runs on the queue's thread this often (between batches).
+        std::chrono::milliseconds idle_interval = std::chrono::minutes(1);
+    };
+
+    /// Starts the thread: `execute(batch)` runs every batch, `on_idle()` the periodic work. Both
+    /// run on the queue's thread only; exceptions escaping `on_idle` are ignored (it is retried
+    /// at the next interval).
+    batch_queue(options o, std::function<void(std::vector<Job>&)> execute, std::function<void()> on_idle)
+        : opts_(o), execute_(std::move(execute)), on_idle_(std::move(on_idle)) {
+        thread_ = std::thread([this] { loop(); });
+    }
+    batch_queue(const batch_queue&) = delete;
+    batch_queue& operator=(const batch_queue&) = delete;
+
+    /// Executes everything already pushed, then stops.
+    ~batch_queue() {
+        {
+            std::lock_guard lock(mu_);
+            stopping_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+
+    /// Queues `job`; false (and `job` untouched) if the queue is stopping.
+    bool push(Job& job) {
+        {
+            std::lock_guard lock(mu_);
+            if (stopping_) return false;
+            queue_.push_back(std::move(job));
+        }
+        cv_.notify_one();
+        return true;
+    }
+
+    /// True when nothing is queued (for idle work that should give way to jobs).
+    bool idle() const {
+        std::lock_guard lock(mu_);
+        return queue_.empty();
+    }
+
+private:
+    void loop() {
+        std::vector<Job> batch;
+        auto next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
+        for (;;) {
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait_until(lock, next_idle, [&] { return !queue_.empty() || stopping_; });
+                if (queue_.empty() && stopping_) return;
+                while (!queue_.empty() && batch.size() < opts_.max_batch) {
+                    batch.push_back(std::move(queue_.front()));
+                    queue_.pop_front();
+                }
+            }
+            if (!batch.empty()) execute_(batch);
+            batch.clear();
+            if (std::chrono::steady_clock::now() >= next_idle) {
+                if (on_idle_) {
+                    try {
+                        on_idle_();
+                    } catch (...) {
+                    }
+                }
+                next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
+            }
+        }
+    }
+
+    options opts_;
+    std::function<void(std::vector<Job>&)> execute_;
+    std::function<void()> on_idle_;
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<Job> queue_;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+} // namespace dtx::detail
+
+#endif
