@@ -1,0 +1,144 @@
+// The PostgreSQL journal, against a server the test starts on 127.0.0.1 and stops: the journal
+// contract, group commit, claims shared by several instances, a newer schema, a lost server.
+#include <dtx/postgres_journal.hpp>
+
+#include <dtx/coordinator.hpp>
+
+#include "support/journal_contract.hpp"
+#include "support/pg_server.hpp"
+
+#include <doctest/doctest.h>
+
+#include <set>
+
+using namespace dtx;
+using namespace dtx::test;
+
+namespace {
+
+/// One server for the whole file: starting one takes about a second.
+pg_server& server() {
+    static pg_server s;
+    return s;
+}
+
+/// Each test works in a database of its own.
+std::string fresh_database() {
+    static int n = 0;
+    const std::string name = "t" + std::to_string(++n);
+    detail::pg_connection admin(server().conninfo());
+    admin.exec(("CREATE DATABASE " + name).c_str());
+    return "host=127.0.0.1 port=" + std::to_string(server().port()) + " user=dtx dbname=" + name;
+}
+
+} // namespace
+
+TEST_CASE("postgres journal: the journal contract") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database()});
+    check_journal_contract(ioc, j);
+}
+
+TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database()});
+    participant_registry reg;
+    resource a{"a"}, b{"b"};
+    reg.add_tcc("a", a.tcc());
+    reg.add_tcc("b", b.tcc());
+    b.set_script([](std::string_view gid, auto, branch_op op, auto) {
+        return op == branch_op::try_ && gid.back() % 3 == 0 ? act::fail : act::ok;
+    });
+    coordinator coord(ioc.get_executor(), j, reg, fast_options());
+    const int n = 200;
+    int confirmed = 0, cancelled = 0;
+    for (int i = 0; i < n; ++i)
+        asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+            tx_result r = co_await coord.tcc([](tcc_transaction& tx) -> asio::awaitable<void> {
+                co_await tx.add_branch("a", qty_payload{1});
+                co_await tx.add_branch("b", qty_payload{1});
+            });
+            (r.status == tx_status::confirmed ? confirmed : cancelled)++;
+        }, asio::detached);
+    ioc.run();
+    CHECK(confirmed + cancelled == n);
+    CHECK(confirmed > 0);
+    CHECK(cancelled > 0);
+    CHECK(check_invariants({&a, &b}) == "");
+    auto s = j.stats();
+    CHECK(s.failed_batches == 0);
+    CHECK(s.commits < s.operations); // writes shared statements
+    MESSAGE(s.operations << " journal operations in " << s.commits << " statements");
+}
+
+TEST_CASE("postgres journal: instances claiming at once never take the same transaction") {
+    asio::io_context ioc;
+    const auto conninfo = fresh_database();
+    postgres_journal writer({.conninfo = conninfo});
+    const auto overdue = wall_clock::now() - std::chrono::seconds(1);
+    std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
+    for (int i = 0; i < 300; ++i)
+        CHECK(write_sync(ioc, writer, {.gid = "g" + std::to_string(1000 + i),
+                                       .begin = begin_transaction{tx_kind::tcc, overdue},
+                                       .new_branches = br}));
+
+    // Three instances, each with its own connection, claim in small batches concurrently.
+    std::vector<std::unique_ptr<postgres_journal>> instances;
+    for (int i = 0; i < 3; ++i) instances.push_back(std::make_unique<postgres_journal>(postgres_journal_options{.conninfo = conninfo}));
+    std::vector<std::string> taken;
+    int rounds = 0;
+    ioc.restart(); // the writes above ran it out of work
+    for (int i = 0; i < 3; ++i)
+        asio::co_spawn(ioc, [&, i]() -> asio::awaitable<void> {
+            const std::string owner = "instance-" + std::to_string(i);
+            for (;;) {
+                auto batch = co_await instances[i]->claim(
+                    {.now = wall_clock::now(), .owner = owner, .lease = std::chrono::minutes(5), .limit = 7});
+                ++rounds;
+                if (batch.empty()) co_return;
+                for (auto& rec : batch) {
+                    CHECK(rec.status == tx_status::cancelling);
+                    taken.push_back(rec.gid);
+                }
+            }
+        }, asio::detached);
+    ioc.run();
+    std::set<std::string> unique(taken.begin(), taken.end());
+    CHECK(taken.size() == 300);
+    CHECK(unique.size() == 300);
+    MESSAGE("300 transactions claimed by 3 instances in " << rounds << " claims, none twice");
+}
+
+TEST_CASE("postgres journal: a database migrated by a newer dtx is refused") {
+    const auto conninfo = fresh_database();
+    { postgres_journal j({.conninfo = conninfo}); }
+    {
+        detail::pg_connection c(conninfo);
+        c.exec("UPDATE dtx_meta SET value = 5 WHERE key = 'journal_version'");
+    }
+    CHECK(error_of([&] { postgres_journal j({.conninfo = conninfo}); }) == errc::journal_version);
+}
+
+TEST_CASE("postgres journal: a server that goes away fails writes clearly, and is used again when back") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database()});
+    std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
+    CHECK(write_sync(ioc, j, {.gid = "before", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+
+    server().stop();
+    std::string what;
+    try {
+        write_sync(ioc, j, {.gid = "during", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br});
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::journal_failed);
+        what = e.what();
+    }
+    CHECK(what.find("PostgreSQL") != std::string::npos);
+    server().restart();
+
+    CHECK(write_sync(ioc, j, {.gid = "after", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+    CHECK(run(ioc, j.find("before")));
+    CHECK(run(ioc, j.find("after")));
+    CHECK_FALSE(run(ioc, j.find("during")));
+    CHECK(j.stats().reconnects >= 1);
+}
