@@ -46,6 +46,7 @@
 #include <dtx/error.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/sqlite_db.hpp>
+#include <dtx/detail/barrier_logic.hpp>
 #include <dtx/detail/sqlite_worker.hpp>
 
 namespace dtx {
@@ -200,59 +201,32 @@ private:
         co_return answer;
     }
 
-    /// The barrier's slot for an operation: tries and actions share "try", cancels and
-    /// compensations share "cancel".
-    static const char* slot(branch_op op) noexcept {
-        switch (op) {
-        case branch_op::try_:
-        case branch_op::action: return "try";
-        case branch_op::confirm: return "confirm";
-        default: return "cancel";
-        }
-    }
-
     static std::int64_t now_ms() {
         return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     }
 
-    /// Inserts the row for (gid, branch, slot) unless present; true if it was inserted.
-    bool insert_row(sqlite::connection& db, const owned_request& r, const char* slot_name, const char* origin,
-                    const char* state) {
-        db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, created_ms) "
-                   "VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(r.gid, r.branch_id, slot_name, origin, state, now_ms())
-            .run();
-        return db.changes() == 1;
-    }
-
-    struct row {
-        std::string origin;
-        std::string state;
-    };
-    std::optional<row> find_row(sqlite::connection& db, const owned_request& r, const char* slot_name) {
-        auto& st = db.prepare("SELECT origin, state FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ?");
-        st.bind(r.gid, r.branch_id, slot_name);
-        if (!st.step()) return std::nullopt;
-        return row{std::string(st.text(0)), std::string(st.text(1))};
-    }
-
-    /// What the barrier answers before any handler runs; empty: run the handler.
-    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r, const char* state) {
-        const char* s = slot(r.op);
-        if (std::string_view(s) == "cancel") {
-            if (insert_row(db, r, "try", "cancel", "done")) { // the try never came: null compensation
-                insert_row(db, r, "cancel", "cancel", "done");
-                return success();
-            }
+    /// The barrier table of one request, for detail::barrier_screen.
+    struct store {
+        sqlite::connection& db;
+        const owned_request& r;
+        bool insert(const char* slot, const char* origin, const char* state) {
+            db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, created_ms) "
+                       "VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(r.gid, r.branch_id, slot, origin, state, now_ms())
+                .run();
+            return db.changes() == 1;
         }
-        if (insert_row(db, r, s, s, state)) return std::nullopt;
-        auto existing = find_row(db, r, s);
-        if (std::string_view(s) == "try" && existing && existing->origin == "cancel")
-            return failure("gid " + r.gid + " branch " + r.branch_id + " was cancelled before its " +
-                           std::string(to_string(r.op)) + " arrived");
-        if (existing && existing->state == "failed") return failure("an earlier " + std::string(to_string(r.op)) + " failed");
-        if (existing && existing->state == "started") return std::nullopt; // external work to be redone
-        return success(); // duplicate of a completed operation
+        std::optional<detail::barrier_row> find(const char* slot) {
+            auto& st = db.prepare("SELECT origin, state FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ?");
+            st.bind(r.gid, r.branch_id, slot);
+            if (!st.step()) return std::nullopt;
+            return detail::barrier_row{std::string(st.text(0)), std::string(st.text(1))};
+        }
+    };
+
+    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r, const char* state) {
+        store s{db, r};
+        return detail::barrier_screen(s, r.view(), state);
     }
 
     outcome guarded(sqlite::connection& db, const owned_request& r, const local_handler& handler) {
@@ -267,12 +241,12 @@ private:
         if (!done && !failed) {
             // Pending or unknown: forget the attempt, so that the next one runs the work again.
             db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND state = 'started'")
-                .bind(r.gid, r.branch_id, slot(r.op))
+                .bind(r.gid, r.branch_id, detail::barrier_slot(r.op))
                 .run();
             return;
         }
         db.prepare("UPDATE dtx_barrier SET state = ? WHERE gid = ? AND branch_id = ? AND op = ?")
-            .bind(done ? "done" : "failed", r.gid, r.branch_id, slot(r.op))
+            .bind(done ? "done" : "failed", r.gid, r.branch_id, detail::barrier_slot(r.op))
             .run();
     }
 
