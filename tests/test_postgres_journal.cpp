@@ -15,22 +15,8 @@ using namespace dtx;
 using namespace dtx::test;
 
 namespace {
-
-/// One server for the whole file: starting one takes about a second.
-pg_server& server() {
-    static pg_server s;
-    return s;
-}
-
-/// Each test works in a database of its own.
-std::string fresh_database() {
-    static int n = 0;
-    const std::string name = "t" + std::to_string(++n);
-    detail::pg_connection admin(server().conninfo());
-    admin.exec(("CREATE DATABASE " + name).c_str());
-    return "host=127.0.0.1 port=" + std::to_string(server().port()) + " user=dtx dbname=" + name;
-}
-
+pg_server& server() { return shared_pg_server(); }
+std::string fresh_database() { return fresh_pg_database(); }
 } // namespace
 
 TEST_CASE("postgres journal: the journal contract") {
@@ -113,7 +99,7 @@ TEST_CASE("postgres journal: a database migrated by a newer dtx is refused") {
     const auto conninfo = fresh_database();
     { postgres_journal j({.conninfo = conninfo}); }
     {
-        detail::pg_connection c(conninfo);
+        postgres::connection c(conninfo);
         c.exec("UPDATE dtx_meta SET value = 5 WHERE key = 'journal_version'");
     }
     CHECK(error_of([&] { postgres_journal j({.conninfo = conninfo}); }) == errc::journal_version);

@@ -32,10 +32,9 @@
 #include <string>
 #include <vector>
 
-#include <libpq-fe.h>
-
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
+#include <dtx/postgres_db.hpp>
 #include <dtx/detail/batch_queue.hpp>
 
 namespace dtx {
@@ -59,78 +58,6 @@ struct postgres_journal_stats {
     std::uint64_t cleaned = 0;
 };
 
-namespace detail {
-
-/// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
-/// server's message.
-class pg_connection {
-public:
-    explicit pg_connection(std::string conninfo) : conninfo_(std::move(conninfo)) { connect(); }
-    pg_connection(const pg_connection&) = delete;
-    pg_connection& operator=(const pg_connection&) = delete;
-    ~pg_connection() { PQfinish(conn_); }
-
-    class result {
-    public:
-        explicit result(PGresult* r) : r_(r) {}
-        result(result&& o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
-        result(const result&) = delete;
-        result& operator=(const result&) = delete;
-        ~result() { PQclear(r_); }
-        int rows() const { return PQntuples(r_); }
-        bool is_null(int row, int col) const { return PQgetisnull(r_, row, col) != 0; }
-        PGresult* raw() const noexcept { return r_; }
-        std::string_view text(int row, int col) const {
-            return {PQgetvalue(r_, row, col), static_cast<std::size_t>(PQgetlength(r_, row, col))};
-        }
-
-    private:
-        PGresult* r_;
-    };
-
-    /// Runs one statement with text parameters; throws dtx::error on failure.
-    result exec(const char* sql, std::initializer_list<std::string_view> params = {}) {
-        std::vector<std::string> owned(params.begin(), params.end()); // NUL-terminated copies
-        std::vector<const char*> values;
-        values.reserve(owned.size());
-        for (auto& p : owned) values.push_back(p.c_str());
-        result r(PQexecParams(conn_, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0));
-        const auto status = PQresultStatus(r.raw());
-        if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-            const char* state = PQresultErrorField(r.raw(), PG_DIAG_SQLSTATE);
-            throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                                                  (state ? " (SQLSTATE " + std::string(state) + ")" : ""));
-        }
-        return r;
-    }
-
-    /// Re-establishes a lost connection; true if it had to.
-    bool ensure() {
-        if (PQstatus(conn_) == CONNECTION_OK) return false;
-        PQreset(conn_);
-        if (PQstatus(conn_) != CONNECTION_OK)
-            throw error(errc::journal_failed, "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
-        return true;
-    }
-
-private:
-    void connect() {
-        conn_ = PQconnectdb(conninfo_.c_str());
-        if (PQstatus(conn_) != CONNECTION_OK) {
-            std::string msg = PQerrorMessage(conn_);
-            PQfinish(conn_);
-            conn_ = nullptr;
-            throw error(errc::journal_failed, "PostgreSQL: cannot connect: " + msg);
-        }
-        // Server notices ("already exists, skipping") are not errors: keep them off stderr.
-        PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
-    }
-
-    std::string conninfo_;
-    PGconn* conn_ = nullptr;
-};
-
-} // namespace detail
 
 class postgres_journal final : public journal {
 public:
@@ -338,7 +265,7 @@ private:
     bool migrate();
 
     postgres_journal_options opts_;
-    detail::pg_connection db_;
+    postgres::connection db_;
     bool ready_;
     mutable std::mutex mu_;
     postgres_journal_stats stats_;

@@ -494,6 +494,9 @@ int run(const settings& s) {
     auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
     const auto& targets = fault_targets();
     std::size_t next_target = 0;
+    const fault_target* again = nullptr; // a recovery target to aim at again
+    int again_tries = 0;
+    bool force_run_kill = false;
 
     int kills = 0, random_kills = 0, watchdog_kills = 0, point_kills = 0, misses = 0, runs = 0, checks = 0;
     std::map<std::string, int> by_point;     // kills per fault point
@@ -528,14 +531,30 @@ int run(const settings& s) {
         const std::uint64_t wseed = s.seed * 1'000'003u + static_cast<std::uint64_t>(runs);
         std::vector<std::string> args = {"--seed", std::to_string(wseed)};
         enum class mode { random, point, any } m;
-        const int dice = uniform(0, 99);
-        m = dice < 35 ? mode::random : dice < 80 ? mode::point : mode::any;
+        const fault_target* t = nullptr;
+        int delay_min_us = 2'000;
+        if (force_run_kill) {
+            // The last recovery target found nothing to recover: leave it something first.
+            m = mode::random;
+            delay_min_us = 20'000;
+            force_run_kill = false;
+        } else if (again) {
+            m = mode::point;
+            t = again;
+            again = nullptr;
+        } else {
+            const int dice = uniform(0, 99);
+            m = dice < 35 ? mode::random : dice < 80 ? mode::point : mode::any;
+            if (m == mode::point) {
+                t = &targets[next_target++ % targets.size()];
+                again_tries = 0;
+            }
+        }
         std::string target;
         if (m == mode::point) {
-            const auto& t = targets[next_target++ % targets.size()];
-            target = t.name;
+            target = t->name;
             args.push_back("--fault");
-            args.push_back(target + ":" + std::to_string(uniform(1, t.max_nth)));
+            args.push_back(target + ":" + std::to_string(uniform(1, t->max_nth)));
         } else if (m == mode::any) {
             args.push_back("--fault-any");
             args.push_back(std::to_string(uniform(1, 400)));
@@ -546,7 +565,7 @@ int run(const settings& s) {
         bool by_driver = false;
         if (m == mode::random) {
             // A few to tens of milliseconds: in startup, recovery, or the middle of the run.
-            e = w.wait_until(w.started() + std::chrono::microseconds(uniform(2'000, 80'000)));
+            e = w.wait_until(w.started() + std::chrono::microseconds(uniform(delay_min_us, 80'000)));
             if (!e) {
                 e = w.kill();
                 by_driver = true;
@@ -577,8 +596,13 @@ int run(const settings& s) {
             }
         } else if (m == mode::point && e->code == exit_target_not_reached && target.starts_with("rec/")) {
             ++misses;
-            ++missed[target];
             if (s.verbose) std::cout << "  " << target << " not reached by recovery" << std::endl;
+            if (++again_tries <= 3) {
+                again = t; // after a kill that leaves something to recover
+                force_run_kill = true;
+            } else {
+                ++missed[target];
+            }
         } else {
             return fail("a workload run (" + std::string(m == mode::random ? "random kill" : m == mode::point ? target : "any point") +
                         ") " + describe(*e));
@@ -599,7 +623,8 @@ int run(const settings& s) {
     std::cout << "\ntargets not reached (no kill there, or the watchdog killed instead):";
     if (missed.empty()) std::cout << " none";
     for (const auto& [name, n] : missed) std::cout << "\n  " << name << ": " << n;
-    std::cout << "\n" << runs << " runs, " << checks << " recover-and-check rounds, " << sum.applied_rows
+    std::cout << "\n" << runs << " runs (" << misses << " found nothing to recover), " << watchdog_kills
+              << " watchdog kills, " << checks << " recover-and-check rounds, " << sum.applied_rows
               << " handler executions in the ledgers, " << static_cast<int>(secs) << " s\n";
     std::cout << "crash test: " << kills << " kills (" << random_kills + watchdog_kills << " random, " << point_kills
               << " at fault points), " << sum.transactions << " transactions (" << sum.confirmed << " confirmed, "

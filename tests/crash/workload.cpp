@@ -521,7 +521,7 @@ coordinator_options crash_options(fault_killer& killer) {
     // Phase 2 gives up after 3 attempts: the transaction is left to the background recovery.
     o.phase_two = retry_policy{.initial_backoff = 2ms, .max_backoff = 16ms, .max_attempts = 3};
     o.pending = retry_policy{.initial_backoff = 1ms, .max_backoff = 4ms};
-    o.recovery_retry = retry_policy{.initial_backoff = 2ms, .max_backoff = 16ms, .max_attempts = 3};
+    o.recovery_retry = retry_policy{.initial_backoff = 2ms, .max_backoff = 16ms, .max_attempts = 2};
     // Short: phase-2 retries renew it now and then, and the background recovery takes over what a
     // live transaction left within tens of milliseconds (a restarted process takes over
     // everything at once, whatever the leases).

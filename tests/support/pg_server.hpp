@@ -5,6 +5,7 @@
 // object, on 127.0.0.1 and a free port, and stops it afterwards.
 
 #include <dtx/gid.hpp>
+#include <dtx/postgres_db.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -55,6 +56,21 @@ private:
     std::filesystem::path dir_;
     int port_ = 0;
 };
+
+/// One server per test process: starting one takes about a second.
+inline pg_server& shared_pg_server() {
+    static pg_server s;
+    return s;
+}
+
+/// A new, empty database on the shared server; returns its connection string.
+inline std::string fresh_pg_database() {
+    static int n = 0;
+    const std::string name = "t" + std::to_string(++n);
+    postgres::connection admin(shared_pg_server().conninfo());
+    admin.exec(("CREATE DATABASE " + name).c_str());
+    return "host=127.0.0.1 port=" + std::to_string(shared_pg_server().port()) + " user=dtx dbname=" + name;
+}
 
 } // namespace dtx::test
 
