@@ -50,31 +50,17 @@ struct postgres_barrier_options {
 /// What a branch operation does to the participant's own tables, inside the barrier's local
 /// transaction, on one of its threads. Return failure (or pending) to refuse, which rolls the
 /// changes back; throw for an unknown result.
-using postgres_handler = std::function<outcome(postgres::connection& db, const branch_request& r)>;
-
-struct postgres_tcc_handlers {
-    postgres_handler on_try;
-    postgres_handler on_confirm;
-    postgres_handler on_cancel;
-};
-
-struct postgres_saga_handlers {
-    postgres_handler on_action;
-    postgres_handler on_compensate;
-};
+using postgres_handler = detail::db_handler<postgres::connection>;
+using postgres_tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
+using postgres_saga_handlers = detail::db_saga_handlers<postgres::connection>;
 
 /// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
 template <class T, class F>
 postgres_handler typed_postgres(F handler) {
-    return [handler = std::move(handler)](postgres::connection& db, const branch_request& r) -> outcome {
-        outcome refusal;
-        std::optional<T> value = detail::convert_payload<T>(r, refusal);
-        if (!value) return refusal;
-        return handler(db, r, std::move(*value));
-    };
+    return detail::typed_db<T, postgres::connection>(std::move(handler));
 }
 
-class postgres_barrier {
+class postgres_barrier : public detail::barrier_registration<postgres_barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
@@ -116,23 +102,6 @@ public:
         co_return co_await run<outcome>(std::move(fn));
     }
 
-    tcc_handlers tcc(postgres_tcc_handlers h) {
-        auto shared = std::make_shared<postgres_tcc_handlers>(std::move(h));
-        return {
-            .on_try = [this, shared](const branch_request& r) { return guard(r, shared->on_try); },
-            .on_confirm = [this, shared](const branch_request& r) { return guard(r, shared->on_confirm); },
-            .on_cancel = [this, shared](const branch_request& r) { return guard(r, shared->on_cancel); },
-        };
-    }
-
-    saga_handlers saga(postgres_saga_handlers h) {
-        auto shared = std::make_shared<postgres_saga_handlers>(std::move(h));
-        return {
-            .on_action = [this, shared](const branch_request& r) { return guard(r, shared->on_action); },
-            .on_compensate = [this, shared](const branch_request& r) { return guard(r, shared->on_compensate); },
-        };
-    }
-
     std::uint64_t cleaned() const noexcept { return cleaned_.load(); }
 
 private:
@@ -153,14 +122,7 @@ private:
         detail::batch_queue<job> queue; // last: stopped before the connection goes
     };
 
-    struct owned_request {
-        explicit owned_request(const branch_request& r) : gid(r.gid), branch_id(r.branch_id), op(r.op), payload(r.payload) {}
-        branch_request view() const { return {gid, branch_id, op, payload}; }
-        std::string gid;
-        std::string branch_id;
-        branch_op op;
-        nlohmann::json payload;
-    };
+    using owned_request = detail::owned_request;
 
     /// Thrown inside a local transaction to roll it back while answering `answer`.
     struct refused {

@@ -65,29 +65,15 @@ struct sqlite_barrier_options {
 /// What a branch operation does to the participant's own tables. Runs on the barrier's database
 /// thread inside its local transaction: return failure (or pending) to refuse, which rolls the
 /// changes back; throw for an unknown result.
-using local_handler = std::function<outcome(sqlite::connection& db, const branch_request& r)>;
-
-struct local_tcc_handlers {
-    local_handler on_try;
-    local_handler on_confirm;
-    local_handler on_cancel;
-};
-
-struct local_saga_handlers {
-    local_handler on_action;
-    local_handler on_compensate;
-};
+using local_handler = detail::db_handler<sqlite::connection>;
+using local_tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
+using local_saga_handlers = detail::db_saga_handlers<sqlite::connection>;
 
 /// Wraps a local handler that takes the payload as a user type `T`; a payload that does not
 /// convert is answered with failure naming the gid, branch and problem.
 template <class T, class F>
 local_handler typed_local(F handler) {
-    return [handler = std::move(handler)](sqlite::connection& db, const branch_request& r) -> outcome {
-        outcome refusal;
-        std::optional<T> value = detail::convert_payload<T>(r, refusal);
-        if (!value) return refusal;
-        return handler(db, r, std::move(*value));
-    };
+    return detail::typed_db<T, sqlite::connection>(std::move(handler));
 }
 
 struct sqlite_barrier_stats {
@@ -96,7 +82,7 @@ struct sqlite_barrier_stats {
     std::uint64_t cleaned = 0;       ///< barrier rows deleted
 };
 
-class sqlite_barrier {
+class sqlite_barrier : public detail::barrier_registration<sqlite_barrier, sqlite::connection> {
 public:
     static constexpr int schema_version = 1;
 
@@ -146,25 +132,6 @@ public:
         co_return result;
     }
 
-    /// Handlers for participant_registry::add_tcc.
-    tcc_handlers tcc(local_tcc_handlers h) {
-        auto shared = std::make_shared<local_tcc_handlers>(std::move(h));
-        return {
-            .on_try = [this, shared](const branch_request& r) { return guard(r, shared->on_try); },
-            .on_confirm = [this, shared](const branch_request& r) { return guard(r, shared->on_confirm); },
-            .on_cancel = [this, shared](const branch_request& r) { return guard(r, shared->on_cancel); },
-        };
-    }
-
-    /// Handlers for participant_registry::add_saga.
-    saga_handlers saga(local_saga_handlers h) {
-        auto shared = std::make_shared<local_saga_handlers>(std::move(h));
-        return {
-            .on_action = [this, shared](const branch_request& r) { return guard(r, shared->on_action); },
-            .on_compensate = [this, shared](const branch_request& r) { return guard(r, shared->on_compensate); },
-        };
-    }
-
     sqlite_barrier_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, cleaned_.load()};
@@ -173,16 +140,7 @@ public:
     const std::string& path() const noexcept { return opts_.path; }
 
 private:
-    /// A branch_request whose views point into strings it owns.
-    struct owned_request {
-        explicit owned_request(const branch_request& r)
-            : gid(r.gid), branch_id(r.branch_id), op(r.op), payload(r.payload) {}
-        branch_request view() const { return {gid, branch_id, op, payload}; }
-        std::string gid;
-        std::string branch_id;
-        branch_op op;
-        nlohmann::json payload;
-    };
+    using owned_request = detail::owned_request;
 
     /// Thrown inside a job to roll back its savepoint while answering `answer`.
     struct refused {

@@ -7,6 +7,8 @@
 //   std::optional<barrier_row> find(slot)
 // (sqlite_barrier.hpp has the rules in words.)
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,6 +53,71 @@ std::optional<outcome> barrier_screen(Store& store, const branch_request& r, con
     if (existing && existing->state == "started") return std::nullopt; // external work to be redone
     return success(); // a duplicate of a completed operation
 }
+
+/// What a branch operation does to the participant's own tables, given a connection of type Db
+/// inside the barrier's local transaction.
+template <class Db>
+using db_handler = std::function<outcome(Db& db, const branch_request& r)>;
+
+template <class Db>
+struct db_tcc_handlers {
+    db_handler<Db> on_try;
+    db_handler<Db> on_confirm;
+    db_handler<Db> on_cancel;
+};
+
+template <class Db>
+struct db_saga_handlers {
+    db_handler<Db> on_action;
+    db_handler<Db> on_compensate;
+};
+
+/// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
+template <class T, class Db, class F>
+db_handler<Db> typed_db(F handler) {
+    return [handler = std::move(handler)](Db& db, const branch_request& r) -> outcome {
+        outcome refusal;
+        std::optional<T> value = convert_payload<T>(r, refusal);
+        if (!value) return refusal;
+        return handler(db, r, std::move(*value));
+    };
+}
+
+/// Gives a barrier (which has `guard(const branch_request&, const db_handler<Db>&)`) the
+/// handler sets for participant_registry::add_tcc and add_saga.
+template <class Barrier, class Db>
+class barrier_registration {
+public:
+    tcc_handlers tcc(db_tcc_handlers<Db> h) {
+        auto shared = std::make_shared<db_tcc_handlers<Db>>(std::move(h));
+        return {
+            .on_try = [this, shared](const branch_request& r) { return self().guard(r, shared->on_try); },
+            .on_confirm = [this, shared](const branch_request& r) { return self().guard(r, shared->on_confirm); },
+            .on_cancel = [this, shared](const branch_request& r) { return self().guard(r, shared->on_cancel); },
+        };
+    }
+
+    saga_handlers saga(db_saga_handlers<Db> h) {
+        auto shared = std::make_shared<db_saga_handlers<Db>>(std::move(h));
+        return {
+            .on_action = [this, shared](const branch_request& r) { return self().guard(r, shared->on_action); },
+            .on_compensate = [this, shared](const branch_request& r) { return self().guard(r, shared->on_compensate); },
+        };
+    }
+
+private:
+    Barrier& self() { return static_cast<Barrier&>(*this); }
+};
+
+/// A branch_request whose views point into strings it owns, for work done on another thread.
+struct owned_request {
+    explicit owned_request(const branch_request& r) : gid(r.gid), branch_id(r.branch_id), op(r.op), payload(r.payload) {}
+    branch_request view() const { return {gid, branch_id, op, payload}; }
+    std::string gid;
+    std::string branch_id;
+    branch_op op;
+    nlohmann::json payload;
+};
 
 } // namespace dtx::detail
 
