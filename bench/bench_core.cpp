@@ -22,7 +22,7 @@
 // (g++ 12 miscompiles some temporaries inside co_await / co_return: braced lists and conditional
 // operands. Everything awaited here is built in a statement of its own.)
 
-#include <dtx/dtx.hpp>
+#include "bench_support.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -32,10 +32,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
+#include <cstddef>
 #include <exception>
 #include <iostream>
 #include <map>
@@ -48,112 +45,13 @@
 
 namespace bench {
 
-namespace asio = boost::asio;
-using steady = std::chrono::steady_clock;
+// The participants, the bodies, through_dtx, the worker loop and the reporting helpers are in
+// bench_support.hpp.
 
-// ---- participants ------------------------------------------------------------------------------
-
-/// The payload of every branch: what a caller would pass as a typed struct.
-struct item {
-    int qty = 1;
-};
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(item, qty)
-
-/// What the handlers did; checked after every run so that a benchmark cannot measure a no-op.
-struct counters {
-    long tries = 0, confirms = 0, cancels = 0, actions = 0, compensations = 0;
-};
-
-counters g_count;
-
-/// A trivial in-process handler: bumps a counter and answers success.
-dtx::branch_handler counting(long counters::*field) {
-    return [field](const dtx::branch_request&) -> asio::awaitable<dtx::outcome> {
-        ++(g_count.*field);
-        co_return dtx::success();
-    };
-}
-
-constexpr std::size_t n_participants = 3;
-const std::array<std::string, n_participants> tcc_names{"stock", "payment", "shipping"};
-const std::array<std::string, n_participants> saga_names{"book_flight", "book_hotel", "book_car"};
 const std::array<std::string, n_participants> branch_ids{"01", "02", "03"};
 constexpr std::string_view direct_gid = "direct";
 
-/// The handlers, kept here so that the baseline calls the same function objects the registry holds.
-struct participants {
-    std::array<dtx::tcc_handlers, n_participants> tcc;
-    std::array<dtx::saga_handlers, n_participants> saga;
-    dtx::participant_registry registry;
-
-    participants() {
-        for (std::size_t i = 0; i < n_participants; ++i) {
-            tcc[i] = dtx::tcc_handlers{.on_try = counting(&counters::tries),
-                                       .on_confirm = counting(&counters::confirms),
-                                       .on_cancel = counting(&counters::cancels)};
-            saga[i] = dtx::saga_handlers{.on_action = counting(&counters::actions),
-                                         .on_compensate = counting(&counters::compensations)};
-            // The registry copies the std::function objects; the copies share nothing mutable
-            // (all state is in g_count), so calling either is calling the same handler.
-            registry.add_tcc(tcc_names[i], tcc[i]);
-            registry.add_saga(saga_names[i], saga[i]);
-        }
-    }
-};
-
 // ---- one transaction, through dtx or directly -------------------------------------------------
-
-enum class tx_kind { tcc, saga };
-
-/// A TCC body: three branches, added one by one (each its own journal write and try) or all at
-/// once (one journal write, tries run concurrently).
-struct tcc_body {
-    bool batch = false;
-
-    asio::awaitable<void> operator()(dtx::tcc_transaction& tx) const {
-        if (batch) {
-            std::vector<dtx::branch_spec> specs;
-            specs.reserve(n_participants);
-            for (const auto& name : tcc_names) {
-                dtx::branch_spec spec{name, item{1}};
-                specs.push_back(std::move(spec));
-            }
-            co_await tx.add_branches(std::move(specs));
-        } else {
-            for (const auto& name : tcc_names) {
-                const item payload{1};
-                co_await tx.add_branch(name, payload);
-            }
-        }
-    }
-};
-
-struct saga_body {
-    asio::awaitable<void> operator()(dtx::saga_transaction& tx) const {
-        for (const auto& name : saga_names) {
-            const item payload{1};
-            co_await tx.add_step(name, payload);
-        }
-    }
-};
-
-/// One transaction through the coordinator. Answers whether it committed.
-struct through_dtx {
-    dtx::coordinator* coord;
-    tx_kind kind;
-    bool batch;
-
-    asio::awaitable<bool> operator()() const {
-        if (kind == tx_kind::tcc) {
-            const tcc_body body{batch};
-            const dtx::tx_result r = co_await coord->tcc(body);
-            co_return r.status == dtx::tx_status::confirmed;
-        }
-        const saga_body body{};
-        const dtx::tx_result r = co_await coord->saga(body);
-        co_return r.status == dtx::tx_status::confirmed;
-    }
-};
 
 /// The same transaction without dtx: three tries then three confirms (or three actions),
 /// co_awaited one after another on the same handler objects, with the same payloads.
@@ -195,34 +93,6 @@ struct direct {
 
 // ---- running N workers on one thread ----------------------------------------------------------
 
-struct run_state {
-    std::size_t remaining = 0;
-    std::size_t failures = 0;
-    std::vector<std::uint32_t> latency_ns;
-};
-
-struct sample {
-    std::size_t tx = 0;
-    double seconds = 0;
-    std::size_t failures = 0;
-    std::vector<std::uint32_t> latency_ns; // sorted
-};
-
-template <class Op>
-asio::awaitable<void> worker(Op op, run_state* rs) {
-    while (rs->remaining > 0) {
-        --rs->remaining;
-        const auto t0 = steady::now();
-        const bool ok = co_await op();
-        const auto t1 = steady::now();
-        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
-        rs->latency_ns.push_back(
-            static_cast<std::uint32_t>(std::min<std::int64_t>(ns, UINT32_MAX)));
-        if (!ok)
-            ++rs->failures;
-    }
-}
-
 /// What a benchmark line varies.
 struct scenario {
     std::string name; // without the _c<N> suffix
@@ -231,10 +101,6 @@ struct scenario {
     bool concurrent_phase_two = true;
     std::chrono::milliseconds call_timeout{10'000};
 };
-
-constexpr std::string_view to_string(tx_kind k) {
-    return k == tx_kind::tcc ? "tcc" : "saga";
-}
 
 /// Runs `count` transactions on `concurrency` workers, through dtx (`framework`) or directly.
 sample run(participants& parts, const scenario& sc, bool framework, std::size_t concurrency,
@@ -272,11 +138,8 @@ sample run(participants& parts, const scenario& sc, bool framework, std::size_t 
     ioc.run();
 
     // Sanity: every transaction committed, every handler ran, and the journal kept nothing.
-    const long n = static_cast<long>(count) * static_cast<long>(n_participants);
-    const bool calls_ok = sc.kind == tx_kind::tcc
-                              ? g_count.tries == n && g_count.confirms == n && g_count.cancels == 0
-                              : g_count.actions == n && g_count.compensations == 0;
-    if (rs.failures != 0 || !calls_ok || journal.unfinished() != 0 || !journal.all().empty())
+    if (rs.failures != 0 || !all_calls_made(sc.kind, count) || journal.unfinished() != 0 ||
+        !journal.all().empty())
         throw std::runtime_error(sc.name + (framework ? "" : " (baseline)") +
                                  ": transactions did not all commit cleanly (failures " +
                                  std::to_string(rs.failures) + ", journal holds " +
@@ -291,49 +154,15 @@ sample run(participants& parts, const scenario& sc, bool framework, std::size_t 
     return s;
 }
 
-/// Warms up (doubling the count until a run takes a tenth of the target), then runs for about
-/// `target_seconds`. With `fixed_tx`, runs exactly that many transactions, without a warm-up.
+/// Sized by time (see measure_by_time), after a warm-up that starts at 256 transactions.
 sample measure(participants& parts, const scenario& sc, bool framework, std::size_t concurrency,
                double target_seconds, std::size_t fixed_tx) {
-    if (fixed_tx != 0)
-        return run(parts, sc, framework, concurrency, fixed_tx);
-    std::size_t n = std::max<std::size_t>(concurrency * 4, 256);
-    sample warm;
-    for (;;) {
-        warm = run(parts, sc, framework, concurrency, n);
-        if (warm.seconds >= target_seconds / 10 || n >= (std::size_t{1} << 26))
-            break;
-        n *= 2;
-    }
-    const double rate = static_cast<double>(warm.tx) / std::max(warm.seconds, 1e-9);
-    const auto count =
-        static_cast<std::size_t>(std::max(rate * target_seconds, static_cast<double>(concurrency)));
-    return run(parts, sc, framework, concurrency, std::max<std::size_t>(count, 100));
+    auto run_n = [&](std::size_t n) { return run(parts, sc, framework, concurrency, n); };
+    return measure_by_time(run_n, concurrency, std::max<std::size_t>(concurrency * 4, 256),
+                           target_seconds, fixed_tx);
 }
 
 // ---- reporting ---------------------------------------------------------------------------------
-
-double percentile_us(const std::vector<std::uint32_t>& sorted_ns, double p) {
-    if (sorted_ns.empty())
-        return 0;
-    auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted_ns.size())));
-    rank = std::clamp<std::size_t>(rank, 1, sorted_ns.size());
-    return sorted_ns[rank - 1] / 1000.0;
-}
-
-double round_to(double x, int decimals) {
-    const double f = std::pow(10.0, decimals);
-    return std::round(x * f) / f;
-}
-
-struct figures {
-    double tx_per_s, us_per_tx, p50_us, p99_us;
-};
-
-figures figures_of(const sample& s) {
-    const double tps = static_cast<double>(s.tx) / s.seconds;
-    return {tps, 1e6 / tps, percentile_us(s.latency_ns, 0.50), percentile_us(s.latency_ns, 0.99)};
-}
 
 nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const sample& fw,
                             const sample& base) {
@@ -388,47 +217,10 @@ std::vector<scenario> scenarios() {
     };
 }
 
-int usage(const char* argv0, int code) {
-    std::fprintf(code ? stderr : stdout,
-                 "usage: %s [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]\n"
-                 "  --quick       short smoke run (0.1 s per measurement)\n"
-                 "  --seconds=S   seconds per measurement (default: $DTX_BENCH_SECONDS, else 1)\n"
-                 "  --tx=N        exactly N transactions per measurement, no warm-up (profiling)\n"
-                 "  --filter=S    only the benchmarks whose name contains S\n"
-                 "  --list        print the benchmark names and exit\n"
-                 "Prints one JSON object per benchmark on stdout.\n",
-                 argv0);
-    return code;
-}
-
 int main(int argc, char** argv) {
-    double seconds = 1.0;
-    if (const char* env = std::getenv("DTX_BENCH_SECONDS"); env && *env)
-        seconds = std::atof(env);
-    std::size_t fixed_tx = 0;
-    std::string filter;
-    bool list = false;
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        if (a == "--quick")
-            seconds = 0.1;
-        else if (a.starts_with("--seconds="))
-            seconds = std::atof(argv[i] + 10);
-        else if (a.starts_with("--tx="))
-            fixed_tx = static_cast<std::size_t>(std::strtoull(argv[i] + 5, nullptr, 10));
-        else if (a.starts_with("--filter="))
-            filter = std::string(a.substr(9));
-        else if (a == "--list")
-            list = true;
-        else if (a == "--help" || a == "-h")
-            return usage(argv[0], 0);
-        else
-            return usage(argv[0], 2);
-    }
-    if (!(seconds > 0)) {
-        std::fprintf(stderr, "bench_core: seconds per measurement must be positive\n");
-        return 2;
-    }
+    cli_options opt;
+    if (auto code = parse_cli(argc, argv, "bench_core", opt, [](std::string_view) { return false; }))
+        return *code;
 
     const std::array<std::size_t, 2> concurrencies{1, 64};
     participants parts;
@@ -438,17 +230,17 @@ int main(int argc, char** argv) {
         for (const scenario& sc : scenarios()) {
             for (std::size_t c : concurrencies) {
                 const std::string name = sc.name + "_c" + std::to_string(c);
-                if (!filter.empty() && name.find(filter) == std::string::npos)
+                if (!opt.selected(name))
                     continue;
-                if (list) {
+                if (opt.list) {
                     std::cout << name << "\n";
                     continue;
                 }
                 std::cerr << "bench_core: " << name << "\n";
                 auto key = std::make_pair(sc.kind, c);
                 if (!baselines.count(key))
-                    baselines.emplace(key, measure(parts, sc, false, c, seconds, fixed_tx));
-                const sample fw = measure(parts, sc, true, c, seconds, fixed_tx);
+                    baselines.emplace(key, measure(parts, sc, false, c, opt.seconds, opt.fixed_tx));
+                const sample fw = measure(parts, sc, true, c, opt.seconds, opt.fixed_tx);
                 std::cout << line(sc, c, fw, baselines.at(key)).dump() << std::endl;
             }
         }

@@ -3,6 +3,7 @@
 //
 //   dtx_crash_driver [--kills K] [--seed S] [--workload PATH] [--dir D] [--keep]
 //                    [--check-every N] [--concurrency C] [--watchdog-ms MS] [--verbose]
+//   dtx_crash_driver --check-only --dir D
 //
 // Each run of the workload ends in one of three ways, chosen at random:
 //   - random:  the driver kills it (kill -9) a random few to tens of milliseconds after starting it;
@@ -34,6 +35,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
@@ -69,12 +71,14 @@ struct settings {
     int concurrency = 16;
     int watchdog_ms = 3000;
     bool verbose = false;
+    bool check_only = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
     std::cerr << "dtx_crash_driver: " << why
               << "\nusage: dtx_crash_driver [--kills K] [--seed S] [--workload PATH] [--dir D] [--keep]"
-                 " [--check-every N] [--concurrency C] [--watchdog-ms MS] [--verbose]\n";
+                 " [--check-every N] [--concurrency C] [--watchdog-ms MS] [--verbose]\n"
+                 "       dtx_crash_driver --check-only --dir D   (checks a kept data directory as it is)\n";
     std::exit(2);
 }
 
@@ -112,6 +116,8 @@ settings parse(int argc, char** argv) {
             s.watchdog_ms = static_cast<int>(parse_long(value(), "--watchdog-ms"));
         else if (a == "--verbose")
             s.verbose = true;
+        else if (a == "--check-only")
+            s.check_only = true;
         else
             usage("unknown argument " + std::string(a));
     }
@@ -294,6 +300,16 @@ public:
             }
             if (std::string_view(gid).substr(0, tx.kind.size() + 1) != tx.kind + "-")
                 violation("gid " + gid + " is journaled as " + tx.kind);
+            if (confirmed) {
+                // Every plan has both of its kind's participants; a confirmed transaction without one
+                // was decided before its body had added every branch.
+                std::set<std::string> who;
+                for (const auto& [bid, b] : tx.branches) who.insert(b.participant);
+                const std::set<std::string> need =
+                    tcc ? std::set<std::string>{"accounts", "stock"} : std::set<std::string>{"points", "stock-saga"};
+                if (!std::includes(who.begin(), who.end(), need.begin(), need.end()))
+                    violation("gid " + gid + " (" + tx.kind + ") is confirmed with branches at " + join_names(who) + " only");
+            }
             const std::string first = tcc ? "try" : "action";
             const std::string second = tcc ? (confirmed ? "confirm" : "cancel") : "compensate";
             for (const auto& [bid, b] : tx.branches) {
@@ -332,11 +348,21 @@ public:
     }
 
 private:
+    /// Operations in protocol order ("try+cancel"), or "nothing".
     static std::string join(const std::set<std::string>& s) {
-        if (s.empty()) return "nothing";
+        static const char* const order[] = {"try", "action", "confirm", "cancel", "compensate"};
         std::string out;
-        for (const auto& x : s) out += (out.empty() ? "" : "+") + x;
-        return out;
+        for (const char* op : order)
+            if (s.contains(op)) out += (out.empty() ? "" : "+") + std::string(op);
+        for (const auto& x : s)
+            if (std::find(std::begin(order), std::end(order), x) == std::end(order)) out += (out.empty() ? "" : "+") + x;
+        return out.empty() ? "nothing" : out;
+    }
+
+    static std::string join_names(const std::set<std::string>& s) {
+        std::string out;
+        for (const auto& x : s) out += (out.empty() ? "" : ", ") + x;
+        return out.empty() ? "no participant" : out;
     }
 
     void violation(std::string v) {
@@ -639,8 +665,28 @@ int run(const settings& s) {
 
 } // namespace
 
+/// Checks a kept data directory as it is (after a failure, or by hand).
+int check_only(const settings& s) {
+    checker c(s.dir);
+    checker::summary sum;
+    const auto v = c.check(sum);
+    for (const auto& x : v) std::cout << "  " << x << "\n";
+    std::cout << sum.transactions << " transactions (" << sum.confirmed << " confirmed, " << sum.cancelled
+              << " cancelled), " << (v.empty() ? "invariants hold" : std::to_string(v.size()) + " violation(s)") << std::endl;
+    return v.empty() ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
     settings s = parse(argc, argv);
+    if (s.check_only) {
+        if (s.dir.empty()) usage("--check-only needs --dir");
+        try {
+            return check_only(s);
+        } catch (const std::exception& e) {
+            std::cerr << "dtx_crash_driver: " << e.what() << std::endl;
+            return 1;
+        }
+    }
     const bool own_dir = s.dir.empty();
     if (own_dir)
         s.dir = fs::temp_directory_path() / ("dtx-crash-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));

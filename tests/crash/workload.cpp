@@ -3,11 +3,14 @@
 // life left, then runs transactions until it is killed (or has run --transactions of them).
 //
 //   dtx_crash_workload --dir D --seed S [--transactions M] [--concurrency C]
-//                      [--fault POINT:N | --fault-any N] [--recover-only]
+//                      [--fault POINT:N | --fault-any N] [--recover-only] [--print-points]
 //
 // --fault POINT:N kills the process with SIGKILL at the N-th time it reaches the named fault
 // point (see crash_common.hpp); --fault-any N at the N-th fault point of any kind. Before dying it
-// appends the point to faults.log, for the driver's tally.
+// appends the point to faults.log, for the driver's tally. A recovery target ("rec/…") that the
+// startup recovery does not reach ends the run with exit code 75 instead. --recover-only stops after
+// the startup recovery; --print-points prints how often each point was reached (with
+// --transactions, to tune the driver's targets).
 //
 // Every handler appends (gid, branch, op) to its database's `applied` ledger in the same local
 // transaction as its business change; a second execution of the same operation is recorded in
@@ -43,11 +46,6 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
-
-// g++ 12: a false -Wmismatched-new-delete on Asio coroutine frames (see detail/engine.hpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
 
 namespace {
 
@@ -525,7 +523,7 @@ coordinator_options crash_options(fault_killer& killer) {
     // Short: phase-2 retries renew it now and then, and the background recovery takes over what a
     // live transaction left within tens of milliseconds (a restarted process takes over
     // everything at once, whatever the leases).
-    o.lease = 30ms;
+    o.lease = 10ms;
     o.recovery_interval = 20ms;
     o.on_fault = [&killer](const fault_point& p) { return killer(p); };
     return o;
