@@ -72,6 +72,12 @@ public:
     /// A prepared statement for `sql`, prepared on first use and kept with the connection.
     statement& prepare(std::string_view sql);
 
+    /// Resets every statement of the connection. A statement left in the middle of its rows keeps
+    /// a read transaction open, which stops checkpoints from ever restarting the WAL.
+    void reset_statements() noexcept {
+        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st; st = sqlite3_next_stmt(db_, st)) sqlite3_reset(st);
+    }
+
 private:
     std::string path_;
     sqlite3* db_ = nullptr;

@@ -222,8 +222,10 @@ private:
             db.prepare("UPDATE dtx_transaction SET status = ?, ended_ms = ? WHERE gid = ?"),
             db.prepare("SELECT status, lease_owner FROM dtx_transaction WHERE gid = ?"),
             db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
-            db.prepare("SELECT gid FROM dtx_transaction WHERE ended_ms IS NULL AND ((lease_until_ms <= ?1 "
-                       "AND (status <> 'trying' OR deadline_ms <= ?1)) OR ?2) ORDER BY gid LIMIT ?3"),
+            // Walks the partial index of open transactions (ended ones, however many, are not read).
+            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_open "
+                       "WHERE ended_ms IS NULL AND lease_until_ms <= (CASE WHEN ?2 THEN 9223372036854775807 ELSE ?1 END) "
+                       "AND (?2 OR status <> 'trying' OR deadline_ms <= ?1) ORDER BY lease_until_ms LIMIT ?3"),
             db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
                        "status = CASE status WHEN 'trying' THEN 'cancelling' ELSE status END WHERE gid = ?"),
             db.prepare("SELECT kind, status, deadline_ms FROM dtx_transaction WHERE gid = ?"),

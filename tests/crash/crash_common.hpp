@@ -118,7 +118,9 @@ inline void init_stock(sqlite::connection& db) {
             "reserved INTEGER NOT NULL CHECK (reserved >= 0), sold INTEGER NOT NULL CHECK (sold >= 0))");
     create_ledger(db);
     for (int i = 0; i < sku_count; ++i)
-        db.prepare("INSERT INTO stock (sku, available, reserved, sold) VALUES (?, ?, 0, 0)").bind(i, initial_stock).run();
+        db.prepare("INSERT INTO stock (sku, available, reserved, sold) VALUES (?, ?, 0, 0)")
+            .bind(i, initial_stock)
+            .run();
     tx.commit();
 }
 

@@ -13,7 +13,8 @@
 //   - any:     it kills itself at its N-th fault point of any kind.
 // Only a death by SIGKILL counts as a kill. Every --check-every kills, and at the end, the
 // workload runs once more in --recover-only mode, and the driver checks, reading the SQLite files:
-//   - the journal holds no unfinished transaction;
+//   - the journal holds no unfinished transaction, and every confirmed one has branches at both
+//     of its kind's participants;
 //   - per gid and branch, the participants' ledgers hold exactly what the outcome requires
 //     (TCC confirmed: try+confirm; cancelled: nothing, or try+cancel; saga confirmed: action;
 //     cancelled: nothing, or action+compensate), and no ledger row lacks its journal branch;
@@ -21,12 +22,14 @@
 //     "ANOMALY" in the workload's output);
 //   - balances, stock and points equal what the confirmed transactions' payloads imply, money and
 //     stock are conserved, nothing is frozen or reserved, no barrier row is unfinished.
-// Prints one line at the end: "crash test: K kills (…), T transactions (…), invariants hold".
-// Exits non-zero with the violated invariants otherwise, keeping the data directory.
+// Prints one line at the end: "crash test: K kills (…), T transactions (…), invariants hold"
+// ("random" counts every kill by the driver, including the watchdog's, when a target was not
+// reached within --watchdog-ms). Exits non-zero with the violated invariants otherwise, keeping
+// the data directory. Without --dir it works in a fresh directory under $TMPDIR (or /tmp),
+// removed after a success unless --keep.
 
 #include "crash_common.hpp"
 
-#include <dtx/gid.hpp>
 #include <dtx/sqlite_db.hpp>
 
 #include <fcntl.h>
@@ -47,7 +50,6 @@
 #include <optional>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,6 +74,7 @@ struct settings {
     int watchdog_ms = 3000;
     bool verbose = false;
     bool check_only = false;
+    bool own_dir = false; // the driver chose the data directory (and removes it after a success)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -85,7 +88,8 @@ struct settings {
 long parse_long(std::string_view s, const char* what) {
     long v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) usage(std::string("bad number for ") + what + ": " + std::string(s));
+    if (ec != std::errc() || p != s.data() + s.size())
+        usage(std::string("bad number for ") + what + ": " + std::string(s));
     return v;
 }
 
@@ -218,7 +222,8 @@ std::string tail(const fs::path& file, std::size_t lines) {
     std::vector<std::string> all;
     for (std::string l; std::getline(in, l);) all.push_back(std::move(l));
     std::string out;
-    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) out += "  | " + all[i] + "\n";
+    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i)
+        out += "  | " + all[i] + "\n";
     return out;
 }
 
@@ -245,7 +250,8 @@ std::map<std::string, journal_tx> read_journal(const fs::path& dir) {
     std::map<std::string, journal_tx> out;
     auto& txs = r.db.prepare("SELECT gid, kind, status FROM dtx_transaction");
     txs.bind();
-    while (txs.step()) out[std::string(txs.text(0))] = journal_tx{std::string(txs.text(1)), std::string(txs.text(2)), {}};
+    while (txs.step())
+        out[std::string(txs.text(0))] = journal_tx{std::string(txs.text(1)), std::string(txs.text(2)), {}};
     auto& brs = r.db.prepare("SELECT gid, branch_id, participant, payload FROM dtx_branch");
     brs.bind();
     while (brs.step()) {
@@ -308,7 +314,8 @@ public:
                 const std::set<std::string> need =
                     tcc ? std::set<std::string>{"accounts", "stock"} : std::set<std::string>{"points", "stock-saga"};
                 if (!std::includes(who.begin(), who.end(), need.begin(), need.end()))
-                    violation("gid " + gid + " (" + tx.kind + ") is confirmed with branches at " + join_names(who) + " only");
+                    violation("gid " + gid + " (" + tx.kind + ") is confirmed with branches at " + join_names(who) +
+                              " only");
             }
             const std::string first = tcc ? "try" : "action";
             const std::string second = tcc ? (confirmed ? "confirm" : "cancel") : "compensate";
@@ -316,7 +323,9 @@ public:
                 auto it = led.find({gid, bid});
                 const std::set<std::string> none;
                 const std::set<std::string>& ops = it == led.end() ? none : it->second.ops;
-                if (it != led.end() && (it->second.participants.size() != 1 || *it->second.participants.begin() != b.participant))
+                const bool elsewhere = it != led.end() && (it->second.participants.size() != 1 ||
+                                                            *it->second.participants.begin() != b.participant);
+                if (elsewhere)
                     violation("gid " + gid + " branch " + bid + ": ledger rows in the wrong participant (journal: " +
                               b.participant + ")");
                 std::set<std::string> want_a, want_b;
@@ -328,8 +337,8 @@ public:
                     want_b = {first, second};
                 }
                 if (ops != want_a && ops != want_b)
-                    violation("gid " + gid + " (" + tx.kind + ", " + tx.status + ") branch " + bid + " (" + b.participant +
-                              "): participant executed " + join(ops) + ", expected " + join(want_a) +
+                    violation("gid " + gid + " (" + tx.kind + ", " + tx.status + ") branch " + bid + " (" +
+                              b.participant + "): participant executed " + join(ops) + ", expected " + join(want_a) +
                               (want_a != want_b ? " or " + join(want_b) : ""));
                 if (confirmed) apply(gid, bid, b, balance, sold, points);
             }
@@ -355,7 +364,8 @@ private:
         for (const char* op : order)
             if (s.contains(op)) out += (out.empty() ? "" : "+") + std::string(op);
         for (const auto& x : s)
-            if (std::find(std::begin(order), std::end(order), x) == std::end(order)) out += (out.empty() ? "" : "+") + x;
+            if (std::find(std::begin(order), std::end(order), x) == std::end(order))
+                out += (out.empty() ? "" : "+") + x;
         return out.empty() ? "nothing" : out;
     }
 
@@ -382,8 +392,8 @@ private:
         }
     }
 
-    void apply(const std::string& gid, const std::string& bid, const journal_branch& b, std::vector<std::int64_t>& balance,
-               std::vector<std::int64_t>& sold, std::vector<std::int64_t>& points) {
+    void apply(const std::string& gid, const std::string& bid, const journal_branch& b,
+               std::vector<std::int64_t>& balance, std::vector<std::int64_t>& sold, std::vector<std::int64_t>& points) {
         try {
             if (b.participant == "accounts") {
                 auto t = b.payload.get<transfer>();
@@ -413,10 +423,13 @@ private:
             const auto id = st.integer(0), bal = st.integer(1), frozen = st.integer(2);
             total += bal + frozen;
             ++rows;
-            if (frozen != 0) violation("account " + std::to_string(id) + ": " + std::to_string(frozen) + " left frozen");
-            if (id < 0 || id >= account_count || bal != expected[static_cast<std::size_t>(id)])
-                violation("account " + std::to_string(id) + ": balance " + std::to_string(bal) + ", the confirmed transfers give " +
-                          (id >= 0 && id < account_count ? std::to_string(expected[static_cast<std::size_t>(id)]) : "?"));
+            const std::string name = "account " + std::to_string(id);
+            if (frozen != 0) violation(name + ": " + std::to_string(frozen) + " left frozen");
+            const bool known = id >= 0 && id < account_count;
+            const std::int64_t want = known ? expected[static_cast<std::size_t>(id)] : -1;
+            if (!known || bal != want)
+                violation(name + ": balance " + std::to_string(bal) + ", the confirmed transfers give " +
+                          (known ? std::to_string(want) : "nothing (unknown account)"));
         }
         if (rows != account_count) violation("accounts: " + std::to_string(rows) + " rows");
         if (total != initial_balance * account_count)
@@ -435,11 +448,13 @@ private:
             const std::string name = "sku " + std::to_string(sku);
             if (reserved != 0) violation(name + ": " + std::to_string(reserved) + " left reserved");
             if (avail + reserved + sold != initial_stock)
-                violation(name + ": stock is not conserved: " + std::to_string(avail) + " available + " + std::to_string(reserved) +
-                          " reserved + " + std::to_string(sold) + " sold");
-            if (sku < 0 || sku >= sku_count || sold != expected_sold[static_cast<std::size_t>(sku)])
+                violation(name + ": stock is not conserved: " + std::to_string(avail) + " available + " +
+                          std::to_string(reserved) + " reserved + " + std::to_string(sold) + " sold");
+            const bool known = sku >= 0 && sku < sku_count;
+            const std::int64_t want = known ? expected_sold[static_cast<std::size_t>(sku)] : -1;
+            if (!known || sold != want)
                 violation(name + ": " + std::to_string(sold) + " sold, the confirmed orders give " +
-                          (sku >= 0 && sku < sku_count ? std::to_string(expected_sold[static_cast<std::size_t>(sku)]) : "?"));
+                          (known ? std::to_string(want) : "nothing (unknown sku)"));
         }
         if (rows != sku_count) violation("stock: " + std::to_string(rows) + " rows");
     }
@@ -452,9 +467,12 @@ private:
         while (st.step()) {
             const auto c = st.integer(0), total = st.integer(1);
             ++rows;
-            if (c < 0 || c >= customer_count || total != expected[static_cast<std::size_t>(c)])
-                violation("customer " + std::to_string(c) + ": " + std::to_string(total) + " points, the confirmed sagas give " +
-                          (c >= 0 && c < customer_count ? std::to_string(expected[static_cast<std::size_t>(c)]) : "?"));
+            const bool known = c >= 0 && c < customer_count;
+            const std::int64_t want = known ? expected[static_cast<std::size_t>(c)] : -1;
+            if (!known || total != want)
+                violation("customer " + std::to_string(c) + ": " + std::to_string(total) +
+                          " points, the confirmed sagas give " +
+                          (known ? std::to_string(want) : "nothing (unknown customer)"));
         }
         if (rows != customer_count) violation("points: " + std::to_string(rows) + " rows");
     }
@@ -464,8 +482,8 @@ private:
         auto& an = r.db.prepare("SELECT gid, branch_id, op, what FROM anomalies");
         an.bind();
         while (an.step())
-            violation(std::string(file) + ": gid " + std::string(an.text(0)) + " branch " + std::string(an.text(1)) + " " +
-                      std::string(an.text(2)) + ": " + std::string(an.text(3)));
+            violation(std::string(file) + ": gid " + std::string(an.text(0)) + " branch " + std::string(an.text(1)) +
+                      " " + std::string(an.text(2)) + ": " + std::string(an.text(3)));
         auto& br = r.db.prepare("SELECT count(*) FROM dtx_barrier WHERE state <> 'done'");
         br.bind();
         if (br.step() && br.integer(0) != 0)
@@ -630,8 +648,8 @@ int run(const settings& s) {
                 ++missed[target];
             }
         } else {
-            return fail("a workload run (" + std::string(m == mode::random ? "random kill" : m == mode::point ? target : "any point") +
-                        ") " + describe(*e));
+            const std::string what = m == mode::random ? "random kill" : m == mode::point ? target : "any point";
+            return fail("a workload run (" + what + ") " + describe(*e));
         }
 
         if (kills % s.check_every == 0 && kills > 0 && kills < s.kills && e->killed) {
@@ -656,7 +674,7 @@ int run(const settings& s) {
               << " at fault points), " << sum.transactions << " transactions (" << sum.confirmed << " confirmed, "
               << sum.cancelled << " cancelled; TCC " << sum.tcc_confirmed << "/" << sum.tcc_cancelled << ", sagas "
               << sum.saga_confirmed << "/" << sum.saga_cancelled << "), invariants hold" << std::endl;
-    if (!s.keep) {
+    if (s.own_dir && !s.keep) {
         std::error_code ec;
         fs::remove_all(s.dir, ec);
     }
@@ -672,7 +690,8 @@ int check_only(const settings& s) {
     const auto v = c.check(sum);
     for (const auto& x : v) std::cout << "  " << x << "\n";
     std::cout << sum.transactions << " transactions (" << sum.confirmed << " confirmed, " << sum.cancelled
-              << " cancelled), " << (v.empty() ? "invariants hold" : std::to_string(v.size()) + " violation(s)") << std::endl;
+              << " cancelled), " << (v.empty() ? "invariants hold" : std::to_string(v.size()) + " violation(s)")
+              << std::endl;
     return v.empty() ? 0 : 1;
 }
 
@@ -687,8 +706,8 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-    const bool own_dir = s.dir.empty();
-    if (own_dir)
+    s.own_dir = s.dir.empty();
+    if (s.own_dir)
         s.dir = fs::temp_directory_path() / ("dtx-crash-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
     if (fs::exists(s.dir) && !fs::is_empty(s.dir)) usage(s.dir.string() + " is not empty");
     if (!fs::exists(s.workload)) usage("no workload executable at " + s.workload.string() + " (give --workload)");

@@ -75,7 +75,8 @@ struct settings {
 long parse_long(std::string_view s, const char* what) {
     long v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) usage(std::string("bad number for ") + what + ": " + std::string(s));
+    if (ec != std::errc() || p != s.data() + s.size())
+        usage(std::string("bad number for ") + what + ": " + std::string(s));
     return v;
 }
 
@@ -260,97 +261,131 @@ local_handler ledgered(std::string participant, std::shared_ptr<attempt_counter>
     });
 }
 
-/// Runs one statement that must change exactly one row; otherwise the handler found the state
-/// inconsistent with the protocol, which is an anomaly.
-void must_change(sqlite::connection& db, const branch_request& r, sqlite::statement& st, const char* what) {
-    st.run();
+/// Runs a statement that must change exactly one row; if it changes none, the handler found the
+/// state inconsistent with the protocol (less frozen than the transfer, say): an anomaly.
+template <class... Args>
+void must_change(sqlite::connection& db, const branch_request& r, const char* what, std::string_view sql,
+                 const Args&... args) {
+    db.prepare(sql).bind(args...).run();
     if (db.changes() != 1) anomaly(db, r, what);
+}
+
+// accounts (TCC): try freezes the amount in the payer's account, confirm pays it to the payee,
+// cancel unfreezes it.
+
+outcome freeze(sqlite::connection& db, const branch_request&, transfer t) {
+    db.prepare("UPDATE accounts SET balance = balance - ?1, frozen = frozen + ?1 "
+               "WHERE id = ?2 AND balance >= ?1")
+        .bind(t.amount, t.payer)
+        .run();
+    if (db.changes() != 1) return failure("insufficient funds in account " + std::to_string(t.payer));
+    return success();
+}
+
+outcome pay(sqlite::connection& db, const branch_request& r, transfer t) {
+    must_change(db, r, "confirm found less frozen than the transfer",
+                "UPDATE accounts SET frozen = frozen - ?1 WHERE id = ?2 AND frozen >= ?1", t.amount, t.payer);
+    must_change(db, r, "confirm found no payee", "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2",
+                t.amount, t.payee);
+    return success();
+}
+
+outcome unfreeze(sqlite::connection& db, const branch_request& r, transfer t) {
+    must_change(db, r, "cancel found less frozen than the transfer",
+                "UPDATE accounts SET frozen = frozen - ?1, balance = balance + ?1 WHERE id = ?2 AND frozen >= ?1",
+                t.amount, t.payer);
+    return success();
+}
+
+// stock (TCC): try reserves, confirm sells the reservation, cancel releases it.
+
+outcome reserve(sqlite::connection& db, const branch_request&, items it) {
+    db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
+               "WHERE sku = ?2 AND available >= ?1")
+        .bind(it.qty, it.sku)
+        .run();
+    if (db.changes() != 1) return failure("not enough of sku " + std::to_string(it.sku));
+    return success();
+}
+
+outcome sell_reserved(sqlite::connection& db, const branch_request& r, items it) {
+    must_change(db, r, "confirm found less reserved than the order",
+                "UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE sku = ?2 AND reserved >= ?1",
+                it.qty, it.sku);
+    return success();
+}
+
+outcome release(sqlite::connection& db, const branch_request& r, items it) {
+    must_change(db, r, "cancel found less reserved than the order",
+                "UPDATE stock SET reserved = reserved - ?1, available = available + ?1 "
+                "WHERE sku = ?2 AND reserved >= ?1",
+                it.qty, it.sku);
+    return success();
+}
+
+// stock-saga (saga, same database): the action sells at once, compensation takes the goods back.
+
+outcome sell(sqlite::connection& db, const branch_request&, items it) {
+    db.prepare("UPDATE stock SET available = available - ?1, sold = sold + ?1 WHERE sku = ?2 AND available >= ?1")
+        .bind(it.qty, it.sku)
+        .run();
+    if (db.changes() != 1) return failure("not enough of sku " + std::to_string(it.sku));
+    return success();
+}
+
+outcome take_back(sqlite::connection& db, const branch_request& r, items it) {
+    must_change(db, r, "compensate found less sold than the order",
+                "UPDATE stock SET sold = sold - ?1, available = available + ?1 WHERE sku = ?2 AND sold >= ?1", it.qty,
+                it.sku);
+    return success();
+}
+
+// points (saga): the action awards points (refusing awards over the limit), compensation takes
+// them back.
+
+outcome grant(sqlite::connection& db, const branch_request&, award a) {
+    if (a.points > max_award)
+        return failure("an award of " + std::to_string(a.points) + " points is over the limit");
+    db.prepare("UPDATE points SET total = total + ?1 WHERE customer = ?2").bind(a.points, a.customer).run();
+    if (db.changes() != 1) return failure("no customer " + std::to_string(a.customer));
+    return success();
+}
+
+outcome revoke(sqlite::connection& db, const branch_request& r, award a) {
+    must_change(db, r, "compensate found fewer points than the award",
+                "UPDATE points SET total = total - ?1 WHERE customer = ?2 AND total >= ?1", a.points, a.customer);
+    return success();
 }
 
 local_tcc_handlers accounts_handlers() {
     auto attempts = std::make_shared<attempt_counter>();
     return {
-        .on_try = ledgered<transfer>("accounts", attempts, [](sqlite::connection& db, const branch_request&, transfer t) {
-            db.prepare("UPDATE accounts SET balance = balance - ?1, frozen = frozen + ?1 WHERE id = ?2 AND balance >= ?1")
-                .bind(t.amount, t.payer)
-                .run();
-            return db.changes() == 1 ? success() : failure("insufficient funds in account " + std::to_string(t.payer));
-        }),
-        .on_confirm = ledgered<transfer>("accounts", attempts, [](sqlite::connection& db, const branch_request& r, transfer t) {
-            must_change(db, r,
-                        db.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE id = ?2 AND frozen >= ?1").bind(t.amount, t.payer),
-                        "confirm found less frozen than the transfer");
-            must_change(db, r, db.prepare("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2").bind(t.amount, t.payee),
-                        "confirm found no payee");
-            return success();
-        }),
-        .on_cancel = ledgered<transfer>("accounts", attempts, [](sqlite::connection& db, const branch_request& r, transfer t) {
-            must_change(db, r,
-                        db.prepare("UPDATE accounts SET frozen = frozen - ?1, balance = balance + ?1 WHERE id = ?2 AND frozen >= ?1")
-                            .bind(t.amount, t.payer),
-                        "cancel found less frozen than the transfer");
-            return success();
-        }),
+        .on_try = ledgered<transfer>("accounts", attempts, freeze),
+        .on_confirm = ledgered<transfer>("accounts", attempts, pay),
+        .on_cancel = ledgered<transfer>("accounts", attempts, unfreeze),
     };
 }
 
 local_tcc_handlers stock_handlers(std::shared_ptr<attempt_counter> attempts) {
     return {
-        .on_try = ledgered<items>("stock", attempts, [](sqlite::connection& db, const branch_request&, items it) {
-            db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 WHERE sku = ?2 AND available >= ?1")
-                .bind(it.qty, it.sku)
-                .run();
-            return db.changes() == 1 ? success() : failure("not enough of sku " + std::to_string(it.sku));
-        }),
-        .on_confirm = ledgered<items>("stock", attempts, [](sqlite::connection& db, const branch_request& r, items it) {
-            must_change(db, r,
-                        db.prepare("UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE sku = ?2 AND reserved >= ?1")
-                            .bind(it.qty, it.sku),
-                        "confirm found less reserved than the order");
-            return success();
-        }),
-        .on_cancel = ledgered<items>("stock", attempts, [](sqlite::connection& db, const branch_request& r, items it) {
-            must_change(db, r,
-                        db.prepare("UPDATE stock SET reserved = reserved - ?1, available = available + ?1 WHERE sku = ?2 AND reserved >= ?1")
-                            .bind(it.qty, it.sku),
-                        "cancel found less reserved than the order");
-            return success();
-        }),
+        .on_try = ledgered<items>("stock", attempts, reserve),
+        .on_confirm = ledgered<items>("stock", attempts, sell_reserved),
+        .on_cancel = ledgered<items>("stock", attempts, release),
     };
 }
 
 local_saga_handlers stock_saga_handlers(std::shared_ptr<attempt_counter> attempts) {
     return {
-        .on_action = ledgered<items>("stock-saga", attempts, [](sqlite::connection& db, const branch_request&, items it) {
-            db.prepare("UPDATE stock SET available = available - ?1, sold = sold + ?1 WHERE sku = ?2 AND available >= ?1")
-                .bind(it.qty, it.sku)
-                .run();
-            return db.changes() == 1 ? success() : failure("not enough of sku " + std::to_string(it.sku));
-        }),
-        .on_compensate = ledgered<items>("stock-saga", attempts, [](sqlite::connection& db, const branch_request& r, items it) {
-            must_change(db, r,
-                        db.prepare("UPDATE stock SET sold = sold - ?1, available = available + ?1 WHERE sku = ?2 AND sold >= ?1")
-                            .bind(it.qty, it.sku),
-                        "compensate found less sold than the order");
-            return success();
-        }),
+        .on_action = ledgered<items>("stock-saga", attempts, sell),
+        .on_compensate = ledgered<items>("stock-saga", attempts, take_back),
     };
 }
 
 local_saga_handlers points_handlers() {
     auto attempts = std::make_shared<attempt_counter>();
     return {
-        .on_action = ledgered<award>("points", attempts, [](sqlite::connection& db, const branch_request&, award a) {
-            if (a.points > max_award) return failure("award of " + std::to_string(a.points) + " points is over the limit");
-            db.prepare("UPDATE points SET total = total + ?1 WHERE customer = ?2").bind(a.points, a.customer).run();
-            return db.changes() == 1 ? success() : failure("no customer " + std::to_string(a.customer));
-        }),
-        .on_compensate = ledgered<award>("points", attempts, [](sqlite::connection& db, const branch_request& r, award a) {
-            must_change(db, r,
-                        db.prepare("UPDATE points SET total = total - ?1 WHERE customer = ?2 AND total >= ?1").bind(a.points, a.customer),
-                        "compensate found fewer points than the award");
-            return success();
-        }),
+        .on_action = ledgered<award>("points", attempts, grant),
+        .on_compensate = ledgered<award>("points", attempts, revoke),
     };
 }
 
@@ -375,7 +410,7 @@ public:
 
     chaos make_chaos() {
         chaos c;
-        if (coin(0.06)) c.fail_first = 1 + pick(4); // 1..4: sometimes past the attempt limit of 3
+        if (coin(0.06)) c.fail_first = 1 + pick(4); // 1..4: past recovery's limit of 2 attempts, or the live 3
         c.try_throws = coin(0.02);
         return c;
     }

@@ -128,10 +128,12 @@ private:
                 }
                 release.bind().run();
             }
+            db_.reset_statements(); // before COMMIT: no read stays open after the batch
             tx.commit();
         } catch (...) {
             batch_error = std::current_exception();
         }
+        db_.reset_statements();
         {
             std::lock_guard lock(mu_);
             if (batch_error) {

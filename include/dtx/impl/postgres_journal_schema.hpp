@@ -126,8 +126,9 @@ BEGIN
     WITH due AS (
         SELECT gid FROM dtx_transaction
          WHERE ended_ms IS NULL
-           AND (take_over OR (lease_until_ms <= now_ms AND (status <> 'trying' OR deadline_ms <= now_ms)))
-         ORDER BY gid
+           AND lease_until_ms <= (CASE WHEN take_over THEN 9223372036854775807 ELSE now_ms END)
+           AND (take_over OR status <> 'trying' OR deadline_ms <= now_ms)
+         ORDER BY lease_until_ms
          LIMIT (a->>'limit')::int
            FOR UPDATE SKIP LOCKED),
     claimed AS (

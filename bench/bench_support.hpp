@@ -1,0 +1,297 @@
+// What the bench_* programs share: the trivial participants, the transaction bodies, the worker
+// loop, sizing a measurement by time, percentiles, and the command-line options every benchmark
+// understands. Each benchmark is one translation unit that includes this header.
+//
+// (g++ 12 miscompiles some temporaries inside co_await / co_return: braced lists and conditional
+// operands. Everything awaited here is built in a statement of its own.)
+
+#ifndef DTX_BENCH_SUPPORT_HPP
+#define DTX_BENCH_SUPPORT_HPP
+
+#include <dtx/dtx.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace bench {
+
+namespace asio = boost::asio;
+using steady = std::chrono::steady_clock;
+
+// ---- participants ------------------------------------------------------------------------------
+
+/// The payload of every branch: what a caller would pass as a typed struct.
+struct item {
+    int qty = 1;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(item, qty)
+
+/// What the handlers did; checked after every run so that a benchmark cannot measure a no-op.
+struct counters {
+    long tries = 0, confirms = 0, cancels = 0, actions = 0, compensations = 0;
+};
+
+inline counters g_count;
+
+/// A trivial in-process handler: bumps a counter and answers success.
+inline dtx::branch_handler counting(long counters::*field) {
+    return [field](const dtx::branch_request&) -> asio::awaitable<dtx::outcome> {
+        ++(g_count.*field);
+        co_return dtx::success();
+    };
+}
+
+inline constexpr std::size_t n_participants = 3;
+inline const std::array<std::string, n_participants> tcc_names{"stock", "payment", "shipping"};
+inline const std::array<std::string, n_participants> saga_names{"book_flight", "book_hotel",
+                                                                "book_car"};
+
+/// The handlers, kept here so that a baseline can call the same function objects the registry
+/// holds.
+struct participants {
+    std::array<dtx::tcc_handlers, n_participants> tcc;
+    std::array<dtx::saga_handlers, n_participants> saga;
+    dtx::participant_registry registry;
+
+    participants() {
+        for (std::size_t i = 0; i < n_participants; ++i) {
+            tcc[i] = dtx::tcc_handlers{.on_try = counting(&counters::tries),
+                                       .on_confirm = counting(&counters::confirms),
+                                       .on_cancel = counting(&counters::cancels)};
+            saga[i] = dtx::saga_handlers{.on_action = counting(&counters::actions),
+                                         .on_compensate = counting(&counters::compensations)};
+            // The registry copies the std::function objects; the copies share nothing mutable
+            // (all state is in g_count), so calling either is calling the same handler.
+            registry.add_tcc(tcc_names[i], tcc[i]);
+            registry.add_saga(saga_names[i], saga[i]);
+        }
+    }
+};
+
+// ---- one transaction through dtx ---------------------------------------------------------------
+
+enum class tx_kind { tcc, saga };
+
+constexpr std::string_view to_string(tx_kind k) {
+    return k == tx_kind::tcc ? "tcc" : "saga";
+}
+
+/// True if the handlers saw exactly what `count` committed transactions of `kind` make them see.
+inline bool all_calls_made(tx_kind kind, std::size_t count) {
+    const long n = static_cast<long>(count) * static_cast<long>(n_participants);
+    return kind == tx_kind::tcc
+               ? g_count.tries == n && g_count.confirms == n && g_count.cancels == 0
+               : g_count.actions == n && g_count.compensations == 0;
+}
+
+/// A TCC body: three branches, added one by one (each its own journal write and try) or all at
+/// once (one journal write, tries run concurrently).
+struct tcc_body {
+    bool batch = false;
+
+    asio::awaitable<void> operator()(dtx::tcc_transaction& tx) const {
+        if (batch) {
+            std::vector<dtx::branch_spec> specs;
+            specs.reserve(n_participants);
+            for (const auto& name : tcc_names) {
+                dtx::branch_spec spec{name, item{1}};
+                specs.push_back(std::move(spec));
+            }
+            co_await tx.add_branches(std::move(specs));
+        } else {
+            for (const auto& name : tcc_names) {
+                const item payload{1};
+                co_await tx.add_branch(name, payload);
+            }
+        }
+    }
+};
+
+/// A saga body: three steps, added one by one.
+struct saga_body {
+    asio::awaitable<void> operator()(dtx::saga_transaction& tx) const {
+        for (const auto& name : saga_names) {
+            const item payload{1};
+            co_await tx.add_step(name, payload);
+        }
+    }
+};
+
+/// One transaction through the coordinator. Answers whether it committed.
+struct through_dtx {
+    dtx::coordinator* coord;
+    tx_kind kind;
+    bool batch;
+
+    asio::awaitable<bool> operator()() const {
+        if (kind == tx_kind::tcc) {
+            const tcc_body body{batch};
+            const dtx::tx_result r = co_await coord->tcc(body);
+            co_return r.status == dtx::tx_status::confirmed;
+        }
+        const saga_body body{};
+        const dtx::tx_result r = co_await coord->saga(body);
+        co_return r.status == dtx::tx_status::confirmed;
+    }
+};
+
+// ---- running N workers on one thread ----------------------------------------------------------
+
+struct run_state {
+    std::size_t remaining = 0;
+    std::size_t failures = 0;
+    std::vector<std::uint32_t> latency_ns;
+};
+
+struct sample {
+    std::size_t tx = 0;
+    double seconds = 0;
+    std::size_t failures = 0;
+    std::vector<std::uint32_t> latency_ns; // sorted
+};
+
+/// Loops `op` until `rs->remaining` transactions have been started, recording each latency.
+template <class Op>
+asio::awaitable<void> worker(Op op, run_state* rs) {
+    while (rs->remaining > 0) {
+        --rs->remaining;
+        const auto t0 = steady::now();
+        const bool ok = co_await op();
+        const auto t1 = steady::now();
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+        rs->latency_ns.push_back(
+            static_cast<std::uint32_t>(std::min<std::int64_t>(ns, UINT32_MAX)));
+        if (!ok)
+            ++rs->failures;
+    }
+}
+
+/// Warms up (starting at `first_count` and doubling until a run takes a tenth of the target), then
+/// runs for about `target_seconds`. With `fixed_tx`, runs exactly that many, without a warm-up.
+/// `run(n)` runs n transactions on `concurrency` workers and returns their sample.
+template <class Run>
+sample measure_by_time(Run run, std::size_t concurrency, std::size_t first_count,
+                       double target_seconds, std::size_t fixed_tx) {
+    if (fixed_tx != 0)
+        return run(fixed_tx);
+    std::size_t n = first_count;
+    sample warm;
+    for (;;) {
+        warm = run(n);
+        if (warm.seconds >= target_seconds / 10 || n >= (std::size_t{1} << 26))
+            break;
+        n *= 2;
+    }
+    const double rate = static_cast<double>(warm.tx) / std::max(warm.seconds, 1e-9);
+    const auto count =
+        static_cast<std::size_t>(std::max(rate * target_seconds, static_cast<double>(concurrency)));
+    return run(std::max<std::size_t>(count, 100));
+}
+
+// ---- reporting ---------------------------------------------------------------------------------
+
+inline double percentile_us(const std::vector<std::uint32_t>& sorted_ns, double p) {
+    if (sorted_ns.empty())
+        return 0;
+    auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted_ns.size())));
+    rank = std::clamp<std::size_t>(rank, 1, sorted_ns.size());
+    return sorted_ns[rank - 1] / 1000.0;
+}
+
+inline double round_to(double x, int decimals) {
+    const double f = std::pow(10.0, decimals);
+    return std::round(x * f) / f;
+}
+
+struct figures {
+    double tx_per_s, us_per_tx, p50_us, p99_us;
+};
+
+inline figures figures_of(const sample& s) {
+    const double tps = static_cast<double>(s.tx) / s.seconds;
+    return {tps, 1e6 / tps, percentile_us(s.latency_ns, 0.50), percentile_us(s.latency_ns, 0.99)};
+}
+
+// ---- command line ------------------------------------------------------------------------------
+
+/// The options every benchmark understands.
+struct cli_options {
+    double seconds = 1.0;     // per measurement
+    std::size_t fixed_tx = 0; // nonzero: exactly this many transactions, no warm-up
+    std::string filter;       // only the lines whose name contains it
+    bool list = false;        // print the line names and exit
+
+    bool selected(const std::string& name) const {
+        return filter.empty() || name.find(filter) != std::string::npos;
+    }
+};
+
+/// Prints the usage of a benchmark that understands the common options plus its own:
+/// `extra_synopsis` is appended to the synopsis line, `extra_help` (whole lines) to the list.
+inline int usage(const char* argv0, int code, std::string_view extra_synopsis = "",
+                 std::string_view extra_help = "") {
+    std::FILE* out = code ? stderr : stdout;
+    std::fprintf(out,
+                 "usage: %s [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]%.*s\n"
+                 "  --quick       short smoke run (0.1 s per measurement)\n"
+                 "  --seconds=S   seconds per measurement (default: $DTX_BENCH_SECONDS, else 1)\n"
+                 "  --tx=N        exactly N transactions per measurement, no warm-up (profiling)\n"
+                 "  --filter=S    only the benchmarks whose name contains S\n"
+                 "  --list        print the benchmark names and exit\n"
+                 "%.*s"
+                 "Prints one JSON object per benchmark on stdout.\n",
+                 argv0, static_cast<int>(extra_synopsis.size()), extra_synopsis.data(),
+                 static_cast<int>(extra_help.size()), extra_help.data());
+    return code;
+}
+
+/// Parses the common options (and $DTX_BENCH_SECONDS) into `o`. `extra(arg)` is offered every
+/// other argument and answers whether it took it. Returns an exit code if the program should stop
+/// now (--help, a bad argument), nothing otherwise. `name` prefixes the error messages.
+template <class Extra>
+std::optional<int> parse_cli(int argc, char** argv, const char* name, cli_options& o, Extra extra,
+                             std::string_view extra_synopsis = "",
+                             std::string_view extra_help = "") {
+    if (const char* env = std::getenv("DTX_BENCH_SECONDS"); env && *env)
+        o.seconds = std::atof(env);
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "--quick")
+            o.seconds = 0.1;
+        else if (a.starts_with("--seconds="))
+            o.seconds = std::atof(argv[i] + 10);
+        else if (a.starts_with("--tx="))
+            o.fixed_tx = static_cast<std::size_t>(std::strtoull(argv[i] + 5, nullptr, 10));
+        else if (a.starts_with("--filter="))
+            o.filter = std::string(a.substr(9));
+        else if (a == "--list")
+            o.list = true;
+        else if (a == "--help" || a == "-h")
+            return usage(argv[0], 0, extra_synopsis, extra_help);
+        else if (!extra(a))
+            return usage(argv[0], 2, extra_synopsis, extra_help);
+    }
+    if (!(o.seconds > 0)) {
+        std::fprintf(stderr, "%s: seconds per measurement must be positive\n", name);
+        return 2;
+    }
+    return std::nullopt;
+}
+
+} // namespace bench
+
+#endif

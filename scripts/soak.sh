@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The crash soak: builds the crash test in Release (build/soak) and runs its driver with many
+# more SIGKILLs than CI does (default 2000), checking the invariants every 250 kills and at the
+# end. The last line is the driver's count line:
+#   crash test: 2000 kills (… random, … at fault points), … transactions (…), invariants hold
+#
+#   scripts/soak.sh                         # 2000 kills, a random seed (printed)
+#   DTX_SOAK_KILLS=5000 scripts/soak.sh     # more
+#   scripts/soak.sh --seed 42 --verbose     # arguments go to dtx_crash_driver
+#
+# On a violated invariant it exits non-zero and keeps the data directory (its path is printed);
+# `dtx_crash_driver --check-only --dir DIR` checks such a directory again.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+BUILD="$ROOT/build/soak"
+KILLS=${DTX_SOAK_KILLS:-2000}
+
+{
+  scripts/install-deps.sh
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja \
+    -DCMAKE_CXX_COMPILER="${CXX:-g++}" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DDTX_BUILD_TESTS=ON -DDTX_BUILD_EXAMPLES=OFF -DDTX_BUILD_BENCH=OFF
+  cmake --build "$BUILD" --parallel "$(nproc)" --target dtx_crash_driver dtx_crash_workload
+} >&2
+
+start=$SECONDS
+"$BUILD/tests/crash/dtx_crash_driver" --kills "$KILLS" --check-every 250 \
+  --workload "$BUILD/tests/crash/dtx_crash_workload" "$@"
+echo "soak: $((SECONDS - start)) s" >&2
