@@ -41,8 +41,13 @@ asio::awaitable<R> await_result(Start start) {
             auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
             auto h = std::make_shared<decltype(handler)>(std::move(handler));
             start(deliver_fn<R>([ex, work, h](std::exception_ptr e, R r) mutable {
-                asio::post(ex, [h, e, r = std::move(r)]() mutable { std::move(*h)(e, std::move(r)); });
-                work->reset();
+                // The work guard is released by the handler, on the io_context's own thread: once
+                // posted, the coroutine may resume and its io_context be destroyed at any moment,
+                // so this thread must not touch the io_context after the post.
+                asio::post(ex, [h, work, e, r = std::move(r)]() mutable {
+                    work->reset();
+                    std::move(*h)(e, std::move(r));
+                });
             }));
         },
         asio::use_awaitable);
