@@ -13,7 +13,9 @@
 // Each participant database also holds `applied` (one row per handler execution, UNIQUE per
 // gid, branch and operation) and `anomalies` (anything a handler found wrong).
 
+#include <charconv>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -194,6 +196,14 @@ inline std::string_view kind_of_gid(std::string_view gid) {
     if (gid.starts_with("tcc-")) return "tcc";
     if (gid.starts_with("saga-")) return "saga";
     return "any";
+}
+
+/// A whole decimal number, or empty.
+inline std::optional<long> parse_number(std::string_view s) {
+    long v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    return v;
 }
 
 } // namespace dtx::crash

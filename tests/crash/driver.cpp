@@ -86,11 +86,9 @@ struct settings {
 }
 
 long parse_long(std::string_view s, const char* what) {
-    long v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size())
-        usage(std::string("bad number for ") + what + ": " + std::string(s));
-    return v;
+    auto v = parse_number(s);
+    if (!v) usage(std::string("bad number for ") + what + ": " + std::string(s));
+    return *v;
 }
 
 settings parse(int argc, char** argv) {
