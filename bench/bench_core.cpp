@@ -22,8 +22,6 @@
 // (g++ 12 miscompiles some temporaries inside co_await / co_return: braced lists and conditional
 // operands. Everything awaited here is built in a statement of its own.)
 
-#include "bench_support.hpp"
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
@@ -42,6 +40,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "bench_support.hpp"
 
 namespace bench {
 
@@ -219,7 +219,8 @@ std::vector<scenario> scenarios() {
 
 int main(int argc, char** argv) {
     cli_options opt;
-    if (auto code = parse_cli(argc, argv, "bench_core", opt, [](std::string_view) { return false; }))
+    if (auto code =
+            parse_cli(argc, argv, "bench_core", opt, [](std::string_view) { return false; }))
         return *code;
 
     const std::array<std::size_t, 2> concurrencies{1, 64};

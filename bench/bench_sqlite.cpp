@@ -27,20 +27,12 @@
 //     journal's writer thread during the run, per transaction. When one of them comes close to
 //     us_per_tx, that thread is what limits the throughput.
 
-#include "bench_support.hpp"
-
 #include <dtx/sqlite_journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <nlohmann/json.hpp>
-
-#include <sqlite3.h>
-
-#include <stdlib.h> // mkdtemp
-#include <time.h>   // clock_gettime
-#include <unistd.h> // gettid
 
 #include <algorithm>
 #include <chrono>
@@ -60,6 +52,12 @@
 #include <utility>
 #include <vector>
 
+#include "bench_support.hpp"
+#include <sqlite3.h>
+#include <stdlib.h> // mkdtemp
+#include <time.h>   // clock_gettime
+#include <unistd.h> // gettid
+
 namespace bench {
 
 namespace fs = std::filesystem;
@@ -70,7 +68,10 @@ namespace fs = std::filesystem;
 /// run never starts from the leftovers of an interrupted one).
 class scoped_db_files {
 public:
-    explicit scoped_db_files(std::string path) : path_(std::move(path)) { remove(); }
+    explicit scoped_db_files(std::string path)
+        : path_(std::move(path)) {
+        remove();
+    }
     scoped_db_files(const scoped_db_files&) = delete;
     scoped_db_files& operator=(const scoped_db_files&) = delete;
     ~scoped_db_files() { remove(); }
@@ -193,10 +194,9 @@ std::int64_t other_threads_cpu_ns() {
 class raw_db {
 public:
     explicit raw_db(const std::string& path) {
-        const int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                           SQLITE_OPEN_NOMUTEX,
-                                       nullptr);
+        const int rc = sqlite3_open_v2(
+            path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+            nullptr);
         if (rc != SQLITE_OK) {
             const std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
             sqlite3_close(db_);
@@ -220,7 +220,8 @@ private:
 
 class raw_statement {
 public:
-    raw_statement(raw_db& db, const char* sql) : db_(db) {
+    raw_statement(raw_db& db, const char* sql)
+        : db_(db) {
         db.check(sqlite3_prepare_v2(db.get(), sql, -1, &st_, nullptr), sql);
     }
     raw_statement(const raw_statement&) = delete;
@@ -248,9 +249,8 @@ sample run_baseline(const std::string& dir, bool synchronous_full, std::size_t c
         raw_db db(files.path());
         {
             raw_statement wal(db, "PRAGMA journal_mode=WAL");
-            if (wal.step() != SQLITE_ROW ||
-                std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(wal.get(), 0))) !=
-                    "wal")
+            if (wal.step() != SQLITE_ROW || std::string_view(reinterpret_cast<const char*>(
+                                                sqlite3_column_text(wal.get(), 0))) != "wal")
                 throw std::runtime_error("baseline: cannot switch to WAL mode");
         }
         db.exec(synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
@@ -301,7 +301,7 @@ asio::awaitable<void> count_unfinished(dtx::journal* j, std::size_t* out) {
 
 struct dtx_sample {
     sample s;
-    std::uint64_t commits = 0;    // journal commits during the run
+    std::uint64_t commits = 0;      // journal commits during the run
     std::int64_t io_cpu_ns = 0;     // CPU time of the io_context thread during the run
     std::int64_t writer_cpu_ns = 0; // of the journal's writer thread; -1: unknown
 };
