@@ -180,7 +180,6 @@ public:
         std::shared_ptr<engine> e_;
     };
     const coordinator_options& options() const noexcept { return opts_; }
-    journal& journal_ref() noexcept { return journal_; }
     bool stopping() const noexcept { return stopping_.load(std::memory_order_relaxed); }
     void request_stop() noexcept { stopping_.store(true, std::memory_order_relaxed); }
     asio::cancellation_signal& stop_signal() noexcept { return stop_signal_; }

@@ -128,12 +128,11 @@ private:
                 }
                 release.bind().run();
             }
-            db_.reset_statements(); // before COMMIT: no read stays open after the batch
             tx.commit();
         } catch (...) {
             batch_error = std::current_exception();
         }
-        db_.reset_statements();
+        db_.reset_statements(); // committed or not, no read stays open (it would pin the WAL)
         {
             std::lock_guard lock(mu_);
             if (batch_error) {
