@@ -18,14 +18,24 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/vfs.h> // statfs
+#include <time.h>    // clock_gettime
+#include <unistd.h>  // gettid
+#endif
 
 namespace bench {
 
@@ -200,6 +210,130 @@ sample measure_by_time(Run run, std::size_t concurrency, std::size_t first_count
     const auto count =
         static_cast<std::size_t>(std::max(rate * target_seconds, static_cast<double>(concurrency)));
     return run(std::max<std::size_t>(count, 100));
+}
+
+/// Runs `count` operations on `threads` threads (each its share, in a loop of `op(thread_index)`),
+/// timing each one. `setup(thread_index)` runs on each thread before the clock starts (opening a
+/// connection, preparing statements) and returns the operation for that thread.
+template <class Setup>
+sample run_on_threads(std::size_t threads, std::size_t count, Setup setup) {
+    std::vector<std::vector<std::uint32_t>> per_thread(threads);
+    std::vector<std::thread> pool;
+    std::size_t ready = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool go = false;
+    std::exception_ptr failed;
+    steady::time_point t0;
+    for (std::size_t t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            const std::size_t share = count / threads + (t < count % threads ? 1 : 0);
+            auto& lat = per_thread[t];
+            lat.reserve(share);
+            try {
+                auto op = setup(t);
+                {
+                    std::unique_lock lock(mu);
+                    ++ready;
+                    cv.notify_all();
+                    cv.wait(lock, [&] { return go; });
+                }
+                for (std::size_t i = 0; i < share; ++i) {
+                    const auto a = steady::now();
+                    op();
+                    const auto ns =
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - a)
+                            .count();
+                    lat.push_back(
+                        static_cast<std::uint32_t>(std::min<std::int64_t>(ns, UINT32_MAX)));
+                }
+            } catch (...) {
+                std::lock_guard lock(mu);
+                if (!failed)
+                    failed = std::current_exception();
+                if (!go)
+                    ++ready; // let the others start and finish
+                cv.notify_all();
+            }
+        });
+    {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return ready == threads; });
+        go = true;
+        t0 = steady::now();
+    }
+    cv.notify_all();
+    for (auto& th : pool)
+        th.join();
+    const auto t1 = steady::now();
+    if (failed)
+        std::rethrow_exception(failed);
+    sample s;
+    for (auto& lat : per_thread)
+        s.latency_ns.insert(s.latency_ns.end(), lat.begin(), lat.end());
+    s.tx = s.latency_ns.size();
+    s.seconds = std::chrono::duration<double>(t1 - t0).count();
+    std::sort(s.latency_ns.begin(), s.latency_ns.end());
+    return s;
+}
+
+// ---- CPU time and the machine ------------------------------------------------------------------
+
+namespace cpu {
+
+inline std::int64_t ns_of(clockid_t clock) {
+    timespec ts{};
+    if (clock_gettime(clock, &ts) != 0)
+        return -1;
+    return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+/// CPU time (ns) of the calling thread.
+inline std::int64_t this_thread_ns() {
+    return ns_of(CLOCK_THREAD_CPUTIME_ID);
+}
+
+/// CPU time (ns) of every thread of this process but the calling one (while a run is on: the
+/// threads of the journal or barrier under test). -1 if it cannot be read.
+inline std::int64_t other_threads_ns() {
+#ifdef __linux__
+    // The whole process, less this thread: both clocks are read back to back.
+    const std::int64_t process = ns_of(CLOCK_PROCESS_CPUTIME_ID);
+    const std::int64_t self = this_thread_ns();
+    return process < 0 || self < 0 ? -1 : process - self;
+#else
+    return -1;
+#endif
+}
+
+} // namespace cpu
+
+/// The name of the filesystem type that holds `path` ("ext4", "tmpfs", ...), from statfs; its
+/// magic number in hex if not one of the common ones.
+inline std::string filesystem_type(const std::string& path) {
+#ifdef __linux__
+    struct statfs st {};
+    if (statfs(path.c_str(), &st) != 0)
+        return "unknown";
+    const auto magic = static_cast<unsigned long>(st.f_type);
+    switch (magic) {
+    case 0xEF53: return "ext4"; // also ext2/ext3
+    case 0x01021994: return "tmpfs";
+    case 0x858458f6: return "ramfs";
+    case 0x58465342: return "xfs";
+    case 0x9123683e: return "btrfs";
+    case 0x794c7630: return "overlayfs";
+    case 0x2fc12fc1: return "zfs";
+    default: {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "0x%lx", magic);
+        return buf;
+    }
+    }
+#else
+    (void)path;
+    return "unknown";
+#endif
 }
 
 // ---- reporting ---------------------------------------------------------------------------------

@@ -1,0 +1,332 @@
+// PostgreSQL journal benchmark: in-process TCC and sagas with three participants, journaled in
+// dtx::postgres_journal on a throwaway PostgreSQL server, against raw libpq single-row commits on
+// the same server, in the same run.
+//
+//   bench_postgres [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]
+//
+// Every measurement prints one JSON object on a line of its own (stdout); progress and errors go to
+// stderr. Arguments as for bench_core. When the PostgreSQL server binaries are not installed (or
+// the benchmark was built without libpq), it prints one line saying it skipped, and exits 0.
+//
+// The server is started for the run (tests/support/pg_server.sh, default settings: fsync and
+// synchronous_commit on) in a new directory under $DTX_BENCH_DIR, else $TMPDIR, else /var/tmp,
+// listens on 127.0.0.1 only, and is stopped and removed at the end, also after an error or a
+// SIGINT/SIGTERM. The directory must be on the disk to measure.
+//
+// What is measured:
+//   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
+//     `co_await coord.tcc(body)` (or `coord.saga`), as in bench_core and bench_sqlite, with the
+//     same trivial participants; the coordinator journals in a postgres_journal (its own thread and
+//     connection: the writes queued meanwhile go to the server as one statement and one commit).
+//   - baseline, measured just before each line: `clients` threads (8 for the concurrent lines, 1
+//     for the concurrency-1 lines), each with its own libpq connection, loop a prepared
+//     `INSERT INTO bench_baseline VALUES ($1, $2)` in autocommit: one commit (one WAL flush,
+//     shared by commits that wait at the same time) each.
+//   - commits_per_tx: statements (= server transactions) the journal committed per dtx
+//     transaction (postgres_journal::stats()).
+//   - io_cpu_us_per_tx, journal_cpu_us_per_tx, server_cpu_us_per_tx: CPU time of the io_context
+//     thread, of the journal's thread, and of the server's processes during the run, per
+//     transaction. The server and the benchmark share the machine's cores.
+
+#include "bench_support.hpp"
+
+#include <iostream>
+
+#ifdef DTX_BENCH_HAVE_POSTGRES
+
+#include <dtx/postgres_journal.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "bench_postgres_support.hpp"
+
+namespace bench {
+
+constexpr std::size_t concurrent_baseline_clients = 8;
+const std::string bench_db = "dtx_bench";
+
+// ---- baseline: raw libpq single-row commits ----------------------------------------------------
+
+/// `count` single-row INSERTs (autocommit) spread over `clients` threads, each on its own
+/// connection. The table is emptied first.
+sample run_baseline(const std::string& conninfo, std::size_t clients, std::size_t count) {
+    {
+        dtx::postgres::connection admin(conninfo);
+        admin.exec("CREATE TABLE IF NOT EXISTS bench_baseline (client int, n bigint, "
+                   "PRIMARY KEY (client, n))");
+        admin.exec("TRUNCATE bench_baseline");
+    }
+    auto setup = [&conninfo](std::size_t t) {
+        auto c = std::make_shared<pg::raw_client>(
+            conninfo, "INSERT INTO bench_baseline VALUES ($1::int, $2::bigint)", 2);
+        return [c, client = std::to_string(t), n = std::int64_t{0}]() mutable {
+            const std::string row = std::to_string(n++);
+            if (c->run({client.c_str(), row.c_str()}) != 1)
+                throw std::runtime_error("baseline: INSERT changed no row");
+        };
+    };
+    return run_on_threads(clients, count, setup);
+}
+
+// ---- framework: dtx with the PostgreSQL journal ------------------------------------------------
+
+/// What a benchmark line varies.
+struct scenario {
+    std::string name; // without the _c<N> suffix
+    tx_kind kind;
+    bool batch = false; // TCC: add the three branches with one add_branches call
+    std::vector<std::size_t> concurrencies;
+};
+
+/// Asks the journal for every unfinished transaction (ignoring deadlines), as recovery would.
+asio::awaitable<void> claim_all_unfinished(dtx::journal* j, std::size_t* out) {
+    dtx::claim_request r;
+    r.now = dtx::wall_clock::now();
+    r.owner = "bench_postgres";
+    r.limit = 1'000'000;
+    r.take_over = true; // every unfinished one, whatever its deadline and lease
+    const std::vector<dtx::transaction_record> found = co_await j->claim(r);
+    *out = found.size();
+}
+
+struct dtx_sample {
+    sample s;
+    std::uint64_t commits = 0;       // journal statements (server transactions) during the run
+    std::uint64_t operations = 0;    // journal operations in them
+    std::int64_t io_cpu_ns = 0;      // CPU time of the io_context thread during the run
+    std::int64_t journal_cpu_ns = 0; // of the journal's thread; -1: unknown
+    std::int64_t server_cpu_ns = 0;  // of the server's processes; -1: unknown
+};
+
+/// Runs `count` transactions on `concurrency` workers through a coordinator whose journal is a
+/// postgres_journal on emptied journal tables.
+dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& server,
+                   std::size_t concurrency, std::size_t count) {
+    g_count = counters{};
+    const std::string conninfo = server.conninfo(bench_db);
+    asio::io_context ioc(1); // one thread runs it; the journal has its own thread
+    dtx::postgres_journal_options jo;
+    jo.conninfo = conninfo;
+    dtx::postgres_journal journal(std::move(jo)); // creates the schema on the first run
+    {
+        dtx::postgres::connection admin(conninfo);
+        admin.exec("TRUNCATE dtx_branch, dtx_transaction");
+    }
+    std::optional<dtx::coordinator> coord;
+    coord.emplace(ioc.get_executor(), journal, parts.registry);
+
+    run_state rs;
+    rs.remaining = count;
+    rs.latency_ns.reserve(count);
+    auto rethrow = [](std::exception_ptr e) {
+        if (e)
+            std::rethrow_exception(e);
+    };
+    const auto before = journal.stats();
+    const std::int64_t journal_before = cpu::other_threads_ns();
+    const std::int64_t server_before = server.cpu_ns();
+    const std::int64_t io_before = cpu::this_thread_ns();
+    const auto t0 = steady::now();
+    for (std::size_t w = 0; w < concurrency; ++w)
+        asio::co_spawn(ioc, worker(through_dtx{&*coord, sc.kind, sc.batch}, &rs), rethrow);
+    ioc.run();
+    const auto t1 = steady::now();
+    const std::int64_t io_after = cpu::this_thread_ns();
+    const std::int64_t server_after = server.cpu_ns();
+    const std::int64_t journal_after = cpu::other_threads_ns();
+    const auto after = journal.stats();
+
+    // Sanity: every transaction committed, every handler ran, no batch failed, and the journal
+    // holds nothing unfinished (the claim runs after the lazy end records still queued).
+    std::size_t unfinished = 0;
+    ioc.restart();
+    asio::co_spawn(ioc, claim_all_unfinished(&journal, &unfinished), rethrow);
+    coord.reset(); // posts its stop; let that run too
+    ioc.run();
+    const auto st = journal.stats();
+    if (rs.failures != 0 || !all_calls_made(sc.kind, count) || st.failed_batches != 0 ||
+        unfinished != 0)
+        throw std::runtime_error(sc.name + ": transactions did not all commit cleanly (failures " +
+                                 std::to_string(rs.failures) + ", failed batches " +
+                                 std::to_string(st.failed_batches) + ", unfinished " +
+                                 std::to_string(unfinished) + ")");
+
+    dtx_sample d;
+    d.s.tx = count;
+    d.s.seconds = std::chrono::duration<double>(t1 - t0).count();
+    d.s.failures = rs.failures;
+    d.s.latency_ns = std::move(rs.latency_ns);
+    std::sort(d.s.latency_ns.begin(), d.s.latency_ns.end());
+    d.commits = after.commits - before.commits;
+    d.operations = after.operations - before.operations;
+    d.io_cpu_ns = io_after - io_before;
+    d.journal_cpu_ns =
+        journal_before < 0 || journal_after < 0 ? -1 : journal_after - journal_before;
+    d.server_cpu_ns = server_before < 0 || server_after < 0 ? -1 : server_after - server_before;
+    return d;
+}
+
+// ---- reporting ---------------------------------------------------------------------------------
+
+nlohmann::ordered_json per_tx_us(std::int64_t ns, std::size_t tx) {
+    if (ns < 0)
+        return nullptr;
+    return round_to(static_cast<double>(ns) / 1e3 / static_cast<double>(tx), 3);
+}
+
+nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const dtx_sample& fw,
+                            const sample& base, std::size_t clients,
+                            const nlohmann::ordered_json& server_settings,
+                            const std::string& filesystem) {
+    const figures f = figures_of(fw.s);
+    const figures b = figures_of(base);
+    const auto tx = static_cast<double>(fw.s.tx);
+    nlohmann::ordered_json j;
+    j["bench"] = sc.name + "_c" + std::to_string(concurrency);
+    j["kind"] = to_string(sc.kind);
+    j["concurrency"] = concurrency;
+    j["tx"] = fw.s.tx;
+    j["tx_per_s"] = std::llround(f.tx_per_s);
+    j["us_per_tx"] = round_to(f.us_per_tx, 3);
+    j["p50_us"] = round_to(f.p50_us, 3);
+    j["p99_us"] = round_to(f.p99_us, 3);
+    j["baseline_clients"] = clients;
+    j["baseline_commits"] = base.tx;
+    j["baseline_commits_per_s"] = std::llround(b.tx_per_s);
+    j["baseline_p50_us"] = round_to(b.p50_us, 3);
+    j["baseline_p99_us"] = round_to(b.p99_us, 3);
+    j["ratio"] = round_to(f.tx_per_s / b.tx_per_s, 4);
+    j["p50_ratio"] = round_to(f.p50_us / b.p50_us, 4);
+    j["commits_per_tx"] = round_to(static_cast<double>(fw.commits) / tx, 4);
+    j["writes_per_commit"] =
+        fw.commits ? round_to(static_cast<double>(fw.operations) / static_cast<double>(fw.commits), 2)
+                   : 0.0;
+    j["io_cpu_us_per_tx"] = per_tx_us(fw.io_cpu_ns, fw.s.tx);
+    j["journal_cpu_us_per_tx"] = per_tx_us(fw.journal_cpu_ns, fw.s.tx);
+    j["server_cpu_us_per_tx"] = per_tx_us(fw.server_cpu_ns, fw.s.tx);
+    j["server"] = server_settings;
+    j["filesystem"] = filesystem;
+    j["branches_per_write"] = sc.batch ? n_participants : 1;
+    const dtx::coordinator_options defaults; // the benchmark runs the coordinator's defaults
+    j["concurrent_phase_two"] = defaults.concurrent_phase_two;
+    j["call_timeout_ms"] = defaults.call_timeout.count();
+    j["threads"] = 1;
+    return j;
+}
+
+// ---- main --------------------------------------------------------------------------------------
+
+std::vector<scenario> scenarios() {
+    return {
+        // Default coordinator and journal options: branches added one by one, so a TCC
+        // transaction makes four sync writes (three branches, the decision) and one lazy write
+        // (its end); a saga makes four sync writes (three steps, its end).
+        {.name = "tcc_postgres", .kind = tx_kind::tcc, .concurrencies = {1, 64}},
+        // The three branches in one add_branches call: two sync writes and one lazy write.
+        {.name = "tcc_postgres_batch", .kind = tx_kind::tcc, .batch = true, .concurrencies = {1, 64}},
+        {.name = "saga_postgres", .kind = tx_kind::saga, .concurrencies = {1, 64}},
+    };
+}
+
+int main(int argc, char** argv) {
+    cli_options opt;
+    if (auto code = parse_cli(argc, argv, "bench_postgres", opt,
+                              [](std::string_view) { return false; }))
+        return *code;
+
+    if (opt.list) {
+        for (const scenario& sc : scenarios())
+            for (std::size_t c : sc.concurrencies)
+                if (const std::string name = sc.name + "_c" + std::to_string(c); opt.selected(name))
+                    std::cout << name << "\n";
+        return 0;
+    }
+
+    try {
+        std::optional<pg::server> server;
+        try {
+            server.emplace();
+        } catch (const pg::unavailable& e) {
+            nlohmann::ordered_json j;
+            j["bench"] = "postgres";
+            j["skipped"] = true;
+            j["reason"] = e.what();
+            std::cout << j.dump() << std::endl;
+            return 0;
+        }
+        const std::string filesystem = filesystem_type(server->dir());
+        std::cerr << "bench_postgres: server in " << server->dir() << " (" << filesystem << ")\n";
+        if (filesystem == "tmpfs" || filesystem == "ramfs")
+            std::cerr << "bench_postgres: warning: " << server->dir() << " is on " << filesystem
+                      << ", where a WAL flush costs nothing; set DTX_BENCH_DIR to a real disk\n";
+        nlohmann::ordered_json server_settings;
+        {
+            dtx::postgres::connection admin(server->conninfo());
+            admin.exec(("CREATE DATABASE " + bench_db).c_str());
+            server_settings = pg::settings(admin);
+        }
+        const std::string conninfo = server->conninfo(bench_db);
+
+        participants parts;
+        for (const scenario& sc : scenarios()) {
+            for (std::size_t c : sc.concurrencies) {
+                const std::string name = sc.name + "_c" + std::to_string(c);
+                if (!opt.selected(name))
+                    continue;
+                std::cerr << "bench_postgres: " << name << "\n";
+                // The baseline is measured next to each line: commit latency drifts over time.
+                const std::size_t clients = c == 1 ? 1 : concurrent_baseline_clients;
+                auto run_base = [&](std::size_t n) { return run_baseline(conninfo, clients, n); };
+                const sample base =
+                    measure_by_time(run_base, clients, 64, opt.seconds, opt.fixed_tx);
+                dtx_sample fw;
+                auto run_fw = [&](std::size_t n) {
+                    fw = run_dtx(parts, sc, *server, c, n);
+                    return fw.s;
+                };
+                // The last run is the measured one, and `fw` holds its counts.
+                measure_by_time(run_fw, c, std::max<std::size_t>(c * 4, 32), opt.seconds,
+                                opt.fixed_tx);
+                std::cout << line(sc, c, fw, base, clients, server_settings, filesystem).dump()
+                          << std::endl;
+            }
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "bench_postgres: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}
+
+} // namespace bench
+
+#else // built without libpq
+
+namespace bench {
+int main(int, char**) {
+    std::cout << R"({"bench":"postgres","skipped":true,"reason":"built without libpq"})"
+              << std::endl;
+    return 0;
+}
+} // namespace bench
+
+#endif
+
+int main(int argc, char** argv) {
+    return bench::main(argc, argv);
+}
