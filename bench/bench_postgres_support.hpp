@@ -20,8 +20,8 @@
 #include <string>
 #include <utility>
 
+#include "bench_support.hpp"
 #include <libpq-fe.h>
-#include <stdlib.h>   // mkdtemp
 #include <sys/wait.h> // waitpid, WEXITSTATUS
 #include <unistd.h>   // fork, execl, sysconf
 
@@ -44,15 +44,6 @@ inline std::string server_script() {
     if (const char* env = std::getenv("DTX_PG_SERVER_SCRIPT"); env && *env)
         return env;
     return DTX_BENCH_PG_SERVER_SCRIPT;
-}
-
-/// The directory a server's files go to: $DTX_BENCH_DIR, else $TMPDIR, else /var/tmp (a real
-/// disk: on tmpfs a WAL flush costs nothing).
-inline std::string parent_dir() {
-    for (const char* var : {"DTX_BENCH_DIR", "TMPDIR"})
-        if (const char* env = std::getenv(var); env && *env)
-            return env;
-    return "/var/tmp";
 }
 
 namespace detail {
@@ -81,25 +72,18 @@ extern "C" inline void stop_on_signal(int sig) {
 /// server binaries are not installed. One per process.
 class server {
 public:
-    server() {
-        std::string pattern = parent_dir() + "/dtx-bench-pg-XXXXXX";
-        fs::create_directories(parent_dir());
-        if (!mkdtemp(pattern.data()))
-            throw std::runtime_error("cannot make a directory like " + pattern);
-        dir_ = pattern;
+    server()
+        : dir_("dtx-bench-pg-") {
         std::string out;
-        const std::string cmd = "'" + server_script() + "' start '" + dir_ + "' 2>&1";
+        const std::string cmd = "'" + server_script() + "' start '" + dir() + "' 2>&1";
         FILE* p = ::popen(cmd.c_str(), "r");
-        if (!p) {
-            remove_dir();
+        if (!p)
             throw std::runtime_error("cannot run " + server_script());
-        }
         char buf[512];
         while (std::fgets(buf, sizeof buf, p))
             out += buf;
         const int status = ::pclose(p);
         if (status != 0) {
-            remove_dir();
             const bool missing = WIFEXITED(status) && WEXITSTATUS(status) == 2;
             if (!out.empty() && out.back() == '\n')
                 out.pop_back();
@@ -109,7 +93,7 @@ public:
         }
         port_ = std::stoi(out);
         detail::g_script = server_script();
-        detail::g_dir = dir_;
+        detail::g_dir = dir();
         detail::g_running = 1;
         std::signal(SIGINT, detail::stop_on_signal);
         std::signal(SIGTERM, detail::stop_on_signal);
@@ -119,10 +103,9 @@ public:
     server& operator=(const server&) = delete;
     ~server() {
         detail::g_running = 0;
-        const std::string cmd = "'" + server_script() + "' stop '" + dir_ + "'";
+        const std::string cmd = "'" + server_script() + "' stop '" + dir() + "'";
         if (std::system(cmd.c_str()) != 0)
-            std::fprintf(stderr, "bench: could not stop the PostgreSQL server in %s\n", dir_.c_str());
-        remove_dir();
+            std::fprintf(stderr, "bench: could not stop the PostgreSQL server in %s\n", dir().c_str());
     }
 
     /// A connection string for database `db` as the server's superuser.
@@ -130,11 +113,11 @@ public:
         return "host=127.0.0.1 port=" + std::to_string(port_) + " user=dtx dbname=" + db +
                " connect_timeout=5";
     }
-    const std::string& dir() const noexcept { return dir_; }
+    const std::string& dir() const noexcept { return dir_.path(); }
 
     /// The postmaster's process id (from its pid file), or -1.
     pid_t postmaster() const {
-        std::ifstream f(dir_ + "/data/postmaster.pid");
+        std::ifstream f(dir() + "/data/postmaster.pid");
         long pid = -1;
         if (!(f >> pid))
             return -1;
@@ -179,12 +162,7 @@ public:
     }
 
 private:
-    void remove_dir() const {
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-
-    std::string dir_;
+    scratch_dir dir_; // removed after the server has stopped
     int port_ = 0;
 };
 

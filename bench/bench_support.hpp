@@ -11,6 +11,8 @@
 #include <dtx/dtx.hpp>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -23,14 +25,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include <stdlib.h> // mkdtemp
 #ifdef __linux__
 #include <sys/vfs.h> // statfs
 #include <time.h>    // clock_gettime
@@ -190,6 +195,34 @@ asio::awaitable<void> worker(Op op, run_state* rs) {
     }
 }
 
+/// Runs `count` operations on `concurrency` worker coroutines on a new io_context run by the
+/// calling thread (`op()` answers whether the operation succeeded). Throws if one did not.
+template <class Op>
+sample run_workers(Op op, std::size_t concurrency, std::size_t count, const std::string& what) {
+    asio::io_context ioc(1);
+    run_state rs;
+    rs.remaining = count;
+    rs.latency_ns.reserve(count);
+    auto rethrow = [](std::exception_ptr e) {
+        if (e)
+            std::rethrow_exception(e);
+    };
+    const auto t0 = steady::now();
+    for (std::size_t w = 0; w < concurrency; ++w)
+        asio::co_spawn(ioc, worker(op, &rs), rethrow);
+    ioc.run();
+    const auto t1 = steady::now();
+    if (rs.failures != 0)
+        throw std::runtime_error(what + ": " + std::to_string(rs.failures) + " of " +
+                                 std::to_string(count) + " operations did not succeed");
+    sample s;
+    s.tx = count;
+    s.seconds = std::chrono::duration<double>(t1 - t0).count();
+    s.latency_ns = std::move(rs.latency_ns);
+    std::sort(s.latency_ns.begin(), s.latency_ns.end());
+    return s;
+}
+
 /// Warms up (starting at `first_count` and doubling until a run takes a tenth of the target), then
 /// runs for about `target_seconds`. With `fixed_tx`, runs exactly that many, without a warm-up.
 /// `run(n)` runs n transactions on `concurrency` workers and returns their sample.
@@ -307,6 +340,38 @@ inline std::int64_t other_threads_ns() {
 }
 
 } // namespace cpu
+
+/// Where the benchmarks' database files go: $DTX_BENCH_DIR, else $TMPDIR, else /var/tmp. It must
+/// be on the disk to measure: on tmpfs an fsync costs nothing.
+inline std::string bench_parent_dir() {
+    for (const char* var : {"DTX_BENCH_DIR", "TMPDIR"})
+        if (const char* env = std::getenv(var); env && *env)
+            return env;
+    return "/var/tmp";
+}
+
+/// A new directory `<parent>/<prefix>XXXXXX` for the lifetime of the object, removed with
+/// everything in it at the end (only the benchmark's own files are ever in it).
+class scratch_dir {
+public:
+    explicit scratch_dir(const std::string& prefix, const std::string& parent = bench_parent_dir()) {
+        std::filesystem::create_directories(parent);
+        std::string pattern = parent + "/" + prefix + "XXXXXX";
+        if (!mkdtemp(pattern.data()))
+            throw std::runtime_error("cannot make a directory like " + pattern);
+        path_ = std::move(pattern);
+    }
+    scratch_dir(const scratch_dir&) = delete;
+    scratch_dir& operator=(const scratch_dir&) = delete;
+    ~scratch_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    const std::string& path() const noexcept { return path_; }
+
+private:
+    std::string path_;
+};
 
 /// The name of the filesystem type that holds `path` ("ext4", "tmpfs", ...), from statfs; its
 /// magic number in hex if not one of the common ones.
