@@ -89,6 +89,14 @@ asio::awaitable<void> three_saga(coordinator& coord) {
     });
 }
 
+asio::awaitable<void> planned_saga(coordinator& coord) {
+    std::vector<branch_spec> steps;
+    steps.push_back({"sa", qty_payload{1}});
+    steps.push_back({"sb", qty_payload{2}});
+    steps.push_back({"sc", qty_payload{3}});
+    co_await coord.saga(std::move(steps));
+}
+
 std::vector<named_scenario> scenarios() {
     auto none = [](world&) {};
     return {
@@ -143,6 +151,15 @@ std::vector<named_scenario> scenarios() {
              w.sa.set_script(fail_on("01", branch_op::compensate, 2, act::fail));
          },
          three_saga},
+        {"planned saga: all actions succeed", true, none, planned_saga},
+        {"planned saga: action 2 fails", true,
+         [](world& w) { w.sb.set_script(fail_on("02", branch_op::action, 99, act::fail)); }, planned_saga},
+        {"planned saga: action 3 throws twice, compensation 1 fails twice", true,
+         [](world& w) {
+             w.sc.set_script(fail_on("03", branch_op::action, 2, act::throw_error));
+             w.sa.set_script(fail_on("01", branch_op::compensate, 2, act::fail));
+         },
+         planned_saga},
     };
 }
 

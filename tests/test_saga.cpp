@@ -106,6 +106,17 @@ struct fixture {
     }
 };
 
+/// Options that record every fault point passed ("begin", "call:action", ...) in `events`.
+coordinator_options recording_faults(std::vector<std::string>& events) {
+    auto opts = fast_options();
+    opts.on_fault = [&events](const fault_point& p) {
+        events.push_back(std::string(p.what) +
+                         (p.site == fault_site::branch_call ? ":" + std::string(to_string(p.op)) : ""));
+        return false;
+    };
+    return opts;
+}
+
 /// Makes `op` on `branch` act `how` on its first `n` attempts, and succeed after.
 script first_n(std::string branch, branch_op op, unsigned n, act how) {
     return [=](std::string_view, std::string_view br, branch_op o, unsigned attempt) {
@@ -130,13 +141,7 @@ TEST_CASE(
     "all actions succeed: the saga is confirmed, each action ran once, nothing is compensated") {
     fixture f;
     std::vector<std::string> events;
-    auto opts = fast_options();
-    opts.on_fault = [&](const fault_point& p) {
-        events.push_back(std::string(p.what) + (p.site == fault_site::branch_call
-                                                    ? ":" + std::string(to_string(p.op))
-                                                    : ""));
-        return false;
-    };
+    auto opts = recording_faults(events);
     coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);
     tx_result r = f.four(coord);
 
@@ -641,4 +646,198 @@ TEST_CASE("a saga goes on compensating when the coroutine awaiting it is cancell
     CHECK(f.journal.get(gid)->status == tx_status::cancelled);
     CHECK(f.a.taken() + f.b.taken() == 0);
     CHECK(f.invariants() == "");
+}
+
+// ---- sagas of planned steps ---------------------------------------------------------------------
+
+namespace {
+
+/// Steps a(1), b(2), c(3), a(4), planned up front.
+std::vector<branch_spec> four_steps() {
+    std::vector<branch_spec> steps;
+    steps.push_back({"a", qty_payload{1}});
+    steps.push_back({"b", qty_payload{2}});
+    steps.push_back({"c", qty_payload{3}});
+    steps.push_back({"a", qty_payload{4}});
+    return steps;
+}
+
+/// A memory journal whose writes can be made to throw, before or after applying them.
+class flaky_journal final : public journal {
+public:
+    enum class mode { ok, throw_before, throw_after };
+    memory_journal inner{memory_journal::options{.keep_ended = true}};
+    std::vector<mode> script; // one entry per write, in order; ok once it runs out
+
+    asio::awaitable<bool> write(const journal_write& w, durability d) override {
+        const mode m = next < script.size() ? script[next] : mode::ok;
+        ++next;
+        if (m == mode::throw_before) throw error(errc::journal_failed, "disk unplugged");
+        const bool ok = co_await inner.write(w, d);
+        if (m == mode::throw_after) throw error(errc::journal_failed, "fsync failed");
+        co_return ok;
+    }
+    asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
+        return inner.claim(r);
+    }
+    asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
+        return inner.find(gid);
+    }
+
+private:
+    std::size_t next = 0;
+};
+
+} // namespace
+
+TEST_CASE("a planned saga registers every step in one write, runs the actions in order, and is "
+          "confirmed") {
+    fixture f;
+    std::vector<std::string> events;
+    auto opts = recording_faults(events);
+    coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);
+    tx_result r = run(f.ioc, coord.saga(four_steps()));
+
+    CHECK(r.status == tx_status::confirmed);
+    CHECK(r.committed());
+    CHECK_FALSE(r.reason);
+    CHECK(events == strings{"begin", "call:action", "call:action", "call:action", "call:action", "end"});
+    CHECK(f.sent(r.gid, branch_op::action) == strings{"01", "02", "03", "04"});
+    CHECK(f.sent(r.gid, branch_op::compensate).empty());
+    CHECK(f.a.taken() == 5);
+    CHECK(f.b.taken() == 2);
+    CHECK(f.c.taken() == 3);
+    CHECK(f.invariants() == "");
+
+    auto rec = f.journal.get(r.gid);
+    REQUIRE(rec);
+    CHECK(rec->kind == tx_kind::saga);
+    CHECK(rec->forward);
+    CHECK(rec->status == tx_status::confirmed);
+    REQUIRE(rec->branches.size() == 4);
+    CHECK(rec->branches[3].participant == "a");
+    CHECK(rec->branches[3].payload->at("qty") == 4);
+}
+
+TEST_CASE("a planned saga whose action fails compensates the steps it sent, newest first, and never "
+          "sends the rest") {
+    fixture f;
+    f.set_script(f.b, first_n("02", branch_op::action, 99, act::fail));
+    coordinator coord(f.ioc.get_executor(), f.journal, f.registry, fast_options());
+    tx_result r = run(f.ioc, coord.saga(four_steps()));
+
+    CHECK(r.status == tx_status::cancelled);
+    CHECK(r.reason == errc::branch_failed);
+    CHECK(r.message.find("branch 02 (b)") != std::string::npos);
+    CHECK(f.sent(r.gid, branch_op::action) == strings{"01", "02"});
+    CHECK(f.sent(r.gid, branch_op::compensate) == strings{"02", "01"});
+    CHECK(f.a.taken() + f.b.taken() + f.c.taken() == 0);
+    CHECK(f.invariants() == "");
+
+    auto rec = f.journal.get(r.gid);
+    REQUIRE(rec);
+    CHECK(rec->status == tx_status::cancelled);
+    REQUIRE(rec->branches.size() == 4);
+    CHECK(rec->branches[2].done); // never sent: nothing to compensate
+    CHECK(rec->branches[3].done);
+}
+
+TEST_CASE("a planned saga naming an unknown participant is refused before anything is written or sent") {
+    fixture f;
+    coordinator coord(f.ioc.get_executor(), f.journal, f.registry, fast_options());
+    auto steps = four_steps();
+    steps[2].participant = "nobody";
+    tx_result r = run(f.ioc, coord.saga(std::move(steps)));
+    CHECK(r.status == tx_status::cancelled);
+    CHECK(r.reason == errc::unknown_participant);
+    CHECK(r.message.find("'nobody'") != std::string::npos);
+    CHECK(f.log.empty());
+    CHECK(f.journal.all().empty());
+}
+
+TEST_CASE("a planned saga stopped after its second action is finished forward by recovery") {
+    fixture f;
+    int calls = 0;
+    auto opts = fast_options();
+    opts.on_fault = [&](const fault_point& p) { return p.site == fault_site::branch_call && ++calls == 2; };
+    {
+        coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);
+        asio::co_spawn(f.ioc, coord.saga(four_steps()), asio::detached);
+        f.ioc.run_for(200ms);
+    }
+    REQUIRE(f.log.size() == 2);
+    const std::string gid = f.log.front().gid;
+    CHECK(f.journal.get(gid)->status == tx_status::trying);
+
+    coordinator fresh(f.ioc.get_executor(), f.journal, f.registry, fast_options());
+    f.ioc.restart();
+    recovery_report rep = run(f.ioc, fresh.recover(recovery_options{.take_over = true}));
+    CHECK(rep.finished == 1);
+    CHECK(f.journal.get(gid)->status == tx_status::confirmed);
+    // The first two actions are sent again (the participant answers the repeats without effect).
+    CHECK(f.sent(gid, branch_op::action) == strings{"01", "02", "01", "02", "03", "04"});
+    CHECK(f.sent(gid, branch_op::compensate).empty());
+    CHECK(f.a.taken() == 5);
+    CHECK(f.b.taken() == 2);
+    CHECK(f.c.taken() == 3);
+    CHECK(f.invariants() == "");
+}
+
+TEST_CASE("recovery of a planned saga compensates when an action answers failure") {
+    fixture f;
+    auto opts = fast_options();
+    opts.on_fault = [&](const fault_point& p) { return p.what == std::string_view("begin"); };
+    {
+        coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);
+        asio::co_spawn(f.ioc, coord.saga(four_steps()), asio::detached);
+        f.ioc.run_for(200ms);
+    }
+    CHECK(f.log.empty());
+    auto all = f.journal.all();
+    REQUIRE(all.size() == 1);
+    f.set_script(f.c, first_n("03", branch_op::action, 99, act::fail));
+
+    coordinator fresh(f.ioc.get_executor(), f.journal, f.registry, fast_options());
+    f.ioc.restart();
+    recovery_report rep = run(f.ioc, fresh.recover(recovery_options{.take_over = true}));
+    CHECK(rep.finished == 1);
+    const std::string gid = all.front().gid;
+    CHECK(f.journal.get(gid)->status == tx_status::cancelled);
+    CHECK(f.sent(gid, branch_op::action) == strings{"01", "02", "03"});
+    CHECK(f.sent(gid, branch_op::compensate) == strings{"03", "02", "01"});
+    CHECK(f.a.taken() + f.b.taken() + f.c.taken() == 0);
+    CHECK(f.invariants() == "");
+}
+
+TEST_CASE("a planned saga whose begin write fails is ended as cancelled before the caller hears it") {
+    using mode = flaky_journal::mode;
+    for (mode m : {mode::throw_before, mode::throw_after}) {
+        CAPTURE(static_cast<int>(m));
+        fixture f;
+        flaky_journal j;
+        j.script = {m};
+        coordinator coord(f.ioc.get_executor(), j, f.registry, fast_options());
+        tx_result r = run(f.ioc, coord.saga(four_steps()));
+        CHECK(r.status == tx_status::cancelled);
+        CHECK(r.reason == errc::journal_failed);
+        CHECK(f.log.empty());
+        auto rec = j.inner.get(r.gid);
+        if (m == mode::throw_before) {
+            CHECK_FALSE(rec);
+        } else {
+            REQUIRE(rec);
+            CHECK(rec->status == tx_status::cancelled); // recovery will not run it forward
+        }
+    }
+    // Neither write gets through: the caller is told the saga may still be in the journal.
+    fixture f;
+    flaky_journal j;
+    j.script = {mode::throw_after, mode::throw_before};
+    coordinator coord(f.ioc.get_executor(), j, f.registry, fast_options());
+    tx_result r = run(f.ioc, coord.saga(four_steps()));
+    CHECK(r.status == tx_status::trying);
+    CHECK(r.reason == errc::journal_failed);
+    CHECK(r.message.find("recovery would then finish it") != std::string::npos);
+    CHECK(f.log.empty());
+    CHECK(j.inner.get(r.gid)->status == tx_status::trying);
 }

@@ -50,12 +50,16 @@ TEST_CASE("sqlite journal: the journal contract") {
     asio::io_context ioc;
     sqlite_journal j(options_for(dir.file("j.db")));
     check_journal_contract(ioc, j);
+    sqlite_journal k(options_for(dir.file("k.db")));
+    check_forward_contract(ioc, k);
 }
 
 TEST_CASE("memory journal: the journal contract") {
     asio::io_context ioc;
     memory_journal j(memory_journal::options{.keep_ended = true});
     check_journal_contract(ioc, j);
+    memory_journal k(memory_journal::options{.keep_ended = true});
+    check_forward_contract(ioc, k);
 }
 
 TEST_CASE("sqlite journal: what was written survives closing and reopening, lazy writes included") {
@@ -116,6 +120,42 @@ TEST_CASE("sqlite journal: a journal from a newer dtx is refused, and left untou
     sqlite::statement v(c, "PRAGMA user_version");
     REQUIRE(v.step());
     CHECK(v.integer(0) == 7);
+}
+
+TEST_CASE("sqlite journal: a version 1 journal is migrated on open, and its transactions recovered") {
+    temp_dir dir;
+    const auto path = dir.file("v1.db");
+    // The layout dtx wrote as schema version 1, with one unfinished transaction in it.
+    sql(path, R"sql(
+        CREATE TABLE dtx_transaction (
+            gid TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('tcc', 'saga')), status TEXT NOT NULL,
+            deadline_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, ended_ms INTEGER, lease_owner TEXT,
+            lease_until_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+        CREATE TABLE dtx_branch (
+            gid TEXT NOT NULL, branch_id TEXT NOT NULL, participant TEXT NOT NULL, payload TEXT NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0, UNIQUE (gid, branch_id));
+        CREATE INDEX dtx_transaction_open ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL;
+        CREATE INDEX dtx_transaction_ended ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL;
+        INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', 0);
+        INSERT INTO dtx_branch VALUES ('old', '01', 'a', '{"qty":1}', 1);
+        INSERT INTO dtx_branch VALUES ('old', '02', 'b', '{"qty":2}', 0);
+        PRAGMA user_version = 1;
+    )sql");
+    asio::io_context ioc;
+    sqlite_journal j(options_for(path));
+    auto claimed = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].gid == "old");
+    CHECK(claimed[0].status == tx_status::confirming);
+    CHECK_FALSE(claimed[0].forward);
+    REQUIRE(claimed[0].branches.size() == 2);
+    CHECK(claimed[0].branches[0].done);
+    CHECK(claimed[0].branches[1].payload->at("qty") == 2);
+    CHECK(write_sync(ioc, j, {.gid = "old", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    sqlite::connection c(path);
+    sqlite::statement v(c, "PRAGMA user_version");
+    REQUIRE(v.step());
+    CHECK(v.integer(0) == sqlite_journal::schema_version);
 }
 
 TEST_CASE("sqlite journal: files that are not a journal, corrupt or truncated, are refused clearly") {

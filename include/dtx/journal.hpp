@@ -33,7 +33,7 @@ namespace dtx {
 
 /// Version of the record layout described in docs/journal.md. Durable journals store it and
 /// refuse to open a journal written with a newer one.
-inline constexpr int journal_format_version = 1;
+inline constexpr int journal_format_version = 2;
 
 using wall_clock = std::chrono::system_clock;
 
@@ -51,8 +51,12 @@ struct transaction_record {
     tx_kind kind = tx_kind::tcc;
     tx_status status = tx_status::trying;
     /// While `trying`, the transaction is presumed abandoned after this instant and recovery
-    /// cancels it.
+    /// cancels it (or, if `forward`, finishes it).
     wall_clock::time_point deadline;
+    /// Recovered forward: every branch was registered up front, and recovery finds a `trying`
+    /// transaction by sending the actions not yet known to have succeeded, compensating only if
+    /// one fails (a saga of planned steps). Otherwise a `trying` transaction is presumed aborted.
+    bool forward = false;
     /// Branches in registration order.
     std::vector<branch_record> branches;
 };
@@ -61,6 +65,7 @@ struct transaction_record {
 struct begin_transaction {
     tx_kind kind = tx_kind::tcc;
     wall_clock::time_point deadline;
+    bool forward = false; ///< see transaction_record::forward
 };
 
 /// Moves the status from `from` to `to`; the whole write is refused if the status is not `from`.
@@ -117,7 +122,8 @@ public:
 
     /// Returns up to `limit` due transactions and leases them to `owner` until `now + lease`.
     /// In the same atomic step, every claimed transaction still `trying` (its deadline has passed)
-    /// is moved to `cancelling` and returned as such: presumed abort. Doing both at once is what
+    /// is moved to `cancelling` and returned as such: presumed abort. (Except those recovered
+    /// `forward`, which stay `trying`.) Doing both at once is what
     /// keeps a late branch registration by a slow coordinator from slipping past the cancel.
     virtual asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) = 0;
 

@@ -40,7 +40,7 @@ public:
             if (!r.take_over && e.lease_until > r.now) continue;
             e.lease_owner = r.owner;
             e.lease_until = r.now + r.lease;
-            if (e.rec.status == tx_status::trying) e.rec.status = tx_status::cancelling;
+            if (e.rec.status == tx_status::trying && !e.rec.forward) e.rec.status = tx_status::cancelling;
             out.push_back(record_of(gid, e));
         }
         co_return out;
@@ -99,6 +99,7 @@ private:
             if (!inserted) throw error(errc::duplicate_gid, "gid " + std::string(gid) + ": already in the journal");
             it->second.rec.kind = w.begin->kind;
             it->second.rec.deadline = w.begin->deadline;
+            it->second.rec.forward = w.begin->forward;
         } else {
             it = txs_.find(gid);
             if (it == txs_.end())

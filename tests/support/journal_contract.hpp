@@ -130,6 +130,45 @@ inline void check_journal_contract(asio::io_context& ioc, journal& j) {
     CHECK(run(ioc, j.find("lazy"))->status == tx_status::confirming);
 }
 
+/// Transactions recovered forward (planned sagas): claimed past their deadline, they stay trying.
+inline void check_forward_contract(asio::io_context& ioc, journal& j) {
+    const auto later = wall_clock::now() + std::chrono::hours(1);
+    const auto earlier = wall_clock::now() - std::chrono::seconds(1);
+    CHECK(write_sync(ioc, j, {.gid = "overdue", .begin = begin_transaction{tx_kind::saga, earlier}}));
+    std::vector<branch_record> many;
+    for (int i = 1; i <= 12; ++i) // "01" ... "09", "10", "11", "12": read back in this order
+        many.push_back(branch_record{(i < 10 ? "0" : "") + std::to_string(i), "s", qty_payload{i}});
+    CHECK(write_sync(ioc, j, {.gid = "fwd", .begin = begin_transaction{tx_kind::saga, earlier, /*forward=*/true},
+                              .new_branches = many}));
+    auto fwd = run(ioc, j.find("fwd"));
+    REQUIRE(fwd);
+    CHECK(fwd->forward);
+    CHECK_FALSE(run(ioc, j.find("overdue"))->forward);
+    REQUIRE(fwd->branches.size() == 12);
+    for (int i = 0; i < 12; ++i) CHECK(fwd->branches[static_cast<std::size_t>(i)].payload->at("qty") == i + 1);
+    auto claimed = claim_now(ioc, j, "fourth", std::chrono::seconds(30));
+    CHECK(claimed.size() == 2);
+    std::vector<std::string> fwd_claimed;
+    for (auto& r : claimed)
+        if (r.gid == "fwd") {
+            fwd_claimed.push_back(r.gid);
+            CHECK(r.status == tx_status::trying);
+            CHECK(r.forward);
+        }
+    CHECK(fwd_claimed.size() == 1);
+    CHECK(run(ioc, j.find("fwd"))->status == tx_status::trying);
+    CHECK(run(ioc, j.find("overdue"))->status == tx_status::cancelling); // not forward: presumed abort
+    // its cancellation marks the steps that were never sent as done, in the same write
+    std::vector<std::string> unsent{"11", "12"};
+    CHECK(write_sync(ioc, j, {.gid = "fwd", .status = status_change{tx_status::trying, tx_status::cancelling},
+                              .done_branches = unsent, .lease = lease_change{"fourth", later}}));
+    fwd = run(ioc, j.find("fwd"));
+    CHECK(fwd->status == tx_status::cancelling);
+    CHECK_FALSE(fwd->branches[9].done);
+    CHECK(fwd->branches[10].done);
+    CHECK(fwd->branches[11].done);
+}
+
 } // namespace dtx::test
 
 #endif

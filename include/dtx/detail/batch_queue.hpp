@@ -6,6 +6,8 @@
 // it to `execute` as one batch, so that one database transaction and one fsync serve them all.
 // Results reach the waiting coroutines through await_result(), on their own executors.
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -60,6 +62,13 @@ public:
         std::size_t max_batch = 1024;
         /// `on_idle` runs on the queue's thread this often (between batches).
         std::chrono::milliseconds idle_interval = std::chrono::minutes(1);
+        /// A job pushed as not urgent waits at most this long for an urgent one to share its
+        /// batch (a batch of lazy jobs alone costs a commit that nobody waits for).
+        std::chrono::milliseconds lazy_delay{20};
+        /// After a batch the thread polls this long for an urgent job before it sleeps: a
+        /// submitter that answers quickly (the next write of the same transaction) then does not
+        /// wait for the thread to be woken.
+        std::chrono::microseconds spin{0};
     };
 
     /// Starts the thread: `execute(batch)` runs every batch, `on_idle()` the periodic work. Both
@@ -77,19 +86,24 @@ public:
         {
             std::lock_guard lock(mu_);
             stopping_ = true;
+            stop_seen_ = true;
         }
         cv_.notify_one();
         thread_.join();
     }
 
-    /// Queues `job`; false (and `job` untouched) if the queue is stopping.
-    bool push(Job& job) {
+    /// Queues `job`; false (and `job` untouched) if the queue is stopping. A job that is not
+    /// `urgent` may wait up to `lazy_delay` for company (see options).
+    bool push(Job& job, bool urgent = true) {
+        bool wake = urgent;
         {
             std::lock_guard lock(mu_);
             if (stopping_) return false;
-            queue_.push_back(std::move(job));
+            wake = wake || queue_.empty(); // the thread's wait must now end by the lazy delay
+            queue_.push_back({std::move(job), urgent, std::chrono::steady_clock::now()});
+            if (urgent) urgent_.fetch_add(1, std::memory_order_relaxed);
         }
-        cv_.notify_one();
+        if (wake) cv_.notify_one();
         return true;
     }
 
@@ -100,16 +114,44 @@ public:
     }
 
 private:
+    struct entry {
+        Job job;
+        bool urgent;
+        std::chrono::steady_clock::time_point pushed;
+    };
+
+    /// Polls for an urgent job (or a stop) for up to `opts_.spin`, without the lock.
+    void spin_for_work() const {
+        if (opts_.spin <= std::chrono::microseconds::zero()) return;
+        const auto until = std::chrono::steady_clock::now() + opts_.spin;
+        while (urgent_.load(std::memory_order_relaxed) == 0 && !stop_seen_.load(std::memory_order_relaxed) &&
+               std::chrono::steady_clock::now() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#else
+            std::this_thread::yield();
+#endif
+        }
+    }
+
     void loop() {
         std::vector<Job> batch;
         auto next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
         for (;;) {
+            spin_for_work();
             {
                 std::unique_lock lock(mu_);
-                cv_.wait_until(lock, next_idle, [&] { return !queue_.empty() || stopping_; });
+                for (;;) {
+                    if (stopping_ || urgent_.load(std::memory_order_relaxed) > 0) break;
+                    auto until = next_idle;
+                    if (!queue_.empty()) until = std::min(until, queue_.front().pushed + opts_.lazy_delay);
+                    if (std::chrono::steady_clock::now() >= until) break;
+                    cv_.wait_until(lock, until);
+                }
                 if (queue_.empty() && stopping_) return;
                 while (!queue_.empty() && batch.size() < opts_.max_batch) {
-                    batch.push_back(std::move(queue_.front()));
+                    if (queue_.front().urgent) urgent_.fetch_sub(1, std::memory_order_relaxed);
+                    batch.push_back(std::move(queue_.front().job));
                     queue_.pop_front();
                 }
             }
@@ -132,8 +174,10 @@ private:
     std::function<void()> on_idle_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::deque<Job> queue_;
+    std::deque<entry> queue_;
+    std::atomic<std::size_t> urgent_{0}; // urgent jobs in queue_ (written under mu_)
     bool stopping_ = false;
+    std::atomic<bool> stop_seen_{false};
     std::thread thread_;
 };
 

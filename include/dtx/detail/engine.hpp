@@ -206,27 +206,10 @@ public:
         if (specs.empty()) co_return;
         if (wall_clock::now() >= st->deadline) fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
 
-        boost::container::small_vector<branch_record, 4> fresh;
-        boost::container::small_vector<participant*, 4> targets;
-        fresh.reserve(specs.size());
-        targets.reserve(specs.size());
-        for (auto& s : specs) {
-            participant* p = registry_.find(s.participant);
-            std::string id = format_branch_id(st->branches.size() + fresh.size() + 1);
-            if (!p)
-                fail(*st, errc::unknown_participant,
-                     describe(st->gid, id, s.participant) + ": no participant is registered as '" +
-                         s.participant + "'");
-            if (p->kind() && *p->kind() != st->kind)
-                fail(*st, errc::wrong_participant_kind,
-                     describe(st->gid, id, s.participant) + ": a " +
-                         std::string(to_string(*p->kind())) + " participant cannot take part in a " +
-                         std::string(to_string(st->kind)) + " transaction");
-            fresh.push_back(branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
-            targets.push_back(p);
-        }
+        resolved fresh;
+        resolve(*st, specs, fresh);
 
-        journal_write w{.gid = st->gid, .new_branches = {fresh.data(), fresh.size()}};
+        journal_write w{.gid = st->gid, .new_branches = {fresh.records.data(), fresh.records.size()}};
         if (st->begun) {
             w.status = status_change{tx_status::trying, tx_status::trying};
         } else {
@@ -239,20 +222,19 @@ public:
         try {
             ok = co_await write(w, durability::sync);
         } catch (const error& e) {
-            fail(*st, e.code(), describe(st->gid, fresh.front().branch_id) + ": registering the branch failed: " + e.what());
+            fail(*st, e.code(), describe(st->gid, fresh.records.front().branch_id) + ": registering the branch failed: " + e.what());
         } catch (const std::exception& e) {
             fail(*st, errc::journal_failed,
-                 describe(st->gid, fresh.front().branch_id) + ": registering the branch failed: " + e.what());
+                 describe(st->gid, fresh.records.front().branch_id) + ": registering the branch failed: " + e.what());
         }
         if (!ok)
             fail(*st, errc::decision_conflict,
-                 describe(st->gid, fresh.front().branch_id) +
+                 describe(st->gid, fresh.records.front().branch_id) +
                      ": the journal no longer holds the transaction as trying (recovery cancelled it)");
         const bool first_write = !st->begun;
         st->begun = true;
         const std::size_t first = st->branches.size();
-        for (std::size_t i = 0; i < fresh.size(); ++i)
-            st->branches.push_back(live_branch{std::move(fresh[i]), targets[i]});
+        fresh.move_into(*st);
         if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
                          branch_op::try_, first_write ? "begin" : "register"}))
             co_await halt();
@@ -274,6 +256,72 @@ public:
                  describe(st->gid, b.branch_id, b.participant) + ": " + std::string(to_string(op)) +
                      " did not succeed: " + results[i].message);
         }
+    }
+
+    // ---- sagas of planned steps --------------------------------------------------------------
+
+    /// Runs a saga whose steps are all known: registers them in one journal write (marked to be
+    /// recovered forward), sends their actions one after another, and ends it. Success is told
+    /// before the end record is durable: a recovery that finds the saga unfinished sends the
+    /// actions again (participants answer a repeat with their first answer) and ends it the same
+    /// way. If an action does not succeed, the saga is cancelled durably and the steps whose
+    /// actions were sent are compensated, newest first.
+    asio::awaitable<tx_result> run_planned_saga(std::shared_ptr<tx_state> st, branch_list specs) {
+        active_claim claim(active_, st->gid); // a recovery pass in this process leaves it alone
+        resolved steps;
+        try {
+            resolve(*st, specs, steps);
+        } catch (const error&) {
+            co_return result(*st, tx_status::cancelled); // nothing written, nothing sent
+        }
+        if (steps.records.empty()) co_return result(*st, tx_status::confirmed);
+        journal_write w{.gid = st->gid,
+                        .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
+                        .new_branches = {steps.records.data(), steps.records.size()},
+                        .lease = lease_change{opts_.owner, st->deadline}};
+        st->lease_until = st->deadline;
+        std::optional<std::string> begin_error;
+        try {
+            if (!co_await write(w, durability::sync)) begin_error = "the journal refused it";
+        } catch (const std::exception& e) {
+            begin_error = e.what();
+        }
+        if (begin_error) co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
+        st->begun = true;
+        steps.move_into(*st);
+        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id, branch_op::action,
+                         "begin"}))
+            co_await halt();
+
+        const std::size_t n = st->branches.size();
+        std::size_t sent = 0;
+        while (sent < n && !st->aborted) {
+            const call_result r = co_await first_phase_call(st, sent, branch_op::action, st->signal);
+            const auto& b = st->branches[sent++].rec;
+            if (!r.ok())
+                st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) + ": action did not succeed: " +
+                                    r.message);
+        }
+        if (!st->aborted) {
+            // Lazy: if it is lost, recovery repeats the actions and ends the saga the same way.
+            try {
+                const journal_write end{.gid = st->gid,
+                                        .status = status_change{tx_status::trying, tx_status::confirmed}};
+                co_await write(end, durability::lazy);
+            } catch (const std::exception&) {
+            }
+            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"})) co_await halt();
+            st->status = tx_status::confirmed;
+            co_return result(*st, tx_status::confirmed);
+        }
+        // The steps after the failed one were never sent: nothing to compensate there.
+        std::vector<std::string> unsent;
+        for (std::size_t i = sent; i < n; ++i) {
+            st->branches[i].rec.done = true;
+            unsent.push_back(st->branches[i].rec.branch_id);
+        }
+        asio::cancellation_signal& sig = st->signal;
+        co_return co_await cancel_forward(std::move(st), std::move(unsent), opts_.phase_two, sig);
     }
 
     // ---- decision and phase 2 ----------------------------------------------------------------
@@ -368,6 +416,114 @@ public:
     }
 
 private:
+    /// Branches about to be registered, with their participants.
+    struct resolved {
+        boost::container::small_vector<branch_record, 4> records;
+        boost::container::small_vector<participant*, 4> targets;
+
+        void move_into(tx_state& st) {
+            for (std::size_t i = 0; i < records.size(); ++i)
+                st.branches.push_back(live_branch{std::move(records[i]), targets[i]});
+        }
+    };
+
+    /// Numbers `specs` after the branches `st` has and finds their participants. Throws (and
+    /// aborts `st`) for an unknown participant or one of the wrong kind.
+    void resolve(tx_state& st, branch_list& specs, resolved& out) const {
+        out.records.reserve(specs.size());
+        out.targets.reserve(specs.size());
+        for (auto& s : specs) {
+            participant* p = registry_.find(s.participant);
+            std::string id = format_branch_id(st.branches.size() + out.records.size() + 1);
+            if (!p)
+                fail(st, errc::unknown_participant,
+                     describe(st.gid, id, s.participant) + ": no participant is registered as '" + s.participant +
+                         "'");
+            if (p->kind() && *p->kind() != st.kind)
+                fail(st, errc::wrong_participant_kind,
+                     describe(st.gid, id, s.participant) + ": a " + std::string(to_string(*p->kind())) +
+                         " participant cannot take part in a " + std::string(to_string(st.kind)) + " transaction");
+            out.records.push_back(branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
+            out.targets.push_back(p);
+        }
+    }
+
+    /// The begin record of a planned saga may or may not be durable (its write failed): end it
+    /// as cancelled before the caller hears so, or a recovery could later run it forward.
+    asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why) {
+        st->abort(make_error_code(errc::journal_failed),
+                  describe(st->gid) + ": registering the steps failed: " + why);
+        const journal_write w{.gid = st->gid, .status = status_change{tx_status::trying, tx_status::cancelled}};
+        try {
+            if (co_await write(w, durability::sync)) co_return result(*st, tx_status::cancelled);
+        } catch (const error& e) {
+            if (e.code() == errc::unknown_transaction) co_return result(*st, tx_status::cancelled); // never begun
+        } catch (const std::exception&) {
+        }
+        st->message += "; it may still be in the journal, and recovery would then finish it";
+        co_return result(*st, tx_status::trying);
+    }
+
+    /// Cancels a planned saga that is trying (an action did not succeed): records the decision,
+    /// with the steps that need no compensation, then compensates the others newest first.
+    asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st, std::vector<std::string> unsent,
+                                              const retry_policy& policy, asio::cancellation_signal& sig) {
+        bool ok = false;
+        try {
+            const journal_write w{.gid = st->gid,
+                                  .status = status_change{tx_status::trying, tx_status::cancelling},
+                                  .done_branches = {unsent.data(), unsent.size()},
+                                  .lease = lease_change{opts_.owner, next_lease(*st)}};
+            ok = co_await write(w, durability::sync);
+        } catch (const std::exception& e) {
+            st->message += std::string("; recording the cancellation failed (") + e.what() +
+                           "), recovery will finish the saga";
+            co_return result(*st, tx_status::trying);
+        }
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::compensate, "decide"})) co_await halt();
+        if (!ok) {
+            // Another coordinator took it over (its deadline had passed) and has ended or is ending it.
+            st->message += "; another coordinator is finishing the saga";
+            co_return result(*st, tx_status::trying);
+        }
+        st->status = tx_status::cancelling;
+        co_return co_await settle(st, branch_op::compensate, policy, sig);
+    }
+
+    /// Recovery of a planned saga still trying: its actions again, in order.
+    asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st, asio::cancellation_signal& sig) {
+        const std::size_t n = st->branches.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            const branch_end e = co_await drive_branch(st, i, branch_op::action, opts_.recovery_retry, sig, true);
+            if (e == branch_end::done) continue;
+            if (e == branch_end::gave_up) {
+                tx_result r = result(*st, tx_status::trying);
+                r.reason = make_error_code(errc::attempts_exhausted);
+                r.message = describe(st->gid) + ": an action did not answer within the attempt limit";
+                co_return r;
+            }
+            const auto& b = st->branches[i].rec;
+            st->abort(make_error_code(errc::branch_failed),
+                      describe(st->gid, b.branch_id, b.participant) + ": action answered failure in recovery");
+            std::vector<std::string> unsent;
+            for (std::size_t k = i + 1; k < n; ++k) {
+                st->branches[k].rec.done = true;
+                unsent.push_back(st->branches[k].rec.branch_id);
+            }
+            co_return co_await cancel_forward(st, std::move(unsent), opts_.recovery_retry, sig);
+        }
+        bool ok = false;
+        try {
+            const journal_write w{.gid = st->gid, .status = status_change{tx_status::trying, tx_status::confirmed}};
+            ok = co_await write(w, durability::sync);
+        } catch (const std::exception&) {
+        }
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"})) co_await halt();
+        if (!ok) co_return result(*st, tx_status::trying);
+        st->status = tx_status::confirmed;
+        co_return result(*st, tx_status::confirmed);
+    }
+
     [[noreturn]] static void fail(tx_state& st, std::error_code ec, std::string why) {
         st.abort(ec, why);
         throw error(ec, why);
@@ -545,25 +701,36 @@ private:
         *out = co_await first_phase_call(std::move(st), idx, op, sig);
     }
 
+    enum class branch_end : unsigned char { done, failed, gave_up };
+
+    /// Sends `op` to one branch until it answers success, or until `policy` says stop (or, if
+    /// `failure_stops`, until it answers failure).
+    asio::awaitable<branch_end> drive_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                             const retry_policy& policy, asio::cancellation_signal& sig,
+                                             bool failure_stops) {
+        auto& b = st->branches[idx];
+        for (unsigned attempts = 1;; ++attempts) {
+            call_result r = co_await call(st, idx, op, opts_.call_timeout, sig);
+            if (r.ok()) co_return branch_end::done;
+            if (failure_stops && r.k == call_result::kind::failure) co_return branch_end::failed;
+            if (policy.on_alert && policy.alert_due(attempts))
+                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant, to_string(op),
+                                            attempts, r.message});
+            if (!policy.may_retry(attempts)) co_return branch_end::gave_up;
+            const auto delay = policy.next_delay(attempts);
+            if (!co_await keep_lease(st, delay)) co_return branch_end::gave_up; // taken over: stand down
+            co_await sleep_for(delay);
+        }
+    }
+
     /// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
     /// stop. Returns whether the branch is done.
     asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
                                         const retry_policy& policy, asio::cancellation_signal& sig) {
-        auto& b = st->branches[idx];
-        for (unsigned attempts = 1;; ++attempts) {
-            call_result r = co_await call(st, idx, op, opts_.call_timeout, sig);
-            if (r.ok()) {
-                b.rec.done = true;
-                co_return true;
-            }
-            if (policy.on_alert && policy.alert_due(attempts))
-                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant, to_string(op),
-                                            attempts, r.message});
-            if (!policy.may_retry(attempts)) co_return false;
-            const auto delay = policy.next_delay(attempts);
-            if (!co_await keep_lease(st, delay)) co_return false; // taken over: stand down
-            co_await sleep_for(delay);
-        }
+        const branch_end e = co_await drive_branch(st, idx, op, policy, sig, false);
+        if (e != branch_end::done) co_return false;
+        st->branches[idx].rec.done = true;
+        co_return true;
     }
 
     asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
@@ -631,6 +798,7 @@ private:
         st->kind = rec.kind;
         st->status = rec.status;
         st->deadline = rec.deadline;
+        const bool forward = rec.forward && rec.kind == tx_kind::saga;
         st->begun = true;
         for (auto& b : rec.branches) {
             participant* p = registry_.find(b.participant);
@@ -641,10 +809,15 @@ private:
             ++rep->skipped;
             co_return;
         }
-        const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
-                             : st->kind == tx_kind::tcc          ? branch_op::cancel
-                                                                 : branch_op::compensate;
-        tx_result r = co_await settle(st, op, opts_.recovery_retry, sig);
+        tx_result r;
+        if (st->status == tx_status::trying && forward) {
+            r = co_await run_forward(st, sig); // a planned saga
+        } else {
+            const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
+                                 : st->kind == tx_kind::tcc          ? branch_op::cancel
+                                                                     : branch_op::compensate;
+            r = co_await settle(st, op, opts_.recovery_retry, sig);
+        }
         if (is_final(r.status))
             ++rep->finished;
         else

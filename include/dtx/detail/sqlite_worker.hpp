@@ -6,7 +6,9 @@
 // Coroutines submit functions; the worker takes everything queued (up to a batch limit) and runs
 // it in one SQLite transaction, each function inside a SAVEPOINT of its own: a function that
 // throws rolls back only its own changes and its caller gets the exception, while the others
-// commit together, with one fsync. If the transaction itself cannot begin or commit (a lock held
+// commit together, with one fsync. (Optimistic workers skip the savepoints until a function
+// throws.) Functions nobody waits for are held back a little, to share a commit with the next
+// waited one. If the transaction itself cannot begin or commit (a lock held
 // too long, a full disk), every function of the batch gets that error. Results are delivered on
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
@@ -38,12 +40,22 @@ public:
         /// Called on the worker thread, outside any transaction, when it has been idle this long.
         std::chrono::milliseconds idle_interval = std::chrono::minutes(1);
         std::function<void(sqlite::connection&)> on_idle{};
+        /// Functions submitted without waiting (post) wait at most this long for a waited one to
+        /// share its commit.
+        std::chrono::milliseconds lazy_delay{20};
+        /// How long the thread polls for the next function after a batch before it sleeps.
+        std::chrono::microseconds spin{0};
+        /// Run a batch without savepoints, and only if a function throws, roll the batch back
+        /// and run it again with a savepoint per function. Only for functions whose effects are
+        /// all in the database (they may run twice).
+        bool optimistic = false;
     };
 
     /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
     sqlite_worker(sqlite::connection& db, options o)
-        : db_(db), on_idle_(std::move(o.on_idle)),
-          queue_({o.max_batch, o.idle_interval}, [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
+        : db_(db), on_idle_(std::move(o.on_idle)), optimistic_(o.optimistic),
+          queue_({o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
+                 [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
                  [this] {
                      if (on_idle_) on_idle_(db_);
                  }) {}
@@ -53,14 +65,14 @@ public:
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
         return await_result<R>([this, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
-            push(std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver)));
+            push(std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver)), true);
         });
     }
 
     /// Runs `fn(connection&)` in the next batch without waiting for it.
     template <class Fn>
     void post(Fn fn) {
-        push(std::make_unique<unwaited<Fn>>(std::move(fn)));
+        push(std::make_unique<unwaited<Fn>>(std::move(fn)), false);
     }
 
     sqlite_worker_stats stats() const {
@@ -104,31 +116,52 @@ private:
         Fn fn;
     };
 
-    void push(std::unique_ptr<job> j) {
-        if (!queue_.push(j)) throw error(errc::journal_failed, db_.path() + ": closing");
+    void push(std::unique_ptr<job> j, bool urgent) {
+        if (!queue_.push(j, urgent)) throw error(errc::journal_failed, db_.path() + ": closing");
+    }
+
+    /// Runs the batch in one transaction, each function in a savepoint of its own.
+    void run_with_savepoints(std::vector<std::unique_ptr<job>>& batch) {
+        sqlite::transaction tx(db_);
+        auto& save = db_.prepare("SAVEPOINT dtx_job");
+        auto& release = db_.prepare("RELEASE dtx_job");
+        auto& undo = db_.prepare("ROLLBACK TO dtx_job");
+        for (auto& j : batch) {
+            save.bind().run();
+            try {
+                j->run(db_);
+            } catch (...) {
+                // Some errors (a full disk, I/O errors) make SQLite roll back the whole
+                // transaction by itself: then the batch is lost, and everyone hears why.
+                if (sqlite3_get_autocommit(db_.get())) throw;
+                j->fail(std::current_exception());
+                undo.bind().run();
+            }
+            release.bind().run();
+        }
+        tx.commit();
+    }
+
+    /// Runs the batch in one transaction without savepoints; false (everything rolled back) if
+    /// a function threw and the batch must be run again with savepoints.
+    bool run_optimistically(std::vector<std::unique_ptr<job>>& batch) {
+        sqlite::transaction tx(db_);
+        for (auto& j : batch) {
+            try {
+                j->run(db_);
+            } catch (...) {
+                if (sqlite3_get_autocommit(db_.get())) throw; // rolled back by SQLite: see above
+                return false;                                 // tx rolls back
+            }
+        }
+        tx.commit();
+        return true;
     }
 
     void execute(std::vector<std::unique_ptr<job>>& batch) {
         std::exception_ptr batch_error;
         try {
-            sqlite::transaction tx(db_);
-            auto& save = db_.prepare("SAVEPOINT dtx_job");
-            auto& release = db_.prepare("RELEASE dtx_job");
-            auto& undo = db_.prepare("ROLLBACK TO dtx_job");
-            for (auto& j : batch) {
-                save.bind().run();
-                try {
-                    j->run(db_);
-                } catch (...) {
-                    // Some errors (a full disk, I/O errors) make SQLite roll back the whole
-                    // transaction by itself: then the batch is lost, and everyone hears why.
-                    if (sqlite3_get_autocommit(db_.get())) throw;
-                    j->fail(std::current_exception());
-                    undo.bind().run();
-                }
-                release.bind().run();
-            }
-            tx.commit();
+            if (!optimistic_ || !run_optimistically(batch)) run_with_savepoints(batch);
         } catch (...) {
             batch_error = std::current_exception();
         }
@@ -151,6 +184,7 @@ private:
 
     sqlite::connection& db_;
     std::function<void(sqlite::connection&)> on_idle_;
+    bool optimistic_;
     mutable std::mutex mu_; // guards stats_
     sqlite_worker_stats stats_;
     batch_queue<std::unique_ptr<job>> queue_; // last: its thread stops before the rest goes
