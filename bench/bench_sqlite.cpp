@@ -283,7 +283,7 @@ sample run_baseline(const std::string& dir, bool synchronous_full, std::size_t c
 struct scenario {
     std::string name; // without the _c<N> suffix
     tx_kind kind;
-    bool batch = false; // TCC: add the three branches with one add_branches call
+    bool batch = false; // TCC: add the three branches with one add_branches call; saga: planned steps
     bool synchronous_full = true;
     std::vector<std::size_t> concurrencies;
 };
@@ -417,6 +417,9 @@ std::vector<scenario> scenarios() {
         // The three branches in one add_branches call: two sync writes and one lazy write.
         {.name = "tcc_sqlite_batch", .kind = tx_kind::tcc, .batch = true, .concurrencies = {1, 64}},
         {.name = "saga_sqlite", .kind = tx_kind::saga, .concurrencies = {1, 32}},
+        // A saga of planned steps (coord.saga(steps)): one sync write (the three steps) and one
+        // lazy write (its end).
+        {.name = "saga_sqlite_planned", .kind = tx_kind::saga, .batch = true, .concurrencies = {1, 32}},
         // synchronous NORMAL: no fsync per commit (a power loss may lose the last transactions).
         // Against the FULL lines, these show what the fsyncs cost; at concurrency 1, what is left
         // is the cost of the journal without them.

@@ -150,12 +150,22 @@ struct saga_body {
 struct through_dtx {
     dtx::coordinator* coord;
     tx_kind kind;
-    bool batch;
+    bool batch; // TCC: one add_branches call; saga: planned steps (coord.saga(steps))
 
     asio::awaitable<bool> operator()() const {
         if (kind == tx_kind::tcc) {
             const tcc_body body{batch};
             const dtx::tx_result r = co_await coord->tcc(body);
+            co_return r.status == dtx::tx_status::confirmed;
+        }
+        if (batch) { // a saga of planned steps
+            std::vector<dtx::branch_spec> steps;
+            steps.reserve(n_participants);
+            for (const auto& name : saga_names) {
+                dtx::branch_spec spec{name, item{1}};
+                steps.push_back(std::move(spec));
+            }
+            const dtx::tx_result r = co_await coord->saga(std::move(steps));
             co_return r.status == dtx::tx_status::confirmed;
         }
         const saga_body body{};
