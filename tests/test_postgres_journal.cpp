@@ -128,3 +128,66 @@ TEST_CASE("postgres journal: a server that goes away fails writes clearly, and i
     CHECK_FALSE(run(ioc, j.find("during")));
     CHECK(j.stats().reconnects >= 1);
 }
+
+TEST_CASE("postgres journal: write functions are replaced when older, never when newer") {
+    asio::io_context ioc;
+    const auto conninfo = fresh_database();
+    auto functions_version = [&] {
+        postgres::connection c(conninfo);
+        auto r = c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
+        return r.rows() ? std::stoi(std::string(r.text(0, 0))) : 0;
+    };
+    // A write function that refuses everything stands for functions of another version.
+    auto install_stub = [&](int version) {
+        postgres::connection c(conninfo);
+        c.exec("CREATE OR REPLACE FUNCTION dtx_apply_one(w jsonb, now_ms bigint) RETURNS text "
+               "LANGUAGE sql AS $$ SELECT 'refused'::text $$");
+        const std::string v = std::to_string(version);
+        c.exec("UPDATE dtx_meta SET value = $1::int WHERE key = 'journal_functions'", {v});
+    };
+    std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
+    { postgres_journal j({.conninfo = conninfo}); }
+    CHECK(functions_version() == postgres_journal::functions_version);
+
+    // Older (as a database set up by the first dtx with this layout): replaced on open.
+    install_stub(1);
+    {
+        postgres_journal j({.conninfo = conninfo});
+        CHECK(write_sync(ioc, j, {.gid = "g1", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+    }
+    CHECK(functions_version() == postgres_journal::functions_version);
+
+    // Newer (set up by a later dtx): kept, and used.
+    install_stub(postgres_journal::functions_version + 1);
+    {
+        postgres_journal j({.conninfo = conninfo});
+        CHECK_FALSE(write_sync(ioc, j, {.gid = "g2", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+    }
+    CHECK(functions_version() == postgres_journal::functions_version + 1);
+}
+
+TEST_CASE("postgres journal: a write that changes nothing in the transaction still checks its status") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database()});
+    std::vector<branch_record> one{branch_record{"01", "a", qty_payload{1}}};
+    std::vector<branch_record> two{branch_record{"02", "a", qty_payload{2}}};
+    const auto later = wall_clock::now() + std::chrono::minutes(1);
+    CHECK(write_sync(ioc, j, {.gid = "t", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one,
+                              .lease = lease_change{"me", later}}));
+    // A decision and a lease in one write; then a branch for a status it no longer has is refused
+    // and not added.
+    CHECK(write_sync(ioc, j, {.gid = "t", .status = status_change{tx_status::trying, tx_status::cancelling},
+                              .lease = lease_change{"me", later}}));
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "t", .new_branches = two, .status = status_change{tx_status::trying, tx_status::trying}}));
+    // A lease held by another owner refuses the status change too.
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "t", .status = status_change{tx_status::cancelling, tx_status::cancelled},
+                                    .lease = lease_change{"other", later}}));
+    auto t = run(ioc, j.find("t"));
+    REQUIRE(t);
+    CHECK(t->status == tx_status::cancelling);
+    CHECK(t->branches.size() == 1);
+    // A begin that is also a decision other than from trying is refused, and writes nothing.
+    CHECK_FALSE(write_sync(ioc, j, {.gid = "u", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one,
+                                    .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK_FALSE(run(ioc, j.find("u")));
+}

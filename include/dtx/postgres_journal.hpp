@@ -62,6 +62,9 @@ struct postgres_journal_stats {
 class postgres_journal final : public journal {
 public:
     static constexpr int schema_version = 1;
+    /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
+    /// replaced on open when older, never when newer.
+    static constexpr int functions_version = 2;
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.

@@ -47,61 +47,6 @@ CREATE TABLE IF NOT EXISTS dtx_branch (
             db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
                      "WHERE ended_ms IS NOT NULL");
 
-            // One write: conditions first (a refusal changes nothing), then the changes.
-            db_.exec(R"sql(
-CREATE OR REPLACE FUNCTION dtx_apply_one(w jsonb, now_ms bigint) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    g text := w->>'gid';
-    cur_status text;
-    cur_owner text;
-    inserted int;
-BEGIN
-    SELECT status, lease_owner INTO cur_status, cur_owner FROM dtx_transaction WHERE gid = g FOR UPDATE;
-    IF w ? 'begin' THEN
-        IF FOUND THEN RETURN 'duplicate_gid'; END IF;
-        IF w ? 'status' AND w->'status'->>'from' <> 'trying' THEN RETURN 'refused'; END IF;
-        INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, lease_until_ms)
-        VALUES (g, w->'begin'->>'kind', COALESCE(w->'status'->>'to', 'trying'), (w->'begin'->>'deadline_ms')::bigint,
-                now_ms, w->'lease'->>'owner', COALESCE((w->'lease'->>'until_ms')::bigint, 0))
-        ON CONFLICT (gid) DO NOTHING;
-        GET DIAGNOSTICS inserted = ROW_COUNT;
-        IF inserted = 0 THEN RETURN 'duplicate_gid'; END IF;
-    ELSE
-        IF NOT FOUND THEN RETURN 'unknown_transaction'; END IF;
-        IF w ? 'status' AND cur_status <> w->'status'->>'from' THEN RETURN 'refused'; END IF;
-        IF w ? 'lease' AND cur_owner IS NOT NULL AND cur_owner <> w->'lease'->>'owner' THEN RETURN 'refused'; END IF;
-        IF w ? 'status' THEN
-            UPDATE dtx_transaction
-               SET status = w->'status'->>'to',
-                   ended_ms = CASE WHEN w->'status'->>'to' IN ('confirmed', 'cancelled') THEN now_ms ELSE ended_ms END
-             WHERE gid = g;
-        END IF;
-        IF w ? 'lease' THEN
-            UPDATE dtx_transaction SET lease_owner = w->'lease'->>'owner',
-                   lease_until_ms = (w->'lease'->>'until_ms')::bigint WHERE gid = g;
-        END IF;
-    END IF;
-    INSERT INTO dtx_branch (gid, branch_id, participant, payload)
-    SELECT g, b.value->>'id', b.value->>'participant', b.value->'payload'
-      FROM jsonb_array_elements(COALESCE(w->'branches', '[]'::jsonb)) WITH ORDINALITY AS b(value, n)
-     ORDER BY b.n;
-    UPDATE dtx_branch SET done = true
-     WHERE gid = g AND branch_id IN (SELECT jsonb_array_elements_text(COALESCE(w->'done', '[]'::jsonb)));
-    RETURN 'ok';
-END $$)sql");
-
-            db_.exec(R"sql(
-CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    w jsonb;
-    answers jsonb := '[]'::jsonb;
-BEGIN
-    FOR w IN SELECT value FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n) ORDER BY n LOOP
-        answers := answers || to_jsonb(dtx_apply_one(w, now_ms));
-    END LOOP;
-    RETURN answers;
-END $$)sql");
-
             db_.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_record(t dtx_transaction) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('gid', t.gid, 'kind', t.kind, 'status', t.status, 'deadline_ms', t.deadline_ms,
@@ -143,6 +88,86 @@ BEGIN
 END $$)sql");
             db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', 1) "
                      "ON CONFLICT (key) DO UPDATE SET value = 1");
+        }
+        // The write functions have a version of their own: they change without changing the
+        // tables, so instances of an older dtx keep working with them (same arguments, same
+        // answers), and an older dtx never replaces newer ones.
+        int functions = 0;
+        {
+            auto r = db_.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
+            if (r.rows() == 1) functions = std::stoi(std::string(r.text(0, 0)));
+        }
+        if (functions < functions_version) {
+            // One write: the checks and the change in as few statements as the write needs (a
+            // batch runs hundreds of them; each costs a plan and an executor start). A refusal
+            // changes nothing.
+            db_.exec(R"sql(
+CREATE OR REPLACE FUNCTION dtx_apply_one(w jsonb, now_ms bigint) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    g text := w->>'gid';
+    from_status text := w->'status'->>'from';
+    to_status text := w->'status'->>'to';
+    new_owner text := w->'lease'->>'owner';
+    cur_status text;
+BEGIN
+    IF w ? 'begin' THEN
+        IF from_status IS NOT NULL AND from_status <> 'trying' THEN RETURN 'refused'; END IF;
+        INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, lease_until_ms)
+        VALUES (g, w->'begin'->>'kind', COALESCE(to_status, 'trying'), (w->'begin'->>'deadline_ms')::bigint,
+                now_ms, new_owner, COALESCE((w->'lease'->>'until_ms')::bigint, 0))
+        ON CONFLICT (gid) DO NOTHING;
+        IF NOT FOUND THEN RETURN 'duplicate_gid'; END IF;
+    ELSIF new_owner IS NOT NULL OR from_status IS DISTINCT FROM to_status THEN
+        -- A new status or lease: one conditional UPDATE (under READ COMMITTED it re-checks its
+        -- conditions on the newest version of a row another transaction just changed).
+        UPDATE dtx_transaction
+           SET status = COALESCE(to_status, status),
+               ended_ms = CASE WHEN to_status IN ('confirmed', 'cancelled') THEN now_ms ELSE ended_ms END,
+               lease_owner = COALESCE(new_owner, lease_owner),
+               lease_until_ms = COALESCE((w->'lease'->>'until_ms')::bigint, lease_until_ms)
+         WHERE gid = g
+           AND (from_status IS NULL OR status = from_status)
+           AND (new_owner IS NULL OR lease_owner IS NULL OR lease_owner = new_owner);
+        IF NOT FOUND THEN
+            PERFORM 1 FROM dtx_transaction WHERE gid = g;
+            IF NOT FOUND THEN RETURN 'unknown_transaction'; END IF;
+            RETURN 'refused';
+        END IF;
+    ELSE
+        -- Nothing to change in the transaction row (new branches, done branches, a status kept):
+        -- check it, and lock it against a concurrent status change until the commit.
+        SELECT status INTO cur_status FROM dtx_transaction WHERE gid = g FOR UPDATE;
+        IF NOT FOUND THEN RETURN 'unknown_transaction'; END IF;
+        IF from_status IS NOT NULL AND cur_status <> from_status THEN RETURN 'refused'; END IF;
+    END IF;
+    IF w ? 'branches' THEN
+        INSERT INTO dtx_branch (gid, branch_id, participant, payload)
+        SELECT g, b.value->>'id', b.value->>'participant', b.value->'payload'
+          FROM jsonb_array_elements(w->'branches') WITH ORDINALITY AS b(value, n)
+         ORDER BY b.n;
+    END IF;
+    IF w ? 'done' THEN
+        UPDATE dtx_branch SET done = true
+         WHERE gid = g AND branch_id IN (SELECT jsonb_array_elements_text(w->'done'));
+    END IF;
+    RETURN 'ok';
+END $$)sql");
+
+            db_.exec(R"sql(
+CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    w jsonb;
+    answers text[] := '{}';
+BEGIN
+    FOR w IN SELECT value FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, n) ORDER BY n LOOP
+        answers := answers || dtx_apply_one(w, now_ms);
+    END LOOP;
+    RETURN to_jsonb(answers);
+END $$)sql");
+            const std::string v = std::to_string(functions_version);
+            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
+                     "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                     {v});
         }
         db_.exec("COMMIT");
     } catch (...) {
