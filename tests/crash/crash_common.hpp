@@ -1,8 +1,8 @@
 #ifndef DTX_TESTS_CRASH_COMMON_HPP
 #define DTX_TESTS_CRASH_COMMON_HPP
 
-// What the crash-test workload and its driver share: file names, the participants' schema and
-// initial state, the branch payloads, and the names of the fault points the driver aims at.
+// What the crash tests' workloads and drivers share: file names, the participants' schema and
+// initial state, the branch payloads, and the names of the fault points the drivers aim at.
 //
 // Data directory layout:
 //   journal.db    the coordinator's SQLite journal
@@ -15,14 +15,13 @@
 
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <dtx/sqlite_db.hpp>
 
 namespace dtx::crash {
 
@@ -31,6 +30,15 @@ inline constexpr const char* accounts_file = "accounts.db";
 inline constexpr const char* stock_file = "stock.db";
 inline constexpr const char* points_file = "points.db";
 inline constexpr const char* fault_log_file = "faults.log";
+
+// The PostgreSQL crash test keeps the journal and each participant in a database of its own on
+// one server, under these names.
+inline constexpr const char* pg_databases[] = {"dtx_journal", "accounts", "stock", "points"};
+
+/// A connection string for `database` on the server that `server` (host, port, user) names.
+inline std::string pg_conninfo(const std::string& server, std::string_view database) {
+    return server + " dbname=" + std::string(database);
+}
 
 inline constexpr int account_count = 8;
 inline constexpr std::int64_t initial_balance = 1'000'000;
@@ -84,55 +92,41 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(award, customer, points, c)
 
 // ---- schema -----------------------------------------------------------------------------------
 
-/// The ledger and anomaly tables every participant database holds.
-inline void create_ledger(sqlite::connection& db) {
-    db.exec(R"sql(
-        CREATE TABLE IF NOT EXISTS applied (
-            gid         TEXT NOT NULL,
-            branch_id   TEXT NOT NULL,
-            op          TEXT NOT NULL,
-            participant TEXT NOT NULL,
-            UNIQUE (gid, branch_id, op)
-        );
-        CREATE TABLE IF NOT EXISTS anomalies (
-            gid       TEXT NOT NULL,
-            branch_id TEXT NOT NULL,
-            op        TEXT NOT NULL,
-            what      TEXT NOT NULL
-        );
-    )sql");
+// The participants' tables and initial rows, in SQL that SQLite and PostgreSQL both run. Every
+// participant database also holds the ledger (`applied`) and `anomalies`.
+
+inline std::vector<std::string> with_ledger(std::vector<std::string> statements) {
+    statements.push_back("CREATE TABLE applied (gid TEXT NOT NULL, branch_id TEXT NOT NULL, op TEXT NOT NULL, "
+                         "participant TEXT NOT NULL, UNIQUE (gid, branch_id, op))");
+    statements.push_back(
+        "CREATE TABLE anomalies (gid TEXT NOT NULL, branch_id TEXT NOT NULL, op TEXT NOT NULL, what TEXT NOT NULL)");
+    return statements;
 }
 
-/// Creates a participant database with its initial state (the driver calls these once).
-inline void init_accounts(sqlite::connection& db) {
-    sqlite::transaction tx(db);
-    db.exec("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0), "
-            "frozen INTEGER NOT NULL CHECK (frozen >= 0))");
-    create_ledger(db);
-    for (int i = 0; i < account_count; ++i)
-        db.prepare("INSERT INTO accounts (id, balance, frozen) VALUES (?, ?, 0)").bind(i, initial_balance).run();
-    tx.commit();
+/// "INSERT INTO table (columns) VALUES (0, values), (1, values), ..." for keys 0 .. n-1.
+inline std::string initial_rows(const char* table, const char* columns, int n, const std::string& values) {
+    std::string sql = std::string("INSERT INTO ") + table + " (" + columns + ") VALUES ";
+    for (int i = 0; i < n; ++i) sql += (i ? ", (" : "(") + std::to_string(i) + ", " + values + ")";
+    return sql;
 }
 
-inline void init_stock(sqlite::connection& db) {
-    sqlite::transaction tx(db);
-    db.exec("CREATE TABLE stock (sku INTEGER PRIMARY KEY, available INTEGER NOT NULL CHECK (available >= 0), "
-            "reserved INTEGER NOT NULL CHECK (reserved >= 0), sold INTEGER NOT NULL CHECK (sold >= 0))");
-    create_ledger(db);
-    for (int i = 0; i < sku_count; ++i)
-        db.prepare("INSERT INTO stock (sku, available, reserved, sold) VALUES (?, ?, 0, 0)")
-            .bind(i, initial_stock)
-            .run();
-    tx.commit();
+inline std::vector<std::string> accounts_schema() {
+    return with_ledger({"CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0), "
+                        "frozen BIGINT NOT NULL CHECK (frozen >= 0))",
+                        initial_rows("accounts", "id, balance, frozen", account_count,
+                                     std::to_string(initial_balance) + ", 0")});
 }
 
-inline void init_points(sqlite::connection& db) {
-    sqlite::transaction tx(db);
-    db.exec("CREATE TABLE points (customer INTEGER PRIMARY KEY, total INTEGER NOT NULL CHECK (total >= 0))");
-    create_ledger(db);
-    for (int i = 0; i < customer_count; ++i)
-        db.prepare("INSERT INTO points (customer, total) VALUES (?, 0)").bind(i).run();
-    tx.commit();
+inline std::vector<std::string> stock_schema() {
+    return with_ledger({"CREATE TABLE stock (sku BIGINT PRIMARY KEY, available BIGINT NOT NULL CHECK (available >= 0), "
+                        "reserved BIGINT NOT NULL CHECK (reserved >= 0), sold BIGINT NOT NULL CHECK (sold >= 0))",
+                        initial_rows("stock", "sku, available, reserved, sold", sku_count,
+                                     std::to_string(initial_stock) + ", 0, 0")});
+}
+
+inline std::vector<std::string> points_schema() {
+    return with_ledger({"CREATE TABLE points (customer BIGINT PRIMARY KEY, total BIGINT NOT NULL CHECK (total >= 0))",
+                        initial_rows("points", "customer, total", customer_count, "0")});
 }
 
 // ---- fault points -----------------------------------------------------------------------------
@@ -205,6 +199,48 @@ inline std::optional<long> parse_number(std::string_view s) {
     if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
     return v;
 }
+
+/// A command line, read option by option. `usage(why)` reports a mistake and exits.
+class command_line {
+public:
+    command_line(int argc, char** argv, void (*usage)(const std::string&)) : argc_(argc), argv_(argv), usage_(usage) {}
+
+    /// The next option, or empty at the end.
+    std::optional<std::string_view> next() {
+        if (i_ + 1 >= argc_) return std::nullopt;
+        option_ = argv_[++i_];
+        return option_;
+    }
+
+    /// The current option's value.
+    std::string_view value() {
+        if (i_ + 1 >= argc_) fail(std::string(option_) + " needs a value");
+        return argv_[++i_];
+    }
+
+    /// The current option's value, a whole number.
+    template <class T = long>
+    T number() {
+        const std::string_view v = value();
+        const auto n = parse_number(v);
+        if (!n) fail("bad number for " + std::string(option_) + ": " + std::string(v));
+        return static_cast<T>(*n);
+    }
+
+    /// Reports a mistake in the command line and exits.
+    [[noreturn]] void fail(const std::string& why) {
+        usage_(why);
+        std::abort(); // usage does not return
+    }
+
+private:
+
+    int argc_;
+    char** argv_;
+    void (*usage_)(const std::string&);
+    int i_ = 0;
+    std::string_view option_;
+};
 
 } // namespace dtx::crash
 
