@@ -10,12 +10,25 @@
 #
 # On a violated invariant it exits non-zero and keeps the data directory (its path is printed);
 # `dtx_crash_driver --check-only --dir DIR` checks such a directory again.
+#
+#   scripts/soak.sh --postgres              # the PostgreSQL crash test instead: three coordinator
+#                                           # processes sharing one journal, 500 kills by default,
+#                                           # checked every 250 (other arguments go to
+#                                           # dtx_crash_postgres_driver)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 BUILD="$ROOT/build/soak"
+DRIVER=dtx_crash_driver
+WORKLOAD=dtx_crash_workload
 KILLS=${DTX_SOAK_KILLS:-2000}
+if [ "${1:-}" = --postgres ]; then
+  shift
+  DRIVER=dtx_crash_postgres_driver
+  WORKLOAD=dtx_crash_postgres_workload
+  KILLS=${DTX_SOAK_KILLS:-500}
+fi
 
 {
   scripts/install-deps.sh
@@ -23,10 +36,10 @@ KILLS=${DTX_SOAK_KILLS:-2000}
     -DCMAKE_CXX_COMPILER="${CXX:-g++}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DDTX_BUILD_TESTS=ON -DDTX_BUILD_EXAMPLES=OFF -DDTX_BUILD_BENCH=OFF
-  cmake --build "$BUILD" --parallel "$(nproc)" --target dtx_crash_driver dtx_crash_workload
+  cmake --build "$BUILD" --parallel "$(nproc)" --target "$DRIVER" "$WORKLOAD"
 } >&2
 
 start=$SECONDS
-"$BUILD/tests/crash/dtx_crash_driver" --kills "$KILLS" --check-every 250 \
-  --workload "$BUILD/tests/crash/dtx_crash_workload" "$@"
+"$BUILD/tests/crash/$DRIVER" --kills "$KILLS" --check-every 250 \
+  --workload "$BUILD/tests/crash/$WORKLOAD" "$@"
 echo "soak: $((SECONDS - start)) s" >&2
