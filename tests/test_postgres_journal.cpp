@@ -140,8 +140,8 @@ TEST_CASE("postgres journal: write functions are replaced when older, never when
     // A write function that refuses everything stands for functions of another version.
     auto install_stub = [&](int version) {
         postgres::connection c(conninfo);
-        c.exec("CREATE OR REPLACE FUNCTION dtx_apply_one(w jsonb, now_ms bigint) RETURNS text "
-               "LANGUAGE sql AS $$ SELECT 'refused'::text $$");
+        c.exec("CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb "
+               "LANGUAGE sql AS $$ SELECT jsonb_agg('refused'::text) FROM jsonb_array_elements(batch) $$");
         const std::string v = std::to_string(version);
         c.exec("UPDATE dtx_meta SET value = $1::int WHERE key = 'journal_functions'", {v});
     };
@@ -190,4 +190,47 @@ TEST_CASE("postgres journal: a write that changes nothing in the transaction sti
     CHECK_FALSE(write_sync(ioc, j, {.gid = "u", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one,
                                     .status = status_change{tx_status::confirming, tx_status::confirmed}}));
     CHECK_FALSE(run(ioc, j.find("u")));
+}
+
+TEST_CASE("postgres journal: writes for one transaction in one batch are applied in order") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database()});
+    const auto later = wall_clock::now() + std::chrono::minutes(1);
+    std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
+    std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};
+    const std::vector<std::string> done{"01"};
+    const int n = 50;
+    bool all_ok = true;
+    // Lazy writes complete at once, so each transaction's writes are queued back to back and
+    // most batches hold several writes for one gid.
+    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < n; ++i) {
+            const std::string gid = "o" + std::to_string(i);
+            const journal_write begin{.gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = first};
+            co_await j.write(begin, durability::lazy);
+            const journal_write add{.gid = gid, .new_branches = second,
+                                    .status = status_change{tx_status::trying, tx_status::trying}};
+            co_await j.write(add, durability::lazy);
+            const journal_write decide{.gid = gid, .status = status_change{tx_status::trying, tx_status::confirming}};
+            co_await j.write(decide, durability::lazy);
+            const journal_write mark{.gid = gid, .done_branches = done};
+            const bool ok = co_await j.write(mark, durability::sync);
+            all_ok = all_ok && ok;
+        }
+    }, asio::detached);
+    ioc.run();
+    CHECK(all_ok);
+    for (int i = 0; i < n; ++i) {
+        auto t = run(ioc, j.find("o" + std::to_string(i)));
+        REQUIRE(t);
+        CHECK(t->status == tx_status::confirming);
+        REQUIRE(t->branches.size() == 2);
+        CHECK(t->branches[0].branch_id == "01");
+        CHECK(t->branches[0].done);
+        CHECK(t->branches[1].branch_id == "02");
+        CHECK_FALSE(t->branches[1].done);
+    }
+    const auto s = j.stats();
+    CHECK(s.failed_batches == 0);
+    MESSAGE(s.operations << " journal operations in " << s.commits << " statements");
 }
