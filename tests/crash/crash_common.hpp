@@ -62,7 +62,8 @@ struct chaos {
     /// `fail_first` attempts in each process: transient errors, retried by the coordinator.
     int fail_first = 0;
     /// The try (or action) throws after doing its work, which the barrier rolls back: an unknown
-    /// result, so the transaction is cancelled.
+    /// result, so the transaction is cancelled. Only its first attempt in each process throws: a
+    /// planned saga's recovery, which sends its actions again, gets past it.
     bool try_throws = false;
 };
 
@@ -137,7 +138,8 @@ inline std::vector<std::string> points_schema() {
 //   point   a journal write ("begin", "register", "decide-confirm", "decide-cancel",
 //           "end-confirm", "end-cancel", "end-compensate", "done-…", "lease", "claim") or a branch call
 //           ("call-try", "call-confirm", …).
-// Gids start with "tcc-" or "saga-", so the kind is known from the gid alone (also in recovery).
+// Gids start with "tcc-", "saga-" or "plan-" (a saga of planned steps), so the kind is known from
+// the gid alone (also in recovery).
 
 /// A point the driver aims at, and the highest occurrence number it picks for it (points that are
 /// rare in a run get small numbers, so that the target is reached).
@@ -170,6 +172,12 @@ inline const std::vector<fault_target>& fault_targets() {
         {"tx/saga/call-compensate", 5},
         {"tx/saga/end-compensate", 3},
         {"tx/saga/done-compensate", 1},
+        {"tx/plan/begin", 8},
+        {"tx/plan/call-action", 15},
+        {"tx/plan/end-action", 6},
+        {"tx/plan/decide-compensate", 2},
+        {"tx/plan/call-compensate", 3},
+        {"tx/plan/end-compensate", 2},
         // Recovery's points, in the startup recovery that follows a kill.
         {"rec/any/claim", 1},
         {"rec/tcc/call-cancel", 8},
@@ -181,14 +189,18 @@ inline const std::vector<fault_target>& fault_targets() {
         {"rec/saga/call-compensate", 6},
         {"rec/saga/end-compensate", 3},
         {"rec/saga/done-compensate", 1},
+        {"rec/plan/call-action", 4},
+        {"rec/plan/end-action", 2},
+        {"rec/plan/call-compensate", 2},
     };
     return all;
 }
 
-/// The kind encoded in a gid ("tcc" or "saga"), or "any".
+/// The kind encoded in a gid ("tcc", "saga" or "plan"), or "any".
 inline std::string_view kind_of_gid(std::string_view gid) {
     if (gid.starts_with("tcc-")) return "tcc";
     if (gid.starts_with("saga-")) return "saga";
+    if (gid.starts_with("plan-")) return "plan";
     return "any";
 }
 

@@ -138,7 +138,8 @@ public:
                 v_.add("gid " + gid + " (" + tx.kind + ") is unfinished: " + tx.status);
                 continue;
             }
-            if (std::string_view(gid).substr(0, tx.kind.size() + 1) != tx.kind + "-")
+            const std::string_view named = kind_of_gid(gid);
+            if (named != tx.kind && !(named == "plan" && tx.kind == "saga"))
                 v_.add("gid " + gid + " is journaled as " + tx.kind);
             if (confirmed) {
                 // Every plan has both of its kind's participants; a confirmed transaction without one

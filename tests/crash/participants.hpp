@@ -39,7 +39,7 @@ namespace dtx::crash {
 template <class Db>
 struct sql_access; // specialised by each workload for its connection type
 
-/// Phase-2 attempts per (gid, branch, op) in this process, for chaos::fail_first.
+/// Attempts per (gid, branch, op) in this process, for chaos::fail_first and chaos::try_throws.
 class attempt_counter {
 public:
     int next(const branch_request& r) {
@@ -100,7 +100,7 @@ detail::db_handler<Db> ledgered(std::string participant, std::shared_ptr<attempt
             anomaly(db, participant, r, "constraint failed: " + violated);
             return success();
         }
-        if (o.is_success() && first_phase && p.c.try_throws)
+        if (o.is_success() && first_phase && p.c.try_throws && attempts->next(r) == 1)
             throw std::runtime_error(std::string(to_string(r.op)) + " lost its answer (chaos)");
         return o;
     });

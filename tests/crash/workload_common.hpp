@@ -188,6 +188,7 @@ private:
 
 struct tx_plan {
     bool saga = false;
+    bool planned = false;    // a saga of planned steps: coord.saga(steps)
     int shape = 0;           // how the branches are added
     bool body_throws = false; // the body throws after adding its branches
     std::vector<branch_spec> branches;
@@ -198,6 +199,7 @@ inline tx_plan make_plan(planner& pl) {
     p.saga = pl.coin(0.45);
     p.shape = pl.pick(3);
     p.body_throws = pl.coin(0.01);
+    p.planned = p.saga && pl.coin(0.4);
     if (!p.saga) {
         p.branches.push_back({"accounts", pl.make_transfer()});
         p.branches.push_back({"stock", pl.make_items()});
@@ -244,6 +246,10 @@ inline asio::awaitable<tx_result> run_one(coordinator& coord, tx_plan plan, std:
         tx_result r = co_await coord.tcc(std::move(body), std::move(opts));
         co_return r;
     }
+    if (plan.planned) {
+        tx_result r = co_await coord.saga(std::move(plan.branches), std::move(opts));
+        co_return r;
+    }
     auto body = [plan = std::move(plan)](saga_transaction& s) mutable -> asio::awaitable<void> {
         co_await add_all(s, plan);
     };
@@ -263,7 +269,7 @@ inline asio::awaitable<void> lane(shared_run& run, std::uint64_t seed) {
     while (run.remaining != 0) {
         if (run.remaining > 0) --run.remaining;
         tx_plan plan = make_plan(pl);
-        std::string gid = (plan.saga ? "saga-" : "tcc-") + make_gid();
+        std::string gid = (plan.planned ? "plan-" : plan.saga ? "saga-" : "tcc-") + make_gid();
         run.live.insert(gid);
         ++run.t.started;
         std::string g = gid;
