@@ -23,6 +23,33 @@ TEST_CASE("postgres journal: the journal contract") {
     asio::io_context ioc;
     postgres_journal j({.conninfo = fresh_database()});
     check_journal_contract(ioc, j);
+    postgres_journal k({.conninfo = fresh_database()});
+    check_forward_contract(ioc, k);
+}
+
+TEST_CASE("postgres journal: a version 1 schema is migrated on open, its transactions kept") {
+    asio::io_context ioc;
+    const std::string db = fresh_database();
+    const auto later = wall_clock::now() + std::chrono::hours(1);
+    std::vector<branch_record> one{branch_record{"01", "a", qty_payload{1}}};
+    {
+        postgres_journal j({.conninfo = db});
+        CHECK(write_sync(ioc, j, {.gid = "old", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one}));
+        CHECK(write_sync(ioc, j, {.gid = "old", .status = status_change{tx_status::trying, tx_status::confirming}}));
+    }
+    // Back to what version 1 had: no forward column.
+    postgres::connection c(db);
+    c.exec("ALTER TABLE dtx_transaction DROP COLUMN forward CASCADE");
+    c.exec("UPDATE dtx_meta SET value = 1 WHERE key = 'journal_version'");
+    postgres_journal j({.conninfo = db});
+    auto claimed = claim_now(ioc, j, "me", std::chrono::seconds(30));
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].gid == "old");
+    CHECK(claimed[0].status == tx_status::confirming);
+    CHECK_FALSE(claimed[0].forward);
+    REQUIRE(claimed[0].branches.size() == 1);
+    auto v = c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
+    CHECK(std::string(v.text(0, 0)) == std::to_string(postgres_journal::schema_version));
 }
 
 TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end") {

@@ -61,10 +61,10 @@ struct postgres_journal_stats {
 
 class postgres_journal final : public journal {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
     /// replaced on open when older, never when newer.
-    static constexpr int functions_version = 2;
+    static constexpr int functions_version = 3;
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
@@ -141,7 +141,10 @@ private:
     /// A write as the JSON object dtx_apply takes (made on the caller's thread).
     static std::string encode(const journal_write& w) {
         nlohmann::json j = {{"gid", w.gid}};
-        if (w.begin) j["begin"] = {{"kind", to_string(w.begin->kind)}, {"deadline_ms", to_ms(w.begin->deadline)}};
+        if (w.begin) {
+            j["begin"] = {{"kind", to_string(w.begin->kind)}, {"deadline_ms", to_ms(w.begin->deadline)}};
+            if (w.begin->forward) j["begin"]["forward"] = true;
+        }
         if (!w.new_branches.empty()) {
             auto& arr = j["branches"] = nlohmann::json::array();
             for (const auto& b : w.new_branches)
@@ -163,6 +166,7 @@ private:
         rec.status = *status;
         rec.deadline = wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(
             std::chrono::milliseconds(t.at("deadline_ms").get<std::int64_t>())));
+        rec.forward = t.value("forward", false);
         for (const auto& b : t.at("branches"))
             rec.branches.push_back(branch_record{b.at("id").get<std::string>(), b.at("participant").get<std::string>(),
                                                  b.at("payload"), b.at("done").get<bool>()});

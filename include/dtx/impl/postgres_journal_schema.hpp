@@ -1,7 +1,7 @@
 #ifndef DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 #define DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 
-// The PostgreSQL journal's schema (version 1) and its server-side functions.
+// The PostgreSQL journal's schema (version 2) and its server-side functions.
 
 namespace dtx {
 
@@ -47,19 +47,22 @@ CREATE TABLE IF NOT EXISTS dtx_branch (
             db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
                      "WHERE ended_ms IS NOT NULL");
 
+        }
+        if (version < 2) {
+            // 2: transactions recovered forward (sagas of planned steps): claims leave them trying.
+            db_.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
             db_.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_record(t dtx_transaction) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('gid', t.gid, 'kind', t.kind, 'status', t.status, 'deadline_ms', t.deadline_ms,
+        'forward', t.forward,
         'branches', COALESCE((SELECT jsonb_agg(jsonb_build_object('id', b.branch_id, 'participant', b.participant,
                                                                   'payload', b.payload, 'done', b.done) ORDER BY b.seq)
                                 FROM dtx_branch b WHERE b.gid = t.gid), '[]'::jsonb))
 $$)sql");
-
             db_.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_find(g text) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT dtx_record(t) FROM dtx_transaction t WHERE t.gid = g
 $$)sql");
-
             // Claims skip rows another instance is claiming right now, and lease what they take.
             db_.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_claim(a jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -80,14 +83,18 @@ BEGIN
         UPDATE dtx_transaction t
            SET lease_owner = a->>'owner',
                lease_until_ms = now_ms + (a->>'lease_ms')::bigint,
-               status = CASE t.status WHEN 'trying' THEN 'cancelling' ELSE t.status END
+               status = CASE WHEN t.status = 'trying' AND NOT t.forward THEN 'cancelling' ELSE t.status END
           FROM due WHERE t.gid = due.gid
         RETURNING t.*)
     SELECT COALESCE(jsonb_agg(dtx_record(c::dtx_transaction)), '[]'::jsonb) INTO result FROM claimed c;
     RETURN result;
 END $$)sql");
-            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', 1) "
-                     "ON CONFLICT (key) DO UPDATE SET value = 1");
+        }
+        if (version < schema_version) {
+            const std::string v = std::to_string(schema_version);
+            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
+                     "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                     {v});
         }
         // The write functions have a version of their own: they change without changing the
         // tables, so instances of an older dtx keep working with them (same arguments, same
@@ -112,9 +119,10 @@ DECLARE
 BEGIN
     IF w ? 'begin' THEN
         IF from_status IS NOT NULL AND from_status <> 'trying' THEN RETURN 'refused'; END IF;
-        INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, lease_until_ms)
+        INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, lease_until_ms, forward)
         VALUES (g, w->'begin'->>'kind', COALESCE(to_status, 'trying'), (w->'begin'->>'deadline_ms')::bigint,
-                now_ms, new_owner, COALESCE((w->'lease'->>'until_ms')::bigint, 0))
+                now_ms, new_owner, COALESCE((w->'lease'->>'until_ms')::bigint, 0),
+                COALESCE((w->'begin'->>'forward')::boolean, false))
         ON CONFLICT (gid) DO NOTHING;
         IF NOT FOUND THEN RETURN 'duplicate_gid'; END IF;
     ELSIF new_owner IS NOT NULL OR from_status IS DISTINCT FROM to_status THEN
