@@ -119,17 +119,11 @@ sample run(participants& parts, const scenario& sc, bool framework, std::size_t 
     run_state rs;
     rs.remaining = count;
     rs.latency_ns.reserve(count);
-    auto rethrow = [](std::exception_ptr e) {
-        if (e)
-            std::rethrow_exception(e);
-    };
     const auto t0 = steady::now();
-    for (std::size_t w = 0; w < concurrency; ++w) {
-        if (framework)
-            asio::co_spawn(ioc, worker(through_dtx{&*coord, sc.kind, sc.batch}, &rs), rethrow);
-        else
-            asio::co_spawn(ioc, worker(direct{&parts, sc.kind}, &rs), rethrow);
-    }
+    if (framework)
+        spawn_workers(ioc, through_dtx{&*coord, sc.kind, sc.batch}, concurrency, &rs);
+    else
+        spawn_workers(ioc, direct{&parts, sc.kind}, concurrency, &rs);
     ioc.run();
     const auto t1 = steady::now();
 
@@ -145,13 +139,7 @@ sample run(participants& parts, const scenario& sc, bool framework, std::size_t 
                                  std::to_string(rs.failures) + ", journal holds " +
                                  std::to_string(journal.all().size()) + ")");
 
-    sample s;
-    s.tx = count;
-    s.seconds = std::chrono::duration<double>(t1 - t0).count();
-    s.failures = rs.failures;
-    s.latency_ns = std::move(rs.latency_ns);
-    std::sort(s.latency_ns.begin(), s.latency_ns.end());
-    return s;
+    return sample_of(rs, t0, t1, count);
 }
 
 /// Sized by time (see measure_by_time), after a warm-up that starts at 256 transactions.
@@ -168,15 +156,7 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const s
                             const sample& base) {
     const figures f = figures_of(fw);
     const figures b = figures_of(base);
-    nlohmann::ordered_json j;
-    j["bench"] = sc.name + "_c" + std::to_string(concurrency);
-    j["kind"] = to_string(sc.kind);
-    j["concurrency"] = concurrency;
-    j["tx"] = fw.tx;
-    j["tx_per_s"] = std::llround(f.tx_per_s);
-    j["us_per_tx"] = round_to(f.us_per_tx, 3);
-    j["p50_us"] = round_to(f.p50_us, 3);
-    j["p99_us"] = round_to(f.p99_us, 3);
+    nlohmann::ordered_json j = tx_line(sc.name, sc.kind, concurrency, fw);
     j["baseline_tx"] = base.tx;
     j["baseline_tx_per_s"] = std::llround(b.tx_per_s);
     j["baseline_us_per_tx"] = round_to(b.us_per_tx, 3);

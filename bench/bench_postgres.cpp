@@ -62,9 +62,15 @@ const std::string bench_db = "dtx_bench";
 
 // ---- baseline: raw libpq single-row commits ----------------------------------------------------
 
+struct baseline_sample {
+    sample s;
+    std::int64_t server_cpu_ns = 0; // of the server's processes during the run; -1: unknown
+};
+
 /// `count` single-row INSERTs (autocommit) spread over `clients` threads, each on its own
 /// connection. The table is emptied first.
-sample run_baseline(const std::string& conninfo, std::size_t clients, std::size_t count) {
+baseline_sample run_baseline(const pg::server& server, const std::string& conninfo,
+                             std::size_t clients, std::size_t count) {
     {
         dtx::postgres::connection admin(conninfo);
         admin.exec("CREATE TABLE IF NOT EXISTS bench_baseline (client int, n bigint, "
@@ -80,7 +86,12 @@ sample run_baseline(const std::string& conninfo, std::size_t clients, std::size_
                 throw std::runtime_error("baseline: INSERT changed no row");
         };
     };
-    return run_on_threads(clients, count, setup);
+    baseline_sample b;
+    const std::int64_t before = server.cpu_ns();
+    b.s = run_on_threads(clients, count, setup);
+    const std::int64_t after = server.cpu_ns();
+    b.server_cpu_ns = before < 0 || after < 0 ? -1 : after - before;
+    return b;
 }
 
 // ---- framework: dtx with the PostgreSQL journal ------------------------------------------------
@@ -92,17 +103,6 @@ struct scenario {
     bool batch = false; // TCC: add the three branches with one add_branches call
     std::vector<std::size_t> concurrencies;
 };
-
-/// Asks the journal for every unfinished transaction (ignoring deadlines), as recovery would.
-asio::awaitable<void> claim_all_unfinished(dtx::journal* j, std::size_t* out) {
-    dtx::claim_request r;
-    r.now = dtx::wall_clock::now();
-    r.owner = "bench_postgres";
-    r.limit = 1'000'000;
-    r.take_over = true; // every unfinished one, whatever its deadline and lease
-    const std::vector<dtx::transaction_record> found = co_await j->claim(r);
-    *out = found.size();
-}
 
 struct dtx_sample {
     sample s;
@@ -117,9 +117,7 @@ struct dtx_sample {
 /// postgres_journal on emptied journal tables.
 dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& server,
                    std::size_t concurrency, std::size_t count) {
-    g_count = counters{};
     const std::string conninfo = server.conninfo(bench_db);
-    asio::io_context ioc(1); // one thread runs it; the journal has its own thread
     dtx::postgres_journal_options jo;
     jo.conninfo = conninfo;
     dtx::postgres_journal journal(std::move(jo)); // creates the schema on the first run
@@ -127,89 +125,51 @@ dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& se
         dtx::postgres::connection admin(conninfo);
         admin.exec("TRUNCATE dtx_branch, dtx_transaction");
     }
-    std::optional<dtx::coordinator> coord;
-    coord.emplace(ioc.get_executor(), journal, parts.registry);
-
-    run_state rs;
-    rs.remaining = count;
-    rs.latency_ns.reserve(count);
-    auto rethrow = [](std::exception_ptr e) {
-        if (e)
-            std::rethrow_exception(e);
-    };
-    const auto before = journal.stats();
-    const std::int64_t journal_before = cpu::other_threads_ns();
-    const std::int64_t server_before = server.cpu_ns();
-    const std::int64_t io_before = cpu::this_thread_ns();
-    const auto t0 = steady::now();
-    for (std::size_t w = 0; w < concurrency; ++w)
-        asio::co_spawn(ioc, worker(through_dtx{&*coord, sc.kind, sc.batch}, &rs), rethrow);
-    ioc.run();
-    const auto t1 = steady::now();
-    const std::int64_t io_after = cpu::this_thread_ns();
-    const std::int64_t server_after = server.cpu_ns();
-    const std::int64_t journal_after = cpu::other_threads_ns();
-    const auto after = journal.stats();
-
-    // Sanity: every transaction committed, every handler ran, no batch failed, and the journal
-    // holds nothing unfinished (the claim runs after the lazy end records still queued).
-    std::size_t unfinished = 0;
-    ioc.restart();
-    asio::co_spawn(ioc, claim_all_unfinished(&journal, &unfinished), rethrow);
-    coord.reset(); // posts its stop; let that run too
-    ioc.run();
-    const auto st = journal.stats();
-    if (rs.failures != 0 || !all_calls_made(sc.kind, count) || st.failed_batches != 0 ||
-        unfinished != 0)
-        throw std::runtime_error(sc.name + ": transactions did not all commit cleanly (failures " +
-                                 std::to_string(rs.failures) + ", failed batches " +
-                                 std::to_string(st.failed_batches) + ", unfinished " +
-                                 std::to_string(unfinished) + ")");
-
+    dtx::postgres_journal_stats before, after;
+    std::int64_t journal_before = 0, server_before = 0, io_before = 0;
     dtx_sample d;
-    d.s.tx = count;
-    d.s.seconds = std::chrono::duration<double>(t1 - t0).count();
-    d.s.failures = rs.failures;
-    d.s.latency_ns = std::move(rs.latency_ns);
-    std::sort(d.s.latency_ns.begin(), d.s.latency_ns.end());
+    auto started = [&] {
+        before = journal.stats();
+        journal_before = cpu::other_threads_ns();
+        server_before = server.cpu_ns();
+        io_before = cpu::this_thread_ns();
+    };
+    auto stopped = [&] {
+        d.io_cpu_ns = cpu::this_thread_ns() - io_before;
+        const std::int64_t server_after = server.cpu_ns();
+        const std::int64_t journal_after = cpu::other_threads_ns();
+        after = journal.stats();
+        d.journal_cpu_ns =
+            journal_before < 0 || journal_after < 0 ? -1 : journal_after - journal_before;
+        d.server_cpu_ns =
+            server_before < 0 || server_after < 0 ? -1 : server_after - server_before;
+    };
+    d.s = run_through_journal(journal, parts, sc.kind, sc.batch, concurrency, count, sc.name,
+                              started, stopped);
+    if (const auto failed = journal.stats().failed_batches; failed != 0)
+        throw std::runtime_error(sc.name + ": " + std::to_string(failed) + " journal batches failed");
     d.commits = after.commits - before.commits;
     d.operations = after.operations - before.operations;
-    d.io_cpu_ns = io_after - io_before;
-    d.journal_cpu_ns =
-        journal_before < 0 || journal_after < 0 ? -1 : journal_after - journal_before;
-    d.server_cpu_ns = server_before < 0 || server_after < 0 ? -1 : server_after - server_before;
     return d;
 }
 
 // ---- reporting ---------------------------------------------------------------------------------
 
-nlohmann::ordered_json per_tx_us(std::int64_t ns, std::size_t tx) {
-    if (ns < 0)
-        return nullptr;
-    return round_to(static_cast<double>(ns) / 1e3 / static_cast<double>(tx), 3);
-}
-
 nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const dtx_sample& fw,
-                            const sample& base, std::size_t clients,
+                            const baseline_sample& bs, std::size_t clients,
                             const nlohmann::ordered_json& server_settings,
                             const std::string& filesystem) {
+    const sample& base = bs.s;
     const figures f = figures_of(fw.s);
     const figures b = figures_of(base);
     const auto tx = static_cast<double>(fw.s.tx);
-    nlohmann::ordered_json j;
-    j["bench"] = sc.name + "_c" + std::to_string(concurrency);
-    j["kind"] = to_string(sc.kind);
-    j["concurrency"] = concurrency;
-    j["tx"] = fw.s.tx;
-    j["tx_per_s"] = std::llround(f.tx_per_s);
-    j["us_per_tx"] = round_to(f.us_per_tx, 3);
-    j["p50_us"] = round_to(f.p50_us, 3);
-    j["p99_us"] = round_to(f.p99_us, 3);
+    nlohmann::ordered_json j = tx_line(sc.name, sc.kind, concurrency, fw.s);
     j["baseline_clients"] = clients;
     j["baseline_commits"] = base.tx;
     j["baseline_commits_per_s"] = std::llround(b.tx_per_s);
     j["baseline_p50_us"] = round_to(b.p50_us, 3);
     j["baseline_p99_us"] = round_to(b.p99_us, 3);
+    j["baseline_server_cpu_us_per_commit"] = per_tx_us(bs.server_cpu_ns, base.tx);
     j["ratio"] = round_to(f.tx_per_s / b.tx_per_s, 4);
     j["p50_ratio"] = round_to(f.p50_us / b.p50_us, 4);
     j["commits_per_tx"] = round_to(static_cast<double>(fw.commits) / tx, 4);
@@ -221,11 +181,7 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const d
     j["server_cpu_us_per_tx"] = per_tx_us(fw.server_cpu_ns, fw.s.tx);
     j["server"] = server_settings;
     j["filesystem"] = filesystem;
-    j["branches_per_write"] = sc.batch ? n_participants : 1;
-    const dtx::coordinator_options defaults; // the benchmark runs the coordinator's defaults
-    j["concurrent_phase_two"] = defaults.concurrent_phase_two;
-    j["call_timeout_ms"] = defaults.call_timeout.count();
-    j["threads"] = 1;
+    add_default_settings(j, sc.batch);
     return j;
 }
 
@@ -233,11 +189,10 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const d
 
 std::vector<scenario> scenarios() {
     return {
-        // Default coordinator and journal options: branches added one by one, so a TCC
-        // transaction makes four sync writes (three branches, the decision) and one lazy write
-        // (its end); a saga makes four sync writes (three steps, its end).
+        // The coordinator's and the journal's defaults. Journal writes per transaction: TCC with
+        // three add_branch calls, 4 sync + 1 lazy; TCC with one add_branches call, 2 sync + 1
+        // lazy; a saga of three add_step calls, 4 sync (its last one is its end).
         {.name = "tcc_postgres", .kind = tx_kind::tcc, .concurrencies = {1, 64}},
-        // The three branches in one add_branches call: two sync writes and one lazy write.
         {.name = "tcc_postgres_batch", .kind = tx_kind::tcc, .batch = true, .concurrencies = {1, 64}},
         {.name = "saga_postgres", .kind = tx_kind::saga, .concurrencies = {1, 64}},
     };
@@ -250,10 +205,7 @@ int main(int argc, char** argv) {
         return *code;
 
     if (opt.list) {
-        for (const scenario& sc : scenarios())
-            for (std::size_t c : sc.concurrencies)
-                if (const std::string name = sc.name + "_c" + std::to_string(c); opt.selected(name))
-                    std::cout << name << "\n";
+        print_names(scenarios(), opt);
         return 0;
     }
 
@@ -291,9 +243,13 @@ int main(int argc, char** argv) {
                 std::cerr << "bench_postgres: " << name << "\n";
                 // The baseline is measured next to each line: commit latency drifts over time.
                 const std::size_t clients = c == 1 ? 1 : concurrent_baseline_clients;
-                auto run_base = [&](std::size_t n) { return run_baseline(conninfo, clients, n); };
-                const sample base =
-                    measure_by_time(run_base, clients, 64, opt.seconds, opt.fixed_tx);
+                baseline_sample base;
+                auto run_base = [&](std::size_t n) {
+                    base = run_baseline(*server, conninfo, clients, n);
+                    return base.s;
+                };
+                // The last run is the measured one, and `base` holds its figures.
+                measure_by_time(run_base, clients, 64, opt.seconds, opt.fixed_tx);
                 dtx_sample fw;
                 auto run_fw = [&](std::size_t n) {
                     fw = run_dtx(parts, sc, *server, c, n);

@@ -47,15 +47,15 @@ inline std::string server_script() {
 }
 
 namespace detail {
-// What the signal handler needs to stop the server, prepared before it can run.
-inline std::string g_script, g_dir;
+// What the signal handler runs to stop the server and remove its files, made before it can run.
+inline std::string g_stop_command;
 inline volatile std::sig_atomic_t g_running = 0;
 
 extern "C" inline void stop_on_signal(int sig) {
     if (g_running) {
         // fork, exec and waitpid are async-signal-safe; the strings were made before.
         if (const pid_t child = fork(); child == 0) {
-            execl("/bin/sh", "sh", g_script.c_str(), "stop", g_dir.c_str(), static_cast<char*>(nullptr));
+            execl("/bin/sh", "sh", "-c", g_stop_command.c_str(), static_cast<char*>(nullptr));
             _exit(127);
         } else if (child > 0) {
             int status = 0;
@@ -92,8 +92,8 @@ public:
             throw std::runtime_error("the PostgreSQL server did not start: " + out);
         }
         port_ = std::stoi(out);
-        detail::g_script = server_script();
-        detail::g_dir = dir();
+        detail::g_stop_command =
+            "'" + server_script() + "' stop '" + dir() + "'; rm -rf '" + dir() + "'";
         detail::g_running = 1;
         std::signal(SIGINT, detail::stop_on_signal);
         std::signal(SIGTERM, detail::stop_on_signal);

@@ -205,6 +205,30 @@ asio::awaitable<void> worker(Op op, run_state* rs) {
     }
 }
 
+/// Spawns `concurrency` workers looping `op` on `ioc` (an exception escaping one is rethrown from
+/// `ioc.run()`).
+template <class Op>
+void spawn_workers(asio::io_context& ioc, const Op& op, std::size_t concurrency, run_state* rs) {
+    auto rethrow = [](std::exception_ptr e) {
+        if (e)
+            std::rethrow_exception(e);
+    };
+    for (std::size_t w = 0; w < concurrency; ++w)
+        asio::co_spawn(ioc, worker(op, rs), rethrow);
+}
+
+/// The sample of a finished run: its latencies, sorted.
+inline sample sample_of(run_state& rs, steady::time_point t0, steady::time_point t1,
+                        std::size_t count) {
+    sample s;
+    s.tx = count;
+    s.seconds = std::chrono::duration<double>(t1 - t0).count();
+    s.failures = rs.failures;
+    s.latency_ns = std::move(rs.latency_ns);
+    std::sort(s.latency_ns.begin(), s.latency_ns.end());
+    return s;
+}
+
 /// Runs `count` operations on `concurrency` worker coroutines on a new io_context run by the
 /// calling thread (`op()` answers whether the operation succeeded). Throws if one did not.
 template <class Op>
@@ -213,24 +237,68 @@ sample run_workers(Op op, std::size_t concurrency, std::size_t count, const std:
     run_state rs;
     rs.remaining = count;
     rs.latency_ns.reserve(count);
-    auto rethrow = [](std::exception_ptr e) {
-        if (e)
-            std::rethrow_exception(e);
-    };
     const auto t0 = steady::now();
-    for (std::size_t w = 0; w < concurrency; ++w)
-        asio::co_spawn(ioc, worker(op, &rs), rethrow);
+    spawn_workers(ioc, op, concurrency, &rs);
     ioc.run();
     const auto t1 = steady::now();
     if (rs.failures != 0)
         throw std::runtime_error(what + ": " + std::to_string(rs.failures) + " of " +
                                  std::to_string(count) + " operations did not succeed");
-    sample s;
-    s.tx = count;
-    s.seconds = std::chrono::duration<double>(t1 - t0).count();
-    s.latency_ns = std::move(rs.latency_ns);
-    std::sort(s.latency_ns.begin(), s.latency_ns.end());
-    return s;
+    return sample_of(rs, t0, t1, count);
+}
+
+// ---- transactions through a durable journal ----------------------------------------------------
+
+/// Asks `j` for every unfinished transaction (ignoring deadlines and leases), as recovery in the
+/// journal's only coordinator would, and stores how many it found.
+inline asio::awaitable<void> claim_unfinished(dtx::journal* j, std::size_t* out) {
+    dtx::claim_request r;
+    r.now = dtx::wall_clock::now();
+    r.owner = "bench";
+    r.limit = 1'000'000;
+    r.take_over = true;
+    const std::vector<dtx::transaction_record> found = co_await j->claim(r);
+    *out = found.size();
+}
+
+/// Runs `count` transactions (`kind`, TCC branches one by one or in one `batch`) on `concurrency`
+/// workers on one io_context thread, through a coordinator with default options on `journal`.
+/// `started()` runs just before the first transaction and `stopped()` just after the last one
+/// returned (to read clocks and counters). Then checks that every transaction committed, every
+/// handler ran, and the journal holds nothing unfinished (the claim runs after the lazy end
+/// records still queued); throws naming `name` if not.
+template <class Started, class Stopped>
+sample run_through_journal(dtx::journal& journal, participants& parts, tx_kind kind,
+                           bool batch, std::size_t concurrency, std::size_t count,
+                           const std::string& name, Started started, Stopped stopped) {
+    g_count = counters{};
+    asio::io_context ioc(1);
+    std::optional<dtx::coordinator> coord;
+    coord.emplace(ioc.get_executor(), journal, parts.registry);
+    run_state rs;
+    rs.remaining = count;
+    rs.latency_ns.reserve(count);
+    started();
+    const auto t0 = steady::now();
+    spawn_workers(ioc, through_dtx{&*coord, kind, batch}, concurrency, &rs);
+    ioc.run();
+    const auto t1 = steady::now();
+    stopped();
+
+    std::size_t unfinished = 0;
+    ioc.restart();
+    auto rethrow = [](std::exception_ptr e) {
+        if (e)
+            std::rethrow_exception(e);
+    };
+    asio::co_spawn(ioc, claim_unfinished(&journal, &unfinished), rethrow);
+    coord.reset(); // posts its stop; let that run too
+    ioc.run();
+    if (rs.failures != 0 || !all_calls_made(kind, count) || unfinished != 0)
+        throw std::runtime_error(name + ": transactions did not all commit cleanly (failures " +
+                                 std::to_string(rs.failures) + ", unfinished " +
+                                 std::to_string(unfinished) + ")");
+    return sample_of(rs, t0, t1, count);
 }
 
 /// Warms up (starting at `first_count` and doubling until a run takes a tenth of the target), then
@@ -435,6 +503,40 @@ inline figures figures_of(const sample& s) {
     return {tps, 1e6 / tps, percentile_us(s.latency_ns, 0.50), percentile_us(s.latency_ns, 0.99)};
 }
 
+/// The first fields of a transaction line: bench, kind, concurrency, tx, tx_per_s, us_per_tx,
+/// p50_us, p99_us.
+inline nlohmann::ordered_json tx_line(const std::string& name, tx_kind kind,
+                                      std::size_t concurrency, const sample& s) {
+    const figures f = figures_of(s);
+    nlohmann::ordered_json j;
+    j["bench"] = name + "_c" + std::to_string(concurrency);
+    j["kind"] = to_string(kind);
+    j["concurrency"] = concurrency;
+    j["tx"] = s.tx;
+    j["tx_per_s"] = std::llround(f.tx_per_s);
+    j["us_per_tx"] = round_to(f.us_per_tx, 3);
+    j["p50_us"] = round_to(f.p50_us, 3);
+    j["p99_us"] = round_to(f.p99_us, 3);
+    return j;
+}
+
+/// The last fields of a transaction line run with the coordinator's default options on one
+/// io_context thread: branches_per_write, concurrent_phase_two, call_timeout_ms, threads.
+inline void add_default_settings(nlohmann::ordered_json& j, bool batch) {
+    j["branches_per_write"] = batch ? n_participants : 1;
+    const dtx::coordinator_options defaults;
+    j["concurrent_phase_two"] = defaults.concurrent_phase_two;
+    j["call_timeout_ms"] = defaults.call_timeout.count();
+    j["threads"] = 1;
+}
+
+/// CPU time `ns` (negative: unknown) per transaction, in µs.
+inline nlohmann::ordered_json per_tx_us(std::int64_t ns, std::size_t tx) {
+    if (ns < 0)
+        return nullptr;
+    return round_to(static_cast<double>(ns) / 1e3 / static_cast<double>(tx), 3);
+}
+
 // ---- command line ------------------------------------------------------------------------------
 
 /// The options every benchmark understands.
@@ -448,6 +550,16 @@ struct cli_options {
         return filter.empty() || name.find(filter) != std::string::npos;
     }
 };
+
+/// Prints the line names (`name_c<concurrency>`) of `scenarios` (each with a `name` and its
+/// `concurrencies`) that `o` selects, one a line (--list).
+template <class Scenario>
+void print_names(const std::vector<Scenario>& scenarios, const cli_options& o) {
+    for (const Scenario& sc : scenarios)
+        for (std::size_t c : sc.concurrencies)
+            if (const std::string name = sc.name + "_c" + std::to_string(c); o.selected(name))
+                std::printf("%s\n", name.c_str());
+}
 
 /// Prints the usage of a benchmark that understands the common options plus its own:
 /// `extra_synopsis` is appended to the synopsis line, `extra_help` (whole lines) to the list.
