@@ -1,0 +1,246 @@
+#ifndef DTX_HTTP_PROTOCOL_HPP
+#define DTX_HTTP_PROTOCOL_HPP
+
+// The HTTP branch protocol (DTM's conventions), without any I/O: what a branch call looks like on
+// the wire, and how answers map to outcomes. The server and the client both build on it; so can a
+// service with an HTTP stack of its own. docs/protocol.md describes it for curl users.
+//
+//   POST <participant URL>?gid=<gid>&trans_type=<tcc|saga>&branch_id=<id>&op=<op>
+//   Content-Type: application/json
+//   <the branch payload>
+//
+//   200 {"dtm_result":"SUCCESS"}                      success
+//   409 {"dtm_result":"FAILURE","message":"..."}      failure (a business "no")
+//   425 {"dtm_result":"ONGOING"}                      pending: ask again later
+//   anything else, a timeout, a broken connection      unknown: retried
+//
+// As DTM's own clients do, an answer whose body contains FAILURE (or ONGOING) counts as failure
+// (or pending) whatever its status. So error bodies never contain those words, and never echo
+// what the request sent (which could).
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+#include <dtx/outcome.hpp>
+#include <dtx/transaction_status.hpp>
+
+namespace dtx::http {
+
+/// Longest gid and branch id accepted (DTM's own limits are lower).
+inline constexpr std::size_t max_gid_size = 128;
+inline constexpr std::size_t max_branch_id_size = 64;
+
+/// The query of a branch call, validated.
+struct branch_query {
+    std::string gid;
+    std::string branch_id;
+    tx_kind kind = tx_kind::tcc;
+    branch_op op = branch_op::try_;
+};
+
+/// Why a request is refused: the HTTP status, a stable code and a message for people. Messages
+/// name the parameter, never repeat its value.
+struct problem {
+    unsigned status = 400;
+    std::string code;
+    std::string message;
+};
+
+namespace detail {
+
+inline int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/// Percent-decodes `in` ('+' is a space, as in forms); empty if an escape is malformed.
+inline std::optional<std::string> percent_decode(std::string_view in) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        const char c = in[i];
+        if (c == '+') {
+            out += ' ';
+        } else if (c == '%') {
+            if (i + 2 >= in.size()) return std::nullopt;
+            const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0) return std::nullopt;
+            out += static_cast<char>(hi * 16 + lo);
+            i += 2;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+inline void percent_encode_into(std::string& out, std::string_view in) {
+    static constexpr char digits[] = "0123456789ABCDEF";
+    for (unsigned char c : in) {
+        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                           c == '_' || c == '.' || c == '~';
+        if (plain) {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += digits[c >> 4];
+            out += digits[c & 15];
+        }
+    }
+}
+
+/// Printable ASCII without spaces: what ids may hold.
+inline bool valid_id(std::string_view s, std::size_t max) noexcept {
+    if (s.empty() || s.size() > max) return false;
+    for (unsigned char c : s)
+        if (c <= 0x20 || c >= 0x7f) return false;
+    return true;
+}
+
+inline problem bad(std::string code, std::string message) { return problem{400, std::move(code), std::move(message)}; }
+
+} // namespace detail
+
+/// Parses and validates the query string of a branch call (without the '?'). Parameters other
+/// than the four are ignored (DTM sends more); a repeated one is refused.
+inline std::variant<branch_query, problem> parse_branch_query(std::string_view query) {
+    constexpr std::array<std::string_view, 4> names{"gid", "trans_type", "branch_id", "op"};
+    std::array<std::optional<std::string>, 4> values;
+    while (!query.empty()) {
+        const std::size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (pair.empty()) continue;
+        const std::size_t eq = pair.find('=');
+        const std::string_view key = pair.substr(0, eq);
+        const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            if (key != names[i]) continue;
+            if (values[i]) return detail::bad("duplicate_parameter", "query parameter '" + std::string(names[i]) + "' is given twice");
+            auto decoded = detail::percent_decode(raw);
+            if (!decoded) return detail::bad("bad_encoding", "query parameter '" + std::string(names[i]) + "' is not valid percent-encoding");
+            values[i] = std::move(*decoded);
+        }
+    }
+    for (std::size_t i = 0; i < names.size(); ++i)
+        if (!values[i] || values[i]->empty())
+            return detail::bad("missing_parameter", "query parameter '" + std::string(names[i]) + "' is missing");
+
+    branch_query q;
+    q.gid = std::move(*values[0]);
+    if (!detail::valid_id(q.gid, max_gid_size))
+        return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " + std::to_string(max_gid_size) +
+                                              " printable characters without spaces");
+    const auto kind = parse_tx_kind(*values[1]);
+    if (!kind) return detail::bad("invalid_trans_type", "query parameter 'trans_type' must be 'tcc' or 'saga'");
+    q.kind = *kind;
+    q.branch_id = std::move(*values[2]);
+    if (!detail::valid_id(q.branch_id, max_branch_id_size))
+        return detail::bad("invalid_branch_id", "query parameter 'branch_id' must be 1 to " +
+                                                    std::to_string(max_branch_id_size) +
+                                                    " printable characters without spaces");
+    const auto op = parse_branch_op(*values[3]);
+    if (!op)
+        return detail::bad("invalid_op",
+                           "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
+    if (kind_of(*op) != q.kind)
+        return detail::bad("op_mismatch", "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
+                                          "confirm, cancel; saga: action, compensate)");
+    q.op = *op;
+    return q;
+}
+
+/// The query string of a branch call (without the '?').
+inline std::string branch_query_string(std::string_view gid, std::string_view branch_id, branch_op op) {
+    std::string q;
+    q.reserve(64 + gid.size() + branch_id.size());
+    q += "gid=";
+    detail::percent_encode_into(q, gid);
+    q += "&trans_type=";
+    q += to_string(kind_of(op));
+    q += "&branch_id=";
+    detail::percent_encode_into(q, branch_id);
+    q += "&op=";
+    q += to_string(op);
+    return q;
+}
+
+/// A JSON string literal of `s` (quotes included), escaped for JSON.
+inline std::string json_quote(std::string_view s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                static constexpr char digits[] = "0123456789abcdef";
+                out += "\\u00";
+                out += digits[c >> 4];
+                out += digits[c & 15];
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+    }
+    out += '"';
+    return out;
+}
+
+/// An HTTP answer: status and JSON body.
+struct answer {
+    unsigned status;
+    std::string body;
+};
+
+/// What a participant server answers for `o`. The failure message goes in the body; it is the
+/// participant's own text, so a FAILURE inside it changes nothing (the answer is a failure).
+inline answer answer_for(const outcome& o) {
+    switch (o.kind()) {
+    case outcome_kind::success: return {200, R"({"dtm_result":"SUCCESS"})"};
+    case outcome_kind::failure:
+        return {409, R"({"dtm_result":"FAILURE","message":)" + json_quote(o.message()) + "}"};
+    case outcome_kind::pending: return {425, R"({"dtm_result":"ONGOING"})"};
+    }
+    return {500, R"({"error":"internal","message":"invalid outcome"})"};
+}
+
+/// The body of an error answer (4xx/5xx that are not protocol outcomes).
+inline std::string error_body(std::string_view code, std::string_view message) {
+    return R"({"error":)" + json_quote(code) + R"(,"message":)" + json_quote(message) + "}";
+}
+
+/// How a client reads an answer: the outcome, or empty for unknown (to be retried). The status
+/// decides first (409 failure, 425 pending); otherwise, as DTM's clients do, a body containing
+/// FAILURE or ONGOING is a failure or pending answer; otherwise 2xx is success.
+inline std::optional<outcome> outcome_of(unsigned status, std::string_view body) {
+    const bool failed = status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
+    if (failed) {
+        std::string message = "participant answered FAILURE";
+        // Keep the participant's own message if the body carries one.
+        const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+        if (json.is_object()) {
+            auto it = json.find("message");
+            if (it != json.end() && it->is_string()) message = it->get<std::string>();
+        }
+        return failure(std::move(message));
+    }
+    if (status == 425 || body.find("ONGOING") != std::string_view::npos) return pending("participant answered ONGOING");
+    if (status >= 200 && status < 300) return success();
+    return std::nullopt;
+}
+
+} // namespace dtx::http
+
+#endif
