@@ -77,10 +77,14 @@ baseline_sample run_baseline(const pg::server& server, const std::string& connin
                    "PRIMARY KEY (client, n))");
         admin.exec("TRUNCATE bench_baseline");
     }
-    auto setup = [&conninfo](std::size_t t) {
-        auto c = std::make_shared<pg::raw_client>(
-            conninfo, "INSERT INTO bench_baseline VALUES ($1::int, $2::bigint)", 2);
-        return [c, client = std::to_string(t), n = std::int64_t{0}]() mutable {
+    // Connected before, and closed after, the server's CPU time is read: a backend that has
+    // exited no longer shows it.
+    std::vector<std::unique_ptr<pg::raw_client>> conns;
+    for (std::size_t t = 0; t < clients; ++t)
+        conns.push_back(std::make_unique<pg::raw_client>(
+            conninfo, "INSERT INTO bench_baseline VALUES ($1::int, $2::bigint)", 2));
+    auto setup = [&conns](std::size_t t) {
+        return [c = conns[t].get(), client = std::to_string(t), n = std::int64_t{0}]() mutable {
             const std::string row = std::to_string(n++);
             if (c->run({client.c_str(), row.c_str()}) != 1)
                 throw std::runtime_error("baseline: INSERT changed no row");
