@@ -56,6 +56,9 @@ struct tx_options {
     std::string gid{};
     /// Overrides coordinator_options::transaction_timeout for this transaction.
     std::optional<std::chrono::milliseconds> timeout{};
+    /// A W3C `traceparent` to continue (the one the request that starts the transaction carried):
+    /// branch calls then join that trace. Empty or malformed: the trace of the gid.
+    std::string traceparent{};
 };
 
 } // namespace dtx

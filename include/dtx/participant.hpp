@@ -34,6 +34,8 @@ struct branch_request {
     std::string_view branch_id;
     branch_op op;
     const nlohmann::json& payload;
+    /// The transaction's W3C trace context (see trace_context.hpp); empty if there is none.
+    std::string_view traceparent{};
 
     tx_kind kind() const noexcept { return kind_of(op); }
 };

@@ -32,6 +32,7 @@
 #include <dtx/journal.hpp>
 #include <dtx/participant_registry.hpp>
 #include <dtx/recovery_report.hpp>
+#include <dtx/trace_context.hpp>
 #include <dtx/tx_result.hpp>
 #include <dtx/detail/deadline_watch.hpp>
 #include <dtx/detail/when_all.hpp>
@@ -70,6 +71,7 @@ struct tx_state {
     tx_kind kind;
     tx_status status = tx_status::trying;
     wall_clock::time_point deadline;
+    trace_context trace; ///< sent with every branch call
     /// A deque, so that branches added later never move those whose calls are in flight.
     std::deque<live_branch> branches;
     bool begun = false; ///< the begin record is in the journal
@@ -189,6 +191,8 @@ public:
         st->gid = o.gid.empty() ? make_gid() : std::move(o.gid);
         st->kind = kind;
         st->deadline = wall_clock::now() + o.timeout.value_or(opts_.transaction_timeout);
+        auto continued = trace_context::continuing(o.traceparent);
+        st->trace = continued ? *continued : trace_context::for_gid(st->gid);
         return st;
     }
 
@@ -608,7 +612,7 @@ private:
     }
 
     static branch_request request_for(const tx_state& st, const live_branch& b, branch_op op) {
-        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json()};
+        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json(), st.trace.traceparent()};
     }
 
     /// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a
@@ -798,6 +802,7 @@ private:
         st->kind = rec.kind;
         st->status = rec.status;
         st->deadline = rec.deadline;
+        st->trace = trace_context::for_gid(st->gid);
         const bool forward = rec.forward && rec.kind == tx_kind::saga;
         st->begun = true;
         for (auto& b : rec.branches) {

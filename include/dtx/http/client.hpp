@@ -1,0 +1,352 @@
+#ifndef DTX_HTTP_CLIENT_HPP
+#define DTX_HTTP_CLIENT_HPP
+
+// The HTTP client that calls remote participants: POST requests over kept-alive connections.
+//
+//   dtx::http::client http(ioc.get_executor());
+//   dtx::http::response r = co_await http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
+//                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
+//
+// Connections are pooled per endpoint (host:port): a request takes the most recently used idle
+// connection, and gives it back when the answer allows keep-alive. A connection the server closed
+// while it was idle is noticed before it is used; if the server closes it as the request goes out
+// (before any byte of an answer arrives), the request is sent once more on a new connection.
+// Branch calls are idempotent by protocol, so that repeat is harmless; use this client only for
+// requests of which the same holds.
+//
+// Every request is bounded by `client_options::request_timeout`, and by Asio cancellation: a
+// terminal cancellation of the awaiting coroutine (the coordinator's call timeout sends one) ends
+// the request at once and closes its connection, which is never reused after an error.
+//
+// Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
+// requests are awaited by coroutines running there. It must outlive them, and be destroyed before
+// its execution context.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <dtx/detail/config.hpp>
+#include <dtx/error.hpp>
+#include <dtx/http/url.hpp>
+#include <dtx/participant_registry.hpp>
+#include <dtx/version.hpp>
+
+// See engine.hpp: a false positive of g++ 12 on coroutine frames.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace dtx::http {
+
+struct client_options {
+    /// Idle kept-alive connections kept per endpoint; a connection given back beyond that is
+    /// closed.
+    std::size_t max_idle_per_endpoint = 32;
+    /// Longest wait for a TCP connection. Name resolution (hosts that are not IP addresses) is
+    /// bounded by the system resolver, not by this.
+    std::chrono::milliseconds connect_timeout = std::chrono::seconds(2);
+    /// Longest time to send a request and read its whole answer.
+    std::chrono::milliseconds request_timeout = std::chrono::seconds(10);
+    /// An idle connection older than this is closed instead of reused. Keep it below the servers'
+    /// own keep-alive timeout (dtx's server: 60 s).
+    std::chrono::milliseconds idle_timeout = std::chrono::seconds(30);
+    /// If set, every request carries `Authorization: Bearer <token>`.
+    std::optional<std::string> bearer_token{};
+    std::string user_agent = "dtx/" DTX_VERSION_STRING;
+    /// A larger answer body is an error (for a branch call: an unknown result).
+    std::size_t max_response_body = 1024 * 1024;
+};
+
+/// An extra request header. The views must stay valid until the request completes.
+struct header {
+    std::string_view name;
+    std::string_view value;
+};
+
+/// An answer: its status and body.
+struct response {
+    unsigned status = 0;
+    std::string body;
+};
+
+/// What a client has done so far, for tests and monitoring.
+struct client_statistics {
+    std::uint64_t requests = 0;    ///< requests completed with an answer
+    std::uint64_t connections = 0; ///< connections opened
+    std::uint64_t reused = 0;      ///< requests sent on a pooled connection
+    std::uint64_t repeated = 0;    ///< requests sent again because a pooled connection was closed
+};
+
+namespace detail {
+
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+/// One connection, pooled while it is idle.
+struct connection {
+    explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;
+    std::chrono::steady_clock::time_point idle_since{};
+};
+
+using http_request = beast::http::request<beast::http::string_body>;
+
+/// A request that failed: where, and why.
+inline error request_error(const url& to, std::string_view stage, const boost::system::error_code& ec,
+                           std::chrono::milliseconds timeout) {
+    std::string why;
+    if (ec == beast::error::timeout)
+        why = "no answer within " + std::to_string(timeout.count()) + " ms";
+    else if (ec == asio::error::operation_aborted)
+        why = "cancelled";
+    else
+        why = ec.message();
+    return error(std::error_code(ec), "POST " + to.text() + ": " + std::string(stage) + ": " + why);
+}
+
+/// Errors that mean the server closed a connection it had kept alive.
+inline bool closed_by_peer(const boost::system::error_code& ec) noexcept {
+    return ec == beast::http::error::end_of_stream || ec == asio::error::eof ||
+           ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+           ec == asio::error::connection_aborted;
+}
+
+/// The pools and settings a client and its remote participants share.
+class client_core {
+public:
+    client_core(asio::any_io_executor ex, client_options o) : ex_(std::move(ex)), opts_(std::move(o)) {}
+
+    const asio::any_io_executor& executor() const noexcept { return ex_; }
+    const client_options& options() const noexcept { return opts_; }
+    const client_statistics& statistics() const noexcept { return stats_; }
+
+    std::size_t idle_connections() const noexcept {
+        std::size_t n = 0;
+        for (const auto& [key, idle] : pools_) n += idle.size();
+        return n;
+    }
+    void close_idle() {
+        for (auto& [key, idle] : pools_)
+            for (auto& c : idle) close(*c);
+        pools_.clear();
+    }
+
+    http_request make_request(const url& to, std::string_view query, std::string_view body,
+                              std::span<const header> headers) const {
+        std::string target = to.target;
+        if (!query.empty()) {
+            target += target.find('?') == std::string::npos ? '?' : '&';
+            target += query;
+        }
+        http_request req(beast::http::verb::post, target, 11);
+        req.set(beast::http::field::host, to.host_header());
+        req.set(beast::http::field::user_agent, opts_.user_agent);
+        req.set(beast::http::field::content_type, "application/json");
+        if (opts_.bearer_token) req.set(beast::http::field::authorization, "Bearer " + *opts_.bearer_token);
+        for (const header& h : headers) req.set(h.name, h.value);
+        req.body() = body;
+        req.prepare_payload();
+        return req;
+    }
+
+    /// Sends `req` to `to` and reads the answer; see the top of the file. Throws dtx::error.
+    static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to, http_request req) {
+        const std::string key = to.endpoint();
+        std::unique_ptr<connection> c = self->take(key);
+        bool pooled = c != nullptr;
+        for (;;) {
+            if (!c) {
+                c = std::make_unique<connection>(self->ex_);
+                co_await self->connect(*c, to);
+                pooled = false;
+            } else {
+                ++self->stats_.reused;
+            }
+            beast::http::response_parser<beast::http::string_body> parser;
+            parser.body_limit(self->opts_.max_response_body);
+            c->stream.expires_after(self->opts_.request_timeout);
+            std::string_view stage = "sending the request";
+            auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
+            boost::system::error_code ec = write_ec;
+            if (!ec) {
+                stage = "reading the answer";
+                auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
+                                                                        asio::as_tuple(asio::use_awaitable));
+                ec = read_ec;
+            }
+            if (!ec) {
+                c->stream.expires_never();
+                ++self->stats_.requests;
+                auto& answer = parser.get();
+                response out;
+                out.status = answer.result_int();
+                out.body = std::move(answer.body());
+                if (answer.keep_alive())
+                    self->give_back(key, std::move(c));
+                else
+                    close(*c);
+                co_return out;
+            }
+            const bool nothing_arrived = !parser.got_some() && c->buffer.size() == 0;
+            close(*c);
+            c.reset();
+            if (pooled && nothing_arrived && closed_by_peer(ec)) {
+                ++self->stats_.repeated;
+                pooled = false; // once only: the repeat goes out on a new connection
+                continue;
+            }
+            throw request_error(to, stage, ec, self->opts_.request_timeout);
+        }
+    }
+
+private:
+    static void close(connection& c) noexcept {
+        boost::system::error_code ignored;
+        c.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        c.stream.socket().close(ignored);
+    }
+
+    /// True if nothing was received on the idle connection `c` and the server has not closed it.
+    static bool still_open(connection& c) noexcept {
+        auto& s = c.stream.socket();
+        boost::system::error_code ec;
+        s.non_blocking(true, ec);
+        if (ec) return false;
+        char byte;
+        s.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+        const bool open = ec == asio::error::would_block;
+        s.non_blocking(false, ec);
+        return open && !ec;
+    }
+
+    /// The most recently used idle connection to `key` that is still good, or null.
+    std::unique_ptr<connection> take(const std::string& key) {
+        auto it = pools_.find(key);
+        if (it == pools_.end()) return nullptr;
+        auto& idle = it->second;
+        const auto now = std::chrono::steady_clock::now();
+        while (!idle.empty()) {
+            std::unique_ptr<connection> c = std::move(idle.back());
+            idle.pop_back();
+            if (now - c->idle_since < opts_.idle_timeout && still_open(*c)) return c;
+            close(*c);
+        }
+        return nullptr;
+    }
+
+    void give_back(const std::string& key, std::unique_ptr<connection> c) {
+        if (c->buffer.size() != 0 || opts_.max_idle_per_endpoint == 0) {
+            close(*c); // bytes after an answer: the server does not speak HTTP/1.1 as we do
+            return;
+        }
+        auto& idle = pools_[key];
+        const auto now = std::chrono::steady_clock::now();
+        // The oldest are in front: drop those that expired, and one more if the pool is full.
+        std::size_t drop = 0;
+        while (drop < idle.size() && now - idle[drop]->idle_since >= opts_.idle_timeout) ++drop;
+        if (idle.size() - drop >= opts_.max_idle_per_endpoint) ++drop;
+        for (std::size_t i = 0; i < drop; ++i) close(*idle[i]);
+        idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(drop));
+        c->idle_since = now;
+        idle.push_back(std::move(c));
+    }
+
+    asio::awaitable<void> connect(connection& c, const url& to) {
+        c.stream.expires_after(opts_.connect_timeout);
+        boost::system::error_code ec;
+        const asio::ip::address address = asio::ip::make_address(to.host, ec);
+        if (!ec) {
+            const tcp::endpoint target(address, to.port);
+            auto [connect_ec] = co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
+            ec = connect_ec;
+        } else {
+            tcp::resolver resolver(ex_);
+            const std::string port = std::to_string(to.port);
+            auto [resolve_ec, found] = co_await resolver.async_resolve(to.host, port, asio::as_tuple(asio::use_awaitable));
+            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.connect_timeout);
+            auto [connect_ec, at] = co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
+            ec = connect_ec;
+        }
+        c.stream.expires_never();
+        if (ec) throw request_error(to, "connecting", ec, opts_.connect_timeout);
+        c.stream.socket().set_option(tcp::no_delay(true), ec); // small requests: no Nagle delay
+        ++stats_.connections;
+    }
+
+    asio::any_io_executor ex_;
+    client_options opts_;
+    std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> pools_;
+    client_statistics stats_;
+};
+
+} // namespace detail
+
+class remote_participant;
+class client;
+participant_registry::resolver url_resolver(client& c);
+
+class client {
+public:
+    explicit client(asio::any_io_executor ex) : client(std::move(ex), client_options{}) {}
+    client(asio::any_io_executor ex, client_options options)
+        : core_(std::make_shared<detail::client_core>(std::move(ex), std::move(options))) {}
+
+    client(const client&) = delete;
+    client& operator=(const client&) = delete;
+    ~client() { core_->close_idle(); }
+
+    const asio::any_io_executor& get_executor() const noexcept { return core_->executor(); }
+    const client_options& options() const noexcept { return core_->options(); }
+    const client_statistics& statistics() const noexcept { return core_->statistics(); }
+    /// Connections kept alive for reuse.
+    std::size_t idle_connections() const noexcept { return core_->idle_connections(); }
+    /// Closes the connections kept alive for reuse.
+    void close_idle() { core_->close_idle(); }
+
+    /// POSTs the JSON `body` to `to`, with `query` (without '?') added to its target, and the
+    /// extra `headers`. Any answer (whatever its status) is returned. Throws dtx::error naming the
+    /// URL and the cause if there is none: connection refused or broken, the request timeout, a
+    /// cancellation, an answer that is not HTTP or too large. The arguments are copied.
+    asio::awaitable<response> post(const url& to, std::string_view query, std::string_view body,
+                                   std::span<const header> headers) {
+        return detail::client_core::exchange(core_, to, core_->make_request(to, query, body, headers));
+    }
+    asio::awaitable<response> post(const url& to, std::string_view query, std::string_view body) {
+        return post(to, query, body, std::span<const header>{});
+    }
+
+private:
+    friend class remote_participant;
+    friend participant_registry::resolver url_resolver(client& c);
+    std::shared_ptr<detail::client_core> core_;
+};
+
+} // namespace dtx::http
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
