@@ -138,15 +138,25 @@ private:
         std::vector<Job> batch;
         auto next_idle = std::chrono::steady_clock::now() + opts_.idle_interval;
         for (;;) {
-            spin_for_work();
             {
                 std::unique_lock lock(mu_);
+                // Polls (once after a batch, and once after each wake-up that brought no urgent
+                // job, such as a lazy job's: urgent ones tend to follow), then sleeps.
+                bool may_spin = true;
                 for (;;) {
                     if (stopping_ || urgent_.load(std::memory_order_relaxed) > 0) break;
                     auto until = next_idle;
                     if (!queue_.empty()) until = std::min(until, queue_.front().pushed + opts_.lazy_delay);
                     if (std::chrono::steady_clock::now() >= until) break;
+                    if (may_spin && opts_.spin > std::chrono::microseconds::zero()) {
+                        lock.unlock();
+                        spin_for_work();
+                        lock.lock();
+                        may_spin = false;
+                        continue;
+                    }
                     cv_.wait_until(lock, until);
+                    may_spin = true;
                 }
                 if (queue_.empty() && stopping_) return;
                 while (!queue_.empty() && batch.size() < opts_.max_batch) {
