@@ -62,6 +62,13 @@ public:
         return resolver_ ? resolver_(name) : nullptr;
     }
 
+    /// The participant registered under `name`, or nullptr: the resolver is not asked. A server
+    /// that exposes participants uses this, so that a request can never name a URL to be called.
+    participant* find_registered(std::string_view name) const {
+        auto it = by_name_.find(name);
+        return it != by_name_.end() ? it->second.get() : nullptr;
+    }
+
 private:
     struct name_hash {
         using is_transparent = void;

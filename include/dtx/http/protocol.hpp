@@ -61,13 +61,14 @@ inline int hex_value(char c) noexcept {
     return -1;
 }
 
-/// Percent-decodes `in` ('+' is a space, as in forms); empty if an escape is malformed.
-inline std::optional<std::string> percent_decode(std::string_view in) {
+/// Percent-decodes `in`; empty if an escape is malformed. In a query '+' is a space (as in
+/// forms); in a path segment it is itself.
+inline std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = true) {
     std::string out;
     out.reserve(in.size());
     for (std::size_t i = 0; i < in.size(); ++i) {
         const char c = in[i];
-        if (c == '+') {
+        if (c == '+' && plus_is_space) {
             out += ' ';
         } else if (c == '%') {
             if (i + 2 >= in.size()) return std::nullopt;

@@ -1,0 +1,135 @@
+#ifndef DTX_HTTP_SERVER_HPP
+#define DTX_HTTP_SERVER_HPP
+
+// The HTTP participant server: serves the participants of a registry to coordinators in other
+// processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
+//
+//   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
+//   srv.start();                  // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
+//   ...
+//   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
+//
+// Routes: POST {base_path}/{participant name} runs one branch operation on a participant
+// registered under that name (the registry's resolver is never asked, so a request cannot make
+// the server call a URL); GET {health_path} answers 200 {"status":"ok"}. Answers:
+//
+//   200 / 409 / 425    success / failure / pending, bodies as in protocol.hpp
+//   400                bad query, ids, op, JSON body, or a participant of the other kind
+//   401                bearer token required and missing or wrong
+//   404                no such route, or no participant under that name
+//   405                wrong method on a known route (with an Allow header)
+//   408                the request did not arrive within read_timeout (the connection closes)
+//   413 / 431          body / request line and header fields over their limits (connection closes)
+//   500                the participant's handler threw: an unknown result, retried
+//   503                over max_connections, or the handler_timeout passed: unknown, retried
+//
+// Every error body is {"error":"<code>","message":"..."} and never repeats request values.
+// Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and participants run
+// on the server's executor. Like an Asio I/O object, a server works on one executor that does
+// not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
+// its participants) must outlive the server's last request: until async_stop() has completed.
+//
+// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <dtx/detail/config.hpp>
+#include <dtx/http/detail/server_connection.hpp>
+#include <dtx/http/server_options.hpp>
+#include <dtx/participant_registry.hpp>
+
+namespace dtx::http {
+
+class server {
+public:
+    /// A server for the participants of `participants`, on `ex`. Nothing happens until start().
+    server(asio::any_io_executor ex, const participant_registry& participants, server_options options)
+        : st_(std::make_shared<detail::server_state>(std::move(ex), participants, std::move(options))) {}
+    server(asio::any_io_executor ex, const participant_registry& participants)
+        : server(std::move(ex), participants, server_options{}) {}
+    server(asio::io_context& ioc, const participant_registry& participants, server_options options)
+        : server(ioc.get_executor(), participants, std::move(options)) {}
+    server(asio::io_context& ioc, const participant_registry& participants)
+        : server(ioc.get_executor(), participants, server_options{}) {}
+
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Closes every connection at once (prefer async_stop()). Handlers in flight are cancelled
+    /// and finish on their own; the registry must outlive them.
+    ~server() {
+        if (st_->stopping) return;
+        st_->stopping = true;
+        boost::system::error_code ignored;
+        st_->acceptor.close(ignored);
+        detail::force_close(*st_);
+        st_->watch.release_if_idle();
+    }
+
+    /// Binds options().address and options().port, listens, and starts accepting. Throws
+    /// boost::system::system_error if the address cannot be bound. Call once.
+    void start() {
+        const detail::tcp::endpoint ep{asio::ip::make_address(st_->opts.address), st_->opts.port};
+        auto& acceptor = st_->acceptor;
+        acceptor.open(ep.protocol());
+        acceptor.set_option(detail::tcp::acceptor::reuse_address(true));
+        acceptor.bind(ep);
+        acceptor.listen(asio::socket_base::max_listen_connections);
+        port_ = acceptor.local_endpoint().port();
+        asio::co_spawn(st_->executor, detail::accept_loop(st_), asio::detached);
+    }
+
+    /// The port the server listens on (the chosen one if options().port was 0); 0 before start().
+    std::uint16_t port() const noexcept { return port_; }
+
+    /// Connections being served now (refused ones not counted).
+    std::size_t connections() const noexcept { return st_->served; }
+
+    const server_options& options() const noexcept { return st_->opts; }
+
+    /// Stops the server: closes the listening socket (new connections are refused) and idle
+    /// kept-alive connections, lets the requests in flight finish within `grace` (their answers
+    /// say Connection: close), then cancels the handlers still running and closes everything.
+    /// Completes when every connection has ended: a handler that ignores cancellation delays it
+    /// until it returns. Call once.
+    asio::awaitable<void> async_stop(std::chrono::milliseconds grace) {
+        const std::shared_ptr<detail::server_state> st = st_;
+        st->stopping = true;
+        boost::system::error_code ignored;
+        st->acceptor.close(ignored);
+        for (const auto& c : st->connections)
+            if (c->idle) c->socket.close(ignored);
+        if (!st->connections.empty()) {
+            st->drained.expires_after(grace);
+            co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        if (!st->connections.empty()) detail::force_close(*st);
+        while (!st->connections.empty()) {
+            st->drained.expires_at(std::chrono::steady_clock::time_point::max());
+            co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        st->watch.release_if_idle();
+    }
+
+    /// async_stop(options().shutdown_grace).
+    asio::awaitable<void> async_stop() { return async_stop(st_->opts.shutdown_grace); }
+
+private:
+    std::shared_ptr<detail::server_state> st_;
+    std::uint16_t port_ = 0;
+};
+
+} // namespace dtx::http
+
+#endif

@@ -1,0 +1,86 @@
+#ifndef DTX_HTTP_SERVER_OPTIONS_HPP
+#define DTX_HTTP_SERVER_OPTIONS_HPP
+
+// Settings of an HTTP participant server, and what it tells its log hook about each request.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <dtx/transaction_status.hpp>
+
+namespace dtx::http {
+
+using namespace std::chrono_literals;
+
+/// One request the server answered (or gave up on), for a log hook. The views are valid during
+/// the call only. Fields the request did not get as far as are empty.
+struct log_record {
+    std::string_view method;
+    /// The path of the request target (without the query).
+    std::string_view path;
+    /// The participant named in the path, once it was found.
+    std::string_view participant;
+    std::string_view gid;
+    std::string_view branch_id;
+    std::optional<branch_op> op;
+    /// The status sent; 0 if the client went away before an answer could be sent.
+    unsigned status = 0;
+    /// The error code of the answer's body (4xx, 5xx), e.g. "invalid_gid"; empty otherwise.
+    std::string_view error;
+    /// What a participant's handler threw (the answer is 500), for the log only: it is never
+    /// sent to the client.
+    std::string_view exception;
+    /// The request's W3C `traceparent` header, if it had one.
+    std::string_view traceparent;
+    /// From the first byte of the request to the last byte of the answer.
+    std::chrono::nanoseconds duration{};
+};
+
+struct server_options {
+    /// Address to listen on. Only loopback by default: exposing participants is a decision.
+    std::string address = "127.0.0.1";
+    /// Port to listen on; 0 picks a free one (`server::port()` tells which).
+    std::uint16_t port = 0;
+    /// Participants are served at POST {base_path}/{participant name}.
+    std::string base_path = "/dtx";
+    /// GET here answers 200 {"status":"ok"} (503 {"status":"stopping"} during shutdown). It needs
+    /// no token, so that load balancers can ask. Empty: no health endpoint.
+    std::string health_path = "/health";
+
+    /// Largest request line plus header fields; beyond: 431.
+    std::uint32_t header_limit = 8 * 1024;
+    /// Largest body; beyond: 413.
+    std::uint64_t body_limit = 1024 * 1024;
+    /// Longest time to receive one whole request, from its first byte (from the connection's
+    /// accept for its first request), headers included; beyond: 408 and the connection is
+    /// closed. Also bounds writing an answer.
+    std::chrono::milliseconds read_timeout = 10s;
+    /// Longest wait for the next request on a kept-alive connection; beyond: the connection is
+    /// closed without an answer.
+    std::chrono::milliseconds idle_timeout = 60s;
+    /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
+    /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
+    /// Empty: no limit (the coordinator's own call timeout still applies on its side).
+    std::optional<std::chrono::milliseconds> handler_timeout{};
+    /// Connections served at once. Beyond, a new connection is answered 503 and closed.
+    std::size_t max_connections = 1024;
+    /// Default time `async_stop()` lets requests in flight finish.
+    std::chrono::milliseconds shutdown_grace = 5s;
+
+    /// If set, every request except the health endpoint must carry `Authorization: Bearer
+    /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
+    std::optional<std::string> bearer_token{};
+
+    /// Called once per request, after its answer was written (or the client went away). Runs on
+    /// the server's executor: keep it short.
+    std::function<void(const log_record&)> on_request{};
+};
+
+} // namespace dtx::http
+
+#endif

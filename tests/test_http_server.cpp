@@ -1,0 +1,697 @@
+// The HTTP participant server, driven by a raw client over 127.0.0.1: every answer status, keep-
+// alive, pipelining, concurrency, limits, timeouts, disconnects, authentication, graceful
+// shutdown, the log hook, and calls written as DTM's coordinator writes them.
+#include <dtx/http/server.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <doctest/doctest.h>
+
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace dtx;
+using namespace std::chrono_literals;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// ---- participants ------------------------------------------------------------------------------
+
+/// What a participant received.
+struct received {
+    std::string participant;
+    std::string gid;
+    std::string branch_id;
+    branch_op op;
+    nlohmann::json payload;
+};
+
+/// Handlers that answer what the payload asks for: {"answer": "success" | "failure" | "pending" |
+/// "throw" | "wait"} (anything else: success). "wait" holds the call until the test releases it
+/// (or it is cancelled).
+class participants_under_test {
+public:
+    participants_under_test() {
+        registry.add_tcc("stock", {.on_try = handler("stock"), .on_confirm = handler("stock"), .on_cancel = handler("stock")});
+        registry.add_saga("payment", {.on_action = handler("payment"), .on_compensate = handler("payment")});
+        registry.add_tcc("red apples", {.on_try = handler("red apples"), .on_confirm = handler("red apples"),
+                                        .on_cancel = handler("red apples")});
+    }
+
+    std::vector<received> calls() const {
+        const std::lock_guard lock(mutex_);
+        return calls_;
+    }
+    /// Calls holding in "wait" right now.
+    int waiting() const { return waiting_.load(); }
+    /// Calls that were cancelled while they waited.
+    int cancelled() const { return cancelled_.load(); }
+
+    /// Lets every waiting call answer success (call on the server's thread).
+    void release() {
+        released_ = true;
+        for (auto* t : gates_) t->cancel();
+    }
+
+    participant_registry registry;
+
+private:
+    branch_handler handler(std::string name) {
+        return [this, name](const branch_request& r) -> asio::awaitable<outcome> {
+            {
+                const std::lock_guard lock(mutex_);
+                calls_.push_back({name, std::string(r.gid), std::string(r.branch_id), r.op, r.payload});
+            }
+            const std::string answer =
+                r.payload.is_object() && r.payload.contains("answer") ? r.payload["answer"].get<std::string>() : "";
+            if (answer == "failure") co_return failure("out of stock");
+            if (answer == "pending") co_return pending("still working");
+            if (answer == "throw") throw std::runtime_error("FAILURE inside the handler");
+            if (answer == "wait") co_await wait();
+            co_return success();
+        };
+    }
+
+    asio::awaitable<void> wait() {
+        asio::steady_timer gate(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+        gates_.push_back(&gate);
+        ++waiting_;
+        co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+        --waiting_;
+        gates_.erase(std::find(gates_.begin(), gates_.end(), &gate));
+        if (!released_) {
+            ++cancelled_;
+            throw boost::system::system_error(asio::error::operation_aborted, "wait cancelled");
+        }
+    }
+
+    mutable std::mutex mutex_;
+    std::vector<received> calls_;
+    std::vector<asio::steady_timer*> gates_; // server thread only
+    bool released_ = false;                  // server thread only
+    std::atomic<int> waiting_{0};
+    std::atomic<int> cancelled_{0};
+};
+
+/// Polls `done` until it holds (at most 10 s).
+template <class F>
+bool eventually(F done) {
+    for (int i = 0; i < 10'000; ++i) {
+        if (done()) return true;
+        std::this_thread::sleep_for(1ms);
+    }
+    return done();
+}
+
+// ---- a server on a thread of its own -----------------------------------------------------------
+
+class running_server {
+public:
+    explicit running_server(http::server_options o = {}) {
+        o.on_request = [this](const http::log_record& r) {
+            const std::lock_guard lock(log_mutex_);
+            log_.push_back({std::string(r.method), std::string(r.path), std::string(r.participant),
+                            std::string(r.gid), std::string(r.branch_id), r.op, r.status, std::string(r.error),
+                            std::string(r.exception), std::string(r.traceparent)});
+        };
+        server_.emplace(ioc_, parts.registry, std::move(o));
+        server_->start();
+        thread_ = std::thread([this] { ioc_.run(); });
+    }
+    ~running_server() {
+        if (!stopped_) stop(0ms);
+        work_.reset();
+        thread_.join();
+    }
+
+    std::uint16_t port() const { return server_->port(); }
+
+    /// Runs `f` on the server's thread and returns its result.
+    template <class F>
+    auto on_server(F f) {
+        std::packaged_task<decltype(f())()> task(std::move(f));
+        auto result = task.get_future();
+        asio::post(ioc_, [&task] { task(); });
+        return result.get();
+    }
+
+    /// Starts async_stop(grace) on the server's thread; returns once it has closed the listener.
+    std::future<void> begin_stop(std::chrono::milliseconds grace) {
+        auto done = std::make_shared<std::promise<void>>();
+        auto fut = done->get_future();
+        on_server([&] {
+            asio::co_spawn(ioc_, server_->async_stop(grace), [done](std::exception_ptr) { done->set_value(); });
+            return 0;
+        });
+        on_server([] { return 0; }); // the stop's first steps ran before this
+        stopped_ = true;
+        return fut;
+    }
+    void stop(std::chrono::milliseconds grace) { begin_stop(grace).get(); }
+
+    struct log_entry {
+        std::string method, path, participant, gid, branch_id;
+        std::optional<branch_op> op;
+        unsigned status;
+        std::string error, exception, traceparent;
+    };
+    std::vector<log_entry> log() const {
+        const std::lock_guard lock(log_mutex_);
+        return log_;
+    }
+
+    participants_under_test parts;
+
+private:
+    asio::io_context ioc_;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{ioc_.get_executor()};
+    std::optional<http::server> server_;
+    std::thread thread_;
+    bool stopped_ = false;
+    mutable std::mutex log_mutex_;
+    std::vector<log_entry> log_;
+};
+
+// ---- a raw client ------------------------------------------------------------------------------
+
+using answer = beast::http::response<beast::http::string_body>;
+
+class raw_client {
+public:
+    explicit raw_client(std::uint16_t port) {
+        socket_.connect({asio::ip::make_address("127.0.0.1"), port});
+        timeval tv{10, 0}; // a server that never answers fails the test instead of hanging it
+        ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+
+    void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes.data(), bytes.size())); }
+
+    answer read() {
+        answer a;
+        beast::http::read(socket_, buffer_, a);
+        return a;
+    }
+
+    answer exchange(std::string_view bytes) {
+        send(bytes);
+        return read();
+    }
+
+    /// True if the server closed the connection (what it sends before the close is dropped).
+    bool closed() {
+        boost::system::error_code ec;
+        std::array<char, 512> sink;
+        while (!ec) asio::read(socket_, asio::buffer(sink), ec);
+        return ec == asio::error::eof || ec == asio::error::connection_reset;
+    }
+
+    void close() { socket_.close(); }
+
+private:
+    asio::io_context io_;
+    tcp::socket socket_{io_};
+    beast::flat_buffer buffer_;
+};
+
+/// A request as a coordinator sends it.
+std::string post(std::string_view target, std::string_view body, std::string_view extra_headers = "") {
+    std::string r = "POST " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
+    r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    r += extra_headers;
+    r += "\r\n";
+    r += body;
+    return r;
+}
+
+std::string get(std::string_view target, std::string_view extra_headers = "") {
+    return "GET " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + std::string(extra_headers) + "\r\n";
+}
+
+std::string call(std::string_view participant, std::string_view query, std::string_view body = R"({"qty":1})") {
+    return post("/dtx/" + std::string(participant) + "?" + std::string(query), body);
+}
+
+const std::string try_query = "gid=g1&trans_type=tcc&branch_id=01&op=try";
+
+/// The error code of an error answer's body.
+std::string error_of(const answer& a) {
+    const auto j = nlohmann::json::parse(a.body(), nullptr, false);
+    REQUIRE_MESSAGE(j.is_object(), a.body());
+    CHECK(j["message"].is_string());
+    return j.value("error", "");
+}
+
+} // namespace
+
+TEST_CASE("calls written as DTM's coordinator writes them get DTM's answers") {
+    running_server s;
+    raw_client c(s.port());
+    // DTM sends the query sorted by name, with parameters of its own.
+    answer a = c.exchange(call("stock", "branch_id=01&dtm=http%3A%2F%2Fdtm%3A36789%2Fapi&gid=9x7Kq&op=try&trans_type=tcc",
+                               R"({"amount":30,"user":"u1"})"));
+    CHECK(a.result_int() == 200);
+    CHECK(a.body() == R"({"dtm_result":"SUCCESS"})");
+    CHECK(a[beast::http::field::content_type] == "application/json");
+    CHECK(a.keep_alive());
+
+    a = c.exchange(call("stock", "branch_id=02&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"failure"})"));
+    CHECK(a.result_int() == 409);
+    CHECK(a.body() == R"({"dtm_result":"FAILURE","message":"out of stock"})");
+
+    a = c.exchange(call("stock", "branch_id=03&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"pending"})"));
+    CHECK(a.result_int() == 425);
+    CHECK(a.body() == R"({"dtm_result":"ONGOING"})");
+
+    a = c.exchange(call("stock", "branch_id=01&gid=9x7Kq&op=confirm&trans_type=tcc"));
+    CHECK(a.result_int() == 200);
+    a = c.exchange(call("stock", "branch_id=02&gid=9x7Kq&op=cancel&trans_type=tcc"));
+    CHECK(a.result_int() == 200);
+    a = c.exchange(call("payment", "branch_id=01&gid=s-1&op=action&trans_type=saga", R"({"answer":"failure"})"));
+    CHECK(a.result_int() == 409);
+    a = c.exchange(call("payment", "branch_id=01&gid=s-1&op=compensate&trans_type=saga"));
+    CHECK(a.result_int() == 200);
+
+    // What the client reads from each answer is the outcome the participant gave.
+    CHECK(http::outcome_of(200, R"({"dtm_result":"SUCCESS"})") == success());
+
+    const auto calls = s.parts.calls();
+    REQUIRE(calls.size() == 7);
+    CHECK(calls[0].participant == "stock");
+    CHECK(calls[0].gid == "9x7Kq");
+    CHECK(calls[0].branch_id == "01");
+    CHECK(calls[0].op == branch_op::try_);
+    CHECK(calls[0].payload == nlohmann::json{{"amount", 30}, {"user", "u1"}});
+    CHECK(calls[3].op == branch_op::confirm);
+    CHECK(calls[4].op == branch_op::cancel);
+    CHECK(calls[5].participant == "payment");
+    CHECK(calls[5].op == branch_op::action);
+    CHECK(calls[6].op == branch_op::compensate);
+}
+
+TEST_CASE("a query built by branch_query_string is routed; names are percent-decoded; an empty body is null") {
+    running_server s;
+    raw_client c(s.port());
+    const std::string q = http::branch_query_string("g:1/2+3&=?", "b/1", branch_op::try_);
+    answer a = c.exchange(post("/dtx/red%20apples?" + q, ""));
+    CHECK(a.result_int() == 200);
+    const auto calls = s.parts.calls();
+    REQUIRE(calls.size() == 1);
+    CHECK(calls[0].participant == "red apples");
+    CHECK(calls[0].gid == "g:1/2+3&=?");
+    CHECK(calls[0].branch_id == "b/1");
+    CHECK(calls[0].payload.is_null());
+}
+
+TEST_CASE("duplicate requests all reach the participant: idempotency is its job") {
+    running_server s;
+    raw_client c(s.port());
+    for (int i = 0; i < 3; ++i) CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(s.parts.calls().size() == 3);
+}
+
+TEST_CASE("bad queries, ids and bodies get 400 naming the problem, and the connection goes on") {
+    running_server s;
+    raw_client c(s.port());
+    const std::pair<std::string, std::string> cases[] = {
+        {call("stock", "trans_type=tcc&branch_id=01&op=try"), "missing_parameter"},
+        {call("stock", "gid=g1&trans_type=tcc&op=try"), "missing_parameter"},
+        {call("stock", "gid=g1&trans_type=tcc&branch_id=01"), "missing_parameter"},
+        {call("stock", "gid=&trans_type=tcc&branch_id=01&op=try"), "missing_parameter"},
+        {call("stock", "gid=g1&trans_type=xa&branch_id=01&op=try"), "invalid_trans_type"},
+        {call("stock", "gid=g1&trans_type=tcc&branch_id=01&op=commit"), "invalid_op"},
+        {call("stock", "gid=g1&trans_type=tcc&branch_id=01&op=action"), "op_mismatch"},
+        {call("stock", "gid=g%20x&trans_type=tcc&branch_id=01&op=try"), "invalid_gid"},
+        {call("stock", "gid=" + std::string(200, 'g') + "&trans_type=tcc&branch_id=01&op=try"), "invalid_gid"},
+        {call("stock", "gid=g1&trans_type=tcc&branch_id=%01&op=try"), "invalid_branch_id"},
+        {call("stock", "gid=g1&gid=g2&trans_type=tcc&branch_id=01&op=try"), "duplicate_parameter"},
+        {call("stock", "gid=g%zz&trans_type=tcc&branch_id=01&op=try"), "bad_encoding"},
+        {call("stock", try_query, R"({"qty":)"), "invalid_json"},
+        {call("stock", try_query, "FAILURE"), "invalid_json"},
+        {call("stock", "gid=g1&trans_type=saga&branch_id=01&op=action"), "wrong_participant_kind"},
+        {call("payment", try_query), "wrong_participant_kind"},
+        {post("/dtx/red%zzapples?" + try_query, "{}"), "bad_encoding"},
+    };
+    for (const auto& [req, code] : cases) {
+        CAPTURE(req);
+        const answer a = c.exchange(req);
+        CHECK(a.result_int() == 400);
+        CHECK(error_of(a) == code);
+        CHECK(a.keep_alive());
+        // Never read as an outcome, whatever the request held.
+        CHECK(a.body().find("FAILURE") == std::string::npos);
+        CHECK(!http::outcome_of(a.result_int(), a.body()));
+    }
+    CHECK(s.parts.calls().empty());
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+}
+
+TEST_CASE("unknown routes and participants get 404, wrong methods 405 with Allow") {
+    running_server s;
+    raw_client c(s.port());
+    const std::pair<std::string, std::string> missing[] = {
+        {call("nobody", try_query), "unknown_participant"},
+        {post("/dtx/?" + try_query, "{}"), "not_found"},
+        {post("/dtx?" + try_query, "{}"), "not_found"},
+        {post("/dtx/stock/extra?" + try_query, "{}"), "not_found"},
+        {post("/other/stock?" + try_query, "{}"), "not_found"},
+        {get("/"), "not_found"},
+        {get("/dtx/nobody"), "unknown_participant"},
+    };
+    for (const auto& [req, code] : missing) {
+        CAPTURE(req);
+        const answer a = c.exchange(req);
+        CHECK(a.result_int() == 404);
+        CHECK(error_of(a) == code);
+    }
+    answer a = c.exchange(get("/dtx/stock?" + try_query));
+    CHECK(a.result_int() == 405);
+    CHECK(error_of(a) == "method_not_allowed");
+    CHECK(a[beast::http::field::allow] == "POST");
+    a = c.exchange("PUT /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    CHECK(a.result_int() == 405);
+    a = c.exchange(post("/health", "{}"));
+    CHECK(a.result_int() == 405);
+    CHECK(a[beast::http::field::allow] == "GET");
+    CHECK(s.parts.calls().empty());
+}
+
+TEST_CASE("the health endpoint answers GET") {
+    running_server s;
+    raw_client c(s.port());
+    const answer a = c.exchange(get("/health"));
+    CHECK(a.result_int() == 200);
+    CHECK(a.body() == R"({"status":"ok"})");
+    // During a shutdown it says so (checked on the request handler, as new connections are refused).
+    participant_registry none;
+    const http::server_options o;
+    const http::detail::request_handler h(none, o);
+    http::detail::beast_request req{beast::http::verb::get, "/health", 11};
+    http::detail::request_notes notes;
+    asio::io_context ioc;
+    std::optional<http::detail::beast_response> res;
+    asio::co_spawn(ioc, h.handle(req, notes, true), [&](std::exception_ptr, http::detail::beast_response r) { res = std::move(r); });
+    ioc.run();
+    REQUIRE(res);
+    CHECK(res->result_int() == 503);
+    CHECK(res->body() == R"({"status":"stopping"})");
+}
+
+TEST_CASE("a handler that throws gets 500 (unknown: retried) and the server goes on") {
+    running_server s;
+    raw_client c(s.port());
+    answer a = c.exchange(call("stock", try_query, R"({"answer":"throw"})"));
+    CHECK(a.result_int() == 500);
+    CHECK(error_of(a) == "handler_error");
+    // The exception's text stays in the log: it could read as an outcome.
+    CHECK(a.body().find("FAILURE") == std::string::npos);
+    CHECK(!http::outcome_of(a.result_int(), a.body()));
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    REQUIRE(eventually([&] { return s.log().size() == 2; })); // logged after the answer is written
+    const auto log = s.log();
+    CHECK(log[0].status == 500);
+    CHECK(log[0].exception == "FAILURE inside the handler");
+}
+
+TEST_CASE("the log hook hears gid, branch, op, status, error and traceparent") {
+    running_server s;
+    raw_client c(s.port());
+    const std::string tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    c.exchange(post("/dtx/stock?gid=g7&trans_type=tcc&branch_id=05&op=confirm", "{}", "traceparent: " + tp + "\r\n"));
+    c.exchange(call("stock", "gid=g7&trans_type=tcc&branch_id=05&op=bad"));
+    REQUIRE(eventually([&] { return s.log().size() == 2; })); // logged after the answer is written
+    const auto log = s.log();
+    CHECK(log[0].method == "POST");
+    CHECK(log[0].path == "/dtx/stock");
+    CHECK(log[0].participant == "stock");
+    CHECK(log[0].gid == "g7");
+    CHECK(log[0].branch_id == "05");
+    CHECK(log[0].op == branch_op::confirm);
+    CHECK(log[0].status == 200);
+    CHECK(log[0].error.empty());
+    CHECK(log[0].traceparent == tp);
+    CHECK(log[1].status == 400);
+    CHECK(log[1].error == "invalid_op");
+    CHECK(log[1].gid.empty());
+}
+
+TEST_CASE("keep-alive, Connection: close, HTTP/1.0 and pipelined requests") {
+    running_server s;
+    {
+        raw_client c(s.port());
+        for (int i = 0; i < 3; ++i) CHECK(c.exchange(call("stock", try_query)).keep_alive());
+        const answer a = c.exchange(post("/dtx/stock?" + try_query, "{}", "Connection: close\r\n"));
+        CHECK(a.result_int() == 200);
+        CHECK(!a.keep_alive());
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port());
+        const answer a = c.exchange("POST /dtx/stock?" + try_query + " HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}");
+        CHECK(a.result_int() == 200);
+        CHECK(a.version() == 10);
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port());
+        c.send(call("stock", try_query, R"({"answer":"failure"})") + call("stock", try_query) + get("/health"));
+        CHECK(c.read().result_int() == 409);
+        CHECK(c.read().result_int() == 200);
+        CHECK(c.read().body() == R"({"status":"ok"})");
+    }
+}
+
+TEST_CASE("a client that sends Expect: 100-continue gets 100 before it sends the body") {
+    running_server s;
+    raw_client c(s.port());
+    c.send("POST /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n");
+    CHECK(c.read().result_int() == 100);
+    c.send(R"({"qty":1})");
+    CHECK(c.read().result_int() == 200);
+    REQUIRE(s.parts.calls().size() == 1);
+    CHECK(s.parts.calls()[0].payload == nlohmann::json{{"qty", 1}});
+}
+
+TEST_CASE("concurrent connections are served at once") {
+    running_server s;
+    constexpr int n = 8;
+    std::vector<std::unique_ptr<raw_client>> clients;
+    for (int i = 0; i < n; ++i) {
+        clients.push_back(std::make_unique<raw_client>(s.port()));
+        clients.back()->send(call("stock", "gid=g" + std::to_string(i) + "&trans_type=tcc&branch_id=01&op=try",
+                                  R"({"answer":"wait"})"));
+    }
+    REQUIRE(eventually([&] { return s.parts.waiting() == n; })); // all n handlers in flight together
+    s.on_server([&] {
+        s.parts.release();
+        return 0;
+    });
+    for (auto& c : clients) CHECK(c->read().result_int() == 200);
+}
+
+TEST_CASE("oversized bodies get 413, oversized headers 431, garbage 400; each closes and the server goes on") {
+    http::server_options o;
+    o.header_limit = 1024;
+    o.body_limit = 100;
+    running_server s(o);
+    {
+        raw_client c(s.port());
+        const answer a = c.exchange(call("stock", try_query, "[" + std::string(200, '1') + "]"));
+        CHECK(a.result_int() == 413);
+        CHECK(error_of(a) == "body_too_large");
+        CHECK(!a.keep_alive());
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port()); // chunked: the limit hits while reading the body
+        std::string req = "POST /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (int i = 0; i < 5; ++i) req += "20\r\n" + std::string(32, ' ') + "\r\n";
+        req += "0\r\n\r\n";
+        const answer a = c.exchange(req);
+        CHECK(a.result_int() == 413);
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port());
+        const answer a = c.exchange(post("/dtx/stock?" + try_query, "{}", "X-Padding: " + std::string(2000, 'p') + "\r\n"));
+        CHECK(a.result_int() == 431);
+        CHECK(error_of(a) == "header_too_large");
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port());
+        const answer a = c.exchange("POST /dtx/stock?" + std::string(2000, 'q') + " HTTP/1.1\r\n\r\n");
+        CHECK(a.result_int() == 431);
+    }
+    for (std::string garbage : {"NOT HTTP AT ALL\r\n\r\n", "POST /dtx/stock HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                                "POST /dtx/stock HTTP/1.1\r\nBad Header\r\n\r\n"}) {
+        CAPTURE(garbage);
+        raw_client c(s.port());
+        const answer a = c.exchange(garbage);
+        CHECK(a.result_int() == 400);
+        CHECK(error_of(a) == "malformed_request");
+        CHECK(c.closed());
+    }
+    raw_client c(s.port());
+    CHECK(c.exchange(call("stock", try_query, "[" + std::string(90, '1') + "]")).result_int() == 200);
+}
+
+TEST_CASE("a client that sends its headers too slowly gets 408; an idle connection is closed") {
+    http::server_options o;
+    o.read_timeout = 200ms;
+    o.idle_timeout = 200ms;
+    running_server s(o);
+    {
+        raw_client c(s.port());
+        c.send("POST /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\n"); // and never the rest
+        const answer a = c.read();
+        CHECK(a.result_int() == 408);
+        CHECK(error_of(a) == "request_timeout");
+        CHECK(!a.keep_alive());
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port());
+        CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+        CHECK(c.closed()); // nothing more was sent: closed after idle_timeout, without an answer
+    }
+    REQUIRE(eventually([&] { return s.log().size() == 2; })); // logged after the answer is written
+    const auto log = s.log();
+    CHECK(log[0].status == 408);
+}
+
+TEST_CASE("a client that disconnects mid-request does not disturb the next one") {
+    running_server s;
+    {
+        raw_client c(s.port());
+        const std::string req = call("stock", try_query, R"({"qty":1,"padding":"................"})");
+        c.send(req.substr(0, req.size() - 10));
+        c.close();
+    }
+    {
+        raw_client c(s.port());
+        c.send("POST /dtx/sto");
+        c.close();
+    }
+    raw_client c(s.port());
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(s.parts.calls().size() == 1);
+}
+
+TEST_CASE("requests need the bearer token when one is set; the health endpoint does not") {
+    http::server_options o;
+    o.bearer_token = "s3cret-token";
+    running_server s(o);
+    raw_client c(s.port());
+    for (std::string auth : {"", "Authorization: Bearer wrong\r\n", "Authorization: Bearer s3cret-toke\r\n",
+                             "Authorization: Bearer s3cret-token2\r\n", "Authorization: Basic s3cret-token\r\n",
+                             "Authorization: Bearer\r\n"}) {
+        CAPTURE(auth);
+        const answer a = c.exchange(post("/dtx/stock?" + try_query, "{}", auth));
+        CHECK(a.result_int() == 401);
+        CHECK(error_of(a) == "unauthorized");
+        CHECK(a[beast::http::field::www_authenticate] == "Bearer");
+    }
+    CHECK(c.exchange(post("/dtx/nobody?" + try_query, "{}")).result_int() == 401); // names stay private
+    CHECK(c.exchange(post("/dtx/stock?" + try_query, "{}", "Authorization: Bearer s3cret-token\r\n")).result_int() == 200);
+    CHECK(c.exchange(post("/dtx/stock?" + try_query, "{}", "Authorization: bearer  s3cret-token\r\n")).result_int() == 200);
+    CHECK(c.exchange(get("/health")).result_int() == 200);
+    CHECK(s.parts.calls().size() == 2);
+}
+
+TEST_CASE("connections over max_connections get 503; the others are served") {
+    http::server_options o;
+    o.max_connections = 2;
+    running_server s(o);
+    raw_client a(s.port()), b(s.port());
+    CHECK(a.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(b.exchange(call("stock", try_query)).result_int() == 200);
+    {
+        raw_client over(s.port());
+        over.send(call("stock", try_query));
+        const answer r = over.read();
+        CHECK(r.result_int() == 503);
+        CHECK(error_of(r) == "overloaded");
+        CHECK(over.closed());
+    }
+    CHECK(a.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(s.parts.calls().size() == 3);
+}
+
+TEST_CASE("a handler over handler_timeout is cancelled and answered 503") {
+    http::server_options o;
+    o.handler_timeout = 100ms;
+    running_server s(o);
+    raw_client c(s.port());
+    const answer a = c.exchange(call("stock", try_query, R"({"answer":"wait"})"));
+    CHECK(a.result_int() == 503);
+    CHECK(error_of(a) == "handler_timeout");
+    CHECK(s.parts.cancelled() == 1);
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200); // the connection goes on
+}
+
+TEST_CASE("graceful shutdown: no new connections, idle ones closed, requests in flight finish") {
+    running_server s;
+    raw_client idle(s.port());
+    CHECK(idle.exchange(call("stock", try_query)).result_int() == 200);
+    raw_client busy(s.port());
+    busy.send(call("stock", try_query, R"({"answer":"wait"})"));
+    REQUIRE(eventually([&] { return s.parts.waiting() == 1; }));
+
+    std::future<void> stopped = s.begin_stop(10s);
+    CHECK(idle.closed());
+    CHECK_THROWS(raw_client(s.port()));
+    CHECK(stopped.wait_for(0s) == std::future_status::timeout);
+
+    s.on_server([&] {
+        s.parts.release();
+        return 0;
+    });
+    const answer a = busy.read();
+    CHECK(a.result_int() == 200);
+    CHECK(!a.keep_alive());
+    CHECK(busy.closed());
+    stopped.get();
+    CHECK(s.parts.cancelled() == 0);
+}
+
+TEST_CASE("shutdown past its grace cancels the handlers still running and closes their connections") {
+    running_server s;
+    raw_client busy(s.port());
+    busy.send(call("stock", try_query, R"({"answer":"wait"})"));
+    REQUIRE(eventually([&] { return s.parts.waiting() == 1; }));
+    s.stop(50ms);
+    CHECK(s.parts.cancelled() == 1);
+    CHECK(busy.closed());
+}
+
+TEST_CASE("percent_decode keeps '+' in paths; branch_query_string round-trips through parse_branch_query") {
+    CHECK(http::detail::percent_decode("a+b%2B") == "a b+");
+    CHECK(http::detail::percent_decode("a+b%2B", false) == "a+b+");
+    CHECK(!http::detail::percent_decode("%2"));
+    for (branch_op op : {branch_op::try_, branch_op::confirm, branch_op::cancel, branch_op::action, branch_op::compensate}) {
+        const auto parsed = http::parse_branch_query(http::branch_query_string("g:1/2+3", "b&=?", op));
+        REQUIRE(std::holds_alternative<http::branch_query>(parsed));
+        const auto& q = std::get<http::branch_query>(parsed);
+        CHECK(q.gid == "g:1/2+3");
+        CHECK(q.branch_id == "b&=?");
+        CHECK(q.op == op);
+        CHECK(q.kind == kind_of(op));
+    }
+}
