@@ -496,14 +496,20 @@ TEST_CASE("a cancelled request ends at once and closes its connection") {
     CHECK(f.run_until([&] { return f.server->closed_by_client == 1; }));
 }
 
-TEST_CASE("a refused connection is an error naming the URL") {
+TEST_CASE("host names are resolved; a refused connection is an error naming the URL") {
     fixture f;
     http::client client(f.ioc.get_executor());
+    const std::string port = f.server.url("").substr(std::string_view("http://127.0.0.1").size());
+    http::remote_participant named(client, http::make_url("http://localhost" + port + "/dtx/stock"));
+    CHECK(call(f, named, branch_op::try_, {}) == success());
+    CHECK(f.server->requests.back().path == "/dtx/stock");
+    CHECK(client.statistics().connections == 1);
+
     const std::string to = "http://127.0.0.1:" + std::to_string(closed_port(f.ioc)) + "/dtx/gone";
     http::remote_participant p(client, http::make_url(to));
     const std::string e = call_error(f, p);
     CHECK(contains(e, "gid g-1 branch 07 try: POST " + to + ": connecting: "));
-    CHECK(client.statistics().connections == 0);
+    CHECK(client.statistics().connections == 1);
 }
 
 TEST_CASE("idle connections: at most max_idle_per_endpoint are kept, and expired ones are not reused") {

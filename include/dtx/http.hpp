@@ -4,8 +4,11 @@
 // The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast. Needs
 // Boost (Asio, Beast) and nlohmann::json, nothing else.
 
+#include <dtx/http/client.hpp>
 #include <dtx/http/protocol.hpp>
+#include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
 #include <dtx/http/server_options.hpp>
+#include <dtx/http/url.hpp>
 
 #endif
