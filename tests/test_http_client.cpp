@@ -1,9 +1,11 @@
 // The HTTP client and remote participants, against a DTM-style participant written here with
 // plain Beast (its own query parsing, no dtx server code): outcomes per status, connection reuse,
-// reconnects, timeouts, cancellation, and whole TCC transactions, sagas and recovery over HTTP.
+// reconnects, timeouts, cancellation, and whole TCC transactions, sagas and recovery over HTTP;
+// then the same coordinator against dtx's own server.
 #include <dtx/http/remote_participant.hpp>
 
 #include <dtx/http/client.hpp>
+#include <dtx/http/server.hpp>
 #include <dtx/http/url.hpp>
 #include <dtx/trace_context.hpp>
 
@@ -747,4 +749,61 @@ TEST_CASE("recovery in a fresh coordinator calls the URLs the journal names") {
     CHECK(w.ops(gid, "02") == strings{"try", "confirm"});
     const std::string trace_id(trace_context::for_gid(gid).trace_id());
     for (const received& q : w.all()) CHECK(q.traceparent.substr(3, 32) == trace_id); // one trace, before and after
+}
+
+TEST_CASE("a coordinator and dtx's own server: transactions over HTTP leave every participant consistent") {
+    asio::io_context ioc;
+    resource a{"a"}, b{"b"}, c{"c"};
+    participant_registry served;
+    served.add_tcc("a", a.tcc());
+    served.add_tcc("b", b.tcc());
+    served.add_saga("c", c.saga());
+    http::server srv(ioc, served, http::server_options{.bearer_token = "s3cret"});
+    srv.start();
+    const std::string base = "http://127.0.0.1:" + std::to_string(srv.port()) + "/dtx/";
+
+    memory_journal journal{memory_journal::options{.keep_ended = true}};
+    url_registry urls(ioc, http::client_options{.bearer_token = "s3cret"});
+    coordinator coord(ioc.get_executor(), journal, urls.registry, fast_options());
+    auto order = [&](int qty) {
+        return coord.tcc([&base, qty](tcc_transaction& tx) -> asio::awaitable<void> {
+            co_await tx.add_branch(base + "a", qty_payload{qty});
+            co_await tx.add_branch(base + "b", qty_payload{qty});
+        });
+    };
+
+    // Sixteen at once; every fourth asks for more than there is, and a refuses it.
+    int done = 0, confirmed = 0;
+    for (int i = 1; i <= 16; ++i)
+        asio::co_spawn(ioc, order(i % 4 == 0 ? 2'000'000 : i), [&](std::exception_ptr e, tx_result r) {
+            CHECK_FALSE(e);
+            confirmed += r.committed();
+            ++done;
+        });
+    ioc.restart();
+    while (done < 16 && ioc.run_one_for(std::chrono::seconds(5)) > 0) {
+    }
+    CHECK(done == 16);
+    CHECK(confirmed == 12);
+    CHECK(check_invariants({&a, &b}) == "");
+    CHECK(a.taken() == 1 + 2 + 3 + 5 + 6 + 7 + 9 + 10 + 11 + 13 + 14 + 15);
+
+    tx_result s = run(ioc, coord.saga([&](saga_transaction& tx) -> asio::awaitable<void> {
+        co_await tx.add_step(base + "c", qty_payload{5});
+    }));
+    CHECK(s.status == tx_status::confirmed);
+    CHECK(c.taken() == 5);
+
+    // A wrong token: 401 is no outcome, so the try is unknown and the transaction cancelled.
+    url_registry strangers(ioc, http::client_options{.bearer_token = "guess"});
+    auto limited = fast_options();
+    limited.phase_two.max_attempts = 2;
+    coordinator outsider(ioc.get_executor(), journal, strangers.registry, limited);
+    tx_result r = run(ioc, outsider.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
+        co_await tx.add_branch(base + "a", qty_payload{1});
+    }));
+    CHECK(r.aborted());
+    CHECK(r.reason == errc::branch_error);
+    CHECK(contains(r.message, "answered 401"));
+    CHECK(a.ops(r.gid, "01").empty());
 }
