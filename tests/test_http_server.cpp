@@ -3,6 +3,10 @@
 // shutdown, the log hook, and calls written as DTM's coordinator writes them.
 #include <dtx/http/server.hpp>
 
+#include <dtx/dtx.hpp>
+#include <dtx/http/client.hpp>
+#include <dtx/http/remote_participant.hpp>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -19,6 +23,7 @@
 
 #include <atomic>
 #include <future>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -41,11 +46,12 @@ struct received {
     std::string branch_id;
     branch_op op;
     nlohmann::json payload;
+    std::string traceparent;
 };
 
 /// Handlers that answer what the payload asks for: {"answer": "success" | "failure" | "pending" |
-/// "throw" | "wait"} (anything else: success). "wait" holds the call until the test releases it
-/// (or it is cancelled).
+/// "throw" | "wait"} (anything else: success; "failure" only to a try or action). "wait" holds
+/// the call until the test releases it (or it is cancelled).
 class participants_under_test {
 public:
     participants_under_test() {
@@ -77,11 +83,12 @@ private:
         return [this, name](const branch_request& r) -> asio::awaitable<outcome> {
             {
                 const std::lock_guard lock(mutex_);
-                calls_.push_back({name, std::string(r.gid), std::string(r.branch_id), r.op, r.payload});
+                calls_.push_back({name, std::string(r.gid), std::string(r.branch_id), r.op, r.payload, std::string(r.traceparent)});
             }
             const std::string answer =
                 r.payload.is_object() && r.payload.contains("answer") ? r.payload["answer"].get<std::string>() : "";
-            if (answer == "failure") co_return failure("out of stock");
+            const bool first_phase = r.op == branch_op::try_ || r.op == branch_op::action;
+            if (answer == "failure" && first_phase) co_return failure("out of stock");
             if (answer == "pending") co_return pending("still working");
             if (answer == "throw") throw std::runtime_error("FAILURE inside the handler");
             if (answer == "wait") co_await wait();
@@ -429,13 +436,18 @@ TEST_CASE("a handler that throws gets 500 (unknown: retried) and the server goes
     CHECK(log[0].exception == "FAILURE inside the handler");
 }
 
-TEST_CASE("the log hook hears gid, branch, op, status, error and traceparent") {
+TEST_CASE("the participant and the log hook get the traceparent; the log hears gid, branch, op, status, error") {
     running_server s;
     raw_client c(s.port());
     const std::string tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     c.exchange(post("/dtx/stock?gid=g7&trans_type=tcc&branch_id=05&op=confirm", "{}", "traceparent: " + tp + "\r\n"));
     c.exchange(call("stock", "gid=g7&trans_type=tcc&branch_id=05&op=bad"));
-    REQUIRE(eventually([&] { return s.log().size() == 2; })); // logged after the answer is written
+    c.exchange(post("/dtx/stock?" + try_query, "{}", "traceparent: 00-XYZ-b7ad6b7169203331-01\r\n"));
+    const auto calls = s.parts.calls();
+    REQUIRE(calls.size() == 2);
+    CHECK(calls[0].traceparent == tp);
+    CHECK(calls[1].traceparent.empty()); // malformed: dropped
+    REQUIRE(eventually([&] { return s.log().size() == 3; })); // logged after the answer is written
     const auto log = s.log();
     CHECK(log[0].method == "POST");
     CHECK(log[0].path == "/dtx/stock");
@@ -694,4 +706,64 @@ TEST_CASE("percent_decode keeps '+' in paths; branch_query_string round-trips th
         CHECK(q.op == op);
         CHECK(q.kind == kind_of(op));
     }
+}
+
+TEST_CASE("a coordinator reaches the server's participants through the HTTP client") {
+    http::server_options o;
+    o.bearer_token = "s3cret";
+    running_server s(o);
+    asio::io_context ioc;
+    http::client client(ioc.get_executor(), http::client_options{.bearer_token = "s3cret"});
+    participant_registry urls;
+    urls.set_resolver(http::url_resolver(client));
+    memory_journal journal;
+    coordinator coord(ioc.get_executor(), journal, urls);
+    const std::string stock = "http://127.0.0.1:" + std::to_string(s.port()) + "/dtx/stock";
+    const std::string payment = "http://127.0.0.1:" + std::to_string(s.port()) + "/dtx/payment";
+
+    auto run = [&](asio::awaitable<tx_result> a) {
+        std::optional<tx_result> out;
+        asio::co_spawn(ioc, std::move(a), [&](std::exception_ptr e, tx_result r) {
+            REQUIRE(!e);
+            out = std::move(r);
+        });
+        ioc.restart();
+        while (!out && ioc.run_one() > 0) {
+        }
+        REQUIRE(out);
+        return *out;
+    };
+    const tx_result ok = run(coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
+        nlohmann::json one{{"qty", 1}};
+        co_await tx.add_branch(stock, std::move(one));
+        nlohmann::json two{{"qty", 2}};
+        co_await tx.add_branch(stock, std::move(two));
+    }));
+    CHECK(ok.status == tx_status::confirmed);
+    const tx_result refused = run(coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
+        nlohmann::json one{{"qty", 1}};
+        co_await tx.add_branch(stock, std::move(one));
+        nlohmann::json no{{"answer", "failure"}};
+        co_await tx.add_branch(stock, std::move(no));
+    }));
+    CHECK(refused.status == tx_status::cancelled);
+    const tx_result saga = run(coord.saga([&](saga_transaction& tx) -> asio::awaitable<void> {
+        nlohmann::json pay{{"amount", 5}};
+        co_await tx.add_step(payment, std::move(pay));
+    }));
+    CHECK(saga.status == tx_status::confirmed);
+
+    std::map<std::string, std::vector<branch_op>> ops;
+    for (const received& r : s.parts.calls()) {
+        ops[r.gid + "/" + r.branch_id].push_back(r.op);
+        CHECK(r.traceparent.size() == trace_context::size);
+    }
+    using v = std::vector<branch_op>;
+    CHECK(ops.size() == 5);
+    CHECK(ops[ok.gid + "/01"] == v{branch_op::try_, branch_op::confirm});
+    CHECK(ops[ok.gid + "/02"] == v{branch_op::try_, branch_op::confirm});
+    CHECK(ops[refused.gid + "/01"] == v{branch_op::try_, branch_op::cancel});
+    CHECK(ops[refused.gid + "/02"] == v{branch_op::try_, branch_op::cancel});
+    CHECK(ops[saga.gid + "/01"] == v{branch_op::action});
+    CHECK(client.statistics().connections < 5); // kept alive between calls
 }

@@ -25,6 +25,7 @@
 #include <dtx/http/protocol.hpp>
 #include <dtx/http/server_options.hpp>
 #include <dtx/participant_registry.hpp>
+#include <dtx/trace_context.hpp>
 
 namespace dtx::http::detail {
 
@@ -130,7 +131,7 @@ public:
         auto routed = route(req, notes, stopping);
         if (auto* early = std::get_if<beast_response>(&routed)) co_return std::move(*early);
         const branch_call& c = std::get<branch_call>(routed);
-        const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload};
+        const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload, c.traceparent};
         std::optional<answer> a;
         try {
             const outcome o = co_await c.target->call(br);
@@ -153,6 +154,7 @@ private:
         participant* target;
         branch_query query;
         nlohmann::json payload;
+        std::string_view traceparent; // the request's, if it is a valid one
     };
 
     std::variant<beast_response, branch_call> route(const beast_request& req, request_notes& notes, bool stopping) const {
@@ -207,7 +209,10 @@ private:
             if (payload.is_discarded())
                 return error_response(bad("invalid_json", "the body is not valid JSON"), v, notes);
         }
-        return branch_call{target, std::move(q), std::move(payload)};
+        // A malformed trace context is dropped, as the W3C rules say.
+        std::string_view traceparent = req["traceparent"];
+        if (!trace_context::continuing(traceparent)) traceparent = {};
+        return branch_call{target, std::move(q), std::move(payload), traceparent};
     }
 
     static beast_response not_allowed(const char* allow, std::string message, unsigned version, request_notes& notes) {
