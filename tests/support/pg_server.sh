@@ -10,7 +10,7 @@ set -euo pipefail
 
 cmd=${1:?start or stop}
 dir=${2:?directory}
-bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1) || true
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
   echo "pg_server.sh: no PostgreSQL server found under /usr/lib/postgresql (scripts/install-deps.sh installs it)" >&2
   exit 2
