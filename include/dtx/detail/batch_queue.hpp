@@ -32,6 +32,59 @@ namespace dtx::detail {
 template <class R>
 using deliver_fn = std::function<void(std::exception_ptr, R)>;
 
+/// While one lives on a thread, results delivered (by await_result) on that thread are held,
+/// and posted when it is destroyed: one handler per executor, which resumes that executor's
+/// waiters one after another. A batch's waiters then cost their io_context one wake-up, not one
+/// each.
+class delivery_batch {
+public:
+    delivery_batch() noexcept : outer_(current_) { current_ = this; }
+    delivery_batch(const delivery_batch&) = delete;
+    delivery_batch& operator=(const delivery_batch&) = delete;
+    ~delivery_batch() {
+        current_ = outer_;
+        for (auto& g : groups_) {
+            if (g.fns.size() == 1) {
+                asio::post(g.ex, std::move(g.fns.front()));
+                continue;
+            }
+            asio::post(g.ex, [fns = std::move(g.fns)]() mutable {
+                std::exception_ptr first;
+                for (auto& f : fns) {
+                    try {
+                        f();
+                    } catch (...) {
+                        if (!first) first = std::current_exception();
+                    }
+                }
+                if (first) std::rethrow_exception(first);
+            });
+        }
+    }
+
+    /// The batch open on this thread, if any.
+    static delivery_batch* current() noexcept { return current_; }
+
+    void add(const asio::any_io_executor& ex, std::function<void()> fn) {
+        for (auto& g : groups_)
+            if (g.ex == ex) {
+                g.fns.push_back(std::move(fn));
+                return;
+            }
+        groups_.push_back(group{ex, {}});
+        groups_.back().fns.push_back(std::move(fn));
+    }
+
+private:
+    struct group {
+        asio::any_io_executor ex;
+        std::vector<std::function<void()>> fns;
+    };
+    std::vector<group> groups_;
+    delivery_batch* outer_;
+    static inline thread_local delivery_batch* current_ = nullptr;
+};
+
 /// Suspends the calling coroutine until the function passed to `start` is called (from any
 /// thread, exactly once) with an exception or a result. Keeps the coroutine's executor busy
 /// meanwhile, so that its io_context does not run out of work.
@@ -46,10 +99,14 @@ asio::awaitable<R> await_result(Start start) {
                 // The work guard is released by the handler, on the io_context's own thread: once
                 // posted, the coroutine may resume and its io_context be destroyed at any moment,
                 // so this thread must not touch the io_context after the post.
-                asio::post(ex, [h, work, e, r = std::move(r)]() mutable {
+                auto resume = [h, work, e, r = std::move(r)]() mutable {
                     work->reset();
                     std::move(*h)(e, std::move(r));
-                });
+                };
+                if (auto* batch = delivery_batch::current())
+                    batch->add(ex, std::move(resume));
+                else
+                    asio::post(ex, std::move(resume));
             }));
         },
         asio::use_awaitable);
@@ -165,7 +222,10 @@ private:
                     queue_.pop_front();
                 }
             }
-            if (!batch.empty()) execute_(batch);
+            if (!batch.empty()) {
+                delivery_batch deliveries; // the batch's waiters resume together, after it
+                execute_(batch);
+            }
             batch.clear();
             if (std::chrono::steady_clock::now() >= next_idle) {
                 if (on_idle_) {
