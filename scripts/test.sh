@@ -9,11 +9,13 @@
 # ALL_STAGES):
 #   gcc   g++, RelWithDebInfo, -Werror                        -> build/gcc
 #   asan  clang++, ASan+UBSan, Debug at -O1, -Werror          -> build/clang-asan
+#         then a short libFuzzer run of each fuzz target       -> build/fuzz
 #
 # Environment:
 #   DTX_TEST_STAGES   space-separated stages to run (default: all)
 #   DTX_CTEST_JOBS    tests ctest runs at once (default: 1)
 #   DTX_BUILD_JOBS    parallel compile jobs (default: nproc)
+#   DTX_FUZZ_SECONDS  how long the asan stage fuzzes each target (default: 30; 0: not at all)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,6 +58,10 @@ stage_asan() {
       -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
       -DDTX_SANITIZE=address,undefined \
       -DDTX_WERROR=ON
+  local fuzz_seconds=${DTX_FUZZ_SECONDS:-30}
+  if ((fuzz_seconds > 0)); then
+    DTX_BUILD_JOBS=$BUILD_JOBS "$ROOT/scripts/fuzz.sh" "$fuzz_seconds"
+  fi
 }
 
 if (($# > 0)); then

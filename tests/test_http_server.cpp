@@ -284,6 +284,7 @@ TEST_CASE("calls written as DTM's coordinator writes them get DTM's answers") {
 
     a = c.exchange(call("stock", "branch_id=03&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"pending"})"));
     CHECK(a.result_int() == 425);
+    CHECK(a.reason() == "Too Early");
     CHECK(a.body() == R"({"dtm_result":"ONGOING"})");
 
     a = c.exchange(call("stock", "branch_id=01&gid=9x7Kq&op=confirm&trans_type=tcc"));
@@ -351,11 +352,15 @@ TEST_CASE("bad queries, ids and bodies get 400 naming the problem, and the conne
         {call("stock", "gid=g%zz&trans_type=tcc&branch_id=01&op=try"), "bad_encoding"},
         {call("stock", try_query, R"({"qty":)"), "invalid_json"},
         {call("stock", try_query, "FAILURE"), "invalid_json"},
+        {call("stock", try_query, std::string(65, '[') + std::string(65, ']')), "json_too_deep"},
+        {call("stock", try_query, std::string(100000, '[')), "json_too_deep"},
         {call("stock", "gid=g1&trans_type=saga&branch_id=01&op=action"), "wrong_participant_kind"},
         {call("payment", try_query), "wrong_participant_kind"},
         {post("/dtx/red%zzapples?" + try_query, "{}"), "bad_encoding"},
     };
-    for (const auto& [req, code] : cases) {
+    for (const auto& kase : cases) {
+        const std::string& req = kase.first;
+        const std::string& code = kase.second;
         CAPTURE(req);
         const answer a = c.exchange(req);
         CHECK(a.result_int() == 400);
@@ -367,6 +372,9 @@ TEST_CASE("bad queries, ids and bodies get 400 naming the problem, and the conne
     }
     CHECK(s.parts.calls().empty());
     CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    // 64 levels are fine, and brackets inside strings do not count.
+    CHECK(c.exchange(call("stock", try_query, std::string(64, '[') + std::string(64, ']'))).result_int() == 200);
+    CHECK(c.exchange(call("stock", try_query, R"({"s":")" + std::string(100, '[') + R"(\"{"})")).result_int() == 200);
 }
 
 TEST_CASE("unknown routes and participants get 404, wrong methods 405 with Allow") {
@@ -381,7 +389,9 @@ TEST_CASE("unknown routes and participants get 404, wrong methods 405 with Allow
         {get("/"), "not_found"},
         {get("/dtx/nobody"), "unknown_participant"},
     };
-    for (const auto& [req, code] : missing) {
+    for (const auto& kase : missing) {
+        const std::string& req = kase.first;
+        const std::string& code = kase.second;
         CAPTURE(req);
         const answer a = c.exchange(req);
         CHECK(a.result_int() == 404);

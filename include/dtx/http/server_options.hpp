@@ -56,6 +56,9 @@ struct server_options {
     std::uint32_t header_limit = 8 * 1024;
     /// Largest body; beyond: 413.
     std::uint64_t body_limit = 1024 * 1024;
+    /// Deepest nesting of arrays and objects in a body; beyond: 400 (json_too_deep), so that a
+    /// handler that walks its payload recursively cannot run out of stack.
+    std::size_t json_depth_limit = 64;
     /// Longest time to receive one whole request, from its first byte (from the connection's
     /// accept for its first request), headers included; beyond: 408 and the connection is
     /// closed. Also bounds writing an answer.

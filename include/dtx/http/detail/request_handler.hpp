@@ -47,6 +47,7 @@ struct request_notes {
 /// An answer with a JSON body. `version` is the request's (10 or 11).
 inline beast_response json_response(unsigned status, std::string body, unsigned version) {
     beast_response res{static_cast<beast::http::status>(status), version == 10 ? 10u : 11u};
+    if (status == 425) res.reason("Too Early"); // RFC 8470; Beast has no name for it
     res.set(beast::http::field::content_type, "application/json");
     res.body() = std::move(body);
     res.prepare_payload();
@@ -113,6 +114,30 @@ inline std::pair<std::string_view, std::string_view> split_target(std::string_vi
     const std::size_t q = target.find('?');
     if (q == std::string_view::npos) return {target, {}};
     return {target.substr(0, q), target.substr(q + 1)};
+}
+
+/// True if the JSON text `body` nests arrays and objects deeper than `limit`. Deep nesting parses
+/// fine, but a handler that walks the payload recursively (dump(), conversions) would exhaust its
+/// stack; this scan stops the request first. Strings are skipped; the text need not be valid.
+inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcept {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+        const char c = body[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limit) return true;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return false;
 }
 
 class request_handler {
@@ -205,6 +230,10 @@ private:
                                   v, notes);
         nlohmann::json payload; // an empty body is a null payload
         if (!req.body().empty()) {
+            if (nested_deeper_than(req.body(), opts_.json_depth_limit))
+                return error_response(bad("json_too_deep", "the body nests arrays and objects deeper than " +
+                                                               std::to_string(opts_.json_depth_limit) + " levels"),
+                                      v, notes);
             payload = nlohmann::json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
             if (payload.is_discarded())
                 return error_response(bad("invalid_json", "the body is not valid JSON"), v, notes);
