@@ -54,10 +54,11 @@ struct sqlite_journal_options {
     /// ("database or disk is full") exactly as on a full disk. Empty: no limit.
     std::optional<std::uint64_t> max_size_bytes{};
     /// How long the writer thread polls for the next write after a commit before it sleeps.
-    /// Polling saves the time a sleeping thread takes to wake (tens of microseconds on a VM) when
-    /// a transaction's next write follows quickly, as in-process branches do; it costs up to this
-    /// much CPU per commit. Zero: never poll.
-    std::chrono::microseconds writer_spin{50};
+    /// Polling can save the time a sleeping thread takes to wake when a transaction's next write
+    /// follows quickly; it costs up to this much CPU per commit, and on the 2-vCPU machine of
+    /// docs/benchmarks.md it gained nothing measurable (and took CPU from the coordinator at high
+    /// concurrency). Zero: never poll.
+    std::chrono::microseconds writer_spin{0};
 };
 
 /// Counters for monitoring and benchmarks.
