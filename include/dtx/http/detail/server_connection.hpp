@@ -225,7 +225,9 @@ inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared
             if (buffer.size() == 0) {
                 watch_phase(*st, *c, o.idle_timeout, c->io);
                 c->idle = true;
-                auto [ec] = co_await c->socket.async_wait(tcp::socket::wait_read, io_token(*c));
+                // The first bytes of the next request go into the buffer: one read, as the parser's.
+                auto [ec, n] = co_await c->socket.async_read_some(buffer.prepare(4096), io_token(*c));
+                buffer.commit(n);
                 c->idle = false;
                 const bool expired = phase_expired(*st, *c);
                 if (ec || expired || st->stopping) co_return;
