@@ -127,7 +127,7 @@ dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& se
     dtx::postgres_journal journal(std::move(jo)); // creates the schema on the first run
     {
         dtx::postgres::connection admin(conninfo);
-        admin.exec("TRUNCATE dtx_branch, dtx_transaction");
+        admin.exec("TRUNCATE dtx_transaction");
     }
     dtx::postgres_journal_stats before, after;
     std::int64_t journal_before = 0, server_before = 0, io_before = 0;

@@ -27,29 +27,117 @@ TEST_CASE("postgres journal: the journal contract") {
     check_forward_contract(ioc, k);
 }
 
+namespace {
+
+/// The tables dtx wrote as schema version 1 (version 2 added `forward`), without the functions:
+/// a migration replaces those.
+void create_old_schema(postgres::connection& c, int version) {
+    c.exec("CREATE TABLE dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+    c.exec(R"sql(
+CREATE TABLE dtx_transaction (
+    gid text PRIMARY KEY, kind text NOT NULL CHECK (kind IN ('tcc', 'saga')), status text NOT NULL,
+    deadline_ms bigint NOT NULL, created_ms bigint NOT NULL, ended_ms bigint, lease_owner text,
+    lease_until_ms bigint NOT NULL DEFAULT 0))sql");
+    c.exec(R"sql(
+CREATE TABLE dtx_branch (
+    gid text NOT NULL, seq bigserial, branch_id text NOT NULL, participant text NOT NULL, payload jsonb NOT NULL,
+    done boolean NOT NULL DEFAULT false, PRIMARY KEY (gid, branch_id)))sql");
+    c.exec("CREATE INDEX dtx_transaction_open ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL");
+    c.exec("CREATE INDEX dtx_transaction_ended ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL");
+    if (version >= 2) c.exec("ALTER TABLE dtx_transaction ADD COLUMN forward boolean NOT NULL DEFAULT false");
+    const std::string v = std::to_string(version);
+    c.exec("INSERT INTO dtx_meta VALUES ('journal_version', $1::int), ('journal_functions', 3)", {v});
+}
+
+int journal_version(postgres::connection& c) {
+    return std::stoi(std::string(c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'").text(0, 0)));
+}
+
+} // namespace
+
 TEST_CASE("postgres journal: a version 1 schema is migrated on open, its transactions kept") {
     asio::io_context ioc;
     const std::string db = fresh_database();
-    const auto later = wall_clock::now() + std::chrono::hours(1);
-    std::vector<branch_record> one{branch_record{"01", "a", qty_payload{1}}};
-    {
-        postgres_journal j({.conninfo = db});
-        CHECK(write_sync(ioc, j, {.gid = "old", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one}));
-        CHECK(write_sync(ioc, j, {.gid = "old", .status = status_change{tx_status::trying, tx_status::confirming}}));
-    }
-    // Back to what version 1 had: no forward column.
     postgres::connection c(db);
-    c.exec("ALTER TABLE dtx_transaction DROP COLUMN forward CASCADE");
-    c.exec("UPDATE dtx_meta SET value = 1 WHERE key = 'journal_version'");
+    create_old_schema(c, 1);
+    c.exec("INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', 0)");
+    c.exec("INSERT INTO dtx_branch (gid, branch_id, participant, payload, done) VALUES "
+           "('old', '01', 'a', '{\"qty\": 1}', true), ('old', '02', 'b', '{\"qty\": 2}', false)");
     postgres_journal j({.conninfo = db});
+    CHECK(journal_version(c) == postgres_journal::schema_version);
     auto claimed = claim_now(ioc, j, "me", std::chrono::seconds(30));
     REQUIRE(claimed.size() == 1);
     CHECK(claimed[0].gid == "old");
     CHECK(claimed[0].status == tx_status::confirming);
     CHECK_FALSE(claimed[0].forward);
-    REQUIRE(claimed[0].branches.size() == 1);
-    auto v = c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
-    CHECK(std::string(v.text(0, 0)) == std::to_string(postgres_journal::schema_version));
+    REQUIRE(claimed[0].branches.size() == 2);
+    CHECK(claimed[0].branches[0].done);
+    CHECK(claimed[0].branches[1].payload->at("qty") == 2);
+    CHECK_FALSE(claimed[0].branches[1].done);
+    CHECK(write_sync(ioc, j, {.gid = "old", .status = status_change{tx_status::confirming, tx_status::confirmed},
+                              .lease = lease_change{"me", wall_clock::now()}}));
+}
+
+TEST_CASE("postgres journal: a version 2 schema with unfinished transactions is migrated on open and recovered") {
+    asio::io_context ioc;
+    const std::string db = fresh_database();
+    postgres::connection c(db);
+    create_old_schema(c, 2);
+    // Decided to confirm, its first branch confirmed already; overdue while trying (presumed
+    // abort); a planned saga, trying (recovered forward); one ended; one trying within its deadline.
+    c.exec(R"sql(
+INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, ended_ms, lease_owner, lease_until_ms, forward)
+VALUES ('decided', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', 0, false),
+       ('overdue', 'tcc', 'trying', 1000, 1000, NULL, 'gone', 0, false),
+       ('planned', 'saga', 'trying', 1000, 1000, NULL, NULL, 0, true),
+       ('ended', 'tcc', 'confirmed', 1000, 1000, 2000, NULL, 0, false),
+       ('young', 'tcc', 'trying', 9000000000000, 1000, NULL, 'alive', 9000000000000, false))sql");
+    // Inserted out of order: the registration order is the sequence, not the branch id.
+    c.exec(R"sql(
+INSERT INTO dtx_branch (gid, branch_id, participant, payload, done)
+VALUES ('decided', '01', 'a', '{"qty": 1}', true), ('decided', '02', 'b', '{"qty": 2}', false),
+       ('overdue', '01', 'a', '{"qty": 3}', false), ('overdue', '02', 'b', '{"qty": 4}', false),
+       ('planned', '02', 's', '{"qty": 6}', false), ('planned', '01', 's', '{"qty": 5}', false),
+       ('ended', '01', 'a', '{"qty": 7}', true), ('young', '01', 'a', '{"qty": 8}', false))sql");
+
+    postgres_journal j({.conninfo = db});
+    CHECK(journal_version(c) == postgres_journal::schema_version);
+    CHECK(c.exec("SELECT 1 FROM pg_tables WHERE tablename = 'dtx_branch'").rows() == 0);
+    auto planned = run(ioc, j.find("planned"));
+    REQUIRE(planned);
+    CHECK(planned->forward);
+    REQUIRE(planned->branches.size() == 2);
+    CHECK(planned->branches[0].branch_id == "02");
+    CHECK(planned->branches[1].payload->at("qty") == 5);
+    auto ended = run(ioc, j.find("ended"));
+    REQUIRE(ended);
+    CHECK(ended->status == tx_status::confirmed);
+    CHECK(ended->branches.at(0).done);
+    // The branch rows stay readable as such.
+    CHECK(c.exec("SELECT 1 FROM dtx_branch WHERE gid = 'decided' AND branch_id = '01' AND done").rows() == 1);
+
+    participant_registry reg;
+    resource a{"a"}, b{"b"}, s{"s"};
+    reg.add_tcc("a", a.tcc());
+    reg.add_tcc("b", b.tcc());
+    reg.add_saga("s", s.saga());
+    // The try that preceded the decision.
+    const nlohmann::json qty2{{"qty", 2}};
+    run(ioc, b.tcc().on_try(branch_request{.gid = "decided", .branch_id = "02", .op = branch_op::try_, .payload = qty2}));
+    coordinator coord(ioc.get_executor(), j, reg, fast_options());
+    const recovery_report report = run(ioc, coord.recover());
+    CHECK(report.claimed == 3);
+    CHECK(report.finished == 3);
+    CHECK(run(ioc, j.find("decided"))->status == tx_status::confirmed);
+    CHECK(run(ioc, j.find("overdue"))->status == tx_status::cancelled);
+    CHECK(run(ioc, j.find("planned"))->status == tx_status::confirmed);
+    CHECK(run(ioc, j.find("young"))->status == tx_status::trying);
+    CHECK(a.ops("decided", "01").empty()); // done before the migration
+    CHECK(b.ops("decided", "02") == std::vector<branch_op>{branch_op::try_, branch_op::confirm});
+    CHECK(a.ops("overdue", "01") == std::vector<branch_op>{branch_op::cancel});
+    CHECK(b.ops("overdue", "02") == std::vector<branch_op>{branch_op::cancel});
+    CHECK(s.ops("planned", "02") == std::vector<branch_op>{branch_op::action});
+    CHECK(s.ops("planned", "01") == std::vector<branch_op>{branch_op::action});
 }
 
 TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end") {

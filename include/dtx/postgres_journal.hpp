@@ -8,15 +8,18 @@
 // - Group commit: a thread of the journal's own holds the connection; the writes queued by every
 //   coroutine meanwhile go to the server as one statement, `SELECT dtx_apply($1::jsonb, now)`,
 //   which applies them in order in one transaction: one round trip and one commit (one WAL flush)
-//   per batch. Every write checks its conditions (status, lease owner, duplicate gid) before it
-//   changes anything, so a refused write needs no subtransaction.
+//   per batch. A transaction is one row, its branches in it: a write is an INSERT (a begin) or a
+//   conditional UPDATE of that row, which checks the status and the lease owner before it
+//   changes anything, so a refused write needs no subtransaction. A batch whose writes concern
+//   different transactions takes one INSERT and one UPDATE for all of them. Only the end changes
+//   an indexed column; the other updates are HOT (no new index entries).
 // - Recovery in any number of coordinator processes claims due transactions with
 //   `FOR UPDATE SKIP LOCKED` and a lease (owner, expiry); a coordinator renews the lease while it
 //   drives a transaction, so no transaction is driven by two instances at once, and a dead
 //   instance's transactions are taken over once its leases have expired.
-// - The schema (tables dtx_transaction, dtx_branch, dtx_meta and the functions dtx_apply,
-//   dtx_claim, dtx_find) is created or migrated on open under an advisory lock; a database
-//   migrated by a newer dtx is refused with errc::journal_version.
+// - The schema (tables dtx_transaction and dtx_meta, the view dtx_branch, the functions
+//   dtx_apply, dtx_claim, dtx_find) is created or migrated on open under an advisory lock; a
+//   database migrated by a newer dtx is refused with errc::journal_version.
 // - A lost connection fails the batch in flight (journal_failed, with libpq's message) and is
 //   re-established for the next one.
 //
@@ -61,10 +64,10 @@ struct postgres_journal_stats {
 
 class postgres_journal final : public journal {
 public:
-    static constexpr int schema_version = 2;
+    static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
     /// replaced on open when older, never when newer.
-    static constexpr int functions_version = 3;
+    static constexpr int functions_version = 4;
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
@@ -169,7 +172,7 @@ private:
         rec.forward = t.value("forward", false);
         for (const auto& b : t.at("branches"))
             rec.branches.push_back(branch_record{b.at("id").get<std::string>(), b.at("participant").get<std::string>(),
-                                                 b.at("payload"), b.at("done").get<bool>()});
+                                                 b.at("payload"), b.value("done", false)});
         return rec;
     }
 
@@ -256,10 +259,9 @@ private:
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
             db_.ensure();
-            auto r = db_.exec("WITH old AS (SELECT gid FROM dtx_transaction WHERE ended_ms IS NOT NULL AND ended_ms < "
-                              "$1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED), "
-                              "b AS (DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM old)) "
-                              "DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM old) RETURNING 1",
+            auto r = db_.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
+                              "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) "
+                              "RETURNING 1",
                               {before, batch});
             {
                 std::lock_guard lock(mu_);
