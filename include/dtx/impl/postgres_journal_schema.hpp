@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS dtx_transaction (
     lease_until_ms bigint NOT NULL DEFAULT 0,
     forward        boolean NOT NULL DEFAULT false,
     branches       jsonb NOT NULL DEFAULT '[]'
-) WITH (fillfactor = 70))sql");
+) WITH (fillfactor = 50))sql");
             db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
                      "WHERE ended_ms IS NOT NULL");
         } else if (version < 3) {
@@ -59,7 +59,7 @@ UPDATE dtx_transaction t SET branches = b.list
             db_.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
             db_.exec("DROP INDEX IF EXISTS dtx_transaction_open");
             db_.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
-            db_.exec("ALTER TABLE dtx_transaction SET (fillfactor = 70)");
+            db_.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
         }
         if (version < 3) {
             // Claims find the unfinished transactions through a partial index on a column that
