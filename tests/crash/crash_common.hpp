@@ -16,6 +16,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -252,6 +253,47 @@ private:
     void (*usage_)(const std::string&);
     int i_ = 0;
     std::string_view option_;
+};
+
+/// The options both crash drivers take.
+struct driver_settings {
+    int kills = 0;
+    std::uint64_t seed = 0;
+    bool seed_given = false;
+    std::filesystem::path workload;
+    std::filesystem::path dir;
+    bool keep = false;
+    int check_every = 0;
+    int concurrency = 0;
+    int watchdog_ms = 0;
+    bool verbose = false;
+    bool own_dir = false; // the driver chose the data directory (and removes it after a success)
+
+    /// Reads option `a` if it is one of these; false otherwise.
+    bool parse_common(command_line& cl, std::string_view a) {
+        if (a == "--kills")
+            kills = cl.number<int>();
+        else if (a == "--seed") {
+            seed = cl.number<std::uint64_t>();
+            seed_given = true;
+        } else if (a == "--workload")
+            workload = std::string(cl.value());
+        else if (a == "--dir")
+            dir = std::string(cl.value());
+        else if (a == "--keep")
+            keep = true;
+        else if (a == "--check-every")
+            check_every = cl.number<int>();
+        else if (a == "--concurrency")
+            concurrency = cl.number<int>();
+        else if (a == "--watchdog-ms")
+            watchdog_ms = cl.number<int>();
+        else if (a == "--verbose")
+            verbose = true;
+        else
+            return false;
+        return true;
+    }
 };
 
 } // namespace dtx::crash

@@ -53,19 +53,15 @@ namespace {
 using namespace dtx::crash;
 namespace fs = std::filesystem;
 
-struct settings {
-    int kills = 200;
-    std::uint64_t seed = 0;
-    bool seed_given = false;
-    fs::path workload;
-    fs::path dir;
-    bool keep = false;
-    int check_every = 100;
-    int concurrency = 16;
-    int watchdog_ms = 3000;
-    bool verbose = false;
+struct settings : driver_settings {
     bool check_only = false;
-    bool own_dir = false; // the driver chose the data directory (and removes it after a success)
+
+    settings() {
+        kills = 200;
+        check_every = 100;
+        concurrency = 16;
+        watchdog_ms = 3000;
+    }
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -81,26 +77,8 @@ settings parse(int argc, char** argv) {
     command_line cl(argc, argv, usage);
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (a == "--kills")
-            s.kills = cl.number<int>();
-        else if (a == "--seed") {
-            s.seed = cl.number<std::uint64_t>();
-            s.seed_given = true;
-        } else if (a == "--workload")
-            s.workload = std::string(cl.value());
-        else if (a == "--dir")
-            s.dir = std::string(cl.value());
-        else if (a == "--keep")
-            s.keep = true;
-        else if (a == "--check-every")
-            s.check_every = cl.number<int>();
-        else if (a == "--concurrency")
-            s.concurrency = cl.number<int>();
-        else if (a == "--watchdog-ms")
-            s.watchdog_ms = cl.number<int>();
-        else if (a == "--verbose")
-            s.verbose = true;
-        else if (a == "--check-only")
+        if (s.parse_common(cl, a)) continue;
+        if (a == "--check-only")
             s.check_only = true;
         else
             usage("unknown argument " + std::string(a));

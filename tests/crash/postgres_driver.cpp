@@ -59,20 +59,16 @@ using namespace dtx::crash;
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-struct settings {
-    int kills = 40;
-    std::uint64_t seed = 0;
-    bool seed_given = false;
-    fs::path workload;
-    fs::path dir;
-    bool keep = false;
+struct settings : driver_settings {
     int processes = 3;
-    int concurrency = 8;
-    int check_every = 0; // 0: only at the end
-    int watchdog_ms = 2000;
     std::string server;
-    bool verbose = false;
-    bool own_dir = false;
+
+    settings() {
+        kills = 40;
+        concurrency = 8;
+        check_every = 0; // 0: only at the end
+        watchdog_ms = 2000;
+    }
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -88,29 +84,11 @@ settings parse(int argc, char** argv) {
     command_line cl(argc, argv, usage);
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (a == "--kills")
-            s.kills = cl.number<int>();
-        else if (a == "--seed") {
-            s.seed = cl.number<std::uint64_t>();
-            s.seed_given = true;
-        } else if (a == "--workload")
-            s.workload = std::string(cl.value());
-        else if (a == "--dir")
-            s.dir = std::string(cl.value());
-        else if (a == "--keep")
-            s.keep = true;
-        else if (a == "--processes")
+        if (s.parse_common(cl, a)) continue;
+        if (a == "--processes")
             s.processes = cl.number<int>();
-        else if (a == "--concurrency")
-            s.concurrency = cl.number<int>();
-        else if (a == "--check-every")
-            s.check_every = cl.number<int>();
-        else if (a == "--watchdog-ms")
-            s.watchdog_ms = cl.number<int>();
         else if (a == "--server")
             s.server = std::string(cl.value());
-        else if (a == "--verbose")
-            s.verbose = true;
         else
             usage("unknown argument " + std::string(a));
     }
