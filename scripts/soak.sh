@@ -15,6 +15,13 @@
 #                                           # processes sharing one journal, 500 kills by default,
 #                                           # checked every 250 (other arguments go to
 #                                           # dtx_crash_postgres_driver)
+#
+#   scripts/soak.sh --http                  # the HTTP failure test instead: participant processes
+#                                           # behind fault-injecting proxies, a coordinator calling
+#                                           # them by URL; 500 kills and at least 50000
+#                                           # transactions by default (DTX_SOAK_TRANSACTIONS),
+#                                           # checked every 100 kills (other arguments go to
+#                                           # dtx_http_chaos, e.g. --seed 42)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,11 +30,20 @@ BUILD="$ROOT/build/soak"
 DRIVER=dtx_crash_driver
 WORKLOAD=dtx_crash_workload
 KILLS=${DTX_SOAK_KILLS:-2000}
+CHECK_EVERY=250
+EXTRA=()
 if [ "${1:-}" = --postgres ]; then
   shift
   DRIVER=dtx_crash_postgres_driver
   WORKLOAD=dtx_crash_postgres_workload
   KILLS=${DTX_SOAK_KILLS:-500}
+elif [ "${1:-}" = --http ]; then
+  shift
+  DRIVER=dtx_http_chaos
+  WORKLOAD=dtx_http_chaos # plays every role itself
+  KILLS=${DTX_SOAK_KILLS:-500}
+  CHECK_EVERY=100
+  EXTRA=(--transactions "${DTX_SOAK_TRANSACTIONS:-50000}")
 fi
 
 {
@@ -40,6 +56,6 @@ fi
 } >&2
 
 start=$SECONDS
-"$BUILD/tests/crash/$DRIVER" --kills "$KILLS" --check-every 250 \
-  --workload "$BUILD/tests/crash/$WORKLOAD" "$@"
+"$BUILD/tests/crash/$DRIVER" --kills "$KILLS" --check-every "$CHECK_EVERY" \
+  --workload "$BUILD/tests/crash/$WORKLOAD" ${EXTRA[@]+"${EXTRA[@]}"} "$@"
 echo "soak: $((SECONDS - start)) s" >&2

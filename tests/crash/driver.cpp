@@ -31,8 +31,7 @@
 #include "child_process.hpp"
 #include "crash_common.hpp"
 #include "invariants.hpp"
-
-#include <dtx/sqlite_db.hpp>
+#include "sqlite_data.hpp"
 
 #include <unistd.h>
 
@@ -103,67 +102,6 @@ std::unique_ptr<child_process> start_workload(const settings& s, const std::vect
     return std::make_unique<child_process>(std::move(args), s.dir / "workload.log");
 }
 
-// ---- reading what the processes left ------------------------------------------------------------
-
-/// Opens a database for reading only (the workload is not running while the driver reads).
-struct reader {
-    dtx::sqlite::connection db;
-    explicit reader(const fs::path& p) : db(p.string()) { db.exec("PRAGMA query_only = 1"); }
-};
-
-snapshot read_snapshot(const fs::path& dir) {
-    snapshot s;
-    {
-        reader r(dir / journal_file);
-        auto& txs = r.db.prepare("SELECT gid, kind, status FROM dtx_transaction");
-        txs.bind();
-        while (txs.step())
-            s.journal[std::string(txs.text(0))] = journal_tx{std::string(txs.text(1)), std::string(txs.text(2)), {}};
-        auto& brs = r.db.prepare("SELECT gid, branch_id, participant, payload FROM dtx_branch");
-        brs.bind();
-        while (brs.step())
-            s.journal[std::string(brs.text(0))].branches[std::string(brs.text(1))] =
-                journal_branch{std::string(brs.text(2)), nlohmann::json::parse(brs.text(3))};
-    }
-    for (const char* file : {accounts_file, stock_file, points_file}) {
-        reader r(dir / file);
-        auto& st = r.db.prepare("SELECT gid, branch_id, op, participant FROM applied");
-        st.bind();
-        while (st.step())
-            s.add_ledger_row(std::string(st.text(0)), std::string(st.text(1)), std::string(st.text(2)),
-                             std::string(st.text(3)));
-        auto& an = r.db.prepare("SELECT gid, branch_id, op, what FROM anomalies");
-        an.bind();
-        while (an.step())
-            s.problems.push_back(std::string(file) + ": gid " + std::string(an.text(0)) + " branch " +
-                                 std::string(an.text(1)) + " " + std::string(an.text(2)) + ": " +
-                                 std::string(an.text(3)));
-        auto& br = r.db.prepare("SELECT count(*) FROM dtx_barrier WHERE state <> 'done'");
-        br.bind();
-        if (br.step() && br.integer(0) != 0)
-            s.problems.push_back(std::string(file) + ": " + std::to_string(br.integer(0)) + " barrier rows not done");
-    }
-    {
-        reader r(dir / accounts_file);
-        auto& st = r.db.prepare("SELECT id, balance, frozen FROM accounts ORDER BY id");
-        st.bind();
-        while (st.step()) s.accounts.push_back({st.integer(0), st.integer(1), st.integer(2)});
-    }
-    {
-        reader r(dir / stock_file);
-        auto& st = r.db.prepare("SELECT sku, available, reserved, sold FROM stock ORDER BY sku");
-        st.bind();
-        while (st.step()) s.stock.push_back({st.integer(0), st.integer(1), st.integer(2), st.integer(3)});
-    }
-    {
-        reader r(dir / points_file);
-        auto& st = r.db.prepare("SELECT customer, total FROM points ORDER BY customer");
-        st.bind();
-        while (st.step()) s.points.push_back({st.integer(0), st.integer(1)});
-    }
-    return s;
-}
-
 /// The invariants (invariants.hpp), checked once the workload has recovered everything.
 violations check(const fs::path& dir, check_summary& sum) {
     violations v;
@@ -178,14 +116,7 @@ violations check(const fs::path& dir, check_summary& sum) {
 int run(const settings& s) {
     const auto t0 = steady::now();
     std::cout << "crash test: seed " << s.seed << ", " << s.kills << " kills, data in " << s.dir.string() << std::endl;
-    fs::create_directories(s.dir);
-    for (const auto& [file, schema] : {std::pair{accounts_file, accounts_schema()}, std::pair{stock_file, stock_schema()},
-                                       std::pair{points_file, points_schema()}}) {
-        dtx::sqlite::connection db((s.dir / file).string());
-        dtx::sqlite::transaction tx(db);
-        for (const auto& sql : schema) db.exec(sql.c_str());
-        tx.commit();
-    }
+    create_participant_databases(s.dir);
 
     std::mt19937_64 rng(s.seed);
     auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };

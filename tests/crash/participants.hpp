@@ -251,15 +251,34 @@ detail::db_saga_handlers<Db> points_handlers() {
     };
 }
 
+// Registering the participants of one database behind its barrier (a process serving one
+// database over HTTP registers its own only), or all four.
+
+template <class Db, class Barrier>
+void register_accounts(participant_registry& reg, Barrier& accounts) {
+    reg.add_tcc("accounts", accounts.tcc(accounts_handlers<Db>()));
+}
+
+/// "stock" and "stock-saga".
+template <class Db, class Barrier>
+void register_stock(participant_registry& reg, Barrier& stock) {
+    auto stock_attempts = std::make_shared<attempt_counter>();
+    reg.add_tcc("stock", stock.tcc(stock_handlers<Db>(stock_attempts)));
+    reg.add_saga("stock-saga", stock.saga(stock_saga_handlers<Db>(stock_attempts)));
+}
+
+template <class Db, class Barrier>
+void register_points(participant_registry& reg, Barrier& points) {
+    reg.add_saga("points", points.saga(points_handlers<Db>()));
+}
+
 /// Registers the four participants, each behind its barrier: `registry.add_tcc("accounts",
 /// accounts.tcc(...))` and so on.
 template <class Db, class Barrier>
 void register_participants(participant_registry& reg, Barrier& accounts, Barrier& stock, Barrier& points) {
-    reg.add_tcc("accounts", accounts.tcc(accounts_handlers<Db>()));
-    auto stock_attempts = std::make_shared<attempt_counter>();
-    reg.add_tcc("stock", stock.tcc(stock_handlers<Db>(stock_attempts)));
-    reg.add_saga("stock-saga", stock.saga(stock_saga_handlers<Db>(stock_attempts)));
-    reg.add_saga("points", points.saga(points_handlers<Db>()));
+    register_accounts<Db>(reg, accounts);
+    register_stock<Db>(reg, stock);
+    register_points<Db>(reg, points);
 }
 
 } // namespace dtx::crash

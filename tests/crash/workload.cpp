@@ -17,6 +17,7 @@
 // `anomalies` (the driver fails on any).
 
 #include "participants.hpp"
+#include "sqlite_access.hpp"
 #include "workload_common.hpp"
 
 #include <dtx/coordinator.hpp>
@@ -34,35 +35,6 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
-
-/// How the participants (participants.hpp) run their SQL on SQLite.
-template <>
-struct dtx::crash::sql_access<dtx::sqlite::connection> {
-    template <class... Args>
-    static int changes(dtx::sqlite::connection& db, const char* sql, const Args&... args) {
-        db.prepare(sql).bind(args...).run();
-        return db.changes();
-    }
-    template <class... Args>
-    static bool exists(dtx::sqlite::connection& db, const char* sql, const Args&... args) {
-        auto& st = db.prepare(sql);
-        st.bind(args...);
-        const bool found = st.step();
-        st.bind(); // reset: no statement stays open in the savepoint
-        return found;
-    }
-    /// A failed constraint undoes its statement only; the local transaction goes on.
-    template <class F>
-    static dtx::outcome protect(dtx::sqlite::connection&, F business, std::string& violated) {
-        try {
-            return business();
-        } catch (const dtx::error& e) {
-            if (std::string_view(e.what()).find("constraint") == std::string_view::npos) throw;
-            violated = e.what();
-            return dtx::success();
-        }
-    }
-};
 
 namespace {
 
@@ -114,20 +86,6 @@ settings parse(int argc, char** argv) {
 }
 
 
-/// Recovery passes (taking over everything unfinished: this is the journal's only coordinator)
-/// until one leaves nothing unfinished.
-asio::awaitable<void> recover_all(coordinator& coord, tally& t) {
-    recovery_options ro;
-    ro.take_over = true;
-    for (int pass = 1;; ++pass) {
-        recovery_report rep = co_await coord.recover(ro);
-        ++t.recovery_passes;
-        t.recovered += static_cast<long>(rep.finished);
-        if (rep.unfinished == 0 && rep.skipped == 0) co_return;
-        if (pass == 1000) throw std::runtime_error("recovery still has unfinished transactions after 1000 passes");
-    }
-}
-
 int run_workload(const settings& s) {
     std::unordered_set<std::string> live;
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
@@ -144,30 +102,16 @@ int run_workload(const settings& s) {
     asio::io_context ioc;
     tally t;
     bool target_missed = false;
-    std::exception_ptr failed;
     {
         coordinator coord(ioc.get_executor(), journal, reg, crash_options(killer));
         shared_run run{coord, live, t, s.transactions};
-        auto startup = [&]() -> asio::awaitable<void> {
-            co_await recover_all(coord, t);
-            if (s.recover_only) co_return;
-            if (killer.recovery_target()) {
-                target_missed = true;
-                co_return;
-            }
-            start_background_recovery(coord);
-            start_lanes(ioc.get_executor(), run, s.concurrency, s.seed, [&](std::exception_ptr e) {
-                if (!e) return coord.stop();
-                failed = e;
-                ioc.stop();
-            });
-        };
-        asio::co_spawn(ioc, startup(), [&](std::exception_ptr e) {
-            if (e) failed = e;
-        });
-        ioc.run();
+        workload_plan plan{.concurrency = s.concurrency, .seed = s.seed, .recovery = true, .go_on = [&] {
+                               if (s.recover_only) return false;
+                               target_missed = killer.recovery_target();
+                               return !target_missed;
+                           }};
+        run_workload_lanes(ioc, run, plan);
     }
-    if (failed) std::rethrow_exception(failed);
     std::cout << "workload: " << t.recovered << " recovered in " << t.recovery_passes << " passes; " << t.started
               << " run (" << t.confirmed << " confirmed, " << t.cancelled << " cancelled, " << t.other
               << " left to recovery)" << std::endl;

@@ -8,6 +8,7 @@
 #include <dtx/coordinator.hpp>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -262,6 +263,8 @@ struct shared_run {
     std::unordered_set<std::string>& live;
     tally& t;
     long remaining; // < 0: unlimited
+    /// What a branch names its participant by in the journal (a URL, say); empty: its name.
+    std::function<std::string(const std::string& name)> address{};
 };
 
 inline asio::awaitable<void> lane(shared_run& run, std::uint64_t seed) {
@@ -269,6 +272,8 @@ inline asio::awaitable<void> lane(shared_run& run, std::uint64_t seed) {
     while (run.remaining != 0) {
         if (run.remaining > 0) --run.remaining;
         tx_plan plan = make_plan(pl);
+        if (run.address)
+            for (auto& b : plan.branches) b.participant = run.address(b.participant);
         std::string gid = (plan.planned ? "plan-" : plan.saga ? "saga-" : "tcc-") + make_gid();
         run.live.insert(gid);
         ++run.t.started;
@@ -299,6 +304,20 @@ inline coordinator_options crash_options(fault_killer& killer) {
     o.recovery_interval = 20ms;
     o.on_fault = [&killer](const fault_point& p) { return killer(p); };
     return o;
+}
+
+/// Recovery passes (taking over everything unfinished: this is the journal's only coordinator)
+/// until one leaves nothing unfinished.
+inline asio::awaitable<void> recover_all(coordinator& coord, tally& t) {
+    recovery_options ro;
+    ro.take_over = true;
+    for (int pass = 1;; ++pass) {
+        recovery_report rep = co_await coord.recover(ro);
+        ++t.recovery_passes;
+        t.recovered += static_cast<long>(rep.finished);
+        if (rep.unfinished == 0 && rep.skipped == 0) co_return;
+        if (pass == 1000) throw std::runtime_error("recovery still has unfinished transactions after 1000 passes");
+    }
 }
 
 /// Starts the coordinator's background recovery; a failed pass is reported on stderr.
@@ -332,6 +351,38 @@ inline void start_lanes(asio::any_io_executor ex, shared_run& run, int concurren
         };
         asio::co_spawn(ex, lane(run, seed * 1'000'003u + static_cast<std::uint64_t>(i)), std::move(done));
     }
+}
+
+/// How a workload process runs its coordinator.
+struct workload_plan {
+    int concurrency = 16;
+    std::uint64_t seed = 1;
+    /// Recover what a previous life left before the lanes start, and in the background after.
+    bool recovery = true;
+    /// Asked once the startup recovery is done: false stops there (no lanes).
+    std::function<bool()> go_on{};
+};
+
+/// Runs the coordinator of `run` on `ioc`: the startup recovery (taking over everything), then
+/// the background recovery and the lanes until they have run their transactions (or forever).
+/// Rethrows what a lane or the startup threw.
+inline void run_workload_lanes(asio::io_context& ioc, shared_run& run, const workload_plan& p) {
+    std::exception_ptr failed;
+    auto startup = [&]() -> asio::awaitable<void> {
+        if (p.recovery) co_await recover_all(run.coord, run.t);
+        if (p.go_on && !p.go_on()) co_return;
+        if (p.recovery) start_background_recovery(run.coord);
+        start_lanes(ioc.get_executor(), run, p.concurrency, p.seed, [&](std::exception_ptr e) {
+            if (!e) return run.coord.stop();
+            failed = e;
+            ioc.stop();
+        });
+    };
+    asio::co_spawn(ioc, startup(), [&](std::exception_ptr e) {
+        if (e) failed = e;
+    });
+    ioc.run();
+    if (failed) std::rethrow_exception(failed);
 }
 
 } // namespace dtx::crash
