@@ -261,6 +261,16 @@ inline asio::awaitable<void> claim_unfinished(dtx::journal* j, std::size_t* out)
     *out = found.size();
 }
 
+/// Restarts `ioc` and queues on it the claim of every unfinished transaction of `j`: once `ioc`
+/// has run, `*out` holds how many there were.
+inline void queue_claim_unfinished(asio::io_context& ioc, dtx::journal& j, std::size_t* out) {
+    ioc.restart();
+    asio::co_spawn(ioc, claim_unfinished(&j, out), [](std::exception_ptr e) {
+        if (e)
+            std::rethrow_exception(e);
+    });
+}
+
 /// Runs `count` transactions (`kind`, TCC branches one by one or in one `batch`) on `concurrency`
 /// workers on one io_context thread, through a coordinator with default options on `journal`.
 /// `started()` runs just before the first transaction and `stopped()` just after the last one
@@ -286,12 +296,7 @@ sample run_through_journal(dtx::journal& journal, participants& parts, tx_kind k
     stopped();
 
     std::size_t unfinished = 0;
-    ioc.restart();
-    auto rethrow = [](std::exception_ptr e) {
-        if (e)
-            std::rethrow_exception(e);
-    };
-    asio::co_spawn(ioc, claim_unfinished(&journal, &unfinished), rethrow);
+    queue_claim_unfinished(ioc, journal, &unfinished);
     coord.reset(); // posts its stop; let that run too
     ioc.run();
     if (rs.failures != 0 || !all_calls_made(kind, count) || unfinished != 0)
