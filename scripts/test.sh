@@ -7,8 +7,12 @@
 #
 # Stages (each one is a stage_<name> function below; add new ones there and to
 # ALL_STAGES):
-#   gcc   g++, RelWithDebInfo, -Werror                        -> build/gcc
-#   asan  clang++, ASan+UBSan, Debug at -O1, -Werror          -> build/clang-asan
+#   gcc   checks that single_include/dtx/dtx.hpp is what scripts/amalgamate.py
+#         makes of include/; g++, RelWithDebInfo, -Werror; tests, examples and
+#         benchmarks built against the single header; each header of include/
+#         compiled alone; consumer tests (tests/consumer)   -> build/gcc
+#   asan  clang++, ASan+UBSan, Debug at -O1, -Werror; tests and examples built
+#         against include/ (no benchmarks)                   -> build/clang-asan
 #         then a short libFuzzer run of each fuzz target       -> build/fuzz
 #
 # Environment:
@@ -42,10 +46,14 @@ configure_build_test() {
 }
 
 stage_gcc() {
+  python3 "$ROOT/scripts/amalgamate.py" --check
   configure_build_test "$ROOT/build/gcc" \
     -DCMAKE_CXX_COMPILER=g++ \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DDTX_WERROR=ON
+    -DDTX_WERROR=ON \
+    -DDTX_TESTS_USE_SINGLE_HEADER=ON \
+    -DDTX_TEST_HEADERS=ON \
+    -DDTX_TEST_CONSUMERS=ON
 }
 
 stage_asan() {
@@ -57,7 +65,11 @@ stage_asan() {
       -DCMAKE_BUILD_TYPE=Debug \
       -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
       -DDTX_SANITIZE=address,undefined \
-      -DDTX_WERROR=ON
+      -DDTX_WERROR=ON \
+      -DDTX_TESTS_USE_SINGLE_HEADER=OFF \
+      -DDTX_TEST_HEADERS=OFF \
+      -DDTX_TEST_CONSUMERS=OFF \
+      -DDTX_BUILD_BENCH=OFF
   local fuzz_seconds=${DTX_FUZZ_SECONDS:-30}
   if ((fuzz_seconds > 0)); then
     DTX_BUILD_JOBS=$BUILD_JOBS "$ROOT/scripts/fuzz.sh" "$fuzz_seconds"
