@@ -13,6 +13,7 @@ packages=(
   libsqlite3-dev libpq-dev libssl-dev
   postgresql-15             # server for the PostgreSQL journal tests (started by the tests)
   libclang-rt-14-dev        # sanitizer runtimes for clang
+  python3 pkg-config        # scripts/amalgamate.py (single header); the pkg-config consumer test
 )
 
 missing=()
