@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# The one command that sets up a fresh Debian 12 machine, builds the quick_start
-# example (Release, build/gcc) and runs it. Extra arguments go to quick_start.
+# The one command that sets up a fresh Debian 12 machine, builds the shop example (RelWithDebInfo,
+# build/gcc) and runs its demo: five services on 127.0.0.1, orders that succeed, are refused, lose
+# their shipment, lose their payment service and lose their coordinator (both killed with SIGKILL),
+# and the invariants checked across every service's database. examples/shop/README.md tells what
+# to look at.
+#
+#   scripts/demo.sh                                       # the story (a few seconds)
+#   scripts/demo.sh load [--orders N] [--concurrency C]   # load mode: 10,000 orders at 32 by default
+#   scripts/demo.sh quick-start                           # the quick start program (examples/quick_start.cpp)
+#
+# Exits non-zero if any order ends otherwise than told or an invariant is broken.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,8 +19,12 @@ scripts/install-deps.sh
 
 cmake -S "$ROOT" -B "$ROOT/build/gcc" -G Ninja \
   -DCMAKE_CXX_COMPILER=g++ \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo
-cmake --build "$ROOT/build/gcc" --parallel "$(nproc)" --target quick_start
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "== building the shop and the quick start (build/gcc)" >&2
+cmake --build "$ROOT/build/gcc" --parallel "$(nproc)" --target shop quick_start
 
-echo "== running quick_start" >&2
-exec "$ROOT/build/gcc/examples/quick_start" "$@"
+if [[ ${1:-} == quick-start ]]; then
+  shift
+  exec "$ROOT/build/gcc/examples/quick_start" "$@"
+fi
+exec "$ROOT/examples/shop/scenario.sh" "$@" --shop "$ROOT/build/gcc/examples/shop"

@@ -14,6 +14,7 @@ packages=(
   postgresql-15             # server for the PostgreSQL journal tests (started by the tests)
   libclang-rt-14-dev        # sanitizer runtimes for clang
   python3 pkg-config        # scripts/amalgamate.py (single header); the pkg-config consumer test
+  curl                      # the shop demo's calls to its public API (examples/shop/scenario.sh)
 )
 
 missing=()

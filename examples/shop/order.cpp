@@ -49,8 +49,12 @@ struct order_record {
     std::string id, customer, sku, ship_to, state, reason, checkout_gid, fulfilment_gid;
     std::int64_t qty = 0, amount = 0, points = 0;
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(order_record, id, customer, sku, qty, amount, points, ship_to, state, reason,
-                                   checkout_gid, fulfilment_gid)
+void to_json(nlohmann::json& j, const order_record& o) {
+    j = {{"id", o.id},         {"customer", o.customer}, {"sku", o.sku},
+         {"qty", o.qty},       {"amount", o.amount},     {"points", o.points},
+         {"ship_to", o.ship_to}, {"state", o.state},     {"reason", o.reason},
+         {"checkout_gid", o.checkout_gid}, {"fulfilment_gid", o.fulfilment_gid}};
+}
 
 constexpr const char* order_columns =
     "id, customer, sku, qty, amount, points, ship_to, state, reason, checkout_gid, fulfilment_gid";
@@ -241,6 +245,24 @@ private:
 
     // ---- the order's two transactions ---------------------------------------------------------
 
+    /// The options of one of the order's transactions, which is logged from now on.
+    dtx::tx_options begin(const order_record& o, const std::string& gid, const std::string& traceparent,
+                          const std::string& what) {
+        live_[gid] = {o.id, o.customer, traceparent};
+        log_.write(gid, traceparent, "order " + o.id + ": " + what + " begins");
+        dtx::tx_options options;
+        options.gid = gid;
+        options.traceparent = traceparent;
+        return options;
+    }
+
+    void end(const order_record& o, const dtx::tx_result& r, const std::string& gid, const std::string& traceparent,
+             const std::string& what) {
+        live_.erase(gid);
+        log_.write(gid, traceparent, "order " + o.id + ": " + what + " " + std::string(dtx::to_string(r.status)) +
+                                         (r.message.empty() ? "" : ": " + r.message));
+    }
+
     asio::awaitable<bool> checkout(const order_record& o, const std::string& traceparent) {
         std::vector<dtx::branch_spec> branches;
         branches.push_back({"order", order_step{o.id, "new", "reserving", "cancelled"}});
@@ -249,15 +271,9 @@ private:
         auto body = [&branches](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
             co_await tx.add_branches(std::move(branches));
         };
-        dtx::tx_options options;
-        options.gid = o.checkout_gid;
-        options.traceparent = traceparent;
-        live_[o.checkout_gid] = {o.id, o.customer, traceparent};
-        log_.write(o.checkout_gid, traceparent, "order " + o.id + ": checkout (TCC: order, inventory, payment) begins");
+        dtx::tx_options options = begin(o, o.checkout_gid, traceparent, "checkout (TCC: order, inventory, payment)");
         const dtx::tx_result r = co_await coord_->tcc(std::move(body), std::move(options));
-        live_.erase(o.checkout_gid);
-        log_.write(r.gid, traceparent, "order " + o.id + ": checkout " + std::string(dtx::to_string(r.status)) +
-                                           (r.message.empty() ? "" : ": " + r.message));
+        end(o, r, o.checkout_gid, traceparent, "checkout");
         if (r.committed()) co_return true;
         if (r.status == dtx::tx_status::cancelled) co_await note_cancelled(o.id, r.message);
         co_return false;
@@ -269,12 +285,8 @@ private:
         steps.push_back({loyalty_, points{o.customer, o.points}});
         steps.push_back({shipment_, parcel{o.id, o.ship_to}});
         steps.push_back({"order-state", order_step{o.id, "fulfilling", "completed", "fulfilling"}});
-        dtx::tx_options options;
-        options.gid = o.fulfilment_gid;
-        options.traceparent = traceparent;
-        live_[o.fulfilment_gid] = {o.id, o.customer, traceparent};
-        log_.write(o.fulfilment_gid, traceparent,
-                   "order " + o.id + ": fulfilment (saga: order, loyalty, shipment, order) begins");
+        dtx::tx_options options =
+            begin(o, o.fulfilment_gid, traceparent, "fulfilment (saga: order, loyalty, shipment, order)");
         dtx::tx_result r;
         try {
             r = co_await coord_->saga(std::move(steps), std::move(options));
@@ -282,14 +294,12 @@ private:
             r.gid = o.fulfilment_gid;
             r.message = e.what();
         }
-        live_.erase(o.fulfilment_gid);
-        log_.write(r.gid, traceparent, "order " + o.id + ": fulfilment " + std::string(dtx::to_string(r.status)) +
-                                           (r.message.empty() ? "" : ": " + r.message));
+        end(o, r, o.fulfilment_gid, traceparent, "fulfilment");
         if (!r.message.empty()) co_await note_reason(o.id, r.message);
     }
 
+    /// Runs an order's transactions; the order is in in_flight_ already, and leaves it here.
     asio::awaitable<void> process(order_record o, std::string traceparent) {
-        in_flight_.insert(o.id);
         try {
             if (co_await checkout(o, traceparent)) co_await fulfil(o, traceparent);
         } catch (const std::exception& e) {
@@ -346,7 +356,12 @@ private:
                 if (t || in_flight_.contains(o.id)) continue;
                 in_flight_.insert(o.id);
                 const std::string traceparent(dtx::trace_context::for_gid(o.checkout_gid).traceparent());
-                co_await fulfil(o, traceparent);
+                try {
+                    co_await fulfil(o, traceparent);
+                } catch (...) {
+                    in_flight_.erase(o.id);
+                    throw;
+                }
                 in_flight_.erase(o.id);
             }
         }
@@ -390,6 +405,7 @@ private:
         o.checkout_gid = dtx::make_gid();
         o.fulfilment_gid = dtx::make_gid();
         if (in_flight_.contains(o.id)) co_return refuse(409, "order_in_progress", "order " + o.id + " is being processed");
+        in_flight_.insert(o.id); // before the row exists: the reconciler must never take a live order
 
         // The order is durable before its first transaction begins; a repeated POST of the same
         // order_id answers what became of the first.
@@ -405,8 +421,15 @@ private:
                 .run();
             return o;
         };
-        const order_record stored = co_await orders_.run<order_record>(std::move(insert));
+        order_record stored;
+        try {
+            stored = co_await orders_.run<order_record>(std::move(insert));
+        } catch (...) {
+            in_flight_.erase(o.id);
+            throw;
+        }
         if (stored.checkout_gid != o.checkout_gid) {
+            in_flight_.erase(o.id);
             reply again{is_final_state(stored.state) ? 200u : 202u, stored};
             co_return again;
         }
