@@ -3,10 +3,13 @@
 // the same server, in the same run.
 //
 //   bench_postgres [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]
+//                  [--connections=N] [--unprepared]
 //
 // Every measurement prints one JSON object on a line of its own (stdout); progress and errors go to
-// stderr. Arguments as for bench_core. When the PostgreSQL server binaries are not installed (or
-// the benchmark was built without libpq), it prints one line saying it skipped, and exits 0.
+// stderr. Arguments as for bench_core; --connections and --unprepared set the journal's options
+// `connections` and `prepare_statements` (false) for every line. When the PostgreSQL server
+// binaries are not installed (or the benchmark was built without libpq), it prints one line saying
+// it skipped, and exits 0.
 //
 // The server is started for the run (tests/support/pg_server.sh, default settings: fsync and
 // synchronous_commit on) in a new directory under $DTX_BENCH_DIR, else $TMPDIR, else /var/tmp,
@@ -17,7 +20,8 @@
 //   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
 //     `co_await coord.tcc(body)` (or `coord.saga`), as in bench_core and bench_sqlite, with the
 //     same trivial participants; the coordinator journals in a postgres_journal (its own thread and
-//     connection: the writes queued meanwhile go to the server as one statement and one commit).
+//     connection, or several: the writes queued meanwhile go to the server as one statement and
+//     one commit).
 //   - baseline, measured just before each line: `clients` threads (8 for the concurrent lines, 1
 //     for the concurrency-1 lines), each with its own libpq connection, loop a prepared
 //     `INSERT INTO bench_baseline VALUES ($1, $2)` in autocommit: one commit (one WAL flush,
@@ -44,6 +48,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -59,6 +64,12 @@ namespace bench {
 
 constexpr std::size_t concurrent_baseline_clients = 8;
 const std::string bench_db = "dtx_bench";
+
+/// The journal's options the command line sets.
+struct journal_settings {
+    std::size_t connections = 1;
+    bool prepare_statements = true;
+};
 
 // ---- baseline: raw libpq single-row commits ----------------------------------------------------
 
@@ -120,10 +131,12 @@ struct dtx_sample {
 /// Runs `count` transactions on `concurrency` workers through a coordinator whose journal is a
 /// postgres_journal on emptied journal tables.
 dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& server,
-                   std::size_t concurrency, std::size_t count) {
+                   const journal_settings& js, std::size_t concurrency, std::size_t count) {
     const std::string conninfo = server.conninfo(bench_db);
     dtx::postgres_journal_options jo;
     jo.conninfo = conninfo;
+    jo.connections = js.connections;
+    jo.prepare_statements = js.prepare_statements;
     dtx::postgres_journal journal(std::move(jo)); // creates the schema on the first run
     {
         dtx::postgres::connection admin(conninfo);
@@ -160,7 +173,7 @@ dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& se
 // ---- reporting ---------------------------------------------------------------------------------
 
 nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const dtx_sample& fw,
-                            const baseline_sample& bs, std::size_t clients,
+                            const baseline_sample& bs, std::size_t clients, const journal_settings& js,
                             const nlohmann::ordered_json& server_settings,
                             const std::string& filesystem) {
     const sample& base = bs.s;
@@ -183,6 +196,8 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const d
     j["io_cpu_us_per_tx"] = per_tx_us(fw.io_cpu_ns, fw.s.tx);
     j["journal_cpu_us_per_tx"] = per_tx_us(fw.journal_cpu_ns, fw.s.tx);
     j["server_cpu_us_per_tx"] = per_tx_us(fw.server_cpu_ns, fw.s.tx);
+    j["journal_connections"] = js.connections;
+    j["prepared_statements"] = js.prepare_statements;
     j["server"] = server_settings;
     j["filesystem"] = filesystem;
     add_default_settings(j, sc.batch);
@@ -204,8 +219,23 @@ std::vector<scenario> scenarios() {
 
 int main(int argc, char** argv) {
     cli_options opt;
-    if (auto code = parse_cli(argc, argv, "bench_postgres", opt,
-                              [](std::string_view) { return false; }))
+    journal_settings js;
+    auto extra = [&js](std::string_view a) {
+        if (a.starts_with("--connections=")) {
+            js.connections = std::max<std::size_t>(
+                1, static_cast<std::size_t>(std::strtoull(a.data() + 14, nullptr, 10)));
+            return true;
+        }
+        if (a == "--unprepared") {
+            js.prepare_statements = false;
+            return true;
+        }
+        return false;
+    };
+    if (auto code = parse_cli(argc, argv, "bench_postgres", opt, extra,
+                              " [--connections=N] [--unprepared]",
+                              "  --connections=N  journal connections (postgres_journal_options::connections)\n"
+                              "  --unprepared     the journal without prepared statements\n"))
         return *code;
 
     if (opt.list) {
@@ -236,6 +266,8 @@ int main(int argc, char** argv) {
             admin.exec(("CREATE DATABASE " + bench_db).c_str());
             server_settings = pg::settings(admin);
         }
+        std::cerr << "bench_postgres: server settings (PostgreSQL's defaults, as a user has them): "
+                  << server_settings.dump() << "\n";
         const std::string conninfo = server->conninfo(bench_db);
 
         participants parts;
@@ -256,13 +288,13 @@ int main(int argc, char** argv) {
                 measure_by_time(run_base, clients, 64, opt.seconds, opt.fixed_tx);
                 dtx_sample fw;
                 auto run_fw = [&](std::size_t n) {
-                    fw = run_dtx(parts, sc, *server, c, n);
+                    fw = run_dtx(parts, sc, *server, js, c, n);
                     return fw.s;
                 };
                 // The last run is the measured one, and `fw` holds its counts.
                 measure_by_time(run_fw, c, std::max<std::size_t>(c * 4, 32), opt.seconds,
                                 opt.fixed_tx);
-                std::cout << line(sc, c, fw, base, clients, server_settings, filesystem).dump()
+                std::cout << line(sc, c, fw, base, clients, js, server_settings, filesystem).dump()
                           << std::endl;
             }
         }

@@ -27,6 +27,12 @@ TEST_CASE("postgres journal: the journal contract") {
     check_forward_contract(ioc, k);
 }
 
+TEST_CASE("postgres journal: the journal contract with several connections") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database(), .connections = 3});
+    check_journal_contract(ioc, j);
+}
+
 namespace {
 
 /// The tables dtx wrote as schema version 1 (version 2 added `forward`), without the functions:
@@ -140,9 +146,13 @@ VALUES ('decided', '01', 'a', '{"qty": 1}', true), ('decided', '02', 'b', '{"qty
     CHECK(s.ops("planned", "01") == std::vector<branch_op>{branch_op::action});
 }
 
-TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end") {
+namespace {
+/// 200 TCC transactions at once through a coordinator, some cancelled, journaled through
+/// `connections` connections.
+void concurrent_tcc(std::size_t connections) {
+    CAPTURE(connections);
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database()});
+    postgres_journal j({.conninfo = fresh_database(), .connections = connections});
     participant_registry reg;
     resource a{"a"}, b{"b"};
     reg.add_tcc("a", a.tcc());
@@ -170,6 +180,12 @@ TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end"
     CHECK(s.failed_batches == 0);
     CHECK(s.commits < s.operations); // writes shared statements
     MESSAGE(s.operations << " journal operations in " << s.commits << " statements");
+}
+} // namespace
+
+TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end") {
+    concurrent_tcc(1);
+    concurrent_tcc(2);
 }
 
 TEST_CASE("postgres journal: instances claiming at once never take the same transaction") {
@@ -252,11 +268,13 @@ TEST_CASE("postgres journal: write functions are replaced when older, never when
         auto r = c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
         return r.rows() ? std::stoi(std::string(r.text(0, 0))) : 0;
     };
-    // A write function that refuses everything stands for functions of another version.
+    // Write functions that refuse everything stand for functions of another version.
     auto install_stub = [&](int version) {
         postgres::connection c(conninfo);
         c.exec("CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb "
                "LANGUAGE sql AS $$ SELECT jsonb_agg('refused'::text) FROM jsonb_array_elements(batch) $$");
+        c.exec("CREATE OR REPLACE FUNCTION dtx_apply_single(w jsonb, now_ms bigint) RETURNS text "
+               "LANGUAGE sql AS $$ SELECT 'refused'::text $$");
         const std::string v = std::to_string(version);
         c.exec("UPDATE dtx_meta SET value = $1::int WHERE key = 'journal_functions'", {v});
     };
@@ -307,9 +325,12 @@ TEST_CASE("postgres journal: a write that changes nothing in the transaction sti
     CHECK_FALSE(run(ioc, j.find("u")));
 }
 
-TEST_CASE("postgres journal: writes for one transaction in one batch are applied in order") {
+namespace {
+/// Each transaction's writes queued back to back, through `connections` connections.
+void writes_in_order(std::size_t connections) {
+    CAPTURE(connections);
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database()});
+    postgres_journal j({.conninfo = fresh_database(), .connections = connections});
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};
@@ -348,4 +369,146 @@ TEST_CASE("postgres journal: writes for one transaction in one batch are applied
     const auto s = j.stats();
     CHECK(s.failed_batches == 0);
     MESSAGE(s.operations << " journal operations in " << s.commits << " statements");
+}
+} // namespace
+
+TEST_CASE("postgres journal: writes for one transaction in one batch are applied in order") {
+    writes_in_order(1);
+    writes_in_order(3);
+}
+
+TEST_CASE("postgres journal: functions of version 4 (no dtx_apply_single) are replaced on open") {
+    asio::io_context ioc;
+    const auto conninfo = fresh_database();
+    { postgres_journal j({.conninfo = conninfo}); }
+    {
+        // As dtx with functions version 4 left the database.
+        postgres::connection c(conninfo);
+        c.exec("DROP FUNCTION dtx_apply_single(jsonb, bigint)");
+        c.exec("UPDATE dtx_meta SET value = 4 WHERE key = 'journal_functions'");
+    }
+    postgres_journal j({.conninfo = conninfo});
+    std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
+    const auto later = wall_clock::now() + std::chrono::minutes(1);
+    CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = br}));
+    CHECK(write_sync(ioc, j, {.gid = "g", .status = status_change{tx_status::trying, tx_status::confirming}}));
+    postgres::connection c(conninfo);
+    CHECK(c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'").text(0, 0) ==
+          std::to_string(postgres_journal::functions_version));
+    CHECK(run(ioc, j.find("g"))->status == tx_status::confirming);
+}
+
+namespace {
+
+/// Makes every write statement on dtx_transaction drop the prepared statements of its session,
+/// as a pooler in transaction mode does when it hands the session to another client between
+/// two statements.
+void drop_prepared_statements_after_writes(const std::string& conninfo) {
+    postgres::connection c(conninfo);
+    c.exec("CREATE FUNCTION test_deallocate() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$ BEGIN EXECUTE 'DEALLOCATE ALL'; RETURN NULL; END $$");
+    c.exec("CREATE TRIGGER test_deallocate AFTER INSERT OR UPDATE ON dtx_transaction "
+           "FOR EACH STATEMENT EXECUTE FUNCTION test_deallocate()");
+}
+
+/// One TCC transaction through `j`, written by itself (batches of one) or all at once (lazy
+/// writes, one batch), and whether the journal holds it as confirmed with its two branches.
+bool tcc_through(asio::io_context& ioc, postgres_journal& j, const std::string& gid, durability d) {
+    const auto later = wall_clock::now() + std::chrono::minutes(1);
+    std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
+    std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};
+    bool ok = true;
+    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+        const journal_write begin{.gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = first,
+                                  .lease = lease_change{"me", later}};
+        ok = co_await j.write(begin, d) && ok;
+        const journal_write add{.gid = gid, .new_branches = second,
+                                .status = status_change{tx_status::trying, tx_status::trying}};
+        ok = co_await j.write(add, d) && ok;
+        const journal_write decide{.gid = gid, .status = status_change{tx_status::trying, tx_status::confirming},
+                                   .lease = lease_change{"me", later}};
+        ok = co_await j.write(decide, d) && ok;
+        const journal_write end{.gid = gid, .status = status_change{tx_status::confirming, tx_status::confirmed}};
+        ok = co_await j.write(end, durability::sync) && ok;
+    }, asio::detached);
+    ioc.restart();
+    ioc.run();
+    auto t = run(ioc, j.find(gid));
+    return ok && t && t->status == tx_status::confirmed && t->branches.size() == 2;
+}
+
+} // namespace
+
+TEST_CASE("postgres journal: prepared statements the server lost are prepared again") {
+    asio::io_context ioc;
+    const auto conninfo = fresh_database();
+    postgres_journal j({.conninfo = conninfo});
+    CHECK(tcc_through(ioc, j, "before", durability::sync));
+    CHECK(j.stats().lost_statements == 0);
+    drop_prepared_statements_after_writes(conninfo);
+    for (int i = 0; i < 5; ++i) {
+        CHECK(tcc_through(ioc, j, "single" + std::to_string(i), durability::sync));
+        CHECK(tcc_through(ioc, j, "batch" + std::to_string(i), durability::lazy));
+    }
+    const auto s = j.stats();
+    CHECK(s.failed_batches == 0);
+    CHECK(s.lost_statements >= 10); // each kind of statement, again and again
+    MESSAGE(s.lost_statements << " prepared statements lost and prepared again");
+}
+
+TEST_CASE("postgres journal: without prepared statements") {
+    asio::io_context ioc;
+    const auto conninfo = fresh_database();
+    postgres_journal j({.conninfo = conninfo, .prepare_statements = false});
+    drop_prepared_statements_after_writes(conninfo); // nothing to lose
+    CHECK(tcc_through(ioc, j, "single", durability::sync));
+    CHECK(tcc_through(ioc, j, "batch", durability::lazy));
+    CHECK(j.stats().lost_statements == 0);
+    CHECK(j.stats().failed_batches == 0);
+}
+
+TEST_CASE("postgres connection: a prepared statement the server lost is prepared again, in autocommit only") {
+    postgres::connection c(fresh_database());
+    CHECK(c.exec_prepared("two", "SELECT $1::int + 1", {"1"}).text(0, 0) == "2");
+    c.exec("DEALLOCATE ALL");
+    CHECK(c.exec_prepared("two", "SELECT $1::int + 1", {"2"}).text(0, 0) == "3");
+    CHECK(c.lost_statements() == 1);
+    // In a transaction block the error has aborted the transaction: it is the caller's to see.
+    c.exec("BEGIN");
+    c.exec("DEALLOCATE ALL");
+    CHECK(error_of([&] { c.exec_prepared("two", "SELECT $1::int + 1", {"3"}); }) == errc::journal_failed);
+    c.exec("ROLLBACK");
+    CHECK(c.exec_prepared("two", "SELECT $1::int + 1", {"4"}).text(0, 0) == "5");
+    // A name another statement holds in the session: run unprepared from then on.
+    c.exec("PREPARE taken AS SELECT 'other'");
+    CHECK(c.exec_prepared("taken", "SELECT $1::int + 1", {"5"}).text(0, 0) == "6");
+    CHECK_FALSE(c.prepares());
+    CHECK(c.exec_prepared("three", "SELECT $1::int + 2", {"5"}).text(0, 0) == "7");
+}
+
+TEST_CASE("postgres journal: with several connections, a claim sees the lazy writes queued before it") {
+    asio::io_context ioc;
+    postgres_journal j({.conninfo = fresh_database(), .connections = 3});
+    const auto overdue = wall_clock::now() - std::chrono::seconds(1);
+    std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
+    const int n = 30;
+    for (int i = 0; i < n; ++i)
+        CHECK(write_sync(ioc, j, {.gid = "l" + std::to_string(i), .begin = begin_transaction{tx_kind::tcc, overdue},
+                                  .new_branches = br}));
+    std::vector<transaction_record> claimed;
+    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+        // Ends that wait for company on their connections, then a claim on the first.
+        for (int i = 0; i < n; ++i) {
+            const journal_write end{.gid = "l" + std::to_string(i),
+                                    .status = status_change{tx_status::trying, tx_status::cancelled}};
+            co_await j.write(end, durability::lazy);
+        }
+        const claim_request everything{.now = wall_clock::now(), .owner = "me", .lease = std::chrono::seconds(30),
+                                       .limit = 100, .take_over = true};
+        claimed = co_await j.claim(everything);
+    }, asio::detached);
+    ioc.restart();
+    ioc.run();
+    CHECK(claimed.empty());
+    for (int i = 0; i < n; ++i) CHECK(run(ioc, j.find("l" + std::to_string(i)))->status == tx_status::cancelled);
 }

@@ -9,6 +9,8 @@
 //                    {std::to_string(qty), sku});
 //   if (r.affected() == 0) return dtx::failure("out of stock");
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
@@ -53,30 +55,99 @@ public:
 
     /// Runs one statement with text parameters; throws dtx::error on failure.
     result exec(const char* sql, std::initializer_list<std::string_view> params = {}) {
-        std::vector<std::string> owned(params.begin(), params.end()); // NUL-terminated copies
-        std::vector<const char*> values;
-        values.reserve(owned.size());
-        for (auto& p : owned) values.push_back(p.c_str());
-        result r(PQexecParams(conn_, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0));
-        const auto status = PQresultStatus(r.raw());
-        if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-            const char* state = PQresultErrorField(r.raw(), PG_DIAG_SQLSTATE);
-            throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                                                  (state ? " (SQLSTATE " + std::string(state) + ")" : ""));
-        }
+        const text_params p(params);
+        result r(PQexecParams(conn_, sql, p.count(), nullptr, p.values(), nullptr, nullptr, 0));
+        check(r);
         return r;
     }
+
+    /// Runs `sql` as a statement prepared on this connection under `name`: parsed and planned
+    /// once per session instead of on every call. When the server no longer knows the statement
+    /// (SQLSTATE 26000: DEALLOCATE ran, or a pooler in transaction mode handed the session to
+    /// another client and back), it is prepared again and run again, once, outside a
+    /// transaction block only (there the error has aborted the transaction); if it cannot be
+    /// prepared because the name is taken (42P05: a pooled session holds another client's
+    /// statement), this connection runs its statements unprepared from then on. Throws
+    /// dtx::error on failure.
+    result exec_prepared(const char* name, const char* sql, std::initializer_list<std::string_view> params = {}) {
+        const text_params p(params);
+        for (int attempt = 0; attempt < 2 && prepare_; ++attempt) {
+            if (!prepared(name) && !prepare(name, sql, p.count())) break;
+            result r(PQexecPrepared(conn_, name, p.count(), p.values(), nullptr, nullptr, 0));
+            if (succeeded(r)) return r;
+            if (sqlstate(r) != "26000") check(r);
+            std::erase(prepared_, name);
+            ++lost_statements_;
+            if (PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+        }
+        result r(PQexecParams(conn_, sql, p.count(), nullptr, p.values(), nullptr, nullptr, 0));
+        check(r);
+        return r;
+    }
+
+    /// Whether exec_prepared() prepares statements (true unless set off, or a name was taken).
+    bool prepares() const noexcept { return prepare_; }
+    void set_prepares(bool on) noexcept { prepare_ = on; }
+    /// Prepared statements the server had lost (SQLSTATE 26000) when they were run.
+    std::uint64_t lost_statements() const noexcept { return lost_statements_; }
 
     /// Re-establishes a lost connection; true if it had to.
     bool ensure() {
         if (PQstatus(conn_) == CONNECTION_OK) return false;
         PQreset(conn_);
+        prepared_.clear(); // a new session
         if (PQstatus(conn_) != CONNECTION_OK)
             throw error(errc::journal_failed, "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
         return true;
     }
 
 private:
+    /// Parameters as NUL-terminated copies, for libpq.
+    class text_params {
+    public:
+        explicit text_params(std::initializer_list<std::string_view> params) : owned_(params.begin(), params.end()) {
+            values_.reserve(owned_.size());
+            for (auto& p : owned_) values_.push_back(p.c_str());
+        }
+        int count() const noexcept { return static_cast<int>(values_.size()); }
+        const char* const* values() const noexcept { return values_.data(); }
+
+    private:
+        std::vector<std::string> owned_;
+        std::vector<const char*> values_;
+    };
+
+    static bool succeeded(const result& r) {
+        const auto status = PQresultStatus(r.raw());
+        return status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK;
+    }
+    static std::string_view sqlstate(const result& r) {
+        const char* state = PQresultErrorField(r.raw(), PG_DIAG_SQLSTATE);
+        return state ? state : "";
+    }
+    void check(const result& r) const {
+        if (succeeded(r)) return;
+        const auto state = sqlstate(r);
+        throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
+                                              (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
+    }
+
+    bool prepared(const char* name) const {
+        return std::find(prepared_.begin(), prepared_.end(), name) != prepared_.end();
+    }
+    /// Prepares `sql` as `name`; false if the name is taken in this session by a statement this
+    /// connection did not prepare (it then stops preparing).
+    bool prepare(const char* name, const char* sql, int params) {
+        result r(PQprepare(conn_, name, sql, params, nullptr));
+        if (succeeded(r)) {
+            prepared_.emplace_back(name);
+            return true;
+        }
+        if (sqlstate(r) != "42P05" || PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+        prepare_ = false;
+        return false;
+    }
+
     void connect() {
         conn_ = PQconnectdb(conninfo_.c_str());
         if (PQstatus(conn_) != CONNECTION_OK) {
@@ -91,6 +162,9 @@ private:
 
     std::string conninfo_;
     PGconn* conn_ = nullptr;
+    std::vector<std::string> prepared_; // names prepared in this session (a few)
+    bool prepare_ = true;
+    std::uint64_t lost_statements_ = 0;
 };
 
 

@@ -11,21 +11,28 @@
 //   per batch. A transaction is one row, its branches in it: a write is an INSERT (a begin) or a
 //   conditional UPDATE of that row, which checks the status and the lease owner before it
 //   changes anything, so a refused write needs no subtransaction. A batch whose writes concern
-//   different transactions takes one INSERT and one UPDATE for all of them. Only the end changes
-//   an indexed column; the other updates are HOT (no new index entries).
+//   different transactions takes one INSERT and one UPDATE for all of them; a batch of one write
+//   (low concurrency) calls `dtx_apply_single`, one INSERT or UPDATE without the batch's
+//   machinery. Only the end changes an indexed column; the other updates are HOT (no new index
+//   entries). The statements are prepared once per session (prepared again if a pooler lost
+//   them). With `connections` > 1, each connection has its thread and takes the transactions
+//   whose gid hashes to it: a transaction's writes stay in order, and one connection applies
+//   its batch while another waits for its commit.
 // - Recovery in any number of coordinator processes claims due transactions with
 //   `FOR UPDATE SKIP LOCKED` and a lease (owner, expiry); a coordinator renews the lease while it
 //   drives a transaction, so no transaction is driven by two instances at once, and a dead
 //   instance's transactions are taken over once its leases have expired.
 // - The schema (tables dtx_transaction and dtx_meta, the view dtx_branch, the functions
-//   dtx_apply, dtx_claim, dtx_find) is created or migrated on open under an advisory lock; a
-//   database migrated by a newer dtx is refused with errc::journal_version.
+//   dtx_apply, dtx_apply_single, dtx_claim, dtx_find) is created or migrated on open under an
+//   advisory lock; a database migrated by a newer dtx is refused with errc::journal_version.
 // - A lost connection fails the batch in flight (journal_failed, with libpq's message) and is
 //   re-established for the next one.
 //
 // Link with libpq (CMake: dtx::postgres). The layout is in docs/journal.md.
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <initializer_list>
 #include <utility>
 #include <chrono>
@@ -51,6 +58,15 @@ struct postgres_journal_options {
     std::chrono::milliseconds retention = std::chrono::hours(24);
     std::size_t cleanup_batch = 1000;
     std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
+    /// Run the journal's statements as prepared statements (parsed and planned once per
+    /// session). A statement the server has lost (a pooler in transaction mode) is prepared
+    /// again; set false when a pooler refuses prepared statements altogether.
+    bool prepare_statements = true;
+    /// Connections that write, each with a thread of its own. A transaction's writes and reads
+    /// always take the same one (by its gid), so they stay in order; while one connection waits
+    /// for its commit to be flushed, another can apply its batch. Claims and the cleanup take
+    /// the first.
+    std::size_t connections = 1;
 };
 
 struct postgres_journal_stats {
@@ -59,6 +75,7 @@ struct postgres_journal_stats {
     std::uint64_t failed_batches = 0; ///< batches that failed (connection lost, server error)
     std::uint64_t reconnects = 0;
     std::uint64_t cleaned = 0;
+    std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
 
@@ -67,14 +84,14 @@ public:
     static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
     /// replaced on open when older, never when newer.
-    static constexpr int functions_version = 4;
+    static constexpr int functions_version = 5;
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o)
-        : opts_(std::move(o)), db_(opts_.conninfo), ready_(migrate()),
-          queue_({opts_.max_batch, opts_.cleanup_interval}, [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
-                 [this] { cleanup(); }) {}
+    explicit postgres_journal(postgres_journal_options o) : opts_(std::move(o)) {
+        const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
+        for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<shard>(*this, i == 0));
+    }
 
     postgres_journal(const postgres_journal&) = delete;
     postgres_journal& operator=(const postgres_journal&) = delete;
@@ -82,28 +99,34 @@ public:
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         auto j = std::make_unique<job>(job::kind::write, encode(w));
+        shard& to = shard_of(w.gid);
         if (d == durability::lazy) {
-            push(j);
+            // Not urgent: it waits (briefly) to share the commit of the next sync write, so that
+            // write does not wait for a commit of its own.
+            push(to, j, false);
             co_return true;
         }
-        auto start = [this, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&to, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
-            push(j);
+            push(to, j);
         };
         const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
         co_return answer.get<bool>();
     }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
+        // The claim sees every write queued before it, lazy ones too, as with one connection.
+        for (std::size_t i = 1; i < shards_.size(); ++i) co_await flush(*shards_[i]);
         nlohmann::json args = {{"owner", r.owner},
                                {"now_ms", to_ms(r.now)},
                                {"lease_ms", r.lease.count()},
                                {"limit", r.limit},
                                {"take_over", r.take_over}};
         auto j = std::make_unique<job>(job::kind::claim, args.dump());
-        auto start = [this, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        shard& first = *shards_.front();
+        auto start = [&first, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
-            push(j);
+            push(first, j);
         };
         const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
         std::vector<transaction_record> out;
@@ -113,9 +136,9 @@ public:
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
         auto j = std::make_unique<job>(job::kind::find, std::string(gid));
-        auto start = [this, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&to = shard_of(gid), j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
-            push(j);
+            push(to, j);
         };
         const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
         std::optional<transaction_record> out;
@@ -130,10 +153,10 @@ public:
 
 private:
     struct job {
-        enum class kind { write, claim, find };
+        enum class kind { write, claim, find, flush };
         job(kind k, std::string a) : what(k), arg(std::move(a)) {}
         kind what;
-        std::string arg;                          // JSON text of the write / claim, or the gid
+        std::string arg;                          // JSON text of the write / claim, the gid, or empty
         detail::deliver_fn<nlohmann::json> deliver; // empty for lazy writes
     };
 
@@ -176,12 +199,49 @@ private:
         return rec;
     }
 
-    void push(std::unique_ptr<job>& j) {
-        if (!queue_.push(j)) throw error(errc::journal_failed, "PostgreSQL journal: closing");
+    /// A connection and the thread that writes through it.
+    struct shard {
+        shard(postgres_journal& j, bool first)
+            : db(j.opts_.conninfo), ready(set_up(j, db, first)),
+              queue({j.opts_.max_batch, j.opts_.cleanup_interval},
+                    [&j, this](std::vector<std::unique_ptr<job>>& b) { j.execute(*this, b); },
+                    [&j, this, first] {
+                        if (first) j.cleanup(*this);
+                    }) {}
+        static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
+            db.set_prepares(j.opts_.prepare_statements);
+            return !first || j.migrate(db); // the first creates or migrates the schema
+        }
+
+        postgres::connection db;
+        bool ready;
+        std::uint64_t lost_statements = 0; // counted so far (db.lost_statements())
+        detail::batch_queue<std::unique_ptr<job>> queue; // last: drained before the rest goes
+    };
+
+    shard& shard_of(std::string_view gid) {
+        if (shards_.size() == 1) return *shards_.front();
+        return *shards_[std::hash<std::string_view>{}(gid) % shards_.size()];
     }
 
-    /// One batch: every write in one dtx_apply statement; claims and reads one statement each.
-    void execute(std::vector<std::unique_ptr<job>>& batch) {
+    static void push(shard& to, std::unique_ptr<job>& j, bool urgent = true) {
+        if (!to.queue.push(j, urgent)) throw error(errc::journal_failed, "PostgreSQL journal: closing");
+    }
+
+    /// Returns once `sh` has applied everything queued on it before.
+    static asio::awaitable<void> flush(shard& sh) {
+        auto j = std::make_unique<job>(job::kind::flush, std::string());
+        auto start = [&sh, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+            j->deliver = std::move(deliver);
+            push(sh, j);
+        };
+        co_await detail::await_result<nlohmann::json>(std::move(start));
+    }
+
+    /// One batch: every write in one dtx_apply statement (dtx_apply_single for one write);
+    /// claims and reads one statement each.
+    void execute(shard& sh, std::vector<std::unique_ptr<job>>& batch) {
+        postgres::connection& db = sh.db;
         std::string writes = "[";
         std::vector<job*> write_jobs;
         for (auto& j : batch)
@@ -198,24 +258,35 @@ private:
                 if (j->deliver) j->deliver(e, nullptr);
         };
         try {
-            reconnected += db_.ensure();
+            reconnected += db.ensure();
         } catch (...) {
             std::vector<job*> all;
             for (auto& j : batch) all.push_back(j.get());
             fail(all, std::current_exception());
-            count(0, 1, reconnected, 0);
+            count(sh, 0, 1, reconnected, 0);
             return;
         }
         if (!write_jobs.empty()) {
             try {
                 const std::string now = std::to_string(to_ms(wall_clock::now()));
-                auto r = db_.exec("SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
-                const auto answers = nlohmann::json::parse(r.text(0, 0));
+                std::vector<std::string> answers;
+                if (write_jobs.size() == 1) {
+                    auto r = db.exec_prepared("dtx_apply_single", "SELECT dtx_apply_single($1::jsonb, $2::bigint)",
+                                               {write_jobs.front()->arg, now});
+                    answers.emplace_back(r.text(0, 0));
+                } else {
+                    auto r = db.exec_prepared("dtx_apply", "SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
+                    answers = nlohmann::json::parse(r.text(0, 0)).get<std::vector<std::string>>();
+                }
                 ++committed;
+                if (answers.size() != write_jobs.size())
+                    throw error(errc::journal_corrupt, "PostgreSQL journal: " + std::to_string(answers.size()) +
+                                                           " answers to " + std::to_string(write_jobs.size()) +
+                                                           " writes");
                 for (std::size_t i = 0; i < write_jobs.size(); ++i) {
                     job* j = write_jobs[i];
                     if (!j->deliver) continue;
-                    const std::string a = answers.at(i).get<std::string>();
+                    const std::string& a = answers[i];
                     if (a == "ok" || a == "refused")
                         j->deliver(nullptr, a == "ok");
                     else
@@ -225,25 +296,34 @@ private:
                 fail(write_jobs, std::current_exception());
             }
         }
+        std::size_t flushes = 0;
         for (auto& j : batch) {
             if (j->what == job::kind::write) continue;
+            if (j->what == job::kind::flush) {
+                ++flushes;
+                j->deliver(nullptr, nullptr);
+                continue;
+            }
             try {
-                auto r = j->what == job::kind::claim ? db_.exec("SELECT dtx_claim($1::jsonb)", {j->arg})
-                                                      : db_.exec("SELECT dtx_find($1)", {j->arg});
+                auto r = j->what == job::kind::claim
+                             ? db.exec_prepared("dtx_claim", "SELECT dtx_claim($1::jsonb)", {j->arg})
+                             : db.exec_prepared("dtx_find", "SELECT dtx_find($1)", {j->arg});
                 ++committed;
                 j->deliver(nullptr, r.is_null(0, 0) ? nlohmann::json() : nlohmann::json::parse(r.text(0, 0)));
             } catch (...) {
                 fail({j.get()}, std::current_exception());
             }
         }
-        count(committed, failed, reconnected, batch.size());
+        count(sh, committed, failed, reconnected, batch.size() - flushes);
     }
 
-    void count(std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected, std::size_t ops) {
+    void count(shard& sh, std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected, std::size_t ops) {
+        const std::uint64_t lost = sh.db.lost_statements() - std::exchange(sh.lost_statements, sh.db.lost_statements());
         std::lock_guard lock(mu_);
         stats_.commits += committed;
         stats_.failed_batches += failed;
         stats_.reconnects += reconnected;
+        stats_.lost_statements += lost;
         if (!failed) stats_.operations += ops;
     }
 
@@ -254,12 +334,12 @@ private:
         return error(errc::journal_failed, "gid " + gid + ": " + answer);
     }
 
-    void cleanup() {
+    void cleanup(shard& sh) {
         const std::string before = std::to_string(to_ms(wall_clock::now() - opts_.retention));
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
-            db_.ensure();
-            auto r = db_.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
+            sh.db.ensure();
+            auto r = sh.db.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
                               "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) "
                               "RETURNING 1",
                               {before, batch});
@@ -267,18 +347,16 @@ private:
                 std::lock_guard lock(mu_);
                 stats_.cleaned += static_cast<std::uint64_t>(r.rows());
             }
-            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !queue_.idle()) break;
+            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle()) break;
         }
     }
 
-    bool migrate();
+    bool migrate(postgres::connection& db);
 
     postgres_journal_options opts_;
-    postgres::connection db_;
-    bool ready_;
     mutable std::mutex mu_;
     postgres_journal_stats stats_;
-    detail::batch_queue<std::unique_ptr<job>> queue_; // last: drained before the rest goes
+    std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
 } // namespace dtx

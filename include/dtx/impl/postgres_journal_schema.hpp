@@ -6,15 +6,15 @@
 
 namespace dtx {
 
-inline bool postgres_journal::migrate() {
+inline bool postgres_journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
-    db_.exec("BEGIN");
+    db.exec("BEGIN");
     try {
-        db_.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
-        db_.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+        db.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
+        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
         int version = 0;
         {
-            auto r = db_.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
+            auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
             if (r.rows() == 1) version = std::stoi(std::string(r.text(0, 0)));
         }
         if (version > schema_version)
@@ -27,7 +27,7 @@ inline bool postgres_journal::migrate() {
             // a write other than the end changes, so those updates are HOT (no index entries).
             // No CHECK constraint: PostgreSQL evaluates it on every update (only dtx_apply writes
             // `kind`, from a begin).
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE TABLE IF NOT EXISTS dtx_transaction (
     gid            text PRIMARY KEY,
     kind           text NOT NULL,   -- 'tcc' | 'saga'
@@ -40,49 +40,49 @@ CREATE TABLE IF NOT EXISTS dtx_transaction (
     forward        boolean NOT NULL DEFAULT false,
     branches       jsonb NOT NULL DEFAULT '[]'
 ) WITH (fillfactor = 50))sql");
-            db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
                      "WHERE ended_ms IS NOT NULL");
         } else if (version < 3) {
             if (version < 2) {
                 // 2: transactions recovered forward (sagas of planned steps): claims leave them trying.
-                db_.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
+                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
             }
             // 3: the branch rows move into their transaction's row, in registration order.
-            db_.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
-            db_.exec(R"sql(
+            db.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
+            db.exec(R"sql(
 UPDATE dtx_transaction t SET branches = b.list
   FROM (SELECT gid, jsonb_agg(jsonb_build_object('id', branch_id, 'participant', participant, 'payload', payload)
                               || CASE WHEN done THEN '{"done": true}'::jsonb ELSE '{}'::jsonb END ORDER BY seq) AS list
           FROM dtx_branch GROUP BY gid) b
  WHERE t.gid = b.gid)sql");
-            db_.exec("DROP TABLE dtx_branch");
-            db_.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
-            db_.exec("DROP INDEX IF EXISTS dtx_transaction_open");
-            db_.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
-            db_.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
+            db.exec("DROP TABLE dtx_branch");
+            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
+            db.exec("DROP INDEX IF EXISTS dtx_transaction_open");
+            db.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
+            db.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
         }
         if (version < 3) {
             // Claims find the unfinished transactions through a partial index on a column that
             // never changes (there are few of them); only the end leaves the index.
-            db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
                      "WHERE ended_ms IS NULL");
             // The branch records as rows, for reading (operators, version 2's queries).
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE VIEW dtx_branch AS
 SELECT t.gid, b.n AS seq, b.value->>'id' AS branch_id, b.value->>'participant' AS participant,
        b.value->'payload' AS payload, COALESCE((b.value->>'done')::boolean, false) AS done
   FROM dtx_transaction t, jsonb_array_elements(t.branches) WITH ORDINALITY AS b(value, n))sql");
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_record(t dtx_transaction) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('gid', t.gid, 'kind', t.kind, 'status', t.status, 'deadline_ms', t.deadline_ms,
                               'forward', t.forward, 'branches', t.branches)
 $$)sql");
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_find(g text) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT dtx_record(t) FROM dtx_transaction t WHERE t.gid = g
 $$)sql");
             // Claims skip rows another instance is claiming right now, and lease what they take.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_claim(a jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     now_ms bigint := (a->>'now_ms')::bigint;
@@ -108,7 +108,7 @@ BEGIN
     RETURN result;
 END $$)sql");
             const std::string v = std::to_string(schema_version);
-            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
+            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
                      "ON CONFLICT (key) DO UPDATE SET value = $1::int",
                      {v});
         }
@@ -117,12 +117,13 @@ END $$)sql");
         // answers), and an older dtx never replaces newer ones. A new schema needs new ones.
         int functions = 0;
         {
-            auto r = db_.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
+            auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
             if (r.rows() == 1) functions = std::stoi(std::string(r.text(0, 0)));
         }
         if (version < 3 || functions < functions_version) {
+            // 5: dtx_apply_single.
             // Marks branches done: the array rebuilt with `"done": true` in the named elements.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_marked(branches jsonb, done jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT COALESCE(jsonb_agg(CASE WHEN done ? (b.value->>'id') THEN b.value || '{"done": true}'::jsonb
                                    ELSE b.value END ORDER BY b.n), '[]'::jsonb)
@@ -134,7 +135,7 @@ $$)sql");
             // lease owner, duplicate gid) as it is changed; under READ COMMITTED the UPDATE
             // re-checks on the newest version of a row another transaction just changed. A
             // refused write changes nothing.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply_distinct(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     answers jsonb;
@@ -180,12 +181,57 @@ BEGIN
       INTO answers FROM w;
     RETURN COALESCE(answers, '[]'::jsonb);
 END $$)sql");
+            // A batch of one write (low concurrency): the same checks and changes as
+            // dtx_apply_distinct, as one INSERT or one UPDATE of the row looked up by its key,
+            // without the batch's array, join and answer list. The generic plan of a lookup by
+            // key is an index scan whatever the table's size.
+            db.exec(R"sql(
+CREATE OR REPLACE FUNCTION dtx_apply_single(w jsonb, now_ms bigint) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    g text := w->>'gid';
+    from_status text := w->'status'->>'from';
+    to_status text := w->'status'->>'to';
+    new_owner text := w->'lease'->>'owner';
+    until_ms bigint := (w->'lease'->>'until_ms')::bigint;
+    added jsonb := w->'branches';
+    done jsonb := w->'done';
+BEGIN
+    IF w ? 'begin' THEN
+        IF from_status IS NOT NULL AND from_status <> 'trying' THEN
+            RETURN 'refused';
+        END IF;
+        INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, lease_until_ms,
+                                     forward, branches)
+        VALUES (g, w->'begin'->>'kind', COALESCE(to_status, 'trying'), (w->'begin'->>'deadline_ms')::bigint, now_ms,
+                new_owner, COALESCE(until_ms, 0), COALESCE((w->'begin'->>'forward')::boolean, false),
+                CASE WHEN done IS NOT NULL THEN dtx_marked(COALESCE(added, '[]'::jsonb), done)
+                     ELSE COALESCE(added, '[]'::jsonb) END)
+        ON CONFLICT (gid) DO NOTHING;
+        RETURN CASE WHEN FOUND THEN 'ok' ELSE 'duplicate_gid' END;
+    END IF;
+    UPDATE dtx_transaction t
+       SET status = COALESCE(to_status, t.status),
+           ended_ms = CASE WHEN to_status IN ('confirmed', 'cancelled') THEN now_ms ELSE t.ended_ms END,
+           lease_owner = COALESCE(new_owner, t.lease_owner),
+           lease_until_ms = COALESCE(until_ms, t.lease_until_ms),
+           branches = CASE WHEN done IS NOT NULL THEN dtx_marked(t.branches || COALESCE(added, '[]'::jsonb), done)
+                           WHEN added IS NOT NULL THEN t.branches || added
+                           ELSE t.branches END
+     WHERE t.gid = g
+       AND (from_status IS NULL OR t.status = from_status)
+       AND (new_owner IS NULL OR t.lease_owner IS NULL OR t.lease_owner = new_owner);
+    IF FOUND THEN
+        RETURN 'ok';
+    END IF;
+    RETURN CASE WHEN EXISTS (SELECT 1 FROM dtx_transaction x WHERE x.gid = g) THEN 'refused'
+                ELSE 'unknown_transaction' END;
+END $$)sql");
             // A batch in order. Usually its writes concern different transactions (a coordinator
             // waits for one sync write of a transaction before it sends the next): one
             // dtx_apply_distinct for all. Otherwise one per write, in order. The plans are cached
             // for the session, perhaps made while the table was still small: the settings keep
             // them looking rows up by gid, whatever the table's size was then.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
@@ -206,14 +252,14 @@ BEGIN
     RETURN to_jsonb(answers);
 END $$)sql");
             const std::string v = std::to_string(functions_version);
-            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
+            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
                      "ON CONFLICT (key) DO UPDATE SET value = $1::int",
                      {v});
         }
-        db_.exec("COMMIT");
+        db.exec("COMMIT");
     } catch (...) {
         try {
-            db_.exec("ROLLBACK");
+            db.exec("ROLLBACK");
         } catch (...) {
         }
         throw;
