@@ -39,7 +39,7 @@ mkdir -p "$data"
 
 # ---- processes --------------------------------------------------------------------------------
 
-declare -A pid port
+declare -A pid port tries restarts started
 stop_all() {
   local name
   for name in "${!pid[@]}"; do kill -TERM "${pid[$name]}" 2>/dev/null || true; done
@@ -59,19 +59,23 @@ fail() {
   failures=$((failures + 1))
 }
 
-# Ports nobody listens on, from a random start.
-next_port=$((20000 + RANDOM % 20000))
-for name in order inventory payment loyalty shipment; do
+# Ports nobody listens on, from a random start below Linux's ephemeral ports (32768 and up), so
+# that no outgoing connection holds one.
+next_port=$((10000 + RANDOM % 20000))
+pick_port() {
   while (exec 3<>"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do next_port=$((next_port + 1)); done
-  port[$name]=$next_port
+  port[$1]=$next_port
   next_port=$((next_port + 1))
-done
+}
+for name in order inventory payment loyalty shipment; do pick_port "$name"; done
 url() { echo "http://127.0.0.1:${port[$1]}"; }
 
 # start NAME [options...]: runs `shop NAME` in the background, its log in $data/NAME.log.
 start() {
   local name=$1
   shift
+  if [[ -n ${started[$name]:-} ]]; then restarts[$name]=1; fi
+  started[$name]=1
   local args=(--port "${port[$name]}")
   if [[ $name == order ]]; then
     args+=(--db "$data/orders.db" --journal "$data/orders.dtx.db"
@@ -86,6 +90,16 @@ start() {
   for i in $(seq 600); do
     if curl -sf -o /dev/null "$(url "$name")/health"; then return 0; fi
     if ! kill -0 "${pid[$name]}" 2>/dev/null; then
+      wait "${pid[$name]}" 2>/dev/null || true
+      unset "pid[$name]"
+      # Taken meanwhile by someone else: another port, if nothing was told this one yet.
+      if ((${restarts[$name]:-0} == 0 && ${tries[$name]:-0} < 5)) && tail -n 1 "$data/$name.log" | grep -q "already in use"; then
+        tries[$name]=$((${tries[$name]:-0} + 1))
+        pick_port "$name"
+        unset "started[$name]"
+        start "$name" "$@"
+        return 0
+      fi
       tail -n 20 "$data/$name.log" >&2
       echo "scenario.sh: $name did not start" >&2
       exit 1
