@@ -4,7 +4,7 @@
 //   dtx_http_chaos [--kills K] [--transactions N] [--seed S] [--concurrency C] [--check-every N]
 //                  [--dir D] [--keep] [--verbose] [--no-faults] [--break barrier|recovery]
 //
-// It runs five kinds of thing:
+// It has five parts:
 //   - three participant processes (this executable, "participant" role), each serving over HTTP
 //     (dtx::http::server) the participants of its own SQLite database behind the SQLite barrier:
 //     "accounts" (TCC), "stock" (TCC) with "stock-saga" (saga), and "points" (saga), the crash
@@ -22,24 +22,26 @@
 //   - the kill loop: every 100 to 700 ms it kills, with SIGKILL, either the coordinator (started
 //     again at once; its startup recovery finishes what its previous life left, over HTTP) or one
 //     participant process (started again on the same port after up to 300 ms, meanwhile the proxy
-//     answers 502). A quarter of the coordinator's lives also kill themselves at a random journal
-//     write or branch call (--fault-any, crash_common.hpp). It goes on until K kills are done and
-//     the journal holds N transactions;
+//     answers 502). A quarter of the coordinators it starts again kill themselves at a random
+//     journal write or branch call (--fault-any, crash_common.hpp). It goes on until K kills are
+//     done and the journal holds N transactions;
 //   - the checks, every --check-every kills and at the end: the coordinator is killed, a
 //     coordinator that only recovers runs until nothing is unfinished (faults still on), the
 //     proxies finish what they hold back, and the invariants of invariants.hpp are checked over
 //     the journal and the participants' databases: every transaction confirmed or cancelled at
 //     every participant as its outcome requires (journal against the ledgers), no operation
 //     executed twice or out of order (the barrier), money and stock conserved, nothing frozen
-//     or reserved, no anomaly in any process's log.
+//     or reserved, no anomaly in any process's log. The recovering coordinator must finish within
+//     --watchdog-ms (default 120 s).
 // The last line counts transactions, kills of each kind and faults of each kind, with the seed:
-//   http chaos test: seed S, T transactions (…), K kills (…), proxies: R requests, … , invariants hold
+//   http chaos test: seed S, T transactions (…), K kills (…), proxies: R requests, …, invariants hold
 // The seed gives the same transactions and the same schedule of proxy faults; the timing of the
 // processes, and so what a fault or kill strikes, differs from run to run.
 //
 // --break barrier runs the participants without their barrier, --break recovery the coordinator
 // without recovery: the checks must then fail (a way to see that they can). --no-faults switches
-// the proxies' faults off. On a violated invariant the data directory is kept (logs of every
+// the proxies' faults off. --workload names the executable that plays the roles (this one by
+// default). On a violated invariant the data directory is kept (logs of every
 // process in it). scripts/soak.sh --http runs a longer test.
 //
 // The roles the driver starts (not meant to be run by hand):
@@ -77,6 +79,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -113,7 +116,8 @@ std::size_t process_of(std::string_view participant) {
 [[noreturn]] void usage(const std::string& why) {
     std::cerr << "dtx_http_chaos: " << why
               << "\nusage: dtx_http_chaos [--kills K] [--transactions N] [--seed S] [--concurrency C]"
-                 " [--check-every N] [--dir D] [--keep] [--verbose] [--no-faults] [--break barrier|recovery]\n";
+                 " [--check-every N] [--dir D] [--keep] [--verbose] [--no-faults] [--break barrier|recovery]"
+                 " [--workload PATH] [--watchdog-ms MS]\n";
     std::exit(2);
 }
 
@@ -232,10 +236,13 @@ int run_coordinator(const coordinator_settings& s) {
                            return s.base_urls[process_of(name)] + "/" + name;
                        }};
         workload_plan plan{.concurrency = s.concurrency, .seed = s.seed, .recovery = !s.no_recovery,
-                           .go_on = [&] { return !s.recover_only; }};
+                           .go_on = [&] {
+                               std::cout << "startup recovery: " << t.recovered << " finished in " << t.recovery_passes
+                                         << " passes" << std::endl;
+                               return !s.recover_only;
+                           }};
         run_workload_lanes(ioc, run, plan);
     }
-    std::cout << "coordinator: " << t.recovered << " recovered in " << t.recovery_passes << " passes" << std::endl;
     return 0;
 }
 
@@ -415,7 +422,8 @@ public:
         if (auto v = settle_and_check()) return fail(*v);
 
         const double secs = std::chrono::duration<double>(steady::now() - t0).count();
-        std::cout << checks_ << " recover-and-check rounds, " << sum_.ledger_rows
+        std::cout << recovered_at_startup() << " transactions finished by coordinators' startup recovery, "
+                  << checks_ << " recover-and-check rounds, " << sum_.ledger_rows
                   << " handler executions in the ledgers, " << static_cast<int>(secs) << " s\n";
         std::cout << "http chaos test: seed " << s_.seed << ", " << sum_.transactions << " transactions ("
                   << sum_.confirmed << " confirmed, " << sum_.cancelled << " cancelled; TCC " << sum_.tcc_confirmed
@@ -455,7 +463,8 @@ private:
     /// at a random fault point if `at_fault`.
     void start_coordinator(bool at_fault) {
         auto args = coordinator_args();
-        args.insert(args.end(), {"--seed", std::to_string(s_.seed * 1'000'003u + static_cast<std::uint64_t>(++lives_))});
+        const std::uint64_t seed = s_.seed * 1'000'003u + static_cast<std::uint64_t>(++lives_);
+        args.insert(args.end(), {"--seed", std::to_string(seed)});
         if (at_fault) args.insert(args.end(), {"--fault-any", std::to_string(uniform(1, 400))});
         coordinator_ = std::make_unique<child_process>(std::move(args), coordinator_log());
     }
@@ -468,7 +477,8 @@ private:
             ++coordinator_fault_kills_; // it had killed itself just before
         } else {
             ++coordinator_kills_;
-            if (s_.verbose) std::cout << "  kill " << kills_ + 1 << ": coordinator (" << describe(e) << ")" << std::endl;
+            if (s_.verbose)
+                std::cout << "  kill " << kills_ + 1 << ": coordinator (" << describe(e) << ")" << std::endl;
         }
         ++kills_;
     }
@@ -494,6 +504,19 @@ private:
             std::this_thread::sleep_for(5ms);
         }
         return std::nullopt;
+    }
+
+    /// The transactions the coordinators' startup recoveries finished, from their log.
+    long recovered_at_startup() const {
+        std::ifstream in(coordinator_log());
+        long n = 0;
+        const std::string_view prefix = "startup recovery: ";
+        for (std::string l; std::getline(in, l);) {
+            if (!l.starts_with(prefix)) continue;
+            const std::string_view rest = std::string_view(l).substr(prefix.size());
+            n += parse_number(rest.substr(0, rest.find(' '))).value_or(0);
+        }
+        return n;
     }
 
     long count_transactions(long before) const {
@@ -549,7 +572,8 @@ private:
 int run_driver(settings s) {
     s.own_dir = s.dir.empty();
     if (s.own_dir)
-        s.dir = fs::temp_directory_path() / ("dtx-http-chaos-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
+        s.dir = fs::temp_directory_path() /
+                ("dtx-http-chaos-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
     if (fs::exists(s.dir) && !fs::is_empty(s.dir)) usage(s.dir.string() + " is not empty");
     int rc = 1;
     try {

@@ -234,7 +234,8 @@ inline asio::awaitable<std::optional<proxy_response>> exchange(std::shared_ptr<p
         ++st->counters.forwarded;
         up->stream.expires_after(st->schedule.upstream_timeout);
         beast::http::response_parser<beast::http::string_body> parser;
-        auto [write_ec, written] = co_await beast::http::async_write(up->stream, req, asio::as_tuple(asio::use_awaitable));
+        auto [write_ec, written] =
+            co_await beast::http::async_write(up->stream, req, asio::as_tuple(asio::use_awaitable));
         boost::system::error_code ec = write_ec;
         if (!ec) {
             auto [read_ec, read] =
@@ -255,8 +256,8 @@ inline asio::awaitable<std::optional<proxy_response>> exchange(std::shared_ptr<p
 }
 
 /// Sends a copy of a request on a connection of its own, `after` from now.
-inline asio::awaitable<void> send_copy(std::shared_ptr<proxy_state> st, proxy_request req, std::chrono::milliseconds after,
-                                       bool late) {
+inline asio::awaitable<void> send_copy(std::shared_ptr<proxy_state> st, proxy_request req,
+                                       std::chrono::milliseconds after, bool late) {
     in_flight_mark mark(*st);
     co_await pause(st, after);
     std::unique_ptr<upstream_connection> up;
@@ -272,7 +273,8 @@ inline asio::awaitable<void> serve(std::shared_ptr<proxy_state> st, tcp::socket 
     std::unique_ptr<upstream_connection> up;
     for (;;) {
         proxy_request req;
-        auto [read_ec, read] = co_await beast::http::async_read(client, buffer, req, asio::as_tuple(asio::use_awaitable));
+        auto [read_ec, read] =
+            co_await beast::http::async_read(client, buffer, req, asio::as_tuple(asio::use_awaitable));
         if (read_ec || st->stopping) co_return;
         in_flight_mark mark(*st);
         ++st->counters.requests;
@@ -299,7 +301,8 @@ inline asio::awaitable<void> serve(std::shared_ptr<proxy_state> st, tcp::socket 
         if (d.fault == proxy_fault::delay_response) co_await pause(st, d.delay);
         const bool keep_alive = answer->keep_alive() && req.keep_alive();
         answer->keep_alive(keep_alive);
-        auto [write_ec, written] = co_await beast::http::async_write(client, *answer, asio::as_tuple(asio::use_awaitable));
+        auto [write_ec, written] =
+            co_await beast::http::async_write(client, *answer, asio::as_tuple(asio::use_awaitable));
         if (write_ec || !keep_alive) co_return;
     }
 }
