@@ -78,7 +78,6 @@
 #include <vector>
 
 #include <fcntl.h>    // O_CLOEXEC
-#include <signal.h>   // kill
 #include <sys/wait.h> // waitpid
 #include <unistd.h>   // fork, execv, pipe2, dup2
 
@@ -243,20 +242,18 @@ public:
         ::close(from[1]);
         to_ = ::fdopen(to[1], "w");
         from_ = ::fdopen(from[0], "r");
-        const nlohmann::json ports = read_line();
-        dtx_port_ = ports.at("dtx_port").get<std::uint16_t>();
-        bare_port_ = ports.at("bare_port").get<std::uint16_t>();
+        try {
+            const nlohmann::json ports = read_line();
+            dtx_port_ = ports.at("dtx_port").get<std::uint16_t>();
+            bare_port_ = ports.at("bare_port").get<std::uint16_t>();
+        } catch (...) {
+            stop();
+            throw;
+        }
     }
     participant_process(const participant_process&) = delete;
     participant_process& operator=(const participant_process&) = delete;
-    ~participant_process() {
-        if (to_)
-            std::fclose(to_);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        if (from_)
-            std::fclose(from_);
-    }
+    ~participant_process() { stop(); }
 
     std::uint16_t dtx_port() const noexcept { return dtx_port_; }
     std::uint16_t bare_port() const noexcept { return bare_port_; }
@@ -288,6 +285,18 @@ public:
     }
 
 private:
+    /// Closes the process's standard input (it stops its server and exits) and waits for it.
+    void stop() noexcept {
+        if (to_)
+            std::fclose(to_);
+        to_ = nullptr;
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        if (from_)
+            std::fclose(from_);
+        from_ = nullptr;
+    }
+
     nlohmann::json read_line() {
         char line[4096];
         if (!std::fgets(line, sizeof line, from_))
