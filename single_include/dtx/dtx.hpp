@@ -5908,6 +5908,8 @@ private:
 //                    {std::to_string(qty), sku});
 //   if (r.affected() == 0) return dtx::failure("out of stock");
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
@@ -5952,30 +5954,99 @@ public:
 
     /// Runs one statement with text parameters; throws dtx::error on failure.
     result exec(const char* sql, std::initializer_list<std::string_view> params = {}) {
-        std::vector<std::string> owned(params.begin(), params.end()); // NUL-terminated copies
-        std::vector<const char*> values;
-        values.reserve(owned.size());
-        for (auto& p : owned) values.push_back(p.c_str());
-        result r(PQexecParams(conn_, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0));
-        const auto status = PQresultStatus(r.raw());
-        if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-            const char* state = PQresultErrorField(r.raw(), PG_DIAG_SQLSTATE);
-            throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                                                  (state ? " (SQLSTATE " + std::string(state) + ")" : ""));
-        }
+        const text_params p(params);
+        result r(PQexecParams(conn_, sql, p.count(), nullptr, p.values(), nullptr, nullptr, 0));
+        check(r);
         return r;
     }
+
+    /// Runs `sql` as a statement prepared on this connection under `name`: parsed and planned
+    /// once per session instead of on every call. When the server no longer knows the statement
+    /// (SQLSTATE 26000: DEALLOCATE ran, or a pooler in transaction mode handed the session to
+    /// another client and back), it is prepared again and run again, once, outside a
+    /// transaction block only (there the error has aborted the transaction); if it cannot be
+    /// prepared because the name is taken (42P05: a pooled session holds another client's
+    /// statement), this connection runs its statements unprepared from then on. Throws
+    /// dtx::error on failure.
+    result exec_prepared(const char* name, const char* sql, std::initializer_list<std::string_view> params = {}) {
+        const text_params p(params);
+        for (int attempt = 0; attempt < 2 && prepare_; ++attempt) {
+            if (!prepared(name) && !prepare(name, sql, p.count())) break;
+            result r(PQexecPrepared(conn_, name, p.count(), p.values(), nullptr, nullptr, 0));
+            if (succeeded(r)) return r;
+            if (sqlstate(r) != "26000") check(r);
+            std::erase(prepared_, name);
+            ++lost_statements_;
+            if (PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+        }
+        result r(PQexecParams(conn_, sql, p.count(), nullptr, p.values(), nullptr, nullptr, 0));
+        check(r);
+        return r;
+    }
+
+    /// Whether exec_prepared() prepares statements (true unless set off, or a name was taken).
+    bool prepares() const noexcept { return prepare_; }
+    void set_prepares(bool on) noexcept { prepare_ = on; }
+    /// Prepared statements the server had lost (SQLSTATE 26000) when they were run.
+    std::uint64_t lost_statements() const noexcept { return lost_statements_; }
 
     /// Re-establishes a lost connection; true if it had to.
     bool ensure() {
         if (PQstatus(conn_) == CONNECTION_OK) return false;
         PQreset(conn_);
+        prepared_.clear(); // a new session
         if (PQstatus(conn_) != CONNECTION_OK)
             throw error(errc::journal_failed, "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
         return true;
     }
 
 private:
+    /// Parameters as NUL-terminated copies, for libpq.
+    class text_params {
+    public:
+        explicit text_params(std::initializer_list<std::string_view> params) : owned_(params.begin(), params.end()) {
+            values_.reserve(owned_.size());
+            for (auto& p : owned_) values_.push_back(p.c_str());
+        }
+        int count() const noexcept { return static_cast<int>(values_.size()); }
+        const char* const* values() const noexcept { return values_.data(); }
+
+    private:
+        std::vector<std::string> owned_;
+        std::vector<const char*> values_;
+    };
+
+    static bool succeeded(const result& r) {
+        const auto status = PQresultStatus(r.raw());
+        return status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK;
+    }
+    static std::string_view sqlstate(const result& r) {
+        const char* state = PQresultErrorField(r.raw(), PG_DIAG_SQLSTATE);
+        return state ? state : "";
+    }
+    void check(const result& r) const {
+        if (succeeded(r)) return;
+        const auto state = sqlstate(r);
+        throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
+                                              (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
+    }
+
+    bool prepared(const char* name) const {
+        return std::find(prepared_.begin(), prepared_.end(), name) != prepared_.end();
+    }
+    /// Prepares `sql` as `name`; false if the name is taken in this session by a statement this
+    /// connection did not prepare (it then stops preparing).
+    bool prepare(const char* name, const char* sql, int params) {
+        result r(PQprepare(conn_, name, sql, params, nullptr));
+        if (succeeded(r)) {
+            prepared_.emplace_back(name);
+            return true;
+        }
+        if (sqlstate(r) != "42P05" || PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+        prepare_ = false;
+        return false;
+    }
+
     void connect() {
         conn_ = PQconnectdb(conninfo_.c_str());
         if (PQstatus(conn_) != CONNECTION_OK) {
@@ -5990,6 +6061,9 @@ private:
 
     std::string conninfo_;
     PGconn* conn_ = nullptr;
+    std::vector<std::string> prepared_; // names prepared in this session (a few)
+    bool prepare_ = true;
+    std::uint64_t lost_statements_ = 0;
 };
 
 
@@ -6241,21 +6315,28 @@ private:
 //   per batch. A transaction is one row, its branches in it: a write is an INSERT (a begin) or a
 //   conditional UPDATE of that row, which checks the status and the lease owner before it
 //   changes anything, so a refused write needs no subtransaction. A batch whose writes concern
-//   different transactions takes one INSERT and one UPDATE for all of them. Only the end changes
-//   an indexed column; the other updates are HOT (no new index entries).
+//   different transactions takes one INSERT and one UPDATE for all of them; a batch of one write
+//   (low concurrency) calls `dtx_apply_single`, one INSERT or UPDATE without the batch's
+//   machinery. Only the end changes an indexed column; the other updates are HOT (no new index
+//   entries). The statements are prepared once per session (prepared again if a pooler lost
+//   them). With `connections` > 1, each connection has its thread and takes the transactions
+//   whose gid hashes to it: a transaction's writes stay in order, and one connection applies
+//   its batch while another waits for its commit.
 // - Recovery in any number of coordinator processes claims due transactions with
 //   `FOR UPDATE SKIP LOCKED` and a lease (owner, expiry); a coordinator renews the lease while it
 //   drives a transaction, so no transaction is driven by two instances at once, and a dead
 //   instance's transactions are taken over once its leases have expired.
 // - The schema (tables dtx_transaction and dtx_meta, the view dtx_branch, the functions
-//   dtx_apply, dtx_claim, dtx_find) is created or migrated on open under an advisory lock; a
-//   database migrated by a newer dtx is refused with errc::journal_version.
+//   dtx_apply, dtx_apply_single, dtx_claim, dtx_find) is created or migrated on open under an
+//   advisory lock; a database migrated by a newer dtx is refused with errc::journal_version.
 // - A lost connection fails the batch in flight (journal_failed, with libpq's message) and is
 //   re-established for the next one.
 //
 // Link with libpq (CMake: dtx::postgres). The layout is in docs/journal.md.
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <initializer_list>
 #include <utility>
 #include <chrono>
@@ -6281,6 +6362,15 @@ struct postgres_journal_options {
     std::chrono::milliseconds retention = std::chrono::hours(24);
     std::size_t cleanup_batch = 1000;
     std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
+    /// Run the journal's statements as prepared statements (parsed and planned once per
+    /// session). A statement the server has lost (a pooler in transaction mode) is prepared
+    /// again; set false when a pooler refuses prepared statements altogether.
+    bool prepare_statements = true;
+    /// Connections that write, each with a thread of its own. A transaction's writes and reads
+    /// always take the same one (by its gid), so they stay in order; while one connection waits
+    /// for its commit to be flushed, another can apply its batch. Claims and the cleanup take
+    /// the first.
+    std::size_t connections = 1;
 };
 
 struct postgres_journal_stats {
@@ -6289,6 +6379,7 @@ struct postgres_journal_stats {
     std::uint64_t failed_batches = 0; ///< batches that failed (connection lost, server error)
     std::uint64_t reconnects = 0;
     std::uint64_t cleaned = 0;
+    std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
 
@@ -6297,14 +6388,14 @@ public:
     static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
     /// replaced on open when older, never when newer.
-    static constexpr int functions_version = 4;
+    static constexpr int functions_version = 5;
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o)
-        : opts_(std::move(o)), db_(opts_.conninfo), ready_(migrate()),
-          queue_({opts_.max_batch, opts_.cleanup_interval}, [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
-                 [this] { cleanup(); }) {}
+    explicit postgres_journal(postgres_journal_options o) : opts_(std::move(o)) {
+        const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
+        for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<shard>(*this, i == 0));
+    }
 
     postgres_journal(const postgres_journal&) = delete;
     postgres_journal& operator=(const postgres_journal&) = delete;
@@ -6312,28 +6403,34 @@ public:
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         auto j = std::make_unique<job>(job::kind::write, encode(w));
+        shard& to = shard_of(w.gid);
         if (d == durability::lazy) {
-            push(j);
+            // Not urgent: it waits (briefly) to share the commit of the next sync write, so that
+            // write does not wait for a commit of its own.
+            push(to, j, false);
             co_return true;
         }
-        auto start = [this, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&to, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
-            push(j);
+            push(to, j);
         };
         const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
         co_return answer.get<bool>();
     }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
+        // The claim sees every write queued before it, lazy ones too, as with one connection.
+        for (std::size_t i = 1; i < shards_.size(); ++i) co_await flush(*shards_[i]);
         nlohmann::json args = {{"owner", r.owner},
                                {"now_ms", to_ms(r.now)},
                                {"lease_ms", r.lease.count()},
                                {"limit", r.limit},
                                {"take_over", r.take_over}};
         auto j = std::make_unique<job>(job::kind::claim, args.dump());
-        auto start = [this, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        shard& first = *shards_.front();
+        auto start = [&first, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
-            push(j);
+            push(first, j);
         };
         const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
         std::vector<transaction_record> out;
@@ -6343,9 +6440,9 @@ public:
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
         auto j = std::make_unique<job>(job::kind::find, std::string(gid));
-        auto start = [this, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&to = shard_of(gid), j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
-            push(j);
+            push(to, j);
         };
         const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
         std::optional<transaction_record> out;
@@ -6360,10 +6457,10 @@ public:
 
 private:
     struct job {
-        enum class kind { write, claim, find };
+        enum class kind { write, claim, find, flush };
         job(kind k, std::string a) : what(k), arg(std::move(a)) {}
         kind what;
-        std::string arg;                          // JSON text of the write / claim, or the gid
+        std::string arg;                          // JSON text of the write / claim, the gid, or empty
         detail::deliver_fn<nlohmann::json> deliver; // empty for lazy writes
     };
 
@@ -6406,12 +6503,49 @@ private:
         return rec;
     }
 
-    void push(std::unique_ptr<job>& j) {
-        if (!queue_.push(j)) throw error(errc::journal_failed, "PostgreSQL journal: closing");
+    /// A connection and the thread that writes through it.
+    struct shard {
+        shard(postgres_journal& j, bool first)
+            : db(j.opts_.conninfo), ready(set_up(j, db, first)),
+              queue({j.opts_.max_batch, j.opts_.cleanup_interval},
+                    [&j, this](std::vector<std::unique_ptr<job>>& b) { j.execute(*this, b); },
+                    [&j, this, first] {
+                        if (first) j.cleanup(*this);
+                    }) {}
+        static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
+            db.set_prepares(j.opts_.prepare_statements);
+            return !first || j.migrate(db); // the first creates or migrates the schema
+        }
+
+        postgres::connection db;
+        bool ready;
+        std::uint64_t lost_statements = 0; // counted so far (db.lost_statements())
+        detail::batch_queue<std::unique_ptr<job>> queue; // last: drained before the rest goes
+    };
+
+    shard& shard_of(std::string_view gid) {
+        if (shards_.size() == 1) return *shards_.front();
+        return *shards_[std::hash<std::string_view>{}(gid) % shards_.size()];
     }
 
-    /// One batch: every write in one dtx_apply statement; claims and reads one statement each.
-    void execute(std::vector<std::unique_ptr<job>>& batch) {
+    static void push(shard& to, std::unique_ptr<job>& j, bool urgent = true) {
+        if (!to.queue.push(j, urgent)) throw error(errc::journal_failed, "PostgreSQL journal: closing");
+    }
+
+    /// Returns once `sh` has applied everything queued on it before.
+    static asio::awaitable<void> flush(shard& sh) {
+        auto j = std::make_unique<job>(job::kind::flush, std::string());
+        auto start = [&sh, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+            j->deliver = std::move(deliver);
+            push(sh, j);
+        };
+        co_await detail::await_result<nlohmann::json>(std::move(start));
+    }
+
+    /// One batch: every write in one dtx_apply statement (dtx_apply_single for one write);
+    /// claims and reads one statement each.
+    void execute(shard& sh, std::vector<std::unique_ptr<job>>& batch) {
+        postgres::connection& db = sh.db;
         std::string writes = "[";
         std::vector<job*> write_jobs;
         for (auto& j : batch)
@@ -6428,24 +6562,35 @@ private:
                 if (j->deliver) j->deliver(e, nullptr);
         };
         try {
-            reconnected += db_.ensure();
+            reconnected += db.ensure();
         } catch (...) {
             std::vector<job*> all;
             for (auto& j : batch) all.push_back(j.get());
             fail(all, std::current_exception());
-            count(0, 1, reconnected, 0);
+            count(sh, 0, 1, reconnected, 0);
             return;
         }
         if (!write_jobs.empty()) {
             try {
                 const std::string now = std::to_string(to_ms(wall_clock::now()));
-                auto r = db_.exec("SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
-                const auto answers = nlohmann::json::parse(r.text(0, 0));
+                std::vector<std::string> answers;
+                if (write_jobs.size() == 1) {
+                    auto r = db.exec_prepared("dtx_apply_single", "SELECT dtx_apply_single($1::jsonb, $2::bigint)",
+                                               {write_jobs.front()->arg, now});
+                    answers.emplace_back(r.text(0, 0));
+                } else {
+                    auto r = db.exec_prepared("dtx_apply", "SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
+                    answers = nlohmann::json::parse(r.text(0, 0)).get<std::vector<std::string>>();
+                }
                 ++committed;
+                if (answers.size() != write_jobs.size())
+                    throw error(errc::journal_corrupt, "PostgreSQL journal: " + std::to_string(answers.size()) +
+                                                           " answers to " + std::to_string(write_jobs.size()) +
+                                                           " writes");
                 for (std::size_t i = 0; i < write_jobs.size(); ++i) {
                     job* j = write_jobs[i];
                     if (!j->deliver) continue;
-                    const std::string a = answers.at(i).get<std::string>();
+                    const std::string& a = answers[i];
                     if (a == "ok" || a == "refused")
                         j->deliver(nullptr, a == "ok");
                     else
@@ -6455,25 +6600,34 @@ private:
                 fail(write_jobs, std::current_exception());
             }
         }
+        std::size_t flushes = 0;
         for (auto& j : batch) {
             if (j->what == job::kind::write) continue;
+            if (j->what == job::kind::flush) {
+                ++flushes;
+                j->deliver(nullptr, nullptr);
+                continue;
+            }
             try {
-                auto r = j->what == job::kind::claim ? db_.exec("SELECT dtx_claim($1::jsonb)", {j->arg})
-                                                      : db_.exec("SELECT dtx_find($1)", {j->arg});
+                auto r = j->what == job::kind::claim
+                             ? db.exec_prepared("dtx_claim", "SELECT dtx_claim($1::jsonb)", {j->arg})
+                             : db.exec_prepared("dtx_find", "SELECT dtx_find($1)", {j->arg});
                 ++committed;
                 j->deliver(nullptr, r.is_null(0, 0) ? nlohmann::json() : nlohmann::json::parse(r.text(0, 0)));
             } catch (...) {
                 fail({j.get()}, std::current_exception());
             }
         }
-        count(committed, failed, reconnected, batch.size());
+        count(sh, committed, failed, reconnected, batch.size() - flushes);
     }
 
-    void count(std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected, std::size_t ops) {
+    void count(shard& sh, std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected, std::size_t ops) {
+        const std::uint64_t lost = sh.db.lost_statements() - std::exchange(sh.lost_statements, sh.db.lost_statements());
         std::lock_guard lock(mu_);
         stats_.commits += committed;
         stats_.failed_batches += failed;
         stats_.reconnects += reconnected;
+        stats_.lost_statements += lost;
         if (!failed) stats_.operations += ops;
     }
 
@@ -6484,12 +6638,12 @@ private:
         return error(errc::journal_failed, "gid " + gid + ": " + answer);
     }
 
-    void cleanup() {
+    void cleanup(shard& sh) {
         const std::string before = std::to_string(to_ms(wall_clock::now() - opts_.retention));
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
-            db_.ensure();
-            auto r = db_.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
+            sh.db.ensure();
+            auto r = sh.db.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
                               "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) "
                               "RETURNING 1",
                               {before, batch});
@@ -6497,18 +6651,16 @@ private:
                 std::lock_guard lock(mu_);
                 stats_.cleaned += static_cast<std::uint64_t>(r.rows());
             }
-            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !queue_.idle()) break;
+            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle()) break;
         }
     }
 
-    bool migrate();
+    bool migrate(postgres::connection& db);
 
     postgres_journal_options opts_;
-    postgres::connection db_;
-    bool ready_;
     mutable std::mutex mu_;
     postgres_journal_stats stats_;
-    detail::batch_queue<std::unique_ptr<job>> queue_; // last: drained before the rest goes
+    std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
 } // namespace dtx
@@ -6526,15 +6678,15 @@ private:
 
 namespace dtx {
 
-inline bool postgres_journal::migrate() {
+inline bool postgres_journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
-    db_.exec("BEGIN");
+    db.exec("BEGIN");
     try {
-        db_.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
-        db_.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+        db.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
+        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
         int version = 0;
         {
-            auto r = db_.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
+            auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
             if (r.rows() == 1) version = std::stoi(std::string(r.text(0, 0)));
         }
         if (version > schema_version)
@@ -6547,7 +6699,7 @@ inline bool postgres_journal::migrate() {
             // a write other than the end changes, so those updates are HOT (no index entries).
             // No CHECK constraint: PostgreSQL evaluates it on every update (only dtx_apply writes
             // `kind`, from a begin).
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE TABLE IF NOT EXISTS dtx_transaction (
     gid            text PRIMARY KEY,
     kind           text NOT NULL,   -- 'tcc' | 'saga'
@@ -6560,49 +6712,49 @@ CREATE TABLE IF NOT EXISTS dtx_transaction (
     forward        boolean NOT NULL DEFAULT false,
     branches       jsonb NOT NULL DEFAULT '[]'
 ) WITH (fillfactor = 50))sql");
-            db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
                      "WHERE ended_ms IS NOT NULL");
         } else if (version < 3) {
             if (version < 2) {
                 // 2: transactions recovered forward (sagas of planned steps): claims leave them trying.
-                db_.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
+                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
             }
             // 3: the branch rows move into their transaction's row, in registration order.
-            db_.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
-            db_.exec(R"sql(
+            db.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
+            db.exec(R"sql(
 UPDATE dtx_transaction t SET branches = b.list
   FROM (SELECT gid, jsonb_agg(jsonb_build_object('id', branch_id, 'participant', participant, 'payload', payload)
                               || CASE WHEN done THEN '{"done": true}'::jsonb ELSE '{}'::jsonb END ORDER BY seq) AS list
           FROM dtx_branch GROUP BY gid) b
  WHERE t.gid = b.gid)sql");
-            db_.exec("DROP TABLE dtx_branch");
-            db_.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
-            db_.exec("DROP INDEX IF EXISTS dtx_transaction_open");
-            db_.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
-            db_.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
+            db.exec("DROP TABLE dtx_branch");
+            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
+            db.exec("DROP INDEX IF EXISTS dtx_transaction_open");
+            db.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
+            db.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
         }
         if (version < 3) {
             // Claims find the unfinished transactions through a partial index on a column that
             // never changes (there are few of them); only the end leaves the index.
-            db_.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
                      "WHERE ended_ms IS NULL");
             // The branch records as rows, for reading (operators, version 2's queries).
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE VIEW dtx_branch AS
 SELECT t.gid, b.n AS seq, b.value->>'id' AS branch_id, b.value->>'participant' AS participant,
        b.value->'payload' AS payload, COALESCE((b.value->>'done')::boolean, false) AS done
   FROM dtx_transaction t, jsonb_array_elements(t.branches) WITH ORDINALITY AS b(value, n))sql");
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_record(t dtx_transaction) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('gid', t.gid, 'kind', t.kind, 'status', t.status, 'deadline_ms', t.deadline_ms,
                               'forward', t.forward, 'branches', t.branches)
 $$)sql");
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_find(g text) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT dtx_record(t) FROM dtx_transaction t WHERE t.gid = g
 $$)sql");
             // Claims skip rows another instance is claiming right now, and lease what they take.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_claim(a jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     now_ms bigint := (a->>'now_ms')::bigint;
@@ -6628,7 +6780,7 @@ BEGIN
     RETURN result;
 END $$)sql");
             const std::string v = std::to_string(schema_version);
-            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
+            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
                      "ON CONFLICT (key) DO UPDATE SET value = $1::int",
                      {v});
         }
@@ -6637,12 +6789,13 @@ END $$)sql");
         // answers), and an older dtx never replaces newer ones. A new schema needs new ones.
         int functions = 0;
         {
-            auto r = db_.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
+            auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
             if (r.rows() == 1) functions = std::stoi(std::string(r.text(0, 0)));
         }
         if (version < 3 || functions < functions_version) {
+            // 5: dtx_apply_single.
             // Marks branches done: the array rebuilt with `"done": true` in the named elements.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_marked(branches jsonb, done jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT COALESCE(jsonb_agg(CASE WHEN done ? (b.value->>'id') THEN b.value || '{"done": true}'::jsonb
                                    ELSE b.value END ORDER BY b.n), '[]'::jsonb)
@@ -6654,7 +6807,7 @@ $$)sql");
             // lease owner, duplicate gid) as it is changed; under READ COMMITTED the UPDATE
             // re-checks on the newest version of a row another transaction just changed. A
             // refused write changes nothing.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply_distinct(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     answers jsonb;
@@ -6700,12 +6853,57 @@ BEGIN
       INTO answers FROM w;
     RETURN COALESCE(answers, '[]'::jsonb);
 END $$)sql");
+            // A batch of one write (low concurrency): the same checks and changes as
+            // dtx_apply_distinct, as one INSERT or one UPDATE of the row looked up by its key,
+            // without the batch's array, join and answer list. The generic plan of a lookup by
+            // key is an index scan whatever the table's size.
+            db.exec(R"sql(
+CREATE OR REPLACE FUNCTION dtx_apply_single(w jsonb, now_ms bigint) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    g text := w->>'gid';
+    from_status text := w->'status'->>'from';
+    to_status text := w->'status'->>'to';
+    new_owner text := w->'lease'->>'owner';
+    until_ms bigint := (w->'lease'->>'until_ms')::bigint;
+    added jsonb := w->'branches';
+    done jsonb := w->'done';
+BEGIN
+    IF w ? 'begin' THEN
+        IF from_status IS NOT NULL AND from_status <> 'trying' THEN
+            RETURN 'refused';
+        END IF;
+        INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, lease_until_ms,
+                                     forward, branches)
+        VALUES (g, w->'begin'->>'kind', COALESCE(to_status, 'trying'), (w->'begin'->>'deadline_ms')::bigint, now_ms,
+                new_owner, COALESCE(until_ms, 0), COALESCE((w->'begin'->>'forward')::boolean, false),
+                CASE WHEN done IS NOT NULL THEN dtx_marked(COALESCE(added, '[]'::jsonb), done)
+                     ELSE COALESCE(added, '[]'::jsonb) END)
+        ON CONFLICT (gid) DO NOTHING;
+        RETURN CASE WHEN FOUND THEN 'ok' ELSE 'duplicate_gid' END;
+    END IF;
+    UPDATE dtx_transaction t
+       SET status = COALESCE(to_status, t.status),
+           ended_ms = CASE WHEN to_status IN ('confirmed', 'cancelled') THEN now_ms ELSE t.ended_ms END,
+           lease_owner = COALESCE(new_owner, t.lease_owner),
+           lease_until_ms = COALESCE(until_ms, t.lease_until_ms),
+           branches = CASE WHEN done IS NOT NULL THEN dtx_marked(t.branches || COALESCE(added, '[]'::jsonb), done)
+                           WHEN added IS NOT NULL THEN t.branches || added
+                           ELSE t.branches END
+     WHERE t.gid = g
+       AND (from_status IS NULL OR t.status = from_status)
+       AND (new_owner IS NULL OR t.lease_owner IS NULL OR t.lease_owner = new_owner);
+    IF FOUND THEN
+        RETURN 'ok';
+    END IF;
+    RETURN CASE WHEN EXISTS (SELECT 1 FROM dtx_transaction x WHERE x.gid = g) THEN 'refused'
+                ELSE 'unknown_transaction' END;
+END $$)sql");
             // A batch in order. Usually its writes concern different transactions (a coordinator
             // waits for one sync write of a transaction before it sends the next): one
             // dtx_apply_distinct for all. Otherwise one per write, in order. The plans are cached
             // for the session, perhaps made while the table was still small: the settings keep
             // them looking rows up by gid, whatever the table's size was then.
-            db_.exec(R"sql(
+            db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
@@ -6726,14 +6924,14 @@ BEGIN
     RETURN to_jsonb(answers);
 END $$)sql");
             const std::string v = std::to_string(functions_version);
-            db_.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
+            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
                      "ON CONFLICT (key) DO UPDATE SET value = $1::int",
                      {v});
         }
-        db_.exec("COMMIT");
+        db.exec("COMMIT");
     } catch (...) {
         try {
-            db_.exec("ROLLBACK");
+            db.exec("ROLLBACK");
         } catch (...) {
         }
         throw;
