@@ -10,21 +10,24 @@
 #   scripts/demo.sh quick-start                           # the quick start program (examples/quick_start.cpp)
 #
 # Exits non-zero if any order ends otherwise than told or an invariant is broken.
+#
+# Environment: DTX_DEMO_BUILD_DIR   the build directory (default: build/gcc)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
+BUILD=${DTX_DEMO_BUILD_DIR:-$ROOT/build/gcc}
 
 scripts/install-deps.sh
 
-cmake -S "$ROOT" -B "$ROOT/build/gcc" -G Ninja \
+cmake -S "$ROOT" -B "$BUILD" -G Ninja \
   -DCMAKE_CXX_COMPILER=g++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-echo "== building the shop and the quick start (build/gcc)" >&2
-cmake --build "$ROOT/build/gcc" --parallel "$(nproc)" --target shop quick_start
+echo "== building the shop and the quick start ($BUILD)" >&2
+cmake --build "$BUILD" --parallel "$(nproc)" --target shop quick_start
 
 if [[ ${1:-} == quick-start ]]; then
   shift
-  exec "$ROOT/build/gcc/examples/quick_start" "$@"
+  exec "$BUILD/examples/quick_start" "$@"
 fi
-exec "$ROOT/examples/shop/scenario.sh" "$@" --shop "$ROOT/build/gcc/examples/shop"
+exec "$ROOT/examples/shop/scenario.sh" "$@" --shop "$BUILD/examples/shop"
