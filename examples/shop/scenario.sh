@@ -225,7 +225,7 @@ expect o-3 shipment_failed
 
 say "4. dave orders 2 plums; the payment service is killed with SIGKILL in the middle"
 post_order '{"order_id":"o-4","customer":"dave","sku":"plum","qty":2}' >"$data/o-4.json" &
-client=$!
+pid[client]=$!
 wait_log payment "PAUSED"
 note "payment: $(grep PAUSED "$data/payment.log" | head -n 1 | cut -c 14-)"
 kill9 payment
@@ -236,16 +236,18 @@ grep "\[order o-4\]" "$data/order.log" | grep "confirm" | tail -n 2 | sed 's/^/ 
 start payment
 note "payment restarted (pid ${pid[payment]}); the retried confirm finds the barrier row of the"
 note "committed one and answers success without charging twice"
-wait "$client" || true
+wait "${pid[client]}" || true
+unset "pid[client]"
 expect o-4 completed
 
 say "5. erin orders 4 apples; the order service (the coordinator) is killed with SIGKILL in the middle"
 post_order '{"order_id":"o-5","customer":"erin","sku":"apple","qty":4}' >"$data/o-5.json" 2>&1 &
-client=$!
+pid[client]=$!
 wait_log order "PAUSED"
 note "order: $(grep PAUSED "$data/order.log" | head -n 1 | cut -c 14-)"
 kill9 order
-wait "$client" || true
+wait "${pid[client]}" || true
+unset "pid[client]"
 note "order service killed (SIGKILL): the client got no answer; stock and money are held by try:"
 audit --settle-seconds 0 | grep -E "stock|accounts" || true
 start order
