@@ -499,8 +499,8 @@ TEST_CASE("postgres journal: with several connections, a claim sees the lazy wri
     asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
         // Ends that wait for company on their connections, then a claim on the first.
         for (int i = 0; i < n; ++i) {
-            const journal_write end{.gid = "l" + std::to_string(i),
-                                    .status = status_change{tx_status::trying, tx_status::cancelled}};
+            const std::string gid = "l" + std::to_string(i);
+            const journal_write end{.gid = gid, .status = status_change{tx_status::trying, tx_status::cancelled}};
             co_await j.write(end, durability::lazy);
         }
         const claim_request everything{.now = wall_clock::now(), .owner = "me", .lease = std::chrono::seconds(30),
