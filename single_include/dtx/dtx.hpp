@@ -5901,8 +5901,9 @@ private:
 #define DTX_POSTGRES_DB_HPP
 
 // A thin RAII layer over libpq: a connection used by one thread, statements with text
-// parameters, and errors (dtx::error) that carry the server's message and SQLSTATE. Participant
-// handlers use it for their own tables inside the PostgreSQL barrier's local transaction:
+// parameters (prepared once per session if asked), and errors (dtx::error) that carry the
+// server's message and SQLSTATE. Participant handlers use it for their own tables inside the
+// PostgreSQL barrier's local transaction:
 //
 //   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available >= $1::int",
 //                    {std::to_string(qty), sku});
