@@ -7,8 +7,6 @@
 //
 // Order i asks for more stock than exists if i % refuse-every == 1 (cancelled at checkout), ships
 // to a destination no carrier serves if i % misship-every == 5 (shipment_failed), else completes.
-#include "shop.hpp"
-
 #include <dtx/http.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -18,6 +16,8 @@
 #include <algorithm>
 #include <iostream>
 
+#include "shop.hpp"
+
 namespace shop {
 namespace {
 
@@ -26,8 +26,10 @@ struct load_plan {
     std::string run_id;
 
     std::string expected(long i) const {
-        if (refuse_every > 0 && i % refuse_every == 1) return "cancelled";
-        if (misship_every > 0 && i % misship_every == 5) return "shipment_failed";
+        if (refuse_every > 0 && i % refuse_every == 1)
+            return "cancelled";
+        if (misship_every > 0 && i % misship_every == 5)
+            return "shipment_failed";
         return "completed";
     }
     nlohmann::json order(long i) const {
@@ -47,22 +49,28 @@ struct sample {
 };
 
 double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
+    if (v.empty())
+        return 0;
     std::sort(v.begin(), v.end());
     const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
     return v[std::min(i, v.size() - 1)];
 }
 
 nlohmann::json summary(const std::vector<double>& ms) {
-    auto round = [](double x) { return static_cast<double>(static_cast<std::int64_t>(x * 100 + 0.5)) / 100; };
-    return {{"n", ms.size()}, {"p50_ms", round(percentile(ms, 0.50))}, {"p99_ms", round(percentile(ms, 0.99))}};
+    auto round = [](double x) {
+        return static_cast<double>(static_cast<std::int64_t>(x * 100 + 0.5)) / 100;
+    };
+    return {{"n", ms.size()},
+            {"p50_ms", round(percentile(ms, 0.50))},
+            {"p99_ms", round(percentile(ms, 0.99))}};
 }
 
 class load_client {
 public:
     load_client(asio::io_context& ioc, const load_plan& plan, dtx::http::url target)
-        : plan_(plan), target_(std::move(target)),
-          http_(ioc.get_executor(), {.request_timeout = std::chrono::seconds(120)}) {}
+        : plan_(plan)
+        , target_(std::move(target))
+        , http_(ioc.get_executor(), {.request_timeout = std::chrono::seconds(120)}) {}
 
     asio::awaitable<void> worker() {
         while (next_ < plan_.orders) {
@@ -74,15 +82,18 @@ public:
                 const dtx::http::response r = co_await http_.post(target_, "", body);
                 const nlohmann::json j = nlohmann::json::parse(r.body, nullptr, false);
                 state = j.is_object() && j.contains("state") ? j["state"].get<std::string>()
-                                                              : "HTTP " + std::to_string(r.status);
+                                                             : "HTTP " + std::to_string(r.status);
             } catch (const std::exception& e) {
                 state = e.what();
             }
-            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+            const double ms =
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count();
             const std::string expected = plan_.expected(i);
             samples_.push_back({ms, expected});
             if (state != expected && ++unexpected_ <= 10)
-                std::cerr << "order " << plan_.order(i)["order_id"] << ": " << state << ", expected " << expected << "\n";
+                std::cerr << "order " << plan_.order(i)["order_id"] << ": " << state
+                          << ", expected " << expected << "\n";
         }
     }
 
@@ -101,18 +112,22 @@ private:
 } // namespace
 
 int run_load(const settings& s) {
-    load_plan plan{s.number("orders", 10'000), s.number("concurrency", 32), s.number("customers", 64),
-                   s.number("refuse-every", 10), s.number("misship-every", 10), s.get("run-id", "")};
-    if (plan.run_id.empty()) plan.run_id = "load-" + dtx::make_gid().substr(0, 13);
+    load_plan plan{s.number("orders", 10'000),    s.number("concurrency", 32),
+                   s.number("customers", 64),     s.number("refuse-every", 10),
+                   s.number("misship-every", 10), s.get("run-id", "")};
+    if (plan.run_id.empty())
+        plan.run_id = "load-" + dtx::make_gid().substr(0, 13);
     if (plan.orders < 1 || plan.concurrency < 1 || plan.customers < 1)
         throw std::invalid_argument("--orders, --concurrency and --customers must be positive");
 
     asio::io_context ioc;
     load_client client(ioc, plan, dtx::http::make_url(s.require("url") + "/orders"));
     const auto start = std::chrono::steady_clock::now();
-    for (long w = 0; w < plan.concurrency; ++w) asio::co_spawn(ioc, client.worker(), asio::detached);
+    for (long w = 0; w < plan.concurrency; ++w)
+        asio::co_spawn(ioc, client.worker(), asio::detached);
     ioc.run();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     std::vector<double> all;
     std::map<std::string, std::vector<double>> by_outcome;

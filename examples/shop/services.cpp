@@ -9,8 +9,6 @@
 //
 // Each participant service serves one participant over HTTP (POST /dtx/<name>) with a SQLite
 // barrier, so its handlers only say what try/confirm/cancel (action/compensate) do to its tables.
-#include "shop.hpp"
-
 #include <dtx/http.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -25,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "shop.hpp"
+
 namespace shop {
 namespace {
 
@@ -33,21 +33,25 @@ using dtx::sqlite::connection;
 /// The subject a fault point can be limited to: the payload's account, customer or order.
 std::string subject_of(const nlohmann::json& payload) {
     for (const char* key : {"account", "customer", "order_id"})
-        if (payload.is_object() && payload.contains(key) && payload[key].is_string()) return payload[key];
+        if (payload.is_object() && payload.contains(key) && payload[key].is_string())
+            return payload[key];
     return {};
 }
 
 /// Wraps a handler with the service's fault point: once it is reached (after the handler's
 /// local transaction committed), this and every later call hang until the process is killed.
 dtx::branch_handler pausing(dtx::branch_handler inner, pause_point& pause, const event_log& log) {
-    return [inner = std::move(inner), &pause, &log](const dtx::branch_request& r) -> asio::awaitable<dtx::outcome> {
-        if (pause.paused) co_await hang();
+    return [inner = std::move(inner), &pause,
+            &log](const dtx::branch_request& r) -> asio::awaitable<dtx::outcome> {
+        if (pause.paused)
+            co_await hang();
         dtx::outcome o = co_await inner(r);
         const std::string subject = subject_of(r.payload);
         if (pause.reached(dtx::to_string(r.op), subject)) {
             log.write(r.gid, r.traceparent,
-                      "PAUSED after " + std::string(dtx::to_string(r.op)) + " of branch " + std::string(r.branch_id) +
-                          " committed (fault point " + pause.op + "): answering nothing until killed");
+                      "PAUSED after " + std::string(dtx::to_string(r.op)) + " of branch " +
+                          std::string(r.branch_id) + " committed (fault point " + pause.op +
+                          "): answering nothing until killed");
             co_await hang();
         }
         co_return o;
@@ -55,14 +59,16 @@ dtx::branch_handler pausing(dtx::branch_handler inner, pause_point& pause, const
 }
 
 /// Registers a participant with the service's fault point on each of its handlers.
-void add_pausing(dtx::participant_registry& reg, const char* name, dtx::tcc_handlers h, pause_point& pause,
-                 const event_log& log) {
-    reg.add_tcc(name, {pausing(std::move(h.on_try), pause, log), pausing(std::move(h.on_confirm), pause, log),
+void add_pausing(dtx::participant_registry& reg, const char* name, dtx::tcc_handlers h,
+                 pause_point& pause, const event_log& log) {
+    reg.add_tcc(name, {pausing(std::move(h.on_try), pause, log),
+                       pausing(std::move(h.on_confirm), pause, log),
                        pausing(std::move(h.on_cancel), pause, log)});
 }
-void add_pausing(dtx::participant_registry& reg, const char* name, dtx::saga_handlers h, pause_point& pause,
-                 const event_log& log) {
-    reg.add_saga(name, {pausing(std::move(h.on_action), pause, log), pausing(std::move(h.on_compensate), pause, log)});
+void add_pausing(dtx::participant_registry& reg, const char* name, dtx::saga_handlers h,
+                 pause_point& pause, const event_log& log) {
+    reg.add_saga(name, {pausing(std::move(h.on_action), pause, log),
+                        pausing(std::move(h.on_compensate), pause, log)});
 }
 
 /// The number a single-row query answers (0 if no row).
@@ -77,45 +83,54 @@ std::int64_t query_number(connection& db, std::string_view sql, const std::strin
 /// Runs an UPDATE that must change exactly one row; anything else is a bug (an unknown result).
 void update_one(connection& db, std::string_view what, dtx::sqlite::statement& st) {
     st.run();
-    if (db.changes() != 1) throw std::logic_error(std::string(what) + ": no such row");
+    if (db.changes() != 1)
+        throw std::logic_error(std::string(what) + ": no such row");
 }
 
 // ---- the services ----------------------------------------------------------------------------
 
 /// inventory (TCC): try reserves stock, confirm deducts it (reserved -> sold), cancel releases it.
-void add_inventory(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause, const event_log& log,
-                   const settings&) {
+void add_inventory(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+                   const event_log& log, const settings&) {
     dtx::tcc_handlers h = db.tcc({
-        .on_try = dtx::typed_local<stock_item>([](connection& c, const dtx::branch_request&, stock_item s) {
-            c.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-                      "WHERE sku = ?2 AND available >= ?1 AND ?1 > 0")
-                .bind(s.qty, s.sku)
-                .run();
-            if (c.changes() == 1) return dtx::success();
-            const std::int64_t left = query_number(c, "SELECT available FROM stock WHERE sku = ?", s.sku);
-            return dtx::failure("out of stock: " + std::to_string(s.qty) + " " + s.sku + " wanted, " +
-                                std::to_string(left) + " available");
-        }),
-        .on_confirm = dtx::typed_local<stock_item>([](connection& c, const dtx::branch_request&, stock_item s) {
-            update_one(c, "confirm " + s.sku,
-                       c.prepare("UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE sku = ?2")
-                           .bind(s.qty, s.sku));
+        .on_try = dtx::typed_local<stock_item>(
+            [](connection& c, const dtx::branch_request&, stock_item s) {
+                c.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
+                          "WHERE sku = ?2 AND available >= ?1 AND ?1 > 0")
+                    .bind(s.qty, s.sku)
+                    .run();
+                if (c.changes() == 1)
+                    return dtx::success();
+                const std::int64_t left =
+                    query_number(c, "SELECT available FROM stock WHERE sku = ?", s.sku);
+                return dtx::failure("out of stock: " + std::to_string(s.qty) + " " + s.sku +
+                                    " wanted, " + std::to_string(left) + " available");
+            }),
+        .on_confirm = dtx::typed_local<stock_item>([](connection& c, const dtx::branch_request&,
+                                                      stock_item s) {
+            update_one(
+                c, "confirm " + s.sku,
+                c.prepare(
+                     "UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE sku = ?2")
+                    .bind(s.qty, s.sku));
             return dtx::success();
         }),
-        .on_cancel = dtx::typed_local<stock_item>([](connection& c, const dtx::branch_request&, stock_item s) {
-            update_one(c, "cancel " + s.sku,
-                       c.prepare("UPDATE stock SET reserved = reserved - ?1, available = available + ?1 WHERE sku = ?2")
-                           .bind(s.qty, s.sku));
-            return dtx::success();
-        }),
+        .on_cancel = dtx::typed_local<stock_item>(
+            [](connection& c, const dtx::branch_request&, stock_item s) {
+                update_one(c, "cancel " + s.sku,
+                           c.prepare("UPDATE stock SET reserved = reserved - ?1, available = "
+                                     "available + ?1 WHERE sku = ?2")
+                               .bind(s.qty, s.sku));
+                return dtx::success();
+            }),
     });
     add_pausing(reg, "inventory", std::move(h), pause, log);
 }
 
 /// payment (TCC): try freezes the amount, confirm charges it (to the merchant's account), cancel
 /// unfreezes it.
-void add_payment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause, const event_log& log,
-                 const settings& s) {
+void add_payment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+                 const event_log& log, const settings& s) {
     const std::string merchant = s.get("merchant", "shop");
     dtx::tcc_handlers h = db.tcc({
         .on_try = dtx::typed_local<money>([](connection& c, const dtx::branch_request&, money m) {
@@ -123,64 +138,79 @@ void add_payment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_
                       "WHERE account = ?2 AND balance >= ?1 AND ?1 > 0")
                 .bind(m.amount, m.account)
                 .run();
-            if (c.changes() == 1) return dtx::success();
-            const std::int64_t has = query_number(c, "SELECT balance FROM accounts WHERE account = ?", m.account);
-            return dtx::failure("insufficient funds: " + m.account + " has " + std::to_string(has) + ", " +
-                                std::to_string(m.amount) + " needed");
+            if (c.changes() == 1)
+                return dtx::success();
+            const std::int64_t has =
+                query_number(c, "SELECT balance FROM accounts WHERE account = ?", m.account);
+            return dtx::failure("insufficient funds: " + m.account + " has " + std::to_string(has) +
+                                ", " + std::to_string(m.amount) + " needed");
         }),
-        .on_confirm = dtx::typed_local<money>([merchant](connection& c, const dtx::branch_request&, money m) {
+        .on_confirm = dtx::typed_local<money>([merchant](connection& c, const dtx::branch_request&,
+                                                         money m) {
             update_one(c, "confirm " + m.account,
-                       c.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE account = ?2").bind(m.amount, m.account));
-            update_one(c, "credit " + merchant,
-                       c.prepare("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2").bind(m.amount, merchant));
-            return dtx::success();
-        }),
-        .on_cancel = dtx::typed_local<money>([](connection& c, const dtx::branch_request&, money m) {
-            update_one(c, "cancel " + m.account,
-                       c.prepare("UPDATE accounts SET frozen = frozen - ?1, balance = balance + ?1 WHERE account = ?2")
+                       c.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE account = ?2")
                            .bind(m.amount, m.account));
+            update_one(c, "credit " + merchant,
+                       c.prepare("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2")
+                           .bind(m.amount, merchant));
             return dtx::success();
         }),
+        .on_cancel =
+            dtx::typed_local<money>([](connection& c, const dtx::branch_request&, money m) {
+                update_one(c, "cancel " + m.account,
+                           c.prepare("UPDATE accounts SET frozen = frozen - ?1, balance = balance "
+                                     "+ ?1 WHERE account = ?2")
+                               .bind(m.amount, m.account));
+                return dtx::success();
+            }),
     });
     add_pausing(reg, "payment", std::move(h), pause, log);
 }
 
 /// loyalty (saga): the action adds points, the compensation removes them.
-void add_loyalty(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause, const event_log& log,
-                 const settings&) {
+void add_loyalty(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+                 const event_log& log, const settings&) {
     dtx::saga_handlers h = db.saga({
-        .on_action = dtx::typed_local<points>([](connection& c, const dtx::branch_request&, points p) {
-            c.prepare("INSERT INTO points (customer, points) VALUES (?1, ?2) "
-                      "ON CONFLICT (customer) DO UPDATE SET points = points + ?2")
-                .bind(p.customer, p.points)
-                .run();
-            return dtx::success();
-        }),
-        .on_compensate = dtx::typed_local<points>([](connection& c, const dtx::branch_request&, points p) {
-            update_one(c, "remove points of " + p.customer,
-                       c.prepare("UPDATE points SET points = points - ?2 WHERE customer = ?1").bind(p.customer, p.points));
-            return dtx::success();
-        }),
+        .on_action =
+            dtx::typed_local<points>([](connection& c, const dtx::branch_request&, points p) {
+                c.prepare("INSERT INTO points (customer, points) VALUES (?1, ?2) "
+                          "ON CONFLICT (customer) DO UPDATE SET points = points + ?2")
+                    .bind(p.customer, p.points)
+                    .run();
+                return dtx::success();
+            }),
+        .on_compensate =
+            dtx::typed_local<points>([](connection& c, const dtx::branch_request&, points p) {
+                update_one(c, "remove points of " + p.customer,
+                           c.prepare("UPDATE points SET points = points - ?2 WHERE customer = ?1")
+                               .bind(p.customer, p.points));
+                return dtx::success();
+            }),
     });
     add_pausing(reg, "loyalty", std::move(h), pause, log);
 }
 
 /// shipment (saga): the action books a parcel, refused for destinations no carrier serves (the
 /// failure on purpose); the compensation withdraws it.
-void add_shipment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause, const event_log& log,
-                  const settings& s) {
+void add_shipment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+                  const event_log& log, const settings& s) {
     const std::vector<std::string> places = split(s.get("refuse-destinations", "Atlantis"));
     const std::set<std::string> refused(places.begin(), places.end());
     dtx::saga_handlers h = db.saga({
-        .on_action = dtx::typed_local<parcel>([refused](connection& c, const dtx::branch_request&, parcel p) {
-            if (refused.contains(p.ship_to)) return dtx::failure("no carrier delivers to " + p.ship_to);
-            c.prepare("INSERT INTO shipments (order_id, ship_to) VALUES (?, ?)").bind(p.order_id, p.ship_to).run();
-            return dtx::success();
-        }),
-        .on_compensate = dtx::typed_local<parcel>([](connection& c, const dtx::branch_request&, parcel p) {
-            c.prepare("DELETE FROM shipments WHERE order_id = ?").bind(p.order_id).run();
-            return dtx::success();
-        }),
+        .on_action = dtx::typed_local<parcel>(
+            [refused](connection& c, const dtx::branch_request&, parcel p) {
+                if (refused.contains(p.ship_to))
+                    return dtx::failure("no carrier delivers to " + p.ship_to);
+                c.prepare("INSERT INTO shipments (order_id, ship_to) VALUES (?, ?)")
+                    .bind(p.order_id, p.ship_to)
+                    .run();
+                return dtx::success();
+            }),
+        .on_compensate =
+            dtx::typed_local<parcel>([](connection& c, const dtx::branch_request&, parcel p) {
+                c.prepare("DELETE FROM shipments WHERE order_id = ?").bind(p.order_id).run();
+                return dtx::success();
+            }),
     });
     add_pausing(reg, "shipment", std::move(h), pause, log);
 }
@@ -189,27 +219,33 @@ struct service_kind {
     const char* name;
     const char* default_seed;
     void (*setup)(connection&, const std::map<std::string, std::int64_t>& seed);
-    void (*add)(dtx::participant_registry&, dtx::sqlite_barrier&, pause_point&, const event_log&, const settings&);
+    void (*add)(dtx::participant_registry&, dtx::sqlite_barrier&, pause_point&, const event_log&,
+                const settings&);
 };
 
 void setup_inventory(connection& c, const std::map<std::string, std::int64_t>& seed) {
     c.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, initial INTEGER NOT NULL, "
-           "available INTEGER NOT NULL CHECK (available >= 0), reserved INTEGER NOT NULL CHECK (reserved >= 0), "
+           "available INTEGER NOT NULL CHECK (available >= 0), reserved INTEGER NOT NULL CHECK "
+           "(reserved >= 0), "
            "sold INTEGER NOT NULL)");
     for (const auto& [sku, n] : seed)
         c.prepare("INSERT OR IGNORE INTO stock VALUES (?1, ?2, ?2, 0, 0)").bind(sku, n).run();
 }
 void setup_payment(connection& c, const std::map<std::string, std::int64_t>& seed) {
-    c.exec("CREATE TABLE IF NOT EXISTS accounts (account TEXT PRIMARY KEY, initial INTEGER NOT NULL, "
-           "balance INTEGER NOT NULL CHECK (balance >= 0), frozen INTEGER NOT NULL CHECK (frozen >= 0))");
+    c.exec(
+        "CREATE TABLE IF NOT EXISTS accounts (account TEXT PRIMARY KEY, initial INTEGER NOT NULL, "
+        "balance INTEGER NOT NULL CHECK (balance >= 0), frozen INTEGER NOT NULL CHECK (frozen >= "
+        "0))");
     for (const auto& [account, n] : seed)
         c.prepare("INSERT OR IGNORE INTO accounts VALUES (?1, ?2, ?2, 0)").bind(account, n).run();
 }
 void setup_loyalty(connection& c, const std::map<std::string, std::int64_t>&) {
-    c.exec("CREATE TABLE IF NOT EXISTS points (customer TEXT PRIMARY KEY, points INTEGER NOT NULL CHECK (points >= 0))");
+    c.exec("CREATE TABLE IF NOT EXISTS points (customer TEXT PRIMARY KEY, points INTEGER NOT NULL "
+           "CHECK (points >= 0))");
 }
 void setup_shipment(connection& c, const std::map<std::string, std::int64_t>&) {
-    c.exec("CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, ship_to TEXT NOT NULL)");
+    c.exec(
+        "CREATE TABLE IF NOT EXISTS shipments (order_id TEXT PRIMARY KEY, ship_to TEXT NOT NULL)");
 }
 
 const service_kind services[] = {
@@ -223,7 +259,8 @@ int run_participant_service(const service_kind& kind, const settings& s) {
     const event_log log(kind.name);
     const std::string path = s.require("db");
     const std::string seed_text = s.get("seed", kind.default_seed);
-    const auto seed = seed_text.empty() ? std::map<std::string, std::int64_t>{} : parse_amounts(seed_text);
+    const auto seed =
+        seed_text.empty() ? std::map<std::string, std::int64_t>{} : parse_amounts(seed_text);
     prepare_database(path, [&](connection& c) { kind.setup(c, seed); });
 
     dtx::sqlite_barrier db({.path = path});
@@ -235,20 +272,25 @@ int run_participant_service(const service_kind& kind, const settings& s) {
     dtx::http::server_options options;
     options.port = static_cast<std::uint16_t>(s.number("port", 0));
     options.on_request = [&log](const dtx::http::log_record& r) {
-        if (r.gid.empty()) return; // health checks
+        if (r.gid.empty())
+            return; // health checks
         std::ostringstream text;
-        text << r.participant << ' ' << (r.op ? dtx::to_string(*r.op) : "?") << " branch " << r.branch_id << " -> "
-             << r.status;
-        if (!r.error.empty()) text << ' ' << r.error;
-        if (!r.exception.empty()) text << " (" << r.exception << ')';
-        text << " in " << std::chrono::duration_cast<std::chrono::microseconds>(r.duration).count() / 1000.0 << " ms";
+        text << r.participant << ' ' << (r.op ? dtx::to_string(*r.op) : "?") << " branch "
+             << r.branch_id << " -> " << r.status;
+        if (!r.error.empty())
+            text << ' ' << r.error;
+        if (!r.exception.empty())
+            text << " (" << r.exception << ')';
+        text << " in "
+             << std::chrono::duration_cast<std::chrono::microseconds>(r.duration).count() / 1000.0
+             << " ms";
         log.write(r.gid, r.traceparent, text.str());
     };
     dtx::http::server server(ioc, participants, options);
     server.start();
-    log.line("serving " + std::string(kind.name) + " at http://127.0.0.1:" + std::to_string(server.port()) + "/dtx/" +
-             kind.name + " (database " + path + (pause.armed() ? ", fault point " + pause.op + ":" + pause.who : "") +
-             ")");
+    log.line("serving " + std::string(kind.name) + " at http://127.0.0.1:" +
+             std::to_string(server.port()) + "/dtx/" + kind.name + " (database " + path +
+             (pause.armed() ? ", fault point " + pause.op + ":" + pause.who : "") + ")");
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int) {
@@ -267,22 +309,25 @@ struct order_row {
 };
 
 /// Reads every service's database and checks the shop's invariants. Empty: they hold.
-std::vector<std::string> audit(const std::filesystem::path& dir, const std::string& merchant, std::ostream& report,
-                               nlohmann::json& j) {
+std::vector<std::string> audit(const std::filesystem::path& dir, const std::string& merchant,
+                               std::ostream& report, nlohmann::json& j) {
     std::vector<std::string> broken;
     auto fail = [&](std::string what) { broken.push_back(std::move(what)); };
     for (const char* f : {"orders.db", "inventory.db", "payment.db", "loyalty.db", "shipment.db"})
-        if (!std::filesystem::exists(dir / f)) throw std::runtime_error((dir / f).string() + " does not exist");
+        if (!std::filesystem::exists(dir / f))
+            throw std::runtime_error((dir / f).string() + " does not exist");
 
     std::vector<order_row> orders;
     std::map<std::string, int> by_state;
     {
         connection db((dir / "orders.db").string());
-        auto& st = db.prepare("SELECT id, customer, sku, qty, amount, points, state FROM orders ORDER BY created_ms");
+        auto& st = db.prepare(
+            "SELECT id, customer, sku, qty, amount, points, state FROM orders ORDER BY created_ms");
         st.bind();
         while (st.step()) {
-            orders.push_back({std::string(st.text(0)), std::string(st.text(1)), std::string(st.text(2)),
-                              std::string(st.text(6)), st.integer(3), st.integer(4), st.integer(5)});
+            orders.push_back({std::string(st.text(0)), std::string(st.text(1)),
+                              std::string(st.text(2)), std::string(st.text(6)), st.integer(3),
+                              st.integer(4), st.integer(5)});
             ++by_state[orders.back().state];
         }
         st.bind();
@@ -291,7 +336,8 @@ std::vector<std::string> audit(const std::filesystem::path& dir, const std::stri
     std::set<std::string> shipped_by_orders;
     std::int64_t revenue_by_orders = 0;
     for (const auto& o : orders) {
-        if (!is_final_state(o.state)) fail("order " + o.id + " is not in a final state: " + o.state);
+        if (!is_final_state(o.state))
+            fail("order " + o.id + " is not in a final state: " + o.state);
         if (o.state == "completed" || o.state == "shipment_failed") {
             sold_by_orders[o.sku] += o.qty;
             paid_by[o.customer] += o.amount;
@@ -305,51 +351,66 @@ std::vector<std::string> audit(const std::filesystem::path& dir, const std::stri
 
     j["orders"] = by_state;
     report << "  orders    ";
-    for (const auto& [state, n] : by_state) report << n << ' ' << state << "  ";
+    for (const auto& [state, n] : by_state)
+        report << n << ' ' << state << "  ";
     report << "\n  stock     ";
     {
         connection db((dir / "inventory.db").string());
-        auto& st = db.prepare("SELECT sku, initial, available, reserved, sold FROM stock ORDER BY sku");
+        auto& st =
+            db.prepare("SELECT sku, initial, available, reserved, sold FROM stock ORDER BY sku");
         st.bind();
         while (st.step()) {
             const std::string sku(st.text(0));
-            const std::int64_t initial = st.integer(1), available = st.integer(2), reserved = st.integer(3),
-                               sold = st.integer(4);
-            report << sku << ' ' << available << " (" << reserved << " reserved, " << sold << " sold)  ";
+            const std::int64_t initial = st.integer(1), available = st.integer(2),
+                               reserved = st.integer(3), sold = st.integer(4);
+            report << sku << ' ' << available << " (" << reserved << " reserved, " << sold
+                   << " sold)  ";
             j["stock"][sku] = {{"available", available}, {"reserved", reserved}, {"sold", sold}};
             if (available + reserved + sold != initial)
-                fail(sku + ": available + reserved + sold = " + std::to_string(available + reserved + sold) +
-                     ", was " + std::to_string(initial));
-            if (reserved != 0) fail(sku + ": " + std::to_string(reserved) + " still reserved");
+                fail(sku + ": available + reserved + sold = " +
+                     std::to_string(available + reserved + sold) + ", was " +
+                     std::to_string(initial));
+            if (reserved != 0)
+                fail(sku + ": " + std::to_string(reserved) + " still reserved");
             if (sold != sold_by_orders[sku])
-                fail(sku + ": " + std::to_string(sold) + " sold, paid orders hold " + std::to_string(sold_by_orders[sku]));
+                fail(sku + ": " + std::to_string(sold) + " sold, paid orders hold " +
+                     std::to_string(sold_by_orders[sku]));
         }
         st.bind();
     }
     report << "\n  accounts  ";
     {
         connection db((dir / "payment.db").string());
-        auto& st = db.prepare("SELECT account, initial, balance, frozen FROM accounts ORDER BY account");
+        auto& st =
+            db.prepare("SELECT account, initial, balance, frozen FROM accounts ORDER BY account");
         st.bind();
         std::int64_t initial_total = 0, total = 0;
         std::int64_t accounts = 0;
         while (st.step()) {
             const std::string account(st.text(0));
-            const std::int64_t initial = st.integer(1), balance = st.integer(2), frozen = st.integer(3);
+            const std::int64_t initial = st.integer(1), balance = st.integer(2),
+                               frozen = st.integer(3);
             initial_total += initial;
             total += balance + frozen;
-            if (++accounts <= 8) report << account << ' ' << balance << (frozen ? " (" + std::to_string(frozen) + " frozen)" : "") << "  ";
-            if (frozen != 0) fail(account + ": " + std::to_string(frozen) + " still frozen");
+            if (++accounts <= 8)
+                report << account << ' ' << balance
+                       << (frozen ? " (" + std::to_string(frozen) + " frozen)" : "") << "  ";
+            if (frozen != 0)
+                fail(account + ": " + std::to_string(frozen) + " still frozen");
             // The merchant's account gains what the customers lose.
-            const std::int64_t expected = account == merchant ? initial + revenue_by_orders : initial - paid_by[account];
+            const std::int64_t expected =
+                account == merchant ? initial + revenue_by_orders : initial - paid_by[account];
             if (balance + frozen != expected)
-                fail(account + ": " + std::to_string(balance + frozen) + " held, orders say " + std::to_string(expected));
+                fail(account + ": " + std::to_string(balance + frozen) + " held, orders say " +
+                     std::to_string(expected));
         }
         st.bind();
-        if (accounts > 8) report << "... (" << accounts << " accounts)";
+        if (accounts > 8)
+            report << "... (" << accounts << " accounts)";
         j["money"] = {{"accounts", accounts}, {"total", total}, {"at_start", initial_total}};
         if (total != initial_total)
-            fail("money: " + std::to_string(total) + " held in all accounts, " + std::to_string(initial_total) + " at the start");
+            fail("money: " + std::to_string(total) + " held in all accounts, " +
+                 std::to_string(initial_total) + " at the start");
     }
     report << "\n  points    ";
     {
@@ -362,15 +423,18 @@ std::vector<std::string> audit(const std::filesystem::path& dir, const std::stri
         while (st.step()) {
             held[std::string(st.text(0))] = st.integer(1);
             total += st.integer(1);
-            if (++shown <= 8) report << st.text(0) << ' ' << st.integer(1) << "  ";
+            if (++shown <= 8)
+                report << st.text(0) << ' ' << st.integer(1) << "  ";
         }
         st.bind();
         j["points"] = total;
         for (const auto& [customer, n] : points_by)
             if (held[customer] != n)
-                fail(customer + ": " + std::to_string(held[customer]) + " points, completed orders earned " + std::to_string(n));
+                fail(customer + ": " + std::to_string(held[customer]) +
+                     " points, completed orders earned " + std::to_string(n));
         for (const auto& [customer, n] : held)
-            if (n != 0 && !points_by.contains(customer)) fail(customer + ": " + std::to_string(n) + " points without a completed order");
+            if (n != 0 && !points_by.contains(customer))
+                fail(customer + ": " + std::to_string(n) + " points without a completed order");
     }
     report << "\n  shipments ";
     {
@@ -378,14 +442,17 @@ std::vector<std::string> audit(const std::filesystem::path& dir, const std::stri
         auto& st = db.prepare("SELECT order_id FROM shipments");
         st.bind();
         std::set<std::string> shipped;
-        while (st.step()) shipped.emplace(st.text(0));
+        while (st.step())
+            shipped.emplace(st.text(0));
         st.bind();
         report << shipped.size() << " parcels\n";
         j["shipments"] = shipped.size();
         for (const auto& id : shipped)
-            if (!shipped_by_orders.contains(id)) fail("parcel for order " + id + ", which is not completed");
+            if (!shipped_by_orders.contains(id))
+                fail("parcel for order " + id + ", which is not completed");
         for (const auto& id : shipped_by_orders)
-            if (!shipped.contains(id)) fail("order " + id + " is completed but has no parcel");
+            if (!shipped.contains(id))
+                fail("order " + id + " is completed but has no parcel");
     }
     return broken;
 }
@@ -409,8 +476,10 @@ int run_audit(const settings& s) {
                 std::cout << j.dump() << std::endl;
             } else {
                 std::cout << report.str();
-                for (const auto& b : broken) std::cout << "  INVARIANT BROKEN: " << b << "\n";
-                if (broken.empty()) std::cout << "  invariants hold\n";
+                for (const auto& b : broken)
+                    std::cout << "  INVARIANT BROKEN: " << b << "\n";
+                if (broken.empty())
+                    std::cout << "  invariants hold\n";
             }
             return broken.empty() ? 0 : 1;
         }
@@ -419,8 +488,9 @@ int run_audit(const settings& s) {
 }
 
 int usage() {
-    std::cerr << "usage: shop order|inventory|payment|loyalty|shipment|audit|load [--option value ...]\n"
-                 "(every option may also be set as SHOP_<OPTION>; see examples/shop/README.md)\n";
+    std::cerr
+        << "usage: shop order|inventory|payment|loyalty|shipment|audit|load [--option value ...]\n"
+           "(every option may also be set as SHOP_<OPTION>; see examples/shop/README.md)\n";
     return 2;
 }
 
@@ -428,15 +498,20 @@ int usage() {
 } // namespace shop
 
 int main(int argc, char** argv) {
-    if (argc < 2) return shop::usage();
+    if (argc < 2)
+        return shop::usage();
     const std::string command = argv[1];
     try {
         const shop::settings s(argc, argv, 2);
-        if (command == "order") return shop::run_order_service(s);
-        if (command == "load") return shop::run_load(s);
-        if (command == "audit") return shop::run_audit(s);
+        if (command == "order")
+            return shop::run_order_service(s);
+        if (command == "load")
+            return shop::run_load(s);
+        if (command == "audit")
+            return shop::run_audit(s);
         for (const auto& kind : shop::services)
-            if (command == kind.name) return shop::run_participant_service(kind, s);
+            if (command == kind.name)
+                return shop::run_participant_service(kind, s);
         return shop::usage();
     } catch (const std::exception& e) {
         std::cerr << "shop " << command << ": " << e.what() << "\n";

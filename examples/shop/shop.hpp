@@ -32,7 +32,8 @@ public:
     settings(int argc, char** argv, int first) {
         for (int i = first; i < argc; ++i) {
             std::string a = argv[i];
-            if (a.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument '" + a + "'");
+            if (a.rfind("--", 0) != 0)
+                throw std::invalid_argument("unexpected argument '" + a + "'");
             a.erase(0, 2);
             if (auto eq = a.find('='); eq != std::string::npos)
                 values_[a.substr(0, eq)] = a.substr(eq + 1);
@@ -44,15 +45,19 @@ public:
     }
 
     std::string get(const std::string& name, const std::string& fallback) const {
-        if (auto it = values_.find(name); it != values_.end()) return it->second;
+        if (auto it = values_.find(name); it != values_.end())
+            return it->second;
         std::string env = "SHOP_";
-        for (char c : name) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        if (const char* v = std::getenv(env.c_str()); v && *v) return v;
+        for (char c : name)
+            env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (const char* v = std::getenv(env.c_str()); v && *v)
+            return v;
         return fallback;
     }
     std::string require(const std::string& name) const {
         std::string v = get(name, "");
-        if (v.empty()) throw std::invalid_argument("--" + name + " is required");
+        if (v.empty())
+            throw std::invalid_argument("--" + name + " is required");
         return v;
     }
     long number(const std::string& name, long fallback) const {
@@ -74,8 +79,10 @@ inline std::vector<std::string> split(const std::string& text, char sep = ',') {
     std::size_t pos = 0;
     while (pos <= text.size()) {
         std::size_t end = text.find(sep, pos);
-        if (end == std::string::npos) end = text.size();
-        if (end > pos) out.push_back(text.substr(pos, end - pos));
+        if (end == std::string::npos)
+            end = text.size();
+        if (end > pos)
+            out.push_back(text.substr(pos, end - pos));
         pos = end + 1;
     }
     return out;
@@ -86,7 +93,8 @@ inline std::map<std::string, std::int64_t> parse_amounts(const std::string& text
     std::map<std::string, std::int64_t> out;
     for (const std::string& item : split(text)) {
         const auto eq = item.find('=');
-        if (eq == std::string::npos || eq == 0) throw std::invalid_argument("expected name=number, got '" + item + "'");
+        if (eq == std::string::npos || eq == 0)
+            throw std::invalid_argument("expected name=number, got '" + item + "'");
         out[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
     }
     return out;
@@ -95,7 +103,8 @@ inline std::map<std::string, std::int64_t> parse_amounts(const std::string& text
 /// One line per event on stdout: time, service, gid, trace id, what happened.
 class event_log {
 public:
-    explicit event_log(std::string service) : service_(std::move(service)) {}
+    explicit event_log(std::string service)
+        : service_(std::move(service)) {}
 
     void write(std::string_view gid, std::string_view traceparent, std::string_view text) const {
         std::string trace;
@@ -109,13 +118,17 @@ public:
     void line(std::string_view text) const {
         const auto now = std::chrono::system_clock::now();
         const std::time_t t = std::chrono::system_clock::to_time_t(now);
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
+            1000;
         std::tm tm{};
         gmtime_r(&t, &tm);
         char stamp[32];
-        std::snprintf(stamp, sizeof stamp, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+        std::snprintf(stamp, sizeof stamp, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                      static_cast<int>(ms));
         std::lock_guard lock(mu_);
-        std::fprintf(stdout, "%s %-9s %.*s\n", stamp, service_.c_str(), static_cast<int>(text.size()), text.data());
+        std::fprintf(stdout, "%s %-9s %.*s\n", stamp, service_.c_str(),
+                     static_cast<int>(text.size()), text.data());
         std::fflush(stdout);
     }
 
@@ -128,36 +141,41 @@ private:
 
 /// Unit prices; an order of another SKU is refused before any transaction starts.
 inline std::optional<std::int64_t> price_of(std::string_view sku) {
-    if (sku == "apple") return 3;
-    if (sku == "pear") return 4;
-    if (sku == "plum") return 5;
+    if (sku == "apple")
+        return 3;
+    if (sku == "pear")
+        return 4;
+    if (sku == "plum")
+        return 5;
     return std::nullopt;
 }
 
 /// Loyalty points an order earns: one per 10 of its amount, at least one.
-inline std::int64_t points_for(std::int64_t amount) { return amount / 10 + 1; }
+inline std::int64_t points_for(std::int64_t amount) {
+    return amount / 10 + 1;
+}
 
-struct stock_item {       // inventory (TCC)
+struct stock_item { // inventory (TCC)
     std::string sku;
     std::int64_t qty = 0;
 };
-struct money {            // payment (TCC)
+struct money { // payment (TCC)
     std::string account;
     std::int64_t amount = 0;
 };
-struct points {           // loyalty (saga)
+struct points { // loyalty (saga)
     std::string customer;
     std::int64_t points = 0;
 };
-struct parcel {           // shipment (saga)
+struct parcel { // shipment (saga)
     std::string order_id;
     std::string ship_to;
 };
-struct order_step {       // the order's own state, in the order service's database
+struct order_step { // the order's own state, in the order service's database
     std::string order_id;
-    std::string from;     // the state the step moves the order from
-    std::string to;       // ... and to
-    std::string undo;     // the state its cancel (compensation) moves it to
+    std::string from; // the state the step moves the order from
+    std::string to;   // ... and to
+    std::string undo; // the state its cancel (compensation) moves it to
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(stock_item, sku, qty)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(money, account, amount)
@@ -175,7 +193,8 @@ inline bool is_final_state(std::string_view s) {
 
 /// Creates a service's tables (and, on first start, its seed rows) before its barrier opens the
 /// database: `setup` runs in one local transaction.
-inline void prepare_database(const std::string& path, const std::function<void(dtx::sqlite::connection&)>& setup) {
+inline void prepare_database(const std::string& path,
+                             const std::function<void(dtx::sqlite::connection&)>& setup) {
     dtx::sqlite::connection db(path);
     dtx::sqlite::transaction tx(db);
     setup(db);
@@ -197,14 +216,17 @@ struct pause_point {
         pause_point p;
         const auto colon = text.find(':');
         p.op = text.substr(0, colon);
-        if (colon != std::string::npos) p.who = text.substr(colon + 1);
+        if (colon != std::string::npos)
+            p.who = text.substr(colon + 1);
         return p;
     }
     bool armed() const { return !op.empty(); }
     /// True once the point was reached: the caller must stop.
     bool reached(std::string_view op_name, std::string_view subject) {
-        if (paused) return true;
-        if (!armed() || op_name != op || (!who.empty() && subject != who)) return false;
+        if (paused)
+            return true;
+        if (!armed() || op_name != op || (!who.empty() && subject != who))
+            return false;
         paused = true;
         return true;
     }
@@ -213,15 +235,16 @@ struct pause_point {
 /// Waits forever (until the process is killed). Cancellation (a handler timeout) ends the wait
 /// with an exception, so the caller still never answers success.
 inline asio::awaitable<void> hang() {
-    asio::steady_timer forever(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+    asio::steady_timer forever(co_await asio::this_coro::executor,
+                               std::chrono::steady_clock::time_point::max());
     co_await forever.async_wait(asio::use_awaitable);
     throw std::runtime_error("paused");
 }
 
 // ---- entry points (one per subcommand) --------------------------------------------------------
 
-int run_order_service(const settings& s);   // order.cpp
-int run_load(const settings& s);            // load.cpp
+int run_order_service(const settings& s); // order.cpp
+int run_load(const settings& s);          // load.cpp
 
 } // namespace shop
 
