@@ -25,7 +25,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace dtx;
@@ -284,17 +286,29 @@ TEST_CASE("participant URLs: parsed in a normal form, or refused with a reason t
     CHECK(u->target == "/?tenant=7");
     CHECK(u->endpoint() == "[::1]:9000");
 
-    for (const char* bad : {"https://a/x", "ftp://a", "inventory", "http://", "http://:80/x", "http://a:0/x",
+    u = http::parse_url("HTTPS://Stock.example/dtx/stock");
+    REQUIRE(u);
+    CHECK(u->tls);
+    CHECK(u->port == 443);
+    CHECK(u->host_header() == "Stock.example");
+    CHECK(u->text() == "https://Stock.example/dtx/stock");
+    u = http::parse_url("https://127.0.0.1:80/x");
+    REQUIRE(u);
+    CHECK(u->host_header() == "127.0.0.1:80");
+    CHECK(u->text() == "https://127.0.0.1:80/x");
+    CHECK(u != http::parse_url("http://127.0.0.1:80/x"));
+
+    for (const char* bad : {"https://", "https://user:pw@a/x", "ftp://a", "inventory", "http://", "http://:80/x", "http://a:0/x",
                             "http://a:65536/x", "http://a:/x", "http://a:8x/x", "http://user:pw@a/x", "http://a/x#frag",
                             "http://a/x y", "http://[::1/x", "http://a b/x", "http://[::1]x/"}) {
         CAPTURE(bad);
         CHECK_FALSE(http::parse_url(bad));
     }
     try {
-        http::make_url("https://secret-host/x");
-        FAIL("https was accepted");
+        http::make_url("ftp://secret-host/x");
+        FAIL("ftp was accepted");
     } catch (const std::invalid_argument& e) {
-        CHECK(contains(e.what(), "https is not supported"));
+        CHECK(contains(e.what(), "not an http:// or https:// URL"));
         CHECK_FALSE(contains(e.what(), "secret-host"));
     }
     try {
@@ -512,6 +526,65 @@ TEST_CASE("host names are resolved; a refused connection is an error naming the 
     const std::string e = call_error(f, p);
     CHECK(contains(e, "gid g-1 branch 07 try: POST " + to + ": connecting: "));
     CHECK(client.statistics().connections == 1);
+}
+
+TEST_CASE("waiting for a host name is bounded by the request timeout and ends when the call is cancelled") {
+    // The system resolver cannot be interrupted; an operation that completes only when the test
+    // lets it stands in for one that hangs.
+    asio::io_context ioc;
+    asio::steady_timer never(ioc, std::chrono::steady_clock::time_point::max());
+    int late = 0;
+    auto hang = [&](auto handler) {
+        never.async_wait([&late, h = std::move(handler)](boost::system::error_code) mutable {
+            ++late;
+            h(asio::error::host_not_found, 7);
+        });
+    };
+    using result = std::pair<boost::system::error_code, int>;
+    std::optional<result> out;
+    auto keep = [&](std::exception_ptr e, result r) {
+        REQUIRE(!e);
+        out = r;
+    };
+
+    const auto t0 = std::chrono::steady_clock::now();
+    asio::co_spawn(ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::milliseconds(50), hang), keep);
+    while (!out && ioc.run_one_for(std::chrono::seconds(5)) > 0) {
+    }
+    REQUIRE(out);
+    CHECK(out->first == boost::beast::error::timeout);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+
+    out.reset();
+    asio::cancellation_signal cancel;
+    asio::co_spawn(ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::hours(1), hang),
+                   asio::bind_cancellation_slot(cancel.slot(), keep));
+    ioc.restart();
+    ioc.poll();
+    CHECK(!out);
+    cancel.emit(asio::cancellation_type::terminal);
+    ioc.restart();
+    while (!out && ioc.run_one_for(std::chrono::seconds(5)) > 0) {
+    }
+    REQUIRE(out);
+    CHECK(out->first == asio::error::operation_aborted);
+
+    // The operations finish later: their results are dropped.
+    CHECK(late == 0);
+    never.cancel();
+    ioc.restart();
+    ioc.run();
+    CHECK(late == 2);
+
+    // One that completes in time gives its result.
+    out.reset();
+    auto at_once = [&](auto handler) { asio::post(ioc, [h = std::move(handler)]() mutable { h({}, 42); }); };
+    asio::co_spawn(ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::hours(1), at_once), keep);
+    ioc.restart();
+    ioc.run();
+    REQUIRE(out);
+    CHECK(!out->first);
+    CHECK(out->second == 42);
 }
 
 TEST_CASE("idle connections: at most max_idle_per_endpoint are kept, and expired ones are not reused") {

@@ -30,6 +30,11 @@
 #include <thread>
 #include <vector>
 
+// The plain HTTP headers bring no TLS: an includer that does not ask for it (tls.hpp) pays nothing.
+#if defined(OPENSSL_SSL_H) || defined(HEADER_SSL_H) || defined(BOOST_ASIO_SSL_STREAM_HPP)
+#error "a plain HTTP header included OpenSSL or Asio's ssl stream"
+#endif
+
 using namespace dtx;
 using namespace std::chrono_literals;
 namespace beast = boost::beast;

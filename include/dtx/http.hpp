@@ -2,7 +2,8 @@
 #define DTX_HTTP_HPP
 
 // The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast. Needs
-// Boost (Asio, Beast) and nlohmann::json, nothing else.
+// Boost (Asio, Beast) and nlohmann::json, nothing else. HTTPS is a further opt-in part:
+// <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this header does not include.
 
 #include <dtx/http/client.hpp>
 #include <dtx/http/protocol.hpp>

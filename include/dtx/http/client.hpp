@@ -7,7 +7,7 @@
 //   dtx::http::response r = co_await http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
 //                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
 //
-// Connections are pooled per endpoint (host:port): a request takes the most recently used idle
+// Connections are pooled per scheme and endpoint (host:port): a request takes the most recently used idle
 // connection, and gives it back when the answer allows keep-alive. A connection the server closed
 // while it was idle is noticed before it is used; if the server closes it as the request goes out
 // (before any byte of an answer arrives), the request is sent once more on a new connection.
@@ -17,6 +17,10 @@
 // Every request is bounded by `client_options::request_timeout`, and by Asio cancellation: a
 // terminal cancellation of the awaiting coroutine (the coordinator's call timeout sends one) ends
 // the request at once and closes its connection, which is never reused after an error.
+//
+// https:// URLs need TLS settings (client_options::tls, from <dtx/http/tls.hpp>, which brings
+// OpenSSL); TLS connections are pooled and reused like plain ones. A client without them refuses
+// an https:// URL with an error, and its includers pay nothing for TLS.
 //
 // Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
@@ -30,10 +34,12 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -59,14 +65,46 @@
 
 namespace dtx::http {
 
+namespace detail {
+
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using http_request = beast::http::request<beast::http::string_body>;
+using response_parser = beast::http::response_parser<beast::http::string_body>;
+
+/// The TLS layer of one client connection, over its TCP stream (implemented in tls.hpp). Its
+/// operations are bounded by the TCP stream's expiry, and cancelled as the caller is.
+class tls_layer {
+public:
+    using io_result = std::pair<boost::system::error_code, std::size_t>;
+    /// The handshake's error, and what its message does not say (the certificate check's reason).
+    using handshake_result = std::pair<boost::system::error_code, std::string>;
+
+    virtual ~tls_layer() = default;
+    virtual asio::awaitable<handshake_result> handshake() = 0;
+    virtual asio::awaitable<io_result> write(http_request& req) = 0;
+    virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) = 0;
+};
+
+} // namespace detail
+
+/// TLS settings of a client (client_options::tls): made by make_client_tls() of
+/// <dtx/http/tls.hpp>. Shared by every connection of the clients that hold them.
+class client_tls {
+public:
+    virtual ~client_tls() = default;
+    /// A TLS layer over `tcp` for a connection to `to`, ready for its handshake.
+    virtual std::unique_ptr<detail::tls_layer> wrap(boost::beast::tcp_stream& tcp, const url& to) const = 0;
+};
+
 struct client_options {
     /// Idle kept-alive connections kept per endpoint; a connection given back beyond that is
     /// closed.
     std::size_t max_idle_per_endpoint = 32;
-    /// Longest wait for a TCP connection. Name resolution (hosts that are not IP addresses) is
-    /// bounded by the system resolver, not by this.
+    /// Longest wait for a TCP connection, and then for its TLS handshake.
     std::chrono::milliseconds connect_timeout = std::chrono::seconds(2);
-    /// Longest time to send a request and read its whole answer.
+    /// Longest time to send a request and read its whole answer; also bounds the resolution of
+    /// a host name (an IP address needs none).
     std::chrono::milliseconds request_timeout = std::chrono::seconds(10);
     /// An idle connection older than this is closed instead of reused. Keep it below the servers'
     /// own keep-alive timeout (dtx's server: 60 s).
@@ -76,6 +114,9 @@ struct client_options {
     std::string user_agent = "dtx/" DTX_VERSION_STRING;
     /// A larger answer body is an error (for a branch call: an unknown result).
     std::size_t max_response_body = 1024 * 1024;
+    /// Settings for https:// URLs (make_client_tls() of <dtx/http/tls.hpp>); without them, a
+    /// request to an https:// URL fails with an error that says so.
+    std::shared_ptr<const client_tls> tls{};
 };
 
 /// An extra request header. The views must stay valid until the request completes.
@@ -100,18 +141,47 @@ struct client_statistics {
 
 namespace detail {
 
-namespace beast = boost::beast;
-using tcp = asio::ip::tcp;
-
 /// One connection, pooled while it is idle.
 struct connection {
     explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
     beast::tcp_stream stream;
+    std::unique_ptr<tls_layer> tls; // over `stream`, for https:// (declared after it: ends first)
     beast::flat_buffer buffer;
     std::chrono::steady_clock::time_point idle_since{};
 };
 
-using http_request = beast::http::request<beast::http::string_body>;
+/// Waits for an operation that `start` launches with a completion handler taking
+/// (error_code, Result), for at most `limit`; a terminal cancellation of the caller ends the wait
+/// at once, with asio::error::operation_aborted, and a timeout gives beast::error::timeout. The
+/// operation may outlive the wait (the system's name resolver cannot be interrupted): its late
+/// result is dropped.
+template <class Result, class Start>
+asio::awaitable<std::pair<boost::system::error_code, Result>> detached_within(asio::any_io_executor ex,
+                                                                              std::chrono::milliseconds limit,
+                                                                              Start start) {
+    struct shared_state {
+        explicit shared_state(asio::any_io_executor e) : wake(std::move(e)) {}
+        asio::steady_timer wake;
+        bool done = false;
+        boost::system::error_code ec;
+        Result result{};
+    };
+    auto state = std::make_shared<shared_state>(std::move(ex));
+    state->wake.expires_after(limit);
+    start([state](boost::system::error_code ec, Result r) {
+        state->ec = ec;
+        state->result = std::move(r);
+        state->done = true;
+        state->wake.cancel();
+    });
+    auto [ec] = co_await state->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    std::pair<boost::system::error_code, Result> out;
+    if (state->done)
+        out = {state->ec, std::move(state->result)};
+    else
+        out.first = ec ? ec : boost::system::error_code(beast::error::timeout);
+    co_return out;
+}
 
 /// A request that failed: where, and why.
 inline error request_error(const url& to, std::string_view stage, const boost::system::error_code& ec,
@@ -173,7 +243,7 @@ public:
 
     /// Sends `req` to `to` and reads the answer; see the top of the file. Throws dtx::error.
     static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to, http_request req) {
-        const std::string key = to.endpoint();
+        const std::string key = std::string(to.scheme()) + to.endpoint();
         std::unique_ptr<connection> c = self->take(key);
         bool pooled = c != nullptr;
         for (;;) {
@@ -184,17 +254,28 @@ public:
             } else {
                 ++self->stats_.reused;
             }
-            beast::http::response_parser<beast::http::string_body> parser;
+            response_parser parser;
             parser.body_limit(self->opts_.max_response_body);
             c->stream.expires_after(self->opts_.request_timeout);
             std::string_view stage = "sending the request";
-            auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
-            boost::system::error_code ec = write_ec;
+            boost::system::error_code ec;
+            if (c->tls) {
+                auto [write_ec, written] = co_await c->tls->write(req);
+                ec = write_ec;
+            } else {
+                auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
+                ec = write_ec;
+            }
             if (!ec) {
                 stage = "reading the answer";
-                auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
-                                                                        asio::as_tuple(asio::use_awaitable));
-                ec = read_ec;
+                if (c->tls) {
+                    auto [read_ec, read] = co_await c->tls->read(c->buffer, parser);
+                    ec = read_ec;
+                } else {
+                    auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
+                                                                            asio::as_tuple(asio::use_awaitable));
+                    ec = read_ec;
+                }
             }
             if (!ec) {
                 c->stream.expires_never();
@@ -274,24 +355,46 @@ private:
     }
 
     asio::awaitable<void> connect(connection& c, const url& to) {
-        c.stream.expires_after(opts_.connect_timeout);
+        if (to.tls && !opts_.tls)
+            throw error(std::make_error_code(std::errc::protocol_not_supported),
+                        "POST " + to.text() +
+                            ": an https:// URL, but the client has no TLS settings (client_options::tls, "
+                            "made by make_client_tls of <dtx/http/tls.hpp>)");
         boost::system::error_code ec;
         const asio::ip::address address = asio::ip::make_address(to.host, ec);
         if (!ec) {
             const tcp::endpoint target(address, to.port);
+            c.stream.expires_after(opts_.connect_timeout);
             auto [connect_ec] = co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         } else {
             tcp::resolver resolver(ex_);
             const std::string port = std::to_string(to.port);
-            auto [resolve_ec, found] = co_await resolver.async_resolve(to.host, port, asio::as_tuple(asio::use_awaitable));
-            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.connect_timeout);
+            auto start = [&resolver, &to, &port](auto handler) {
+                resolver.async_resolve(to.host, port, std::move(handler));
+            };
+            asio::any_io_executor ex = ex_;
+            auto [resolve_ec, found] =
+                co_await detached_within<tcp::resolver::results_type>(std::move(ex), opts_.request_timeout, std::move(start));
+            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.request_timeout);
+            c.stream.expires_after(opts_.connect_timeout);
             auto [connect_ec, at] = co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         }
         c.stream.expires_never();
         if (ec) throw request_error(to, "connecting", ec, opts_.connect_timeout);
         c.stream.socket().set_option(tcp::no_delay(true), ec); // small requests: no Nagle delay
+        if (to.tls) {
+            c.tls = opts_.tls->wrap(c.stream, to);
+            c.stream.expires_after(opts_.connect_timeout);
+            auto [handshake_ec, why] = co_await c.tls->handshake();
+            c.stream.expires_never();
+            if (handshake_ec == beast::error::timeout || handshake_ec == asio::error::operation_aborted)
+                throw request_error(to, "the TLS handshake", handshake_ec, opts_.connect_timeout);
+            if (handshake_ec) // what() adds OpenSSL's message
+                throw error(std::error_code(handshake_ec), "POST " + to.text() + ": the TLS handshake with " + to.host +
+                                                               " failed" + (why.empty() ? "" : ": " + why));
+        }
         ++stats_.connections;
     }
 

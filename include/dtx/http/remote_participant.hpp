@@ -95,9 +95,9 @@ private:
     url url_;
 };
 
-/// A resolver for `participant_registry::set_resolver`: a name that is an http:// URL becomes a
-/// remote participant called through `c` (made once per name, then kept); any other name is not
-/// found. The resolver keeps `c`'s pools alive; the client's executor must be the coordinators'.
+/// A resolver for `participant_registry::set_resolver`: a name that is an http:// or https:// URL
+/// becomes a remote participant called through `c` (made once per name, then kept); any other
+/// name is not found. Calls to an https:// URL need the client's TLS settings (client_options::tls). The resolver keeps `c`'s pools alive; the client's executor must be the coordinators'.
 inline participant_registry::resolver url_resolver(client& c) {
     struct cache {
         std::shared_ptr<detail::client_core> core;

@@ -29,7 +29,8 @@
 // not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
 // its participants) must outlive the server's last request: until async_stop() has completed.
 //
-// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed.
+// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS: server_options::tls,
+// from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
 
 #include <chrono>
 #include <cstdint>
@@ -42,6 +43,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <dtx/detail/config.hpp>
@@ -99,17 +101,29 @@ public:
     const server_options& options() const noexcept { return st_->opts; }
 
     /// Stops the server: closes the listening socket (new connections are refused) and idle
-    /// kept-alive connections, lets the requests in flight finish within `grace` (their answers
-    /// say Connection: close), then cancels the handlers still running and closes everything.
-    /// Completes when every connection has ended: a handler that ignores cancellation delays it
-    /// until it returns. Call once.
+    /// kept-alive connections (over TLS, after a close_notify), lets the requests in flight
+    /// finish within `grace` (their answers say Connection: close), then cancels the handlers
+    /// still running and closes everything. Completes when every connection has ended: a handler
+    /// that ignores cancellation delays it until it returns. A stop is not cancelled by its
+    /// caller's cancellation. Calling it again, during or after a stop, waits for that stop.
     asio::awaitable<void> async_stop(std::chrono::milliseconds grace) {
         const std::shared_ptr<detail::server_state> st = st_;
+        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+        if (st->stopping) { // another call stops the server: wait for it
+            while (!st->stop_done)
+                co_await st->stopped.async_wait(asio::as_tuple(asio::use_awaitable));
+            co_return;
+        }
         st->stopping = true;
         boost::system::error_code ignored;
         st->acceptor.close(ignored);
-        for (const auto& c : st->connections)
-            if (c->idle) c->socket.close(ignored);
+        for (const auto& c : st->connections) {
+            if (!c->idle) continue;
+            if (c->tls)
+                c->io.emit(asio::cancellation_type::terminal); // its coroutine says close_notify
+            else
+                c->socket.close(ignored);
+        }
         if (!st->connections.empty()) {
             st->drained.expires_after(grace);
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -120,6 +134,8 @@ public:
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         st->watch.release_if_idle();
+        st->stop_done = true;
+        st->stopped.cancel();
     }
 
     /// async_stop(options().shutdown_grace).

@@ -7,15 +7,41 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include <boost/asio/awaitable.hpp>
+
 #include <dtx/transaction_status.hpp>
+
+namespace boost::asio::ssl {
+class context;
+} // namespace boost::asio::ssl
 
 namespace dtx::http {
 
 using namespace std::chrono_literals;
+
+namespace detail {
+struct server_state;
+struct server_connection;
+} // namespace detail
+
+/// HTTPS for a server (server_options::tls), made by make_server_tls() of <dtx/http/tls.hpp>,
+/// which brings OpenSSL (CMake: dtx::tls). A server without it speaks plain HTTP and its
+/// includers pay nothing for TLS.
+struct server_tls {
+    using coroutine = boost::asio::awaitable<void> (*)(std::shared_ptr<detail::server_state>,
+                                                       std::shared_ptr<detail::server_connection>);
+    /// Certificate chain, key and verification settings; it must outlive the server.
+    boost::asio::ssl::context* context = nullptr;
+    /// Serves a connection: the handshake, then its requests.
+    coroutine serve = nullptr;
+    /// Answers a connection over the limit: the handshake, then 503.
+    coroutine refuse = nullptr;
+};
 
 /// One request the server answered (or gave up on), for a log hook. The views are valid during
 /// the call only. Fields the request did not get as far as are empty.
@@ -66,6 +92,9 @@ struct server_options {
     /// Longest wait for the next request on a kept-alive connection; beyond: the connection is
     /// closed without an answer.
     std::chrono::milliseconds idle_timeout = 60s;
+    /// With TLS: longest time for the handshake, from the connection's accept; beyond, the
+    /// connection is closed (it counts against max_connections until then).
+    std::chrono::milliseconds handshake_timeout = 5s;
     /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
     /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
     /// Empty: no limit (the coordinator's own call timeout still applies on its side).
@@ -78,6 +107,9 @@ struct server_options {
     /// If set, every request except the health endpoint must carry `Authorization: Bearer
     /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
     std::optional<std::string> bearer_token{};
+
+    /// Serve HTTPS with these settings (see server_tls); empty: plain HTTP.
+    std::optional<server_tls> tls{};
 
     /// Called once per request, after its answer was written (or the client went away). Runs on
     /// the server's executor: keep it short.

@@ -1,12 +1,13 @@
 #ifndef DTX_HTTP_URL_HPP
 #define DTX_HTTP_URL_HPP
 
-// Participant URLs: `http://host[:port][/path][?query]`.
+// Participant URLs: `http://host[:port][/path][?query]` and `https://...`.
 //
 // A remote participant is named in the journal by its URL, so a URL is kept as given and parsed
 // wherever it is called. The host is a name, an IPv4 address or a bracketed IPv6 address. User
 // info (`user:password@`) and fragments are refused: a secret in a URL would be written to the
-// journal, and a fragment is never sent. `https://` is refused until the TLS part exists.
+// journal, and a fragment is never sent. An https:// URL is called only by a client given TLS
+// settings (<dtx/http/tls.hpp>).
 
 #include <cstdint>
 #include <optional>
@@ -22,13 +23,20 @@ struct url {
     std::uint16_t port = 80;
     /// Path and query, as the request line sends them; "/" if the URL has no path.
     std::string target = "/";
+    /// https://: the connection is TLS.
+    bool tls = false;
 
-    /// `host:port` (`[v6]:port`): what connections are pooled by.
+    /// The scheme's port when the URL names none: 80, or 443 for https.
+    std::uint16_t default_port() const noexcept { return tls ? 443 : 80; }
+    /// `host:port` (`[v6]:port`).
     std::string endpoint() const { return bracketed_host() + ":" + std::to_string(port); }
-    /// The Host header: the endpoint without a default port.
-    std::string host_header() const { return port == 80 ? bracketed_host() : endpoint(); }
-    /// The URL as text, in a normal form (scheme and host as given, the port only if not 80).
-    std::string text() const { return "http://" + host_header() + target; }
+    /// The Host header: the endpoint without the default port.
+    std::string host_header() const { return port == default_port() ? bracketed_host() : endpoint(); }
+    /// `http://` or `https://`.
+    std::string_view scheme() const noexcept { return tls ? "https://" : "http://"; }
+    /// The URL as text, in a normal form (scheme and host as given, the port only if not the
+    /// default).
+    std::string text() const { return std::string(scheme()) + host_header() + target; }
 
     friend bool operator==(const url&, const url&) = default;
 
@@ -58,9 +66,9 @@ inline bool host_char(char c) noexcept {
 /// Parses `text` into `out`; returns why it is not a usable URL, or nullptr. The reasons never
 /// repeat the text (it may hold something secret).
 inline const char* parse_url_into(std::string_view text, url& out) {
-    if (starts_with_nocase(text, "https://")) return "https is not supported yet (plain http:// only)";
-    if (!starts_with_nocase(text, "http://")) return "not an http:// URL";
-    text.remove_prefix(7);
+    const bool tls = starts_with_nocase(text, "https://");
+    if (!tls && !starts_with_nocase(text, "http://")) return "not an http:// or https:// URL";
+    text.remove_prefix(tls ? 8 : 7);
     const std::size_t end = text.find_first_of("/?#");
     std::string_view authority = text.substr(0, end);
     const std::string_view rest = end == std::string_view::npos ? std::string_view{} : text.substr(end);
@@ -92,7 +100,7 @@ inline const char* parse_url_into(std::string_view text, url& out) {
         for (char c : host)
             if (!host_char(c)) return "the host holds a character other than letters, digits, '-', '.' and '_'";
     }
-    std::uint16_t port_number = 80;
+    std::uint16_t port_number = tls ? 443 : 80;
     if (has_port) {
         if (port.empty() || port.size() > 5) return "the port is not a number from 1 to 65535";
         unsigned value = 0;
@@ -105,20 +113,22 @@ inline const char* parse_url_into(std::string_view text, url& out) {
     }
     out.host = std::string(host);
     out.port = port_number;
+    out.tls = tls;
     out.target = rest.empty() || rest.starts_with('?') ? "/" + std::string(rest) : std::string(rest);
     return nullptr;
 }
 
 } // namespace detail
 
-/// The URL `text` means, or empty if it is not a usable http:// URL.
+/// The URL `text` means, or empty if it is not a usable http:// or https:// URL.
 inline std::optional<url> parse_url(std::string_view text) {
     url u;
     if (detail::parse_url_into(text, u)) return std::nullopt;
     return u;
 }
 
-/// The URL `text` means. Throws std::invalid_argument saying why it is not a usable http:// URL.
+/// The URL `text` means. Throws std::invalid_argument saying why it is not a usable http:// or
+/// https:// URL.
 inline url make_url(std::string_view text) {
     url u;
     if (const char* why = detail::parse_url_into(text, u)) throw std::invalid_argument(std::string("bad participant URL: ") + why);

@@ -4,6 +4,10 @@
 // The participant server's coroutines: the accept loop, one coroutine per connection, and the
 // refusal of connections over the limit.
 //
+// The request loop is a template on its stream: here it runs on the TCP socket itself; tls.hpp
+// instantiates it for an ssl::stream over that socket, after a handshake, so that a plain server
+// neither includes OpenSSL nor goes through another layer.
+//
 // Every phase of a connection (waiting for a request, reading it, the participant's handler,
 // writing the answer, the final drain) is timed by one deadline_watch entry that the server's
 // single timer serves. Socket operations are bound to the connection's `io` signal, so that a
@@ -56,8 +60,9 @@ struct server_connection {
     asio::cancellation_signal io;     // bound to each socket operation
     dtx::detail::watch_entry deadline;
     std::list<std::shared_ptr<server_connection>>::iterator pos;
-    bool idle = false;    // waiting for the next request on a kept-alive connection
+    bool idle = false;    // waiting for the next request on a kept-alive connection, or a handshake
     bool refused = false; // over the connection limit: answered 503 and closed
+    bool tls = false;     // a stop ends an idle TLS connection through its coroutine (close_notify)
 };
 
 struct server_state {
@@ -67,7 +72,8 @@ struct server_state {
         , handler(participants, opts)
         , acceptor(ex)
         , watch(ex)
-        , drained(ex) {}
+        , drained(ex)
+        , stopped(ex, steady::time_point::max()) {}
 
     asio::any_io_executor executor;
     server_options opts;
@@ -78,7 +84,9 @@ struct server_state {
     std::size_t served = 0;
     std::size_t refusing = 0;
     bool stopping = false;
+    bool stop_done = false;
     asio::steady_timer drained; // a stop waits on it; the last connection to end cancels it
+    asio::steady_timer stopped; // later calls of async_stop wait on it; the first cancels it
 };
 
 /// Times the next phase of `c`: past `limit`, `sig` is emitted.
@@ -157,27 +165,29 @@ inline bool expects_continue(const beast::http::request_header<>& head) {
 
 /// Reads one request into `parser` within the phase's deadline; a timeout is
 /// asio::error::timed_out.
-inline asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c,
-                                                                beast::flat_buffer& buffer,
-                                                                request_parser& parser) {
-    auto [ec, n] = co_await beast::http::async_read_header(c.socket, buffer, parser, io_token(c));
+template <class Stream>
+asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c, Stream& stream,
+                                                        beast::flat_buffer& buffer, request_parser& parser) {
+    auto [ec, n] = co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
     if (!ec && !parser.is_done()) {
         if (expects_continue(parser.get())) {
             // Clients that ask wait for this before they send the body.
             beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_, 11};
-            auto [wec, wn] = co_await beast::http::async_write(c.socket, go_on, io_token(c));
+            auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
             ec = wec;
         }
-        if (!ec) std::tie(ec, n) = co_await beast::http::async_read(c.socket, buffer, parser, io_token(c));
+        if (!ec) std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
     }
     if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
     co_return ec;
 }
 
 /// Writes `res` within the read timeout.
-inline asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c, beast_response& res) {
+template <class Stream>
+asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c, Stream& stream,
+                                                        beast_response& res) {
     watch_phase(st, c, st.opts.read_timeout, c.io);
-    auto [ec, n] = co_await beast::http::async_write(c.socket, res, io_token(c));
+    auto [ec, n] = co_await beast::http::async_write(stream, res, io_token(c));
     if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
     co_return ec;
 }
@@ -214,67 +224,91 @@ inline asio::awaitable<beast_response> answer(server_state& st, server_connectio
     co_return res;
 }
 
-/// Serves the requests of one connection, one after another, until either side closes it.
-inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
-    const connection_end end(*st, *c);
-    const server_options& o = st->opts;
+/// How the request loop left a connection.
+enum class loop_end {
+    close,  // close it now: the client went away, or a read or write failed
+    done,   // the last answer was sent, an idle connection timed out, or the server stops
+    linger, // an error answer was sent: close it as linger_close does
+};
+
+/// Serves the requests of one connection on `stream`, one after another, until either side ends
+/// it. The first request is due within the deadline the caller set.
+template <class Stream>
+asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c, Stream& stream) {
+    const server_options& o = st.opts;
     beast::flat_buffer buffer;
-    watch_phase(*st, *c, o.read_timeout, c->io); // the first request is due from the accept
     for (bool first = true;; first = false) {
         if (!first) {
             if (buffer.size() == 0) {
-                watch_phase(*st, *c, o.idle_timeout, c->io);
-                c->idle = true;
+                watch_phase(st, c, o.idle_timeout, c.io);
+                c.idle = true;
                 // The first bytes of the next request go into the buffer: one read, as the parser's.
-                auto [ec, n] = co_await c->socket.async_read_some(buffer.prepare(4096), io_token(*c));
+                auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), io_token(c));
                 buffer.commit(n);
-                c->idle = false;
-                const bool expired = phase_expired(*st, *c);
-                if (ec || expired || st->stopping) co_return;
+                c.idle = false;
+                const bool expired = phase_expired(st, c);
+                if (ec && ec != asio::error::operation_aborted) co_return loop_end::close;
+                if (ec || expired || st.stopping) co_return loop_end::done; // a timeout, or a stop
             }
-            watch_phase(*st, *c, o.read_timeout, c->io);
+            watch_phase(st, c, o.read_timeout, c.io);
         }
         const steady::time_point started = steady::now();
         request_parser parser;
         parser.header_limit(o.header_limit);
         parser.body_limit(o.body_limit);
-        const boost::system::error_code ec = co_await read_request(*st, *c, buffer, parser);
+        const boost::system::error_code ec = co_await read_request(st, c, stream, buffer, parser);
         request_notes notes;
         if (ec) {
             const std::optional<problem> p = ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
             const beast::http::request_header<>* head = parser.is_header_done() ? &parser.get() : nullptr;
             if (!p) {
-                if (parser.got_some()) log_request(*st, head, notes, 0, started); // gone mid-request
-                co_return;
+                if (parser.got_some()) log_request(st, head, notes, 0, started); // gone mid-request
+                co_return loop_end::close;
             }
             beast_response res = error_response(*p, head ? head->version() : 11, notes);
             res.keep_alive(false);
-            const boost::system::error_code wec = co_await write_answer(*st, *c, res);
-            log_request(*st, head, notes, wec ? 0 : p->status, started);
-            if (!wec) co_await linger_close(*st, *c);
-            co_return;
+            const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
+            log_request(st, head, notes, wec ? 0 : p->status, started);
+            const loop_end how = wec ? loop_end::close : loop_end::linger;
+            co_return how;
         }
         const beast_request req = parser.release();
-        beast_response res = co_await answer(*st, *c, req, notes);
-        const bool keep = req.keep_alive() && !st->stopping;
+        beast_response res = co_await answer(st, c, req, notes);
+        const bool keep = req.keep_alive() && !st.stopping;
         res.keep_alive(keep);
-        const boost::system::error_code wec = co_await write_answer(*st, *c, res);
-        log_request(*st, &req, notes, wec ? 0 : res.result_int(), started);
-        if (wec || !keep) co_return;
+        const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
+        log_request(st, &req, notes, wec ? 0 : res.result_int(), started);
+        if (wec) co_return loop_end::close;
+        if (!keep) co_return loop_end::done;
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it.
-inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+/// Serves a plain HTTP connection.
+inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
+    watch_phase(*st, *c, st->opts.read_timeout, c->io); // the first request is due from the accept
+    const loop_end how = co_await serve_requests(*st, *c, c->socket);
+    if (how == loop_end::linger) co_await linger_close(*st, *c);
+}
+
+/// Answers a connection over the limit with 503 on `stream`: true if the answer was sent.
+template <class Stream>
+asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, Stream& stream) {
     const steady::time_point started = steady::now();
     request_notes notes;
     const problem full{503, "overloaded", "the server is serving its maximum number of connections; try again later"};
     beast_response res = error_response(full, 11, notes);
     res.keep_alive(false);
-    const boost::system::error_code ec = co_await write_answer(*st, *c, res);
-    log_request(*st, nullptr, notes, ec ? 0 : 503, started);
-    if (!ec) co_await linger_close(*st, *c);
+    const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
+    log_request(st, nullptr, notes, ec ? 0 : 503, started);
+    co_return !ec;
+}
+
+/// Answers a plain connection over the limit with 503 and closes it.
+inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+    const connection_end end(*st, *c);
+    const bool sent = co_await answer_overloaded(*st, *c, c->socket);
+    if (sent) co_await linger_close(*st, *c);
 }
 
 inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket) {
@@ -284,14 +318,18 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
     socket.set_option(tcp::no_delay(true), ignored);
     auto c = std::make_shared<server_connection>(std::move(socket));
     c->refused = over;
+    c->tls = st->opts.tls.has_value();
     ++(over ? st->refusing : st->served);
     st->connections.push_front(c);
     c->pos = st->connections.begin();
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
-    if (over)
-        asio::co_spawn(st->executor, refuse(st, c), asio::bind_cancellation_slot(c->signal.slot(), std::move(keep)));
+    auto token = asio::bind_cancellation_slot(c->signal.slot(), std::move(keep));
+    if (c->tls)
+        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c), std::move(token));
+    else if (over)
+        asio::co_spawn(st->executor, refuse(st, c), std::move(token));
     else
-        asio::co_spawn(st->executor, serve(st, c), asio::bind_cancellation_slot(c->signal.slot(), std::move(keep)));
+        asio::co_spawn(st->executor, serve(st, c), std::move(token));
 }
 
 inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
