@@ -6,6 +6,9 @@
 //   bench_http_server [requests per run (default 200000)]
 //
 // One JSON line per concurrency: requests/s of both, and dtx's extra microseconds per request.
+// Where OpenSSL is available (dtx::tls), the same again over HTTPS ("tls": true): a
+// dtx::http::server with make_server_tls against the bare server behind an ssl::stream, clients
+// keeping their TLS connections alive (one handshake per connection, TLS 1.3, P-256 certificate).
 #include <dtx/http/server.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -21,16 +24,111 @@
 
 #include "bench_http_support.hpp"
 
+#ifdef DTX_BENCH_HAVE_TLS
+#include <dtx/http/tls.hpp>
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+
+#include "../tests/support/certificates.hpp"
+#endif
+
 namespace {
 
 namespace asio = dtx::asio;
+namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
+using steady = std::chrono::steady_clock;
 
 /// Seconds for `total` requests over `connections` connections to `port`.
 double measure(std::uint16_t port, std::size_t connections, std::size_t total) {
     const std::vector<std::uint16_t> ports{port};
     return bench::http::measure_requests(ports, connections, total).seconds;
 }
+
+void print(bool tls, std::size_t connections, std::size_t total, double base, double dtx) {
+    nlohmann::ordered_json line;
+    line["bench"] = "http_server";
+    line["tls"] = tls;
+    line["connections"] = connections;
+    line["requests"] = total;
+    line["dtx_req_per_s"] = static_cast<long>(total / dtx);
+    line["baseline_req_per_s"] = static_cast<long>(total / base);
+    line["ratio"] = std::round(base / dtx * 100) / 100; // dtx's rate as a fraction of the baseline's
+    line["extra_us_per_request"] = std::round((dtx - base) / static_cast<double>(total) * 1e7) / 10;
+    std::cout << line.dump() << std::endl;
+}
+
+#ifdef DTX_BENCH_HAVE_TLS
+namespace ssl = asio::ssl;
+using tls_stream = ssl::stream<tcp::socket>;
+
+/// The baseline over TLS: the handshake, then bare_session's loop on the TLS stream.
+asio::awaitable<void> bare_tls_session(tcp::socket s, ssl::context& ctx) {
+    tls_stream stream(std::move(s), ctx);
+    auto [hec] = co_await stream.async_handshake(ssl::stream_base::server, bench::http::use_tuple);
+    if (hec) co_return;
+    beast::flat_buffer buffer;
+    for (;;) {
+        beast::http::request<beast::http::string_body> req;
+        auto [ec, n] = co_await beast::http::async_read(stream, buffer, req, bench::http::use_tuple);
+        if (ec) co_return;
+        beast::http::response<beast::http::string_body> res{beast::http::status::ok, 11};
+        res.set(beast::http::field::content_type, "application/json");
+        res.body() = R"({"dtm_result":"SUCCESS"})";
+        res.prepare_payload();
+        auto [wec, wn] = co_await beast::http::async_write(stream, res, bench::http::use_tuple);
+        if (wec) co_return;
+    }
+}
+
+asio::awaitable<void> bare_tls_accept(tcp::acceptor& a, ssl::context& ctx) {
+    for (;;) {
+        auto [ec, s] = co_await a.async_accept(bench::http::use_tuple);
+        if (ec) co_return;
+        asio::co_spawn(a.get_executor(), bare_tls_session(std::move(s), ctx), asio::detached);
+    }
+}
+
+/// One TLS connection sending `count` branch calls one after another.
+asio::awaitable<void> tls_client(std::uint16_t port, std::size_t count, ssl::context& ctx, std::size_t* answered) {
+    tls_stream stream(co_await asio::this_coro::executor, ctx);
+    const tcp::endpoint to{asio::ip::make_address("127.0.0.1"), port};
+    co_await stream.next_layer().async_connect(to, asio::use_awaitable);
+    stream.next_layer().set_option(tcp::no_delay(true));
+    co_await stream.async_handshake(ssl::stream_base::client, asio::use_awaitable);
+    beast::http::request<beast::http::string_body> req{
+        beast::http::verb::post, "/dtx/stock?gid=01a1fcb3-7d5e-7c3a-9f1e-5a2b7d8c9e0f&trans_type=tcc&branch_id=01&op=try",
+        11};
+    req.set(beast::http::field::host, "127.0.0.1");
+    req.set(beast::http::field::content_type, "application/json");
+    req.body() = R"({"sku":"apple","qty":3})";
+    req.prepare_payload();
+    beast::flat_buffer buffer;
+    for (std::size_t i = 0; i < count; ++i) {
+        co_await beast::http::async_write(stream, req, asio::use_awaitable);
+        beast::http::response<beast::http::string_body> res;
+        co_await beast::http::async_read(stream, buffer, res, asio::use_awaitable);
+        if (res.result_int() != 200) throw std::runtime_error("answer " + std::to_string(res.result_int()));
+        ++*answered;
+    }
+}
+
+/// Seconds for `total` requests over `connections` TLS connections to `port`.
+double measure_tls(std::uint16_t port, std::size_t connections, std::size_t total, ssl::context& ctx) {
+    asio::io_context ioc(1);
+    std::size_t answered = 0;
+    for (std::size_t i = 0; i < connections; ++i)
+        asio::co_spawn(ioc, tls_client(port, total / connections, ctx, &answered), [](std::exception_ptr e) {
+            if (e) std::rethrow_exception(e);
+        });
+    const auto t0 = steady::now();
+    ioc.run();
+    const auto t1 = steady::now();
+    if (answered != total / connections * connections) throw std::runtime_error("requests lost");
+    return std::chrono::duration<double>(t1 - t0).count();
+}
+#endif
 
 } // namespace
 
@@ -50,26 +148,45 @@ int main(int argc, char** argv) {
     server.start();
     tcp::acceptor bare(server_ioc, {asio::ip::make_address("127.0.0.1"), 0});
     asio::co_spawn(server_ioc, bench::http::bare_accept(bare), asio::detached);
+#ifdef DTX_BENCH_HAVE_TLS
+    const dtx::test::identity ca = dtx::test::make_identity("bench CA", nullptr, nullptr);
+    const dtx::test::identity cert = dtx::test::make_identity("localhost", "IP:127.0.0.1", &ca);
+    ssl::context server_tls(ssl::context::tls_server);
+    server_tls.use_certificate_chain(asio::buffer(cert.cert_pem));
+    server_tls.use_private_key(asio::buffer(cert.key_pem), ssl::context::pem);
+    ssl::context client_tls(ssl::context::tls_client);
+    client_tls.add_certificate_authority(asio::buffer(ca.cert_pem));
+    client_tls.set_verify_mode(ssl::verify_peer);
+    dtx::http::server tls_server(server_ioc, participants, {.tls = dtx::http::make_server_tls(server_tls)});
+    tls_server.start();
+    tcp::acceptor bare_tls(server_ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    asio::co_spawn(server_ioc, bare_tls_accept(bare_tls, server_tls), asio::detached);
+#endif
     std::thread server_thread([&] { server_ioc.run(); });
 
     for (std::size_t connections : {1, 16, 64}) {
         measure(server.port(), connections, total / 10); // warm up
         const double base = measure(bare.local_endpoint().port(), connections, total);
         const double dtx = measure(server.port(), connections, total);
-        nlohmann::ordered_json line;
-        line["bench"] = "http_server";
-        line["connections"] = connections;
-        line["requests"] = total;
-        line["dtx_req_per_s"] = static_cast<long>(total / dtx);
-        line["baseline_req_per_s"] = static_cast<long>(total / base);
-        line["ratio"] = std::round(base / dtx * 100) / 100; // dtx's rate as a fraction of the baseline's
-        line["extra_us_per_request"] = std::round((dtx - base) / static_cast<double>(total) * 1e7) / 10;
-        std::cout << line.dump() << std::endl;
+        print(false, connections, total, base, dtx);
     }
+
+#ifdef DTX_BENCH_HAVE_TLS
+    for (std::size_t connections : {1, 16, 64}) {
+        measure_tls(tls_server.port(), connections, total / 10, client_tls); // warm up
+        const double base = measure_tls(bare_tls.local_endpoint().port(), connections, total, client_tls);
+        const double dtx = measure_tls(tls_server.port(), connections, total, client_tls);
+        print(true, connections, total, base, dtx);
+    }
+#endif
 
     asio::post(server_ioc, [&] {
         bare.close();
         asio::co_spawn(server_ioc, server.async_stop(), asio::detached);
+#ifdef DTX_BENCH_HAVE_TLS
+        bare_tls.close();
+        asio::co_spawn(server_ioc, tls_server.async_stop(), asio::detached);
+#endif
         guard.reset();
     });
     server_thread.join();
