@@ -38,8 +38,9 @@
 #include <dtx/coordinator_options.hpp>
 #include <dtx/transaction.hpp>
 #include <dtx/tx_result.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class coordinator {
 public:

@@ -11,8 +11,9 @@
 #include <dtx/fault_injection.hpp>
 #include <dtx/gid.hpp>
 #include <dtx/retry_policy.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 using namespace std::chrono_literals;
 

@@ -12,7 +12,9 @@
 #include <string>
 #include <system_error>
 
-namespace dtx {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class errc {
     branch_failed = 1,      ///< a try or saga action answered `failure`

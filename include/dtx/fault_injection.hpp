@@ -12,8 +12,9 @@
 #include <string_view>
 
 #include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class fault_site : unsigned char {
     journal_write, ///< a journal write has completed

@@ -14,7 +14,9 @@
 #include <random>
 #include <string>
 
-namespace dtx {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 namespace detail {
 

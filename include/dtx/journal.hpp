@@ -28,8 +28,9 @@
 #include <dtx/detail/config.hpp>
 #include <dtx/payload.hpp>
 #include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// Version of the record layout described in docs/journal.md. Durable journals store it and
 /// refuse to open a journal written with a newer one.

@@ -13,8 +13,9 @@
 
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class memory_journal final : public journal {
 public:

@@ -12,7 +12,9 @@
 #include <string>
 #include <string_view>
 
-namespace dtx {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class outcome_kind : std::uint8_t { success, failure, pending };
 

@@ -25,8 +25,9 @@
 #include <dtx/detail/config.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// One call to a branch. The views stay valid until the call completes.
 struct branch_request {

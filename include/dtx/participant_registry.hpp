@@ -18,8 +18,9 @@
 #include <unordered_map>
 
 #include <dtx/participant.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class participant_registry {
 public:

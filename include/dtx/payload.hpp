@@ -12,7 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace dtx {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class payload {
 public:

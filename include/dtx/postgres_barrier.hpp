@@ -35,8 +35,9 @@
 #include <dtx/postgres_db.hpp>
 #include <dtx/detail/barrier_logic.hpp>
 #include <dtx/detail/batch_queue.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct postgres_barrier_options {
     std::string conninfo{};

@@ -22,8 +22,9 @@
 #include <libpq-fe.h>
 
 #include <dtx/error.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::postgres {
+namespace dtx::inline DTX_ABI_NAMESPACE::postgres {
 
 /// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
 /// server's message.

@@ -46,8 +46,9 @@
 #include <dtx/journal.hpp>
 #include <dtx/postgres_db.hpp>
 #include <dtx/detail/batch_queue.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct postgres_journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".

@@ -3,7 +3,9 @@
 
 #include <cstddef>
 
-namespace dtx {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// How a recovery pass chooses what to take.
 struct recovery_options {

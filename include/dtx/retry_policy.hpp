@@ -18,8 +18,9 @@
 #include <string_view>
 
 #include <dtx/gid.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// What the alert hook is told: which call keeps failing, how often, and the last reason.
 struct retry_alert {

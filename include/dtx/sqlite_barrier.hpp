@@ -48,8 +48,9 @@
 #include <dtx/sqlite_db.hpp>
 #include <dtx/detail/barrier_logic.hpp>
 #include <dtx/detail/sqlite_worker.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct sqlite_barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).

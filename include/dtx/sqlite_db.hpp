@@ -22,8 +22,9 @@
 #include <sqlite3.h>
 
 #include <dtx/error.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::sqlite {
+namespace dtx::inline DTX_ABI_NAMESPACE::sqlite {
 
 /// The dtx error code for a SQLite result code.
 inline errc classify(int rc) noexcept {

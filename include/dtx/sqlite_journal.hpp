@@ -32,8 +32,9 @@
 #include <dtx/journal.hpp>
 #include <dtx/sqlite_db.hpp>
 #include <dtx/detail/sqlite_worker.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct sqlite_journal_options {
     /// The database file; created with its schema if missing.

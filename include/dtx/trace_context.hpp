@@ -20,8 +20,9 @@
 #include <string_view>
 
 #include <dtx/gid.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class trace_context {
 public:

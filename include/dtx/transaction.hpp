@@ -22,8 +22,9 @@
 #include <vector>
 
 #include <dtx/detail/engine.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 namespace detail {
 

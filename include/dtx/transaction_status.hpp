@@ -15,7 +15,9 @@
 #include <optional>
 #include <string_view>
 
-namespace dtx {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class tx_kind : std::uint8_t { tcc, saga };
 

@@ -8,8 +8,9 @@
 #include <system_error>
 
 #include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct tx_result {
     std::string gid;

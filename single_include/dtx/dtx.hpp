@@ -4,11 +4,43 @@
 // The core (<dtx/dtx.hpp>: Boost.Asio and nlohmann::json) is always compiled. Each opt-in
 // part is compiled only when its macro is defined before this file is included:
 //   DTX_WITH_HTTP      Boost.Beast
+//   DTX_WITH_TLS       OpenSSL; implies DTX_WITH_HTTP
 //   DTX_WITH_SQLITE    SQLite3
 //   DTX_WITH_POSTGRES  libpq
 // This file has no include guard of its own: including it again after defining another of
 // these macros adds that part.
 
+#if defined(DTX_WITH_TLS) && !defined(DTX_WITH_HTTP)
+#define DTX_WITH_HTTP
+#endif
+
+// ---- dtx/version.hpp -----------------------------------------------------------------------------
+#ifndef DTX_VERSION_HPP
+#define DTX_VERSION_HPP
+
+// dtx follows semantic versioning; the journal format has its own version (see journal.hpp).
+// CMakeLists.txt and conanfile.py read the version from these lines.
+#define DTX_VERSION_MAJOR 0
+#define DTX_VERSION_MINOR 1
+#define DTX_VERSION_PATCH 0
+#define DTX_VERSION "0.1.0"
+#define DTX_VERSION_STRING DTX_VERSION // the same, under its first name
+
+// The inline namespace around dtx's declarations: dtx::coordinator is
+// dtx::DTX_ABI_NAMESPACE::coordinator. Two dtx versions whose layouts may differ mangle to
+// different names, so a program that links both by accident fails to link instead of mixing them
+// at run time. Before 1.0 every minor version may break the ABI, from 1.0 on only a major one
+// (the CMake package's version file makes the same promise). Headers open it with
+//     namespace dtx::inline DTX_ABI_NAMESPACE { ... }
+#define DTX_ABI_NAMESPACE_JOIN_(a, b) a##b
+#define DTX_ABI_NAMESPACE_JOIN(a, b) DTX_ABI_NAMESPACE_JOIN_(a, b)
+#if DTX_VERSION_MAJOR == 0
+#define DTX_ABI_NAMESPACE DTX_ABI_NAMESPACE_JOIN(abi_v0_, DTX_VERSION_MINOR)
+#else
+#define DTX_ABI_NAMESPACE DTX_ABI_NAMESPACE_JOIN(abi_v, DTX_VERSION_MAJOR)
+#endif
+
+#endif
 
 // ---- dtx/detail/config.hpp -----------------------------------------------------------------------
 #ifndef DTX_DETAIL_CONFIG_HPP
@@ -17,11 +49,13 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/version.hpp>
 
+// #include <dtx/version.hpp>
+
 #if BOOST_VERSION < 108100
 #error "dtx needs Boost 1.81 or newer"
 #endif
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 /// dtx is written on Boost.Asio; this alias keeps signatures short (`dtx::asio::awaitable<T>`).
 namespace asio = boost::asio;
 } // namespace dtx
@@ -50,8 +84,9 @@ namespace asio = boost::asio;
 #include <boost/asio/steady_timer.hpp>
 
 // #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 class deadline_watch;
 
@@ -185,8 +220,9 @@ inline watch_entry::~watch_entry() {
 #include <boost/asio/use_awaitable.hpp>
 
 // #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 /// Runs `make(i, signal)` for i in [0, n) concurrently on the current executor and completes when
 /// every one has completed. Operation 0 runs in the current coroutine, whose signal is `own`; the
@@ -252,7 +288,9 @@ asio::awaitable<void> when_all(asio::cancellation_signal& own, std::size_t n, Ma
 #include <string>
 #include <system_error>
 
-namespace dtx {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class errc {
     branch_failed = 1,      ///< a try or saga action answered `failure`
@@ -339,7 +377,9 @@ struct std::is_error_code_enum<dtx::errc> : std::true_type {};
 #include <random>
 #include <string>
 
-namespace dtx {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 namespace detail {
 
@@ -422,7 +462,9 @@ inline std::string make_gid() {
 #include <string>
 #include <string_view>
 
-namespace dtx {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class outcome_kind : std::uint8_t { success, failure, pending };
 
@@ -486,7 +528,9 @@ inline std::string_view to_string(outcome_kind k) noexcept {
 
 #include <nlohmann/json.hpp>
 
-namespace dtx {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class payload {
 public:
@@ -523,7 +567,9 @@ private:
 
 #include <cstddef>
 
-namespace dtx {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// How a recovery pass chooses what to take.
 struct recovery_options {
@@ -571,8 +617,9 @@ struct recovery_report {
 #include <string_view>
 
 // #include <dtx/gid.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// What the alert hook is told: which call keeps failing, how often, and the last reason.
 struct retry_alert {
@@ -652,8 +699,9 @@ struct retry_policy {
 #include <string_view>
 
 // #include <dtx/gid.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class trace_context {
 public:
@@ -788,7 +836,9 @@ private:
 #include <optional>
 #include <string_view>
 
-namespace dtx {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class tx_kind : std::uint8_t { tcc, saga };
 
@@ -871,8 +921,9 @@ inline constexpr tx_kind kind_of(branch_op op) noexcept {
 #include <string_view>
 
 // #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 enum class fault_site : unsigned char {
     journal_write, ///< a journal write has completed
@@ -911,8 +962,9 @@ using fault_hook = std::function<bool(const fault_point&)>;
 // #include <dtx/fault_injection.hpp>
 // #include <dtx/gid.hpp>
 // #include <dtx/retry_policy.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 using namespace std::chrono_literals;
 
@@ -996,8 +1048,9 @@ struct tx_options {
 // #include <dtx/detail/config.hpp>
 // #include <dtx/payload.hpp>
 // #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// Version of the record layout described in docs/journal.md. Durable journals store it and
 /// refuse to open a journal written with a newer one.
@@ -1119,8 +1172,9 @@ public:
 
 // #include <dtx/error.hpp>
 // #include <dtx/journal.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class memory_journal final : public journal {
 public:
@@ -1273,8 +1327,9 @@ private:
 // #include <dtx/detail/config.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// One call to a branch. The views stay valid until the call completes.
 struct branch_request {
@@ -1407,8 +1462,9 @@ private:
 #include <unordered_map>
 
 // #include <dtx/participant.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class participant_registry {
 public:
@@ -1485,8 +1541,9 @@ private:
 #include <system_error>
 
 // #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct tx_result {
     std::string gid;
@@ -1555,6 +1612,7 @@ struct tx_result {
 // #include <dtx/tx_result.hpp>
 // #include <dtx/detail/deadline_watch.hpp>
 // #include <dtx/detail/when_all.hpp>
+// #include <dtx/version.hpp>
 
 // g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
 // operator new/delete (Asio's awaitable frames): a false positive. Silenced here only.
@@ -1563,7 +1621,7 @@ struct tx_result {
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// A branch to add: which participant, and the payload its handlers receive. Any type that
 /// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
@@ -2394,8 +2452,9 @@ private:
 #include <vector>
 
 // #include <dtx/detail/engine.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 namespace detail {
 
@@ -2504,8 +2563,9 @@ public:
 // #include <dtx/coordinator_options.hpp>
 // #include <dtx/transaction.hpp>
 // #include <dtx/tx_result.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 class coordinator {
 public:
@@ -2662,34 +2722,6 @@ private:
 
 #endif
 
-// ---- dtx/version.hpp -----------------------------------------------------------------------------
-#ifndef DTX_VERSION_HPP
-#define DTX_VERSION_HPP
-
-// dtx follows semantic versioning; the journal format has its own version (see journal.hpp).
-// CMakeLists.txt and conanfile.py read the version from these lines.
-#define DTX_VERSION_MAJOR 0
-#define DTX_VERSION_MINOR 1
-#define DTX_VERSION_PATCH 0
-#define DTX_VERSION "0.1.0"
-#define DTX_VERSION_STRING DTX_VERSION // the same, under its first name
-
-// The inline namespace around dtx's declarations: dtx::coordinator is
-// dtx::DTX_ABI_NAMESPACE::coordinator. Two dtx versions whose layouts may differ mangle to
-// different names, so a program that links both by accident fails to link instead of mixing them
-// at run time. Before 1.0 every minor version may break the ABI, from 1.0 on only a major one
-// (the CMake package's version file makes the same promise). Headers open it with
-//     namespace dtx::inline DTX_ABI_NAMESPACE { ... }
-#define DTX_ABI_NAMESPACE_JOIN_(a, b) a##b
-#define DTX_ABI_NAMESPACE_JOIN(a, b) DTX_ABI_NAMESPACE_JOIN_(a, b)
-#if DTX_VERSION_MAJOR == 0
-#define DTX_ABI_NAMESPACE DTX_ABI_NAMESPACE_JOIN(abi_v0_, DTX_VERSION_MINOR)
-#else
-#define DTX_ABI_NAMESPACE DTX_ABI_NAMESPACE_JOIN(abi_v, DTX_VERSION_MAJOR)
-#endif
-
-#endif
-
 // ---- dtx/dtx.hpp ---------------------------------------------------------------------------------
 #ifndef DTX_DTX_HPP
 #define DTX_DTX_HPP
@@ -2751,8 +2783,9 @@ private:
 
 // #include <dtx/outcome.hpp>
 // #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 /// Longest gid and branch id accepted (DTM's own limits are lower).
 inline constexpr std::size_t max_gid_size = 128;
@@ -2978,15 +3011,42 @@ inline std::optional<outcome> outcome_of(unsigned status, std::string_view body)
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
-// #include <dtx/transaction_status.hpp>
+#include <boost/asio/awaitable.hpp>
 
-namespace dtx::http {
+// #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
+
+namespace boost::asio::ssl {
+class context;
+} // namespace boost::asio::ssl
+
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 using namespace std::chrono_literals;
+
+namespace detail {
+struct server_state;
+struct server_connection;
+} // namespace detail
+
+/// HTTPS for a server (server_options::tls), made by make_server_tls() of <dtx/http/tls.hpp>,
+/// which brings OpenSSL (CMake: dtx::tls). A server without it speaks plain HTTP and its
+/// includers pay nothing for TLS.
+struct server_tls {
+    using coroutine = boost::asio::awaitable<void> (*)(std::shared_ptr<detail::server_state>,
+                                                       std::shared_ptr<detail::server_connection>);
+    /// Certificate chain, key and verification settings; it must outlive the server.
+    boost::asio::ssl::context* context = nullptr;
+    /// Serves a connection: the handshake, then its requests.
+    coroutine serve = nullptr;
+    /// Answers a connection over the limit: the handshake, then 503.
+    coroutine refuse = nullptr;
+};
 
 /// One request the server answered (or gave up on), for a log hook. The views are valid during
 /// the call only. Fields the request did not get as far as are empty.
@@ -3037,6 +3097,9 @@ struct server_options {
     /// Longest wait for the next request on a kept-alive connection; beyond: the connection is
     /// closed without an answer.
     std::chrono::milliseconds idle_timeout = 60s;
+    /// With TLS: longest time for the handshake, from the connection's accept; beyond, the
+    /// connection is closed (it counts against max_connections until then).
+    std::chrono::milliseconds handshake_timeout = 5s;
     /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
     /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
     /// Empty: no limit (the coordinator's own call timeout still applies on its side).
@@ -3049,6 +3112,9 @@ struct server_options {
     /// If set, every request except the health endpoint must carry `Authorization: Bearer
     /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
     std::optional<std::string> bearer_token{};
+
+    /// Serve HTTPS with these settings (see server_tls); empty: plain HTTP.
+    std::optional<server_tls> tls{};
 
     /// Called once per request, after its answer was written (or the client went away). Runs on
     /// the server's executor: keep it short.
@@ -3088,8 +3154,9 @@ struct server_options {
 // #include <dtx/http/server_options.hpp>
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/trace_context.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::http::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
 
 namespace beast = boost::beast;
 
@@ -3328,6 +3395,10 @@ private:
 // The participant server's coroutines: the accept loop, one coroutine per connection, and the
 // refusal of connections over the limit.
 //
+// The request loop is a template on its stream: here it runs on the TCP socket itself; tls.hpp
+// instantiates it for an ssl::stream over that socket, after a handshake, so that a plain server
+// neither includes OpenSSL nor goes through another layer.
+//
 // Every phase of a connection (waiting for a request, reading it, the participant's handler,
 // writing the answer, the final drain) is timed by one deadline_watch entry that the server's
 // single timer serves. Socket operations are bound to the connection's `io` signal, so that a
@@ -3360,8 +3431,9 @@ private:
 
 // #include <dtx/detail/deadline_watch.hpp>
 // #include <dtx/http/detail/request_handler.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::http::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
 
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
@@ -3380,8 +3452,9 @@ struct server_connection {
     asio::cancellation_signal io;     // bound to each socket operation
     dtx::detail::watch_entry deadline;
     std::list<std::shared_ptr<server_connection>>::iterator pos;
-    bool idle = false;    // waiting for the next request on a kept-alive connection
+    bool idle = false;    // waiting for the next request on a kept-alive connection, or a handshake
     bool refused = false; // over the connection limit: answered 503 and closed
+    bool tls = false;     // a stop ends an idle TLS connection through its coroutine (close_notify)
 };
 
 struct server_state {
@@ -3391,7 +3464,8 @@ struct server_state {
         , handler(participants, opts)
         , acceptor(ex)
         , watch(ex)
-        , drained(ex) {}
+        , drained(ex)
+        , stopped(ex, steady::time_point::max()) {}
 
     asio::any_io_executor executor;
     server_options opts;
@@ -3402,7 +3476,9 @@ struct server_state {
     std::size_t served = 0;
     std::size_t refusing = 0;
     bool stopping = false;
+    bool stop_done = false;
     asio::steady_timer drained; // a stop waits on it; the last connection to end cancels it
+    asio::steady_timer stopped; // later calls of async_stop wait on it; the first cancels it
 };
 
 /// Times the next phase of `c`: past `limit`, `sig` is emitted.
@@ -3481,27 +3557,29 @@ inline bool expects_continue(const beast::http::request_header<>& head) {
 
 /// Reads one request into `parser` within the phase's deadline; a timeout is
 /// asio::error::timed_out.
-inline asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c,
-                                                                beast::flat_buffer& buffer,
-                                                                request_parser& parser) {
-    auto [ec, n] = co_await beast::http::async_read_header(c.socket, buffer, parser, io_token(c));
+template <class Stream>
+asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c, Stream& stream,
+                                                        beast::flat_buffer& buffer, request_parser& parser) {
+    auto [ec, n] = co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
     if (!ec && !parser.is_done()) {
         if (expects_continue(parser.get())) {
             // Clients that ask wait for this before they send the body.
             beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_, 11};
-            auto [wec, wn] = co_await beast::http::async_write(c.socket, go_on, io_token(c));
+            auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
             ec = wec;
         }
-        if (!ec) std::tie(ec, n) = co_await beast::http::async_read(c.socket, buffer, parser, io_token(c));
+        if (!ec) std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
     }
     if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
     co_return ec;
 }
 
 /// Writes `res` within the read timeout.
-inline asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c, beast_response& res) {
+template <class Stream>
+asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c, Stream& stream,
+                                                        beast_response& res) {
     watch_phase(st, c, st.opts.read_timeout, c.io);
-    auto [ec, n] = co_await beast::http::async_write(c.socket, res, io_token(c));
+    auto [ec, n] = co_await beast::http::async_write(stream, res, io_token(c));
     if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
     co_return ec;
 }
@@ -3538,67 +3616,91 @@ inline asio::awaitable<beast_response> answer(server_state& st, server_connectio
     co_return res;
 }
 
-/// Serves the requests of one connection, one after another, until either side closes it.
-inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
-    const connection_end end(*st, *c);
-    const server_options& o = st->opts;
+/// How the request loop left a connection.
+enum class loop_end {
+    close,  // close it now: the client went away, or a read or write failed
+    done,   // the last answer was sent, an idle connection timed out, or the server stops
+    linger, // an error answer was sent: close it as linger_close does
+};
+
+/// Serves the requests of one connection on `stream`, one after another, until either side ends
+/// it. The first request is due within the deadline the caller set.
+template <class Stream>
+asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c, Stream& stream) {
+    const server_options& o = st.opts;
     beast::flat_buffer buffer;
-    watch_phase(*st, *c, o.read_timeout, c->io); // the first request is due from the accept
     for (bool first = true;; first = false) {
         if (!first) {
             if (buffer.size() == 0) {
-                watch_phase(*st, *c, o.idle_timeout, c->io);
-                c->idle = true;
+                watch_phase(st, c, o.idle_timeout, c.io);
+                c.idle = true;
                 // The first bytes of the next request go into the buffer: one read, as the parser's.
-                auto [ec, n] = co_await c->socket.async_read_some(buffer.prepare(4096), io_token(*c));
+                auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), io_token(c));
                 buffer.commit(n);
-                c->idle = false;
-                const bool expired = phase_expired(*st, *c);
-                if (ec || expired || st->stopping) co_return;
+                c.idle = false;
+                const bool expired = phase_expired(st, c);
+                if (ec && ec != asio::error::operation_aborted) co_return loop_end::close;
+                if (ec || expired || st.stopping) co_return loop_end::done; // a timeout, or a stop
             }
-            watch_phase(*st, *c, o.read_timeout, c->io);
+            watch_phase(st, c, o.read_timeout, c.io);
         }
         const steady::time_point started = steady::now();
         request_parser parser;
         parser.header_limit(o.header_limit);
         parser.body_limit(o.body_limit);
-        const boost::system::error_code ec = co_await read_request(*st, *c, buffer, parser);
+        const boost::system::error_code ec = co_await read_request(st, c, stream, buffer, parser);
         request_notes notes;
         if (ec) {
             const std::optional<problem> p = ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
             const beast::http::request_header<>* head = parser.is_header_done() ? &parser.get() : nullptr;
             if (!p) {
-                if (parser.got_some()) log_request(*st, head, notes, 0, started); // gone mid-request
-                co_return;
+                if (parser.got_some()) log_request(st, head, notes, 0, started); // gone mid-request
+                co_return loop_end::close;
             }
             beast_response res = error_response(*p, head ? head->version() : 11, notes);
             res.keep_alive(false);
-            const boost::system::error_code wec = co_await write_answer(*st, *c, res);
-            log_request(*st, head, notes, wec ? 0 : p->status, started);
-            if (!wec) co_await linger_close(*st, *c);
-            co_return;
+            const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
+            log_request(st, head, notes, wec ? 0 : p->status, started);
+            const loop_end how = wec ? loop_end::close : loop_end::linger;
+            co_return how;
         }
         const beast_request req = parser.release();
-        beast_response res = co_await answer(*st, *c, req, notes);
-        const bool keep = req.keep_alive() && !st->stopping;
+        beast_response res = co_await answer(st, c, req, notes);
+        const bool keep = req.keep_alive() && !st.stopping;
         res.keep_alive(keep);
-        const boost::system::error_code wec = co_await write_answer(*st, *c, res);
-        log_request(*st, &req, notes, wec ? 0 : res.result_int(), started);
-        if (wec || !keep) co_return;
+        const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
+        log_request(st, &req, notes, wec ? 0 : res.result_int(), started);
+        if (wec) co_return loop_end::close;
+        if (!keep) co_return loop_end::done;
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it.
-inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+/// Serves a plain HTTP connection.
+inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
+    watch_phase(*st, *c, st->opts.read_timeout, c->io); // the first request is due from the accept
+    const loop_end how = co_await serve_requests(*st, *c, c->socket);
+    if (how == loop_end::linger) co_await linger_close(*st, *c);
+}
+
+/// Answers a connection over the limit with 503 on `stream`: true if the answer was sent.
+template <class Stream>
+asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, Stream& stream) {
     const steady::time_point started = steady::now();
     request_notes notes;
     const problem full{503, "overloaded", "the server is serving its maximum number of connections; try again later"};
     beast_response res = error_response(full, 11, notes);
     res.keep_alive(false);
-    const boost::system::error_code ec = co_await write_answer(*st, *c, res);
-    log_request(*st, nullptr, notes, ec ? 0 : 503, started);
-    if (!ec) co_await linger_close(*st, *c);
+    const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
+    log_request(st, nullptr, notes, ec ? 0 : 503, started);
+    co_return !ec;
+}
+
+/// Answers a plain connection over the limit with 503 and closes it.
+inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+    const connection_end end(*st, *c);
+    const bool sent = co_await answer_overloaded(*st, *c, c->socket);
+    if (sent) co_await linger_close(*st, *c);
 }
 
 inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket) {
@@ -3608,14 +3710,18 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
     socket.set_option(tcp::no_delay(true), ignored);
     auto c = std::make_shared<server_connection>(std::move(socket));
     c->refused = over;
+    c->tls = st->opts.tls.has_value();
     ++(over ? st->refusing : st->served);
     st->connections.push_front(c);
     c->pos = st->connections.begin();
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
-    if (over)
-        asio::co_spawn(st->executor, refuse(st, c), asio::bind_cancellation_slot(c->signal.slot(), std::move(keep)));
+    auto token = asio::bind_cancellation_slot(c->signal.slot(), std::move(keep));
+    if (c->tls)
+        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c), std::move(token));
+    else if (over)
+        asio::co_spawn(st->executor, refuse(st, c), std::move(token));
     else
-        asio::co_spawn(st->executor, serve(st, c), asio::bind_cancellation_slot(c->signal.slot(), std::move(keep)));
+        asio::co_spawn(st->executor, serve(st, c), std::move(token));
 }
 
 inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
@@ -3681,7 +3787,8 @@ inline void force_close(server_state& st) {
 // not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
 // its participants) must outlive the server's last request: until async_stop() has completed.
 //
-// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed.
+// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS: server_options::tls,
+// from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
 
 #include <chrono>
 #include <cstdint>
@@ -3694,14 +3801,16 @@ inline void force_close(server_state& st) {
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 // #include <dtx/detail/config.hpp>
 // #include <dtx/http/detail/server_connection.hpp>
 // #include <dtx/http/server_options.hpp>
 // #include <dtx/participant_registry.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 class server {
 public:
@@ -3751,17 +3860,29 @@ public:
     const server_options& options() const noexcept { return st_->opts; }
 
     /// Stops the server: closes the listening socket (new connections are refused) and idle
-    /// kept-alive connections, lets the requests in flight finish within `grace` (their answers
-    /// say Connection: close), then cancels the handlers still running and closes everything.
-    /// Completes when every connection has ended: a handler that ignores cancellation delays it
-    /// until it returns. Call once.
+    /// kept-alive connections (over TLS, after a close_notify), lets the requests in flight
+    /// finish within `grace` (their answers say Connection: close), then cancels the handlers
+    /// still running and closes everything. Completes when every connection has ended: a handler
+    /// that ignores cancellation delays it until it returns. A stop is not cancelled by its
+    /// caller's cancellation. Calling it again, during or after a stop, waits for that stop.
     asio::awaitable<void> async_stop(std::chrono::milliseconds grace) {
         const std::shared_ptr<detail::server_state> st = st_;
+        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+        if (st->stopping) { // another call stops the server: wait for it
+            while (!st->stop_done)
+                co_await st->stopped.async_wait(asio::as_tuple(asio::use_awaitable));
+            co_return;
+        }
         st->stopping = true;
         boost::system::error_code ignored;
         st->acceptor.close(ignored);
-        for (const auto& c : st->connections)
-            if (c->idle) c->socket.close(ignored);
+        for (const auto& c : st->connections) {
+            if (!c->idle) continue;
+            if (c->tls)
+                c->io.emit(asio::cancellation_type::terminal); // its coroutine says close_notify
+            else
+                c->socket.close(ignored);
+        }
         if (!st->connections.empty()) {
             st->drained.expires_after(grace);
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -3772,6 +3893,8 @@ public:
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         st->watch.release_if_idle();
+        st->stop_done = true;
+        st->stopped.cancel();
     }
 
     /// async_stop(options().shutdown_grace).
@@ -3790,12 +3913,13 @@ private:
 #ifndef DTX_HTTP_URL_HPP
 #define DTX_HTTP_URL_HPP
 
-// Participant URLs: `http://host[:port][/path][?query]`.
+// Participant URLs: `http://host[:port][/path][?query]` and `https://...`.
 //
 // A remote participant is named in the journal by its URL, so a URL is kept as given and parsed
 // wherever it is called. The host is a name, an IPv4 address or a bracketed IPv6 address. User
 // info (`user:password@`) and fragments are refused: a secret in a URL would be written to the
-// journal, and a fragment is never sent. `https://` is refused until the TLS part exists.
+// journal, and a fragment is never sent. An https:// URL is called only by a client given TLS
+// settings (<dtx/http/tls.hpp>).
 
 #include <cstdint>
 #include <optional>
@@ -3803,7 +3927,9 @@ private:
 #include <string>
 #include <string_view>
 
-namespace dtx::http {
+// #include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 struct url {
     /// A name, an IPv4 address, or an IPv6 address (without its brackets).
@@ -3811,13 +3937,20 @@ struct url {
     std::uint16_t port = 80;
     /// Path and query, as the request line sends them; "/" if the URL has no path.
     std::string target = "/";
+    /// https://: the connection is TLS.
+    bool tls = false;
 
-    /// `host:port` (`[v6]:port`): what connections are pooled by.
+    /// The scheme's port when the URL names none: 80, or 443 for https.
+    std::uint16_t default_port() const noexcept { return tls ? 443 : 80; }
+    /// `host:port` (`[v6]:port`).
     std::string endpoint() const { return bracketed_host() + ":" + std::to_string(port); }
-    /// The Host header: the endpoint without a default port.
-    std::string host_header() const { return port == 80 ? bracketed_host() : endpoint(); }
-    /// The URL as text, in a normal form (scheme and host as given, the port only if not 80).
-    std::string text() const { return "http://" + host_header() + target; }
+    /// The Host header: the endpoint without the default port.
+    std::string host_header() const { return port == default_port() ? bracketed_host() : endpoint(); }
+    /// `http://` or `https://`.
+    std::string_view scheme() const noexcept { return tls ? "https://" : "http://"; }
+    /// The URL as text, in a normal form (scheme and host as given, the port only if not the
+    /// default).
+    std::string text() const { return std::string(scheme()) + host_header() + target; }
 
     friend bool operator==(const url&, const url&) = default;
 
@@ -3847,9 +3980,9 @@ inline bool host_char(char c) noexcept {
 /// Parses `text` into `out`; returns why it is not a usable URL, or nullptr. The reasons never
 /// repeat the text (it may hold something secret).
 inline const char* parse_url_into(std::string_view text, url& out) {
-    if (starts_with_nocase(text, "https://")) return "https is not supported yet (plain http:// only)";
-    if (!starts_with_nocase(text, "http://")) return "not an http:// URL";
-    text.remove_prefix(7);
+    const bool tls = starts_with_nocase(text, "https://");
+    if (!tls && !starts_with_nocase(text, "http://")) return "not an http:// or https:// URL";
+    text.remove_prefix(tls ? 8 : 7);
     const std::size_t end = text.find_first_of("/?#");
     std::string_view authority = text.substr(0, end);
     const std::string_view rest = end == std::string_view::npos ? std::string_view{} : text.substr(end);
@@ -3881,7 +4014,7 @@ inline const char* parse_url_into(std::string_view text, url& out) {
         for (char c : host)
             if (!host_char(c)) return "the host holds a character other than letters, digits, '-', '.' and '_'";
     }
-    std::uint16_t port_number = 80;
+    std::uint16_t port_number = tls ? 443 : 80;
     if (has_port) {
         if (port.empty() || port.size() > 5) return "the port is not a number from 1 to 65535";
         unsigned value = 0;
@@ -3894,20 +4027,22 @@ inline const char* parse_url_into(std::string_view text, url& out) {
     }
     out.host = std::string(host);
     out.port = port_number;
+    out.tls = tls;
     out.target = rest.empty() || rest.starts_with('?') ? "/" + std::string(rest) : std::string(rest);
     return nullptr;
 }
 
 } // namespace detail
 
-/// The URL `text` means, or empty if it is not a usable http:// URL.
+/// The URL `text` means, or empty if it is not a usable http:// or https:// URL.
 inline std::optional<url> parse_url(std::string_view text) {
     url u;
     if (detail::parse_url_into(text, u)) return std::nullopt;
     return u;
 }
 
-/// The URL `text` means. Throws std::invalid_argument saying why it is not a usable http:// URL.
+/// The URL `text` means. Throws std::invalid_argument saying why it is not a usable http:// or
+/// https:// URL.
 inline url make_url(std::string_view text) {
     url u;
     if (const char* why = detail::parse_url_into(text, u)) throw std::invalid_argument(std::string("bad participant URL: ") + why);
@@ -3928,7 +4063,7 @@ inline url make_url(std::string_view text) {
 //   dtx::http::response r = co_await http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
 //                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
 //
-// Connections are pooled per endpoint (host:port): a request takes the most recently used idle
+// Connections are pooled per scheme and endpoint (host:port): a request takes the most recently used idle
 // connection, and gives it back when the answer allows keep-alive. A connection the server closed
 // while it was idle is noticed before it is used; if the server closes it as the request goes out
 // (before any byte of an answer arrives), the request is sent once more on a new connection.
@@ -3938,6 +4073,10 @@ inline url make_url(std::string_view text) {
 // Every request is bounded by `client_options::request_timeout`, and by Asio cancellation: a
 // terminal cancellation of the awaiting coroutine (the coordinator's call timeout sends one) ends
 // the request at once and closes its connection, which is never reused after an error.
+//
+// https:// URLs need TLS settings (client_options::tls, from <dtx/http/tls.hpp>, which brings
+// OpenSSL); TLS connections are pooled and reused like plain ones. A client without them refuses
+// an https:// URL with an error, and its includers pay nothing for TLS.
 //
 // Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
@@ -3951,10 +4090,12 @@ inline url make_url(std::string_view text) {
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -3978,16 +4119,48 @@ inline url make_url(std::string_view text) {
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
+
+namespace detail {
+
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using http_request = beast::http::request<beast::http::string_body>;
+using response_parser = beast::http::response_parser<beast::http::string_body>;
+
+/// The TLS layer of one client connection, over its TCP stream (implemented in tls.hpp). Its
+/// operations are bounded by the TCP stream's expiry, and cancelled as the caller is.
+class tls_layer {
+public:
+    using io_result = std::pair<boost::system::error_code, std::size_t>;
+    /// The handshake's error, and what its message does not say (the certificate check's reason).
+    using handshake_result = std::pair<boost::system::error_code, std::string>;
+
+    virtual ~tls_layer() = default;
+    virtual asio::awaitable<handshake_result> handshake() = 0;
+    virtual asio::awaitable<io_result> write(http_request& req) = 0;
+    virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) = 0;
+};
+
+} // namespace detail
+
+/// TLS settings of a client (client_options::tls): made by make_client_tls() of
+/// <dtx/http/tls.hpp>. Shared by every connection of the clients that hold them.
+class client_tls {
+public:
+    virtual ~client_tls() = default;
+    /// A TLS layer over `tcp` for a connection to `to`, ready for its handshake.
+    virtual std::unique_ptr<detail::tls_layer> wrap(boost::beast::tcp_stream& tcp, const url& to) const = 0;
+};
 
 struct client_options {
     /// Idle kept-alive connections kept per endpoint; a connection given back beyond that is
     /// closed.
     std::size_t max_idle_per_endpoint = 32;
-    /// Longest wait for a TCP connection. Name resolution (hosts that are not IP addresses) is
-    /// bounded by the system resolver, not by this.
+    /// Longest wait for a TCP connection, and then for its TLS handshake.
     std::chrono::milliseconds connect_timeout = std::chrono::seconds(2);
-    /// Longest time to send a request and read its whole answer.
+    /// Longest time to send a request and read its whole answer; also bounds the resolution of
+    /// a host name (an IP address needs none).
     std::chrono::milliseconds request_timeout = std::chrono::seconds(10);
     /// An idle connection older than this is closed instead of reused. Keep it below the servers'
     /// own keep-alive timeout (dtx's server: 60 s).
@@ -3997,6 +4170,9 @@ struct client_options {
     std::string user_agent = "dtx/" DTX_VERSION_STRING;
     /// A larger answer body is an error (for a branch call: an unknown result).
     std::size_t max_response_body = 1024 * 1024;
+    /// Settings for https:// URLs (make_client_tls() of <dtx/http/tls.hpp>); without them, a
+    /// request to an https:// URL fails with an error that says so.
+    std::shared_ptr<const client_tls> tls{};
 };
 
 /// An extra request header. The views must stay valid until the request completes.
@@ -4021,18 +4197,47 @@ struct client_statistics {
 
 namespace detail {
 
-namespace beast = boost::beast;
-using tcp = asio::ip::tcp;
-
 /// One connection, pooled while it is idle.
 struct connection {
     explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
     beast::tcp_stream stream;
+    std::unique_ptr<tls_layer> tls; // over `stream`, for https:// (declared after it: ends first)
     beast::flat_buffer buffer;
     std::chrono::steady_clock::time_point idle_since{};
 };
 
-using http_request = beast::http::request<beast::http::string_body>;
+/// Waits for an operation that `start` launches with a completion handler taking
+/// (error_code, Result), for at most `limit`; a terminal cancellation of the caller ends the wait
+/// at once, with asio::error::operation_aborted, and a timeout gives beast::error::timeout. The
+/// operation may outlive the wait (the system's name resolver cannot be interrupted): its late
+/// result is dropped.
+template <class Result, class Start>
+asio::awaitable<std::pair<boost::system::error_code, Result>> detached_within(asio::any_io_executor ex,
+                                                                              std::chrono::milliseconds limit,
+                                                                              Start start) {
+    struct shared_state {
+        explicit shared_state(asio::any_io_executor e) : wake(std::move(e)) {}
+        asio::steady_timer wake;
+        bool done = false;
+        boost::system::error_code ec;
+        Result result{};
+    };
+    auto state = std::make_shared<shared_state>(std::move(ex));
+    state->wake.expires_after(limit);
+    start([state](boost::system::error_code ec, Result r) {
+        state->ec = ec;
+        state->result = std::move(r);
+        state->done = true;
+        state->wake.cancel();
+    });
+    auto [ec] = co_await state->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    std::pair<boost::system::error_code, Result> out;
+    if (state->done)
+        out = {state->ec, std::move(state->result)};
+    else
+        out.first = ec ? ec : boost::system::error_code(beast::error::timeout);
+    co_return out;
+}
 
 /// A request that failed: where, and why.
 inline error request_error(const url& to, std::string_view stage, const boost::system::error_code& ec,
@@ -4094,7 +4299,7 @@ public:
 
     /// Sends `req` to `to` and reads the answer; see the top of the file. Throws dtx::error.
     static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to, http_request req) {
-        const std::string key = to.endpoint();
+        const std::string key = std::string(to.scheme()) + to.endpoint();
         std::unique_ptr<connection> c = self->take(key);
         bool pooled = c != nullptr;
         for (;;) {
@@ -4105,17 +4310,28 @@ public:
             } else {
                 ++self->stats_.reused;
             }
-            beast::http::response_parser<beast::http::string_body> parser;
+            response_parser parser;
             parser.body_limit(self->opts_.max_response_body);
             c->stream.expires_after(self->opts_.request_timeout);
             std::string_view stage = "sending the request";
-            auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
-            boost::system::error_code ec = write_ec;
+            boost::system::error_code ec;
+            if (c->tls) {
+                auto [write_ec, written] = co_await c->tls->write(req);
+                ec = write_ec;
+            } else {
+                auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
+                ec = write_ec;
+            }
             if (!ec) {
                 stage = "reading the answer";
-                auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
-                                                                        asio::as_tuple(asio::use_awaitable));
-                ec = read_ec;
+                if (c->tls) {
+                    auto [read_ec, read] = co_await c->tls->read(c->buffer, parser);
+                    ec = read_ec;
+                } else {
+                    auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
+                                                                            asio::as_tuple(asio::use_awaitable));
+                    ec = read_ec;
+                }
             }
             if (!ec) {
                 c->stream.expires_never();
@@ -4195,24 +4411,46 @@ private:
     }
 
     asio::awaitable<void> connect(connection& c, const url& to) {
-        c.stream.expires_after(opts_.connect_timeout);
+        if (to.tls && !opts_.tls)
+            throw error(std::make_error_code(std::errc::protocol_not_supported),
+                        "POST " + to.text() +
+                            ": an https:// URL, but the client has no TLS settings (client_options::tls, "
+                            "made by make_client_tls of <dtx/http/tls.hpp>)");
         boost::system::error_code ec;
         const asio::ip::address address = asio::ip::make_address(to.host, ec);
         if (!ec) {
             const tcp::endpoint target(address, to.port);
+            c.stream.expires_after(opts_.connect_timeout);
             auto [connect_ec] = co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         } else {
             tcp::resolver resolver(ex_);
             const std::string port = std::to_string(to.port);
-            auto [resolve_ec, found] = co_await resolver.async_resolve(to.host, port, asio::as_tuple(asio::use_awaitable));
-            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.connect_timeout);
+            auto start = [&resolver, &to, &port](auto handler) {
+                resolver.async_resolve(to.host, port, std::move(handler));
+            };
+            asio::any_io_executor ex = ex_;
+            auto [resolve_ec, found] =
+                co_await detached_within<tcp::resolver::results_type>(std::move(ex), opts_.request_timeout, std::move(start));
+            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.request_timeout);
+            c.stream.expires_after(opts_.connect_timeout);
             auto [connect_ec, at] = co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         }
         c.stream.expires_never();
         if (ec) throw request_error(to, "connecting", ec, opts_.connect_timeout);
         c.stream.socket().set_option(tcp::no_delay(true), ec); // small requests: no Nagle delay
+        if (to.tls) {
+            c.tls = opts_.tls->wrap(c.stream, to);
+            c.stream.expires_after(opts_.connect_timeout);
+            auto [handshake_ec, why] = co_await c.tls->handshake();
+            c.stream.expires_never();
+            if (handshake_ec == beast::error::timeout || handshake_ec == asio::error::operation_aborted)
+                throw request_error(to, "the TLS handshake", handshake_ec, opts_.connect_timeout);
+            if (handshake_ec) // what() adds OpenSSL's message
+                throw error(std::error_code(handshake_ec), "POST " + to.text() + ": the TLS handshake with " + to.host +
+                                                               " failed" + (why.empty() ? "" : ": " + why));
+        }
         ++stats_.connections;
     }
 
@@ -4306,13 +4544,14 @@ private:
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/http/url.hpp>
 // #include <dtx/participant_registry.hpp>
+// #include <dtx/version.hpp>
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 namespace detail {
 
@@ -4370,9 +4609,9 @@ private:
     url url_;
 };
 
-/// A resolver for `participant_registry::set_resolver`: a name that is an http:// URL becomes a
-/// remote participant called through `c` (made once per name, then kept); any other name is not
-/// found. The resolver keeps `c`'s pools alive; the client's executor must be the coordinators'.
+/// A resolver for `participant_registry::set_resolver`: a name that is an http:// or https:// URL
+/// becomes a remote participant called through `c` (made once per name, then kept); any other
+/// name is not found. Calls to an https:// URL need the client's TLS settings (client_options::tls). The resolver keeps `c`'s pools alive; the client's executor must be the coordinators'.
 inline participant_registry::resolver url_resolver(client& c) {
     struct cache {
         std::shared_ptr<detail::client_core> core;
@@ -4407,7 +4646,8 @@ inline participant_registry::resolver url_resolver(client& c) {
 #define DTX_HTTP_HPP
 
 // The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast. Needs
-// Boost (Asio, Beast) and nlohmann::json, nothing else.
+// Boost (Asio, Beast) and nlohmann::json, nothing else. HTTPS is a further opt-in part:
+// <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this header does not include.
 
 // #include <dtx/http/client.hpp>
 // #include <dtx/http/protocol.hpp>
@@ -4418,6 +4658,293 @@ inline participant_registry::resolver url_resolver(client& c) {
 
 #endif
 #endif // defined(DTX_WITH_HTTP)
+
+#if defined(DTX_WITH_TLS)
+
+// ---- dtx/http/tls.hpp ----------------------------------------------------------------------------
+#ifndef DTX_HTTP_TLS_HPP
+#define DTX_HTTP_TLS_HPP
+
+// HTTPS for the participant server and the client (opt-in; CMake: dtx::tls, which links OpenSSL).
+// Only this header includes OpenSSL: a server or client built without it speaks plain HTTP.
+//
+// Server: the same routes, answers and limits as over HTTP, after a TLS handshake.
+//
+//   asio::ssl::context tls(asio::ssl::context::tls_server);
+//   tls.use_certificate_chain_file("server.pem");
+//   tls.use_private_key_file("server.key", asio::ssl::context::pem);
+//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls = dtx::http::make_server_tls(tls)});
+//
+// The handshake is bounded by server_options::handshake_timeout (a client that connects and never
+// shakes hands is dropped; until then it counts against max_connections). A plain HTTP request
+// to the port gets a plain 400 (https_required) and is closed; a failed handshake ends only its
+// own connection. For mutual TLS, ask the context for client certificates
+// (set_verify_mode(verify_peer | verify_fail_if_no_peer_cert) and the CA that signs them).
+//
+// Client: https:// URLs, verified by default: the server's chain must lead to a trusted CA, its
+// certificate must name the URL's host (name or IP address: ssl::host_name_verification), and a
+// host name is sent as SNI. There is no switch to turn verification off.
+//
+//   dtx::http::client http(ex, {.tls = dtx::http::make_client_tls({.ca_file = "ca.pem"})});
+//
+// A failed handshake is a dtx::error naming the URL, the host and OpenSSL's reason (for a branch
+// call: an unknown result, retried like any transport error).
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+// #include <dtx/http/client.hpp>
+// #include <dtx/http/server.hpp>
+// #include <dtx/version.hpp>
+
+// See engine.hpp: a false positive of g++ 12 on coroutine frames.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
+
+namespace detail {
+
+/// True if OpenSSL refused the handshake because the peer spoke plain HTTP.
+inline bool plain_http_request(const boost::system::error_code& ec) noexcept {
+    if (ec.category() != asio::error::get_ssl_category()) return false;
+    const auto reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    return reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST;
+}
+
+// ---- server ------------------------------------------------------------------------------------
+
+using server_tls_stream = asio::ssl::stream<tcp::socket&>;
+
+/// The server's handshake on `stream` within handshake_timeout: true if it succeeded. A plain
+/// HTTP request is answered with a plain 400 that says to use https.
+inline asio::awaitable<bool> accept_handshake(server_state& st, server_connection& c, server_tls_stream& stream) {
+    const steady::time_point started = steady::now();
+    watch_phase(st, c, st.opts.handshake_timeout, c.io);
+    c.idle = true; // a stop ends a connection that has not shaken hands yet
+    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, io_token(c));
+    c.idle = false;
+    const bool expired = phase_expired(st, c);
+    if (!ec && !expired && !st.stopping) co_return true;
+    if (!expired && !st.stopping && plain_http_request(ec)) {
+        request_notes notes;
+        const problem plain{400, "https_required", "this port serves HTTPS: the request was plain HTTP"};
+        beast_response res = error_response(plain, 11, notes);
+        res.keep_alive(false);
+        const boost::system::error_code wec = co_await write_answer(st, c, c.socket, res);
+        log_request(st, nullptr, notes, wec ? 0 : plain.status, started);
+        if (!wec) co_await linger_close(st, c);
+    }
+    co_return false;
+}
+
+/// Sends close_notify on `stream` without waiting for the client's (which a pooling client
+/// sends only when it next reads), within linger_limit.
+inline asio::awaitable<void> send_close_notify(server_state& st, server_connection& c, server_tls_stream& stream) {
+    SSL_set_shutdown(stream.native_handle(), SSL_RECEIVED_SHUTDOWN);
+    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout), c.io);
+    co_await stream.async_shutdown(io_token(c));
+    st.watch.remove(c.deadline);
+}
+
+/// Serves a TLS connection: the handshake, then its requests as over plain HTTP.
+inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+    const connection_end end(*st, *c);
+    server_tls_stream stream(c->socket, *st->opts.tls->context);
+    const bool ready = co_await accept_handshake(*st, *c, stream);
+    if (!ready) co_return;
+    watch_phase(*st, *c, st->opts.read_timeout, c->io);
+    const loop_end how = co_await serve_requests(*st, *c, stream);
+    if (how == loop_end::close) co_return;
+    co_await send_close_notify(*st, *c, stream);
+    if (how == loop_end::linger) co_await linger_close(*st, *c);
+}
+
+/// Answers a TLS connection over the limit with 503 (after the handshake) and closes it.
+inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+    const connection_end end(*st, *c);
+    server_tls_stream stream(c->socket, *st->opts.tls->context);
+    const bool ready = co_await accept_handshake(*st, *c, stream);
+    if (!ready) co_return;
+    const bool sent = co_await answer_overloaded(*st, *c, stream);
+    if (!sent) co_return;
+    co_await send_close_notify(*st, *c, stream);
+    co_await linger_close(*st, *c);
+}
+
+// ---- client ------------------------------------------------------------------------------------
+
+/// ssl::host_name_verification that, on a mismatch, tells OpenSSL so: the handshake's error then
+/// says "hostname mismatch" (or "IP address mismatch") instead of an unspecified failure.
+class host_check {
+public:
+    explicit host_check(std::string host) : check_(host), host_(std::move(host)) {}
+
+    bool operator()(bool preverified, asio::ssl::verify_context& ctx) const {
+        const bool ok = check_(preverified, ctx);
+        X509_STORE_CTX* store = ctx.native_handle();
+        if (!ok && preverified && X509_STORE_CTX_get_error(store) == X509_V_OK) {
+            boost::system::error_code not_address;
+            (void)asio::ip::make_address(host_, not_address);
+            X509_STORE_CTX_set_error(store, not_address ? X509_V_ERR_HOSTNAME_MISMATCH : X509_V_ERR_IP_ADDRESS_MISMATCH);
+        }
+        return ok;
+    }
+
+private:
+    asio::ssl::host_name_verification check_;
+    std::string host_;
+};
+
+/// A client connection's TLS: verification on, the host checked, SNI for host names.
+class client_tls_stream final : public tls_layer {
+public:
+    client_tls_stream(beast::tcp_stream& tcp, asio::ssl::context& ctx, const std::string& host)
+        : stream_(tcp, ctx) {
+        stream_.set_verify_mode(asio::ssl::verify_peer);
+        stream_.set_verify_callback(host_check(host));
+        boost::system::error_code not_address;
+        (void)asio::ip::make_address(host, not_address);
+        if (not_address) SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str()); // RFC 6066: names only
+    }
+
+    asio::awaitable<handshake_result> handshake() override {
+        auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+        handshake_result out{ec, {}};
+        if (ec) out.second = reason(ec);
+        co_return out;
+    }
+
+    asio::awaitable<io_result> write(http_request& req) override {
+        auto [ec, n] = co_await beast::http::async_write(stream_, req, asio::as_tuple(asio::use_awaitable));
+        io_result out{ec, n};
+        co_return out;
+    }
+
+    asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) override {
+        auto [ec, n] = co_await beast::http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+        io_result out{ec, n};
+        co_return out;
+    }
+
+private:
+    /// What `ec` does not say about a failed handshake: the certificate check's reason, or a
+    /// guess at a server that does not speak TLS. Empty if there is nothing to add.
+    std::string reason(const boost::system::error_code& ec) {
+        if (ec.category() != asio::error::get_ssl_category()) {
+            if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset)
+                return "the server closed the connection (does it speak TLS on this port?)";
+            return {};
+        }
+        const long verify = SSL_get_verify_result(stream_.native_handle());
+        if (verify != X509_V_OK) return X509_verify_cert_error_string(verify);
+        if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_WRONG_VERSION_NUMBER)
+            return "the server does not speak TLS on this port (plain HTTP?)";
+        return {};
+    }
+
+    asio::ssl::stream<beast::tcp_stream&> stream_;
+};
+
+class openssl_client_tls final : public client_tls {
+public:
+    explicit openssl_client_tls(asio::ssl::context ctx) : ctx_(std::move(ctx)) {}
+
+    std::unique_ptr<tls_layer> wrap(beast::tcp_stream& tcp, const url& to) const override {
+        return std::make_unique<client_tls_stream>(tcp, ctx_, to.host);
+    }
+
+private:
+    // A context makes the SSL objects of connections; OpenSSL lets that happen concurrently.
+    mutable asio::ssl::context ctx_;
+};
+
+/// Runs `load`; a failure is std::invalid_argument naming `what`.
+template <class F>
+void load_tls_setting(const std::string& what, F load) {
+    boost::system::error_code ec;
+    load(ec);
+    if (ec) throw std::invalid_argument("TLS settings: cannot load " + what + ": " + ec.message());
+}
+
+} // namespace detail
+
+/// HTTPS for a server (server_options::tls) with `context` (certificate chain, private key, and
+/// for mutual TLS the verification of client certificates). `context` must outlive the server.
+inline server_tls make_server_tls(asio::ssl::context& context) {
+    return server_tls{&context, &detail::serve_tls, &detail::refuse_tls};
+}
+
+/// What a client trusts and, for mutual TLS, shows.
+struct client_tls_options {
+    /// A PEM file with the certificate authorities to trust.
+    std::string ca_file{};
+    /// A directory of CA certificates named by their hashes (as `openssl rehash` names them).
+    std::string ca_path{};
+    /// Trust the system's default CAs as well. When neither ca_file nor ca_path is given, they
+    /// are trusted whatever this says.
+    bool system_ca = false;
+    /// Mutual TLS: the client's certificate chain and its private key (PEM files); both or none.
+    std::string certificate_chain_file{};
+    std::string private_key_file{};
+};
+
+/// TLS settings for client_options::tls made from `options`. Throws std::invalid_argument naming
+/// a file that cannot be loaded.
+inline std::shared_ptr<const client_tls> make_client_tls(const client_tls_options& options) {
+    asio::ssl::context ctx(asio::ssl::context::tls_client);
+    ctx.set_verify_mode(asio::ssl::verify_peer);
+    if (!options.ca_file.empty())
+        detail::load_tls_setting("the CA file " + options.ca_file,
+                                 [&](auto& ec) { ctx.load_verify_file(options.ca_file, ec); });
+    if (!options.ca_path.empty())
+        detail::load_tls_setting("the CA directory " + options.ca_path,
+                                 [&](auto& ec) { ctx.add_verify_path(options.ca_path, ec); });
+    if (options.system_ca || (options.ca_file.empty() && options.ca_path.empty()))
+        detail::load_tls_setting("the system's default CAs", [&](auto& ec) { ctx.set_default_verify_paths(ec); });
+    if (options.certificate_chain_file.empty() != options.private_key_file.empty())
+        throw std::invalid_argument("TLS settings: a client certificate needs both its chain and its private key");
+    if (!options.certificate_chain_file.empty()) {
+        detail::load_tls_setting("the certificate chain " + options.certificate_chain_file, [&](auto& ec) {
+            ctx.use_certificate_chain_file(options.certificate_chain_file, ec);
+        });
+        detail::load_tls_setting("the private key " + options.private_key_file, [&](auto& ec) {
+            ctx.use_private_key_file(options.private_key_file, asio::ssl::context::pem, ec);
+        });
+    }
+    return std::make_shared<detail::openssl_client_tls>(std::move(ctx));
+}
+
+/// TLS settings for client_options::tls made from a context of the caller's (certificates,
+/// trust, protocol versions). Peer verification and the host name check are switched on for
+/// every connection whatever the context says.
+inline std::shared_ptr<const client_tls> make_client_tls(asio::ssl::context context) {
+    return std::make_shared<detail::openssl_client_tls>(std::move(context));
+}
+
+} // namespace dtx::http
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+#endif // defined(DTX_WITH_TLS)
 
 #if defined(DTX_WITH_SQLITE)
 
@@ -4446,8 +4973,9 @@ inline participant_registry::resolver url_resolver(client& c) {
 #include <sqlite3.h>
 
 // #include <dtx/error.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::sqlite {
+namespace dtx::inline DTX_ABI_NAMESPACE::sqlite {
 
 /// The dtx error code for a SQLite result code.
 inline errc classify(int rc) noexcept {
@@ -4629,8 +5157,9 @@ private:
 
 // #include <dtx/outcome.hpp>
 // #include <dtx/participant.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 struct barrier_row {
     std::string origin; ///< the operation that wrote the row: "try", "confirm" or "cancel"
@@ -4765,8 +5294,9 @@ struct owned_request {
 #include <boost/asio/use_awaitable.hpp>
 
 // #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 /// Delivers a result computed on another thread to a waiting coroutine, on its executor.
 template <class R>
@@ -5024,8 +5554,9 @@ private:
 // #include <dtx/detail/batch_queue.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/sqlite_db.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 struct sqlite_worker_stats {
     std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)
@@ -5246,8 +5777,9 @@ private:
 // #include <dtx/sqlite_db.hpp>
 // #include <dtx/detail/barrier_logic.hpp>
 // #include <dtx/detail/sqlite_worker.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct sqlite_barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).
@@ -5506,8 +6038,9 @@ private:
 // #include <dtx/journal.hpp>
 // #include <dtx/sqlite_db.hpp>
 // #include <dtx/detail/sqlite_worker.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct sqlite_journal_options {
     /// The database file; created with its schema if missing.
@@ -5921,8 +6454,9 @@ private:
 #include <libpq-fe.h>
 
 // #include <dtx/error.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx::postgres {
+namespace dtx::inline DTX_ABI_NAMESPACE::postgres {
 
 /// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
 /// server's message.
@@ -6110,8 +6644,9 @@ private:
 // #include <dtx/postgres_db.hpp>
 // #include <dtx/detail/barrier_logic.hpp>
 // #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct postgres_barrier_options {
     std::string conninfo{};
@@ -6351,8 +6886,9 @@ private:
 // #include <dtx/journal.hpp>
 // #include <dtx/postgres_db.hpp>
 // #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/version.hpp>
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 struct postgres_journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
@@ -6674,10 +7210,12 @@ private:
 #ifndef DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 #define DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 
+// #include <dtx/version.hpp>
+
 // The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 inline bool postgres_journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.

@@ -15,8 +15,9 @@
 
 #include <dtx/outcome.hpp>
 #include <dtx/participant.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 struct barrier_row {
     std::string origin; ///< the operation that wrote the row: "try", "confirm" or "cancel"

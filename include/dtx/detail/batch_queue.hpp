@@ -25,8 +25,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <dtx/detail/config.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 /// Delivers a result computed on another thread to a waiting coroutine, on its executor.
 template <class R>

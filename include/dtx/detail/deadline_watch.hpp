@@ -19,8 +19,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <dtx/detail/config.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 class deadline_watch;
 

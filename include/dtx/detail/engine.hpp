@@ -36,6 +36,7 @@
 #include <dtx/tx_result.hpp>
 #include <dtx/detail/deadline_watch.hpp>
 #include <dtx/detail/when_all.hpp>
+#include <dtx/version.hpp>
 
 // g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
 // operator new/delete (Asio's awaitable frames): a false positive. Silenced here only.
@@ -44,7 +45,7 @@
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 /// A branch to add: which participant, and the payload its handlers receive. Any type that
 /// nlohmann::json converts from (a struct with `to_json`) can be given as payload.

@@ -23,8 +23,9 @@
 #include <dtx/detail/batch_queue.hpp>
 #include <dtx/error.hpp>
 #include <dtx/sqlite_db.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 struct sqlite_worker_stats {
     std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)

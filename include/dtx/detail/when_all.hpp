@@ -14,8 +14,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <dtx/detail/config.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 
 /// Runs `make(i, signal)` for i in [0, n) concurrently on the current executor and completes when
 /// every one has completed. Operation 0 runs in the current coroutine, whose signal is `own`; the

@@ -29,8 +29,9 @@
 
 #include <dtx/outcome.hpp>
 #include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 /// Longest gid and branch id accepted (DTM's own limits are lower).
 inline constexpr std::size_t max_gid_size = 128;

@@ -31,13 +31,14 @@
 #include <dtx/http/protocol.hpp>
 #include <dtx/http/url.hpp>
 #include <dtx/participant_registry.hpp>
+#include <dtx/version.hpp>
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 namespace detail {
 

@@ -50,8 +50,9 @@
 #include <dtx/http/detail/server_connection.hpp>
 #include <dtx/http/server_options.hpp>
 #include <dtx/participant_registry.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 class server {
 public:

@@ -15,12 +15,13 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
 
 namespace boost::asio::ssl {
 class context;
 } // namespace boost::asio::ssl
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 using namespace std::chrono_literals;
 

@@ -44,6 +44,7 @@
 
 #include <dtx/http/client.hpp>
 #include <dtx/http/server.hpp>
+#include <dtx/version.hpp>
 
 // See engine.hpp: a false positive of g++ 12 on coroutine frames.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -51,7 +52,7 @@
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-namespace dtx::http {
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 namespace detail {
 

@@ -15,7 +15,9 @@
 #include <string>
 #include <string_view>
 
-namespace dtx::http {
+#include <dtx/version.hpp>
+
+namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
 struct url {
     /// A name, an IPv4 address, or an IPv6 address (without its brackets).

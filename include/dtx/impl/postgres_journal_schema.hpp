@@ -1,10 +1,12 @@
 #ifndef DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 #define DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 
+#include <dtx/version.hpp>
+
 // The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
-namespace dtx {
+namespace dtx::inline DTX_ABI_NAMESPACE {
 
 inline bool postgres_journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.

@@ -26,8 +26,9 @@
 #include <dtx/http/server_options.hpp>
 #include <dtx/participant_registry.hpp>
 #include <dtx/trace_context.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::http::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
 
 namespace beast = boost::beast;
 

@@ -40,8 +40,9 @@
 
 #include <dtx/detail/deadline_watch.hpp>
 #include <dtx/http/detail/request_handler.hpp>
+#include <dtx/version.hpp>
 
-namespace dtx::http::detail {
+namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
 
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
