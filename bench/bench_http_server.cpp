@@ -16,9 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -133,7 +135,19 @@ double measure_tls(std::uint16_t port, std::size_t connections, std::size_t tota
 } // namespace
 
 int main(int argc, char** argv) {
-    const std::size_t total = argc > 1 ? std::stoul(argv[1]) : 200'000;
+    // bench_http_server [--quick | --requests=N | N]: requests per measurement (default 200,000).
+    std::size_t total = 200'000;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "--quick") {
+            total = 20'000;
+        } else if (a.starts_with("--requests=") || (!a.empty() && a.find_first_not_of("0123456789") == a.npos)) {
+            total = std::stoul(std::string(a.substr(a.starts_with("--") ? 11 : 0)));
+        } else {
+            std::fprintf(stderr, "usage: %s [--quick | --requests=N | N]\n", argv[0]);
+            return 2;
+        }
+    }
 
     asio::io_context server_ioc;
     auto guard = asio::make_work_guard(server_ioc);

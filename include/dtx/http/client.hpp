@@ -26,6 +26,7 @@
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
 // its execution context.
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -50,6 +51,10 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/socket.h> // recv, MSG_PEEK, MSG_DONTWAIT
+#endif
 
 #include <dtx/detail/config.hpp>
 #include <dtx/error.hpp>
@@ -312,14 +317,20 @@ private:
     /// True if nothing was received on the idle connection `c` and the server has not closed it.
     static bool still_open(connection& c) noexcept {
         auto& s = c.stream.socket();
+        char byte;
+#if defined(MSG_DONTWAIT)
+        // One system call, and the socket's mode (which Asio caches) stays as it is.
+        const auto n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+#else
         boost::system::error_code ec;
         s.non_blocking(true, ec);
         if (ec) return false;
-        char byte;
         s.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
         const bool open = ec == asio::error::would_block;
         s.non_blocking(false, ec);
         return open && !ec;
+#endif
     }
 
     /// The most recently used idle connection to `key` that is still good, or null.
