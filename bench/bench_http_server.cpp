@@ -99,13 +99,7 @@ asio::awaitable<void> tls_client(std::uint16_t port, std::size_t count, ssl::con
     co_await stream.next_layer().async_connect(to, asio::use_awaitable);
     stream.next_layer().set_option(tcp::no_delay(true));
     co_await stream.async_handshake(ssl::stream_base::client, asio::use_awaitable);
-    beast::http::request<beast::http::string_body> req{
-        beast::http::verb::post, "/dtx/stock?gid=01a1fcb3-7d5e-7c3a-9f1e-5a2b7d8c9e0f&trans_type=tcc&branch_id=01&op=try",
-        11};
-    req.set(beast::http::field::host, "127.0.0.1");
-    req.set(beast::http::field::content_type, "application/json");
-    req.body() = R"({"sku":"apple","qty":3})";
-    req.prepare_payload();
+    const auto req = bench::http::branch_call_request();
     beast::flat_buffer buffer;
     for (std::size_t i = 0; i < count; ++i) {
         co_await beast::http::async_write(stream, req, asio::use_awaitable);

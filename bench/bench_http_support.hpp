@@ -71,14 +71,8 @@ struct request_run {
     std::vector<std::uint32_t> latency_ns; // of every request, sorted
 };
 
-/// One client connection to 127.0.0.1:`port` sending `count` branch calls one after another,
-/// recording each one's round trip in `latency_ns`.
-inline asio::awaitable<void> keep_alive_client(std::uint16_t port, std::size_t count,
-                                               std::vector<std::uint32_t>* latency_ns) {
-    tcp::socket s(co_await asio::this_coro::executor);
-    const tcp::endpoint to{asio::ip::make_address("127.0.0.1"), port};
-    co_await s.async_connect(to, asio::use_awaitable);
-    s.set_option(tcp::no_delay(true));
+/// The branch call every benchmark client sends: a try with a small JSON body.
+inline beast::http::request<beast::http::string_body> branch_call_request() {
     beast::http::request<beast::http::string_body> req{
         beast::http::verb::post,
         "/dtx/stock?gid=01a1fcb3-7d5e-7c3a-9f1e-5a2b7d8c9e0f&trans_type=tcc&branch_id=01&op=try",
@@ -87,6 +81,18 @@ inline asio::awaitable<void> keep_alive_client(std::uint16_t port, std::size_t c
     req.set(beast::http::field::content_type, "application/json");
     req.body() = R"({"sku":"apple","qty":3})";
     req.prepare_payload();
+    return req;
+}
+
+/// One client connection to 127.0.0.1:`port` sending `count` branch calls one after another,
+/// recording each one's round trip in `latency_ns`.
+inline asio::awaitable<void> keep_alive_client(std::uint16_t port, std::size_t count,
+                                               std::vector<std::uint32_t>* latency_ns) {
+    tcp::socket s(co_await asio::this_coro::executor);
+    const tcp::endpoint to{asio::ip::make_address("127.0.0.1"), port};
+    co_await s.async_connect(to, asio::use_awaitable);
+    s.set_option(tcp::no_delay(true));
+    const auto req = branch_call_request();
     beast::flat_buffer buffer;
     for (std::size_t i = 0; i < count; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
