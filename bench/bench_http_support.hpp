@@ -1,6 +1,7 @@
 // What the HTTP benchmarks share: the baseline, a bare Beast coroutine server that reads each
 // request and writes a fixed 200 answer (HTTP/1.1 keep-alive and nothing more: no routing, no
-// query or JSON parsing, no participant, no timeouts), and the keep-alive client loop that
+// query or JSON parsing, no participant, no timeouts; optionally some fixed work before each
+// answer), and the keep-alive client loop that
 // measures a request rate against it or against a dtx::http::server.
 //
 // (g++ 12 miscompiles some temporaries inside co_await / co_return: everything awaited here is
@@ -36,14 +37,22 @@ namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-/// The baseline server's connection: reads requests and answers each with a fixed success.
-inline asio::awaitable<void> bare_session(tcp::socket s) {
+/// What the plain bare server does before it answers: nothing.
+struct no_work {
+    void operator()() const noexcept {}
+};
+
+/// The baseline server's connection: reads requests and answers each with a fixed success, after
+/// `work()` has run (nothing for the plain server; the protocol floor of bench_e2e_http commits).
+template <class Work>
+asio::awaitable<void> bare_session(tcp::socket s, Work work) {
     beast::flat_buffer buffer;
     for (;;) {
         beast::http::request<beast::http::string_body> req;
         auto [ec, n] = co_await beast::http::async_read(s, buffer, req, use_tuple);
         if (ec)
             co_return;
+        work();
         beast::http::response<beast::http::string_body> res{beast::http::status::ok, 11};
         res.set(beast::http::field::content_type, "application/json");
         res.body() = R"({"dtm_result":"SUCCESS"})";
@@ -54,14 +63,20 @@ inline asio::awaitable<void> bare_session(tcp::socket s) {
     }
 }
 
-/// Accepts connections on `a` until it is closed, each served by bare_session.
-inline asio::awaitable<void> bare_accept(tcp::acceptor& a) {
+/// Accepts connections on `a` until it is closed, each served by bare_session with `work`.
+template <class Work>
+asio::awaitable<void> bare_accept(tcp::acceptor& a, Work work) {
     for (;;) {
         auto [ec, s] = co_await a.async_accept(use_tuple);
         if (ec)
             co_return;
-        asio::co_spawn(a.get_executor(), bare_session(std::move(s)), asio::detached);
+        asio::co_spawn(a.get_executor(), bare_session(std::move(s), work), asio::detached);
     }
+}
+
+/// Accepts connections on `a` until it is closed, each served by the plain bare_session.
+inline asio::awaitable<void> bare_accept(tcp::acceptor& a) {
+    return bare_accept(a, no_work{});
 }
 
 /// What a keep-alive client run measured.
