@@ -377,6 +377,70 @@ TEST_CASE("postgres journal: writes for one transaction in one batch are applied
     writes_in_order(3);
 }
 
+TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply_distinct, each write answered") {
+    asio::io_context ioc;
+    const auto conninfo = fresh_database();
+    postgres_journal j({.conninfo = conninfo});
+    const auto later = wall_clock::now() + std::chrono::minutes(1);
+    std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
+    const auto begin = [&](std::string_view gid) { // gids are literals: they outlive the writes
+        return journal_write{.gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = br};
+    };
+    const auto change = [](std::string_view gid, tx_status from, tx_status to) {
+        return journal_write{.gid = gid, .status = status_change{from, to}};
+    };
+    CHECK(write_sync(ioc, j, begin("taken")));
+    CHECK(write_sync(ioc, j, begin("moved")));
+    {
+        // dtx_apply takes batches with a transaction twice; none here, so it must not be called.
+        postgres::connection c(conninfo);
+        c.exec("CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql "
+               "AS $$ BEGIN RAISE EXCEPTION 'dtx_apply called for %', batch; END $$");
+    }
+    // Lazy writes wait for the next sync one and share its batch: each batch below holds several
+    // transactions' writes, whose answers must reach the right writers.
+    const std::vector<std::pair<journal_write, journal_write>> batches{
+        {begin("lazy"), begin("fresh")},
+        {change("lazy", tx_status::trying, tx_status::confirming), begin("taken")},
+        {change("moved", tx_status::trying, tx_status::cancelling),
+         change("nowhere", tx_status::trying, tx_status::confirming)},
+        {change("taken", tx_status::trying, tx_status::confirming),
+         change("moved", tx_status::trying, tx_status::confirming)},
+    };
+    std::vector<std::string> answers;
+    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+        for (const auto& [lazy, waited] : batches) {
+            co_await j.write(lazy, durability::lazy);
+            std::string a;
+            try {
+                const bool ok = co_await j.write(waited, durability::sync);
+                a = ok ? "ok" : "refused";
+            } catch (const error& e) {
+                a = e.code() == errc::duplicate_gid         ? "duplicate_gid"
+                    : e.code() == errc::unknown_transaction ? "unknown_transaction"
+                                                            : e.what();
+            }
+            answers.push_back(a);
+        }
+    }, asio::detached);
+    ioc.restart();
+    ioc.run();
+    std::string said;
+    for (const auto& a : answers) said += a + "; ";
+    CAPTURE(said);
+    CHECK(answers == std::vector<std::string>{"ok", "duplicate_gid", "unknown_transaction", "refused"});
+    const auto status_of = [&](std::string_view gid) {
+        auto t = run(ioc, j.find(gid));
+        return t ? to_string(t->status) : std::string("missing");
+    };
+    CHECK(status_of("fresh") == "trying");
+    CHECK(status_of("lazy") == "confirming");
+    CHECK(status_of("taken") == "confirming");
+    CHECK(status_of("moved") == "cancelling");
+    const auto s = j.stats();
+    CHECK(s.failed_batches == 0);
+}
+
 TEST_CASE("postgres journal: functions of version 4 (no dtx_apply_single) are replaced on open") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();

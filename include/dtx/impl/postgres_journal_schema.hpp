@@ -123,7 +123,8 @@ END $$)sql");
             if (r.rows() == 1) functions = std::stoi(std::string(r.text(0, 0)));
         }
         if (version < 3 || functions < functions_version) {
-            // 5: dtx_apply_single.
+            // 5: dtx_apply_single. 6: the journal calls dtx_apply_distinct itself when it knows
+            // the writes concern different transactions; it keeps plans by gid, as dtx_apply does.
             // Marks branches done: the array rebuilt with `"done": true` in the named elements.
             db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_marked(branches jsonb, done jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
@@ -138,7 +139,8 @@ $$)sql");
             // re-checks on the newest version of a row another transaction just changed. A
             // refused write changes nothing.
             db.exec(R"sql(
-CREATE OR REPLACE FUNCTION dtx_apply_distinct(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION dtx_apply_distinct(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     answers jsonb;
 BEGIN
