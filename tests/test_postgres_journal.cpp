@@ -429,9 +429,10 @@ TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply
     for (const auto& a : answers) said += a + "; ";
     CAPTURE(said);
     CHECK(answers == std::vector<std::string>{"ok", "duplicate_gid", "unknown_transaction", "refused"});
-    const auto status_of = [&](std::string_view gid) {
+    const auto status_of = [&](std::string_view gid) -> std::string {
         auto t = run(ioc, j.find(gid));
-        return t ? to_string(t->status) : std::string("missing");
+        if (!t) return "missing";
+        return std::string(to_string(t->status));
     };
     CHECK(status_of("fresh") == "trying");
     CHECK(status_of("lazy") == "confirming");
