@@ -36,6 +36,11 @@ sqlite_journal_options options_for(const std::string& path) {
 
 std::vector<branch_record> one_branch() { return {branch_record{"01", "a", qty_payload{5}}}; }
 
+/// A TCC transaction's first write; `gid` and `branches` must outlive it.
+journal_write begin_of(std::string_view gid, const std::vector<branch_record>& branches) {
+    return {.gid = gid, .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = branches};
+}
+
 /// Runs SQL on the journal file through a connection of its own (as another process would).
 void sql(const std::string& path, const char* statement) {
     sqlite::connection c(path);
@@ -142,7 +147,9 @@ TEST_CASE("sqlite journal: a version 1 journal is migrated on open, and its tran
         PRAGMA user_version = 1;
     )sql");
     asio::io_context ioc;
-    sqlite_journal j(options_for(path));
+    auto o = options_for(path);
+    o.exclusive = false; // the version is read below while the journal is open
+    sqlite_journal j(o);
     auto claimed = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
     REQUIRE(claimed.size() == 1);
     CHECK(claimed[0].gid == "old");
@@ -198,6 +205,7 @@ TEST_CASE("sqlite journal: a database locked by someone else fails the write cle
     asio::io_context ioc;
     auto o = options_for(path);
     o.busy_timeout = std::chrono::milliseconds(30);
+    o.exclusive = false; // shared: another connection can take the lock meanwhile
     sqlite_journal j(o);
 
     sqlite::connection other(path);
@@ -216,6 +224,55 @@ TEST_CASE("sqlite journal: a database locked by someone else fails the write cle
     // Nothing was applied, so the same write now succeeds.
     CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()}));
     CHECK(run(ioc, j.find("g")));
+}
+
+TEST_CASE("sqlite journal: the file belongs to one journal; a second is refused clearly until the first closes") {
+    temp_dir dir;
+    auto o = options_for(dir.file("owned.db"));
+    o.busy_timeout = std::chrono::milliseconds(50); // how long a second opener waits
+    const std::string& path = o.path;
+    asio::io_context ioc;
+    const auto branches = one_branch();
+    const auto begin = [&](std::string_view gid) { return begin_of(gid, branches); };
+    {
+        sqlite_journal first(o);
+        CHECK(write_sync(ioc, first, begin("a")));
+        std::string what;
+        try {
+            sqlite_journal second(o);
+            FAIL("a second journal opened the file");
+        } catch (const dtx::error& e) {
+            CHECK(e.code() == errc::journal_failed);
+            what = e.what();
+        }
+        CHECK(what.find("in use by another process") != std::string::npos);
+        CHECK(what.find(path) != std::string::npos);
+        // Nor can another connection read it, as a second coordinator process would.
+        sqlite::connection other(path);
+        sqlite3_busy_timeout(other.get(), 50);
+        CHECK_THROWS_AS(other.exec("SELECT count(*) FROM dtx_transaction"), dtx::error);
+        // The first journal goes on as if nothing happened.
+        CHECK(write_sync(ioc, first, begin("b")));
+    }
+    // Closed: the next journal opens it and finds both.
+    sqlite_journal next(o);
+    CHECK(run(ioc, next.find("a")));
+    CHECK(run(ioc, next.find("b")));
+}
+
+TEST_CASE("sqlite journal: with exclusive = false, other processes may read the journal meanwhile") {
+    temp_dir dir;
+    asio::io_context ioc;
+    auto o = options_for(dir.file("shared.db"));
+    o.exclusive = false;
+    sqlite_journal j(o);
+    const auto branches = one_branch();
+    CHECK(write_sync(ioc, j, begin_of("a", branches)));
+    sqlite::connection reader(o.path);
+    sqlite3_busy_timeout(reader.get(), 2000);
+    sqlite::statement count(reader, "SELECT count(*) FROM dtx_transaction");
+    REQUIRE(count.step());
+    CHECK(count.integer(0) == 1);
 }
 
 TEST_CASE("sqlite journal: a full disk fails writes clearly; transactions are cancelled, not lost") {

@@ -219,7 +219,9 @@ struct coordinator_settings {
 int run_coordinator(const coordinator_settings& s) {
     std::unordered_set<std::string> live;
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
-    sqlite_journal journal({.path = (s.dir / journal_file).string(), .retention = std::chrono::hours(24 * 365)});
+    // Shared, not exclusive: the driver counts the journal's transactions while this process runs.
+    sqlite_journal journal(
+        {.path = (s.dir / journal_file).string(), .retention = std::chrono::hours(24 * 365), .exclusive = false});
 
     asio::io_context ioc;
     http::client_options co;
