@@ -793,14 +793,8 @@ TEST_CASE("recovery in a fresh coordinator calls the URLs the journal names") {
     {
         // The first coordinator stops right after its confirm decision is durable, as if killed.
         url_registry urls(w.ioc);
-        auto opts = fast_options();
         bool stopped = false;
-        opts.on_fault = [&](const fault_point& p) {
-            if (p.what != "decide") return false;
-            gid = std::string(p.gid);
-            stopped = true;
-            return true;
-        };
+        auto opts = halting_after_decision(gid, stopped);
         coordinator coord(w.ioc.get_executor(), w.journal, urls.registry, opts);
         asio::co_spawn(w.ioc, coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
             co_await tx.add_branch(w.inventory, qty_payload{2});

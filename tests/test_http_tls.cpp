@@ -506,14 +506,8 @@ TEST_CASE("a coordinator runs TCC over https participants, and recovery finds th
         CHECK(first_client.statistics().reused > 0);
 
         // A second coordinator stops right after its confirm decision is durable, as if killed.
-        auto opts = fast_options();
         bool stopped = false;
-        opts.on_fault = [&](const fault_point& p) {
-            if (p.what != "decide") return false;
-            gid = std::string(p.gid);
-            stopped = true;
-            return true;
-        };
+        auto opts = halting_after_decision(gid, stopped);
         coordinator doomed(w.ioc.get_executor(), journal, first_urls, opts);
         asio::co_spawn(w.ioc, doomed.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
             co_await tx.add_branch(stock, qty_payload{7});

@@ -55,6 +55,18 @@
 #error "dtx needs Boost 1.81 or newer"
 #endif
 
+// g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
+// operator new/delete (Asio's awaitable frames): a false positive. Headers that define coroutines
+// put their code between these two, so the warning is silenced there only.
+#if defined(__GNUC__) && !defined(__clang__)
+#define DTX_DETAIL_COROUTINE_WARNINGS_OFF                                                          \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmismatched-new-delete\"")
+#define DTX_DETAIL_COROUTINE_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#else
+#define DTX_DETAIL_COROUTINE_WARNINGS_OFF
+#define DTX_DETAIL_COROUTINE_WARNINGS_ON
+#endif
+
 namespace dtx::inline DTX_ABI_NAMESPACE {
 /// dtx is written on Boost.Asio; this alias keeps signatures short (`dtx::asio::awaitable<T>`).
 namespace asio = boost::asio;
@@ -1612,14 +1624,10 @@ struct tx_result {
 // #include <dtx/tx_result.hpp>
 // #include <dtx/detail/deadline_watch.hpp>
 // #include <dtx/detail/when_all.hpp>
+// #include <dtx/detail/config.hpp>
 // #include <dtx/version.hpp>
 
-// g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
-// operator new/delete (Asio's awaitable frames): a false positive. Silenced here only.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE {
 
@@ -2421,9 +2429,7 @@ private:
 } // namespace detail
 } // namespace dtx
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif
 
@@ -4118,11 +4124,7 @@ inline url make_url(std::string_view text) {
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/version.hpp>
 
-// See engine.hpp: a false positive of g++ 12 on coroutine frames.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
@@ -4515,9 +4517,7 @@ private:
 
 } // namespace dtx::http
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif
 
@@ -4555,12 +4555,10 @@ private:
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/http/url.hpp>
 // #include <dtx/participant_registry.hpp>
+// #include <dtx/detail/config.hpp>
 // #include <dtx/version.hpp>
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
@@ -4646,9 +4644,7 @@ inline participant_registry::resolver url_resolver(client& c) {
 
 } // namespace dtx::http
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif
 
@@ -4719,13 +4715,10 @@ inline participant_registry::resolver url_resolver(client& c) {
 
 // #include <dtx/http/client.hpp>
 // #include <dtx/http/server.hpp>
+// #include <dtx/detail/config.hpp>
 // #include <dtx/version.hpp>
 
-// See engine.hpp: a false positive of g++ 12 on coroutine frames.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
@@ -4950,9 +4943,7 @@ inline std::shared_ptr<const client_tls> make_client_tls(asio::ssl::context cont
 
 } // namespace dtx::http
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif
 #endif // defined(DTX_WITH_TLS)

@@ -314,6 +314,19 @@ inline coordinator_options fast_options() {
     return o;
 }
 
+/// fast_options() for a coordinator that halts right after a confirm decision is durable, as if
+/// killed there: `gid` gets that transaction's gid and `stopped` turns true.
+inline coordinator_options halting_after_decision(std::string& gid, bool& stopped) {
+    coordinator_options o = fast_options();
+    o.on_fault = [&gid, &stopped](const fault_point& p) {
+        if (p.what != "decide") return false;
+        gid = std::string(p.gid);
+        stopped = true;
+        return true;
+    };
+    return o;
+}
+
 } // namespace dtx::test
 
 #endif

@@ -36,14 +36,10 @@
 #include <dtx/tx_result.hpp>
 #include <dtx/detail/deadline_watch.hpp>
 #include <dtx/detail/when_all.hpp>
+#include <dtx/detail/config.hpp>
 #include <dtx/version.hpp>
 
-// g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
-// operator new/delete (Asio's awaitable frames): a false positive. Silenced here only.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE {
 
@@ -845,8 +841,6 @@ private:
 } // namespace detail
 } // namespace dtx
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif

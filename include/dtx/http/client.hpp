@@ -62,11 +62,7 @@
 #include <dtx/participant_registry.hpp>
 #include <dtx/version.hpp>
 
-// See engine.hpp: a false positive of g++ 12 on coroutine frames.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
@@ -459,8 +455,6 @@ private:
 
 } // namespace dtx::http
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif

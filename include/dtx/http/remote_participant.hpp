@@ -31,12 +31,10 @@
 #include <dtx/http/protocol.hpp>
 #include <dtx/http/url.hpp>
 #include <dtx/participant_registry.hpp>
+#include <dtx/detail/config.hpp>
 #include <dtx/version.hpp>
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
@@ -122,8 +120,6 @@ inline participant_registry::resolver url_resolver(client& c) {
 
 } // namespace dtx::http
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif

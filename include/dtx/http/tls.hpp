@@ -44,13 +44,10 @@
 
 #include <dtx/http/client.hpp>
 #include <dtx/http/server.hpp>
+#include <dtx/detail/config.hpp>
 #include <dtx/version.hpp>
 
-// See engine.hpp: a false positive of g++ 12 on coroutine frames.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
 
 namespace dtx::inline DTX_ABI_NAMESPACE::http {
 
@@ -275,8 +272,6 @@ inline std::shared_ptr<const client_tls> make_client_tls(asio::ssl::context cont
 
 } // namespace dtx::http
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+DTX_DETAIL_COROUTINE_WARNINGS_ON
 
 #endif
