@@ -702,39 +702,6 @@ private:
     std::vector<std::uint32_t> last_commits_ns_, last_rounds_ns_;
 };
 
-/// A measurement taken in slices that alternate with other measurements, so that a load that
-/// drifts (other work on the machine, fsync latency) weighs on all of them alike. The first slice
-/// is sized to `seconds` by measure_by_time (after its warm-up); later ones repeat its count.
-template <class Run>
-class sliced {
-public:
-    sliced(Run run, std::size_t concurrency, std::size_t first_count, double seconds, std::size_t fixed)
-        : run_(std::move(run)), concurrency_(concurrency), first_(first_count), seconds_(seconds),
-          fixed_(fixed) {}
-
-    /// Runs the next slice.
-    void next() {
-        sample s = count_ ? run_(count_) : measure_by_time(run_, concurrency_, first_, seconds_, fixed_);
-        count_ = s.tx;
-        total_.tx += s.tx;
-        total_.seconds += s.seconds;
-        total_.failures += s.failures;
-        const auto middle = static_cast<std::ptrdiff_t>(total_.latency_ns.size());
-        total_.latency_ns.insert(total_.latency_ns.end(), s.latency_ns.begin(), s.latency_ns.end());
-        std::inplace_merge(total_.latency_ns.begin(), total_.latency_ns.begin() + middle,
-                           total_.latency_ns.end());
-    }
-    /// The slices so far, as one sample.
-    const sample& total() const noexcept { return total_; }
-
-private:
-    Run run_;
-    std::size_t concurrency_, first_;
-    double seconds_;
-    std::size_t fixed_, count_ = 0;
-    sample total_;
-};
-
 double load_average() {
     std::ifstream f("/proc/loadavg");
     double one = -1;

@@ -18,9 +18,11 @@
 //     `co_await coord.tcc(body)` (or `coord.saga`), exactly as in bench_core, with the same trivial
 //     participants, but the coordinator journals in a sqlite_journal (WAL mode, synchronous FULL by
 //     default). The journal's writer thread group-commits the writes queued by all workers.
-//   - baseline, measured just before each line, with the same synchronous setting: one thread
-//     loops `INSERT INTO t VALUES(?)` as autocommit statements on a separate database file in the
-//     same directory (WAL mode): one SQLite commit each, which with FULL is one fsync of the WAL.
+//   - baseline, with the same synchronous setting: one thread loops `INSERT INTO t VALUES(?)` as
+//     autocommit statements on a separate database file in the same directory (WAL mode): one
+//     SQLite commit each, which with FULL is one fsync of the WAL. It is measured in 4 slices that
+//     alternate with 4 slices of the transactions (one slice each with --tx), so that a drift of
+//     the disk's latency weighs on both alike; a line's figures are those of its slices together.
 //   - commits_per_tx: SQLite transactions the journal committed per dtx transaction (its stats()
 //     before and after the run). With FULL each is one fsync; WAL checkpoints add a few more.
 //   - io_cpu_us_per_tx, writer_cpu_us_per_tx: CPU time of the io_context thread and of the
@@ -408,6 +410,9 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const d
 
 // ---- main --------------------------------------------------------------------------------------
 
+/// Slices of each measurement per line (see `sliced`).
+constexpr std::size_t slices = 4;
+
 std::vector<scenario> scenarios() {
     return {
         // Default coordinator and journal options (synchronous FULL): branches added one by one,
@@ -476,20 +481,32 @@ int main(int argc, char** argv) {
                 if (!opt.selected(name))
                     continue;
                 std::cerr << "bench_sqlite: " << name << "\n";
-                // The baseline is measured next to each line: fsync latency drifts over time.
+                // The baseline and the transactions in alternating slices (one each with --tx):
+                // fsync latency drifts over time, and then weighs on both alike.
                 auto run_base = [&](std::size_t n) {
                     return run_baseline(wd.path(), sc.synchronous_full, n);
                 };
-                const sample base = measure_by_time(run_base, 1, 64, opt.seconds, opt.fixed_tx);
-                dtx_sample fw;
+                dtx_sample last; // of the latest run
                 auto run_fw = [&](std::size_t n) {
-                    fw = run_dtx(parts, sc, wd.path(), c, n);
-                    return fw.s;
+                    last = run_dtx(parts, sc, wd.path(), c, n);
+                    return last.s;
                 };
-                // The last run is the measured one, and `fw` holds its commit count.
-                measure_by_time(run_fw, c, std::max<std::size_t>(c * 4, 32), opt.seconds,
-                                opt.fixed_tx);
-                std::cout << line(sc, c, fw, base, filesystem).dump() << std::endl;
+                const std::size_t rounds = opt.fixed_tx ? 1 : slices;
+                const double slice = opt.seconds / static_cast<double>(rounds);
+                sliced base(run_base, 1, 64, slice, opt.fixed_tx);
+                sliced framework(run_fw, c, std::max<std::size_t>(c * 4, 32), slice, opt.fixed_tx);
+                dtx_sample fw; // the slices' counters, summed
+                for (std::size_t r = 0; r < rounds; ++r) {
+                    base.next();
+                    framework.next(); // its last run is the slice: `last` holds its counters
+                    fw.commits += last.commits;
+                    fw.io_cpu_ns += last.io_cpu_ns;
+                    fw.writer_cpu_ns = fw.writer_cpu_ns < 0 || last.writer_cpu_ns < 0
+                                           ? -1
+                                           : fw.writer_cpu_ns + last.writer_cpu_ns;
+                }
+                fw.s = framework.total();
+                std::cout << line(sc, c, fw, base.total(), filesystem).dump() << std::endl;
             }
         }
     } catch (const std::exception& e) {

@@ -372,3 +372,102 @@ TEST_CASE("an empty body confirms without writing anything") {
     CHECK(r.status == tx_status::confirmed);
     CHECK(f.journal.all().empty());
 }
+
+namespace {
+
+/// A memory journal that remembers the status change and the lease of every write.
+class recording_journal final : public journal {
+public:
+    struct entry {
+        bool begin = false;
+        std::optional<status_change> status;
+        std::optional<wall_clock::time_point> lease_until;
+        wall_clock::time_point at;
+    };
+    memory_journal inner{memory_journal::options{.keep_ended = true}};
+    std::vector<entry> writes;
+
+    asio::awaitable<bool> write(const journal_write& w, durability d) override {
+        entry e{w.begin.has_value(), w.status, std::nullopt, wall_clock::now()};
+        if (w.lease) e.lease_until = w.lease->until;
+        writes.push_back(e);
+        co_return co_await inner.write(w, d);
+    }
+    asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
+        return inner.claim(r);
+    }
+    asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
+        return inner.find(gid);
+    }
+
+    /// The write that moved the status from trying to `to`.
+    const entry& decision(tx_status to) const {
+        for (const auto& e : writes)
+            if (e.status && e.status->from == tx_status::trying && e.status->to == to) return e;
+        FAIL("no decision to " << to_string(to));
+        return writes.front();
+    }
+};
+
+} // namespace
+
+TEST_CASE("a decision renews the lease only when the begin's lease has run down; a take-over refuses it either way") {
+    fixture f;
+    recording_journal j;
+    coordinator_options o = fast_options();
+    o.lease = 30s;
+    o.transaction_timeout = 60s;
+    auto one = [](tcc_transaction& tx) -> asio::awaitable<void> { co_await tx.add_branch("a", qty_payload{1}); };
+
+    SUBCASE("a quick body: the begin leases for one lease's length, and the decision carries no lease") {
+        coordinator coord(f.ioc.get_executor(), j, f.registry, o);
+        CHECK(run(f.ioc, coord.tcc(one)).status == tx_status::confirmed);
+        REQUIRE(j.writes.size() >= 2);
+        const auto& begin = j.writes.front();
+        CHECK(begin.begin);
+        REQUIRE(begin.lease_until);
+        CHECK(*begin.lease_until <= begin.at + 30s);
+        CHECK(*begin.lease_until > begin.at + 29s);
+        CHECK_FALSE(j.decision(tx_status::confirming).lease_until);
+    }
+    SUBCASE("a body that took a tenth of the lease and more: the decision renews it") {
+        o.lease = 300ms;
+        coordinator coord(f.ioc.get_executor(), j, f.registry, o);
+        tx_result r = run(f.ioc, coord.tcc([](tcc_transaction& tx) -> asio::awaitable<void> {
+            co_await tx.add_branch("a", qty_payload{1});
+            asio::steady_timer t(co_await asio::this_coro::executor, 60ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }));
+        CHECK(r.status == tx_status::confirmed);
+        const auto& d = j.decision(tx_status::confirming);
+        REQUIRE(d.lease_until);
+        CHECK(*d.lease_until > *j.writes.front().lease_until + 50ms);
+    }
+    SUBCASE("a deadline sooner than the lease: the begin leases until the deadline, the decision renews") {
+        o.transaction_timeout = 2s;
+        coordinator coord(f.ioc.get_executor(), j, f.registry, o);
+        CHECK(run(f.ioc, coord.tcc(one)).status == tx_status::confirmed);
+        const auto& begin = j.writes.front();
+        REQUIRE(begin.lease_until);
+        CHECK(*begin.lease_until <= begin.at + 2s);
+        const auto& d = j.decision(tx_status::confirming);
+        REQUIRE(d.lease_until);
+        CHECK(*d.lease_until > begin.at + 29s);
+    }
+    SUBCASE("taken over while trying: the decision without a lease is refused all the same") {
+        coordinator coord(f.ioc.get_executor(), j, f.registry, o);
+        tx_result r = run(f.ioc, coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
+            co_await tx.add_branch("a", qty_payload{1});
+            // another process's recovery claims it now (its owner name differs from this one's)
+            auto claimed = co_await j.claim({.now = wall_clock::now(), .owner = "other", .lease = 30s, .take_over = true});
+            CHECK(claimed.size() == 1);
+        }));
+        CHECK(r.status == tx_status::cancelling);
+        CHECK(r.reason == errc::decision_conflict);
+        CHECK_FALSE(j.decision(tx_status::confirming).lease_until);
+        CHECK(f.a.count(r.gid, "01", branch_op::confirm) == 0);
+        auto rec = run(f.ioc, j.find(r.gid));
+        REQUIRE(rec);
+        CHECK(rec->status == tx_status::cancelling);
+    }
+}

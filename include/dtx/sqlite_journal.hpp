@@ -166,7 +166,8 @@ private:
     // ---- schema -----------------------------------------------------------------------------
 
     struct statements {
-        sqlite::statement &insert_tx, &insert_branch, &update_tx, &current, &set_done, &select_due, &lease, &select_tx,
+        sqlite::statement &insert_tx, &insert_branch, &update_tx, &set_status, &current, &set_done, &select_due, &lease,
+            &select_tx,
             &select_branches, &clean_branches, &clean_txs;
     };
 
@@ -219,6 +220,9 @@ private:
                        "lease_owner = coalesce(?3, lease_owner), lease_until_ms = coalesce(?4, lease_until_ms) "
                        "WHERE gid = ?5 AND (?6 IS NULL OR status = ?6) "
                        "AND (?3 IS NULL OR lease_owner IS NULL OR lease_owner = ?3)"),
+            // A decision: it sets no column an index covers, so its commit writes the row's page and
+            // no index page (the statement above assigns indexed columns, even when unchanged).
+            db.prepare("UPDATE dtx_transaction SET status = ?1 WHERE gid = ?2 AND status = ?3"),
             db.prepare("SELECT status FROM dtx_transaction WHERE gid = ?"),
             db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
             // Walks the partial index of open transactions (ended ones, however many, are not read).
@@ -326,6 +330,12 @@ private:
                               owner, until, w.begin->forward)
                 .run();
             if (db_.changes() == 0) throw duplicate(w.gid);
+        } else if (w.status && w.status->from != w.status->to && !w.lease && !is_final(w.status->to)) {
+            st.set_status.bind(to_string(w.status->to), w.gid, to_string(w.status->from)).run();
+            if (db_.changes() == 0) {
+                if (!exists(w.gid)) throw unknown(w.gid);
+                return false;
+            }
         } else if (w.lease || (w.status && w.status->from != w.status->to)) {
             std::optional<std::string_view> to, from, owner;
             std::optional<std::int64_t> ended, until;
