@@ -165,6 +165,65 @@ TEST_CASE("sqlite journal: a version 1 journal is migrated on open, and its tran
     CHECK(v.integer(0) == sqlite_journal::schema_version);
 }
 
+TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index serves claims and cleanup") {
+    temp_dir dir;
+    const auto path = dir.file("v2.db");
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(wall_clock::now().time_since_epoch()).count();
+    const auto at = [&](std::int64_t offset_ms) { return std::to_string(now + offset_ms); };
+    // The layout dtx wrote as schema version 2: two partial indexes.
+    sql(path, (R"sql(
+        CREATE TABLE dtx_transaction (
+            gid TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('tcc', 'saga')), status TEXT NOT NULL,
+            deadline_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, ended_ms INTEGER, lease_owner TEXT,
+            lease_until_ms INTEGER NOT NULL DEFAULT 0, forward INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+        CREATE TABLE dtx_branch (
+            gid TEXT NOT NULL, branch_id TEXT NOT NULL, participant TEXT NOT NULL, payload TEXT NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gid, branch_id)) WITHOUT ROWID;
+        CREATE INDEX dtx_transaction_open ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL;
+        CREATE INDEX dtx_transaction_ended ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL;
+        -- decided, lease expired: due
+        INSERT INTO dtx_transaction VALUES ('due', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', )sql" + at(-5000) + R"sql(, 0);
+        -- decided, leased for another minute: not due
+        INSERT INTO dtx_transaction VALUES ('leased', 'tcc', 'cancelling', 1000, 1000, NULL, 'alive', )sql" + at(60000) + R"sql(, 0);
+        -- trying before its deadline: not due
+        INSERT INTO dtx_transaction VALUES ('young', 'tcc', 'trying', )sql" + at(60000) + R"sql(, 1000, NULL, 'alive', 0, 0);
+        -- ended two days ago, and a minute ago
+        INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirmed', 1000, 1000, )sql" + at(-2 * 86400000) + R"sql(, NULL, 0, 0);
+        INSERT INTO dtx_transaction VALUES ('recent', 'saga', 'cancelled', 1000, 1000, )sql" + at(-60000) + R"sql(, NULL, 0, 0);
+        INSERT INTO dtx_branch VALUES ('due', '01', 'a', '{"qty":1}', 0);
+        INSERT INTO dtx_branch VALUES ('old', '01', 'a', '{"qty":1}', 1);
+        PRAGMA user_version = 2;
+    )sql").c_str());
+    asio::io_context ioc;
+    {
+        auto o = options_for(path);
+        o.cleanup_interval = 10ms; // cleanup runs as soon as the writer is idle
+        sqlite_journal j(o);
+        auto claimed = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
+        REQUIRE(claimed.size() == 1);
+        CHECK(claimed[0].gid == "due");
+        CHECK(claimed[0].branches.size() == 1);
+        // Once leased to "me", it is not due again before that lease runs out.
+        CHECK(run(ioc, j.claim({.now = wall_clock::now(), .owner = "other", .lease = 30s, .limit = 10})).empty());
+        auto all = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10, .take_over = true}));
+        CHECK(all.size() == 3); // due, leased, young: every unfinished one
+        for (int i = 0; i < 500 && j.stats().cleaned == 0; ++i) std::this_thread::sleep_for(10ms);
+        CHECK(j.stats().cleaned == 1);
+        CHECK_FALSE(run(ioc, j.find("old")));
+        CHECK(run(ioc, j.find("recent")));
+        // The transactions still write as before: the claimed one ends.
+        CHECK(write_sync(ioc, j, {.gid = "due", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    }
+    sqlite::connection c(path);
+    sqlite::statement v(c, "PRAGMA user_version");
+    REQUIRE(v.step());
+    CHECK(v.integer(0) == sqlite_journal::schema_version);
+    sqlite::statement idx(c, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
+                             "AND name LIKE 'dtx_transaction_%' ORDER BY name)");
+    REQUIRE(idx.step());
+    CHECK(idx.text(0) == "dtx_transaction_due");
+}
+
 TEST_CASE("sqlite journal: files that are not a journal, corrupt or truncated, are refused clearly") {
     temp_dir dir;
     asio::io_context ioc;

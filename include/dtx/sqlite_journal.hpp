@@ -27,6 +27,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,7 +86,7 @@ struct sqlite_journal_stats {
 class sqlite_journal final : public journal {
 public:
     /// The schema version this dtx writes and the newest it reads.
-    static constexpr int schema_version = 2;
+    static constexpr int schema_version = 3;
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
@@ -165,6 +167,16 @@ private:
 
     // ---- schema -----------------------------------------------------------------------------
 
+    /// The key of the one index: an ended transaction's end time, an open one's lease expiry plus
+    /// open_offset. Cleanup reads the ended part from its oldest end, claims the open part from
+    /// its oldest lease; and since a transaction that ends goes from the open part to the end of
+    /// the ended part, which is next to it, the commit that begins a transaction and ends another
+    /// (the usual one) changes a single index page, where two indexes took one page each.
+    static constexpr std::int64_t open_offset = std::int64_t{1} << 62; // times are ms, far below
+    static_assert(open_offset == 4611686018427387904); // as written in due_key, stored in the file
+    inline static const std::string due_key =
+        "(CASE WHEN ended_ms IS NULL THEN lease_until_ms + 4611686018427387904 ELSE ended_ms END)";
+
     struct statements {
         sqlite::statement &insert_tx, &insert_branch, &update_tx, &set_status, &current, &set_done, &select_due, &lease,
             &select_tx,
@@ -225,10 +237,10 @@ private:
             db.prepare("UPDATE dtx_transaction SET status = ?1 WHERE gid = ?2 AND status = ?3"),
             db.prepare("SELECT status FROM dtx_transaction WHERE gid = ?"),
             db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
-            // Walks the partial index of open transactions (ended ones, however many, are not read).
-            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_open "
-                       "WHERE ended_ms IS NULL AND lease_until_ms <= (CASE WHEN ?2 THEN 9223372036854775807 ELSE ?1 END) "
-                       "AND (?2 OR status <> 'trying' OR deadline_ms <= ?1) ORDER BY lease_until_ms LIMIT ?3"),
+            // Walks the open transactions' end of the index (ended ones, however many, are not read).
+            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_due WHERE " + due_key +
+                       " BETWEEN ?4 AND ?5 AND ended_ms IS NULL AND (?2 OR status <> 'trying' OR deadline_ms <= ?1) "
+                       "ORDER BY " + due_key + " LIMIT ?3"),
             // Presumed abort, except for transactions recovered forward (see journal.hpp).
             db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
                        "status = CASE WHEN status = 'trying' AND NOT forward THEN 'cancelling' ELSE status END "
@@ -237,10 +249,11 @@ private:
             // Branch ids are numbers written with at least two digits: order by length, then text.
             db.prepare("SELECT branch_id, participant, payload, done FROM dtx_branch WHERE gid = ? "
                        "ORDER BY length(branch_id), branch_id"),
-            db.prepare("DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction "
-                       "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)"),
-            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction "
-                       "WHERE ended_ms IS NOT NULL AND ended_ms < ? LIMIT ?)"),
+            // Walks the ended transactions' part of the index, oldest end first.
+            db.prepare("DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
+                       "dtx_transaction_due WHERE " + due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
+            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
+                       "dtx_transaction_due WHERE " + due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
         };
     }
 
@@ -295,6 +308,12 @@ private:
                 DROP TABLE dtx_branch;
                 ALTER TABLE dtx_branch_2 RENAME TO dtx_branch;
             )sql");
+        }
+        if (version < 3) {
+            // 3: one index for claims and cleanup instead of two (see due_key).
+            db.exec("DROP INDEX dtx_transaction_open");
+            db.exec("DROP INDEX dtx_transaction_ended");
+            db.exec(("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
         }
         db.exec(("PRAGMA user_version = " + std::to_string(schema_version)).c_str());
         tx.commit();
@@ -378,7 +397,9 @@ private:
     std::vector<transaction_record> do_claim(const claim_data& c) {
         auto& st = statements_;
         std::vector<std::string> gids;
-        st.select_due.bind(to_ms(c.now), c.take_over, static_cast<std::int64_t>(c.limit));
+        const std::int64_t now = to_ms(c.now);
+        st.select_due.bind(now, c.take_over, static_cast<std::int64_t>(c.limit), open_offset,
+                           c.take_over ? std::numeric_limits<std::int64_t>::max() : open_offset + now);
         while (st.select_due.step()) gids.emplace_back(st.select_due.text(0));
         std::vector<transaction_record> out;
         out.reserve(gids.size());
