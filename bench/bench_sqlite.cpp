@@ -18,7 +18,7 @@
 //     `co_await coord.tcc(body)` (or `coord.saga`), exactly as in bench_core, with the same trivial
 //     participants, but the coordinator journals in a sqlite_journal (WAL mode, synchronous FULL by
 //     default). The journal's writer thread group-commits the writes queued by all workers. Each
-//     run starts on a fresh file and is timed after 500 transactions (see warm_up_transactions).
+//     run starts on a fresh file and is timed after 500 or more transactions (warm_up_transactions).
 //   - baseline, with the same synchronous setting: one thread loops `INSERT INTO t VALUES(?)` as
 //     autocommit statements on a separate database file in the same directory (WAL mode, SQLite's
 //     default locking), timed after 1,100 of them (see warm_up_commits): one SQLite commit each,
@@ -248,9 +248,10 @@ private:
 /// costs a second write per fsync (a commit then takes about half as long again). A long-running
 /// service's journal is past that point, so both sides are measured there.
 constexpr std::size_t warm_up_commits = 1'100;
-/// Transactions run through a fresh journal before the clock starts, for the same reason (a
-/// transaction writes about 2 to 8 pages).
-constexpr std::size_t warm_up_transactions = 500;
+/// Transactions run through a fresh journal before the clock starts, for the same reason: 500,
+/// and 40 per worker at high concurrency (a transaction writes about 5 pages at concurrency 1,
+/// fewer when many share a commit).
+std::size_t warm_up_transactions(std::size_t concurrency) { return std::max<std::size_t>(500, 40 * concurrency); }
 
 /// `count` autocommit single-row INSERTs on a fresh WAL-mode database: one SQLite commit each.
 sample run_baseline(const std::string& dir, bool synchronous_full, std::size_t count) {
@@ -340,11 +341,11 @@ dtx_sample run_dtx(participants& parts, const scenario& sc, const std::string& d
 
     const through_dtx op{&*coord, sc.kind, sc.batch};
     run_state warm; // see warm_up_transactions
-    warm.remaining = warm_up_transactions;
+    warm.remaining = warm_up_transactions(concurrency);
     spawn_workers(ioc, op, concurrency, &warm);
     ioc.run();
     ioc.restart();
-    if (warm.failures != 0 || !all_calls_made(sc.kind, warm_up_transactions))
+    if (warm.failures != 0 || !all_calls_made(sc.kind, warm_up_transactions(concurrency)))
         throw std::runtime_error(sc.name + ": the warm-up transactions did not all commit");
     g_count = counters{};
 
