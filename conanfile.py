@@ -12,13 +12,14 @@ import re
 from conan import ConanFile
 from conan.tools.build import check_min_cppstd
 from conan.tools.cmake import CMake, CMakeDeps, CMakeToolchain, cmake_layout
-from conan.tools.files import load, rmdir
+from conan.tools.files import copy, load, rmdir
 
 required_conan_version = ">=2.0"
 
 
 class DtxConan(ConanFile):
     name = "dtx"
+    license = "BSL-1.0"
     description = "Distributed transactions (TCC and sagas) for C++ services, as Boost.Asio coroutines"
     topics = ("distributed-transactions", "tcc", "saga", "asio", "coroutines", "header-only")
     package_type = "header-library"
@@ -84,6 +85,7 @@ class DtxConan(ConanFile):
         # Conan writes the consumers' CMake and pkg-config files from package_info() (same
         # names as dtx's own); dtx's would look for the dependencies outside Conan.
         rmdir(self, os.path.join(self.package_folder, "share"))
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
 
     def package_info(self):
         self.cpp_info.bindirs = []

@@ -25,8 +25,6 @@
 //     calling thread, with no dtx at all (no thread hand-off).
 // ratio = us_per_call / baseline_us_per_call; added_us_per_call is the difference.
 
-#include "bench_support.hpp"
-
 #include <dtx/sqlite_barrier.hpp>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +41,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "bench_support.hpp"
 
 #ifdef DTX_BENCH_HAVE_POSTGRES
 #include <dtx/postgres_barrier.hpp>
@@ -82,8 +82,9 @@ struct sqlite_db {
         return db.changes() ? dtx::success() : dtx::failure("insufficient funds");
     }
     static dtx::local_handler handler() {
-        return dtx::typed_local<reserve>(
-            [](connection& db, const dtx::branch_request&, reserve r) { return reserve_in(db, r); });
+        return dtx::typed_local<reserve>([](connection& db, const dtx::branch_request&, reserve r) {
+            return reserve_in(db, r);
+        });
     }
     static int create(connection& db) {
         db.exec("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, "
@@ -114,26 +115,29 @@ struct postgres_db {
     using barrier = dtx::postgres_barrier;
 
     static dtx::outcome reserve_in(connection& db, const reserve& r) {
-        const auto res = db.exec("UPDATE account SET balance = balance - $1::bigint, "
-                                 "frozen = frozen + $1::bigint WHERE id = $2::bigint AND balance >= "
-                                 "$1::bigint",
-                                 {std::to_string(r.amount), std::to_string(r.account)});
+        const auto res =
+            db.exec("UPDATE account SET balance = balance - $1::bigint, "
+                    "frozen = frozen + $1::bigint WHERE id = $2::bigint AND balance >= "
+                    "$1::bigint",
+                    {std::to_string(r.amount), std::to_string(r.account)});
         return res.affected() ? dtx::success() : dtx::failure("insufficient funds");
     }
     static dtx::postgres_handler handler() {
-        return dtx::typed_postgres<reserve>(
-            [](connection& db, const dtx::branch_request&, reserve r) { return reserve_in(db, r); });
+        return dtx::typed_postgres<reserve>([](connection& db, const dtx::branch_request&,
+                                               reserve r) { return reserve_in(db, r); });
     }
     static int create(connection& db) {
         db.exec("CREATE TABLE account (id bigint PRIMARY KEY, balance bigint NOT NULL, "
                 "frozen bigint NOT NULL)");
         const std::string n = std::to_string(n_accounts), b = std::to_string(opening_balance);
-        db.exec("INSERT INTO account SELECT i, $2::bigint, 0 FROM generate_series(0, $1::bigint - 1) i",
-                {n, b});
+        db.exec(
+            "INSERT INTO account SELECT i, $2::bigint, 0 FROM generate_series(0, $1::bigint - 1) i",
+            {n, b});
         return 0;
     }
     static std::pair<std::int64_t, std::int64_t> totals(connection& db) {
-        auto r = db.exec("SELECT (SELECT count(*) FROM dtx_barrier), (SELECT sum(frozen) FROM account)");
+        auto r =
+            db.exec("SELECT (SELECT count(*) FROM dtx_barrier), (SELECT sum(frozen) FROM account)");
         return {std::stoll(std::string(r.text(0, 0))), std::stoll(std::string(r.text(0, 1)))};
     }
 };
@@ -204,8 +208,7 @@ line_samples measure_line(typename Db::barrier& barrier, std::size_t concurrency
     auto run_base = [&](std::size_t n) {
         calls += static_cast<std::int64_t>(n);
         const std::uint64_t c0 = commits();
-        sample s =
-            run_workers(without_barrier<Db>{&barrier, &source}, concurrency, n, "baseline");
+        sample s = run_workers(without_barrier<Db>{&barrier, &source}, concurrency, n, "baseline");
         out.baseline_commits = commits() - c0; // the last run is the measured one
         return s;
     };
@@ -301,15 +304,16 @@ void run_sqlite(const scenario& sc, std::size_t concurrency, const cli_options& 
             const std::string gid = dtx::make_gid();
             const nlohmann::json payload = source.payload();
             dtx::sqlite::transaction tx(direct_db);
-            if (!sqlite_db::reserve_in(direct_db, payload.get<reserve>()).is_success() || gid.empty())
+            if (!sqlite_db::reserve_in(direct_db, payload.get<reserve>()).is_success() ||
+                gid.empty())
                 throw std::runtime_error("direct: no unit reserved");
             tx.commit();
         };
     };
     std::int64_t calls = 0, guarded = 0;
     auto commits = [&barrier] { return barrier.stats().commits; };
-    const line_samples m = measure_line<sqlite_db>(barrier, concurrency, opt, make_direct, commits,
-                                                   calls, guarded);
+    const line_samples m =
+        measure_line<sqlite_db>(barrier, concurrency, opt, make_direct, commits, calls, guarded);
     check_totals(sc.name, sqlite_db::totals(direct_db), calls, guarded);
     auto j = line(sc, concurrency, m);
     j["wal"] = true;
@@ -348,7 +352,8 @@ void run_postgres(const scenario& sc, std::size_t concurrency, const cli_options
             const std::string gid = dtx::make_gid();
             const nlohmann::json payload = source.payload();
             const reserve r = payload.get<reserve>();
-            const std::string amount = std::to_string(r.amount), account = std::to_string(r.account);
+            const std::string amount = std::to_string(r.amount),
+                              account = std::to_string(r.account);
             c->exec("BEGIN");
             if (c->run({amount.c_str(), account.c_str()}) != 1 || gid.empty())
                 throw std::runtime_error("direct: no unit reserved");

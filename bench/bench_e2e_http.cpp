@@ -63,9 +63,6 @@
 // (the journal writer), and of the participant processes; and the load average when the line
 // started (other work on the machine skews every figure).
 
-#include "bench_http_support.hpp"
-#include "bench_support.hpp"
-
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
@@ -94,6 +91,8 @@
 #include <utility>
 #include <vector>
 
+#include "bench_http_support.hpp"
+#include "bench_support.hpp"
 #include <fcntl.h>    // O_CLOEXEC
 #include <sys/wait.h> // waitpid
 #include <unistd.h>   // fork, execv, pipe2, dup2
@@ -121,7 +120,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(transfer, account, amount)
 /// after each checkpoint, rarely pay.
 class raw_commit_db {
 public:
-    explicit raw_commit_db(const std::string& path) : db_(path) {
+    explicit raw_commit_db(const std::string& path)
+        : db_(path) {
         db_.exec("PRAGMA journal_mode=WAL");
         db_.exec("PRAGMA synchronous=OFF");
         db_.exec("CREATE TABLE IF NOT EXISTS t (x INTEGER)");
@@ -151,23 +151,29 @@ dtx::local_tcc_handlers account_handlers() {
     using conn = dtx::sqlite::connection;
     return {
         .on_try = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&, transfer t) {
-            db.prepare("UPDATE account SET balance = balance + min(?1, 0), frozen = frozen - min(?1, 0), "
-                       "incoming = incoming + max(?1, 0) WHERE id = ?2 AND balance + min(?1, 0) >= 0")
+            db.prepare(
+                  "UPDATE account SET balance = balance + min(?1, 0), frozen = frozen - min(?1, "
+                  "0), "
+                  "incoming = incoming + max(?1, 0) WHERE id = ?2 AND balance + min(?1, 0) >= 0")
                 .bind(t.amount, t.account)
                 .run();
             return db.changes() == 1 ? dtx::success() : dtx::failure("insufficient funds");
         }),
-        .on_confirm = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&, transfer t) {
-            return apply(db,
-                         "UPDATE account SET balance = balance + max(?1, 0), frozen = frozen + min(?1, 0), "
-                         "incoming = incoming - max(?1, 0) WHERE id = ?2",
-                         t);
+        .on_confirm = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&,
+                                                    transfer t) {
+            return apply(
+                db,
+                "UPDATE account SET balance = balance + max(?1, 0), frozen = frozen + min(?1, 0), "
+                "incoming = incoming - max(?1, 0) WHERE id = ?2",
+                t);
         }),
-        .on_cancel = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&, transfer t) {
-            return apply(db,
-                         "UPDATE account SET balance = balance - min(?1, 0), frozen = frozen + min(?1, 0), "
-                         "incoming = incoming - max(?1, 0) WHERE id = ?2",
-                         t);
+        .on_cancel = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&,
+                                                   transfer t) {
+            return apply(
+                db,
+                "UPDATE account SET balance = balance - min(?1, 0), frozen = frozen + min(?1, 0), "
+                "incoming = incoming - max(?1, 0) WHERE id = ?2",
+                t);
         }),
     };
 }
@@ -483,18 +489,21 @@ struct counters_now {
 /// the resumption, the journal's queue and commit included).
 class timed_journal final : public dtx::journal {
 public:
-    explicit timed_journal(dtx::sqlite_journal_options o) : inner_(std::move(o)) {}
+    explicit timed_journal(dtx::sqlite_journal_options o)
+        : inner_(std::move(o)) {}
 
     asio::awaitable<bool> write(const dtx::journal_write& w, dtx::durability d) override {
         if (d != dtx::durability::sync)
             co_return co_await inner_.write(w, d);
         const auto t0 = steady::now();
         const bool ok = co_await inner_.write(w, d);
-        sync_write_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count();
+        sync_write_ns +=
+            std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count();
         ++sync_writes;
         co_return ok;
     }
-    asio::awaitable<std::vector<dtx::transaction_record>> claim(const dtx::claim_request& r) override {
+    asio::awaitable<std::vector<dtx::transaction_record>>
+    claim(const dtx::claim_request& r) override {
         return inner_.claim(r);
     }
     asio::awaitable<std::optional<dtx::transaction_record>> find(std::string_view gid) override {
@@ -520,12 +529,15 @@ struct e2e {
     ledger book;
 
     e2e(scratch_dir& d, std::vector<std::unique_ptr<participant_process>>& p, bool synchronous_full)
-        : dir(d), parts(p),
-          journal(dtx::sqlite_journal_options{.path = d.path() + "/journal.db", .synchronous_full = synchronous_full}) {
+        : dir(d)
+        , parts(p)
+        , journal(dtx::sqlite_journal_options{.path = d.path() + "/journal.db",
+                                              .synchronous_full = synchronous_full}) {
         registry.set_resolver(dtx::http::url_resolver(client));
         coord.emplace(ioc.get_executor(), journal, registry);
         for (std::size_t i = 0; i < n_participants; ++i)
-            book.urls[i] = "http://127.0.0.1:" + std::to_string(parts[i]->dtx_port()) + "/dtx/account";
+            book.urls[i] =
+                "http://127.0.0.1:" + std::to_string(parts[i]->dtx_port()) + "/dtx/account";
     }
     ~e2e() {
         coord.reset(); // posts its stop; let that run
@@ -561,10 +573,10 @@ struct e2e {
             if (t.balance != expected || t.frozen != 0 || t.incoming != 0 || t.barrier_rows != rows)
                 throw std::runtime_error(
                     name + ": participant " + std::to_string(i) + " is inconsistent: balance " +
-                    std::to_string(t.balance) + " (expected " + std::to_string(expected) + "), frozen " +
-                    std::to_string(t.frozen) + ", incoming " + std::to_string(t.incoming) +
-                    ", barrier rows " + std::to_string(t.barrier_rows) + " (expected " +
-                    std::to_string(rows) + ")");
+                    std::to_string(t.balance) + " (expected " + std::to_string(expected) +
+                    "), frozen " + std::to_string(t.frozen) + ", incoming " +
+                    std::to_string(t.incoming) + ", barrier rows " +
+                    std::to_string(t.barrier_rows) + " (expected " + std::to_string(rows) + ")");
         }
     }
 
@@ -600,7 +612,8 @@ struct e2e {
 // ---- baselines ---------------------------------------------------------------------------------
 
 /// Raw keep-alive requests to the bare servers, as a sample.
-sample raw_requests(const std::vector<std::uint16_t>& ports, std::size_t connections, std::size_t n) {
+sample raw_requests(const std::vector<std::uint16_t>& ports, std::size_t connections,
+                    std::size_t n) {
     http::request_run r = http::measure_requests(ports, connections, std::max(n, connections));
     sample s;
     s.tx = r.requests;
@@ -723,7 +736,8 @@ int coordinator_main(const cli_options& o, const std::string& parent, bool synch
     std::vector<std::unique_ptr<participant_process>> parts;
     for (std::size_t i = 0; i < n_participants; ++i)
         parts.push_back(std::make_unique<participant_process>(
-            "/proc/self/exe", dir.path() + "/participant" + std::to_string(i) + ".db", synchronous_full));
+            "/proc/self/exe", dir.path() + "/participant" + std::to_string(i) + ".db",
+            synchronous_full));
     std::vector<std::uint16_t> bare_ports;
     for (auto& p : parts)
         bare_ports.push_back(p->bare_port());
@@ -779,8 +793,8 @@ int coordinator_main(const cli_options& o, const std::string& parent, bool synch
         sliced floor_txs([&](std::size_t n) { return floor->run(n); }, 1, 8, slice / 2, o.fixed_tx);
         std::vector<std::uint32_t> floor_commit_ns, floor_round_ns; // of the slices, not warm-ups
         counters_now spent, last;
-        sliced measured([&](std::size_t n) { return bench.run(c, n, name, &last); }, c, 4 * c, slice,
-                        o.fixed_tx);
+        sliced measured([&](std::size_t n) { return bench.run(c, n, name, &last); }, c, 4 * c,
+                        slice, o.fixed_tx);
         for (std::size_t r = 0; r < rounds; ++r) {
             raw.next();
             raw_cpu = raw_cpu < 0 || raw_last < 0 ? -1 : raw_cpu + raw_last;
@@ -811,7 +825,8 @@ int coordinator_main(const cli_options& o, const std::string& parent, bool synch
             base["baseline_commit_p50_us"] = round_to(commit_us, 3);
             base["baseline_paired_commit_p50_us"] = round_to(paired_us, 3);
             // The goal is judged against the cheaper of the two.
-            base["baseline_critical_path_us"] = round_to(2 * rtt_us + 4 * std::min(commit_us, paired_us), 3);
+            base["baseline_critical_path_us"] =
+                round_to(2 * rtt_us + 4 * std::min(commit_us, paired_us), 3);
             base["floor_p50_us"] = round_to(percentile_us(floor_txs.total().latency_ns, 0.5), 3);
             base["floor_p99_us"] = round_to(percentile_us(floor_txs.total().latency_ns, 0.99), 3);
             // Its parts: a lone raw commit, and a round of three requests that each commit at once.
@@ -832,11 +847,15 @@ int coordinator_main(const cli_options& o, const std::string& parent, bool synch
             j["ratio"] = round_to(ratio, 3);
             // CPU time of the same processes (participants and the coordinator's threads) for six
             // raw requests against one transaction: what the ratio tends to when CPU is short.
-            if (raw_cpu > 0 && spent.io_cpu >= 0 && spent.other_cpu >= 0 && spent.participants_cpu >= 0) {
-                const double raw_per_request = static_cast<double>(raw_cpu) / static_cast<double>(raw.total().tx);
-                const double tx_cpu = static_cast<double>(spent.io_cpu + spent.other_cpu + spent.participants_cpu) /
-                                      static_cast<double>(s.tx);
-                j["cpu_ratio"] = round_to(raw_per_request * static_cast<double>(requests_per_tx) / tx_cpu, 3);
+            if (raw_cpu > 0 && spent.io_cpu >= 0 && spent.other_cpu >= 0 &&
+                spent.participants_cpu >= 0) {
+                const double raw_per_request =
+                    static_cast<double>(raw_cpu) / static_cast<double>(raw.total().tx);
+                const double tx_cpu =
+                    static_cast<double>(spent.io_cpu + spent.other_cpu + spent.participants_cpu) /
+                    static_cast<double>(s.tx);
+                j["cpu_ratio"] =
+                    round_to(raw_per_request * static_cast<double>(requests_per_tx) / tx_cpu, 3);
             }
             j["goal"] = ">= 0.5";
             j["goal_met"] = ratio >= 0.5;

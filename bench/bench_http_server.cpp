@@ -56,7 +56,8 @@ void print(bool tls, std::size_t connections, std::size_t total, double base, do
     line["requests"] = total;
     line["dtx_req_per_s"] = static_cast<long>(total / dtx);
     line["baseline_req_per_s"] = static_cast<long>(total / base);
-    line["ratio"] = std::round(base / dtx * 100) / 100; // dtx's rate as a fraction of the baseline's
+    line["ratio"] =
+        std::round(base / dtx * 100) / 100; // dtx's rate as a fraction of the baseline's
     line["extra_us_per_request"] = std::round((dtx - base) / static_cast<double>(total) * 1e7) / 10;
     std::cout << line.dump() << std::endl;
 }
@@ -69,31 +70,37 @@ using tls_stream = ssl::stream<tcp::socket>;
 asio::awaitable<void> bare_tls_session(tcp::socket s, ssl::context& ctx) {
     tls_stream stream(std::move(s), ctx);
     auto [hec] = co_await stream.async_handshake(ssl::stream_base::server, bench::http::use_tuple);
-    if (hec) co_return;
+    if (hec)
+        co_return;
     beast::flat_buffer buffer;
     for (;;) {
         beast::http::request<beast::http::string_body> req;
-        auto [ec, n] = co_await beast::http::async_read(stream, buffer, req, bench::http::use_tuple);
-        if (ec) co_return;
+        auto [ec, n] =
+            co_await beast::http::async_read(stream, buffer, req, bench::http::use_tuple);
+        if (ec)
+            co_return;
         beast::http::response<beast::http::string_body> res{beast::http::status::ok, 11};
         res.set(beast::http::field::content_type, "application/json");
         res.body() = R"({"dtm_result":"SUCCESS"})";
         res.prepare_payload();
         auto [wec, wn] = co_await beast::http::async_write(stream, res, bench::http::use_tuple);
-        if (wec) co_return;
+        if (wec)
+            co_return;
     }
 }
 
 asio::awaitable<void> bare_tls_accept(tcp::acceptor& a, ssl::context& ctx) {
     for (;;) {
         auto [ec, s] = co_await a.async_accept(bench::http::use_tuple);
-        if (ec) co_return;
+        if (ec)
+            co_return;
         asio::co_spawn(a.get_executor(), bare_tls_session(std::move(s), ctx), asio::detached);
     }
 }
 
 /// One TLS connection sending `count` branch calls one after another.
-asio::awaitable<void> tls_client(std::uint16_t port, std::size_t count, ssl::context& ctx, std::size_t* answered) {
+asio::awaitable<void> tls_client(std::uint16_t port, std::size_t count, ssl::context& ctx,
+                                 std::size_t* answered) {
     tls_stream stream(co_await asio::this_coro::executor, ctx);
     const tcp::endpoint to{asio::ip::make_address("127.0.0.1"), port};
     co_await stream.next_layer().async_connect(to, asio::use_awaitable);
@@ -105,23 +112,28 @@ asio::awaitable<void> tls_client(std::uint16_t port, std::size_t count, ssl::con
         co_await beast::http::async_write(stream, req, asio::use_awaitable);
         beast::http::response<beast::http::string_body> res;
         co_await beast::http::async_read(stream, buffer, res, asio::use_awaitable);
-        if (res.result_int() != 200) throw std::runtime_error("answer " + std::to_string(res.result_int()));
+        if (res.result_int() != 200)
+            throw std::runtime_error("answer " + std::to_string(res.result_int()));
         ++*answered;
     }
 }
 
 /// Seconds for `total` requests over `connections` TLS connections to `port`.
-double measure_tls(std::uint16_t port, std::size_t connections, std::size_t total, ssl::context& ctx) {
+double measure_tls(std::uint16_t port, std::size_t connections, std::size_t total,
+                   ssl::context& ctx) {
     asio::io_context ioc(1);
     std::size_t answered = 0;
     for (std::size_t i = 0; i < connections; ++i)
-        asio::co_spawn(ioc, tls_client(port, total / connections, ctx, &answered), [](std::exception_ptr e) {
-            if (e) std::rethrow_exception(e);
-        });
+        asio::co_spawn(ioc, tls_client(port, total / connections, ctx, &answered),
+                       [](std::exception_ptr e) {
+                           if (e)
+                               std::rethrow_exception(e);
+                       });
     const auto t0 = steady::now();
     ioc.run();
     const auto t1 = steady::now();
-    if (answered != total / connections * connections) throw std::runtime_error("requests lost");
+    if (answered != total / connections * connections)
+        throw std::runtime_error("requests lost");
     return std::chrono::duration<double>(t1 - t0).count();
 }
 #endif
@@ -135,7 +147,8 @@ int main(int argc, char** argv) {
         const std::string_view a = argv[i];
         if (a == "--quick") {
             total = 20'000;
-        } else if (a.starts_with("--requests=") || (!a.empty() && a.find_first_not_of("0123456789") == a.npos)) {
+        } else if (a.starts_with("--requests=") ||
+                   (!a.empty() && a.find_first_not_of("0123456789") == a.npos)) {
             total = std::stoul(std::string(a.substr(a.starts_with("--") ? 11 : 0)));
         } else {
             std::fprintf(stderr, "usage: %s [--quick | --requests=N | N]\n", argv[0]);
@@ -165,7 +178,8 @@ int main(int argc, char** argv) {
     ssl::context client_tls(ssl::context::tls_client);
     client_tls.add_certificate_authority(asio::buffer(ca.cert_pem));
     client_tls.set_verify_mode(ssl::verify_peer);
-    dtx::http::server tls_server(server_ioc, participants, {.tls = dtx::http::make_server_tls(server_tls)});
+    dtx::http::server tls_server(server_ioc, participants,
+                                 {.tls = dtx::http::make_server_tls(server_tls)});
     tls_server.start();
     tcp::acceptor bare_tls(server_ioc, {asio::ip::make_address("127.0.0.1"), 0});
     asio::co_spawn(server_ioc, bare_tls_accept(bare_tls, server_tls), asio::detached);
@@ -182,7 +196,8 @@ int main(int argc, char** argv) {
 #ifdef DTX_BENCH_HAVE_TLS
     for (std::size_t connections : {1, 16, 64}) {
         measure_tls(tls_server.port(), connections, total / 10, client_tls); // warm up
-        const double base = measure_tls(bare_tls.local_endpoint().port(), connections, total, client_tls);
+        const double base =
+            measure_tls(bare_tls.local_endpoint().port(), connections, total, client_tls);
         const double dtx = measure_tls(tls_server.port(), connections, total, client_tls);
         print(true, connections, total, base, dtx);
     }
@@ -198,5 +213,6 @@ int main(int argc, char** argv) {
         guard.reset();
     });
     server_thread.join();
-    if (calls == 0) throw std::runtime_error("the participant was never called");
+    if (calls == 0)
+        throw std::runtime_error("the participant was never called");
 }

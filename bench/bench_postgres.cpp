@@ -32,9 +32,9 @@
 //     thread, of the journal's thread, and of the server's processes during the run, per
 //     transaction. The server and the benchmark share the machine's cores.
 
-#include "bench_support.hpp"
-
 #include <iostream>
+
+#include "bench_support.hpp"
 
 #ifdef DTX_BENCH_HAVE_POSTGRES
 
@@ -158,13 +158,13 @@ dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& se
         after = journal.stats();
         d.journal_cpu_ns =
             journal_before < 0 || journal_after < 0 ? -1 : journal_after - journal_before;
-        d.server_cpu_ns =
-            server_before < 0 || server_after < 0 ? -1 : server_after - server_before;
+        d.server_cpu_ns = server_before < 0 || server_after < 0 ? -1 : server_after - server_before;
     };
     d.s = run_through_journal(journal, parts, sc.kind, sc.batch, concurrency, count, sc.name,
                               started, stopped);
     if (const auto failed = journal.stats().failed_batches; failed != 0)
-        throw std::runtime_error(sc.name + ": " + std::to_string(failed) + " journal batches failed");
+        throw std::runtime_error(sc.name + ": " + std::to_string(failed) +
+                                 " journal batches failed");
     d.commits = after.commits - before.commits;
     d.operations = after.operations - before.operations;
     return d;
@@ -173,7 +173,8 @@ dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& se
 // ---- reporting ---------------------------------------------------------------------------------
 
 nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const dtx_sample& fw,
-                            const baseline_sample& bs, std::size_t clients, const journal_settings& js,
+                            const baseline_sample& bs, std::size_t clients,
+                            const journal_settings& js,
                             const nlohmann::ordered_json& server_settings,
                             const std::string& filesystem) {
     const sample& base = bs.s;
@@ -191,8 +192,9 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const d
     j["p50_ratio"] = round_to(f.p50_us / b.p50_us, 4);
     j["commits_per_tx"] = round_to(static_cast<double>(fw.commits) / tx, 4);
     j["writes_per_commit"] =
-        fw.commits ? round_to(static_cast<double>(fw.operations) / static_cast<double>(fw.commits), 2)
-                   : 0.0;
+        fw.commits
+            ? round_to(static_cast<double>(fw.operations) / static_cast<double>(fw.commits), 2)
+            : 0.0;
     j["io_cpu_us_per_tx"] = per_tx_us(fw.io_cpu_ns, fw.s.tx);
     j["journal_cpu_us_per_tx"] = per_tx_us(fw.journal_cpu_ns, fw.s.tx);
     j["server_cpu_us_per_tx"] = per_tx_us(fw.server_cpu_ns, fw.s.tx);
@@ -212,7 +214,10 @@ std::vector<scenario> scenarios() {
         // three add_branch calls, 4 sync + 1 lazy; TCC with one add_branches call, 2 sync + 1
         // lazy; a saga of three add_step calls, 4 sync (its last one is its end).
         {.name = "tcc_postgres", .kind = tx_kind::tcc, .concurrencies = {1, 64}},
-        {.name = "tcc_postgres_batch", .kind = tx_kind::tcc, .batch = true, .concurrencies = {1, 64}},
+        {.name = "tcc_postgres_batch",
+         .kind = tx_kind::tcc,
+         .batch = true,
+         .concurrencies = {1, 64}},
         {.name = "saga_postgres", .kind = tx_kind::saga, .concurrencies = {1, 64}},
     };
 }
@@ -232,10 +237,10 @@ int main(int argc, char** argv) {
         }
         return false;
     };
-    if (auto code = parse_cli(argc, argv, "bench_postgres", opt, extra,
-                              " [--connections=N] [--unprepared]",
-                              "  --connections=N  journal connections (postgres_journal_options::connections)\n"
-                              "  --unprepared     the journal without prepared statements\n"))
+    if (auto code = parse_cli(
+            argc, argv, "bench_postgres", opt, extra, " [--connections=N] [--unprepared]",
+            "  --connections=N  journal connections (postgres_journal_options::connections)\n"
+            "  --unprepared     the journal without prepared statements\n"))
         return *code;
 
     if (opt.list) {

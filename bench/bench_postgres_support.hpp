@@ -105,7 +105,8 @@ public:
         detail::g_running = 0;
         const std::string cmd = "'" + server_script() + "' stop '" + dir() + "'";
         if (std::system(cmd.c_str()) != 0)
-            std::fprintf(stderr, "bench: could not stop the PostgreSQL server in %s\n", dir().c_str());
+            std::fprintf(stderr, "bench: could not stop the PostgreSQL server in %s\n",
+                         dir().c_str());
     }
 
     /// A connection string for database `db` as the server's superuser.

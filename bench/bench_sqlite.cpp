@@ -18,7 +18,8 @@
 //     `co_await coord.tcc(body)` (or `coord.saga`), exactly as in bench_core, with the same trivial
 //     participants, but the coordinator journals in a sqlite_journal (WAL mode, synchronous FULL by
 //     default). The journal's writer thread group-commits the writes queued by all workers. Each
-//     run starts on a fresh file and is timed after 500 or more transactions (warm_up_transactions).
+//     run starts on a fresh file and is timed after 500 or more transactions
+//     (warm_up_transactions).
 //   - baseline, with the same synchronous setting: one thread loops `INSERT INTO t VALUES(?)` as
 //     autocommit statements on a separate database file in the same directory (WAL mode, SQLite's
 //     default locking), timed after 1,100 of them (see warm_up_commits): one SQLite commit each,
@@ -251,7 +252,9 @@ constexpr std::size_t warm_up_commits = 1'100;
 /// Transactions run through a fresh journal before the clock starts, for the same reason: 500,
 /// and 40 per worker at high concurrency (a transaction writes about 5 pages at concurrency 1,
 /// fewer when many share a commit).
-std::size_t warm_up_transactions(std::size_t concurrency) { return std::max<std::size_t>(500, 40 * concurrency); }
+std::size_t warm_up_transactions(std::size_t concurrency) {
+    return std::max<std::size_t>(500, 40 * concurrency);
+}
 
 /// `count` autocommit single-row INSERTs on a fresh WAL-mode database: one SQLite commit each.
 sample run_baseline(const std::string& dir, bool synchronous_full, std::size_t count) {
@@ -302,7 +305,8 @@ sample run_baseline(const std::string& dir, bool synchronous_full, std::size_t c
 struct scenario {
     std::string name; // without the _c<N> suffix
     tx_kind kind;
-    bool batch = false; // TCC: add the three branches with one add_branches call; saga: planned steps
+    bool batch =
+        false; // TCC: add the three branches with one add_branches call; saga: planned steps
     bool synchronous_full = true;
     std::vector<std::size_t> concurrencies;
 };
@@ -450,7 +454,10 @@ std::vector<scenario> scenarios() {
         {.name = "saga_sqlite", .kind = tx_kind::saga, .concurrencies = {1, 32}},
         // A saga of planned steps (coord.saga(steps)): one sync write (the three steps) and one
         // lazy write (its end).
-        {.name = "saga_sqlite_planned", .kind = tx_kind::saga, .batch = true, .concurrencies = {1, 32}},
+        {.name = "saga_sqlite_planned",
+         .kind = tx_kind::saga,
+         .batch = true,
+         .concurrencies = {1, 32}},
         // synchronous NORMAL: no fsync per commit (a power loss may lose the last transactions).
         // Against the FULL lines, these show what the fsyncs cost; at concurrency 1, what is left
         // is the cost of the journal without them.

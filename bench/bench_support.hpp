@@ -278,9 +278,9 @@ inline void queue_claim_unfinished(asio::io_context& ioc, dtx::journal& j, std::
 /// handler ran, and the journal holds nothing unfinished (the claim runs after the lazy end
 /// records still queued); throws naming `name` if not.
 template <class Started, class Stopped>
-sample run_through_journal(dtx::journal& journal, participants& parts, tx_kind kind,
-                           bool batch, std::size_t concurrency, std::size_t count,
-                           const std::string& name, Started started, Stopped stopped) {
+sample run_through_journal(dtx::journal& journal, participants& parts, tx_kind kind, bool batch,
+                           std::size_t concurrency, std::size_t count, const std::string& name,
+                           Started started, Stopped stopped) {
     g_count = counters{};
     asio::io_context ioc(1);
     std::optional<dtx::coordinator> coord;
@@ -334,13 +334,18 @@ sample measure_by_time(Run run, std::size_t concurrency, std::size_t first_count
 template <class Run>
 class sliced {
 public:
-    sliced(Run run, std::size_t concurrency, std::size_t first_count, double seconds, std::size_t fixed)
-        : run_(std::move(run)), concurrency_(concurrency), first_(first_count), seconds_(seconds),
-          fixed_(fixed) {}
+    sliced(Run run, std::size_t concurrency, std::size_t first_count, double seconds,
+           std::size_t fixed)
+        : run_(std::move(run))
+        , concurrency_(concurrency)
+        , first_(first_count)
+        , seconds_(seconds)
+        , fixed_(fixed) {}
 
     /// Runs the next slice.
     void next() {
-        sample s = count_ ? run_(count_) : measure_by_time(run_, concurrency_, first_, seconds_, fixed_);
+        sample s =
+            count_ ? run_(count_) : measure_by_time(run_, concurrency_, first_, seconds_, fixed_);
         count_ = s.tx;
         total_.tx += s.tx;
         total_.seconds += s.seconds;
@@ -470,7 +475,8 @@ inline std::string bench_parent_dir() {
 /// everything in it at the end (only the benchmark's own files are ever in it).
 class scratch_dir {
 public:
-    explicit scratch_dir(const std::string& prefix, const std::string& parent = bench_parent_dir()) {
+    explicit scratch_dir(const std::string& prefix,
+                         const std::string& parent = bench_parent_dir()) {
         std::filesystem::create_directories(parent);
         std::string pattern = parent + "/" + prefix + "XXXXXX";
         if (!mkdtemp(pattern.data()))
@@ -498,13 +504,20 @@ inline std::string filesystem_type(const std::string& path) {
         return "unknown";
     const auto magic = static_cast<unsigned long>(st.f_type);
     switch (magic) {
-    case 0xEF53: return "ext4"; // also ext2/ext3
-    case 0x01021994: return "tmpfs";
-    case 0x858458f6: return "ramfs";
-    case 0x58465342: return "xfs";
-    case 0x9123683e: return "btrfs";
-    case 0x794c7630: return "overlayfs";
-    case 0x2fc12fc1: return "zfs";
+    case 0xEF53:
+        return "ext4"; // also ext2/ext3
+    case 0x01021994:
+        return "tmpfs";
+    case 0x858458f6:
+        return "ramfs";
+    case 0x58465342:
+        return "xfs";
+    case 0x9123683e:
+        return "btrfs";
+    case 0x794c7630:
+        return "overlayfs";
+    case 0x2fc12fc1:
+        return "zfs";
     default: {
         char buf[32];
         std::snprintf(buf, sizeof buf, "0x%lx", magic);

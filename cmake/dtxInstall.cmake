@@ -1,5 +1,6 @@
 # Install rules (included from the top-level CMakeLists.txt when DTX_INSTALL is on).
 #   include/dtx/...                        the headers
+#   share/licenses/dtx/LICENSE             Boost Software License 1.0
 #   share/cmake/dtx/dtxConfig.cmake        find_package(dtx [COMPONENTS sqlite postgres tls])
 #   share/cmake/dtx/dtx[-<part>]Targets.cmake, dtxConfigVersion.cmake
 #   share/pkgconfig/dtx[-<part>].pc
@@ -11,6 +12,8 @@ set(DTX_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_DATADIR}/pkgconfig" CACHE STRING
   "Where dtx's pkg-config files go, relative to the install prefix")
 
 install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The license (Boost Software License 1.0, SPDX BSL-1.0) travels with the headers.
+install(FILES LICENSE DESTINATION ${CMAKE_INSTALL_DATADIR}/licenses/dtx)
 
 # One export set per part: dtxConfig.cmake loads a part's targets only when that
 # part is asked for, after finding its dependency.

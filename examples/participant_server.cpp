@@ -33,14 +33,19 @@ struct warehouse {
     int stock = 10;
     std::map<std::string, int> reserved;
 
-    static std::string key(const dtx::branch_request& r) { return std::string(r.gid) + "/" + std::string(r.branch_id); }
+    static std::string key(const dtx::branch_request& r) {
+        return std::string(r.gid) + "/" + std::string(r.branch_id);
+    }
 
     dtx::tcc_handlers handlers() {
         return {
-            .on_try = dtx::typed<reservation>(
-                [this](const dtx::branch_request& r, reservation res) -> asio::awaitable<dtx::outcome> {
-                    if (reserved.contains(key(r))) co_return dtx::success(); // a repeat
-                    if (res.qty > stock) co_return dtx::failure("only " + std::to_string(stock) + " left");
+            .on_try =
+                dtx::typed<reservation>([this](const dtx::branch_request& r,
+                                               reservation res) -> asio::awaitable<dtx::outcome> {
+                    if (reserved.contains(key(r)))
+                        co_return dtx::success(); // a repeat
+                    if (res.qty > stock)
+                        co_return dtx::failure("only " + std::to_string(stock) + " left");
                     stock -= res.qty;
                     reserved[key(r)] = res.qty;
                     co_return dtx::success();
@@ -69,8 +74,10 @@ struct payment_desk {
         return {
             .on_action = dtx::typed<charge>(
                 [this](const dtx::branch_request& r, charge c) -> asio::awaitable<dtx::outcome> {
-                    if (c.amount < 0) throw std::invalid_argument("negative amount");
-                    if (c.amount > 1000) co_return dtx::pending("waiting for a review");
+                    if (c.amount < 0)
+                        throw std::invalid_argument("negative amount");
+                    if (c.amount > 1000)
+                        co_return dtx::pending("waiting for a review");
                     charged[std::string(r.gid) + "/" + std::string(r.branch_id)] = c.amount;
                     co_return dtx::success();
                 }),
@@ -92,15 +99,17 @@ int main(int argc, char** argv) {
 
     dtx::http::server_options options;
     options.port = static_cast<std::uint16_t>(argc > 1 ? std::stoi(argv[1]) : 8081);
-    if (argc > 2) options.bearer_token = argv[2];
+    if (argc > 2)
+        options.bearer_token = argv[2];
     options.on_request = [](const dtx::http::log_record& r) {
         std::cout << r.method << ' ' << r.path << ' ' << r.gid << ' ' << r.branch_id << ' '
-                  << (r.op ? dtx::to_string(*r.op) : "") << " -> " << r.status << ' ' << r.error << std::endl;
+                  << (r.op ? dtx::to_string(*r.op) : "") << " -> " << r.status << ' ' << r.error
+                  << std::endl;
     };
     dtx::http::server server(ioc, participants, options);
     server.start();
-    std::cout << "serving stock (tcc) and payment (saga) at http://127.0.0.1:" << server.port() << "/dtx/"
-              << std::endl;
+    std::cout << "serving stock (tcc) and payment (saga) at http://127.0.0.1:" << server.port()
+              << "/dtx/" << std::endl;
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int) {

@@ -23,15 +23,18 @@ struct warehouse {
 
     dtx::tcc_handlers handlers() {
         return {
-            .on_try = dtx::typed<reservation>(
-                [this](const dtx::branch_request& r, reservation res) -> asio::awaitable<dtx::outcome> {
-                    if (res.qty > stock) co_return dtx::failure("only " + std::to_string(stock) + " left");
+            .on_try =
+                dtx::typed<reservation>([this](const dtx::branch_request& r,
+                                               reservation res) -> asio::awaitable<dtx::outcome> {
+                    if (res.qty > stock)
+                        co_return dtx::failure("only " + std::to_string(stock) + " left");
                     stock -= res.qty;
                     reserved[std::string(r.gid)] = res.qty;
                     co_return dtx::success();
                 }),
             .on_confirm = [this](const dtx::branch_request& r) -> asio::awaitable<dtx::outcome> {
-                if (auto it = reserved.find(r.gid); it != reserved.end()) reserved.erase(it); // sold
+                if (auto it = reserved.find(r.gid); it != reserved.end())
+                    reserved.erase(it); // sold
                 co_return dtx::success();
             },
             .on_cancel = [this](const dtx::branch_request& r) -> asio::awaitable<dtx::outcome> {
@@ -57,24 +60,30 @@ int main() {
     dtx::coordinator coord(ioc.get_executor(), journal, participants);
 
     auto order = [&](int n_apples, int n_pears) -> asio::awaitable<void> {
-        dtx::tx_result r = co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-            co_await tx.add_branch("apples", reservation{n_apples});
-            co_await tx.add_branch("pears", reservation{n_pears});
-        });
-        std::cout << "order of " << n_apples << " apples and " << n_pears << " pears: "
-                  << dtx::to_string(r.status) << "\n";
-        if (!r.message.empty()) std::cout << "  because " << r.message << "\n";
+        dtx::tx_result r =
+            co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+                co_await tx.add_branch("apples", reservation{n_apples});
+                co_await tx.add_branch("pears", reservation{n_pears});
+            });
+        std::cout << "order of " << n_apples << " apples and " << n_pears
+                  << " pears: " << dtx::to_string(r.status) << "\n";
+        if (!r.message.empty())
+            std::cout << "  because " << r.message << "\n";
         std::cout << "  stock: " << apples.stock << " apples, " << pears.stock << " pears\n";
     };
 
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-        co_await order(3, 4);  // both tries succeed: confirmed
-        co_await order(2, 50); // the pears refuse: the apples' reservation is cancelled
-    }, asio::detached);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            co_await order(3, 4);  // both tries succeed: confirmed
+            co_await order(2, 50); // the pears refuse: the apples' reservation is cancelled
+        },
+        asio::detached);
     ioc.run();
 
     // 7 apples and 6 pears left, nothing reserved: the refused order left no trace.
-    bool ok = apples.stock == 7 && pears.stock == 6 && apples.reserved.empty() && pears.reserved.empty();
+    bool ok =
+        apples.stock == 7 && pears.stock == 6 && apples.reserved.empty() && pears.reserved.empty();
     std::cout << (ok ? "invariants hold" : "INVARIANT BROKEN") << "\n";
     return ok ? 0 : 1;
 }

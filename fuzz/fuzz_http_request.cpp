@@ -29,9 +29,12 @@ awaitable<dtx::outcome> answer_as_asked(const dtx::branch_request& r) {
     const auto said = p.is_object() ? p.find("answer") : p.end();
     if (said != p.end() && said->is_string()) {
         const std::string message = p.value("message", nlohmann::json("no")).dump();
-        if (*said == "failure") co_return dtx::failure(message);
-        if (*said == "pending") co_return dtx::pending(message);
-        if (*said == "throw") throw std::runtime_error("FAILURE ONGOING " + message);
+        if (*said == "failure")
+            co_return dtx::failure(message);
+        if (*said == "pending")
+            co_return dtx::pending(message);
+        if (*said == "throw")
+            throw std::runtime_error("FAILURE ONGOING " + message);
     }
     co_return dtx::success();
 }
@@ -40,9 +43,11 @@ struct harness {
     harness() {
         opts.header_limit = 2048;
         opts.body_limit = 4096;
-        participants.add_tcc("stock", {.on_try = answer_as_asked, .on_confirm = answer_as_asked,
+        participants.add_tcc("stock", {.on_try = answer_as_asked,
+                                       .on_confirm = answer_as_asked,
                                        .on_cancel = answer_as_asked});
-        participants.add_saga("pay ment", {.on_action = answer_as_asked, .on_compensate = answer_as_asked});
+        participants.add_saga("pay ment",
+                              {.on_action = answer_as_asked, .on_compensate = answer_as_asked});
     }
 
     /// The server's answer to `bytes` as one request; empty if it would answer nothing (the
@@ -57,7 +62,8 @@ struct harness {
         while (!parser.is_done()) {
             const std::size_t used = parser.put(in, ec);
             in += used;
-            if (ec && ec != beast::http::error::need_more) break;
+            if (ec && ec != beast::http::error::need_more)
+                break;
             ec = {};
             if (used == 0) { // the parser wants more than there is: the client went away
                 parser.put_eof(ec);
@@ -67,15 +73,18 @@ struct harness {
         http::detail::request_notes notes;
         if (ec) {
             auto p = http::detail::read_problem(ec, opts);
-            if (!p) return std::nullopt;
+            if (!p)
+                return std::nullopt;
             return http::detail::error_response(*p, 11, notes);
         }
-        if (!parser.is_done()) return std::nullopt;
+        if (!parser.is_done())
+            return std::nullopt;
         const http::detail::beast_request req = parser.release();
         std::optional<http::detail::beast_response> res;
         dtx::asio::co_spawn(ioc, handler.handle(req, notes, false),
                             [&](std::exception_ptr e, http::detail::beast_response r) {
-                                if (e) std::rethrow_exception(e); // handle() must not throw
+                                if (e)
+                                    std::rethrow_exception(e); // handle() must not throw
                                 res = std::move(r);
                             });
         ioc.restart();
@@ -97,20 +106,37 @@ struct harness {
 void check(const http::detail::beast_response& res) {
     const unsigned status = res.result_int();
     switch (status) {
-    case 200: case 400: case 401: case 404: case 405: case 409: case 413: case 425: case 431: case 500: case 503: break;
-    default: fail("unexpected status", res);
+    case 200:
+    case 400:
+    case 401:
+    case 404:
+    case 405:
+    case 409:
+    case 413:
+    case 425:
+    case 431:
+    case 500:
+    case 503:
+        break;
+    default:
+        fail("unexpected status", res);
     }
     const auto body = nlohmann::json::parse(res.body(), nullptr, /*allow_exceptions=*/false);
-    if (!body.is_object()) fail("body is not a JSON object", res);
-    if (status != 409 && res.body().find("FAILURE") != std::string::npos) fail("FAILURE outside a 409", res);
-    if (status != 425 && res.body().find("ONGOING") != std::string::npos) fail("ONGOING outside a 425", res);
+    if (!body.is_object())
+        fail("body is not a JSON object", res);
+    if (status != 409 && res.body().find("FAILURE") != std::string::npos)
+        fail("FAILURE outside a 409", res);
+    if (status != 425 && res.body().find("ONGOING") != std::string::npos)
+        fail("ONGOING outside a 425", res);
     const std::optional<dtx::outcome> read = http::outcome_of(status, res.body());
     const bool consistent = status == 200   ? read && read->is_success()
                             : status == 409 ? read && read->is_failure()
                             : status == 425 ? read && read->is_pending()
                                             : !read;
-    if (!consistent) fail("the answer does not read as its outcome", res);
-    if (res[beast::http::field::content_length] != std::to_string(res.body().size())) fail("content-length", res);
+    if (!consistent)
+        fail("the answer does not read as its outcome", res);
+    if (res[beast::http::field::content_length] != std::to_string(res.body().size()))
+        fail("content-length", res);
 }
 
 } // namespace
@@ -118,6 +144,7 @@ void check(const http::detail::beast_response& res) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     static harness h;
     const auto res = h.respond({reinterpret_cast<const char*>(data), size});
-    if (res) check(*res);
+    if (res)
+        check(*res);
     return 0;
 }

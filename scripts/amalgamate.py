@@ -14,6 +14,9 @@ its macro (DTX_WITH_HTTP, ...), so an includer that defines none of them compile
 The file has no include guard of its own (each header inside keeps its guard): including it again
 after defining another macro adds that part.
 
+A header without an include guard (<dtx/detail/push_warnings.hpp> and its pop) is text meant to
+be repeated: its lines are copied wherever it is included instead of being placed once.
+
 The output depends only on the contents of include/ (files are read in sorted order, ties in the
 include graph are broken by path), so CI can regenerate it and compare.
 """
@@ -47,10 +50,13 @@ class AmalgamationError(Exception):
     pass
 
 
+GUARD_RE = re.compile(r'^#ifndef\s+DTX_\w+_HPP\s*$', re.M)
+
+
 class Header:
     """One file under include/: its text, its dtx includes and the parts it needs by itself."""
 
-    def __init__(self, name, text):
+    def __init__(self, name, text, textual=()):
         self.name = name  # "dtx/coordinator.hpp"
         self.lines = text.splitlines()
         self.deps_before = []  # dtx headers included before the first line of code
@@ -66,6 +72,8 @@ class Header:
             m = INCLUDE_RE.match(line)
             if m:
                 target = m.group(2)
+                if target in textual:
+                    continue
                 if target.startswith("dtx/"):
                     if m.group(1) == '"':
                         raise AmalgamationError(
@@ -87,17 +95,18 @@ class Header:
 
 
 def read_headers():
-    headers = {}
-    for path in sorted(INCLUDE_DIR.glob("dtx/**/*.hpp")):
-        name = path.relative_to(INCLUDE_DIR).as_posix()
-        headers[name] = Header(name, path.read_text(encoding="utf-8"))
+    """The guarded headers, and the unguarded ones (name -> lines) that are copied where used."""
+    texts = {path.relative_to(INCLUDE_DIR).as_posix(): path.read_text(encoding="utf-8")
+             for path in sorted(INCLUDE_DIR.glob("dtx/**/*.hpp"))}
+    textual = {n: t.splitlines() for n, t in texts.items() if not GUARD_RE.search(t)}
+    headers = {n: Header(n, t, textual) for n, t in texts.items() if n not in textual}
     if CORE_UMBRELLA not in headers:
         raise AmalgamationError(f"include/{CORE_UMBRELLA} not found")
     for h in headers.values():
         for d in h.deps:
             if d not in headers:
                 raise AmalgamationError(f"include/{h.name} includes <{d}>, which is not in include/")
-    return headers
+    return headers, textual
 
 
 def closure(headers, start):
@@ -241,7 +250,7 @@ def version(headers):
 
 
 def generate():
-    headers = read_headers()
+    headers, textual = read_headers()
     cond = conditions(headers)
     implied = implications(cond)
     cond = {n: simplified(c, implied) for n, c in cond.items()}
@@ -279,7 +288,11 @@ def generate():
         out += ["", f"// ---- {name} " + "-" * max(4, 92 - len(name))]
         for line in headers[name].lines:
             m = INCLUDE_RE.match(line)
-            out.append(f"// {line.strip()}" if m and m.group(2).startswith("dtx/") else line)
+            if m and m.group(2) in textual:
+                out.append(f"// {line.strip()}")
+                out += [t for t in textual[m.group(2)] if not t.startswith("//")]
+            else:
+                out.append(f"// {line.strip()}" if m and m.group(2).startswith("dtx/") else line)
     if open_cond is not None and any(open_cond):
         out.append(f"#endif // {condition_text(open_cond)}")
     return "\n".join(out) + "\n", headers, cond

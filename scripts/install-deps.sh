@@ -13,6 +13,7 @@ packages=(
   libsqlite3-dev libpq-dev libssl-dev
   postgresql-15             # server for the PostgreSQL journal tests (started by the tests)
   libclang-rt-14-dev        # sanitizer runtimes for clang
+  clang-format-14           # the formatting check (scripts/test.sh, stage gcc)
   python3 pkg-config        # scripts/amalgamate.py (single header); the pkg-config consumer test
   curl                      # the shop demo's calls to its public API (examples/shop/scenario.sh)
 )

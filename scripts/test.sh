@@ -7,8 +7,9 @@
 #
 # Stages (each one is a stage_<name> function below; add new ones there and to
 # ALL_STAGES):
-#   gcc   checks that single_include/dtx/dtx.hpp is what scripts/amalgamate.py
-#         makes of include/; g++, RelWithDebInfo, -Werror; tests, examples and
+#   gcc   checks that every C++ file is formatted as .clang-format asks and that
+#         single_include/dtx/dtx.hpp is what scripts/amalgamate.py makes of
+#         include/; g++, RelWithDebInfo, -Werror; tests, examples and
 #         benchmarks built against the single header; each header of include/
 #         compiled alone; consumer tests (tests/consumer)   -> build/gcc
 #   asan  clang++, ASan+UBSan, Debug at -O1, -Werror; tests and examples built
@@ -45,7 +46,21 @@ configure_build_test() {
   ctest --test-dir "$dir" --output-on-failure --no-tests=error --parallel "$CTEST_JOBS"
 }
 
+# check_format: every C++ source of the repository (the generated single header aside) is as
+# clang-format-14 would write it.
+check_format() {
+  local files
+  mapfile -t files < <(git -C "$ROOT" ls-files '*.hpp' '*.cpp' '*.h' ':!single_include')
+  if ! clang-format-14 --dry-run --Werror "${files[@]}"; then
+    echo "test.sh: the files above are not formatted: run" >&2
+    echo "  git ls-files '*.hpp' '*.cpp' '*.h' ':!single_include' | xargs clang-format-14 -i" >&2
+    return 1
+  fi
+  echo "format: ${#files[@]} files as .clang-format asks"
+}
+
 stage_gcc() {
+  check_format
   python3 "$ROOT/scripts/amalgamate.py" --check
   configure_build_test "$ROOT/build/gcc" \
     -DCMAKE_CXX_COMPILER=g++ \

@@ -2,14 +2,11 @@
 // plain Beast (its own query parsing, no dtx server code): outcomes per status, connection reuse,
 // reconnects, timeouts, cancellation, and whole TCC transactions, sagas and recovery over HTTP;
 // then the same coordinator against dtx's own server.
-#include <dtx/http/remote_participant.hpp>
-
 #include <dtx/http/client.hpp>
+#include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
 #include <dtx/http/url.hpp>
 #include <dtx/trace_context.hpp>
-
-#include "support/model.hpp"
 
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -29,6 +26,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "support/model.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -51,8 +50,8 @@ enum class reply {
 
 /// One request the participant received.
 struct received {
-    std::size_t seq = 0;          ///< order among every request of every test participant
-    std::size_t connection = 0;   ///< which accepted connection it came on (1-based)
+    std::size_t seq = 0;           ///< order among every request of every test participant
+    std::size_t connection = 0;    ///< which accepted connection it came on (1-based)
     std::size_t on_connection = 0; ///< its number on that connection (1-based)
     std::string path, gid, trans_type, branch_id, op;
     nlohmann::json body;
@@ -65,9 +64,12 @@ std::size_t next_seq() {
 }
 
 int unhex(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return 0;
 }
 
@@ -78,7 +80,8 @@ std::map<std::string, std::string> query_params(std::string_view q) {
         std::string_view pair = q.substr(0, q.find('&'));
         q.remove_prefix(std::min(q.size(), pair.size() + 1));
         std::string key(pair.substr(0, pair.find('='))), value;
-        const std::string_view raw = pair.find('=') == std::string_view::npos ? "" : pair.substr(pair.find('=') + 1);
+        const std::string_view raw =
+            pair.find('=') == std::string_view::npos ? "" : pair.substr(pair.find('=') + 1);
         for (std::size_t i = 0; i < raw.size(); ++i) {
             if (raw[i] == '%' && i + 2 < raw.size()) {
                 value += static_cast<char>(unhex(raw[i + 1]) * 16 + unhex(raw[i + 2]));
@@ -96,7 +99,8 @@ std::map<std::string, std::string> query_params(std::string_view q) {
 class test_participant {
 public:
     struct state {
-        explicit state(asio::io_context& ioc) : acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {}
+        explicit state(asio::io_context& ioc)
+            : acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {}
         tcp::acceptor acceptor;
         std::function<reply(const received&)> decide = [](const received&) { return reply::ok; };
         std::function<void(const received&)> on_request;
@@ -109,7 +113,8 @@ public:
         std::size_t closed_by_server = 0;
     };
 
-    explicit test_participant(asio::io_context& ioc) : st_(std::make_shared<state>(ioc)) {
+    explicit test_participant(asio::io_context& ioc)
+        : st_(std::make_shared<state>(ioc)) {
         asio::co_spawn(ioc, accept_loop(st_), asio::detached);
     }
     ~test_participant() {
@@ -120,34 +125,42 @@ public:
     state* operator->() { return st_.get(); }
     const state* operator->() const { return st_.get(); }
     std::string url(std::string_view path) const {
-        return "http://127.0.0.1:" + std::to_string(st_->acceptor.local_endpoint().port()) + std::string(path);
+        return "http://127.0.0.1:" + std::to_string(st_->acceptor.local_endpoint().port()) +
+               std::string(path);
     }
 
     /// The ops received for (gid, branch), in order.
     std::vector<std::string> ops(std::string_view gid, std::string_view branch) const {
         std::vector<std::string> out;
         for (const auto& r : st_->requests)
-            if (r.gid == gid && r.branch_id == branch) out.push_back(r.op);
+            if (r.gid == gid && r.branch_id == branch)
+                out.push_back(r.op);
         return out;
     }
 
 private:
     static asio::awaitable<void> accept_loop(std::shared_ptr<state> st) {
         for (;;) {
-            auto [ec, socket] = co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-            if (ec) co_return;
+            auto [ec, socket] =
+                co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return;
             ++st->accepted;
-            asio::co_spawn(st->acceptor.get_executor(), serve(st, std::move(socket), st->accepted), asio::detached);
+            asio::co_spawn(st->acceptor.get_executor(), serve(st, std::move(socket), st->accepted),
+                           asio::detached);
         }
     }
 
-    static asio::awaitable<void> serve(std::shared_ptr<state> st, tcp::socket socket, std::size_t connection) {
+    static asio::awaitable<void> serve(std::shared_ptr<state> st, tcp::socket socket,
+                                       std::size_t connection) {
         boost::beast::flat_buffer buffer;
         for (std::size_t n = 1;; ++n) {
             bhttp::request<bhttp::string_body> req;
-            auto [ec, bytes] = co_await bhttp::async_read(socket, buffer, req, asio::as_tuple(asio::use_awaitable));
+            auto [ec, bytes] = co_await bhttp::async_read(socket, buffer, req,
+                                                          asio::as_tuple(asio::use_awaitable));
             if (ec) {
-                if (ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset)
+                if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+                    ec == asio::error::connection_reset)
                     ++st->closed_by_client;
                 co_return;
             }
@@ -157,7 +170,9 @@ private:
             r.on_connection = n;
             const std::string_view target = req.target();
             r.path = std::string(target.substr(0, target.find('?')));
-            auto q = query_params(target.find('?') == std::string_view::npos ? "" : target.substr(target.find('?') + 1));
+            auto q = query_params(target.find('?') == std::string_view::npos
+                                      ? ""
+                                      : target.substr(target.find('?') + 1));
             r.gid = q["gid"];
             r.trans_type = q["trans_type"];
             r.branch_id = q["branch_id"];
@@ -168,29 +183,45 @@ private:
             r.user_agent = std::string(req[bhttp::field::user_agent]);
             r.content_type = std::string(req[bhttp::field::content_type]);
             st->requests.push_back(r);
-            if (st->on_request) st->on_request(r);
+            if (st->on_request)
+                st->on_request(r);
             const reply what = st->decide(r);
             if (what == reply::drop) {
                 ++st->closed_by_server;
                 co_return;
             }
-            if (what == reply::hang) continue;
+            if (what == reply::hang)
+                continue;
 
             bhttp::response<bhttp::string_body> res;
             res.version(st->http10 ? 10 : 11);
             switch (what) {
-            case reply::ok: res.result(200), res.body() = R"({"dtm_result":"SUCCESS"})"; break;
-            case reply::fail: res.result(409), res.body() = R"({"dtm_result":"FAILURE","message":"no stock"})"; break;
-            case reply::fail_in_200: res.result(200), res.body() = R"({"dtm_result":"FAILURE"})"; break;
-            case reply::pending: res.result(425), res.body() = R"({"dtm_result":"ONGOING"})"; break;
-            case reply::error: res.result(500), res.body() = R"({"error":"boom"})"; break;
-            case reply::big: res.result(200), res.body() = std::string(64 * 1024, ' '); break;
-            default: break;
+            case reply::ok:
+                res.result(200), res.body() = R"({"dtm_result":"SUCCESS"})";
+                break;
+            case reply::fail:
+                res.result(409), res.body() = R"({"dtm_result":"FAILURE","message":"no stock"})";
+                break;
+            case reply::fail_in_200:
+                res.result(200), res.body() = R"({"dtm_result":"FAILURE"})";
+                break;
+            case reply::pending:
+                res.result(425), res.body() = R"({"dtm_result":"ONGOING"})";
+                break;
+            case reply::error:
+                res.result(500), res.body() = R"({"error":"boom"})";
+                break;
+            case reply::big:
+                res.result(200), res.body() = std::string(64 * 1024, ' ');
+                break;
+            default:
+                break;
             }
             res.set(bhttp::field::content_type, "application/json");
             res.keep_alive(!st->answer_close && !st->http10);
             res.prepare_payload();
-            auto [wec, wbytes] = co_await bhttp::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
+            auto [wec, wbytes] =
+                co_await bhttp::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
             if (wec || !res.keep_alive() || st->quiet_close) {
                 ++st->closed_by_server;
                 co_return;
@@ -245,7 +276,9 @@ std::string call_error(fixture& f, participant& p) {
     return {};
 }
 
-bool contains(std::string_view s, std::string_view part) { return s.find(part) != std::string_view::npos; }
+bool contains(std::string_view s, std::string_view part) {
+    return s.find(part) != std::string_view::npos;
+}
 
 /// A port nothing listens on (it was free a moment ago).
 std::uint16_t closed_port(asio::io_context& ioc) {
@@ -255,7 +288,8 @@ std::uint16_t closed_port(asio::io_context& ioc) {
 
 /// A registry that knows participants only by URL.
 struct url_registry {
-    explicit url_registry(asio::io_context& ioc, http::client_options o = {}) : client(ioc.get_executor(), std::move(o)) {
+    explicit url_registry(asio::io_context& ioc, http::client_options o = {})
+        : client(ioc.get_executor(), std::move(o)) {
         registry.set_resolver(http::url_resolver(client));
     }
     http::client client;
@@ -264,7 +298,8 @@ struct url_registry {
 
 } // namespace
 
-TEST_CASE("participant URLs: parsed in a normal form, or refused with a reason that does not repeat them") {
+TEST_CASE("participant URLs: parsed in a normal form, or refused with a reason that does not "
+          "repeat them") {
     auto u = http::parse_url("http://127.0.0.1:8081/dtx/inventory");
     REQUIRE(u);
     CHECK(u->host == "127.0.0.1");
@@ -298,9 +333,10 @@ TEST_CASE("participant URLs: parsed in a normal form, or refused with a reason t
     CHECK(u->text() == "https://127.0.0.1:80/x");
     CHECK(u != http::parse_url("http://127.0.0.1:80/x"));
 
-    for (const char* bad : {"https://", "https://user:pw@a/x", "ftp://a", "inventory", "http://", "http://:80/x", "http://a:0/x",
-                            "http://a:65536/x", "http://a:/x", "http://a:8x/x", "http://user:pw@a/x", "http://a/x#frag",
-                            "http://a/x y", "http://[::1/x", "http://a b/x", "http://[::1]x/"}) {
+    for (const char* bad :
+         {"https://", "https://user:pw@a/x", "ftp://a", "inventory", "http://", "http://:80/x",
+          "http://a:0/x", "http://a:65536/x", "http://a:/x", "http://a:8x/x", "http://user:pw@a/x",
+          "http://a/x#frag", "http://a/x y", "http://[::1/x", "http://a b/x", "http://[::1]x/"}) {
         CAPTURE(bad);
         CHECK_FALSE(http::parse_url(bad));
     }
@@ -327,7 +363,8 @@ TEST_CASE("trace context: a UUID gid gives the trace id, an incoming traceparent
     CHECK(t.trace_id() == "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b");
     CHECK(t.traceparent().substr(52) == "-01");
     CHECK(trace_context::for_gid(gid).parent_id() != t.parent_id()); // a new span each time
-    CHECK(trace_context::for_gid("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B").trace_id() == t.trace_id());
+    CHECK(trace_context::for_gid("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B").trace_id() ==
+          t.trace_id());
 
     const trace_context other = trace_context::for_gid("order-17");
     CHECK(other.traceparent().size() == 55);
@@ -342,7 +379,8 @@ TEST_CASE("trace context: a UUID gid gives the trace id, an incoming traceparent
     CHECK(c->trace_id() == "4bf92f3577b34da6a3ce929d0e0e4736");
     CHECK(c->parent_id() != "00f067aa0ba902b7");
     CHECK(c->traceparent().substr(52) == "-00"); // the caller's flags
-    CHECK(trace_context::continuing("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"));
+    CHECK(
+        trace_context::continuing("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"));
     for (const char* bad : {"", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
                             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -405,7 +443,8 @@ TEST_CASE("kept-alive connections are reused; Connection: close and HTTP/1.0 ans
     fixture f;
     http::client client(f.ioc.get_executor(), http::client_options{.bearer_token = "s3cret"});
     const http::url to = http::make_url(f.server.url("/x?tenant=7"));
-    for (int i = 0; i < 3; ++i) CHECK(f.run(client.post(to, "a=1", "{}")).status == 200);
+    for (int i = 0; i < 3; ++i)
+        CHECK(f.run(client.post(to, "a=1", "{}")).status == 200);
     CHECK(f.server->accepted == 1);
     CHECK(client.statistics().connections == 1);
     CHECK(client.statistics().reused == 2);
@@ -429,7 +468,8 @@ TEST_CASE("kept-alive connections are reused; Connection: close and HTTP/1.0 ans
     CHECK(f.server->closed_by_server == 3); // after each answer that said so
 }
 
-TEST_CASE("a connection the server closed while idle is not used; one closed under a request is repeated once") {
+TEST_CASE("a connection the server closed while idle is not used; one closed under a request is "
+          "repeated once") {
     fixture f;
     http::client client(f.ioc.get_executor());
     const http::url to = http::make_url(f.server.url("/x"));
@@ -446,7 +486,9 @@ TEST_CASE("a connection the server closed while idle is not used; one closed und
     }
     SUBCASE("closed as the request arrives: repeated on a new connection") {
         // The second request on the first connection is dropped unanswered.
-        f.server->decide = [](const received& r) { return r.connection == 1 && r.on_connection == 2 ? reply::drop : reply::ok; };
+        f.server->decide = [](const received& r) {
+            return r.connection == 1 && r.on_connection == 2 ? reply::drop : reply::ok;
+        };
         CHECK(f.run(client.post(to, "", "{}")).status == 200);
         CHECK(f.run(client.post(to, "", "{}")).status == 200);
         CHECK(f.server->accepted == 2);
@@ -470,9 +512,11 @@ TEST_CASE("a connection the server closed while idle is not used; one closed und
     }
 }
 
-TEST_CASE("the request timeout ends a call to a server that does not answer, and its connection is closed") {
+TEST_CASE("the request timeout ends a call to a server that does not answer, and its connection is "
+          "closed") {
     fixture f;
-    http::client client(f.ioc.get_executor(), http::client_options{.request_timeout = std::chrono::milliseconds(50)});
+    http::client client(f.ioc.get_executor(),
+                        http::client_options{.request_timeout = std::chrono::milliseconds(50)});
     const http::url to = http::make_url(f.server.url("/x"));
     CHECK(f.run(client.post(to, "", "{}")).status == 200);
     f.server->decide = [](const received&) { return reply::hang; };
@@ -496,11 +540,12 @@ TEST_CASE("a cancelled request ends at once and closes its connection") {
     };
     std::exception_ptr thrown;
     bool done = false;
-    asio::co_spawn(f.ioc, client.post(to, "", "{}"),
-                   asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, http::response) {
-                       thrown = e;
-                       done = true;
-                   }));
+    asio::co_spawn(
+        f.ioc, client.post(to, "", "{}"),
+        asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, http::response) {
+            thrown = e;
+            done = true;
+        }));
     CHECK(f.run_until([&] { return done; }));
     REQUIRE(thrown);
     try {
@@ -516,7 +561,8 @@ TEST_CASE("host names are resolved; a refused connection is an error naming the 
     fixture f;
     http::client client(f.ioc.get_executor());
     const std::string port = f.server.url("").substr(std::string_view("http://127.0.0.1").size());
-    http::remote_participant named(client, http::make_url("http://localhost" + port + "/dtx/stock"));
+    http::remote_participant named(client,
+                                   http::make_url("http://localhost" + port + "/dtx/stock"));
     CHECK(call(f, named, branch_op::try_, {}) == success());
     CHECK(f.server->requests.back().path == "/dtx/stock");
     CHECK(client.statistics().connections == 1);
@@ -528,7 +574,8 @@ TEST_CASE("host names are resolved; a refused connection is an error naming the 
     CHECK(client.statistics().connections == 1);
 }
 
-TEST_CASE("waiting for a host name is bounded by the request timeout and ends when the call is cancelled") {
+TEST_CASE("waiting for a host name is bounded by the request timeout and ends when the call is "
+          "cancelled") {
     // The system resolver cannot be interrupted; an operation that completes only when the test
     // lets it stands in for one that hangs.
     asio::io_context ioc;
@@ -548,7 +595,10 @@ TEST_CASE("waiting for a host name is bounded by the request timeout and ends wh
     };
 
     const auto t0 = std::chrono::steady_clock::now();
-    asio::co_spawn(ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::milliseconds(50), hang), keep);
+    asio::co_spawn(
+        ioc,
+        http::detail::detached_within<int>(ioc.get_executor(), std::chrono::milliseconds(50), hang),
+        keep);
     while (!out && ioc.run_one_for(std::chrono::seconds(5)) > 0) {
     }
     REQUIRE(out);
@@ -557,8 +607,9 @@ TEST_CASE("waiting for a host name is bounded by the request timeout and ends wh
 
     out.reset();
     asio::cancellation_signal cancel;
-    asio::co_spawn(ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::hours(1), hang),
-                   asio::bind_cancellation_slot(cancel.slot(), keep));
+    asio::co_spawn(
+        ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::hours(1), hang),
+        asio::bind_cancellation_slot(cancel.slot(), keep));
     ioc.restart();
     ioc.poll();
     CHECK(!out);
@@ -578,8 +629,12 @@ TEST_CASE("waiting for a host name is bounded by the request timeout and ends wh
 
     // One that completes in time gives its result.
     out.reset();
-    auto at_once = [&](auto handler) { asio::post(ioc, [h = std::move(handler)]() mutable { h({}, 42); }); };
-    asio::co_spawn(ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::hours(1), at_once), keep);
+    auto at_once = [&](auto handler) {
+        asio::post(ioc, [h = std::move(handler)]() mutable { h({}, 42); });
+    };
+    asio::co_spawn(
+        ioc, http::detail::detached_within<int>(ioc.get_executor(), std::chrono::hours(1), at_once),
+        keep);
     ioc.restart();
     ioc.run();
     REQUIRE(out);
@@ -587,18 +642,20 @@ TEST_CASE("waiting for a host name is bounded by the request timeout and ends wh
     CHECK(out->second == 42);
 }
 
-TEST_CASE("idle connections: at most max_idle_per_endpoint are kept, and expired ones are not reused") {
+TEST_CASE(
+    "idle connections: at most max_idle_per_endpoint are kept, and expired ones are not reused") {
     fixture f;
     http::client client(f.ioc.get_executor(), http::client_options{.max_idle_per_endpoint = 2});
     const http::url to = http::make_url(f.server.url("/x"));
     auto four_at_once = [&] {
         int done = 0;
         for (int i = 0; i < 4; ++i)
-            asio::co_spawn(f.ioc, client.post(to, "", "{}"), [&](std::exception_ptr e, http::response r) {
-                CHECK_FALSE(e);
-                CHECK(r.status == 200);
-                ++done;
-            });
+            asio::co_spawn(f.ioc, client.post(to, "", "{}"),
+                           [&](std::exception_ptr e, http::response r) {
+                               CHECK_FALSE(e);
+                               CHECK(r.status == 200);
+                               ++done;
+                           });
         CHECK(f.run_until([&] { return done == 4; }));
     };
     four_at_once();
@@ -609,7 +666,8 @@ TEST_CASE("idle connections: at most max_idle_per_endpoint are kept, and expired
     CHECK(f.server->accepted == 6);
     CHECK(client.statistics().reused == 2);
 
-    http::client brief(f.ioc.get_executor(), http::client_options{.idle_timeout = std::chrono::milliseconds(1)});
+    http::client brief(f.ioc.get_executor(),
+                       http::client_options{.idle_timeout = std::chrono::milliseconds(1)});
     CHECK(f.run(brief.post(to, "", "{}")).status == 200);
     asio::steady_timer later(f.ioc, std::chrono::milliseconds(5));
     f.run(later.async_wait(asio::as_tuple(asio::use_awaitable)));
@@ -631,13 +689,15 @@ struct http_world : fixture {
         std::vector<received> out = server->requests;
         const auto& more = other->requests;
         out.insert(out.end(), more.begin(), more.end());
-        std::sort(out.begin(), out.end(), [](const received& a, const received& b) { return a.seq < b.seq; });
+        std::sort(out.begin(), out.end(),
+                  [](const received& a, const received& b) { return a.seq < b.seq; });
         return out;
     }
     std::vector<std::string> ops(std::string_view gid, std::string_view branch) const {
         std::vector<std::string> out;
         for (const auto& r : all())
-            if (r.gid == gid && r.branch_id == branch) out.push_back(r.op);
+            if (r.gid == gid && r.branch_id == branch)
+                out.push_back(r.op);
         return out;
     }
     /// A TCC transaction over the three: inventory and payment tried together, then shipping.
@@ -681,19 +741,24 @@ TEST_CASE("TCC over HTTP: every branch tried, then confirmed; trace context and 
     CHECK(rec->branches[0].participant == w.inventory);
     CHECK(rec->branches[2].participant == w.shipping);
     for (const received& q : w.all())
-        CHECK(q.body == nlohmann::json{{"qty", q.path == "/dtx/inventory" ? 2 : q.path == "/dtx/payment" ? 40 : 1}});
+        CHECK(q.body == nlohmann::json{{"qty", q.path == "/dtx/inventory" ? 2
+                                               : q.path == "/dtx/payment" ? 40
+                                                                          : 1}});
 
-    // Without a caller's trace, the gid is the trace id; connections are reused across transactions.
+    // Without a caller's trace, the gid is the trace id; connections are reused across
+    // transactions.
     tx_result again = w.tcc(coord, tx_options{});
     CHECK(again.status == tx_status::confirmed);
     const std::string trace_id(trace_context::for_gid(again.gid).trace_id());
     for (const received& q : w.all())
-        if (q.gid == again.gid) CHECK(q.traceparent.substr(3, 32) == trace_id);
+        if (q.gid == again.gid)
+            CHECK(q.traceparent.substr(3, 32) == trace_id);
     CHECK(urls.client.statistics().reused > 0);
     CHECK(w.server->accepted + w.other->accepted == urls.client.statistics().connections);
 }
 
-TEST_CASE("TCC over HTTP: a 409 cancels every branch; an unreachable participant is an unknown result") {
+TEST_CASE(
+    "TCC over HTTP: a 409 cancels every branch; an unreachable participant is an unknown result") {
     http_world w;
     url_registry urls(w.ioc);
     coordinator coord(w.ioc.get_executor(), w.journal, urls.registry, fast_options());
@@ -710,7 +775,9 @@ TEST_CASE("TCC over HTTP: a 409 cancels every branch; an unreachable participant
 
     // A try that gets no answer: cancelled as unknown, and the cancel is retried until it succeeds.
     w.other->decide = [](const received& r) { return r.op == "try" ? reply::error : reply::ok; };
-    w.server->decide = [n = 0](const received& r) mutable { return r.op == "cancel" && ++n <= 2 ? reply::drop : reply::ok; };
+    w.server->decide = [n = 0](const received& r) mutable {
+        return r.op == "cancel" && ++n <= 2 ? reply::drop : reply::ok;
+    };
     r = w.tcc(coord, tx_options{});
     CHECK(r.status == tx_status::cancelled);
     CHECK(r.reason == errc::branch_error);
@@ -732,12 +799,15 @@ TEST_CASE("TCC over HTTP: a 409 cancels every branch; an unreachable participant
     CHECK(w.ops(r.gid, "01") == strings{"try", "cancel"});
 
     // A name that is not an URL is not found at all.
-    r = w.run(coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> { co_await tx.add_branch("inventory", qty_payload{1}); }));
+    r = w.run(coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
+        co_await tx.add_branch("inventory", qty_payload{1});
+    }));
     CHECK(r.status == tx_status::cancelled);
     CHECK(r.reason == errc::unknown_participant);
 }
 
-TEST_CASE("TCC over HTTP: the coordinator's call timeout cancels a hanging call and closes its connection") {
+TEST_CASE("TCC over HTTP: the coordinator's call timeout cancels a hanging call and closes its "
+          "connection") {
     http_world w;
     url_registry urls(w.ioc);
     auto opts = fast_options();
@@ -765,7 +835,8 @@ TEST_CASE("sagas over HTTP: actions in order; a 409 compensates the steps newest
     };
     tx_result r = saga();
     CHECK(r.status == tx_status::confirmed);
-    for (const char* b : {"01", "02", "03"}) CHECK(w.ops(r.gid, b) == strings{"action"});
+    for (const char* b : {"01", "02", "03"})
+        CHECK(w.ops(r.gid, b) == strings{"action"});
 
     w.other->decide = [](const received& q) { return q.op == "action" ? reply::fail : reply::ok; };
     r = saga();
@@ -773,9 +844,10 @@ TEST_CASE("sagas over HTTP: actions in order; a 409 compensates the steps newest
     CHECK(r.reason == errc::branch_failed);
     strings order;
     for (const received& q : w.all())
-        if (q.gid == r.gid) order.push_back(q.branch_id + ":" + q.op + ":" + q.trans_type);
-    CHECK(order == strings{"01:action:saga", "02:action:saga", "03:action:saga", "03:compensate:saga",
-                           "02:compensate:saga", "01:compensate:saga"});
+        if (q.gid == r.gid)
+            order.push_back(q.branch_id + ":" + q.op + ":" + q.trans_type);
+    CHECK(order == strings{"01:action:saga", "02:action:saga", "03:action:saga",
+                           "03:compensate:saga", "02:compensate:saga", "01:compensate:saga"});
 
     // A planned saga: one journal write, then the actions in order.
     w.other->decide = [](const received&) { return reply::ok; };
@@ -799,7 +871,8 @@ TEST_CASE("recovery in a fresh coordinator calls the URLs the journal names") {
         asio::co_spawn(w.ioc, coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
             co_await tx.add_branch(w.inventory, qty_payload{2});
             co_await tx.add_branch(w.shipping, qty_payload{1});
-        }), asio::detached);
+        }),
+                       asio::detached);
         CHECK(w.run_until([&] { return stopped; }));
     }
     REQUIRE_FALSE(gid.empty());
@@ -815,10 +888,12 @@ TEST_CASE("recovery in a fresh coordinator calls the URLs the journal names") {
     CHECK(w.ops(gid, "01") == strings{"try", "confirm"});
     CHECK(w.ops(gid, "02") == strings{"try", "confirm"});
     const std::string trace_id(trace_context::for_gid(gid).trace_id());
-    for (const received& q : w.all()) CHECK(q.traceparent.substr(3, 32) == trace_id); // one trace, before and after
+    for (const received& q : w.all())
+        CHECK(q.traceparent.substr(3, 32) == trace_id); // one trace, before and after
 }
 
-TEST_CASE("a coordinator and dtx's own server: transactions over HTTP leave every participant consistent") {
+TEST_CASE("a coordinator and dtx's own server: transactions over HTTP leave every participant "
+          "consistent") {
     asio::io_context ioc;
     resource a{"a"}, b{"b"}, c{"c"};
     participant_registry served;
@@ -842,11 +917,12 @@ TEST_CASE("a coordinator and dtx's own server: transactions over HTTP leave ever
     // Sixteen at once; every fourth asks for more than there is, and a refuses it.
     int done = 0, confirmed = 0;
     for (int i = 1; i <= 16; ++i)
-        asio::co_spawn(ioc, order(i % 4 == 0 ? 2'000'000 : i), [&](std::exception_ptr e, tx_result r) {
-            CHECK_FALSE(e);
-            confirmed += r.committed();
-            ++done;
-        });
+        asio::co_spawn(ioc, order(i % 4 == 0 ? 2'000'000 : i),
+                       [&](std::exception_ptr e, tx_result r) {
+                           CHECK_FALSE(e);
+                           confirmed += r.committed();
+                           ++done;
+                       });
     ioc.restart();
     while (done < 16 && ioc.run_one_for(std::chrono::seconds(5)) > 0) {
     }

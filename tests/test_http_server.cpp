@@ -1,11 +1,10 @@
 // The HTTP participant server, driven by a raw client over 127.0.0.1: every answer status, keep-
 // alive, pipelining, concurrency, limits, timeouts, disconnects, authentication, graceful
 // shutdown, the log hook, and calls written as DTM's coordinator writes them.
-#include <dtx/http/server.hpp>
-
 #include <dtx/dtx.hpp>
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
+#include <dtx/http/server.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -18,9 +17,6 @@
 
 #include <doctest/doctest.h>
 
-#include <sys/socket.h>
-#include <sys/time.h>
-
 #include <atomic>
 #include <future>
 #include <map>
@@ -29,6 +25,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/socket.h>
+#include <sys/time.h>
 
 // The plain HTTP headers bring no TLS: an includer that does not ask for it (tls.hpp) pays nothing.
 #if defined(OPENSSL_SSL_H) || defined(HEADER_SSL_H) || defined(BOOST_ASIO_SSL_STREAM_HPP)
@@ -60,9 +59,13 @@ struct received {
 class participants_under_test {
 public:
     participants_under_test() {
-        registry.add_tcc("stock", {.on_try = handler("stock"), .on_confirm = handler("stock"), .on_cancel = handler("stock")});
-        registry.add_saga("payment", {.on_action = handler("payment"), .on_compensate = handler("payment")});
-        registry.add_tcc("red apples", {.on_try = handler("red apples"), .on_confirm = handler("red apples"),
+        registry.add_tcc("stock", {.on_try = handler("stock"),
+                                   .on_confirm = handler("stock"),
+                                   .on_cancel = handler("stock")});
+        registry.add_saga("payment",
+                          {.on_action = handler("payment"), .on_compensate = handler("payment")});
+        registry.add_tcc("red apples", {.on_try = handler("red apples"),
+                                        .on_confirm = handler("red apples"),
                                         .on_cancel = handler("red apples")});
     }
 
@@ -78,7 +81,8 @@ public:
     /// Lets every waiting call answer success (call on the server's thread).
     void release() {
         released_ = true;
-        for (auto* t : gates_) t->cancel();
+        for (auto* t : gates_)
+            t->cancel();
     }
 
     participant_registry registry;
@@ -88,21 +92,28 @@ private:
         return [this, name](const branch_request& r) -> asio::awaitable<outcome> {
             {
                 const std::lock_guard lock(mutex_);
-                calls_.push_back({name, std::string(r.gid), std::string(r.branch_id), r.op, r.payload, std::string(r.traceparent)});
+                calls_.push_back({name, std::string(r.gid), std::string(r.branch_id), r.op,
+                                  r.payload, std::string(r.traceparent)});
             }
-            const std::string answer =
-                r.payload.is_object() && r.payload.contains("answer") ? r.payload["answer"].get<std::string>() : "";
+            const std::string answer = r.payload.is_object() && r.payload.contains("answer")
+                                           ? r.payload["answer"].get<std::string>()
+                                           : "";
             const bool first_phase = r.op == branch_op::try_ || r.op == branch_op::action;
-            if (answer == "failure" && first_phase) co_return failure("out of stock");
-            if (answer == "pending") co_return pending("still working");
-            if (answer == "throw") throw std::runtime_error("FAILURE inside the handler");
-            if (answer == "wait") co_await wait();
+            if (answer == "failure" && first_phase)
+                co_return failure("out of stock");
+            if (answer == "pending")
+                co_return pending("still working");
+            if (answer == "throw")
+                throw std::runtime_error("FAILURE inside the handler");
+            if (answer == "wait")
+                co_await wait();
             co_return success();
         };
     }
 
     asio::awaitable<void> wait() {
-        asio::steady_timer gate(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+        asio::steady_timer gate(co_await asio::this_coro::executor,
+                                std::chrono::steady_clock::time_point::max());
         gates_.push_back(&gate);
         ++waiting_;
         co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -126,7 +137,8 @@ private:
 template <class F>
 bool eventually(F done) {
     for (int i = 0; i < 10'000; ++i) {
-        if (done()) return true;
+        if (done())
+            return true;
         std::this_thread::sleep_for(1ms);
     }
     return done();
@@ -140,15 +152,17 @@ public:
         o.on_request = [this](const http::log_record& r) {
             const std::lock_guard lock(log_mutex_);
             log_.push_back({std::string(r.method), std::string(r.path), std::string(r.participant),
-                            std::string(r.gid), std::string(r.branch_id), r.op, r.status, std::string(r.error),
-                            std::string(r.exception), std::string(r.traceparent)});
+                            std::string(r.gid), std::string(r.branch_id), r.op, r.status,
+                            std::string(r.error), std::string(r.exception),
+                            std::string(r.traceparent)});
         };
         server_.emplace(ioc_, parts.registry, std::move(o));
         server_->start();
         thread_ = std::thread([this] { ioc_.run(); });
     }
     ~running_server() {
-        if (!stopped_) stop(0ms);
+        if (!stopped_)
+            stop(0ms);
         work_.reset();
         thread_.join();
     }
@@ -169,7 +183,8 @@ public:
         auto done = std::make_shared<std::promise<void>>();
         auto fut = done->get_future();
         on_server([&] {
-            asio::co_spawn(ioc_, server_->async_stop(grace), [done](std::exception_ptr) { done->set_value(); });
+            asio::co_spawn(ioc_, server_->async_stop(grace),
+                           [done](std::exception_ptr) { done->set_value(); });
             return 0;
         });
         on_server([] { return 0; }); // the stop's first steps ran before this
@@ -193,7 +208,8 @@ public:
 
 private:
     asio::io_context ioc_;
-    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{ioc_.get_executor()};
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{
+        ioc_.get_executor()};
     std::optional<http::server> server_;
     std::thread thread_;
     bool stopped_ = false;
@@ -213,7 +229,9 @@ public:
         ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
 
-    void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes.data(), bytes.size())); }
+    void send(std::string_view bytes) {
+        asio::write(socket_, asio::buffer(bytes.data(), bytes.size()));
+    }
 
     answer read() {
         answer a;
@@ -230,7 +248,8 @@ public:
     bool closed() {
         boost::system::error_code ec;
         std::array<char, 512> sink;
-        while (!ec) asio::read(socket_, asio::buffer(sink), ec);
+        while (!ec)
+            asio::read(socket_, asio::buffer(sink), ec);
         return ec == asio::error::eof || ec == asio::error::connection_reset;
     }
 
@@ -243,8 +262,10 @@ private:
 };
 
 /// A request as a coordinator sends it.
-std::string post(std::string_view target, std::string_view body, std::string_view extra_headers = "") {
-    std::string r = "POST " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
+std::string post(std::string_view target, std::string_view body,
+                 std::string_view extra_headers = "") {
+    std::string r = "POST " + std::string(target) +
+                    " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
     r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     r += extra_headers;
     r += "\r\n";
@@ -253,10 +274,12 @@ std::string post(std::string_view target, std::string_view body, std::string_vie
 }
 
 std::string get(std::string_view target, std::string_view extra_headers = "") {
-    return "GET " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + std::string(extra_headers) + "\r\n";
+    return "GET " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+           std::string(extra_headers) + "\r\n";
 }
 
-std::string call(std::string_view participant, std::string_view query, std::string_view body = R"({"qty":1})") {
+std::string call(std::string_view participant, std::string_view query,
+                 std::string_view body = R"({"qty":1})") {
     return post("/dtx/" + std::string(participant) + "?" + std::string(query), body);
 }
 
@@ -276,18 +299,21 @@ TEST_CASE("calls written as DTM's coordinator writes them get DTM's answers") {
     running_server s;
     raw_client c(s.port());
     // DTM sends the query sorted by name, with parameters of its own.
-    answer a = c.exchange(call("stock", "branch_id=01&dtm=http%3A%2F%2Fdtm%3A36789%2Fapi&gid=9x7Kq&op=try&trans_type=tcc",
-                               R"({"amount":30,"user":"u1"})"));
+    answer a = c.exchange(call(
+        "stock", "branch_id=01&dtm=http%3A%2F%2Fdtm%3A36789%2Fapi&gid=9x7Kq&op=try&trans_type=tcc",
+        R"({"amount":30,"user":"u1"})"));
     CHECK(a.result_int() == 200);
     CHECK(a.body() == R"({"dtm_result":"SUCCESS"})");
     CHECK(a[beast::http::field::content_type] == "application/json");
     CHECK(a.keep_alive());
 
-    a = c.exchange(call("stock", "branch_id=02&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"failure"})"));
+    a = c.exchange(
+        call("stock", "branch_id=02&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"failure"})"));
     CHECK(a.result_int() == 409);
     CHECK(a.body() == R"({"dtm_result":"FAILURE","message":"out of stock"})");
 
-    a = c.exchange(call("stock", "branch_id=03&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"pending"})"));
+    a = c.exchange(
+        call("stock", "branch_id=03&gid=9x7Kq&op=try&trans_type=tcc", R"({"answer":"pending"})"));
     CHECK(a.result_int() == 425);
     CHECK(a.reason() == "Too Early");
     CHECK(a.body() == R"({"dtm_result":"ONGOING"})");
@@ -296,7 +322,8 @@ TEST_CASE("calls written as DTM's coordinator writes them get DTM's answers") {
     CHECK(a.result_int() == 200);
     a = c.exchange(call("stock", "branch_id=02&gid=9x7Kq&op=cancel&trans_type=tcc"));
     CHECK(a.result_int() == 200);
-    a = c.exchange(call("payment", "branch_id=01&gid=s-1&op=action&trans_type=saga", R"({"answer":"failure"})"));
+    a = c.exchange(call("payment", "branch_id=01&gid=s-1&op=action&trans_type=saga",
+                        R"({"answer":"failure"})"));
     CHECK(a.result_int() == 409);
     a = c.exchange(call("payment", "branch_id=01&gid=s-1&op=compensate&trans_type=saga"));
     CHECK(a.result_int() == 200);
@@ -318,7 +345,8 @@ TEST_CASE("calls written as DTM's coordinator writes them get DTM's answers") {
     CHECK(calls[6].op == branch_op::compensate);
 }
 
-TEST_CASE("a query built by branch_query_string is routed; names are percent-decoded; an empty body is null") {
+TEST_CASE("a query built by branch_query_string is routed; names are percent-decoded; an empty "
+          "body is null") {
     running_server s;
     raw_client c(s.port());
     const std::string q = http::branch_query_string("g:1/2+3&=?", "b/1", branch_op::try_);
@@ -335,7 +363,8 @@ TEST_CASE("a query built by branch_query_string is routed; names are percent-dec
 TEST_CASE("duplicate requests all reach the participant: idempotency is its job") {
     running_server s;
     raw_client c(s.port());
-    for (int i = 0; i < 3; ++i) CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    for (int i = 0; i < 3; ++i)
+        CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
     CHECK(s.parts.calls().size() == 3);
 }
 
@@ -351,7 +380,8 @@ TEST_CASE("bad queries, ids and bodies get 400 naming the problem, and the conne
         {call("stock", "gid=g1&trans_type=tcc&branch_id=01&op=commit"), "invalid_op"},
         {call("stock", "gid=g1&trans_type=tcc&branch_id=01&op=action"), "op_mismatch"},
         {call("stock", "gid=g%20x&trans_type=tcc&branch_id=01&op=try"), "invalid_gid"},
-        {call("stock", "gid=" + std::string(200, 'g') + "&trans_type=tcc&branch_id=01&op=try"), "invalid_gid"},
+        {call("stock", "gid=" + std::string(200, 'g') + "&trans_type=tcc&branch_id=01&op=try"),
+         "invalid_gid"},
         {call("stock", "gid=g1&trans_type=tcc&branch_id=%01&op=try"), "invalid_branch_id"},
         {call("stock", "gid=g1&gid=g2&trans_type=tcc&branch_id=01&op=try"), "duplicate_parameter"},
         {call("stock", "gid=g%zz&trans_type=tcc&branch_id=01&op=try"), "bad_encoding"},
@@ -378,8 +408,10 @@ TEST_CASE("bad queries, ids and bodies get 400 naming the problem, and the conne
     CHECK(s.parts.calls().empty());
     CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
     // 64 levels are fine, and brackets inside strings do not count.
-    CHECK(c.exchange(call("stock", try_query, std::string(64, '[') + std::string(64, ']'))).result_int() == 200);
-    CHECK(c.exchange(call("stock", try_query, R"({"s":")" + std::string(100, '[') + R"(\"{"})")).result_int() == 200);
+    CHECK(c.exchange(call("stock", try_query, std::string(64, '[') + std::string(64, ']')))
+              .result_int() == 200);
+    CHECK(c.exchange(call("stock", try_query, R"({"s":")" + std::string(100, '[') + R"(\"{"})"))
+              .result_int() == 200);
 }
 
 TEST_CASE("unknown routes and participants get 404, wrong methods 405 with Allow") {
@@ -406,7 +438,8 @@ TEST_CASE("unknown routes and participants get 404, wrong methods 405 with Allow
     CHECK(a.result_int() == 405);
     CHECK(error_of(a) == "method_not_allowed");
     CHECK(a[beast::http::field::allow] == "POST");
-    a = c.exchange("PUT /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    a = c.exchange("PUT /dtx/stock?" + try_query +
+                   " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
     CHECK(a.result_int() == 405);
     a = c.exchange(post("/health", "{}"));
     CHECK(a.result_int() == 405);
@@ -420,7 +453,8 @@ TEST_CASE("the health endpoint answers GET") {
     const answer a = c.exchange(get("/health"));
     CHECK(a.result_int() == 200);
     CHECK(a.body() == R"({"status":"ok"})");
-    // During a shutdown it says so (checked on the request handler, as new connections are refused).
+    // During a shutdown it says so (checked on the request handler, as new connections are
+    // refused).
     participant_registry none;
     const http::server_options o;
     const http::detail::request_handler h(none, o);
@@ -428,7 +462,8 @@ TEST_CASE("the health endpoint answers GET") {
     http::detail::request_notes notes;
     asio::io_context ioc;
     std::optional<http::detail::beast_response> res;
-    asio::co_spawn(ioc, h.handle(req, notes, true), [&](std::exception_ptr, http::detail::beast_response r) { res = std::move(r); });
+    asio::co_spawn(ioc, h.handle(req, notes, true),
+                   [&](std::exception_ptr, http::detail::beast_response r) { res = std::move(r); });
     ioc.run();
     REQUIRE(res);
     CHECK(res->result_int() == 503);
@@ -451,17 +486,20 @@ TEST_CASE("a handler that throws gets 500 (unknown: retried) and the server goes
     CHECK(log[0].exception == "FAILURE inside the handler");
 }
 
-TEST_CASE("the participant and the log hook get the traceparent; the log hears gid, branch, op, status, error") {
+TEST_CASE("the participant and the log hook get the traceparent; the log hears gid, branch, op, "
+          "status, error") {
     running_server s;
     raw_client c(s.port());
     const std::string tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    c.exchange(post("/dtx/stock?gid=g7&trans_type=tcc&branch_id=05&op=confirm", "{}", "traceparent: " + tp + "\r\n"));
+    c.exchange(post("/dtx/stock?gid=g7&trans_type=tcc&branch_id=05&op=confirm", "{}",
+                    "traceparent: " + tp + "\r\n"));
     c.exchange(call("stock", "gid=g7&trans_type=tcc&branch_id=05&op=bad"));
-    c.exchange(post("/dtx/stock?" + try_query, "{}", "traceparent: 00-XYZ-b7ad6b7169203331-01\r\n"));
+    c.exchange(
+        post("/dtx/stock?" + try_query, "{}", "traceparent: 00-XYZ-b7ad6b7169203331-01\r\n"));
     const auto calls = s.parts.calls();
     REQUIRE(calls.size() == 2);
     CHECK(calls[0].traceparent == tp);
-    CHECK(calls[1].traceparent.empty()); // malformed: dropped
+    CHECK(calls[1].traceparent.empty());                      // malformed: dropped
     REQUIRE(eventually([&] { return s.log().size() == 3; })); // logged after the answer is written
     const auto log = s.log();
     CHECK(log[0].method == "POST");
@@ -482,7 +520,8 @@ TEST_CASE("keep-alive, Connection: close, HTTP/1.0 and pipelined requests") {
     running_server s;
     {
         raw_client c(s.port());
-        for (int i = 0; i < 3; ++i) CHECK(c.exchange(call("stock", try_query)).keep_alive());
+        for (int i = 0; i < 3; ++i)
+            CHECK(c.exchange(call("stock", try_query)).keep_alive());
         const answer a = c.exchange(post("/dtx/stock?" + try_query, "{}", "Connection: close\r\n"));
         CHECK(a.result_int() == 200);
         CHECK(!a.keep_alive());
@@ -490,14 +529,16 @@ TEST_CASE("keep-alive, Connection: close, HTTP/1.0 and pipelined requests") {
     }
     {
         raw_client c(s.port());
-        const answer a = c.exchange("POST /dtx/stock?" + try_query + " HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}");
+        const answer a =
+            c.exchange("POST /dtx/stock?" + try_query + " HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}");
         CHECK(a.result_int() == 200);
         CHECK(a.version() == 10);
         CHECK(c.closed());
     }
     {
         raw_client c(s.port());
-        c.send(call("stock", try_query, R"({"answer":"failure"})") + call("stock", try_query) + get("/health"));
+        c.send(call("stock", try_query, R"({"answer":"failure"})") + call("stock", try_query) +
+               get("/health"));
         CHECK(c.read().result_int() == 409);
         CHECK(c.read().result_int() == 200);
         CHECK(c.read().body() == R"({"status":"ok"})");
@@ -507,7 +548,8 @@ TEST_CASE("keep-alive, Connection: close, HTTP/1.0 and pipelined requests") {
 TEST_CASE("a client that sends Expect: 100-continue gets 100 before it sends the body") {
     running_server s;
     raw_client c(s.port());
-    c.send("POST /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n");
+    c.send("POST /dtx/stock?" + try_query +
+           " HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n");
     CHECK(c.read().result_int() == 100);
     c.send(R"({"qty":1})");
     CHECK(c.read().result_int() == 200);
@@ -521,18 +563,22 @@ TEST_CASE("concurrent connections are served at once") {
     std::vector<std::unique_ptr<raw_client>> clients;
     for (int i = 0; i < n; ++i) {
         clients.push_back(std::make_unique<raw_client>(s.port()));
-        clients.back()->send(call("stock", "gid=g" + std::to_string(i) + "&trans_type=tcc&branch_id=01&op=try",
-                                  R"({"answer":"wait"})"));
+        clients.back()->send(
+            call("stock", "gid=g" + std::to_string(i) + "&trans_type=tcc&branch_id=01&op=try",
+                 R"({"answer":"wait"})"));
     }
-    REQUIRE(eventually([&] { return s.parts.waiting() == n; })); // all n handlers in flight together
+    REQUIRE(
+        eventually([&] { return s.parts.waiting() == n; })); // all n handlers in flight together
     s.on_server([&] {
         s.parts.release();
         return 0;
     });
-    for (auto& c : clients) CHECK(c->read().result_int() == 200);
+    for (auto& c : clients)
+        CHECK(c->read().result_int() == 200);
 }
 
-TEST_CASE("oversized bodies get 413, oversized headers 431, garbage 400; each closes and the server goes on") {
+TEST_CASE("oversized bodies get 413, oversized headers 431, garbage 400; each closes and the "
+          "server goes on") {
     http::server_options o;
     o.header_limit = 1024;
     o.body_limit = 100;
@@ -547,8 +593,10 @@ TEST_CASE("oversized bodies get 413, oversized headers 431, garbage 400; each cl
     }
     {
         raw_client c(s.port()); // chunked: the limit hits while reading the body
-        std::string req = "POST /dtx/stock?" + try_query + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        for (int i = 0; i < 5; ++i) req += "20\r\n" + std::string(32, ' ') + "\r\n";
+        std::string req = "POST /dtx/stock?" + try_query +
+                          " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (int i = 0; i < 5; ++i)
+            req += "20\r\n" + std::string(32, ' ') + "\r\n";
         req += "0\r\n\r\n";
         const answer a = c.exchange(req);
         CHECK(a.result_int() == 413);
@@ -556,18 +604,21 @@ TEST_CASE("oversized bodies get 413, oversized headers 431, garbage 400; each cl
     }
     {
         raw_client c(s.port());
-        const answer a = c.exchange(post("/dtx/stock?" + try_query, "{}", "X-Padding: " + std::string(2000, 'p') + "\r\n"));
+        const answer a = c.exchange(
+            post("/dtx/stock?" + try_query, "{}", "X-Padding: " + std::string(2000, 'p') + "\r\n"));
         CHECK(a.result_int() == 431);
         CHECK(error_of(a) == "header_too_large");
         CHECK(c.closed());
     }
     {
         raw_client c(s.port());
-        const answer a = c.exchange("POST /dtx/stock?" + std::string(2000, 'q') + " HTTP/1.1\r\n\r\n");
+        const answer a =
+            c.exchange("POST /dtx/stock?" + std::string(2000, 'q') + " HTTP/1.1\r\n\r\n");
         CHECK(a.result_int() == 431);
     }
-    for (std::string garbage : {"NOT HTTP AT ALL\r\n\r\n", "POST /dtx/stock HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-                                "POST /dtx/stock HTTP/1.1\r\nBad Header\r\n\r\n"}) {
+    for (std::string garbage :
+         {"NOT HTTP AT ALL\r\n\r\n", "POST /dtx/stock HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+          "POST /dtx/stock HTTP/1.1\r\nBad Header\r\n\r\n"}) {
         CAPTURE(garbage);
         raw_client c(s.port());
         const answer a = c.exchange(garbage);
@@ -576,7 +627,8 @@ TEST_CASE("oversized bodies get 413, oversized headers 431, garbage 400; each cl
         CHECK(c.closed());
     }
     raw_client c(s.port());
-    CHECK(c.exchange(call("stock", try_query, "[" + std::string(90, '1') + "]")).result_int() == 200);
+    CHECK(c.exchange(call("stock", try_query, "[" + std::string(90, '1') + "]")).result_int() ==
+          200);
 }
 
 TEST_CASE("a client that sends its headers too slowly gets 408; an idle connection is closed") {
@@ -607,7 +659,8 @@ TEST_CASE("a client that disconnects mid-request does not disturb the next one")
     running_server s;
     {
         raw_client c(s.port());
-        const std::string req = call("stock", try_query, R"({"qty":1,"padding":"................"})");
+        const std::string req =
+            call("stock", try_query, R"({"qty":1,"padding":"................"})");
         c.send(req.substr(0, req.size() - 10));
         c.close();
     }
@@ -626,18 +679,24 @@ TEST_CASE("requests need the bearer token when one is set; the health endpoint d
     o.bearer_token = "s3cret-token";
     running_server s(o);
     raw_client c(s.port());
-    for (std::string auth : {"", "Authorization: Bearer wrong\r\n", "Authorization: Bearer s3cret-toke\r\n",
-                             "Authorization: Bearer s3cret-token2\r\n", "Authorization: Basic s3cret-token\r\n",
-                             "Authorization: Bearer\r\n"}) {
+    for (std::string auth :
+         {"", "Authorization: Bearer wrong\r\n", "Authorization: Bearer s3cret-toke\r\n",
+          "Authorization: Bearer s3cret-token2\r\n", "Authorization: Basic s3cret-token\r\n",
+          "Authorization: Bearer\r\n"}) {
         CAPTURE(auth);
         const answer a = c.exchange(post("/dtx/stock?" + try_query, "{}", auth));
         CHECK(a.result_int() == 401);
         CHECK(error_of(a) == "unauthorized");
         CHECK(a[beast::http::field::www_authenticate] == "Bearer");
     }
-    CHECK(c.exchange(post("/dtx/nobody?" + try_query, "{}")).result_int() == 401); // names stay private
-    CHECK(c.exchange(post("/dtx/stock?" + try_query, "{}", "Authorization: Bearer s3cret-token\r\n")).result_int() == 200);
-    CHECK(c.exchange(post("/dtx/stock?" + try_query, "{}", "Authorization: bearer  s3cret-token\r\n")).result_int() == 200);
+    CHECK(c.exchange(post("/dtx/nobody?" + try_query, "{}")).result_int() ==
+          401); // names stay private
+    CHECK(
+        c.exchange(post("/dtx/stock?" + try_query, "{}", "Authorization: Bearer s3cret-token\r\n"))
+            .result_int() == 200);
+    CHECK(
+        c.exchange(post("/dtx/stock?" + try_query, "{}", "Authorization: bearer  s3cret-token\r\n"))
+            .result_int() == 200);
     CHECK(c.exchange(get("/health")).result_int() == 200);
     CHECK(s.parts.calls().size() == 2);
 }
@@ -698,7 +757,8 @@ TEST_CASE("graceful shutdown: no new connections, idle ones closed, requests in 
     CHECK(s.parts.cancelled() == 0);
 }
 
-TEST_CASE("shutdown past its grace cancels the handlers still running and closes their connections") {
+TEST_CASE(
+    "shutdown past its grace cancels the handlers still running and closes their connections") {
     running_server s;
     raw_client busy(s.port());
     busy.send(call("stock", try_query, R"({"answer":"wait"})"));
@@ -708,12 +768,15 @@ TEST_CASE("shutdown past its grace cancels the handlers still running and closes
     CHECK(busy.closed());
 }
 
-TEST_CASE("percent_decode keeps '+' in paths; branch_query_string round-trips through parse_branch_query") {
+TEST_CASE("percent_decode keeps '+' in paths; branch_query_string round-trips through "
+          "parse_branch_query") {
     CHECK(http::detail::percent_decode("a+b%2B") == "a b+");
     CHECK(http::detail::percent_decode("a+b%2B", false) == "a+b+");
     CHECK(!http::detail::percent_decode("%2"));
-    for (branch_op op : {branch_op::try_, branch_op::confirm, branch_op::cancel, branch_op::action, branch_op::compensate}) {
-        const auto parsed = http::parse_branch_query(http::branch_query_string("g:1/2+3", "b&=?", op));
+    for (branch_op op : {branch_op::try_, branch_op::confirm, branch_op::cancel, branch_op::action,
+                         branch_op::compensate}) {
+        const auto parsed =
+            http::parse_branch_query(http::branch_query_string("g:1/2+3", "b&=?", op));
         REQUIRE(std::holds_alternative<http::branch_query>(parsed));
         const auto& q = std::get<http::branch_query>(parsed);
         CHECK(q.gid == "g:1/2+3");

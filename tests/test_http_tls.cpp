@@ -4,13 +4,9 @@
 // operation over TLS, keep-alive reuse, verification failures, plain and TLS clients on the wrong
 // port, the handshake timeout, mutual TLS, bearer tokens, a coordinator with recovery over https,
 // and graceful shutdown.
-#include <dtx/http/tls.hpp>
-
 #include <dtx/dtx.hpp>
 #include <dtx/http/remote_participant.hpp>
-
-#include "support/certificates.hpp"
-#include "support/model.hpp"
+#include <dtx/http/tls.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -22,8 +18,6 @@
 
 #include <doctest/doctest.h>
 
-#include <unistd.h>
-
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -32,6 +26,10 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "support/certificates.hpp"
+#include "support/model.hpp"
+#include <unistd.h>
 
 using namespace dtx;
 using namespace dtx::test;
@@ -83,7 +81,8 @@ std::shared_ptr<const http::client_tls> trusting_tls(const identity* client = nu
 
 /// What the participants received, by op.
 struct tls_world {
-    explicit tls_world(const identity& shown = certificates().server) : tls(server_context(shown)) {
+    explicit tls_world(const identity& shown = certificates().server)
+        : tls(server_context(shown)) {
         stock.set_script(always_ok());
         payment.set_script(always_ok());
         const tcc_handlers t = stock.tcc();
@@ -93,22 +92,29 @@ struct tls_world {
         const saga_handlers s = payment.saga();
         served.add_saga("payment", {.on_action = counted(s.on_action, payment_calls),
                                     .on_compensate = counted(s.on_compensate, payment_calls)});
-        served.add_tcc("slow", {.on_try = gate_handler(), .on_confirm = gate_handler(), .on_cancel = gate_handler()});
+        served.add_tcc(
+            "slow",
+            {.on_try = gate_handler(), .on_confirm = gate_handler(), .on_cancel = gate_handler()});
     }
     ~tls_world() {
-        if (server && !stopped) run(server->async_stop(0ms));
+        if (server && !stopped)
+            run(server->async_stop(0ms));
     }
 
     /// Starts the server with `o` over TLS (or plain HTTP if `plain`).
     void start(http::server_options o = {}, bool plain = false) {
-        if (!plain) o.tls = http::make_server_tls(*tls);
-        o.on_request = [this](const http::log_record& r) { log.push_back({r.status, std::string(r.error)}); };
+        if (!plain)
+            o.tls = http::make_server_tls(*tls);
+        o.on_request = [this](const http::log_record& r) {
+            log.push_back({r.status, std::string(r.error)});
+        };
         server.emplace(ioc, served, std::move(o));
         server->start();
     }
 
     std::string url(std::string_view participant, std::string_view scheme = "https://") const {
-        return std::string(scheme) + "127.0.0.1:" + std::to_string(server->port()) + "/dtx/" + std::string(participant);
+        return std::string(scheme) + "127.0.0.1:" + std::to_string(server->port()) + "/dtx/" +
+               std::string(participant);
     }
 
     /// Runs the io_context until `a` completes; rethrows what it threw.
@@ -119,14 +125,16 @@ struct tls_world {
         bool done = false;
         asio::co_spawn(ioc, std::move(a), [&](std::exception_ptr e, T r) {
             failed = e;
-            if (!e) out = std::move(r);
+            if (!e)
+                out = std::move(r);
             done = true;
         });
         ioc.restart();
         while (!done && ioc.run_one() > 0) {
         }
         REQUIRE(done);
-        if (failed) std::rethrow_exception(failed);
+        if (failed)
+            std::rethrow_exception(failed);
         return std::move(*out);
     }
     void run(asio::awaitable<void> a) {
@@ -147,7 +155,8 @@ struct tls_world {
     bool run_until(F done) {
         const auto until = std::chrono::steady_clock::now() + 10s;
         ioc.restart();
-        while (!done() && std::chrono::steady_clock::now() < until) ioc.run_for(5ms);
+        while (!done() && std::chrono::steady_clock::now() < until)
+            ioc.run_for(5ms);
         return done();
     }
 
@@ -202,7 +211,9 @@ private:
 
 const std::string try_query = "gid=g1&trans_type=tcc&branch_id=01&op=try";
 
-bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+bool contains(std::string_view text, std::string_view part) {
+    return text.find(part) != std::string_view::npos;
+}
 
 /// A TCP connection that never sends a byte.
 tcp::socket silent_connection(asio::io_context& ioc, std::uint16_t port) {
@@ -215,13 +226,14 @@ tcp::socket silent_connection(asio::io_context& ioc, std::uint16_t port) {
 bool closed_by_server(tls_world& w, tcp::socket& s) {
     bool closed = false;
     std::array<char, 64> sink;
-    std::function<void(boost::system::error_code, std::size_t)> on_read = [&](boost::system::error_code ec, std::size_t) {
-        if (ec) {
-            closed = true;
-            return;
-        }
-        s.async_read_some(asio::buffer(sink), on_read);
-    };
+    std::function<void(boost::system::error_code, std::size_t)> on_read =
+        [&](boost::system::error_code ec, std::size_t) {
+            if (ec) {
+                closed = true;
+                return;
+            }
+            s.async_read_some(asio::buffer(sink), on_read);
+        };
     s.async_read_some(asio::buffer(sink), on_read);
     const bool ok = w.run_until([&] { return closed; });
     if (!ok) {
@@ -248,7 +260,8 @@ TEST_CASE("every branch operation over TLS, on one kept-alive connection") {
                          call{"payment", "gid=g3&trans_type=saga&branch_id=01&op=action"},
                          call{"payment", "gid=g3&trans_type=saga&branch_id=01&op=compensate"}}) {
         CAPTURE(c.query);
-        const http::response r = w.run(client.post(http::make_url(w.url(c.participant)), c.query, R"({"qty":2})"));
+        const http::response r =
+            w.run(client.post(http::make_url(w.url(c.participant)), c.query, R"({"qty":2})"));
         CHECK(r.status == 200);
         CHECK(contains(r.body, "SUCCESS"));
     }
@@ -270,7 +283,8 @@ TEST_CASE("TLS connections are pooled apart from plain ones and reused concurren
     auto batch = [&](int n) -> asio::awaitable<int> {
         int ok = 0;
         for (int i = 0; i < n; ++i) {
-            const std::string q = "gid=b" + std::to_string(i) + "&trans_type=tcc&branch_id=01&op=try";
+            const std::string q =
+                "gid=b" + std::to_string(i) + "&trans_type=tcc&branch_id=01&op=try";
             const http::response r = co_await client.post(to, q, R"({"qty":1})");
             ok += r.status == 200 ? 1 : 0;
         }
@@ -286,7 +300,8 @@ TEST_CASE("TLS connections are pooled apart from plain ones and reused concurren
                 results.push_back(n);
             });
         REQUIRE(w.run_until([&] { return results.size() == 3; }));
-        for (int n : results) answered += n;
+        for (int n : results)
+            answered += n;
     }
     CHECK(answered == 36);
     CHECK(client.statistics().connections == 3);
@@ -298,7 +313,8 @@ TEST_CASE("a server certificate from an untrusted CA is refused before any reque
     tls_world w(certificates().untrusted);
     w.start();
     http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
-    const std::string e = w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
+    const std::string e =
+        w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
     CAPTURE(e);
     CHECK(contains(e, "the TLS handshake with 127.0.0.1 failed"));
     CHECK(contains(e, "certificate verify failed"));
@@ -314,7 +330,8 @@ TEST_CASE("a certificate for another host, or an expired one, is refused") {
         tls_world w(certificates().wrong_host);
         w.start();
         http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
-        const std::string e = w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
+        const std::string e =
+            w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
         CAPTURE(e);
         CHECK(contains(e, "IP address mismatch"));
         CHECK(w.calls() == 0);
@@ -323,8 +340,10 @@ TEST_CASE("a certificate for another host, or an expired one, is refused") {
         tls_world w(certificates().wrong_host);
         w.start();
         http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
-        const std::string by_name = "https://localhost:" + std::to_string(w.server->port()) + "/dtx/stock";
-        const std::string e = w.error_of(client.post(http::make_url(by_name), try_query, R"({"qty":1})"));
+        const std::string by_name =
+            "https://localhost:" + std::to_string(w.server->port()) + "/dtx/stock";
+        const std::string e =
+            w.error_of(client.post(http::make_url(by_name), try_query, R"({"qty":1})"));
         CAPTURE(e);
         CHECK(contains(e, "the TLS handshake with localhost failed"));
         CHECK(contains(e, "hostname mismatch"));
@@ -333,14 +352,16 @@ TEST_CASE("a certificate for another host, or an expired one, is refused") {
         tls_world right; // shows a certificate for localhost
         right.start();
         http::client other(right.ioc.get_executor(), {.tls = trusting_tls()});
-        const std::string ok = "https://localhost:" + std::to_string(right.server->port()) + "/dtx/stock";
+        const std::string ok =
+            "https://localhost:" + std::to_string(right.server->port()) + "/dtx/stock";
         CHECK(right.run(other.post(http::make_url(ok), try_query, R"({"qty":1})")).status == 200);
     }
     SUBCASE("expired") {
         tls_world w(certificates().expired);
         w.start();
         http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
-        const std::string e = w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
+        const std::string e =
+            w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
         CAPTURE(e);
         CHECK(contains(e, "certificate has expired"));
         CHECK(w.calls() == 0);
@@ -351,7 +372,8 @@ TEST_CASE("an https URL given to a client without TLS settings is an error that 
     tls_world w;
     w.start();
     http::client client(w.ioc.get_executor());
-    const std::string e = w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
+    const std::string e =
+        w.error_of(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
     CAPTURE(e);
     CHECK(contains(e, "no TLS settings"));
     CHECK(contains(e, w.url("stock")));
@@ -359,37 +381,45 @@ TEST_CASE("an https URL given to a client without TLS settings is an error that 
     CHECK(client.statistics().connections == 0);
 }
 
-TEST_CASE("a plain client on a TLS port gets 400 https_required; a TLS client on a plain port an error") {
+TEST_CASE(
+    "a plain client on a TLS port gets 400 https_required; a TLS client on a plain port an error") {
     SUBCASE("plain HTTP to the TLS port") {
         tls_world w;
         w.start();
         http::client plain(w.ioc.get_executor());
-        const http::response r = w.run(plain.post(http::make_url(w.url("stock", "http://")), try_query, R"({"qty":1})"));
+        const http::response r =
+            w.run(plain.post(http::make_url(w.url("stock", "http://")), try_query, R"({"qty":1})"));
         CHECK(r.status == 400);
         CHECK(contains(r.body, "https_required"));
         CHECK(w.calls() == 0);
         REQUIRE(w.log.size() == 1);
         CHECK(w.log[0].error == "https_required");
         http::client secure(w.ioc.get_executor(), {.tls = trusting_tls()});
-        CHECK(w.run(secure.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})")).status == 200); // still serving
+        CHECK(
+            w.run(secure.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})")).status ==
+            200); // still serving
         CHECK(w.calls() == 1);
     }
     SUBCASE("TLS to a plain port") {
         tls_world w;
         w.start({}, true);
         http::client secure(w.ioc.get_executor(), {.tls = trusting_tls()});
-        const std::string e = w.error_of(secure.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
+        const std::string e =
+            w.error_of(secure.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})"));
         CAPTURE(e);
         CHECK(contains(e, "the TLS handshake with 127.0.0.1 failed"));
         CHECK(contains(e, "does not speak TLS"));
         CHECK(w.calls() == 0);
         http::client plain(w.ioc.get_executor());
-        CHECK(w.run(plain.post(http::make_url(w.url("stock", "http://")), try_query, R"({"qty":1})")).status == 200);
+        CHECK(
+            w.run(plain.post(http::make_url(w.url("stock", "http://")), try_query, R"({"qty":1})"))
+                .status == 200);
         CHECK(w.calls() == 1);
     }
 }
 
-TEST_CASE("a client that never shakes hands is dropped after the handshake timeout; it counts as a connection") {
+TEST_CASE("a client that never shakes hands is dropped after the handshake timeout; it counts as a "
+          "connection") {
     tls_world w;
     w.start({.handshake_timeout = 300ms, .max_connections = 1});
     tcp::socket silent = silent_connection(w.ioc, w.server->port());
@@ -415,12 +445,16 @@ TEST_CASE("a client that never shakes hands does not hold up the others") {
     w.start({.handshake_timeout = 300ms});
     tcp::socket silent = silent_connection(w.ioc, w.server->port());
     http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
-    for (int i = 0; i < 3; ++i) CHECK(w.run(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})")).status == 200);
+    for (int i = 0; i < 3; ++i)
+        CHECK(
+            w.run(client.post(http::make_url(w.url("stock")), try_query, R"({"qty":1})")).status ==
+            200);
     CHECK(closed_by_server(w, silent));
     CHECK(w.calls() == 3);
 }
 
-TEST_CASE("mutual TLS: a server that requires a client certificate serves the client that shows one") {
+TEST_CASE(
+    "mutual TLS: a server that requires a client certificate serves the client that shows one") {
     tls_world w;
     w.tls->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
     w.tls->add_certificate_authority(asio::buffer(certificates().ca.cert_pem));
@@ -428,7 +462,8 @@ TEST_CASE("mutual TLS: a server that requires a client certificate serves the cl
     const http::url to = http::make_url(w.url("stock"));
 
     SUBCASE("with a certificate (from files)") {
-        const auto dir = std::filesystem::temp_directory_path() / ("dtx_tls_" + std::to_string(::getpid()));
+        const auto dir =
+            std::filesystem::temp_directory_path() / ("dtx_tls_" + std::to_string(::getpid()));
         std::filesystem::create_directories(dir);
         const auto write = [&](const char* name, const std::string& text) {
             std::ofstream(dir / name) << text;
@@ -460,7 +495,8 @@ TEST_CASE("mutual TLS: a server that requires a client certificate serves the cl
 TEST_CASE("TLS settings name a file they cannot load") {
     http::client_tls_options o;
     o.ca_file = "/nonexistent/ca.pem";
-    CHECK_THROWS_WITH_AS(http::make_client_tls(o), doctest::Contains("/nonexistent/ca.pem"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(http::make_client_tls(o), doctest::Contains("/nonexistent/ca.pem"),
+                         std::invalid_argument);
     http::client_tls_options half;
     half.certificate_chain_file = "client.pem";
     CHECK_THROWS_AS(http::make_client_tls(half), std::invalid_argument);
@@ -482,7 +518,8 @@ TEST_CASE("the bearer token is checked over TLS") {
     CHECK(w.calls() == 1);
 }
 
-TEST_CASE("a coordinator runs TCC over https participants, and recovery finds them through url_resolver") {
+TEST_CASE("a coordinator runs TCC over https participants, and recovery finds them through "
+          "url_resolver") {
     tls_world w;
     w.start({.bearer_token = "s3cret"});
     memory_journal journal{memory_journal::options{.keep_ended = true}};
@@ -511,7 +548,8 @@ TEST_CASE("a coordinator runs TCC over https participants, and recovery finds th
         coordinator doomed(w.ioc.get_executor(), journal, first_urls, opts);
         asio::co_spawn(w.ioc, doomed.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
             co_await tx.add_branch(stock, qty_payload{7});
-        }), asio::detached);
+        }),
+                       asio::detached);
         REQUIRE(w.run_until([&] { return stopped; }));
     }
     REQUIRE(!gid.empty());
@@ -551,7 +589,8 @@ TEST_CASE("a coordinator runs TCC over https participants, and recovery finds th
     CHECK(w.payment_calls == 0);
 }
 
-TEST_CASE("graceful shutdown with TLS connections: idle ones get close_notify, requests in flight finish") {
+TEST_CASE("graceful shutdown with TLS connections: idle ones get close_notify, requests in flight "
+          "finish") {
     tls_world w;
     w.start();
     const http::url to = http::make_url(w.url("stock"));
@@ -566,21 +605,27 @@ TEST_CASE("graceful shutdown with TLS connections: idle ones get close_notify, r
     bool idle_ended = false;
     beast::flat_buffer idle_buffer;
     beast::http::response<beast::http::string_body> idle_answer;
-    asio::co_spawn(w.ioc, [&]() -> asio::awaitable<void> {
-        co_await idle.next_layer().async_connect({asio::ip::make_address("127.0.0.1"), w.server->port()}, asio::use_awaitable);
-        co_await idle.async_handshake(ssl::stream_base::client, asio::use_awaitable);
-        beast::http::request<beast::http::string_body> req{beast::http::verb::post, "/dtx/stock?" + try_query, 11};
-        req.set(beast::http::field::host, "127.0.0.1");
-        req.body() = R"({"qty":1})";
-        req.prepare_payload();
-        co_await beast::http::async_write(idle, req, asio::use_awaitable);
-        co_await beast::http::async_read(idle, idle_buffer, idle_answer, asio::use_awaitable);
-        idle_ready = true;
-        std::array<char, 16> more;
-        auto [ec, n] = co_await idle.async_read_some(asio::buffer(more), asio::as_tuple(asio::use_awaitable));
-        idle_end = ec;
-        idle_ended = true;
-    }, asio::detached);
+    asio::co_spawn(
+        w.ioc,
+        [&]() -> asio::awaitable<void> {
+            co_await idle.next_layer().async_connect(
+                {asio::ip::make_address("127.0.0.1"), w.server->port()}, asio::use_awaitable);
+            co_await idle.async_handshake(ssl::stream_base::client, asio::use_awaitable);
+            beast::http::request<beast::http::string_body> req{beast::http::verb::post,
+                                                               "/dtx/stock?" + try_query, 11};
+            req.set(beast::http::field::host, "127.0.0.1");
+            req.body() = R"({"qty":1})";
+            req.prepare_payload();
+            co_await beast::http::async_write(idle, req, asio::use_awaitable);
+            co_await beast::http::async_read(idle, idle_buffer, idle_answer, asio::use_awaitable);
+            idle_ready = true;
+            std::array<char, 16> more;
+            auto [ec, n] = co_await idle.async_read_some(asio::buffer(more),
+                                                         asio::as_tuple(asio::use_awaitable));
+            idle_end = ec;
+            idle_ended = true;
+        },
+        asio::detached);
     REQUIRE(w.run_until([&] { return idle_ready; }));
     CHECK(idle_answer.result_int() == 200);
     CHECK(idle_answer.keep_alive());
@@ -603,7 +648,8 @@ TEST_CASE("graceful shutdown with TLS connections: idle ones get close_notify, r
     CHECK(!stopped);
     CHECK(!busy);
 
-    for (auto* g : w.gates) g->cancel();
+    for (auto* g : w.gates)
+        g->cancel();
     REQUIRE(w.run_until([&] { return stopped && busy; }));
     CHECK(busy->status == 200);
     CHECK(w.server->connections() == 0);
@@ -615,21 +661,23 @@ TEST_CASE("async_stop called twice, at once and after the end: both callers comp
     w.start();
     http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
     bool answered = false;
-    asio::co_spawn(w.ioc, client.post(http::make_url(w.url("slow")), try_query, R"({"qty":1})"),
-                   [&](std::exception_ptr e, http::response r) {
-                       answered = !e && r.status == 200;
-                   });
+    asio::co_spawn(
+        w.ioc, client.post(http::make_url(w.url("slow")), try_query, R"({"qty":1})"),
+        [&](std::exception_ptr e, http::response r) { answered = !e && r.status == 200; });
     REQUIRE(w.run_until([&] { return w.waiting == 1; }));
 
     int completed = 0;
-    asio::co_spawn(w.ioc, w.server->async_stop(10s), [&](std::exception_ptr e) { completed += e ? 100 : 1; });
-    asio::co_spawn(w.ioc, w.server->async_stop(10s), [&](std::exception_ptr e) { completed += e ? 100 : 1; });
+    asio::co_spawn(w.ioc, w.server->async_stop(10s),
+                   [&](std::exception_ptr e) { completed += e ? 100 : 1; });
+    asio::co_spawn(w.ioc, w.server->async_stop(10s),
+                   [&](std::exception_ptr e) { completed += e ? 100 : 1; });
     w.stopped = true;
     w.run_for(300ms); // neither completes while the request runs
     CHECK(completed == 0);
     CHECK(w.server->connections() == 1);
 
-    for (auto* g : w.gates) g->cancel();
+    for (auto* g : w.gates)
+        g->cancel();
     REQUIRE(w.run_until([&] { return completed >= 2 && answered; }));
     CHECK(completed == 2);
     CHECK(w.server->connections() == 0);

@@ -2,10 +2,10 @@
 // several connections, and rollback of refused handlers.
 #include <dtx/postgres_barrier.hpp>
 
+#include <doctest/doctest.h>
+
 #include "support/model.hpp"
 #include "support/pg_server.hpp"
-
-#include <doctest/doctest.h>
 
 using namespace dtx;
 using namespace dtx::test;
@@ -19,44 +19,55 @@ struct account {
     nlohmann::json ten = qty_payload{10};
     asio::io_context ioc;
 
-    explicit account(std::string conninfo) : barrier({.conninfo = std::move(conninfo)}) {
+    explicit account(std::string conninfo)
+        : barrier({.conninfo = std::move(conninfo)}) {
         run(ioc, barrier.run<int>([](postgres::connection& db) {
-            db.exec("CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL, frozen int NOT NULL)");
+            db.exec("CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL, frozen int "
+                    "NOT NULL)");
             db.exec("INSERT INTO account VALUES (1, 100, 0)");
             return 0;
         }));
         h = barrier.tcc({
-            .on_try = typed_postgres<qty_payload>([this](postgres::connection& db, const branch_request&, qty_payload p) {
-                ++tries;
-                auto r = db.exec("UPDATE account SET balance = balance - $1::int, frozen = frozen + $1::int "
-                                 "WHERE id = 1 AND balance >= $1::int",
-                                 {std::to_string(p.qty)});
-                return r.affected() ? success() : failure("insufficient funds");
-            }),
-            .on_confirm = typed_postgres<qty_payload>([this](postgres::connection& db, const branch_request&, qty_payload p) {
-                ++confirms;
-                db.exec("UPDATE account SET frozen = frozen - $1::int WHERE id = 1", {std::to_string(p.qty)});
-                return success();
-            }),
-            .on_cancel = typed_postgres<qty_payload>([this](postgres::connection& db, const branch_request&, qty_payload p) {
-                ++cancels;
-                db.exec("UPDATE account SET frozen = frozen - $1::int, balance = balance + $1::int WHERE id = 1",
+            .on_try = typed_postgres<qty_payload>(
+                [this](postgres::connection& db, const branch_request&, qty_payload p) {
+                    ++tries;
+                    auto r = db.exec(
+                        "UPDATE account SET balance = balance - $1::int, frozen = frozen + $1::int "
+                        "WHERE id = 1 AND balance >= $1::int",
                         {std::to_string(p.qty)});
-                return success();
-            }),
+                    return r.affected() ? success() : failure("insufficient funds");
+                }),
+            .on_confirm = typed_postgres<qty_payload>(
+                [this](postgres::connection& db, const branch_request&, qty_payload p) {
+                    ++confirms;
+                    db.exec("UPDATE account SET frozen = frozen - $1::int WHERE id = 1",
+                            {std::to_string(p.qty)});
+                    return success();
+                }),
+            .on_cancel = typed_postgres<qty_payload>(
+                [this](postgres::connection& db, const branch_request&, qty_payload p) {
+                    ++cancels;
+                    db.exec("UPDATE account SET frozen = frozen - $1::int, balance = balance + "
+                            "$1::int WHERE id = 1",
+                            {std::to_string(p.qty)});
+                    return success();
+                }),
         });
     }
 
     outcome call(branch_op op, const char* gid, nlohmann::json* payload = nullptr) {
         branch_request r{gid, "01", op, payload ? *payload : ten};
-        const branch_handler& fn = op == branch_op::try_ ? h.on_try : op == branch_op::confirm ? h.on_confirm : h.on_cancel;
+        const branch_handler& fn = op == branch_op::try_      ? h.on_try
+                                   : op == branch_op::confirm ? h.on_confirm
+                                                              : h.on_cancel;
         return run(ioc, fn(r));
     }
 
     std::pair<int, int> read() {
         return run(ioc, barrier.run<std::pair<int, int>>([](postgres::connection& db) {
             auto r = db.exec("SELECT balance, frozen FROM account WHERE id = 1");
-            return std::pair{std::stoi(std::string(r.text(0, 0))), std::stoi(std::string(r.text(0, 1)))};
+            return std::pair{std::stoi(std::string(r.text(0, 0))),
+                             std::stoi(std::string(r.text(0, 1)))};
         }));
     }
 };
@@ -75,12 +86,13 @@ TEST_CASE("postgres barrier: duplicates, null compensation, hanging, refusals") 
 
     CHECK(a.call(branch_op::cancel, "g2").is_success()); // before its try: nothing to undo
     CHECK(a.cancels == 0);
-    CHECK(a.call(branch_op::try_, "g2").is_failure());   // the late try is refused
+    CHECK(a.call(branch_op::try_, "g2").is_failure()); // the late try is refused
     CHECK(a.tries == 1);
 
     nlohmann::json too_much = qty_payload{1000};
-    CHECK(a.call(branch_op::try_, "g3", &too_much).is_failure()); // refused: rolled back with its row
-    CHECK(a.call(branch_op::cancel, "g3").is_success());          // so its cancel is a null one
+    CHECK(
+        a.call(branch_op::try_, "g3", &too_much).is_failure()); // refused: rolled back with its row
+    CHECK(a.call(branch_op::cancel, "g3").is_success());        // so its cancel is a null one
     CHECK(a.cancels == 0);
     CHECK(a.read() == std::pair{90, 0});
 }
@@ -90,10 +102,13 @@ TEST_CASE("postgres barrier: concurrent duplicate tries and cancels on several c
     std::atomic<int> ok{0};
     std::vector<branch_request> tries(8, branch_request{"c1", "01", branch_op::try_, a.ten});
     for (auto& r : tries)
-        asio::co_spawn(a.ioc, [&, &r = r]() -> asio::awaitable<void> {
-            outcome o = co_await a.h.on_try(r);
-            ok += o.is_success();
-        }, asio::detached);
+        asio::co_spawn(
+            a.ioc,
+            [&, &r = r]() -> asio::awaitable<void> {
+                outcome o = co_await a.h.on_try(r);
+                ok += o.is_success();
+            },
+            asio::detached);
     a.ioc.restart();
     a.ioc.run();
     CHECK(ok == 8);
@@ -103,10 +118,13 @@ TEST_CASE("postgres barrier: concurrent duplicate tries and cancels on several c
     ok = 0;
     std::vector<branch_request> cancels(8, branch_request{"c1", "01", branch_op::cancel, a.ten});
     for (auto& r : cancels)
-        asio::co_spawn(a.ioc, [&, &r = r]() -> asio::awaitable<void> {
-            outcome o = co_await a.h.on_cancel(r);
-            ok += o.is_success();
-        }, asio::detached);
+        asio::co_spawn(
+            a.ioc,
+            [&, &r = r]() -> asio::awaitable<void> {
+                outcome o = co_await a.h.on_cancel(r);
+                ok += o.is_success();
+            },
+            asio::detached);
     a.ioc.restart();
     a.ioc.run();
     CHECK(ok == 8);

@@ -1,22 +1,25 @@
 // The PostgreSQL journal, against a server the test starts on 127.0.0.1 and stops: the journal
 // contract, group commit, claims shared by several instances, a newer schema, a lost server.
-#include <dtx/postgres_journal.hpp>
-
 #include <dtx/coordinator.hpp>
-
-#include "support/journal_contract.hpp"
-#include "support/pg_server.hpp"
+#include <dtx/postgres_journal.hpp>
 
 #include <doctest/doctest.h>
 
 #include <set>
 
+#include "support/journal_contract.hpp"
+#include "support/pg_server.hpp"
+
 using namespace dtx;
 using namespace dtx::test;
 
 namespace {
-pg_server& server() { return shared_pg_server(); }
-std::string fresh_database() { return fresh_pg_database(); }
+pg_server& server() {
+    return shared_pg_server();
+}
+std::string fresh_database() {
+    return fresh_pg_database();
+}
 } // namespace
 
 TEST_CASE("postgres journal: the journal contract") {
@@ -48,15 +51,20 @@ CREATE TABLE dtx_transaction (
 CREATE TABLE dtx_branch (
     gid text NOT NULL, seq bigserial, branch_id text NOT NULL, participant text NOT NULL, payload jsonb NOT NULL,
     done boolean NOT NULL DEFAULT false, PRIMARY KEY (gid, branch_id)))sql");
-    c.exec("CREATE INDEX dtx_transaction_open ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL");
-    c.exec("CREATE INDEX dtx_transaction_ended ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL");
-    if (version >= 2) c.exec("ALTER TABLE dtx_transaction ADD COLUMN forward boolean NOT NULL DEFAULT false");
+    c.exec("CREATE INDEX dtx_transaction_open ON dtx_transaction (lease_until_ms) WHERE ended_ms "
+           "IS NULL");
+    c.exec("CREATE INDEX dtx_transaction_ended ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT "
+           "NULL");
+    if (version >= 2)
+        c.exec("ALTER TABLE dtx_transaction ADD COLUMN forward boolean NOT NULL DEFAULT false");
     const std::string v = std::to_string(version);
-    c.exec("INSERT INTO dtx_meta VALUES ('journal_version', $1::int), ('journal_functions', 3)", {v});
+    c.exec("INSERT INTO dtx_meta VALUES ('journal_version', $1::int), ('journal_functions', 3)",
+           {v});
 }
 
 int journal_version(postgres::connection& c) {
-    return std::stoi(std::string(c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'").text(0, 0)));
+    return std::stoi(
+        std::string(c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'").text(0, 0)));
 }
 
 } // namespace
@@ -66,7 +74,8 @@ TEST_CASE("postgres journal: a version 1 schema is migrated on open, its transac
     const std::string db = fresh_database();
     postgres::connection c(db);
     create_old_schema(c, 1);
-    c.exec("INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', 0)");
+    c.exec("INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirming', 1000, 1000, NULL, "
+           "'gone', 0)");
     c.exec("INSERT INTO dtx_branch (gid, branch_id, participant, payload, done) VALUES "
            "('old', '01', 'a', '{\"qty\": 1}', true), ('old', '02', 'b', '{\"qty\": 2}', false)");
     postgres_journal j({.conninfo = db});
@@ -80,17 +89,21 @@ TEST_CASE("postgres journal: a version 1 schema is migrated on open, its transac
     CHECK(claimed[0].branches[0].done);
     CHECK(claimed[0].branches[1].payload->at("qty") == 2);
     CHECK_FALSE(claimed[0].branches[1].done);
-    CHECK(write_sync(ioc, j, {.gid = "old", .status = status_change{tx_status::confirming, tx_status::confirmed},
-                              .lease = lease_change{"me", wall_clock::now()}}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "old",
+                      .status = status_change{tx_status::confirming, tx_status::confirmed},
+                      .lease = lease_change{"me", wall_clock::now()}}));
 }
 
-TEST_CASE("postgres journal: a version 2 schema with unfinished transactions is migrated on open and recovered") {
+TEST_CASE("postgres journal: a version 2 schema with unfinished transactions is migrated on open "
+          "and recovered") {
     asio::io_context ioc;
     const std::string db = fresh_database();
     postgres::connection c(db);
     create_old_schema(c, 2);
     // Decided to confirm, its first branch confirmed already; overdue while trying (presumed
-    // abort); a planned saga, trying (recovered forward); one ended; one trying within its deadline.
+    // abort); a planned saga, trying (recovered forward); one ended; one trying within its
+    // deadline.
     c.exec(R"sql(
 INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, ended_ms, lease_owner, lease_until_ms, forward)
 VALUES ('decided', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', 0, false),
@@ -120,7 +133,8 @@ VALUES ('decided', '01', 'a', '{"qty": 1}', true), ('decided', '02', 'b', '{"qty
     CHECK(ended->status == tx_status::confirmed);
     CHECK(ended->branches.at(0).done);
     // The branch rows stay readable as such.
-    CHECK(c.exec("SELECT 1 FROM dtx_branch WHERE gid = 'decided' AND branch_id = '01' AND done").rows() == 1);
+    CHECK(c.exec("SELECT 1 FROM dtx_branch WHERE gid = 'decided' AND branch_id = '01' AND done")
+              .rows() == 1);
 
     participant_registry reg;
     resource a{"a"}, b{"b"}, s{"s"};
@@ -129,7 +143,8 @@ VALUES ('decided', '01', 'a', '{"qty": 1}', true), ('decided', '02', 'b', '{"qty
     reg.add_saga("s", s.saga());
     // The try that preceded the decision.
     const nlohmann::json qty2{{"qty", 2}};
-    run(ioc, b.tcc().on_try(branch_request{.gid = "decided", .branch_id = "02", .op = branch_op::try_, .payload = qty2}));
+    run(ioc, b.tcc().on_try(branch_request{
+                 .gid = "decided", .branch_id = "02", .op = branch_op::try_, .payload = qty2}));
     coordinator coord(ioc.get_executor(), j, reg, fast_options());
     const recovery_report report = run(ioc, coord.recover());
     CHECK(report.claimed == 3);
@@ -164,13 +179,16 @@ void concurrent_tcc(std::size_t connections) {
     const int n = 200;
     int confirmed = 0, cancelled = 0;
     for (int i = 0; i < n; ++i)
-        asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-            tx_result r = co_await coord.tcc([](tcc_transaction& tx) -> asio::awaitable<void> {
-                co_await tx.add_branch("a", qty_payload{1});
-                co_await tx.add_branch("b", qty_payload{1});
-            });
-            (r.status == tx_status::confirmed ? confirmed : cancelled)++;
-        }, asio::detached);
+        asio::co_spawn(
+            ioc,
+            [&]() -> asio::awaitable<void> {
+                tx_result r = co_await coord.tcc([](tcc_transaction& tx) -> asio::awaitable<void> {
+                    co_await tx.add_branch("a", qty_payload{1});
+                    co_await tx.add_branch("b", qty_payload{1});
+                });
+                (r.status == tx_status::confirmed ? confirmed : cancelled)++;
+            },
+            asio::detached);
     ioc.run();
     CHECK(confirmed + cancelled == n);
     CHECK(confirmed > 0);
@@ -195,30 +213,39 @@ TEST_CASE("postgres journal: instances claiming at once never take the same tran
     const auto overdue = wall_clock::now() - std::chrono::seconds(1);
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     for (int i = 0; i < 300; ++i)
-        CHECK(write_sync(ioc, writer, {.gid = "g" + std::to_string(1000 + i),
-                                       .begin = begin_transaction{tx_kind::tcc, overdue},
-                                       .new_branches = br}));
+        CHECK(write_sync(ioc, writer,
+                         {.gid = "g" + std::to_string(1000 + i),
+                          .begin = begin_transaction{tx_kind::tcc, overdue},
+                          .new_branches = br}));
 
     // Three instances, each with its own connection, claim in small batches concurrently.
     std::vector<std::unique_ptr<postgres_journal>> instances;
-    for (int i = 0; i < 3; ++i) instances.push_back(std::make_unique<postgres_journal>(postgres_journal_options{.conninfo = conninfo}));
+    for (int i = 0; i < 3; ++i)
+        instances.push_back(
+            std::make_unique<postgres_journal>(postgres_journal_options{.conninfo = conninfo}));
     std::vector<std::string> taken;
     int rounds = 0;
     ioc.restart(); // the writes above ran it out of work
     for (int i = 0; i < 3; ++i)
-        asio::co_spawn(ioc, [&, i]() -> asio::awaitable<void> {
-            const std::string owner = "instance-" + std::to_string(i);
-            for (;;) {
-                auto batch = co_await instances[i]->claim(
-                    {.now = wall_clock::now(), .owner = owner, .lease = std::chrono::minutes(5), .limit = 7});
-                ++rounds;
-                if (batch.empty()) co_return;
-                for (auto& rec : batch) {
-                    CHECK(rec.status == tx_status::cancelling);
-                    taken.push_back(rec.gid);
+        asio::co_spawn(
+            ioc,
+            [&, i]() -> asio::awaitable<void> {
+                const std::string owner = "instance-" + std::to_string(i);
+                for (;;) {
+                    auto batch = co_await instances[i]->claim({.now = wall_clock::now(),
+                                                               .owner = owner,
+                                                               .lease = std::chrono::minutes(5),
+                                                               .limit = 7});
+                    ++rounds;
+                    if (batch.empty())
+                        co_return;
+                    for (auto& rec : batch) {
+                        CHECK(rec.status == tx_status::cancelling);
+                        taken.push_back(rec.gid);
+                    }
                 }
-            }
-        }, asio::detached);
+            },
+            asio::detached);
     ioc.run();
     std::set<std::string> unique(taken.begin(), taken.end());
     CHECK(taken.size() == 300);
@@ -236,16 +263,23 @@ TEST_CASE("postgres journal: a database migrated by a newer dtx is refused") {
     CHECK(error_of([&] { postgres_journal j({.conninfo = conninfo}); }) == errc::journal_version);
 }
 
-TEST_CASE("postgres journal: a server that goes away fails writes clearly, and is used again when back") {
+TEST_CASE(
+    "postgres journal: a server that goes away fails writes clearly, and is used again when back") {
     asio::io_context ioc;
     postgres_journal j({.conninfo = fresh_database()});
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
-    CHECK(write_sync(ioc, j, {.gid = "before", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "before",
+                      .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                      .new_branches = br}));
 
     server().stop();
     std::string what;
     try {
-        write_sync(ioc, j, {.gid = "during", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br});
+        write_sync(ioc, j,
+                   {.gid = "during",
+                    .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                    .new_branches = br});
     } catch (const dtx::error& e) {
         CHECK(e.code() == errc::journal_failed);
         what = e.what();
@@ -253,7 +287,10 @@ TEST_CASE("postgres journal: a server that goes away fails writes clearly, and i
     CHECK(what.find("PostgreSQL") != std::string::npos);
     server().restart();
 
-    CHECK(write_sync(ioc, j, {.gid = "after", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "after",
+                      .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                      .new_branches = br}));
     CHECK(run(ioc, j.find("before")));
     CHECK(run(ioc, j.find("after")));
     CHECK_FALSE(run(ioc, j.find("during")));
@@ -272,7 +309,8 @@ TEST_CASE("postgres journal: write functions are replaced when older, never when
     auto install_stub = [&](int version) {
         postgres::connection c(conninfo);
         c.exec("CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb "
-               "LANGUAGE sql AS $$ SELECT jsonb_agg('refused'::text) FROM jsonb_array_elements(batch) $$");
+               "LANGUAGE sql AS $$ SELECT jsonb_agg('refused'::text) FROM "
+               "jsonb_array_elements(batch) $$");
         c.exec("CREATE OR REPLACE FUNCTION dtx_apply_single(w jsonb, now_ms bigint) RETURNS text "
                "LANGUAGE sql AS $$ SELECT 'refused'::text $$");
         const std::string v = std::to_string(version);
@@ -286,7 +324,10 @@ TEST_CASE("postgres journal: write functions are replaced when older, never when
     install_stub(1);
     {
         postgres_journal j({.conninfo = conninfo});
-        CHECK(write_sync(ioc, j, {.gid = "g1", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+        CHECK(write_sync(ioc, j,
+                         {.gid = "g1",
+                          .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                          .new_branches = br}));
     }
     CHECK(functions_version() == postgres_journal::functions_version);
 
@@ -294,34 +335,51 @@ TEST_CASE("postgres journal: write functions are replaced when older, never when
     install_stub(postgres_journal::functions_version + 1);
     {
         postgres_journal j({.conninfo = conninfo});
-        CHECK_FALSE(write_sync(ioc, j, {.gid = "g2", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = br}));
+        CHECK_FALSE(write_sync(ioc, j,
+                               {.gid = "g2",
+                                .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                                .new_branches = br}));
     }
     CHECK(functions_version() == postgres_journal::functions_version + 1);
 }
 
-TEST_CASE("postgres journal: a write that changes nothing in the transaction still checks its status") {
+TEST_CASE(
+    "postgres journal: a write that changes nothing in the transaction still checks its status") {
     asio::io_context ioc;
     postgres_journal j({.conninfo = fresh_database()});
     std::vector<branch_record> one{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> two{branch_record{"02", "a", qty_payload{2}}};
     const auto later = wall_clock::now() + std::chrono::minutes(1);
-    CHECK(write_sync(ioc, j, {.gid = "t", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one,
-                              .lease = lease_change{"me", later}}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "t",
+                      .begin = begin_transaction{tx_kind::tcc, later},
+                      .new_branches = one,
+                      .lease = lease_change{"me", later}}));
     // A decision and a lease in one write; then a branch for a status it no longer has is refused
     // and not added.
-    CHECK(write_sync(ioc, j, {.gid = "t", .status = status_change{tx_status::trying, tx_status::cancelling},
-                              .lease = lease_change{"me", later}}));
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "t", .new_branches = two, .status = status_change{tx_status::trying, tx_status::trying}}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "t",
+                      .status = status_change{tx_status::trying, tx_status::cancelling},
+                      .lease = lease_change{"me", later}}));
+    CHECK_FALSE(write_sync(ioc, j,
+                           {.gid = "t",
+                            .new_branches = two,
+                            .status = status_change{tx_status::trying, tx_status::trying}}));
     // A lease held by another owner refuses the status change too.
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "t", .status = status_change{tx_status::cancelling, tx_status::cancelled},
-                                    .lease = lease_change{"other", later}}));
+    CHECK_FALSE(write_sync(ioc, j,
+                           {.gid = "t",
+                            .status = status_change{tx_status::cancelling, tx_status::cancelled},
+                            .lease = lease_change{"other", later}}));
     auto t = run(ioc, j.find("t"));
     REQUIRE(t);
     CHECK(t->status == tx_status::cancelling);
     CHECK(t->branches.size() == 1);
     // A begin that is also a decision other than from trying is refused, and writes nothing.
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "u", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = one,
-                                    .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK_FALSE(write_sync(ioc, j,
+                           {.gid = "u",
+                            .begin = begin_transaction{tx_kind::tcc, later},
+                            .new_branches = one,
+                            .status = status_change{tx_status::confirming, tx_status::confirmed}}));
     CHECK_FALSE(run(ioc, j.find("u")));
 }
 
@@ -339,21 +397,29 @@ void writes_in_order(std::size_t connections) {
     bool all_ok = true;
     // Lazy writes complete at once, so each transaction's writes are queued back to back and
     // most batches hold several writes for one gid.
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-        for (int i = 0; i < n; ++i) {
-            const std::string gid = "o" + std::to_string(i);
-            const journal_write begin{.gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = first};
-            co_await j.write(begin, durability::lazy);
-            const journal_write add{.gid = gid, .new_branches = second,
-                                    .status = status_change{tx_status::trying, tx_status::trying}};
-            co_await j.write(add, durability::lazy);
-            const journal_write decide{.gid = gid, .status = status_change{tx_status::trying, tx_status::confirming}};
-            co_await j.write(decide, durability::lazy);
-            const journal_write mark{.gid = gid, .done_branches = done};
-            const bool ok = co_await j.write(mark, durability::sync);
-            all_ok = all_ok && ok;
-        }
-    }, asio::detached);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < n; ++i) {
+                const std::string gid = "o" + std::to_string(i);
+                const journal_write begin{.gid = gid,
+                                          .begin = begin_transaction{tx_kind::tcc, later},
+                                          .new_branches = first};
+                co_await j.write(begin, durability::lazy);
+                const journal_write add{.gid = gid,
+                                        .new_branches = second,
+                                        .status =
+                                            status_change{tx_status::trying, tx_status::trying}};
+                co_await j.write(add, durability::lazy);
+                const journal_write decide{
+                    .gid = gid, .status = status_change{tx_status::trying, tx_status::confirming}};
+                co_await j.write(decide, durability::lazy);
+                const journal_write mark{.gid = gid, .done_branches = done};
+                const bool ok = co_await j.write(mark, durability::sync);
+                all_ok = all_ok && ok;
+            }
+        },
+        asio::detached);
     ioc.run();
     CHECK(all_ok);
     for (int i = 0; i < n; ++i) {
@@ -377,14 +443,16 @@ TEST_CASE("postgres journal: writes for one transaction in one batch are applied
     writes_in_order(3);
 }
 
-TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply_distinct, each write answered") {
+TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply_distinct, each "
+          "write answered") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();
     postgres_journal j({.conninfo = conninfo});
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     const auto begin = [&](std::string_view gid) { // gids are literals: they outlive the writes
-        return journal_write{.gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = br};
+        return journal_write{
+            .gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = br};
     };
     const auto change = [](std::string_view gid, tx_status from, tx_status to) {
         return journal_write{.gid = gid, .status = status_change{from, to}};
@@ -394,7 +462,8 @@ TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply
     {
         // dtx_apply takes batches with a transaction twice; none here, so it must not be called.
         postgres::connection c(conninfo);
-        c.exec("CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql "
+        c.exec("CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb "
+               "LANGUAGE plpgsql "
                "AS $$ BEGIN RAISE EXCEPTION 'dtx_apply called for %', batch; END $$");
     }
     // Lazy writes wait for the next sync one and share its batch: each batch below holds several
@@ -408,30 +477,36 @@ TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply
          change("moved", tx_status::trying, tx_status::confirming)},
     };
     std::vector<std::string> answers;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-        for (const auto& [lazy, waited] : batches) {
-            co_await j.write(lazy, durability::lazy);
-            std::string a;
-            try {
-                const bool ok = co_await j.write(waited, durability::sync);
-                a = ok ? "ok" : "refused";
-            } catch (const error& e) {
-                a = e.code() == errc::duplicate_gid         ? "duplicate_gid"
-                    : e.code() == errc::unknown_transaction ? "unknown_transaction"
-                                                            : e.what();
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            for (const auto& [lazy, waited] : batches) {
+                co_await j.write(lazy, durability::lazy);
+                std::string a;
+                try {
+                    const bool ok = co_await j.write(waited, durability::sync);
+                    a = ok ? "ok" : "refused";
+                } catch (const error& e) {
+                    a = e.code() == errc::duplicate_gid         ? "duplicate_gid"
+                        : e.code() == errc::unknown_transaction ? "unknown_transaction"
+                                                                : e.what();
+                }
+                answers.push_back(a);
             }
-            answers.push_back(a);
-        }
-    }, asio::detached);
+        },
+        asio::detached);
     ioc.restart();
     ioc.run();
     std::string said;
-    for (const auto& a : answers) said += a + "; ";
+    for (const auto& a : answers)
+        said += a + "; ";
     CAPTURE(said);
-    CHECK(answers == std::vector<std::string>{"ok", "duplicate_gid", "unknown_transaction", "refused"});
+    CHECK(answers ==
+          std::vector<std::string>{"ok", "duplicate_gid", "unknown_transaction", "refused"});
     const auto status_of = [&](std::string_view gid) -> std::string {
         auto t = run(ioc, j.find(gid));
-        if (!t) return "missing";
+        if (!t)
+            return "missing";
         return std::string(to_string(t->status));
     };
     CHECK(status_of("fresh") == "trying");
@@ -455,8 +530,10 @@ TEST_CASE("postgres journal: functions of version 4 (no dtx_apply_single) are re
     postgres_journal j({.conninfo = conninfo});
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     const auto later = wall_clock::now() + std::chrono::minutes(1);
-    CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = br}));
-    CHECK(write_sync(ioc, j, {.gid = "g", .status = status_change{tx_status::trying, tx_status::confirming}}));
+    CHECK(write_sync(
+        ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = br}));
+    CHECK(write_sync(
+        ioc, j, {.gid = "g", .status = status_change{tx_status::trying, tx_status::confirming}}));
     postgres::connection c(conninfo);
     CHECK(c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'").text(0, 0) ==
           std::to_string(postgres_journal::functions_version));
@@ -483,19 +560,28 @@ bool tcc_through(asio::io_context& ioc, postgres_journal& j, const std::string& 
     std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};
     bool ok = true;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-        const journal_write begin{.gid = gid, .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = first,
-                                  .lease = lease_change{"me", later}};
-        ok = co_await j.write(begin, d) && ok;
-        const journal_write add{.gid = gid, .new_branches = second,
-                                .status = status_change{tx_status::trying, tx_status::trying}};
-        ok = co_await j.write(add, d) && ok;
-        const journal_write decide{.gid = gid, .status = status_change{tx_status::trying, tx_status::confirming},
-                                   .lease = lease_change{"me", later}};
-        ok = co_await j.write(decide, d) && ok;
-        const journal_write end{.gid = gid, .status = status_change{tx_status::confirming, tx_status::confirmed}};
-        ok = co_await j.write(end, durability::sync) && ok;
-    }, asio::detached);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            const journal_write begin{.gid = gid,
+                                      .begin = begin_transaction{tx_kind::tcc, later},
+                                      .new_branches = first,
+                                      .lease = lease_change{"me", later}};
+            ok = co_await j.write(begin, d) && ok;
+            const journal_write add{.gid = gid,
+                                    .new_branches = second,
+                                    .status = status_change{tx_status::trying, tx_status::trying}};
+            ok = co_await j.write(add, d) && ok;
+            const journal_write decide{.gid = gid,
+                                       .status =
+                                           status_change{tx_status::trying, tx_status::confirming},
+                                       .lease = lease_change{"me", later}};
+            ok = co_await j.write(decide, d) && ok;
+            const journal_write end{
+                .gid = gid, .status = status_change{tx_status::confirming, tx_status::confirmed}};
+            ok = co_await j.write(end, durability::sync) && ok;
+        },
+        asio::detached);
     ioc.restart();
     ioc.run();
     auto t = run(ioc, j.find(gid));
@@ -532,7 +618,8 @@ TEST_CASE("postgres journal: without prepared statements") {
     CHECK(j.stats().failed_batches == 0);
 }
 
-TEST_CASE("postgres connection: a prepared statement the server lost is prepared again, in autocommit only") {
+TEST_CASE("postgres connection: a prepared statement the server lost is prepared again, in "
+          "autocommit only") {
     postgres::connection c(fresh_database());
     CHECK(c.exec_prepared("two", "SELECT $1::int + 1", {"1"}).text(0, 0) == "2");
     c.exec("DEALLOCATE ALL");
@@ -541,7 +628,8 @@ TEST_CASE("postgres connection: a prepared statement the server lost is prepared
     // In a transaction block the error has aborted the transaction: it is the caller's to see.
     c.exec("BEGIN");
     c.exec("DEALLOCATE ALL");
-    CHECK(error_of([&] { c.exec_prepared("two", "SELECT $1::int + 1", {"3"}); }) == errc::journal_failed);
+    CHECK(error_of([&] { c.exec_prepared("two", "SELECT $1::int + 1", {"3"}); }) ==
+          errc::journal_failed);
     c.exec("ROLLBACK");
     CHECK(c.exec_prepared("two", "SELECT $1::int + 1", {"4"}).text(0, 0) == "5");
     // A name another statement holds in the session: run unprepared from then on.
@@ -551,29 +639,40 @@ TEST_CASE("postgres connection: a prepared statement the server lost is prepared
     CHECK(c.exec_prepared("three", "SELECT $1::int + 2", {"5"}).text(0, 0) == "7");
 }
 
-TEST_CASE("postgres journal: with several connections, a claim sees the lazy writes queued before it") {
+TEST_CASE(
+    "postgres journal: with several connections, a claim sees the lazy writes queued before it") {
     asio::io_context ioc;
     postgres_journal j({.conninfo = fresh_database(), .connections = 3});
     const auto overdue = wall_clock::now() - std::chrono::seconds(1);
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     const int n = 30;
     for (int i = 0; i < n; ++i)
-        CHECK(write_sync(ioc, j, {.gid = "l" + std::to_string(i), .begin = begin_transaction{tx_kind::tcc, overdue},
-                                  .new_branches = br}));
+        CHECK(write_sync(ioc, j,
+                         {.gid = "l" + std::to_string(i),
+                          .begin = begin_transaction{tx_kind::tcc, overdue},
+                          .new_branches = br}));
     std::vector<transaction_record> claimed;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-        // Ends that wait for company on their connections, then a claim on the first.
-        for (int i = 0; i < n; ++i) {
-            const std::string gid = "l" + std::to_string(i);
-            const journal_write end{.gid = gid, .status = status_change{tx_status::trying, tx_status::cancelled}};
-            co_await j.write(end, durability::lazy);
-        }
-        const claim_request everything{.now = wall_clock::now(), .owner = "me", .lease = std::chrono::seconds(30),
-                                       .limit = 100, .take_over = true};
-        claimed = co_await j.claim(everything);
-    }, asio::detached);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            // Ends that wait for company on their connections, then a claim on the first.
+            for (int i = 0; i < n; ++i) {
+                const std::string gid = "l" + std::to_string(i);
+                const journal_write end{
+                    .gid = gid, .status = status_change{tx_status::trying, tx_status::cancelled}};
+                co_await j.write(end, durability::lazy);
+            }
+            const claim_request everything{.now = wall_clock::now(),
+                                           .owner = "me",
+                                           .lease = std::chrono::seconds(30),
+                                           .limit = 100,
+                                           .take_over = true};
+            claimed = co_await j.claim(everything);
+        },
+        asio::detached);
     ioc.restart();
     ioc.run();
     CHECK(claimed.empty());
-    for (int i = 0; i < n; ++i) CHECK(run(ioc, j.find("l" + std::to_string(i)))->status == tx_status::cancelled);
+    for (int i = 0; i < n; ++i)
+        CHECK(run(ioc, j.find("l" + std::to_string(i)))->status == tx_status::cancelled);
 }

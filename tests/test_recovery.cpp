@@ -2,12 +2,13 @@
 // leaves a journal from which a fresh coordinator finishes every transaction correctly.
 #include <dtx/coordinator.hpp>
 
-#include "support/model.hpp"
-
 #include <boost/asio/detached.hpp>
+
 #include <doctest/doctest.h>
 
 #include <random>
+
+#include "support/model.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -35,13 +36,15 @@ struct world {
 
     resource& by_name(const std::string& n) {
         for (resource* r : {&a, &b, &c, &sa, &sb, &sc})
-            if (r->name() == n) return *r;
+            if (r->name() == n)
+                return *r;
         throw std::logic_error("no resource " + n);
     }
 
     /// Every transaction in the journal ended, and the participants agree with how it ended.
     std::string check(bool sagas) {
-        if (auto problem = check_invariants(sagas ? saga_resources() : tcc_resources(), sagas); !problem.empty())
+        if (auto problem = check_invariants(sagas ? saga_resources() : tcc_resources(), sagas);
+            !problem.empty())
             return problem;
         for (const auto& tx : journal.all()) {
             if (!is_final(tx.status))
@@ -50,8 +53,9 @@ struct world {
                 auto st = by_name(br.participant).state(tx.gid, br.branch_id);
                 const bool confirmed = st == resource::slot_state::confirmed;
                 if (confirmed != (tx.status == tx_status::confirmed))
-                    return "gid " + tx.gid + " ended " + std::string(to_string(tx.status)) + " but branch " +
-                           br.branch_id + " is " + (confirmed ? "confirmed" : "not confirmed");
+                    return "gid " + tx.gid + " ended " + std::string(to_string(tx.status)) +
+                           " but branch " + br.branch_id + " is " +
+                           (confirmed ? "confirmed" : "not confirmed");
             }
         }
         return {};
@@ -101,12 +105,15 @@ std::vector<named_scenario> scenarios() {
     auto none = [](world&) {};
     return {
         {"tcc: all tries succeed", false, none, three_tcc},
-        {"tcc: try 2 fails", false, [](world& w) { w.b.set_script(fail_on("02", branch_op::try_, 99, act::fail)); },
+        {"tcc: try 2 fails", false,
+         [](world& w) { w.b.set_script(fail_on("02", branch_op::try_, 99, act::fail)); },
          three_tcc},
-        {"tcc: try 3 times out", false, [](world& w) { w.c.set_script(fail_on("03", branch_op::try_, 99, act::hang)); },
+        {"tcc: try 3 times out", false,
+         [](world& w) { w.c.set_script(fail_on("03", branch_op::try_, 99, act::hang)); },
          three_tcc},
         {"tcc: confirm 1 fails twice", false,
-         [](world& w) { w.a.set_script(fail_on("01", branch_op::confirm, 2, act::throw_error)); }, three_tcc},
+         [](world& w) { w.a.set_script(fail_on("01", branch_op::confirm, 2, act::throw_error)); },
+         three_tcc},
         {"tcc: cancel 1 fails twice after try 3 fails", false,
          [](world& w) {
              w.a.set_script(fail_on("01", branch_op::cancel, 2, act::throw_error));
@@ -144,7 +151,8 @@ std::vector<named_scenario> scenarios() {
          }},
         {"saga: all actions succeed", true, none, three_saga},
         {"saga: action 3 fails", true,
-         [](world& w) { w.sc.set_script(fail_on("03", branch_op::action, 99, act::fail)); }, three_saga},
+         [](world& w) { w.sc.set_script(fail_on("03", branch_op::action, 99, act::fail)); },
+         three_saga},
         {"saga: action 2 throws, compensation 1 fails twice", true,
          [](world& w) {
              w.sb.set_script(fail_on("02", branch_op::action, 99, act::throw_error));
@@ -153,7 +161,8 @@ std::vector<named_scenario> scenarios() {
          three_saga},
         {"planned saga: all actions succeed", true, none, planned_saga},
         {"planned saga: action 2 fails", true,
-         [](world& w) { w.sb.set_script(fail_on("02", branch_op::action, 99, act::fail)); }, planned_saga},
+         [](world& w) { w.sb.set_script(fail_on("02", branch_op::action, 99, act::fail)); },
+         planned_saga},
         {"planned saga: action 3 throws twice, compensation 1 fails twice", true,
          [](world& w) {
              w.sc.set_script(fail_on("03", branch_op::action, 2, act::throw_error));
@@ -172,7 +181,8 @@ int run_until(world& w, const scenario& body, int stop_at, bool recovering = fal
     auto opts = fast_options();
     opts.call_timeout = 5ms;
     opts.on_fault = [&](const fault_point&) {
-        if (++reached != stop_at) return false;
+        if (++reached != stop_at)
+            return false;
         stopped = true;
         ioc.stop();
         return true;
@@ -180,15 +190,20 @@ int run_until(world& w, const scenario& body, int stop_at, bool recovering = fal
     {
         coordinator coord(ioc.get_executor(), w.journal, w.registry, opts);
         if (recovering) {
-            asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-                co_await coord.recover(recovery_options{.take_over = true});
-            }, asio::detached);
+            asio::co_spawn(
+                ioc,
+                [&]() -> asio::awaitable<void> {
+                    co_await coord.recover(recovery_options{.take_over = true});
+                },
+                asio::detached);
         } else {
             asio::co_spawn(ioc, body(coord), asio::detached);
         }
         // Without a crash everything completes; hung participants are cut off by ioc.stop().
         while (!stopped && ioc.run_one_for(std::chrono::seconds(5)) > 0) {
-            if (!recovering && w.journal.unfinished() == 0 && !w.journal.all().empty() && stop_at == 0) break;
+            if (!recovering && w.journal.unfinished() == 0 && !w.journal.all().empty() &&
+                stop_at == 0)
+                break;
         }
     }
     return reached;
@@ -280,23 +295,34 @@ TEST_CASE("many concurrent transactions, one crash at a random point, recovery e
         world w;
         auto chaos = [&rng](unsigned percent) {
             auto seed = rng();
-            return [seed, percent](std::string_view gid, std::string_view br, branch_op op, unsigned attempt) {
-                auto h = std::hash<std::string>{}(std::string(gid) + std::string(br) + std::string(to_string(op))) ^ seed;
-                if (attempt > 2 || h % 100 >= percent) return act::ok;
+            return [seed, percent](std::string_view gid, std::string_view br, branch_op op,
+                                   unsigned attempt) {
+                auto h = std::hash<std::string>{}(std::string(gid) + std::string(br) +
+                                                  std::string(to_string(op))) ^
+                         seed;
+                if (attempt > 2 || h % 100 >= percent)
+                    return act::ok;
                 switch (h / 100 % 4) {
-                case 0: return op == branch_op::try_ || op == branch_op::action ? act::fail : act::throw_error;
-                case 1: return act::throw_error;
-                case 2: return act::pending;
-                default: return act::hang;
+                case 0:
+                    return op == branch_op::try_ || op == branch_op::action ? act::fail
+                                                                            : act::throw_error;
+                case 1:
+                    return act::throw_error;
+                case 2:
+                    return act::pending;
+                default:
+                    return act::hang;
                 }
             };
         };
-        for (resource* r : {&w.a, &w.b, &w.c, &w.sa, &w.sb, &w.sc}) r->set_script(chaos(15));
+        for (resource* r : {&w.a, &w.b, &w.c, &w.sa, &w.sb, &w.sc})
+            r->set_script(chaos(15));
         static constexpr int n = 30;
         scenario many = [](coordinator& coord) -> asio::awaitable<void> {
             auto ex = co_await asio::this_coro::executor;
             for (int i = 0; i < n; ++i)
-                asio::co_spawn(ex, i % 3 == 0 ? three_saga(coord) : three_tcc(coord), asio::detached);
+                asio::co_spawn(ex, i % 3 == 0 ? three_saga(coord) : three_tcc(coord),
+                               asio::detached);
         };
         const int points = 1 + static_cast<int>(rng() % 300);
         run_until(w, many, points);
@@ -316,7 +342,9 @@ TEST_CASE("recovery leaves trying transactions alone until their deadline, then 
     // Two transactions abandoned while trying: one with its deadline ahead, one past it.
     std::vector<branch_record> one{branch_record{"01", "a", qty_payload{1}}};
     auto begin = [&](std::string gid, wall_clock::time_point deadline) {
-        return run(ioc, w.journal.write({.gid = gid, .begin = begin_transaction{tx_kind::tcc, deadline}, .new_branches = one},
+        return run(ioc, w.journal.write({.gid = gid,
+                                         .begin = begin_transaction{tx_kind::tcc, deadline},
+                                         .new_branches = one},
                                         durability::sync));
     };
     CHECK(begin("ahead", wall_clock::now() + 1h));
@@ -336,7 +364,8 @@ TEST_CASE("recovery leaves trying transactions alone until their deadline, then 
     CHECK(w.check(false) == "");
 }
 
-TEST_CASE("background recovery finishes what it finds, and keeps going after a participant recovers") {
+TEST_CASE(
+    "background recovery finishes what it finds, and keeps going after a participant recovers") {
     world w;
     asio::io_context ioc;
     auto opts = fast_options();
@@ -346,18 +375,25 @@ TEST_CASE("background recovery finishes what it finds, and keeps going after a p
     // A confirming transaction whose participant is down for its first 5 confirms.
     w.b.set_script(fail_on("01", branch_op::confirm, 5, act::throw_error));
     std::vector<branch_record> br{branch_record{"01", "b", qty_payload{4}}};
-    CHECK(run(ioc, w.journal.write({.gid = "g1", .begin = begin_transaction{tx_kind::tcc, wall_clock::now() + 1h},
-                                    .new_branches = br},
-                                   durability::sync)));
+    CHECK(
+        run(ioc, w.journal.write({.gid = "g1",
+                                  .begin = begin_transaction{tx_kind::tcc, wall_clock::now() + 1h},
+                                  .new_branches = br},
+                                 durability::sync)));
     // its try had succeeded before the crash
-    CHECK(run(ioc, w.registry.find("b")->call(branch_request{"g1", "01", branch_op::try_, br[0].payload.json()})).is_success());
-    CHECK(run(ioc, w.journal.write({.gid = "g1", .status = status_change{tx_status::trying, tx_status::confirming}},
-                                   durability::sync)));
+    CHECK(run(ioc, w.registry.find("b")->call(
+                       branch_request{"g1", "01", branch_op::try_, br[0].payload.json()}))
+              .is_success());
+    CHECK(run(ioc,
+              w.journal.write(
+                  {.gid = "g1", .status = status_change{tx_status::trying, tx_status::confirming}},
+                  durability::sync)));
 
     int errors = 0;
     coord.start_recovery([&](std::exception_ptr) { ++errors; });
     ioc.restart(); // it ran out of work, and stopped, after the last run()
-    for (int i = 0; i < 100'000 && w.journal.get("g1")->status != tx_status::confirmed; ++i) ioc.run_one_for(10ms);
+    for (int i = 0; i < 100'000 && w.journal.get("g1")->status != tx_status::confirmed; ++i)
+        ioc.run_one_for(10ms);
     coord.stop();
     CHECK(w.journal.get("g1")->status == tx_status::confirmed);
     CHECK(w.b.count("g1", "01", branch_op::confirm) == 6); // several passes of 2 attempts each

@@ -110,8 +110,9 @@ struct fixture {
 coordinator_options recording_faults(std::vector<std::string>& events) {
     auto opts = fast_options();
     opts.on_fault = [&events](const fault_point& p) {
-        events.push_back(std::string(p.what) +
-                         (p.site == fault_site::branch_call ? ":" + std::string(to_string(p.op)) : ""));
+        events.push_back(std::string(p.what) + (p.site == fault_site::branch_call
+                                                    ? ":" + std::string(to_string(p.op))
+                                                    : ""));
         return false;
     };
     return opts;
@@ -672,9 +673,11 @@ public:
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         const mode m = next < script.size() ? script[next] : mode::ok;
         ++next;
-        if (m == mode::throw_before) throw error(errc::journal_failed, "disk unplugged");
+        if (m == mode::throw_before)
+            throw error(errc::journal_failed, "disk unplugged");
         const bool ok = co_await inner.write(w, d);
-        if (m == mode::throw_after) throw error(errc::journal_failed, "fsync failed");
+        if (m == mode::throw_after)
+            throw error(errc::journal_failed, "fsync failed");
         co_return ok;
     }
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
@@ -701,7 +704,8 @@ TEST_CASE("a planned saga registers every step in one write, runs the actions in
     CHECK(r.status == tx_status::confirmed);
     CHECK(r.committed());
     CHECK_FALSE(r.reason);
-    CHECK(events == strings{"begin", "call:action", "call:action", "call:action", "call:action", "end"});
+    CHECK(events ==
+          strings{"begin", "call:action", "call:action", "call:action", "call:action", "end"});
     CHECK(f.sent(r.gid, branch_op::action) == strings{"01", "02", "03", "04"});
     CHECK(f.sent(r.gid, branch_op::compensate).empty());
     CHECK(f.a.taken() == 5);
@@ -719,8 +723,9 @@ TEST_CASE("a planned saga registers every step in one write, runs the actions in
     CHECK(rec->branches[3].payload->at("qty") == 4);
 }
 
-TEST_CASE("a planned saga whose action fails compensates the steps it sent, newest first, and never "
-          "sends the rest") {
+TEST_CASE(
+    "a planned saga whose action fails compensates the steps it sent, newest first, and never "
+    "sends the rest") {
     fixture f;
     f.set_script(f.b, first_n("02", branch_op::action, 99, act::fail));
     coordinator coord(f.ioc.get_executor(), f.journal, f.registry, fast_options());
@@ -742,7 +747,8 @@ TEST_CASE("a planned saga whose action fails compensates the steps it sent, newe
     CHECK(rec->branches[3].done);
 }
 
-TEST_CASE("a planned saga naming an unknown participant is refused before anything is written or sent") {
+TEST_CASE(
+    "a planned saga naming an unknown participant is refused before anything is written or sent") {
     fixture f;
     coordinator coord(f.ioc.get_executor(), f.journal, f.registry, fast_options());
     auto steps = four_steps();
@@ -759,7 +765,9 @@ TEST_CASE("a planned saga stopped after its second action is finished forward by
     fixture f;
     int calls = 0;
     auto opts = fast_options();
-    opts.on_fault = [&](const fault_point& p) { return p.site == fault_site::branch_call && ++calls == 2; };
+    opts.on_fault = [&](const fault_point& p) {
+        return p.site == fault_site::branch_call && ++calls == 2;
+    };
     {
         coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);
         asio::co_spawn(f.ioc, coord.saga(four_steps()), asio::detached);
@@ -809,7 +817,8 @@ TEST_CASE("recovery of a planned saga compensates when an action answers failure
     CHECK(f.invariants() == "");
 }
 
-TEST_CASE("a planned saga whose begin write fails is ended as cancelled before the caller hears it") {
+TEST_CASE(
+    "a planned saga whose begin write fails is ended as cancelled before the caller hears it") {
     using mode = flaky_journal::mode;
     for (mode m : {mode::throw_before, mode::throw_after}) {
         CAPTURE(static_cast<int>(m));

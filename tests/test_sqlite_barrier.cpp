@@ -1,15 +1,14 @@
 // The SQLite barrier: each anomaly forced with a deterministic interleaving, rollback of refused
 // handlers, work outside the database, cleanup, and a transaction over journal and barriers.
-#include <dtx/sqlite_barrier.hpp>
-
 #include <dtx/coordinator.hpp>
+#include <dtx/sqlite_barrier.hpp>
 #include <dtx/sqlite_journal.hpp>
-
-#include "support/model.hpp"
 
 #include <doctest/doctest.h>
 
 #include <filesystem>
+
+#include "support/model.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -17,7 +16,8 @@ using namespace dtx::test;
 namespace {
 
 struct temp_db {
-    std::filesystem::path dir = std::filesystem::temp_directory_path() / ("dtx-barrier-" + make_gid());
+    std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / ("dtx-barrier-" + make_gid());
     temp_db() { std::filesystem::create_directories(dir); }
     ~temp_db() {
         std::error_code ec;
@@ -33,40 +33,53 @@ struct stock {
     bool refuse_try = false;
     bool throw_in_try = false;
 
-    explicit stock(const std::string& path) : barrier(sqlite_barrier_options{.path = path}) {}
+    explicit stock(const std::string& path)
+        : barrier(sqlite_barrier_options{.path = path}) {}
 
     void create(asio::io_context& ioc, int available) {
         run(ioc, barrier.run<int>([available](sqlite::connection& db) {
-            db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER, reserved INTEGER, sold INTEGER)");
-            db.prepare("INSERT OR REPLACE INTO stock VALUES ('apple', ?, 0, 0)").bind(available).run();
+            db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER, "
+                    "reserved INTEGER, sold INTEGER)");
+            db.prepare("INSERT OR REPLACE INTO stock VALUES ('apple', ?, 0, 0)")
+                .bind(available)
+                .run();
             return 0;
         }));
     }
 
     local_tcc_handlers handlers() {
         return {
-            .on_try = typed_local<qty_payload>([this](sqlite::connection& db, const branch_request&, qty_payload p) {
+            .on_try = typed_local<qty_payload>([this](sqlite::connection& db, const branch_request&,
+                                                      qty_payload p) {
                 ++tries;
                 db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
                            "WHERE sku = 'apple' AND available >= ?1")
                     .bind(p.qty)
                     .run();
-                if (throw_in_try) throw std::runtime_error("stock database hiccup");
-                if (refuse_try || db.changes() == 0) return failure("not enough apples");
+                if (throw_in_try)
+                    throw std::runtime_error("stock database hiccup");
+                if (refuse_try || db.changes() == 0)
+                    return failure("not enough apples");
                 return success();
             }),
-            .on_confirm = typed_local<qty_payload>([this](sqlite::connection& db, const branch_request&, qty_payload p) {
-                ++confirms;
-                db.prepare("UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE sku = 'apple'").bind(p.qty).run();
-                return success();
-            }),
-            .on_cancel = typed_local<qty_payload>([this](sqlite::connection& db, const branch_request&, qty_payload p) {
-                ++cancels;
-                db.prepare("UPDATE stock SET reserved = reserved - ?1, available = available + ?1 WHERE sku = 'apple'")
-                    .bind(p.qty)
-                    .run();
-                return success();
-            }),
+            .on_confirm = typed_local<qty_payload>(
+                [this](sqlite::connection& db, const branch_request&, qty_payload p) {
+                    ++confirms;
+                    db.prepare("UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE "
+                               "sku = 'apple'")
+                        .bind(p.qty)
+                        .run();
+                    return success();
+                }),
+            .on_cancel = typed_local<qty_payload>(
+                [this](sqlite::connection& db, const branch_request&, qty_payload p) {
+                    ++cancels;
+                    db.prepare("UPDATE stock SET reserved = reserved - ?1, available = available + "
+                               "?1 WHERE sku = 'apple'")
+                        .bind(p.qty)
+                        .run();
+                    return success();
+                }),
         };
     }
 
@@ -76,7 +89,8 @@ struct stock {
     };
     row read(asio::io_context& ioc) {
         return run(ioc, barrier.run<row>([](sqlite::connection& db) {
-            auto& st = db.prepare("SELECT available, reserved, sold FROM stock WHERE sku = 'apple'");
+            auto& st =
+                db.prepare("SELECT available, reserved, sold FROM stock WHERE sku = 'apple'");
             st.bind();
             st.step();
             return row{int(st.integer(0)), int(st.integer(1)), int(st.integer(2))};
@@ -97,7 +111,9 @@ struct fixture {
     }
     outcome call(branch_op op, const char* gid = "g", const char* branch = "01") {
         branch_request r{gid, branch, op, five};
-        const branch_handler& fn = op == branch_op::try_ ? h.on_try : op == branch_op::confirm ? h.on_confirm : h.on_cancel;
+        const branch_handler& fn = op == branch_op::try_      ? h.on_try
+                                   : op == branch_op::confirm ? h.on_confirm
+                                                              : h.on_cancel;
         return run(ioc, fn(r));
     }
 };
@@ -149,10 +165,13 @@ TEST_CASE("barrier: concurrent duplicate cancels (and tries) run the handler onc
     int answered = 0;
     std::vector<branch_request> reqs(8, branch_request{"g", "01", branch_op::cancel, f.five});
     for (auto& r : reqs)
-        asio::co_spawn(f.ioc, [&, &r = r]() -> asio::awaitable<void> {
-            outcome o = co_await f.h.on_cancel(r);
-            answered += o.is_success();
-        }, asio::detached);
+        asio::co_spawn(
+            f.ioc,
+            [&, &r = r]() -> asio::awaitable<void> {
+                outcome o = co_await f.h.on_cancel(r);
+                answered += o.is_success();
+            },
+            asio::detached);
     f.ioc.restart();
     f.ioc.run();
     CHECK(answered == 8);
@@ -163,10 +182,13 @@ TEST_CASE("barrier: concurrent duplicate cancels (and tries) run the handler onc
     int tried = 0;
     std::vector<branch_request> tries(6, branch_request{"g2", "01", branch_op::try_, f.five});
     for (auto& r : tries)
-        asio::co_spawn(f.ioc, [&, &r = r]() -> asio::awaitable<void> {
-            outcome o = co_await f.h.on_try(r);
-            tried += o.is_success();
-        }, asio::detached);
+        asio::co_spawn(
+            f.ioc,
+            [&, &r = r]() -> asio::awaitable<void> {
+                outcome o = co_await f.h.on_try(r);
+                tried += o.is_success();
+            },
+            asio::detached);
     f.ioc.restart();
     f.ioc.run();
     CHECK(tried == 6);
@@ -188,7 +210,8 @@ TEST_CASE("barrier: a refused or throwing try is rolled back with its row, so it
     CHECK(f.s.tries == 3);
     CHECK(f.s.read(f.ioc) == stock::row{95, 5, 0});
 
-    // A cancel after a refused try (in another transaction) is a null compensation: nothing to undo.
+    // A cancel after a refused try (in another transaction) is a null compensation: nothing to
+    // undo.
     f.s.refuse_try = true;
     CHECK(f.call(branch_op::try_, "h").is_failure());
     CHECK(f.call(branch_op::cancel, "h").is_success());
@@ -216,16 +239,18 @@ TEST_CASE("barrier: sagas: duplicate action, compensate before action, action af
     }));
     int actions = 0, compensations = 0;
     saga_handlers h = b.saga({
-        .on_action = [&](sqlite::connection& db, const branch_request&) {
-            ++actions;
-            db.exec("UPDATE points SET total = total + 10");
-            return success();
-        },
-        .on_compensate = [&](sqlite::connection& db, const branch_request&) {
-            ++compensations;
-            db.exec("UPDATE points SET total = total - 10");
-            return success();
-        },
+        .on_action =
+            [&](sqlite::connection& db, const branch_request&) {
+                ++actions;
+                db.exec("UPDATE points SET total = total + 10");
+                return success();
+            },
+        .on_compensate =
+            [&](sqlite::connection& db, const branch_request&) {
+                ++compensations;
+                db.exec("UPDATE points SET total = total - 10");
+                return success();
+            },
     });
     nlohmann::json p = nullptr;
     auto call = [&](branch_op op, const char* gid) {
@@ -295,19 +320,24 @@ TEST_CASE("barrier: work outside the database is guarded too") {
 TEST_CASE("barrier: old rows are cleaned in batches") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("c.db"), .retention = std::chrono::milliseconds(0), .cleanup_batch = 3,
+    sqlite_barrier b({.path = dir.file("c.db"),
+                      .retention = std::chrono::milliseconds(0),
+                      .cleanup_batch = 3,
                       .cleanup_interval = std::chrono::milliseconds(1)});
-    auto h = b.tcc({.on_try = [](sqlite::connection&, const branch_request&) { return success(); },
-                    .on_confirm = [](sqlite::connection&, const branch_request&) { return success(); },
-                    .on_cancel = [](sqlite::connection&, const branch_request&) { return success(); }});
+    auto h =
+        b.tcc({.on_try = [](sqlite::connection&, const branch_request&) { return success(); },
+               .on_confirm = [](sqlite::connection&, const branch_request&) { return success(); },
+               .on_cancel = [](sqlite::connection&, const branch_request&) { return success(); }});
     nlohmann::json p = nullptr;
     std::vector<std::string> gids;
-    for (int i = 0; i < 10; ++i) gids.push_back("c" + std::to_string(i));
+    for (int i = 0; i < 10; ++i)
+        gids.push_back("c" + std::to_string(i));
     for (auto& g : gids) {
         branch_request r{g, "01", branch_op::try_, p};
         CHECK(run(ioc, h.on_try(r)).is_success());
     }
-    for (int i = 0; i < 3000 && b.stats().cleaned < 10; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 3000 && b.stats().cleaned < 10; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     CHECK(b.stats().cleaned == 10);
 }
 

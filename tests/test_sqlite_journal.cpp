@@ -2,12 +2,12 @@
 // versions, and every way the file or the disk can let it down.
 #include <dtx/sqlite_journal.hpp>
 
-#include "support/journal_contract.hpp"
-
 #include <doctest/doctest.h>
 
 #include <filesystem>
 #include <fstream>
+
+#include "support/journal_contract.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -34,11 +34,15 @@ sqlite_journal_options options_for(const std::string& path) {
     return o;
 }
 
-std::vector<branch_record> one_branch() { return {branch_record{"01", "a", qty_payload{5}}}; }
+std::vector<branch_record> one_branch() {
+    return {branch_record{"01", "a", qty_payload{5}}};
+}
 
 /// A TCC transaction's first write; `gid` and `branches` must outlive it.
 journal_write begin_of(std::string_view gid, const std::vector<branch_record>& branches) {
-    return {.gid = gid, .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = branches};
+    return {.gid = gid,
+            .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+            .new_branches = branches};
 }
 
 /// Runs SQL on the journal file through a connection of its own (as another process would).
@@ -73,9 +77,14 @@ TEST_CASE("sqlite journal: what was written survives closing and reopening, lazy
     asio::io_context ioc;
     {
         sqlite_journal j(options_for(path));
-        CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::saga, wall_clock::now()}, .new_branches = one_branch()}));
+        CHECK(write_sync(ioc, j,
+                         {.gid = "g",
+                          .begin = begin_transaction{tx_kind::saga, wall_clock::now()},
+                          .new_branches = one_branch()}));
         // The destructor makes queued lazy writes durable before closing.
-        CHECK(run(ioc, j.write({.gid = "g", .status = status_change{tx_status::trying, tx_status::cancelling}}, durability::lazy)));
+        CHECK(run(ioc, j.write({.gid = "g",
+                                .status = status_change{tx_status::trying, tx_status::cancelling}},
+                               durability::lazy)));
     }
     sqlite_journal j(options_for(path));
     auto rec = run(ioc, j.find("g"));
@@ -92,14 +101,21 @@ TEST_CASE("sqlite journal: concurrent writes share commits (group commit)") {
     const int n = 500;
     int completed = 0;
     std::vector<std::string> gids;
-    for (int i = 0; i < n; ++i) gids.push_back("g" + std::to_string(i));
     for (int i = 0; i < n; ++i)
-        asio::co_spawn(ioc, [&, i]() -> asio::awaitable<void> {
-            auto br = one_branch();
-            bool ok = co_await j.write({.gid = gids[i], .begin = begin_transaction{tx_kind::tcc, wall_clock::now() + 1h}, .new_branches = br},
-                                       durability::sync);
-            completed += ok;
-        }, asio::detached);
+        gids.push_back("g" + std::to_string(i));
+    for (int i = 0; i < n; ++i)
+        asio::co_spawn(
+            ioc,
+            [&, i]() -> asio::awaitable<void> {
+                auto br = one_branch();
+                bool ok = co_await j.write(
+                    {.gid = gids[i],
+                     .begin = begin_transaction{tx_kind::tcc, wall_clock::now() + 1h},
+                     .new_branches = br},
+                    durability::sync);
+                completed += ok;
+            },
+            asio::detached);
     ioc.run();
     CHECK(completed == n);
     auto s = j.stats();
@@ -127,7 +143,8 @@ TEST_CASE("sqlite journal: a journal from a newer dtx is refused, and left untou
     CHECK(v.integer(0) == 7);
 }
 
-TEST_CASE("sqlite journal: a version 1 journal is migrated on open, and its transactions recovered") {
+TEST_CASE(
+    "sqlite journal: a version 1 journal is migrated on open, and its transactions recovered") {
     temp_dir dir;
     const auto path = dir.file("v1.db");
     // The layout dtx wrote as schema version 1, with one unfinished transaction in it.
@@ -150,7 +167,8 @@ TEST_CASE("sqlite journal: a version 1 journal is migrated on open, and its tran
     auto o = options_for(path);
     o.exclusive = false; // the version is read below while the journal is open
     sqlite_journal j(o);
-    auto claimed = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
+    auto claimed =
+        run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
     REQUIRE(claimed.size() == 1);
     CHECK(claimed[0].gid == "old");
     CHECK(claimed[0].status == tx_status::confirming);
@@ -158,17 +176,22 @@ TEST_CASE("sqlite journal: a version 1 journal is migrated on open, and its tran
     REQUIRE(claimed[0].branches.size() == 2);
     CHECK(claimed[0].branches[0].done);
     CHECK(claimed[0].branches[1].payload->at("qty") == 2);
-    CHECK(write_sync(ioc, j, {.gid = "old", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK(write_sync(
+        ioc, j,
+        {.gid = "old", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
     sqlite::connection c(path);
     sqlite::statement v(c, "PRAGMA user_version");
     REQUIRE(v.step());
     CHECK(v.integer(0) == sqlite_journal::schema_version);
 }
 
-TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index serves claims and cleanup") {
+TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index serves claims and "
+          "cleanup") {
     temp_dir dir;
     const auto path = dir.file("v2.db");
-    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(wall_clock::now().time_since_epoch()).count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::milliseconds>(wall_clock::now().time_since_epoch())
+            .count();
     const auto at = [&](std::int64_t offset_ms) { return std::to_string(now + offset_ms); };
     // The layout dtx wrote as schema version 2: two partial indexes.
     sql(path, (R"sql(
@@ -182,49 +205,67 @@ TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index se
         CREATE INDEX dtx_transaction_open ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL;
         CREATE INDEX dtx_transaction_ended ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL;
         -- decided, lease expired: due
-        INSERT INTO dtx_transaction VALUES ('due', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', )sql" + at(-5000) + R"sql(, 0);
+        INSERT INTO dtx_transaction VALUES ('due', 'tcc', 'confirming', 1000, 1000, NULL, 'gone', )sql" +
+               at(-5000) + R"sql(, 0);
         -- decided, leased for another minute: not due
-        INSERT INTO dtx_transaction VALUES ('leased', 'tcc', 'cancelling', 1000, 1000, NULL, 'alive', )sql" + at(60000) + R"sql(, 0);
+        INSERT INTO dtx_transaction VALUES ('leased', 'tcc', 'cancelling', 1000, 1000, NULL, 'alive', )sql" +
+               at(60000) + R"sql(, 0);
         -- trying before its deadline: not due
-        INSERT INTO dtx_transaction VALUES ('young', 'tcc', 'trying', )sql" + at(60000) + R"sql(, 1000, NULL, 'alive', 0, 0);
+        INSERT INTO dtx_transaction VALUES ('young', 'tcc', 'trying', )sql" +
+               at(60000) + R"sql(, 1000, NULL, 'alive', 0, 0);
         -- ended two days ago, and a minute ago
-        INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirmed', 1000, 1000, )sql" + at(-2 * 86400000) + R"sql(, NULL, 0, 0);
-        INSERT INTO dtx_transaction VALUES ('recent', 'saga', 'cancelled', 1000, 1000, )sql" + at(-60000) + R"sql(, NULL, 0, 0);
+        INSERT INTO dtx_transaction VALUES ('old', 'tcc', 'confirmed', 1000, 1000, )sql" +
+               at(-2 * 86400000) + R"sql(, NULL, 0, 0);
+        INSERT INTO dtx_transaction VALUES ('recent', 'saga', 'cancelled', 1000, 1000, )sql" +
+               at(-60000) + R"sql(, NULL, 0, 0);
         INSERT INTO dtx_branch VALUES ('due', '01', 'a', '{"qty":1}', 0);
         INSERT INTO dtx_branch VALUES ('old', '01', 'a', '{"qty":1}', 1);
         PRAGMA user_version = 2;
-    )sql").c_str());
+    )sql")
+                  .c_str());
     asio::io_context ioc;
     {
         auto o = options_for(path);
         o.cleanup_interval = 10ms; // cleanup runs as soon as the writer is idle
         sqlite_journal j(o);
-        auto claimed = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
+        auto claimed =
+            run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
         REQUIRE(claimed.size() == 1);
         CHECK(claimed[0].gid == "due");
         CHECK(claimed[0].branches.size() == 1);
         // Once leased to "me", it is not due again before that lease runs out.
-        CHECK(run(ioc, j.claim({.now = wall_clock::now(), .owner = "other", .lease = 30s, .limit = 10})).empty());
-        auto all = run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10, .take_over = true}));
+        CHECK(run(ioc,
+                  j.claim({.now = wall_clock::now(), .owner = "other", .lease = 30s, .limit = 10}))
+                  .empty());
+        auto all = run(ioc, j.claim({.now = wall_clock::now(),
+                                     .owner = "me",
+                                     .lease = 30s,
+                                     .limit = 10,
+                                     .take_over = true}));
         CHECK(all.size() == 3); // due, leased, young: every unfinished one
-        for (int i = 0; i < 500 && j.stats().cleaned == 0; ++i) std::this_thread::sleep_for(10ms);
+        for (int i = 0; i < 500 && j.stats().cleaned == 0; ++i)
+            std::this_thread::sleep_for(10ms);
         CHECK(j.stats().cleaned == 1);
         CHECK_FALSE(run(ioc, j.find("old")));
         CHECK(run(ioc, j.find("recent")));
         // The transactions still write as before: the claimed one ends.
-        CHECK(write_sync(ioc, j, {.gid = "due", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+        CHECK(write_sync(
+            ioc, j,
+            {.gid = "due", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
     }
     sqlite::connection c(path);
     sqlite::statement v(c, "PRAGMA user_version");
     REQUIRE(v.step());
     CHECK(v.integer(0) == sqlite_journal::schema_version);
-    sqlite::statement idx(c, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
-                             "AND name LIKE 'dtx_transaction_%' ORDER BY name)");
+    sqlite::statement idx(
+        c, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
+           "AND name LIKE 'dtx_transaction_%' ORDER BY name)");
     REQUIRE(idx.step());
     CHECK(idx.text(0) == "dtx_transaction_due");
 }
 
-TEST_CASE("sqlite journal: files that are not a journal, corrupt or truncated, are refused clearly") {
+TEST_CASE(
+    "sqlite journal: files that are not a journal, corrupt or truncated, are refused clearly") {
     temp_dir dir;
     asio::io_context ioc;
 
@@ -243,8 +284,10 @@ TEST_CASE("sqlite journal: files that are not a journal, corrupt or truncated, a
         {
             sqlite_journal j(options_for(path));
             for (int i = 0; i < 200; ++i)
-                write_sync(ioc, j, {.gid = "g" + std::to_string(i), .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
-                                    .new_branches = one_branch()});
+                write_sync(ioc, j,
+                           {.gid = "g" + std::to_string(i),
+                            .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                            .new_branches = one_branch()});
         }
         sql(path, "PRAGMA wal_checkpoint(TRUNCATE)"); // everything into the main file
         const auto size = std::filesystem::file_size(path);
@@ -252,13 +295,15 @@ TEST_CASE("sqlite journal: files that are not a journal, corrupt or truncated, a
         std::filesystem::resize_file(path, size / 2);
         auto ec = error_of([&] {
             sqlite_journal j(options_for(path));
-            for (int i = 0; i < 200; ++i) run(ioc, j.find("g" + std::to_string(i)));
+            for (int i = 0; i < 200; ++i)
+                run(ioc, j.find("g" + std::to_string(i)));
         });
         CHECK(ec == errc::journal_corrupt);
     }
 }
 
-TEST_CASE("sqlite journal: a database locked by someone else fails the write clearly, then recovers") {
+TEST_CASE(
+    "sqlite journal: a database locked by someone else fails the write clearly, then recovers") {
     temp_dir dir;
     const auto path = dir.file("j.db");
     asio::io_context ioc;
@@ -271,7 +316,10 @@ TEST_CASE("sqlite journal: a database locked by someone else fails the write cle
     other.exec("BEGIN EXCLUSIVE");
     std::string what;
     try {
-        write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()});
+        write_sync(ioc, j,
+                   {.gid = "g",
+                    .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                    .new_branches = one_branch()});
     } catch (const dtx::error& e) {
         CHECK(e.code() == errc::journal_failed);
         what = e.what();
@@ -281,11 +329,15 @@ TEST_CASE("sqlite journal: a database locked by someone else fails the write cle
     other.exec("ROLLBACK");
 
     // Nothing was applied, so the same write now succeeds.
-    CHECK(write_sync(ioc, j, {.gid = "g", .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "g",
+                      .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                      .new_branches = one_branch()}));
     CHECK(run(ioc, j.find("g")));
 }
 
-TEST_CASE("sqlite journal: the file belongs to one journal; a second is refused clearly until the first closes") {
+TEST_CASE("sqlite journal: the file belongs to one journal; a second is refused clearly until the "
+          "first closes") {
     temp_dir dir;
     auto o = options_for(dir.file("owned.db"));
     o.busy_timeout = std::chrono::milliseconds(50); // how long a second opener waits
@@ -319,7 +371,8 @@ TEST_CASE("sqlite journal: the file belongs to one journal; a second is refused 
     CHECK(run(ioc, next.find("b")));
 }
 
-TEST_CASE("sqlite journal: with exclusive = false, other processes may read the journal meanwhile") {
+TEST_CASE(
+    "sqlite journal: with exclusive = false, other processes may read the journal meanwhile") {
     temp_dir dir;
     asio::io_context ioc;
     auto o = options_for(dir.file("shared.db"));
@@ -334,7 +387,8 @@ TEST_CASE("sqlite journal: with exclusive = false, other processes may read the 
     CHECK(count.integer(0) == 1);
 }
 
-TEST_CASE("sqlite journal: a full disk fails writes clearly; transactions are cancelled, not lost") {
+TEST_CASE(
+    "sqlite journal: a full disk fails writes clearly; transactions are cancelled, not lost") {
     temp_dir dir;
     asio::io_context ioc;
     auto o = options_for(dir.file("j.db"));
@@ -380,11 +434,19 @@ TEST_CASE("sqlite journal: ended transactions are cleaned up in batches after th
     sqlite_journal j(o);
     for (int i = 0; i < 50; ++i) {
         std::string gid = "g" + std::to_string(i);
-        write_sync(ioc, j, {.gid = gid, .begin = begin_transaction{tx_kind::tcc, wall_clock::now()}, .new_branches = one_branch()});
-        write_sync(ioc, j, {.gid = gid, .status = status_change{tx_status::trying, tx_status::cancelling}});
-        if (i % 2 == 0) write_sync(ioc, j, {.gid = gid, .status = status_change{tx_status::cancelling, tx_status::cancelled}});
+        write_sync(ioc, j,
+                   {.gid = gid,
+                    .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
+                    .new_branches = one_branch()});
+        write_sync(ioc, j,
+                   {.gid = gid, .status = status_change{tx_status::trying, tx_status::cancelling}});
+        if (i % 2 == 0)
+            write_sync(
+                ioc, j,
+                {.gid = gid, .status = status_change{tx_status::cancelling, tx_status::cancelled}});
     }
-    for (int i = 0; i < 2000 && j.stats().cleaned < 25; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 2000 && j.stats().cleaned < 25; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     CHECK(j.stats().cleaned == 25);
     CHECK_FALSE(run(ioc, j.find("g0")));
     CHECK(run(ioc, j.find("g1"))); // unfinished ones are never cleaned
@@ -398,8 +460,12 @@ TEST_CASE("sqlite journal: reads leave no transaction open, so the WAL stays bou
     auto o = options_for(path);
     o.synchronous_full = false; // this test is about the WAL's size, not about fsync
     sqlite_journal j(o);
-    std::vector<branch_record> br{branch_record{"01", "a", nlohmann::json{{"padding", std::string(300, 'p')}}}};
-    write_sync(ioc, j, {.gid = "first", .begin = begin_transaction{tx_kind::tcc, wall_clock::now() - 1s}, .new_branches = br});
+    std::vector<branch_record> br{
+        branch_record{"01", "a", nlohmann::json{{"padding", std::string(300, 'p')}}}};
+    write_sync(ioc, j,
+               {.gid = "first",
+                .begin = begin_transaction{tx_kind::tcc, wall_clock::now() - 1s},
+                .new_branches = br});
     // A claim and a find: reads that once left their statement open (and the WAL unbounded).
     CHECK(claim_now(ioc, j, "me", 1h).size() == 1);
     CHECK(run(ioc, j.find("first")));
@@ -408,10 +474,14 @@ TEST_CASE("sqlite journal: reads leave no transaction open, so the WAL stays bou
         int n = 0;
         for (int i = 0; i < 2000; ++i) {
             const std::string gid = "g" + std::to_string(i);
-            const journal_write begin{.gid = gid, .begin = begin_transaction{tx_kind::tcc, wall_clock::now() + 1h},
+            const journal_write begin{.gid = gid,
+                                      .begin =
+                                          begin_transaction{tx_kind::tcc, wall_clock::now() + 1h},
                                       .new_branches = br};
-            const journal_write decide{.gid = gid, .status = status_change{tx_status::trying, tx_status::confirming}};
-            const journal_write end{.gid = gid, .status = status_change{tx_status::confirming, tx_status::confirmed}};
+            const journal_write decide{
+                .gid = gid, .status = status_change{tx_status::trying, tx_status::confirming}};
+            const journal_write end{
+                .gid = gid, .status = status_change{tx_status::confirming, tx_status::confirmed}};
             co_await j.write(begin, durability::sync);
             co_await j.write(decide, durability::sync);
             n += co_await j.write(end, durability::sync);

@@ -1,9 +1,9 @@
 // TCC transactions: the write-ahead rules, and every way a try or phase 2 can go wrong.
 #include <dtx/coordinator.hpp>
 
-#include "support/model.hpp"
-
 #include <doctest/doctest.h>
+
+#include "support/model.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -66,9 +66,10 @@ TEST_CASE("all tries succeed: every branch is confirmed once, after the decision
 
     // Write-ahead order: begin+branch 1 before try 1, each registration before its try,
     // the decision before the first confirm, the end last.
-    std::vector<std::string> expected{"begin:try",    "call:try",     "register:try", "call:try",
-                                      "register:try", "call:try",     "decide:confirm", "call:confirm",
-                                      "call:confirm", "call:confirm", "end:confirm"};
+    std::vector<std::string> expected{"begin:try",      "call:try",     "register:try",
+                                      "call:try",       "register:try", "call:try",
+                                      "decide:confirm", "call:confirm", "call:confirm",
+                                      "call:confirm",   "end:confirm"};
     CHECK(events == expected);
 
     auto rec = f.journal.get(r.gid);
@@ -151,8 +152,10 @@ TEST_CASE("confirm and cancel failing transiently are retried until they succeed
     SUBCASE("cancel, with a timeout among the failures") {
         fixture f;
         f.c.set_script([](auto, std::string_view br, branch_op op, unsigned attempt) {
-            if (op == branch_op::try_) return act::fail;
-            if (br == "01" && op == branch_op::cancel && attempt <= 2) return attempt == 1 ? act::hang : act::throw_error;
+            if (op == branch_op::try_)
+                return act::fail;
+            if (br == "01" && op == branch_op::cancel && attempt <= 2)
+                return attempt == 1 ? act::hang : act::throw_error;
             return act::ok;
         });
         auto opts = fast_options();
@@ -215,7 +218,8 @@ TEST_CASE("phase 2 stopped by an attempt limit is reported as decided, and recov
     CHECK(f.invariants() == "");
 }
 
-TEST_CASE("a try answering pending is asked again until it succeeds, or cancelled at the deadline") {
+TEST_CASE(
+    "a try answering pending is asked again until it succeeds, or cancelled at the deadline") {
     SUBCASE("succeeds") {
         fixture f;
         f.a.set_script(first_n("01", branch_op::try_, 3, act::pending));
@@ -354,7 +358,9 @@ TEST_CASE("bad branches: unknown participant, wrong kind; nothing is sent for th
 TEST_CASE("a gid the journal already holds is refused, and the first transaction is untouched") {
     fixture f;
     coordinator coord(f.ioc.get_executor(), f.journal, f.registry, fast_options());
-    auto body = [](tcc_transaction& tx) -> asio::awaitable<void> { co_await tx.add_branch("a", qty_payload{1}); };
+    auto body = [](tcc_transaction& tx) -> asio::awaitable<void> {
+        co_await tx.add_branch("a", qty_payload{1});
+    };
     tx_result first = run(f.ioc, coord.tcc(body, tx_options{.gid = "order-42"}));
     CHECK(first.status == tx_status::confirmed);
     tx_result again = run(f.ioc, coord.tcc(body, tx_options{.gid = "order-42"}));
@@ -368,7 +374,8 @@ TEST_CASE("a gid the journal already holds is refused, and the first transaction
 TEST_CASE("an empty body confirms without writing anything") {
     fixture f;
     coordinator coord(f.ioc.get_executor(), f.journal, f.registry, fast_options());
-    tx_result r = run(f.ioc, coord.tcc([](tcc_transaction&) -> asio::awaitable<void> { co_return; }));
+    tx_result r =
+        run(f.ioc, coord.tcc([](tcc_transaction&) -> asio::awaitable<void> { co_return; }));
     CHECK(r.status == tx_status::confirmed);
     CHECK(f.journal.all().empty());
 }
@@ -389,7 +396,8 @@ public:
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         entry e{w.begin.has_value(), w.status, std::nullopt, wall_clock::now()};
-        if (w.lease) e.lease_until = w.lease->until;
+        if (w.lease)
+            e.lease_until = w.lease->until;
         writes.push_back(e);
         co_return co_await inner.write(w, d);
     }
@@ -403,7 +411,8 @@ public:
     /// The write that moved the status from trying to `to`.
     const entry& decision(tx_status to) const {
         for (const auto& e : writes)
-            if (e.status && e.status->from == tx_status::trying && e.status->to == to) return e;
+            if (e.status && e.status->from == tx_status::trying && e.status->to == to)
+                return e;
         FAIL("no decision to " << to_string(to));
         return writes.front();
     }
@@ -411,15 +420,19 @@ public:
 
 } // namespace
 
-TEST_CASE("a decision renews the lease only when the begin's lease has run down; a take-over refuses it either way") {
+TEST_CASE("a decision renews the lease only when the begin's lease has run down; a take-over "
+          "refuses it either way") {
     fixture f;
     recording_journal j;
     coordinator_options o = fast_options();
     o.lease = 30s;
     o.transaction_timeout = 60s;
-    auto one = [](tcc_transaction& tx) -> asio::awaitable<void> { co_await tx.add_branch("a", qty_payload{1}); };
+    auto one = [](tcc_transaction& tx) -> asio::awaitable<void> {
+        co_await tx.add_branch("a", qty_payload{1});
+    };
 
-    SUBCASE("a quick body: the begin leases for one lease's length, and the decision carries no lease") {
+    SUBCASE("a quick body: the begin leases for one lease's length, and the decision carries no "
+            "lease") {
         coordinator coord(f.ioc.get_executor(), j, f.registry, o);
         CHECK(run(f.ioc, coord.tcc(one)).status == tx_status::confirmed);
         REQUIRE(j.writes.size() >= 2);
@@ -443,7 +456,8 @@ TEST_CASE("a decision renews the lease only when the begin's lease has run down;
         REQUIRE(d.lease_until);
         CHECK(*d.lease_until > *j.writes.front().lease_until + 50ms);
     }
-    SUBCASE("a deadline sooner than the lease: the begin leases until the deadline, the decision renews") {
+    SUBCASE("a deadline sooner than the lease: the begin leases until the deadline, the decision "
+            "renews") {
         o.transaction_timeout = 2s;
         coordinator coord(f.ioc.get_executor(), j, f.registry, o);
         CHECK(run(f.ioc, coord.tcc(one)).status == tx_status::confirmed);
@@ -459,7 +473,8 @@ TEST_CASE("a decision renews the lease only when the begin's lease has run down;
         tx_result r = run(f.ioc, coord.tcc([&](tcc_transaction& tx) -> asio::awaitable<void> {
             co_await tx.add_branch("a", qty_payload{1});
             // another process's recovery claims it now (its owner name differs from this one's)
-            auto claimed = co_await j.claim({.now = wall_clock::now(), .owner = "other", .lease = 30s, .take_over = true});
+            auto claimed = co_await j.claim(
+                {.now = wall_clock::now(), .owner = "other", .lease = 30s, .take_over = true});
             CHECK(claimed.size() == 1);
         }));
         CHECK(r.status == tx_status::cancelling);

@@ -25,29 +25,32 @@
 // from any thread (they are moved onto that executor). To use more cores, run one coordinator per
 // io_context thread over the same journal and registry, which are thread-safe.
 
-#include <memory>
-#include <string>
-#include <utility>
-#include <vector>
+#include <dtx/coordinator_options.hpp>
+#include <dtx/transaction.hpp>
+#include <dtx/tx_result.hpp>
+#include <dtx/version.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
-#include <dtx/coordinator_options.hpp>
-#include <dtx/transaction.hpp>
-#include <dtx/tx_result.hpp>
-#include <dtx/version.hpp>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <dtx/detail/push_warnings.hpp> // last: see the file
+
+DTX_NAMESPACE_BEGIN
 
 class coordinator {
 public:
     /// `ex` runs the transactions and the recovery task; see "Threads" above.
     coordinator(asio::any_io_executor ex, journal& j, participant_registry& participants,
                 coordinator_options options = {})
-        : eng_(std::make_shared<detail::engine>(std::move(ex), j, participants, std::move(options))) {}
+        : eng_(std::make_shared<detail::engine>(std::move(ex), j, participants,
+                                                std::move(options))) {}
 
     coordinator(const coordinator&) = delete;
     coordinator& operator=(const coordinator&) = delete;
@@ -58,7 +61,8 @@ public:
     /// every try succeeded, and cancelled otherwise (a failed try, an exception, the deadline).
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body, tx_options options) {
-        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)), std::move(body));
+        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)),
+                                    std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body) {
@@ -69,7 +73,8 @@ public:
     /// fails (or the body throws), every registered step is compensated, newest first.
     template <class Body>
     asio::awaitable<tx_result> saga(Body body, tx_options options) {
-        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)), std::move(body));
+        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)),
+                                     std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> saga(Body body) {
@@ -101,8 +106,9 @@ public:
     asio::awaitable<recovery_report> recover(recovery_options ro) {
         auto eng = eng_;
         auto signal = std::make_shared<asio::cancellation_signal>();
-        co_return co_await asio::co_spawn(eng->executor(), recover_pass(eng, ro, signal),
-                                          asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
+        co_return co_await asio::co_spawn(
+            eng->executor(), recover_pass(eng, ro, signal),
+            asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
     }
     asio::awaitable<recovery_report> recover() { return recover(recovery_options{}); }
 
@@ -116,7 +122,8 @@ public:
     /// Stops the background recovery after its current pass. Transactions in flight go on.
     void stop() {
         eng_->request_stop();
-        asio::post(eng_->executor(), [eng = eng_] { eng->stop_signal().emit(asio::cancellation_type::terminal); });
+        asio::post(eng_->executor(),
+                   [eng = eng_] { eng->stop_signal().emit(asio::cancellation_type::terminal); });
     }
 
     const coordinator_options& options() const noexcept { return eng_->options(); }
@@ -129,13 +136,14 @@ private:
         // the transaction awaits. `keep` holds the signal until that coroutine has completed.
         auto eng = eng_;
         auto keep = st;
-        co_return co_await asio::co_spawn(eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
-                                          asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+        co_return co_await asio::co_spawn(
+            eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
+            asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
     }
 
     template <class Handle, class Body>
-    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng, std::shared_ptr<detail::tx_state> st,
-                                            Body body) {
+    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng,
+                                            std::shared_ptr<detail::tx_state> st, Body body) {
         detail::engine::activity running(eng);
         Handle handle(eng, st);
         try {
@@ -149,7 +157,8 @@ private:
         } catch (...) {
             if (!st->aborted) {
                 st->abort(make_error_code(errc::body_threw),
-                          detail::describe(st->gid) + ": the transaction body threw a non-standard exception");
+                          detail::describe(st->gid) +
+                              ": the transaction body threw a non-standard exception");
                 st->exception = std::current_exception();
             }
         }
@@ -160,13 +169,15 @@ private:
                                                     std::shared_ptr<detail::tx_state> st,
                                                     std::vector<branch_spec> steps) {
         detail::engine::activity running(eng);
-        detail::branch_list list(std::make_move_iterator(steps.begin()), std::make_move_iterator(steps.end()));
+        detail::branch_list list(std::make_move_iterator(steps.begin()),
+                                 std::make_move_iterator(steps.end()));
         co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
     }
 
     // Holds the engine for the whole pass, so destroying the coordinator cannot pull it away.
-    static asio::awaitable<recovery_report> recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
-                                                         std::shared_ptr<asio::cancellation_signal> signal) {
+    static asio::awaitable<recovery_report>
+    recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
+                 std::shared_ptr<asio::cancellation_signal> signal) {
         detail::engine::activity running(eng);
         co_return co_await eng->recover(ro, *signal);
     }
@@ -178,12 +189,15 @@ private:
         while (!eng->stopping()) {
             try {
                 detail::engine::activity running(eng);
-                co_await asio::co_spawn(co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
-                                        asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
+                co_await asio::co_spawn(
+                    co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
+                    asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
             } catch (...) {
-                if (on_error) on_error(std::current_exception());
+                if (on_error)
+                    on_error(std::current_exception());
             }
-            if (eng->stopping()) break;
+            if (eng->stopping())
+                break;
             wait.expires_after(eng->options().recovery_interval);
             co_await wait.async_wait(asio::bind_cancellation_slot(
                 eng->stop_signal().slot(), asio::as_tuple(asio::use_awaitable)));
@@ -193,6 +207,8 @@ private:
     std::shared_ptr<detail::engine> eng_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

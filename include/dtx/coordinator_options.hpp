@@ -3,33 +3,32 @@
 
 // Settings of a coordinator, and of one transaction.
 
-#include <chrono>
-#include <cstddef>
-#include <optional>
-#include <string>
-
 #include <dtx/fault_injection.hpp>
 #include <dtx/gid.hpp>
 #include <dtx/retry_policy.hpp>
 #include <dtx/version.hpp>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
 
-using namespace std::chrono_literals;
+DTX_NAMESPACE_BEGIN
 
 struct coordinator_options {
     /// Default time a transaction may take to reach its decision. Past it, the transaction is
     /// cancelled, by its coordinator or by recovery in any process.
-    std::chrono::milliseconds transaction_timeout = 60s;
+    std::chrono::milliseconds transaction_timeout = std::chrono::seconds{60};
     /// Longest wait for one branch call; an unanswered call is an unknown result. Zero: no limit
     /// (tries and actions are still bounded by the transaction deadline).
-    std::chrono::milliseconds call_timeout = 10s;
+    std::chrono::milliseconds call_timeout = std::chrono::seconds{10};
     /// Retries of confirm, cancel and compensate by a live transaction. Without an attempt limit,
     /// the caller waits until phase 2 has succeeded everywhere; with one, the caller gets a
     /// `confirming` / `cancelling` result and recovery finishes the rest.
     retry_policy phase_two{};
     /// How soon a branch that answered `pending` to a try or action is asked again.
-    retry_policy pending{.initial_backoff = 20ms, .max_backoff = 2s};
+    retry_policy pending{.initial_backoff = std::chrono::milliseconds{20},
+                         .max_backoff = std::chrono::seconds{2}};
     /// Confirm (or cancel) the branches of a TCC transaction concurrently rather than one by one.
     /// Saga compensation is always sequential, newest step first.
     bool concurrent_phase_two = true;
@@ -40,11 +39,11 @@ struct coordinator_options {
     /// taken up again by a later one once its lease has expired.
     retry_policy recovery_retry{.max_attempts = 10};
     /// How often the background recovery task runs a pass.
-    std::chrono::milliseconds recovery_interval = 1s;
+    std::chrono::milliseconds recovery_interval = std::chrono::seconds{1};
     /// How long a coordinator holds a transaction it drives against other coordinators sharing
     /// the journal: a live one from its decision on, a recovery pass from its claim. Renewed while
     /// phase 2 goes on; once it has expired, another coordinator may take the transaction over.
-    std::chrono::milliseconds lease = 30s;
+    std::chrono::milliseconds lease = std::chrono::seconds{30};
     /// Transactions claimed (and driven concurrently) at a time by recovery.
     std::size_t recovery_batch = 256;
 
@@ -62,6 +61,6 @@ struct tx_options {
     std::string traceparent{};
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -8,13 +8,13 @@
 // Errors that escape to the caller are `dtx::error` exceptions carrying one of these codes and a
 // message that names the gid and branch involved.
 
+#include <dtx/version.hpp>
+
 #include <stdexcept>
 #include <string>
 #include <system_error>
 
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 enum class errc {
     branch_failed = 1,      ///< a try or saga action answered `failure`
@@ -41,22 +41,38 @@ inline const std::error_category& error_category() noexcept {
         const char* name() const noexcept override { return "dtx"; }
         std::string message(int ev) const override {
             switch (static_cast<errc>(ev)) {
-            case errc::branch_failed: return "branch failed";
-            case errc::branch_timed_out: return "branch call timed out";
-            case errc::branch_error: return "branch call failed with an unknown result";
-            case errc::body_threw: return "transaction body threw";
-            case errc::deadline_exceeded: return "transaction deadline exceeded";
-            case errc::unknown_participant: return "unknown participant";
-            case errc::wrong_participant_kind: return "participant is of the wrong kind";
-            case errc::decision_conflict: return "journal holds a conflicting decision";
-            case errc::duplicate_gid: return "duplicate gid";
-            case errc::unknown_transaction: return "unknown transaction";
-            case errc::attempts_exhausted: return "retry attempts exhausted";
-            case errc::journal_failed: return "journal write failed";
-            case errc::journal_corrupt: return "journal is corrupt";
-            case errc::journal_version: return "journal version is not supported";
-            case errc::transaction_aborted: return "transaction is aborted";
-            case errc::coordinator_stopped: return "coordinator stopped";
+            case errc::branch_failed:
+                return "branch failed";
+            case errc::branch_timed_out:
+                return "branch call timed out";
+            case errc::branch_error:
+                return "branch call failed with an unknown result";
+            case errc::body_threw:
+                return "transaction body threw";
+            case errc::deadline_exceeded:
+                return "transaction deadline exceeded";
+            case errc::unknown_participant:
+                return "unknown participant";
+            case errc::wrong_participant_kind:
+                return "participant is of the wrong kind";
+            case errc::decision_conflict:
+                return "journal holds a conflicting decision";
+            case errc::duplicate_gid:
+                return "duplicate gid";
+            case errc::unknown_transaction:
+                return "unknown transaction";
+            case errc::attempts_exhausted:
+                return "retry attempts exhausted";
+            case errc::journal_failed:
+                return "journal write failed";
+            case errc::journal_corrupt:
+                return "journal is corrupt";
+            case errc::journal_version:
+                return "journal version is not supported";
+            case errc::transaction_aborted:
+                return "transaction is aborted";
+            case errc::coordinator_stopped:
+                return "coordinator stopped";
             }
             return "unknown dtx error";
         }
@@ -73,11 +89,13 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// names the gid and, where one is involved, the branch.
 class error : public std::system_error {
 public:
-    error(std::error_code ec, const std::string& what) : std::system_error(ec, what) {}
-    error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
+    error(std::error_code ec, const std::string& what)
+        : std::system_error(ec, what) {}
+    error(errc e, const std::string& what)
+        : std::system_error(make_error_code(e), what) {}
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 template <>
 struct std::is_error_code_enum<dtx::errc> : std::true_type {};

@@ -8,13 +8,13 @@
 // io_context; the test then destroys the coordinator and the io_context, keeps the journal and the
 // participants, and lets a fresh coordinator recover.
 
-#include <functional>
-#include <string_view>
-
 #include <dtx/transaction_status.hpp>
 #include <dtx/version.hpp>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <functional>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
 
 enum class fault_site : unsigned char {
     journal_write, ///< a journal write has completed
@@ -35,6 +35,6 @@ struct fault_point {
 /// Returns true to stop the coordinator at this point.
 using fault_hook = std::function<bool(const fault_point&)>;
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -8,15 +8,15 @@
 // by creation time as plain strings (which keeps journal indexes append-mostly) and are unique
 // across processes without coordination.
 
+#include <dtx/version.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <random>
 #include <string>
 
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 namespace detail {
 
@@ -62,24 +62,27 @@ inline std::string make_gid() {
     }
 
     std::array<std::uint8_t, 16> b{};
-    for (int i = 0; i < 6; ++i) b[i] = static_cast<std::uint8_t>(st.last_ms >> (40 - 8 * i));
+    for (int i = 0; i < 6; ++i)
+        b[i] = static_cast<std::uint8_t>(st.last_ms >> (40 - 8 * i));
     b[6] = static_cast<std::uint8_t>(0x70 | (st.counter >> 8));
     b[7] = static_cast<std::uint8_t>(st.counter);
     std::uint64_t r = detail::random_u64();
     b[8] = static_cast<std::uint8_t>(0x80 | ((r >> 56) & 0x3f));
-    for (int i = 9; i < 16; ++i) b[i] = static_cast<std::uint8_t>(r >> (8 * (15 - i)));
+    for (int i = 9; i < 16; ++i)
+        b[i] = static_cast<std::uint8_t>(r >> (8 * (15 - i)));
 
     static constexpr char hex[] = "0123456789abcdef";
     std::string s(36, '-');
     std::size_t pos = 0;
     for (int i = 0; i < 16; ++i) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) ++pos;
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            ++pos;
         s[pos++] = hex[b[i] >> 4];
         s[pos++] = hex[b[i] & 0xf];
     }
     return s;
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

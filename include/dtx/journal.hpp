@@ -17,6 +17,11 @@
 // Status changes are conditional (compare-and-set on the current status), so two coordinators can
 // never record opposite decisions for one transaction: the second write is refused.
 
+#include <dtx/detail/config.hpp>
+#include <dtx/payload.hpp>
+#include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -25,12 +30,7 @@
 #include <string_view>
 #include <vector>
 
-#include <dtx/detail/config.hpp>
-#include <dtx/payload.hpp>
-#include <dtx/transaction_status.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// Version of the record layout described in docs/journal.md. Durable journals store it and
 /// refuse to open a journal written with a newer one.
@@ -116,9 +116,10 @@ public:
     virtual ~journal() = default;
 
     /// Applies `w` atomically. Returns false, applying nothing, if `w.status` does not match the
-    /// current status or `w.lease` names an owner other than the one holding the transaction. Throws dtx::error: duplicate_gid for a second begin, unknown_transaction
-    /// for a write to a gid it does not hold, journal_failed if it cannot be made durable (in that
-    /// case the write may or may not have been applied).
+    /// current status or `w.lease` names an owner other than the one holding the transaction.
+    /// Throws dtx::error: duplicate_gid for a second begin, unknown_transaction for a write to a
+    /// gid it does not hold, journal_failed if it cannot be made durable (in that case the write
+    /// may or may not have been applied).
     virtual asio::awaitable<bool> write(const journal_write& w, durability d) = 0;
 
     /// Returns up to `limit` due transactions and leases them to `owner` until `now + lease`.
@@ -132,6 +133,6 @@ public:
     virtual asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) = 0;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -6,16 +6,18 @@
 // It survives the coordinator (keep it alive and hand it to a fresh coordinator to test
 // recovery), not the process. Thread-safe. Ended transactions are dropped unless `keep_ended`.
 
+#include <dtx/error.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/version.hpp>
+
 #include <mutex>
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
 
-#include <dtx/error.hpp>
-#include <dtx/journal.hpp>
-#include <dtx/version.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class memory_journal final : public journal {
 public:
@@ -25,23 +27,27 @@ public:
     };
 
     memory_journal() = default;
-    explicit memory_journal(options o) : opts_(o) {}
+    explicit memory_journal(options o)
+        : opts_(o) {}
 
-    asio::awaitable<bool> write(const journal_write& w, durability) override {
-        co_return apply(w);
-    }
+    asio::awaitable<bool> write(const journal_write& w, durability) override { co_return apply(w); }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
         std::vector<transaction_record> out;
         std::lock_guard lock(mu_);
         for (auto& [gid, e] : txs_) {
-            if (out.size() >= r.limit) break;
-            if (is_final(e.rec.status)) continue;
-            if (!r.take_over && e.rec.status == tx_status::trying && e.rec.deadline > r.now) continue;
-            if (!r.take_over && e.lease_until > r.now) continue;
+            if (out.size() >= r.limit)
+                break;
+            if (is_final(e.rec.status))
+                continue;
+            if (!r.take_over && e.rec.status == tx_status::trying && e.rec.deadline > r.now)
+                continue;
+            if (!r.take_over && e.lease_until > r.now)
+                continue;
             e.lease_owner = r.owner;
             e.lease_until = r.now + r.lease;
-            if (e.rec.status == tx_status::trying && !e.rec.forward) e.rec.status = tx_status::cancelling;
+            if (e.rec.status == tx_status::trying && !e.rec.forward)
+                e.rec.status = tx_status::cancelling;
             out.push_back(record_of(gid, e));
         }
         co_return out;
@@ -55,7 +61,8 @@ public:
     std::optional<transaction_record> get(std::string_view gid) const {
         std::lock_guard lock(mu_);
         auto it = txs_.find(gid);
-        if (it == txs_.end()) return std::nullopt;
+        if (it == txs_.end())
+            return std::nullopt;
         return record_of(it->first, it->second);
     }
 
@@ -64,7 +71,8 @@ public:
         std::lock_guard lock(mu_);
         std::vector<transaction_record> out;
         out.reserve(txs_.size());
-        for (auto& [gid, e] : txs_) out.push_back(record_of(gid, e));
+        for (auto& [gid, e] : txs_)
+            out.push_back(record_of(gid, e));
         return out;
     }
 
@@ -72,7 +80,8 @@ public:
     std::size_t unfinished() const {
         std::lock_guard lock(mu_);
         std::size_t n = 0;
-        for (auto& [gid, e] : txs_) n += !is_final(e.rec.status);
+        for (auto& [gid, e] : txs_)
+            n += !is_final(e.rec.status);
         return n;
     }
 
@@ -94,19 +103,26 @@ private:
         const std::string_view gid = w.gid;
         map::iterator it;
         if (w.begin) {
-            if (w.status && w.status->from != tx_status::trying) return false;
+            if (w.status && w.status->from != tx_status::trying)
+                return false;
             bool inserted = false;
             std::tie(it, inserted) = txs_.try_emplace(std::string(gid));
-            if (!inserted) throw error(errc::duplicate_gid, "gid " + std::string(gid) + ": already in the journal");
+            if (!inserted)
+                throw error(errc::duplicate_gid,
+                            "gid " + std::string(gid) + ": already in the journal");
             it->second.rec.kind = w.begin->kind;
             it->second.rec.deadline = w.begin->deadline;
             it->second.rec.forward = w.begin->forward;
         } else {
             it = txs_.find(gid);
             if (it == txs_.end())
-                throw error(errc::unknown_transaction, "gid " + std::string(gid) + ": not in the journal");
-            if (w.status && it->second.rec.status != w.status->from) return false;
-            if (w.lease && !it->second.lease_owner.empty() && it->second.lease_owner != w.lease->owner) return false;
+                throw error(errc::unknown_transaction,
+                            "gid " + std::string(gid) + ": not in the journal");
+            if (w.status && it->second.rec.status != w.status->from)
+                return false;
+            if (w.lease && !it->second.lease_owner.empty() &&
+                it->second.lease_owner != w.lease->owner)
+                return false;
         }
         entry* e = &it->second;
         if (w.lease) {
@@ -117,17 +133,21 @@ private:
         rec.branches.insert(rec.branches.end(), w.new_branches.begin(), w.new_branches.end());
         for (const auto& id : w.done_branches)
             for (auto& b : rec.branches)
-                if (b.branch_id == id) b.done = true;
+                if (b.branch_id == id)
+                    b.done = true;
         if (w.status) {
             rec.status = w.status->to;
-            if (is_final(rec.status) && !opts_.keep_ended) txs_.erase(it);
+            if (is_final(rec.status) && !opts_.keep_ended)
+                txs_.erase(it);
         }
         return true;
     }
 
     struct gid_hash {
         using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
     };
     using map = std::unordered_map<std::string, entry, gid_hash, std::equal_to<>>;
 
@@ -136,6 +156,8 @@ private:
     map txs_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -8,21 +8,25 @@
 // or action with an unknown result is cancelled or compensated, a confirm, cancel or compensate
 // with an unknown result is retried.
 
+#include <dtx/version.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
 
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 enum class outcome_kind : std::uint8_t { success, failure, pending };
 
 class outcome {
 public:
     /// A failure saying there is no answer: a default never reads as success.
-    outcome() : kind_(outcome_kind::failure), message_("no outcome") {}
-    outcome(outcome_kind kind, std::string message) : kind_(kind), message_(std::move(message)) {}
+    outcome()
+        : kind_(outcome_kind::failure)
+        , message_("no outcome") {}
+    outcome(outcome_kind kind, std::string message)
+        : kind_(kind)
+        , message_(std::move(message)) {}
 
     outcome_kind kind() const noexcept { return kind_; }
     /// Why a branch failed or is pending, in the participant's words; empty on success.
@@ -40,7 +44,9 @@ private:
 };
 
 /// The branch did what was asked.
-inline outcome success() { return {outcome_kind::success, {}}; }
+inline outcome success() {
+    return {outcome_kind::success, {}};
+}
 /// A business "no": the try or action is refused and the transaction must be cancelled.
 inline outcome failure(std::string message = {}) {
     return {outcome_kind::failure, std::move(message)};
@@ -52,13 +58,16 @@ inline outcome pending(std::string message = {}) {
 
 inline std::string_view to_string(outcome_kind k) noexcept {
     switch (k) {
-    case outcome_kind::success: return "success";
-    case outcome_kind::failure: return "failure";
-    case outcome_kind::pending: return "pending";
+    case outcome_kind::success:
+        return "success";
+    case outcome_kind::failure:
+        return "failure";
+    case outcome_kind::pending:
+        return "pending";
     }
     return "?";
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -14,20 +14,22 @@
 // than once, a cancel may arrive for a try that never ran (answer success, do nothing), and a try
 // may arrive after its cancel (do nothing, answer failure). The barrier does this for you.
 
+#include <dtx/detail/config.hpp>
+#include <dtx/outcome.hpp>
+#include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <typeinfo>
 
-#include <nlohmann/json.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-#include <dtx/detail/config.hpp>
-#include <dtx/outcome.hpp>
-#include <dtx/transaction_status.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// One call to a branch. The views stay valid until the call completes.
 struct branch_request {
@@ -72,8 +74,9 @@ std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
     try {
         return r.payload.template get<T>();
     } catch (const nlohmann::json::exception& e) {
-        refusal = failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " +
-                          std::string(to_string(r.op)) + " payload does not convert: " + e.what());
+        refusal =
+            failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " +
+                    std::string(to_string(r.op)) + " payload does not convert: " + e.what());
         return std::nullopt;
     }
 }
@@ -88,7 +91,8 @@ branch_handler typed(F handler) {
     return [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
         outcome refusal;
         std::optional<T> value = detail::convert_payload<T>(r, refusal);
-        if (!value) co_return refusal;
+        if (!value)
+            co_return refusal;
         co_return co_await handler(r, std::move(*value));
     };
 }
@@ -98,7 +102,8 @@ namespace detail {
 template <class Handlers>
 class local_participant final : public participant {
 public:
-    explicit local_participant(Handlers h) : h_(std::move(h)) {}
+    explicit local_participant(Handlers h)
+        : h_(std::move(h)) {}
 
     std::optional<tx_kind> kind() const noexcept override {
         if constexpr (std::is_same_v<Handlers, tcc_handlers>)
@@ -107,24 +112,29 @@ public:
             return tx_kind::saga;
     }
 
-    asio::awaitable<outcome> call(const branch_request& r) override {
-        return handler_for(r.op)(r);
-    }
+    asio::awaitable<outcome> call(const branch_request& r) override { return handler_for(r.op)(r); }
 
 private:
     const branch_handler& handler_for(branch_op op) const {
         if constexpr (std::is_same_v<Handlers, tcc_handlers>) {
             switch (op) {
-            case branch_op::try_: return h_.on_try;
-            case branch_op::confirm: return h_.on_confirm;
-            case branch_op::cancel: return h_.on_cancel;
-            default: break;
+            case branch_op::try_:
+                return h_.on_try;
+            case branch_op::confirm:
+                return h_.on_confirm;
+            case branch_op::cancel:
+                return h_.on_cancel;
+            default:
+                break;
             }
         } else {
             switch (op) {
-            case branch_op::action: return h_.on_action;
-            case branch_op::compensate: return h_.on_compensate;
-            default: break;
+            case branch_op::action:
+                return h_.on_action;
+            case branch_op::compensate:
+                return h_.on_compensate;
+            default:
+                break;
             }
         }
         throw std::invalid_argument("participant cannot handle op " + std::string(to_string(op)));
@@ -135,6 +145,8 @@ private:
 
 } // namespace detail
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -10,6 +10,9 @@
 // Names that are not registered are offered to the resolver, if one is set; the HTTP transport
 // installs one that turns URLs into remote participants.
 
+#include <dtx/participant.hpp>
+#include <dtx/version.hpp>
+
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -17,10 +20,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include <dtx/participant.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class participant_registry {
 public:
@@ -29,8 +29,10 @@ public:
     /// Registers a participant object under `name`. Throws std::invalid_argument on an empty or
     /// duplicate name or a null participant.
     void add(std::string name, std::shared_ptr<participant> p) {
-        if (name.empty()) throw std::invalid_argument("participant name is empty");
-        if (!p) throw std::invalid_argument("participant '" + name + "' is null");
+        if (name.empty())
+            throw std::invalid_argument("participant name is empty");
+        if (!p)
+            throw std::invalid_argument("participant '" + name + "' is null");
         auto [it, inserted] = by_name_.try_emplace(std::move(name), std::move(p));
         if (!inserted)
             throw std::invalid_argument("participant '" + it->first + "' is already registered");
@@ -41,7 +43,8 @@ public:
         if (!h.on_try || !h.on_confirm || !h.on_cancel)
             throw std::invalid_argument("TCC participant '" + name +
                                         "' needs on_try, on_confirm and on_cancel");
-        add(std::move(name), std::make_shared<detail::local_participant<tcc_handlers>>(std::move(h)));
+        add(std::move(name),
+            std::make_shared<detail::local_participant<tcc_handlers>>(std::move(h)));
     }
 
     /// Registers a saga participant. Both handlers are required.
@@ -59,7 +62,8 @@ public:
     /// The participant for `name`, or nullptr if there is none. The pointer stays valid as long
     /// as the registry (and, for resolved names, the resolver's owner) lives.
     participant* find(std::string_view name) const {
-        if (auto it = by_name_.find(name); it != by_name_.end()) return it->second.get();
+        if (auto it = by_name_.find(name); it != by_name_.end())
+            return it->second.get();
         return resolver_ ? resolver_(name) : nullptr;
     }
 
@@ -82,6 +86,6 @@ private:
     resolver resolver_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -7,23 +7,26 @@
 // `to_json` (NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE). A payload never changes once its branch is
 // registered, so the coordinator, the journal and recovery share one immutable copy.
 
-#include <memory>
-#include <type_traits>
+#include <dtx/version.hpp>
 
 #include <nlohmann/json.hpp>
 
-#include <dtx/version.hpp>
+#include <memory>
+#include <type_traits>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class payload {
 public:
     /// JSON null.
-    payload() : p_(null_json()) {}
+    payload()
+        : p_(null_json()) {}
 
     template <class T>
-        requires(!std::is_same_v<std::remove_cvref_t<T>, payload> && std::is_constructible_v<nlohmann::json, T>)
-    payload(T&& value) // NOLINT(google-explicit-constructor): payloads are built from user values
+    requires(!std::is_same_v<std::remove_cvref_t<T>, payload> &&
+             std::is_constructible_v<nlohmann::json, T>)
+        payload(
+            T&& value) // NOLINT(google-explicit-constructor): payloads are built from user values
         : p_(std::make_shared<const nlohmann::json>(std::forward<T>(value))) {}
 
     const nlohmann::json& json() const noexcept { return *p_; }
@@ -41,6 +44,6 @@ private:
     std::shared_ptr<const nlohmann::json> p_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -6,9 +6,12 @@
 //
 //   dtx::postgres_barrier payments({.conninfo = "dbname=payments"});
 //   registry.add_tcc("payment", payments.tcc({
-//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
-//           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen + $1::bigint "
-//                            "WHERE id = $2::bigint AND balance >= $1::bigint", {std::to_string(c.amount), std::to_string(c.account)});
+//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const
+//       dtx::branch_request&, charge c) {
+//           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen +
+//           $1::bigint "
+//                            "WHERE id = $2::bigint AND balance >= $1::bigint",
+//                            {std::to_string(c.amount), std::to_string(c.account)});
 //           return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
 //       }),
 //       .on_confirm = ..., .on_cancel = ...}));
@@ -23,6 +26,12 @@
 //
 // Link with libpq (CMake: dtx::postgres).
 
+#include <dtx/detail/barrier_logic.hpp>
+#include <dtx/detail/batch_queue.hpp>
+#include <dtx/participant.hpp>
+#include <dtx/postgres_db.hpp>
+#include <dtx/version.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -31,13 +40,9 @@
 #include <string>
 #include <vector>
 
-#include <dtx/participant.hpp>
-#include <dtx/postgres_db.hpp>
-#include <dtx/detail/barrier_logic.hpp>
-#include <dtx/detail/batch_queue.hpp>
-#include <dtx/version.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct postgres_barrier_options {
     std::string conninfo{};
@@ -61,18 +66,22 @@ postgres_handler typed_postgres(F handler) {
     return detail::typed_db<T, postgres::connection>(std::move(handler));
 }
 
-class postgres_barrier : public detail::barrier_registration<postgres_barrier, postgres::connection> {
+class postgres_barrier
+    : public detail::barrier_registration<postgres_barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Connects the pool and creates the barrier table if needed. Throws dtx::error.
-    explicit postgres_barrier(postgres_barrier_options o) : opts_(std::move(o)) {
-        if (opts_.connections == 0) opts_.connections = 1;
+    explicit postgres_barrier(postgres_barrier_options o)
+        : opts_(std::move(o)) {
+        if (opts_.connections == 0)
+            opts_.connections = 1;
         {
             postgres::connection db(opts_.conninfo);
             migrate(db);
         }
-        for (std::size_t i = 0; i < opts_.connections; ++i) lanes_.push_back(std::make_unique<lane>(*this, i == 0));
+        for (std::size_t i = 0; i < opts_.connections; ++i)
+            lanes_.push_back(std::make_unique<lane>(*this, i == 0));
     }
     postgres_barrier(const postgres_barrier&) = delete;
     postgres_barrier& operator=(const postgres_barrier&) = delete;
@@ -82,7 +91,8 @@ public:
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
         auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
-            dispatch([fn = std::move(fn), deliver = std::move(deliver)](postgres::connection& db) mutable {
+            dispatch([fn = std::move(fn),
+                      deliver = std::move(deliver)](postgres::connection& db) mutable {
                 R result{};
                 std::exception_ptr e;
                 try {
@@ -99,7 +109,9 @@ public:
 
     /// Runs one branch operation under the barrier.
     asio::awaitable<outcome> guard(const branch_request& r, const postgres_handler& handler) {
-        auto fn = [req = owned_request(r), &handler](postgres::connection& db) { return guarded(db, req, handler); };
+        auto fn = [req = owned_request(r), &handler](postgres::connection& db) {
+            return guarded(db, req, handler);
+        };
         co_return co_await run<outcome>(std::move(fn));
     }
 
@@ -111,14 +123,17 @@ private:
     /// One connection and the thread that uses it.
     struct lane {
         lane(postgres_barrier& b, bool cleans)
-            : db(b.opts_.conninfo),
-              queue({64, b.opts_.cleanup_interval},
-                    [this](std::vector<job>& jobs) {
-                        for (auto& j : jobs) j(db); // each job reports its own errors
-                    },
-                    [this, &b, cleans] {
-                        if (cleans) b.cleanup(db);
-                    }) {}
+            : db(b.opts_.conninfo)
+            , queue(
+                  {64, b.opts_.cleanup_interval},
+                  [this](std::vector<job>& jobs) {
+                      for (auto& j : jobs)
+                          j(db); // each job reports its own errors
+                  },
+                  [this, &b, cleans] {
+                      if (cleans)
+                          b.cleanup(db);
+                  }) {}
         postgres::connection db;
         detail::batch_queue<job> queue; // last: stopped before the connection goes
     };
@@ -132,7 +147,8 @@ private:
 
     void dispatch(job j) {
         auto& l = *lanes_[next_++ % lanes_.size()];
-        if (!l.queue.push(j)) throw error(errc::journal_failed, "PostgreSQL barrier: closing");
+        if (!l.queue.push(j))
+            throw error(errc::journal_failed, "PostgreSQL barrier: closing");
     }
 
     template <class F>
@@ -155,27 +171,33 @@ private:
         postgres::connection& db;
         const owned_request& r;
         bool insert(const char* slot, const char* origin, const char* state) {
-            return db.exec("INSERT INTO dtx_barrier (gid, branch_id, op, origin, state) VALUES ($1, $2, $3, $4, $5) "
+            return db.exec("INSERT INTO dtx_barrier (gid, branch_id, op, origin, state) VALUES "
+                           "($1, $2, $3, $4, $5) "
                            "ON CONFLICT DO NOTHING",
                            {r.gid, r.branch_id, slot, origin, state})
                        .affected() == 1;
         }
         std::optional<detail::barrier_row> find(const char* slot) {
-            auto res = db.exec("SELECT origin, state FROM dtx_barrier WHERE gid = $1 AND branch_id = $2 AND op = $3",
+            auto res = db.exec("SELECT origin, state FROM dtx_barrier WHERE gid = $1 AND branch_id "
+                               "= $2 AND op = $3",
                                {r.gid, r.branch_id, slot});
-            if (res.rows() == 0) return std::nullopt;
+            if (res.rows() == 0)
+                return std::nullopt;
             return detail::barrier_row{std::string(res.text(0, 0)), std::string(res.text(0, 1))};
         }
     };
 
-    static outcome guarded(postgres::connection& db, const owned_request& r, const postgres_handler& handler) {
+    static outcome guarded(postgres::connection& db, const owned_request& r,
+                           const postgres_handler& handler) {
         try {
             return in_transaction(db, [&] {
                 store s{db, r};
-                if (auto answer = detail::barrier_screen(s, r.view(), "done")) return *answer;
+                if (auto answer = detail::barrier_screen(s, r.view(), "done"))
+                    return *answer;
                 const branch_request req = r.view();
                 outcome o = handler(db, req);
-                if (!o.is_success()) throw refused{std::move(o)}; // roll back the changes and the row
+                if (!o.is_success())
+                    throw refused{std::move(o)}; // roll back the changes and the row
                 return o;
             });
         } catch (refused& x) {
@@ -186,17 +208,22 @@ private:
     static void migrate(postgres::connection& db) {
         in_transaction(db, [&] {
             db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
-            db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+            db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT "
+                    "NULL)");
             auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
             const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
             if (version > schema_version)
-                throw error(errc::journal_version, "PostgreSQL barrier: schema version " + std::to_string(version) +
-                                                       " is newer than this dtx reads; upgrade dtx");
+                throw error(errc::journal_version,
+                            "PostgreSQL barrier: schema version " + std::to_string(version) +
+                                " is newer than this dtx reads; upgrade dtx");
             if (version < 1) {
-                db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text NOT NULL, "
+                db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
+                        "NOT NULL, "
                         "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
-                        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, branch_id, op))");
-                db.exec("CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
+                        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
+                        "branch_id, op))");
+                db.exec(
+                    "CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
                 db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
                         "ON CONFLICT (key) DO UPDATE SET value = 1");
             }
@@ -209,12 +236,15 @@ private:
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
             db.ensure();
-            auto r = db.exec("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, branch_id, op FROM "
-                             "dtx_barrier WHERE created_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2::int "
+            auto r = db.exec("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
+                             "branch_id, op FROM "
+                             "dtx_barrier WHERE created_at < now() - $1::bigint * interval '1 "
+                             "millisecond' LIMIT $2::int "
                              "FOR UPDATE SKIP LOCKED)",
                              {ms, batch});
             cleaned_ += static_cast<std::uint64_t>(r.affected());
-            if (r.affected() < static_cast<int>(opts_.cleanup_batch)) break;
+            if (r.affected() < static_cast<int>(opts_.cleanup_batch))
+                break;
         }
     }
 
@@ -224,6 +254,8 @@ private:
     std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -6,9 +6,13 @@
 // server's message and SQLSTATE. Participant handlers use it for their own tables inside the
 // PostgreSQL barrier's local transaction:
 //
-//   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available >= $1::int",
+//   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available
+//   >= $1::int",
 //                    {std::to_string(qty), sku});
 //   if (r.affected() == 0) return dtx::failure("out of stock");
+
+#include <dtx/error.hpp>
+#include <dtx/version.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -21,24 +25,27 @@
 
 #include <libpq-fe.h>
 
-#include <dtx/error.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::postgres {
+DTX_NAMESPACE_BEGIN
+namespace postgres {
 
 /// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
 /// server's message.
 class connection {
 public:
-    explicit connection(std::string conninfo) : conninfo_(std::move(conninfo)) { connect(); }
+    explicit connection(std::string conninfo)
+        : conninfo_(std::move(conninfo)) {
+        connect();
+    }
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
     ~connection() { PQfinish(conn_); }
 
     class result {
     public:
-        explicit result(PGresult* r) : r_(r) {}
-        result(result&& o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
+        explicit result(PGresult* r)
+            : r_(r) {}
+        result(result&& o) noexcept
+            : r_(std::exchange(o.r_, nullptr)) {}
         result(const result&) = delete;
         result& operator=(const result&) = delete;
         ~result() { PQclear(r_); }
@@ -71,16 +78,21 @@ public:
     /// prepared because the name is taken (42P05: a pooled session holds another client's
     /// statement), this connection runs its statements unprepared from then on. Throws
     /// dtx::error on failure.
-    result exec_prepared(const char* name, const char* sql, std::initializer_list<std::string_view> params = {}) {
+    result exec_prepared(const char* name, const char* sql,
+                         std::initializer_list<std::string_view> params = {}) {
         const text_params p(params);
         for (int attempt = 0; attempt < 2 && prepare_; ++attempt) {
-            if (!prepared(name) && !prepare(name, sql, p.count())) break;
+            if (!prepared(name) && !prepare(name, sql, p.count()))
+                break;
             result r(PQexecPrepared(conn_, name, p.count(), p.values(), nullptr, nullptr, 0));
-            if (succeeded(r)) return r;
-            if (sqlstate(r) != "26000") check(r);
+            if (succeeded(r))
+                return r;
+            if (sqlstate(r) != "26000")
+                check(r);
             std::erase(prepared_, name);
             ++lost_statements_;
-            if (PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+            if (PQtransactionStatus(conn_) != PQTRANS_IDLE)
+                check(r);
         }
         result r(PQexecParams(conn_, sql, p.count(), nullptr, p.values(), nullptr, nullptr, 0));
         check(r);
@@ -95,11 +107,13 @@ public:
 
     /// Re-establishes a lost connection; true if it had to.
     bool ensure() {
-        if (PQstatus(conn_) == CONNECTION_OK) return false;
+        if (PQstatus(conn_) == CONNECTION_OK)
+            return false;
         PQreset(conn_);
         prepared_.clear(); // a new session
         if (PQstatus(conn_) != CONNECTION_OK)
-            throw error(errc::journal_failed, "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
+            throw error(errc::journal_failed,
+                        "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
         return true;
     }
 
@@ -107,9 +121,11 @@ private:
     /// Parameters as NUL-terminated copies, for libpq.
     class text_params {
     public:
-        explicit text_params(std::initializer_list<std::string_view> params) : owned_(params.begin(), params.end()) {
+        explicit text_params(std::initializer_list<std::string_view> params)
+            : owned_(params.begin(), params.end()) {
             values_.reserve(owned_.size());
-            for (auto& p : owned_) values_.push_back(p.c_str());
+            for (auto& p : owned_)
+                values_.push_back(p.c_str());
         }
         int count() const noexcept { return static_cast<int>(values_.size()); }
         const char* const* values() const noexcept { return values_.data(); }
@@ -128,10 +144,12 @@ private:
         return state ? state : "";
     }
     void check(const result& r) const {
-        if (succeeded(r)) return;
+        if (succeeded(r))
+            return;
         const auto state = sqlstate(r);
-        throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                                              (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
+        throw error(errc::journal_failed,
+                    "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
+                        (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
     }
 
     bool prepared(const char* name) const {
@@ -145,7 +163,8 @@ private:
             prepared_.emplace_back(name);
             return true;
         }
-        if (sqlstate(r) != "42P05" || PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+        if (sqlstate(r) != "42P05" || PQtransactionStatus(conn_) != PQTRANS_IDLE)
+            check(r);
         prepare_ = false;
         return false;
     }
@@ -159,7 +178,8 @@ private:
             throw error(errc::journal_failed, "PostgreSQL: cannot connect: " + msg);
         }
         // Server notices ("already exists, skipping") are not errors: keep them off stderr.
-        PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+        PQsetNoticeProcessor(
+            conn_, [](void*, const char*) {}, nullptr);
     }
 
     std::string conninfo_;
@@ -169,7 +189,7 @@ private:
     std::uint64_t lost_statements_ = 0;
 };
 
-
-} // namespace dtx::postgres
+} // namespace postgres
+DTX_NAMESPACE_END
 
 #endif

@@ -31,26 +31,26 @@
 //
 // Link with libpq (CMake: dtx::postgres). The layout is in docs/journal.md.
 
+#include <dtx/detail/batch_queue.hpp>
+#include <dtx/error.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/postgres_db.hpp>
+#include <dtx/version.hpp>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <initializer_list>
-#include <utility>
-#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
-#include <dtx/error.hpp>
-#include <dtx/journal.hpp>
-#include <dtx/postgres_db.hpp>
-#include <dtx/detail/batch_queue.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct postgres_journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
@@ -81,7 +81,6 @@ struct postgres_journal_stats {
     std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
-
 class postgres_journal final : public journal {
 public:
     static constexpr int schema_version = 3;
@@ -91,9 +90,11 @@ public:
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o) : opts_(std::move(o)) {
+    explicit postgres_journal(postgres_journal_options o)
+        : opts_(std::move(o)) {
         const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
-        for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<shard>(*this, i == 0));
+        for (std::size_t i = 0; i < n; ++i)
+            shards_.push_back(std::make_unique<shard>(*this, i == 0));
     }
 
     postgres_journal(const postgres_journal&) = delete;
@@ -113,13 +114,15 @@ public:
             j->deliver = std::move(deliver);
             push(to, j);
         };
-        const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
+        const nlohmann::json answer =
+            co_await detail::await_result<nlohmann::json>(std::move(start));
         co_return answer.get<bool>();
     }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
         // The claim sees every write queued before it, lazy ones too, as with one connection.
-        for (std::size_t i = 1; i < shards_.size(); ++i) co_await flush(*shards_[i]);
+        for (std::size_t i = 1; i < shards_.size(); ++i)
+            co_await flush(*shards_[i]);
         nlohmann::json args = {{"owner", r.owner},
                                {"now_ms", to_ms(r.now)},
                                {"lease_ms", r.lease.count()},
@@ -127,25 +130,31 @@ public:
                                {"take_over", r.take_over}};
         auto j = std::make_unique<job>(job::kind::claim, args.dump());
         shard& first = *shards_.front();
-        auto start = [&first, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&first,
+                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
             push(first, j);
         };
-        const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
+        const nlohmann::json answer =
+            co_await detail::await_result<nlohmann::json>(std::move(start));
         std::vector<transaction_record> out;
-        for (const auto& t : answer) out.push_back(decode(t));
+        for (const auto& t : answer)
+            out.push_back(decode(t));
         co_return out;
     }
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
         auto j = std::make_unique<job>(job::kind::find, std::string(gid));
-        auto start = [&to = shard_of(gid), j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&to = shard_of(gid),
+                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
             push(to, j);
         };
-        const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
+        const nlohmann::json answer =
+            co_await detail::await_result<nlohmann::json>(std::move(start));
         std::optional<transaction_record> out;
-        if (!answer.is_null()) out = decode(answer);
+        if (!answer.is_null())
+            out = decode(answer);
         co_return out;
     }
 
@@ -157,10 +166,13 @@ public:
 private:
     struct job {
         enum class kind { write, claim, find, flush };
-        job(kind k, std::string a, std::string g = {}) : what(k), arg(std::move(a)), gid(std::move(g)) {}
+        job(kind k, std::string a, std::string g = {})
+            : what(k)
+            , arg(std::move(a))
+            , gid(std::move(g)) {}
         kind what;
-        std::string arg;                          // JSON text of the write / claim, the gid, or empty
-        std::string gid;                          // of a write
+        std::string arg; // JSON text of the write / claim, the gid, or empty
+        std::string gid; // of a write
         detail::deliver_fn<nlohmann::json> deliver; // empty for lazy writes
     };
 
@@ -172,17 +184,24 @@ private:
     static std::string encode(const journal_write& w) {
         nlohmann::json j = {{"gid", w.gid}};
         if (w.begin) {
-            j["begin"] = {{"kind", to_string(w.begin->kind)}, {"deadline_ms", to_ms(w.begin->deadline)}};
-            if (w.begin->forward) j["begin"]["forward"] = true;
+            j["begin"] = {{"kind", to_string(w.begin->kind)},
+                          {"deadline_ms", to_ms(w.begin->deadline)}};
+            if (w.begin->forward)
+                j["begin"]["forward"] = true;
         }
         if (!w.new_branches.empty()) {
             auto& arr = j["branches"] = nlohmann::json::array();
             for (const auto& b : w.new_branches)
-                arr.push_back({{"id", b.branch_id}, {"participant", b.participant}, {"payload", b.payload.json()}});
+                arr.push_back({{"id", b.branch_id},
+                               {"participant", b.participant},
+                               {"payload", b.payload.json()}});
         }
-        if (w.status) j["status"] = {{"from", to_string(w.status->from)}, {"to", to_string(w.status->to)}};
-        if (!w.done_branches.empty()) j["done"] = w.done_branches;
-        if (w.lease) j["lease"] = {{"owner", w.lease->owner}, {"until_ms", to_ms(w.lease->until)}};
+        if (w.status)
+            j["status"] = {{"from", to_string(w.status->from)}, {"to", to_string(w.status->to)}};
+        if (!w.done_branches.empty())
+            j["done"] = w.done_branches;
+        if (w.lease)
+            j["lease"] = {{"owner", w.lease->owner}, {"until_ms", to_ms(w.lease->until)}};
         return j.dump();
     }
 
@@ -191,14 +210,17 @@ private:
         rec.gid = t.at("gid").get<std::string>();
         auto kind = parse_tx_kind(t.at("kind").get<std::string>());
         auto status = parse_tx_status(t.at("status").get<std::string>());
-        if (!kind || !status) throw error(errc::journal_corrupt, "PostgreSQL journal: gid " + rec.gid + ": unreadable kind or status");
+        if (!kind || !status)
+            throw error(errc::journal_corrupt,
+                        "PostgreSQL journal: gid " + rec.gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
         rec.deadline = wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(
             std::chrono::milliseconds(t.at("deadline_ms").get<std::int64_t>())));
         rec.forward = t.value("forward", false);
         for (const auto& b : t.at("branches"))
-            rec.branches.push_back(branch_record{b.at("id").get<std::string>(), b.at("participant").get<std::string>(),
+            rec.branches.push_back(branch_record{b.at("id").get<std::string>(),
+                                                 b.at("participant").get<std::string>(),
                                                  b.at("payload"), b.value("done", false)});
         return rec;
     }
@@ -206,12 +228,15 @@ private:
     /// A connection and the thread that writes through it.
     struct shard {
         shard(postgres_journal& j, bool first)
-            : db(j.opts_.conninfo), ready(set_up(j, db, first)),
-              queue({j.opts_.max_batch, j.opts_.cleanup_interval},
-                    [&j, this](std::vector<std::unique_ptr<job>>& b) { j.execute(*this, b); },
-                    [&j, this, first] {
-                        if (first) j.cleanup(*this);
-                    }) {}
+            : db(j.opts_.conninfo)
+            , ready(set_up(j, db, first))
+            , queue(
+                  {j.opts_.max_batch, j.opts_.cleanup_interval},
+                  [&j, this](std::vector<std::unique_ptr<job>>& b) { j.execute(*this, b); },
+                  [&j, this, first] {
+                      if (first)
+                          j.cleanup(*this);
+                  }) {}
         static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
             db.set_prepares(j.opts_.prepare_statements);
             return !first || j.migrate(db); // the first creates or migrates the schema
@@ -219,17 +244,19 @@ private:
 
         postgres::connection db;
         bool ready;
-        std::uint64_t lost_statements = 0; // counted so far (db.lost_statements())
+        std::uint64_t lost_statements = 0;               // counted so far (db.lost_statements())
         detail::batch_queue<std::unique_ptr<job>> queue; // last: drained before the rest goes
     };
 
     shard& shard_of(std::string_view gid) {
-        if (shards_.size() == 1) return *shards_.front();
+        if (shards_.size() == 1)
+            return *shards_.front();
         return *shards_[std::hash<std::string_view>{}(gid) % shards_.size()];
     }
 
     static void push(shard& to, std::unique_ptr<job>& j, bool urgent = true) {
-        if (!to.queue.push(j, urgent)) throw error(errc::journal_failed, "PostgreSQL journal: closing");
+        if (!to.queue.push(j, urgent))
+            throw error(errc::journal_failed, "PostgreSQL journal: closing");
     }
 
     /// Returns once `sh` has applied everything queued on it before.
@@ -250,7 +277,8 @@ private:
         std::vector<job*> write_jobs;
         for (auto& j : batch)
             if (j->what == job::kind::write) {
-                if (!write_jobs.empty()) writes += ',';
+                if (!write_jobs.empty())
+                    writes += ',';
                 writes += j->arg;
                 write_jobs.push_back(j.get());
             }
@@ -259,13 +287,15 @@ private:
         auto fail = [&](std::vector<job*> jobs, std::exception_ptr e) {
             ++failed;
             for (job* j : jobs)
-                if (j->deliver) j->deliver(e, nullptr);
+                if (j->deliver)
+                    j->deliver(e, nullptr);
         };
         try {
             reconnected += db.ensure();
         } catch (...) {
             std::vector<job*> all;
-            for (auto& j : batch) all.push_back(j.get());
+            for (auto& j : batch)
+                all.push_back(j.get());
             fail(all, std::current_exception());
             count(sh, 0, 1, reconnected, 0);
             return;
@@ -275,26 +305,30 @@ private:
                 const std::string now = std::to_string(to_ms(wall_clock::now()));
                 std::vector<std::string> answers;
                 if (write_jobs.size() == 1) {
-                    auto r = db.exec_prepared("dtx_apply_single", "SELECT dtx_apply_single($1::jsonb, $2::bigint)",
-                                               {write_jobs.front()->arg, now});
+                    auto r = db.exec_prepared("dtx_apply_single",
+                                              "SELECT dtx_apply_single($1::jsonb, $2::bigint)",
+                                              {write_jobs.front()->arg, now});
                     answers.emplace_back(r.text(0, 0));
                 } else if (distinct_transactions(write_jobs)) {
                     // The usual batch: dtx_apply would check this again on the server, in a query.
-                    auto r = db.exec_prepared("dtx_apply_distinct", "SELECT dtx_apply_distinct($1::jsonb, $2::bigint)",
-                                               {writes, now});
+                    auto r = db.exec_prepared("dtx_apply_distinct",
+                                              "SELECT dtx_apply_distinct($1::jsonb, $2::bigint)",
+                                              {writes, now});
                     answers = nlohmann::json::parse(r.text(0, 0)).get<std::vector<std::string>>();
                 } else {
-                    auto r = db.exec_prepared("dtx_apply", "SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
+                    auto r = db.exec_prepared(
+                        "dtx_apply", "SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
                     answers = nlohmann::json::parse(r.text(0, 0)).get<std::vector<std::string>>();
                 }
                 ++committed;
                 if (answers.size() != write_jobs.size())
-                    throw error(errc::journal_corrupt, "PostgreSQL journal: " + std::to_string(answers.size()) +
-                                                           " answers to " + std::to_string(write_jobs.size()) +
-                                                           " writes");
+                    throw error(errc::journal_corrupt,
+                                "PostgreSQL journal: " + std::to_string(answers.size()) +
+                                    " answers to " + std::to_string(write_jobs.size()) + " writes");
                 for (std::size_t i = 0; i < write_jobs.size(); ++i) {
                     job* j = write_jobs[i];
-                    if (!j->deliver) continue;
+                    if (!j->deliver)
+                        continue;
                     const std::string& a = answers[i];
                     if (a == "ok" || a == "refused")
                         j->deliver(nullptr, a == "ok");
@@ -307,18 +341,21 @@ private:
         }
         std::size_t flushes = 0;
         for (auto& j : batch) {
-            if (j->what == job::kind::write) continue;
+            if (j->what == job::kind::write)
+                continue;
             if (j->what == job::kind::flush) {
                 ++flushes;
                 j->deliver(nullptr, nullptr);
                 continue;
             }
             try {
-                auto r = j->what == job::kind::claim
-                             ? db.exec_prepared("dtx_claim", "SELECT dtx_claim($1::jsonb)", {j->arg})
-                             : db.exec_prepared("dtx_find", "SELECT dtx_find($1)", {j->arg});
+                auto r =
+                    j->what == job::kind::claim
+                        ? db.exec_prepared("dtx_claim", "SELECT dtx_claim($1::jsonb)", {j->arg})
+                        : db.exec_prepared("dtx_find", "SELECT dtx_find($1)", {j->arg});
                 ++committed;
-                j->deliver(nullptr, r.is_null(0, 0) ? nlohmann::json() : nlohmann::json::parse(r.text(0, 0)));
+                j->deliver(nullptr, r.is_null(0, 0) ? nlohmann::json()
+                                                    : nlohmann::json::parse(r.text(0, 0)));
             } catch (...) {
                 fail({j.get()}, std::current_exception());
             }
@@ -326,29 +363,35 @@ private:
         count(sh, committed, failed, reconnected, batch.size() - flushes);
     }
 
-    void count(shard& sh, std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected, std::size_t ops) {
-        const std::uint64_t lost = sh.db.lost_statements() - std::exchange(sh.lost_statements, sh.db.lost_statements());
+    void count(shard& sh, std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected,
+               std::size_t ops) {
+        const std::uint64_t lost =
+            sh.db.lost_statements() - std::exchange(sh.lost_statements, sh.db.lost_statements());
         std::lock_guard lock(mu_);
         stats_.commits += committed;
         stats_.failed_batches += failed;
         stats_.reconnects += reconnected;
         stats_.lost_statements += lost;
-        if (!failed) stats_.operations += ops;
+        if (!failed)
+            stats_.operations += ops;
     }
 
     /// True when no two of the writes concern the same transaction.
     static bool distinct_transactions(const std::vector<job*>& writes) {
         std::vector<std::string_view> gids;
         gids.reserve(writes.size());
-        for (const job* j : writes) gids.push_back(j->gid);
+        for (const job* j : writes)
+            gids.push_back(j->gid);
         std::sort(gids.begin(), gids.end());
         return std::adjacent_find(gids.begin(), gids.end()) == gids.end();
     }
 
     static error refusal(const std::string& answer, const job& j) {
         const std::string& gid = j.gid;
-        if (answer == "duplicate_gid") return error(errc::duplicate_gid, "gid " + gid + ": already in the journal");
-        if (answer == "unknown_transaction") return error(errc::unknown_transaction, "gid " + gid + ": not in the journal");
+        if (answer == "duplicate_gid")
+            return error(errc::duplicate_gid, "gid " + gid + ": already in the journal");
+        if (answer == "unknown_transaction")
+            return error(errc::unknown_transaction, "gid " + gid + ": not in the journal");
         return error(errc::journal_failed, "gid " + gid + ": " + answer);
     }
 
@@ -357,15 +400,18 @@ private:
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
             sh.db.ensure();
-            auto r = sh.db.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
-                              "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) "
-                              "RETURNING 1",
-                              {before, batch});
+            auto r = sh.db.exec(
+                "DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
+                "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP "
+                "LOCKED) "
+                "RETURNING 1",
+                {before, batch});
             {
                 std::lock_guard lock(mu_);
                 stats_.cleaned += static_cast<std::uint64_t>(r.rows());
             }
-            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle()) break;
+            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle())
+                break;
         }
     }
 
@@ -377,8 +423,11 @@ private:
     std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
+#include <dtx/detail/pop_warnings.hpp>
 #include <dtx/impl/postgres_journal_schema.hpp>
+
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
 #endif

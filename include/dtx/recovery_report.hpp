@@ -1,11 +1,11 @@
 #ifndef DTX_RECOVERY_REPORT_HPP
 #define DTX_RECOVERY_REPORT_HPP
 
-#include <cstddef>
-
 #include <dtx/version.hpp>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <cstddef>
+
+DTX_NAMESPACE_BEGIN
 
 /// How a recovery pass chooses what to take.
 struct recovery_options {
@@ -28,6 +28,6 @@ struct recovery_report {
     std::size_t skipped = 0;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -9,6 +9,9 @@
 // failed attempts (and every `alert_after` attempts after that) the alert hook is called, and the
 // retries go on: an alert tells an operator, it never ends a transaction.
 
+#include <dtx/gid.hpp>
+#include <dtx/version.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -17,10 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include <dtx/gid.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// What the alert hook is told: which call keeps failing, how often, and the last reason.
 struct retry_alert {
@@ -50,16 +50,18 @@ struct retry_policy {
         const double cap = static_cast<double>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(max_backoff).count());
         if (multiplier > 1.0 && d > 0.0)
-            for (unsigned i = 1; i < attempt && d < cap; ++i) d *= multiplier;
+            for (unsigned i = 1; i < attempt && d < cap; ++i)
+                d *= multiplier;
         return std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(d, cap)));
     }
 
     /// A jittered delay in [0, backoff_cap(attempt)].
     std::chrono::nanoseconds next_delay(unsigned attempt) const noexcept {
         const auto cap = backoff_cap(attempt).count();
-        if (cap <= 0) return std::chrono::nanoseconds(0);
-        return std::chrono::nanoseconds(
-            static_cast<std::int64_t>(detail::random_u64() % (static_cast<std::uint64_t>(cap) + 1)));
+        if (cap <= 0)
+            return std::chrono::nanoseconds(0);
+        return std::chrono::nanoseconds(static_cast<std::int64_t>(
+            detail::random_u64() % (static_cast<std::uint64_t>(cap) + 1)));
     }
 
     /// True if another attempt may follow `attempts` failed ones.
@@ -73,6 +75,6 @@ struct retry_policy {
     }
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

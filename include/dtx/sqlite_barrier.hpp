@@ -5,9 +5,10 @@
 // requests, for a participant whose state is in a SQLite database.
 //
 //   dtx::sqlite_barrier inventory({.path = "inventory.db"});
-//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ..."); return 0; });
-//   registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const dtx::branch_request&, reserve r) {
+//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
+//   return 0; }); registry.add_tcc("inventory", inventory.tcc({
+//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const
+//       dtx::branch_request&, reserve r) {
 //           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
 //                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
 //           return db.changes() ? dtx::success() : dtx::failure("out of stock");
@@ -36,6 +37,13 @@
 // Barrier rows are deleted in batches once older than `retention`, which must exceed the longest
 // time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
 
+#include <dtx/detail/barrier_logic.hpp>
+#include <dtx/detail/sqlite_worker.hpp>
+#include <dtx/error.hpp>
+#include <dtx/participant.hpp>
+#include <dtx/sqlite_db.hpp>
+#include <dtx/version.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -43,14 +51,9 @@
 #include <optional>
 #include <string>
 
-#include <dtx/error.hpp>
-#include <dtx/participant.hpp>
-#include <dtx/sqlite_db.hpp>
-#include <dtx/detail/barrier_logic.hpp>
-#include <dtx/detail/sqlite_worker.hpp>
-#include <dtx/version.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct sqlite_barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).
@@ -78,9 +81,9 @@ local_handler typed_local(F handler) {
 }
 
 struct sqlite_barrier_stats {
-    std::uint64_t commits = 0;       ///< local transactions committed (group-committed batches)
-    std::uint64_t operations = 0;    ///< operations in them
-    std::uint64_t cleaned = 0;       ///< barrier rows deleted
+    std::uint64_t commits = 0;    ///< local transactions committed (group-committed batches)
+    std::uint64_t operations = 0; ///< operations in them
+    std::uint64_t cleaned = 0;    ///< barrier rows deleted
 };
 
 class sqlite_barrier : public detail::barrier_registration<sqlite_barrier, sqlite::connection> {
@@ -90,8 +93,10 @@ public:
     /// Opens the participant's database and creates the barrier's tables if needed. Throws
     /// dtx::error (journal_corrupt, journal_version, journal_failed) with the path and reason.
     explicit sqlite_barrier(sqlite_barrier_options o)
-        : opts_(std::move(o)), db_(opts_.path), ready_(prepare()),
-          worker_(db_, {.max_batch = opts_.max_batch,
+        : opts_(std::move(o))
+        , db_(opts_.path)
+        , ready_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
 
@@ -117,10 +122,15 @@ public:
     /// Runs `work` (outside this database) under the barrier: the barrier row is committed before
     /// the work starts and the result after it. `work` must be idempotent: if the process dies
     /// while it runs, a retry runs it again.
-    asio::awaitable<outcome> guard_external(const branch_request& r, std::function<asio::awaitable<outcome>()> work) {
-        auto begin = [this, req = owned_request(r)](sqlite::connection& db) { return screen(db, req, "started"); };
-        const std::optional<outcome> decided = co_await worker_.run<std::optional<outcome>>(std::move(begin));
-        if (decided) co_return *decided; // answered by the barrier: the work is not (re)done
+    asio::awaitable<outcome> guard_external(const branch_request& r,
+                                            std::function<asio::awaitable<outcome>()> work) {
+        auto begin = [this, req = owned_request(r)](sqlite::connection& db) {
+            return screen(db, req, "started");
+        };
+        const std::optional<outcome> decided =
+            co_await worker_.run<std::optional<outcome>>(std::move(begin));
+        if (decided)
+            co_return *decided; // answered by the barrier: the work is not (re)done
 
         outcome result = co_await work();
         const bool done = result.is_success();
@@ -161,7 +171,9 @@ private:
     }
 
     static std::int64_t now_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
     }
 
     /// The barrier table of one request, for detail::barrier_screen.
@@ -169,37 +181,44 @@ private:
         sqlite::connection& db;
         const owned_request& r;
         bool insert(const char* slot, const char* origin, const char* state) {
-            db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, created_ms) "
+            db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, "
+                       "created_ms) "
                        "VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(r.gid, r.branch_id, slot, origin, state, now_ms())
                 .run();
             return db.changes() == 1;
         }
         std::optional<detail::barrier_row> find(const char* slot) {
-            auto& st = db.prepare("SELECT origin, state FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ?");
+            auto& st = db.prepare(
+                "SELECT origin, state FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ?");
             st.bind(r.gid, r.branch_id, slot);
-            if (!st.step()) return std::nullopt;
+            if (!st.step())
+                return std::nullopt;
             return detail::barrier_row{std::string(st.text(0)), std::string(st.text(1))};
         }
     };
 
-    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r, const char* state) {
+    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r,
+                                  const char* state) {
         store s{db, r};
         return detail::barrier_screen(s, r.view(), state);
     }
 
     outcome guarded(sqlite::connection& db, const owned_request& r, const local_handler& handler) {
-        if (auto answer = screen(db, r, "done")) return *answer;
+        if (auto answer = screen(db, r, "done"))
+            return *answer;
         const branch_request req = r.view();
         outcome o = handler(db, req);
-        if (!o.is_success()) throw refused{std::move(o)}; // undo the handler's changes and the row
+        if (!o.is_success())
+            throw refused{std::move(o)}; // undo the handler's changes and the row
         return o;
     }
 
     void end_external(sqlite::connection& db, const owned_request& r, bool done, bool failed) {
         if (!done && !failed) {
             // Pending or unknown: forget the attempt, so that the next one runs the work again.
-            db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND state = 'started'")
+            db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND "
+                       "state = 'started'")
                 .bind(r.gid, r.branch_id, detail::barrier_slot(r.op))
                 .run();
             return;
@@ -211,7 +230,8 @@ private:
 
     bool prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())), "busy_timeout");
+        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
+                 "busy_timeout");
         {
             sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
             if (!wal.step() || wal.text(0) != "wal")
@@ -219,16 +239,19 @@ private:
         }
         db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         sqlite::transaction tx(db);
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID");
+        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
+                "NULL) WITHOUT ROWID");
         int version = 0;
         {
             sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            if (v.step()) version = static_cast<int>(v.integer(0));
+            if (v.step())
+                version = static_cast<int>(v.integer(0));
         }
         if (version > schema_version)
-            throw error(errc::journal_version, opts_.path + ": barrier schema version " + std::to_string(version) +
-                                                   " is newer than this dtx reads (" + std::to_string(schema_version) +
-                                                   "); upgrade dtx");
+            throw error(errc::journal_version,
+                        opts_.path + ": barrier schema version " + std::to_string(version) +
+                            " is newer than this dtx reads (" + std::to_string(schema_version) +
+                            "); upgrade dtx");
         if (version < 1) {
             db.exec(R"sql(
                 CREATE TABLE IF NOT EXISTS dtx_barrier (
@@ -251,15 +274,17 @@ private:
     void cleanup() {
         const std::int64_t before = now_ms() - opts_.retention.count();
         const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
-        auto& del = db_.prepare("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
-                                "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
+        auto& del = db_.prepare(
+            "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
+            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
         for (;;) {
             sqlite::transaction tx(db_);
             del.bind(before, batch).run();
             const int n = db_.changes();
             tx.commit();
             cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle()) break;
+            if (n < batch || !worker_.idle())
+                break;
         }
     }
 
@@ -270,6 +295,8 @@ private:
     detail::sqlite_worker worker_; // last: drained before the rest goes
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

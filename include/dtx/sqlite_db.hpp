@@ -11,27 +11,30 @@
 //
 // A connection is used by one thread at a time.
 
+#include <dtx/error.hpp>
+#include <dtx/version.hpp>
+
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include <sqlite3.h>
 
-#include <dtx/error.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::sqlite {
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
 /// The dtx error code for a SQLite result code.
 inline errc classify(int rc) noexcept {
     switch (rc & 0xff) {
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return errc::journal_corrupt;
-    default: return errc::journal_failed;
+    case SQLITE_NOTADB:
+        return errc::journal_corrupt;
+    default:
+        return errc::journal_failed;
     }
 }
 
@@ -40,9 +43,11 @@ class statement;
 class connection {
 public:
     /// Opens (creating if needed) the database at `path`.
-    explicit connection(const std::string& path) : path_(path) {
+    explicit connection(const std::string& path)
+        : path_(path) {
         int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
         if (rc != SQLITE_OK) {
             std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
             sqlite3_close(db_);
@@ -60,7 +65,8 @@ public:
 
     /// Throws dtx::error for a failed result code, naming the file and what was being done.
     void check(int rc, std::string_view what) const {
-        if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return;
+        if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW)
+            return;
         throw error(classify(rc), path_ + ": " + std::string(what) + ": " + sqlite3_errmsg(db_) +
                                       " (" + sqlite3_errstr(rc) + ")");
     }
@@ -76,19 +82,24 @@ public:
     /// Resets every statement of the connection. A statement left in the middle of its rows keeps
     /// a read transaction open, which stops checkpoints from ever restarting the WAL.
     void reset_statements() noexcept {
-        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st; st = sqlite3_next_stmt(db_, st)) sqlite3_reset(st);
+        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st;
+             st = sqlite3_next_stmt(db_, st))
+            sqlite3_reset(st);
     }
 
 private:
     std::string path_;
     sqlite3* db_ = nullptr;
-    std::unordered_map<std::string, std::unique_ptr<statement>> cache_; // declared after db_: finalized first
+    std::unordered_map<std::string, std::unique_ptr<statement>>
+        cache_; // declared after db_: finalized first
 };
 
 class statement {
 public:
-    statement(connection& c, const char* sql) : c_(&c) {
-        c.check(sqlite3_prepare_v3(c.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr), sql);
+    statement(connection& c, const char* sql)
+        : c_(&c) {
+        c.check(sqlite3_prepare_v3(c.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr),
+                sql);
     }
     statement(const statement&) = delete;
     statement& operator=(const statement&) = delete;
@@ -107,8 +118,10 @@ public:
     /// Steps once: true if a row is available.
     bool step() {
         int rc = sqlite3_step(st_);
-        if (rc == SQLITE_ROW) return true;
-        if (rc == SQLITE_DONE) return false;
+        if (rc == SQLITE_ROW)
+            return true;
+        if (rc == SQLITE_DONE)
+            return false;
         sqlite3_reset(st_);
         c_->check(rc, sqlite3_sql(st_));
         return false;
@@ -124,7 +137,8 @@ public:
     bool is_null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
     std::string_view text(int col) const {
         const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
-        return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col))) : std::string_view();
+        return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col)))
+                 : std::string_view();
     }
 
 private:
@@ -132,7 +146,8 @@ private:
     void bind_one(int i, int v) { bind_one(i, static_cast<std::int64_t>(v)); }
     void bind_one(int i, bool v) { bind_one(i, static_cast<std::int64_t>(v)); }
     void bind_one(int i, std::string_view v) {
-        c_->check(sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT), "bind");
+        c_->check(sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT),
+                  "bind");
     }
     void bind_one(int i, const std::string& v) { bind_one(i, std::string_view(v)); }
     void bind_one(int i, const char* v) { bind_one(i, std::string_view(v)); }
@@ -163,13 +178,15 @@ inline statement& connection::prepare(std::string_view sql) {
 /// two writers never deadlock upgrading a read lock.
 class transaction {
 public:
-    explicit transaction(connection& c, bool immediate = true) : c_(c) {
+    explicit transaction(connection& c, bool immediate = true)
+        : c_(c) {
         c_.exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN");
     }
     transaction(const transaction&) = delete;
     transaction& operator=(const transaction&) = delete;
     ~transaction() {
-        if (open_) sqlite3_exec(c_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        if (open_)
+            sqlite3_exec(c_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
     void commit() {
         c_.exec("COMMIT");
@@ -181,6 +198,7 @@ private:
     bool open_ = true;
 };
 
-} // namespace dtx::sqlite
+} // namespace sqlite
+DTX_NAMESPACE_END
 
 #endif

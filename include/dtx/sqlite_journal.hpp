@@ -24,6 +24,12 @@
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
+#include <dtx/detail/sqlite_worker.hpp>
+#include <dtx/error.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/sqlite_db.hpp>
+#include <dtx/version.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -34,14 +40,9 @@
 #include <string>
 #include <vector>
 
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-#include <dtx/error.hpp>
-#include <dtx/journal.hpp>
-#include <dtx/sqlite_db.hpp>
-#include <dtx/detail/sqlite_worker.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct sqlite_journal_options {
     /// The database file; created with its schema if missing.
@@ -79,8 +80,8 @@ struct sqlite_journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
     std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
-    std::uint64_t lazy_lost = 0;      ///< lazy writes in failed batches (their effect: phase 2 repeats)
-    std::uint64_t cleaned = 0;        ///< ended transactions deleted
+    std::uint64_t lazy_lost = 0; ///< lazy writes in failed batches (their effect: phase 2 repeats)
+    std::uint64_t cleaned = 0;   ///< ended transactions deleted
 };
 
 class sqlite_journal final : public journal {
@@ -91,8 +92,10 @@ public:
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
     explicit sqlite_journal(sqlite_journal_options o)
-        : opts_(std::move(o)), db_(opts_.path), statements_(prepare()),
-          worker_(db_, {.max_batch = opts_.max_batch,
+        : opts_(std::move(o))
+        , db_(opts_.path)
+        , statements_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); },
                         .spin = opts_.writer_spin,
@@ -141,10 +144,15 @@ private:
     };
 
     struct write_data {
-        explicit write_data(const journal_write& w) : gid(w.gid), begin(w.begin), status(w.status) {
-            if (w.lease) lease.emplace(std::string(w.lease->owner), w.lease->until);
+        explicit write_data(const journal_write& w)
+            : gid(w.gid)
+            , begin(w.begin)
+            , status(w.status) {
+            if (w.lease)
+                lease.emplace(std::string(w.lease->owner), w.lease->until);
             branches.reserve(w.new_branches.size());
-            for (const auto& b : w.new_branches) branches.push_back({b.branch_id, b.participant, b.payload->dump()});
+            for (const auto& b : w.new_branches)
+                branches.push_back({b.branch_id, b.participant, b.payload->dump()});
             done.assign(w.done_branches.begin(), w.done_branches.end());
         }
         std::string gid;
@@ -157,7 +165,11 @@ private:
 
     struct claim_data {
         explicit claim_data(const claim_request& r)
-            : now(r.now), owner(r.owner), lease(r.lease), limit(r.limit), take_over(r.take_over) {}
+            : now(r.now)
+            , owner(r.owner)
+            , lease(r.lease)
+            , limit(r.limit)
+            , take_over(r.take_over) {}
         wall_clock::time_point now;
         std::string owner;
         std::chrono::milliseconds lease;
@@ -178,31 +190,37 @@ private:
         "(CASE WHEN ended_ms IS NULL THEN lease_until_ms + 4611686018427387904 ELSE ended_ms END)";
 
     struct statements {
-        sqlite::statement &insert_tx, &insert_branch, &update_tx, &set_status, &current, &set_done, &select_due, &lease,
-            &select_tx,
-            &select_branches, &clean_branches, &clean_txs;
+        sqlite::statement &insert_tx, &insert_branch, &update_tx, &set_status, &current, &set_done,
+            &select_due, &lease, &select_tx, &select_branches, &clean_branches, &clean_txs;
     };
 
     statements prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())), "busy_timeout");
+        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
+                 "busy_timeout");
         // Before the first read: in WAL mode, that read then locks the file for this connection.
-        if (opts_.exclusive) db.exec("PRAGMA locking_mode=EXCLUSIVE");
+        if (opts_.exclusive)
+            db.exec("PRAGMA locking_mode=EXCLUSIVE");
         int version = 0;
         try {
             // The first read of the file: a file that is not a database fails here.
             sqlite::statement v(db, "PRAGMA user_version");
-            if (v.step()) version = static_cast<int>(v.integer(0));
+            if (v.step())
+                version = static_cast<int>(v.integer(0));
         } catch (const error&) {
-            if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY) throw;
-            throw error(errc::journal_failed, opts_.path + ": in use by another process (a SQLite journal belongs to "
-                                                           "one coordinator process; waited " +
-                                                           std::to_string(opts_.busy_timeout.count()) + " ms)");
+            if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY)
+                throw;
+            throw error(errc::journal_failed,
+                        opts_.path +
+                            ": in use by another process (a SQLite journal belongs to "
+                            "one coordinator process; waited " +
+                            std::to_string(opts_.busy_timeout.count()) + " ms)");
         }
         if (version > schema_version)
-            throw error(errc::journal_version, opts_.path + ": journal schema version " + std::to_string(version) +
-                                                   " is newer than this dtx reads (" +
-                                                   std::to_string(schema_version) + "); upgrade dtx");
+            throw error(errc::journal_version,
+                        opts_.path + ": journal schema version " + std::to_string(version) +
+                            " is newer than this dtx reads (" + std::to_string(schema_version) +
+                            "); upgrade dtx");
         {
             sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
             if (!wal.step() || wal.text(0) != "wal")
@@ -212,48 +230,67 @@ private:
         if (opts_.max_size_bytes) {
             std::int64_t page = 4096;
             sqlite::statement ps(db, "PRAGMA page_size");
-            if (ps.step()) page = ps.integer(0);
-            const auto pages = std::max<std::int64_t>(1, static_cast<std::int64_t>(*opts_.max_size_bytes) / page);
+            if (ps.step())
+                page = ps.integer(0);
+            const auto pages =
+                std::max<std::int64_t>(1, static_cast<std::int64_t>(*opts_.max_size_bytes) / page);
             db.exec(("PRAGMA max_page_count=" + std::to_string(pages)).c_str());
         }
-        if (version < schema_version) migrate(version);
+        if (version < schema_version)
+            migrate(version);
         // A quick structural check: a damaged file is refused now, not half-way through recovery.
         sqlite::statement qc(db, "PRAGMA quick_check");
         if (qc.step() && qc.text(0) != "ok")
-            throw error(errc::journal_corrupt, opts_.path + ": integrity check failed: " + std::string(qc.text(0)));
+            throw error(errc::journal_corrupt,
+                        opts_.path + ": integrity check failed: " + std::string(qc.text(0)));
 
         return statements{
-            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, "
-                       "lease_until_ms, forward) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gid) DO NOTHING"),
-            db.prepare("INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, ?, ?, ?)"),
+            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, "
+                       "lease_owner, "
+                       "lease_until_ms, forward) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gid) "
+                       "DO NOTHING"),
+            db.prepare("INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, "
+                       "?, ?, ?)"),
             // One statement for a status change, a lease or both, with their conditions: it changes
             // no row if the transaction is missing or a condition fails.
-            db.prepare("UPDATE dtx_transaction SET status = coalesce(?1, status), ended_ms = coalesce(?2, ended_ms), "
-                       "lease_owner = coalesce(?3, lease_owner), lease_until_ms = coalesce(?4, lease_until_ms) "
+            db.prepare("UPDATE dtx_transaction SET status = coalesce(?1, status), ended_ms = "
+                       "coalesce(?2, ended_ms), "
+                       "lease_owner = coalesce(?3, lease_owner), lease_until_ms = coalesce(?4, "
+                       "lease_until_ms) "
                        "WHERE gid = ?5 AND (?6 IS NULL OR status = ?6) "
                        "AND (?3 IS NULL OR lease_owner IS NULL OR lease_owner = ?3)"),
-            // A decision: it sets no column an index covers, so its commit writes the row's page and
-            // no index page (the statement above assigns indexed columns, even when unchanged).
+            // A decision: it sets no column an index covers, so its commit writes the row's page
+            // and no index page (the statement above assigns indexed columns, even when unchanged).
             db.prepare("UPDATE dtx_transaction SET status = ?1 WHERE gid = ?2 AND status = ?3"),
             db.prepare("SELECT status FROM dtx_transaction WHERE gid = ?"),
             db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
-            // Walks the open transactions' end of the index (ended ones, however many, are not read).
-            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_due WHERE " + due_key +
-                       " BETWEEN ?4 AND ?5 AND ended_ms IS NULL AND (?2 OR status <> 'trying' OR deadline_ms <= ?1) "
-                       "ORDER BY " + due_key + " LIMIT ?3"),
+            // Walks the open transactions' end of the index (ended ones, however many, are not
+            // read).
+            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_due WHERE " +
+                       due_key +
+                       " BETWEEN ?4 AND ?5 AND ended_ms IS NULL AND (?2 OR status <> 'trying' OR "
+                       "deadline_ms <= ?1) "
+                       "ORDER BY " +
+                       due_key + " LIMIT ?3"),
             // Presumed abort, except for transactions recovered forward (see journal.hpp).
             db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
-                       "status = CASE WHEN status = 'trying' AND NOT forward THEN 'cancelling' ELSE status END "
+                       "status = CASE WHEN status = 'trying' AND NOT forward THEN 'cancelling' "
+                       "ELSE status END "
                        "WHERE gid = ?"),
-            db.prepare("SELECT kind, status, deadline_ms, forward FROM dtx_transaction WHERE gid = ?"),
+            db.prepare(
+                "SELECT kind, status, deadline_ms, forward FROM dtx_transaction WHERE gid = ?"),
             // Branch ids are numbers written with at least two digits: order by length, then text.
             db.prepare("SELECT branch_id, participant, payload, done FROM dtx_branch WHERE gid = ? "
                        "ORDER BY length(branch_id), branch_id"),
             // Walks the ended transactions' part of the index, oldest end first.
-            db.prepare("DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
-                       "dtx_transaction_due WHERE " + due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
-            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
-                       "dtx_transaction_due WHERE " + due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
+            db.prepare(
+                "DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
+                "dtx_transaction_due WHERE " +
+                due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
+            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction "
+                       "INDEXED BY "
+                       "dtx_transaction_due WHERE " +
+                       due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
         };
     }
 
@@ -263,9 +300,11 @@ private:
         sqlite::transaction tx(db);
         if (version < 1) {
             // A file with tables of its own but no dtx version is not ours: refuse to touch it.
-            sqlite::statement other(db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
+            sqlite::statement other(
+                db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
             if (other.step() && other.integer(0) > 0)
-                throw error(errc::journal_corrupt, opts_.path + ": not a dtx journal (it holds other tables)");
+                throw error(errc::journal_corrupt,
+                            opts_.path + ": not a dtx journal (it holds other tables)");
             db.exec(R"sql(
                 CREATE TABLE dtx_transaction (
                     gid            TEXT PRIMARY KEY,
@@ -313,7 +352,8 @@ private:
             // 3: one index for claims and cleanup instead of two (see due_key).
             db.exec("DROP INDEX dtx_transaction_open");
             db.exec("DROP INDEX dtx_transaction_ended");
-            db.exec(("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
+            db.exec(
+                ("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
         }
         db.exec(("PRAGMA user_version = " + std::to_string(schema_version)).c_str());
         tx.commit();
@@ -325,7 +365,8 @@ private:
         return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
     }
     static wall_clock::time_point from_ms(std::int64_t ms) {
-        return wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
+        return wall_clock::time_point(
+            std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
     }
 
     /// Applies one write, checking its conditions before it changes anything (a write that
@@ -335,7 +376,8 @@ private:
         const std::int64_t now = to_ms(wall_clock::now());
         if (w.begin) {
             if (w.status && w.status->from != tx_status::trying) {
-                if (exists(w.gid)) throw duplicate(w.gid);
+                if (exists(w.gid))
+                    throw duplicate(w.gid);
                 return false;
             }
             const tx_status status = w.status ? w.status->to : tx_status::trying;
@@ -345,14 +387,18 @@ private:
                 owner = w.lease->first;
                 until = to_ms(w.lease->second);
             }
-            st.insert_tx.bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline), now,
-                              owner, until, w.begin->forward)
+            st.insert_tx
+                .bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline),
+                      now, owner, until, w.begin->forward)
                 .run();
-            if (db_.changes() == 0) throw duplicate(w.gid);
-        } else if (w.status && w.status->from != w.status->to && !w.lease && !is_final(w.status->to)) {
+            if (db_.changes() == 0)
+                throw duplicate(w.gid);
+        } else if (w.status && w.status->from != w.status->to && !w.lease &&
+                   !is_final(w.status->to)) {
             st.set_status.bind(to_string(w.status->to), w.gid, to_string(w.status->from)).run();
             if (db_.changes() == 0) {
-                if (!exists(w.gid)) throw unknown(w.gid);
+                if (!exists(w.gid))
+                    throw unknown(w.gid);
                 return false;
             }
         } else if (w.lease || (w.status && w.status->from != w.status->to)) {
@@ -361,7 +407,8 @@ private:
             if (w.status) {
                 to = to_string(w.status->to);
                 from = to_string(w.status->from);
-                if (is_final(w.status->to)) ended = now;
+                if (is_final(w.status->to))
+                    ended = now;
             }
             if (w.lease) {
                 owner = w.lease->first;
@@ -369,17 +416,22 @@ private:
             }
             st.update_tx.bind(to, ended, owner, until, w.gid, from).run();
             if (db_.changes() == 0) {
-                if (!exists(w.gid)) throw unknown(w.gid);
+                if (!exists(w.gid))
+                    throw unknown(w.gid);
                 return false; // a condition failed
             }
         } else {
             // Branches or done marks alone, or with a status that must merely still hold.
             st.current.bind(w.gid);
-            if (!st.current.step()) throw unknown(w.gid);
-            if (w.status && st.current.text(0) != to_string(w.status->from)) return false;
+            if (!st.current.step())
+                throw unknown(w.gid);
+            if (w.status && st.current.text(0) != to_string(w.status->from))
+                return false;
         }
-        for (const auto& b : w.branches) st.insert_branch.bind(w.gid, b.branch_id, b.participant, b.payload).run();
-        for (const auto& id : w.done) st.set_done.bind(w.gid, id).run();
+        for (const auto& b : w.branches)
+            st.insert_branch.bind(w.gid, b.branch_id, b.participant, b.payload).run();
+        for (const auto& id : w.done)
+            st.set_done.bind(w.gid, id).run();
         return true;
     }
 
@@ -399,13 +451,16 @@ private:
         std::vector<std::string> gids;
         const std::int64_t now = to_ms(c.now);
         st.select_due.bind(now, c.take_over, static_cast<std::int64_t>(c.limit), open_offset,
-                           c.take_over ? std::numeric_limits<std::int64_t>::max() : open_offset + now);
-        while (st.select_due.step()) gids.emplace_back(st.select_due.text(0));
+                           c.take_over ? std::numeric_limits<std::int64_t>::max()
+                                       : open_offset + now);
+        while (st.select_due.step())
+            gids.emplace_back(st.select_due.text(0));
         std::vector<transaction_record> out;
         out.reserve(gids.size());
         for (const auto& gid : gids) {
             st.lease.bind(c.owner, to_ms(c.now + c.lease), gid).run();
-            if (auto rec = load(gid)) out.push_back(std::move(*rec));
+            if (auto rec = load(gid))
+                out.push_back(std::move(*rec));
         }
         return out;
     }
@@ -414,13 +469,15 @@ private:
         auto& select_tx_ = statements_.select_tx;
         auto& select_branches_ = statements_.select_branches;
         select_tx_.bind(gid);
-        if (!select_tx_.step()) return std::nullopt;
+        if (!select_tx_.step())
+            return std::nullopt;
         transaction_record rec;
         rec.gid = gid;
         auto kind = parse_tx_kind(select_tx_.text(0));
         auto status = parse_tx_status(select_tx_.text(1));
         if (!kind || !status)
-            throw error(errc::journal_corrupt, opts_.path + ": gid " + gid + ": unreadable kind or status");
+            throw error(errc::journal_corrupt,
+                        opts_.path + ": gid " + gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
         rec.deadline = from_ms(select_tx_.integer(2));
@@ -430,10 +487,11 @@ private:
             branch_record b;
             b.branch_id = select_branches_.text(0);
             b.participant = select_branches_.text(1);
-            auto json = nlohmann::json::parse(select_branches_.text(2), nullptr, /*allow_exceptions=*/false);
+            auto json = nlohmann::json::parse(select_branches_.text(2), nullptr,
+                                              /*allow_exceptions=*/false);
             if (json.is_discarded())
-                throw error(errc::journal_corrupt,
-                            opts_.path + ": gid " + gid + " branch " + b.branch_id + ": payload is not valid JSON");
+                throw error(errc::journal_corrupt, opts_.path + ": gid " + gid + " branch " +
+                                                       b.branch_id + ": payload is not valid JSON");
             b.payload = std::move(json);
             b.done = select_branches_.integer(3) != 0;
             rec.branches.push_back(std::move(b));
@@ -453,7 +511,8 @@ private:
             const int n = db_.changes();
             tx.commit();
             cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle()) break;
+            if (n < batch || !worker_.idle())
+                break;
         }
     }
 
@@ -464,6 +523,8 @@ private:
     detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

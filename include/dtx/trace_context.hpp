@@ -14,15 +14,15 @@
 // first calls. A transaction started with `tx_options::traceparent` continues the caller's trace
 // instead (recovery, which does not know it, falls back to the gid's trace).
 
+#include <dtx/gid.hpp>
+#include <dtx/version.hpp>
+
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
 
-#include <dtx/gid.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class trace_context {
 public:
@@ -50,16 +50,21 @@ public:
     /// flags, a new parent id. Empty if the value is malformed (the W3C rules: lowercase hex, no
     /// all-zero ids, version ff refused, a later version's extra fields ignored).
     static std::optional<trace_context> continuing(std::string_view traceparent) noexcept {
-        if (traceparent.size() < size) return std::nullopt;
-        const std::string_view version = traceparent.substr(0, 2);
-        if (!lower_hex(version) || version == "ff") return std::nullopt;
-        if (version == "00" ? traceparent.size() != size : traceparent.size() > size && traceparent[size] != '-')
+        if (traceparent.size() < size)
             return std::nullopt;
-        if (traceparent[2] != '-' || traceparent[35] != '-' || traceparent[52] != '-') return std::nullopt;
-        const std::string_view trace_id = traceparent.substr(3, 32), parent_id = traceparent.substr(36, 16),
+        const std::string_view version = traceparent.substr(0, 2);
+        if (!lower_hex(version) || version == "ff")
+            return std::nullopt;
+        if (version == "00" ? traceparent.size() != size
+                            : traceparent.size() > size && traceparent[size] != '-')
+            return std::nullopt;
+        if (traceparent[2] != '-' || traceparent[35] != '-' || traceparent[52] != '-')
+            return std::nullopt;
+        const std::string_view trace_id = traceparent.substr(3, 32),
+                               parent_id = traceparent.substr(36, 16),
                                flags = traceparent.substr(53, 2);
-        if (!lower_hex(trace_id) || all_zero(trace_id) || !lower_hex(parent_id) || all_zero(parent_id) ||
-            !lower_hex(flags))
+        if (!lower_hex(trace_id) || all_zero(trace_id) || !lower_hex(parent_id) ||
+            all_zero(parent_id) || !lower_hex(flags))
             return std::nullopt;
         trace_context t;
         t.start();
@@ -83,27 +88,34 @@ private:
 
     static bool lower_hex(std::string_view s) noexcept {
         for (char c : s)
-            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+                return false;
         return true;
     }
-    static bool all_zero(std::string_view s) noexcept { return s.find_first_not_of('0') == std::string_view::npos; }
+    static bool all_zero(std::string_view s) noexcept {
+        return s.find_first_not_of('0') == std::string_view::npos;
+    }
 
     /// Writes the 32 hex digits of UUID text `gid` (8-4-4-4-12, either case) to `out`, lowercased.
     static bool uuid_hex(std::string_view gid, char* out) noexcept {
-        if (gid.size() != 36) return false;
+        if (gid.size() != 36)
+            return false;
         char digits[32];
         std::size_t n = 0;
         for (std::size_t i = 0; i < gid.size(); ++i) {
             const char c = gid[i];
             if (i == 8 || i == 13 || i == 18 || i == 23) {
-                if (c != '-') return false;
+                if (c != '-')
+                    return false;
                 continue;
             }
             const char lower = c >= 'A' && c <= 'F' ? static_cast<char>(c - 'A' + 'a') : c;
-            if (!lower_hex(std::string_view(&lower, 1))) return false;
+            if (!lower_hex(std::string_view(&lower, 1)))
+                return false;
             digits[n++] = lower;
         }
-        if (all_zero(std::string_view(digits, n))) return false;
+        if (all_zero(std::string_view(digits, n)))
+            return false;
         std::string_view(digits, n).copy(out, n);
         return true;
     }
@@ -121,9 +133,11 @@ private:
             for (std::size_t i = 0; i < digits; ++i) {
                 out[i] = hex[(r >> (4 * (i % 16))) & 15];
                 zero = zero && out[i] == '0';
-                if (i % 16 == 15) r = detail::random_u64();
+                if (i % 16 == 15)
+                    r = detail::random_u64();
             }
-            if (!zero) return;
+            if (!zero)
+                return;
         }
     }
     void fill_parent_id() noexcept { fill_hex(text_.data() + 36, 16); }
@@ -135,6 +149,6 @@ private:
     std::array<char, size> text_{};
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -17,21 +17,24 @@
 //
 // A body runs on a strand of its own, so its concurrent branch calls never race on its state.
 
+#include <dtx/detail/engine.hpp>
+#include <dtx/version.hpp>
+
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <dtx/detail/engine.hpp>
-#include <dtx/version.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 namespace detail {
 
 class transaction_handle {
 public:
     transaction_handle(std::shared_ptr<engine> eng, std::shared_ptr<tx_state> st)
-        : eng_(std::move(eng)), st_(std::move(st)) {}
+        : eng_(std::move(eng))
+        , st_(std::move(st)) {}
     transaction_handle(const transaction_handle&) = delete;
     transaction_handle& operator=(const transaction_handle&) = delete;
 
@@ -85,9 +88,13 @@ public:
     }
 
     /// Registers several steps in one journal write and runs their actions concurrently.
-    asio::awaitable<void> add_steps(std::vector<branch_spec> steps) { return add(std::move(steps)); }
+    asio::awaitable<void> add_steps(std::vector<branch_spec> steps) {
+        return add(std::move(steps));
+    }
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

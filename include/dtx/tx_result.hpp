@@ -3,14 +3,14 @@
 
 // What a transaction came to, as its caller sees it.
 
+#include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
+
 #include <exception>
 #include <string>
 #include <system_error>
 
-#include <dtx/transaction_status.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct tx_result {
     std::string gid;
@@ -36,6 +36,6 @@ struct tx_result {
     }
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

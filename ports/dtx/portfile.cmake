@@ -31,10 +31,4 @@ vcpkg_cmake_config_fixup(PACKAGE_NAME dtx CONFIG_PATH share/dtx)
 vcpkg_fixup_pkgconfig()
 
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
-if(EXISTS "${SOURCE_PATH}/LICENSE")
-  vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")
-else()
-  message(WARNING "dtx: ${SOURCE_PATH} has no LICENSE file; share/dtx/copyright says so")
-  file(WRITE "${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright"
-    "No license file was found in the dtx sources this package was built from.\n")
-endif()
+vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")

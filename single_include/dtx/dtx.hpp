@@ -30,8 +30,7 @@
 // dtx::DTX_ABI_NAMESPACE::coordinator. Two dtx versions whose layouts may differ mangle to
 // different names, so a program that links both by accident fails to link instead of mixing them
 // at run time. Before 1.0 every minor version may break the ABI, from 1.0 on only a major one
-// (the CMake package's version file makes the same promise). Headers open it with
-//     namespace dtx::inline DTX_ABI_NAMESPACE { ... }
+// (the CMake package's version file makes the same promise).
 #define DTX_ABI_NAMESPACE_JOIN_(a, b) a##b
 #define DTX_ABI_NAMESPACE_JOIN(a, b) DTX_ABI_NAMESPACE_JOIN_(a, b)
 #if DTX_VERSION_MAJOR == 0
@@ -40,37 +39,37 @@
 #define DTX_ABI_NAMESPACE DTX_ABI_NAMESPACE_JOIN(abi_v, DTX_VERSION_MAJOR)
 #endif
 
+// Headers open and close dtx's namespace with this pair, as nlohmann/json does, so that tools
+// that read C++ as text (ctags, cscope) see ordinary declarations:
+//     DTX_NAMESPACE_BEGIN
+//     namespace http { ... } // namespace http
+//     DTX_NAMESPACE_END
+#define DTX_NAMESPACE_BEGIN                                                                        \
+    namespace dtx {                                                                                \
+    inline namespace DTX_ABI_NAMESPACE {
+#define DTX_NAMESPACE_END                                                                          \
+    }                                                                                              \
+    }
+
 #endif
 
 // ---- dtx/detail/config.hpp -----------------------------------------------------------------------
 #ifndef DTX_DETAIL_CONFIG_HPP
 #define DTX_DETAIL_CONFIG_HPP
 
+// #include <dtx/version.hpp>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/version.hpp>
-
-// #include <dtx/version.hpp>
 
 #if BOOST_VERSION < 108100
 #error "dtx needs Boost 1.81 or newer"
 #endif
 
-// g++ 12 reports -Wmismatched-new-delete for coroutine frames whose promise has class-specific
-// operator new/delete (Asio's awaitable frames): a false positive. Headers that define coroutines
-// put their code between these two, so the warning is silenced there only.
-#if defined(__GNUC__) && !defined(__clang__)
-#define DTX_DETAIL_COROUTINE_WARNINGS_OFF                                                          \
-    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmismatched-new-delete\"")
-#define DTX_DETAIL_COROUTINE_WARNINGS_ON _Pragma("GCC diagnostic pop")
-#else
-#define DTX_DETAIL_COROUTINE_WARNINGS_OFF
-#define DTX_DETAIL_COROUTINE_WARNINGS_ON
-#endif
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 /// dtx is written on Boost.Asio; this alias keeps signatures short (`dtx::asio::awaitable<T>`).
 namespace asio = boost::asio;
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -89,16 +88,17 @@ namespace asio = boost::asio;
 //
 // Not thread-safe: used only from the coordinator's executor (one thread, or a strand).
 
-#include <chrono>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-// #include <dtx/detail/config.hpp>
-// #include <dtx/version.hpp>
+#include <chrono>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 class deadline_watch;
 
@@ -124,36 +124,43 @@ private:
 
 class deadline_watch {
 public:
-    explicit deadline_watch(asio::any_io_executor ex) : timer_(std::move(ex)) {}
+    explicit deadline_watch(asio::any_io_executor ex)
+        : timer_(std::move(ex)) {}
     deadline_watch(const deadline_watch&) = delete;
     deadline_watch& operator=(const deadline_watch&) = delete;
     ~deadline_watch() {
-        while (head_) unlink(*head_);
+        while (head_)
+            unlink(*head_);
     }
 
     /// Watches `e` until `deadline`; at the deadline, `signal` is emitted (terminal). The entry
     /// must be removed (or destroyed) before `signal` is.
-    void add(watch_entry& e, std::chrono::steady_clock::time_point deadline, asio::cancellation_signal& signal) {
+    void add(watch_entry& e, std::chrono::steady_clock::time_point deadline,
+             asio::cancellation_signal& signal) {
         e.watch_ = this;
         e.deadline_ = deadline;
         e.signal_ = &signal;
         e.expired_ = false;
         e.prev_ = nullptr;
         e.next_ = head_;
-        if (head_) head_->prev_ = &e;
+        if (head_)
+            head_->prev_ = &e;
         head_ = &e;
-        if (!armed_ || deadline < armed_for_) arm(deadline);
+        if (!armed_ || deadline < armed_for_)
+            arm(deadline);
     }
 
     void remove(watch_entry& e) noexcept {
-        if (e.watch_ == this) unlink(e);
+        if (e.watch_ == this)
+            unlink(e);
     }
 
     /// Cancels the timer if no call is watched, so that an io_context with nothing else to do
     /// can return from run(). Called when the last transaction of the coordinator has ended;
     /// between transactions the timer stays armed, which saves re-arming it for every call.
     void release_if_idle() {
-        if (head_ || !armed_) return;
+        if (head_ || !armed_)
+            return;
         armed_ = false;
         timer_.cancel();
     }
@@ -164,7 +171,8 @@ private:
             e.prev_->next_ = e.next_;
         else
             head_ = e.next_;
-        if (e.next_) e.next_->prev_ = e.prev_;
+        if (e.next_)
+            e.next_->prev_ = e.prev_;
         e.prev_ = e.next_ = nullptr;
         e.watch_ = nullptr;
     }
@@ -175,7 +183,8 @@ private:
         timer_.expires_at(when);
         timer_.async_wait([this, when](boost::system::error_code ec) {
             // A re-arm cancels the previous wait; only the wait for the current time acts.
-            if (ec || !armed_ || armed_for_ != when) return;
+            if (ec || !armed_ || armed_for_ != when)
+                return;
             armed_ = false;
             fire();
         });
@@ -198,7 +207,8 @@ private:
             }
             e = after;
         }
-        if (any) arm(next);
+        if (any)
+            arm(next);
     }
 
     asio::steady_timer timer_;
@@ -208,10 +218,12 @@ private:
 };
 
 inline watch_entry::~watch_entry() {
-    if (watch_) watch_->remove(*this);
+    if (watch_)
+        watch_->remove(*this);
 }
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif
 
@@ -219,8 +231,8 @@ inline watch_entry::~watch_entry() {
 #ifndef DTX_DETAIL_WHEN_ALL_HPP
 #define DTX_DETAIL_WHEN_ALL_HPP
 
-#include <chrono>
-#include <memory>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -231,10 +243,17 @@ inline watch_entry::~watch_entry() {
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-// #include <dtx/detail/config.hpp>
-// #include <dtx/version.hpp>
+#include <chrono>
+#include <memory>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 /// Runs `make(i, signal)` for i in [0, n) concurrently on the current executor and completes when
 /// every one has completed. Operation 0 runs in the current coroutine, whose signal is `own`; the
@@ -243,7 +262,8 @@ namespace dtx::inline DTX_ABI_NAMESPACE::detail {
 /// exception escaping one is a bug and is rethrown here after all have completed.
 template <class MakeOp>
 asio::awaitable<void> when_all(asio::cancellation_signal& own, std::size_t n, MakeOp make) {
-    if (n == 0) co_return;
+    if (n == 0)
+        co_return;
     if (n == 1) {
         co_await make(std::size_t{0}, own);
         co_return;
@@ -251,8 +271,9 @@ asio::awaitable<void> when_all(asio::cancellation_signal& own, std::size_t n, Ma
     auto ex = co_await asio::this_coro::executor;
     struct state {
         state(asio::any_io_executor e, std::size_t count)
-            : done(std::move(e), std::chrono::steady_clock::time_point::max()), left(count),
-              signals(new asio::cancellation_signal[count]) {}
+            : done(std::move(e), std::chrono::steady_clock::time_point::max())
+            , left(count)
+            , signals(new asio::cancellation_signal[count]) {}
         asio::steady_timer done; // never expires: cancelled when the last op completes
         std::size_t left;
         std::exception_ptr error;
@@ -263,8 +284,10 @@ asio::awaitable<void> when_all(asio::cancellation_signal& own, std::size_t n, Ma
         asio::cancellation_signal& sig = st->signals[i - 1];
         asio::co_spawn(ex, make(i, sig),
                        asio::bind_cancellation_slot(sig.slot(), [st](std::exception_ptr e) {
-                           if (e && !st->error) st->error = e;
-                           if (--st->left == 0) st->done.cancel();
+                           if (e && !st->error)
+                               st->error = e;
+                           if (--st->left == 0)
+                               st->done.cancel();
                        }));
     }
     std::exception_ptr inline_error;
@@ -275,13 +298,23 @@ asio::awaitable<void> when_all(asio::cancellation_signal& own, std::size_t n, Ma
     }
     // Operations that finished without suspending complete through the executor's queue: one
     // turn of it is usually enough, and cheaper than arming the latch.
-    if (st->left > 0) co_await asio::post(ex, asio::use_awaitable);
-    while (st->left > 0) co_await st->done.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (inline_error) std::rethrow_exception(inline_error);
-    if (st->error) std::rethrow_exception(st->error);
+    if (st->left > 0)
+        co_await asio::post(ex, asio::use_awaitable);
+    while (st->left > 0)
+        co_await st->done.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (inline_error)
+        std::rethrow_exception(inline_error);
+    if (st->error)
+        std::rethrow_exception(st->error);
 }
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -296,13 +329,13 @@ asio::awaitable<void> when_all(asio::cancellation_signal& own, std::size_t n, Ma
 // Errors that escape to the caller are `dtx::error` exceptions carrying one of these codes and a
 // message that names the gid and branch involved.
 
+// #include <dtx/version.hpp>
+
 #include <stdexcept>
 #include <string>
 #include <system_error>
 
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 enum class errc {
     branch_failed = 1,      ///< a try or saga action answered `failure`
@@ -329,22 +362,38 @@ inline const std::error_category& error_category() noexcept {
         const char* name() const noexcept override { return "dtx"; }
         std::string message(int ev) const override {
             switch (static_cast<errc>(ev)) {
-            case errc::branch_failed: return "branch failed";
-            case errc::branch_timed_out: return "branch call timed out";
-            case errc::branch_error: return "branch call failed with an unknown result";
-            case errc::body_threw: return "transaction body threw";
-            case errc::deadline_exceeded: return "transaction deadline exceeded";
-            case errc::unknown_participant: return "unknown participant";
-            case errc::wrong_participant_kind: return "participant is of the wrong kind";
-            case errc::decision_conflict: return "journal holds a conflicting decision";
-            case errc::duplicate_gid: return "duplicate gid";
-            case errc::unknown_transaction: return "unknown transaction";
-            case errc::attempts_exhausted: return "retry attempts exhausted";
-            case errc::journal_failed: return "journal write failed";
-            case errc::journal_corrupt: return "journal is corrupt";
-            case errc::journal_version: return "journal version is not supported";
-            case errc::transaction_aborted: return "transaction is aborted";
-            case errc::coordinator_stopped: return "coordinator stopped";
+            case errc::branch_failed:
+                return "branch failed";
+            case errc::branch_timed_out:
+                return "branch call timed out";
+            case errc::branch_error:
+                return "branch call failed with an unknown result";
+            case errc::body_threw:
+                return "transaction body threw";
+            case errc::deadline_exceeded:
+                return "transaction deadline exceeded";
+            case errc::unknown_participant:
+                return "unknown participant";
+            case errc::wrong_participant_kind:
+                return "participant is of the wrong kind";
+            case errc::decision_conflict:
+                return "journal holds a conflicting decision";
+            case errc::duplicate_gid:
+                return "duplicate gid";
+            case errc::unknown_transaction:
+                return "unknown transaction";
+            case errc::attempts_exhausted:
+                return "retry attempts exhausted";
+            case errc::journal_failed:
+                return "journal write failed";
+            case errc::journal_corrupt:
+                return "journal is corrupt";
+            case errc::journal_version:
+                return "journal version is not supported";
+            case errc::transaction_aborted:
+                return "transaction is aborted";
+            case errc::coordinator_stopped:
+                return "coordinator stopped";
             }
             return "unknown dtx error";
         }
@@ -361,11 +410,13 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// names the gid and, where one is involved, the branch.
 class error : public std::system_error {
 public:
-    error(std::error_code ec, const std::string& what) : std::system_error(ec, what) {}
-    error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
+    error(std::error_code ec, const std::string& what)
+        : std::system_error(ec, what) {}
+    error(errc e, const std::string& what)
+        : std::system_error(make_error_code(e), what) {}
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 template <>
 struct std::is_error_code_enum<dtx::errc> : std::true_type {};
@@ -383,15 +434,15 @@ struct std::is_error_code_enum<dtx::errc> : std::true_type {};
 // by creation time as plain strings (which keeps journal indexes append-mostly) and are unique
 // across processes without coordination.
 
+// #include <dtx/version.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <random>
 #include <string>
 
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 namespace detail {
 
@@ -437,25 +488,28 @@ inline std::string make_gid() {
     }
 
     std::array<std::uint8_t, 16> b{};
-    for (int i = 0; i < 6; ++i) b[i] = static_cast<std::uint8_t>(st.last_ms >> (40 - 8 * i));
+    for (int i = 0; i < 6; ++i)
+        b[i] = static_cast<std::uint8_t>(st.last_ms >> (40 - 8 * i));
     b[6] = static_cast<std::uint8_t>(0x70 | (st.counter >> 8));
     b[7] = static_cast<std::uint8_t>(st.counter);
     std::uint64_t r = detail::random_u64();
     b[8] = static_cast<std::uint8_t>(0x80 | ((r >> 56) & 0x3f));
-    for (int i = 9; i < 16; ++i) b[i] = static_cast<std::uint8_t>(r >> (8 * (15 - i)));
+    for (int i = 9; i < 16; ++i)
+        b[i] = static_cast<std::uint8_t>(r >> (8 * (15 - i)));
 
     static constexpr char hex[] = "0123456789abcdef";
     std::string s(36, '-');
     std::size_t pos = 0;
     for (int i = 0; i < 16; ++i) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) ++pos;
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            ++pos;
         s[pos++] = hex[b[i] >> 4];
         s[pos++] = hex[b[i] & 0xf];
     }
     return s;
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -470,21 +524,25 @@ inline std::string make_gid() {
 // or action with an unknown result is cancelled or compensated, a confirm, cancel or compensate
 // with an unknown result is retried.
 
+// #include <dtx/version.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
 
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 enum class outcome_kind : std::uint8_t { success, failure, pending };
 
 class outcome {
 public:
     /// A failure saying there is no answer: a default never reads as success.
-    outcome() : kind_(outcome_kind::failure), message_("no outcome") {}
-    outcome(outcome_kind kind, std::string message) : kind_(kind), message_(std::move(message)) {}
+    outcome()
+        : kind_(outcome_kind::failure)
+        , message_("no outcome") {}
+    outcome(outcome_kind kind, std::string message)
+        : kind_(kind)
+        , message_(std::move(message)) {}
 
     outcome_kind kind() const noexcept { return kind_; }
     /// Why a branch failed or is pending, in the participant's words; empty on success.
@@ -502,7 +560,9 @@ private:
 };
 
 /// The branch did what was asked.
-inline outcome success() { return {outcome_kind::success, {}}; }
+inline outcome success() {
+    return {outcome_kind::success, {}};
+}
 /// A business "no": the try or action is refused and the transaction must be cancelled.
 inline outcome failure(std::string message = {}) {
     return {outcome_kind::failure, std::move(message)};
@@ -514,14 +574,17 @@ inline outcome pending(std::string message = {}) {
 
 inline std::string_view to_string(outcome_kind k) noexcept {
     switch (k) {
-    case outcome_kind::success: return "success";
-    case outcome_kind::failure: return "failure";
-    case outcome_kind::pending: return "pending";
+    case outcome_kind::success:
+        return "success";
+    case outcome_kind::failure:
+        return "failure";
+    case outcome_kind::pending:
+        return "pending";
     }
     return "?";
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -535,23 +598,26 @@ inline std::string_view to_string(outcome_kind k) noexcept {
 // `to_json` (NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE). A payload never changes once its branch is
 // registered, so the coordinator, the journal and recovery share one immutable copy.
 
-#include <memory>
-#include <type_traits>
+// #include <dtx/version.hpp>
 
 #include <nlohmann/json.hpp>
 
-// #include <dtx/version.hpp>
+#include <memory>
+#include <type_traits>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class payload {
 public:
     /// JSON null.
-    payload() : p_(null_json()) {}
+    payload()
+        : p_(null_json()) {}
 
     template <class T>
-        requires(!std::is_same_v<std::remove_cvref_t<T>, payload> && std::is_constructible_v<nlohmann::json, T>)
-    payload(T&& value) // NOLINT(google-explicit-constructor): payloads are built from user values
+    requires(!std::is_same_v<std::remove_cvref_t<T>, payload> &&
+             std::is_constructible_v<nlohmann::json, T>)
+        payload(
+            T&& value) // NOLINT(google-explicit-constructor): payloads are built from user values
         : p_(std::make_shared<const nlohmann::json>(std::forward<T>(value))) {}
 
     const nlohmann::json& json() const noexcept { return *p_; }
@@ -569,7 +635,7 @@ private:
     std::shared_ptr<const nlohmann::json> p_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -577,11 +643,11 @@ private:
 #ifndef DTX_RECOVERY_REPORT_HPP
 #define DTX_RECOVERY_REPORT_HPP
 
-#include <cstddef>
-
 // #include <dtx/version.hpp>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <cstddef>
+
+DTX_NAMESPACE_BEGIN
 
 /// How a recovery pass chooses what to take.
 struct recovery_options {
@@ -604,7 +670,7 @@ struct recovery_report {
     std::size_t skipped = 0;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -620,6 +686,9 @@ struct recovery_report {
 // failed attempts (and every `alert_after` attempts after that) the alert hook is called, and the
 // retries go on: an alert tells an operator, it never ends a transaction.
 
+// #include <dtx/gid.hpp>
+// #include <dtx/version.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -628,10 +697,7 @@ struct recovery_report {
 #include <string>
 #include <string_view>
 
-// #include <dtx/gid.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// What the alert hook is told: which call keeps failing, how often, and the last reason.
 struct retry_alert {
@@ -661,16 +727,18 @@ struct retry_policy {
         const double cap = static_cast<double>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(max_backoff).count());
         if (multiplier > 1.0 && d > 0.0)
-            for (unsigned i = 1; i < attempt && d < cap; ++i) d *= multiplier;
+            for (unsigned i = 1; i < attempt && d < cap; ++i)
+                d *= multiplier;
         return std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(d, cap)));
     }
 
     /// A jittered delay in [0, backoff_cap(attempt)].
     std::chrono::nanoseconds next_delay(unsigned attempt) const noexcept {
         const auto cap = backoff_cap(attempt).count();
-        if (cap <= 0) return std::chrono::nanoseconds(0);
-        return std::chrono::nanoseconds(
-            static_cast<std::int64_t>(detail::random_u64() % (static_cast<std::uint64_t>(cap) + 1)));
+        if (cap <= 0)
+            return std::chrono::nanoseconds(0);
+        return std::chrono::nanoseconds(static_cast<std::int64_t>(
+            detail::random_u64() % (static_cast<std::uint64_t>(cap) + 1)));
     }
 
     /// True if another attempt may follow `attempts` failed ones.
@@ -684,7 +752,7 @@ struct retry_policy {
     }
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -705,15 +773,15 @@ struct retry_policy {
 // first calls. A transaction started with `tx_options::traceparent` continues the caller's trace
 // instead (recovery, which does not know it, falls back to the gid's trace).
 
+// #include <dtx/gid.hpp>
+// #include <dtx/version.hpp>
+
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
 
-// #include <dtx/gid.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class trace_context {
 public:
@@ -741,16 +809,21 @@ public:
     /// flags, a new parent id. Empty if the value is malformed (the W3C rules: lowercase hex, no
     /// all-zero ids, version ff refused, a later version's extra fields ignored).
     static std::optional<trace_context> continuing(std::string_view traceparent) noexcept {
-        if (traceparent.size() < size) return std::nullopt;
-        const std::string_view version = traceparent.substr(0, 2);
-        if (!lower_hex(version) || version == "ff") return std::nullopt;
-        if (version == "00" ? traceparent.size() != size : traceparent.size() > size && traceparent[size] != '-')
+        if (traceparent.size() < size)
             return std::nullopt;
-        if (traceparent[2] != '-' || traceparent[35] != '-' || traceparent[52] != '-') return std::nullopt;
-        const std::string_view trace_id = traceparent.substr(3, 32), parent_id = traceparent.substr(36, 16),
+        const std::string_view version = traceparent.substr(0, 2);
+        if (!lower_hex(version) || version == "ff")
+            return std::nullopt;
+        if (version == "00" ? traceparent.size() != size
+                            : traceparent.size() > size && traceparent[size] != '-')
+            return std::nullopt;
+        if (traceparent[2] != '-' || traceparent[35] != '-' || traceparent[52] != '-')
+            return std::nullopt;
+        const std::string_view trace_id = traceparent.substr(3, 32),
+                               parent_id = traceparent.substr(36, 16),
                                flags = traceparent.substr(53, 2);
-        if (!lower_hex(trace_id) || all_zero(trace_id) || !lower_hex(parent_id) || all_zero(parent_id) ||
-            !lower_hex(flags))
+        if (!lower_hex(trace_id) || all_zero(trace_id) || !lower_hex(parent_id) ||
+            all_zero(parent_id) || !lower_hex(flags))
             return std::nullopt;
         trace_context t;
         t.start();
@@ -774,27 +847,34 @@ private:
 
     static bool lower_hex(std::string_view s) noexcept {
         for (char c : s)
-            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+                return false;
         return true;
     }
-    static bool all_zero(std::string_view s) noexcept { return s.find_first_not_of('0') == std::string_view::npos; }
+    static bool all_zero(std::string_view s) noexcept {
+        return s.find_first_not_of('0') == std::string_view::npos;
+    }
 
     /// Writes the 32 hex digits of UUID text `gid` (8-4-4-4-12, either case) to `out`, lowercased.
     static bool uuid_hex(std::string_view gid, char* out) noexcept {
-        if (gid.size() != 36) return false;
+        if (gid.size() != 36)
+            return false;
         char digits[32];
         std::size_t n = 0;
         for (std::size_t i = 0; i < gid.size(); ++i) {
             const char c = gid[i];
             if (i == 8 || i == 13 || i == 18 || i == 23) {
-                if (c != '-') return false;
+                if (c != '-')
+                    return false;
                 continue;
             }
             const char lower = c >= 'A' && c <= 'F' ? static_cast<char>(c - 'A' + 'a') : c;
-            if (!lower_hex(std::string_view(&lower, 1))) return false;
+            if (!lower_hex(std::string_view(&lower, 1)))
+                return false;
             digits[n++] = lower;
         }
-        if (all_zero(std::string_view(digits, n))) return false;
+        if (all_zero(std::string_view(digits, n)))
+            return false;
         std::string_view(digits, n).copy(out, n);
         return true;
     }
@@ -812,9 +892,11 @@ private:
             for (std::size_t i = 0; i < digits; ++i) {
                 out[i] = hex[(r >> (4 * (i % 16))) & 15];
                 zero = zero && out[i] == '0';
-                if (i % 16 == 15) r = detail::random_u64();
+                if (i % 16 == 15)
+                    r = detail::random_u64();
             }
-            if (!zero) return;
+            if (!zero)
+                return;
         }
     }
     void fill_parent_id() noexcept { fill_hex(text_.data() + 36, 16); }
@@ -826,7 +908,7 @@ private:
     std::array<char, size> text_{};
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -844,13 +926,13 @@ private:
 // `confirming` and `cancelling` are decisions: once one is in the journal, the transaction only
 // moves to its matching end.
 
+// #include <dtx/version.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string_view>
 
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 enum class tx_kind : std::uint8_t { tcc, saga };
 
@@ -869,43 +951,57 @@ inline constexpr std::string_view to_string(tx_kind k) noexcept {
 
 inline constexpr std::string_view to_string(tx_status s) noexcept {
     switch (s) {
-    case tx_status::trying: return "trying";
-    case tx_status::confirming: return "confirming";
-    case tx_status::confirmed: return "confirmed";
-    case tx_status::cancelling: return "cancelling";
-    case tx_status::cancelled: return "cancelled";
+    case tx_status::trying:
+        return "trying";
+    case tx_status::confirming:
+        return "confirming";
+    case tx_status::confirmed:
+        return "confirmed";
+    case tx_status::cancelling:
+        return "cancelling";
+    case tx_status::cancelled:
+        return "cancelled";
     }
     return "?";
 }
 
 inline constexpr std::string_view to_string(branch_op op) noexcept {
     switch (op) {
-    case branch_op::try_: return "try";
-    case branch_op::confirm: return "confirm";
-    case branch_op::cancel: return "cancel";
-    case branch_op::action: return "action";
-    case branch_op::compensate: return "compensate";
+    case branch_op::try_:
+        return "try";
+    case branch_op::confirm:
+        return "confirm";
+    case branch_op::cancel:
+        return "cancel";
+    case branch_op::action:
+        return "action";
+    case branch_op::compensate:
+        return "compensate";
     }
     return "?";
 }
 
 inline constexpr std::optional<tx_kind> parse_tx_kind(std::string_view s) noexcept {
-    if (s == "tcc") return tx_kind::tcc;
-    if (s == "saga") return tx_kind::saga;
+    if (s == "tcc")
+        return tx_kind::tcc;
+    if (s == "saga")
+        return tx_kind::saga;
     return std::nullopt;
 }
 
 inline constexpr std::optional<tx_status> parse_tx_status(std::string_view s) noexcept {
     for (auto v : {tx_status::trying, tx_status::confirming, tx_status::confirmed,
                    tx_status::cancelling, tx_status::cancelled})
-        if (to_string(v) == s) return v;
+        if (to_string(v) == s)
+            return v;
     return std::nullopt;
 }
 
 inline constexpr std::optional<branch_op> parse_branch_op(std::string_view s) noexcept {
     for (auto v : {branch_op::try_, branch_op::confirm, branch_op::cancel, branch_op::action,
                    branch_op::compensate})
-        if (to_string(v) == s) return v;
+        if (to_string(v) == s)
+            return v;
     return std::nullopt;
 }
 
@@ -914,7 +1010,7 @@ inline constexpr tx_kind kind_of(branch_op op) noexcept {
     return op == branch_op::action || op == branch_op::compensate ? tx_kind::saga : tx_kind::tcc;
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -929,13 +1025,13 @@ inline constexpr tx_kind kind_of(branch_op op) noexcept {
 // io_context; the test then destroys the coordinator and the io_context, keeps the journal and the
 // participants, and lets a fresh coordinator recover.
 
-#include <functional>
-#include <string_view>
-
 // #include <dtx/transaction_status.hpp>
 // #include <dtx/version.hpp>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <functional>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
 
 enum class fault_site : unsigned char {
     journal_write, ///< a journal write has completed
@@ -956,7 +1052,7 @@ struct fault_point {
 /// Returns true to stop the coordinator at this point.
 using fault_hook = std::function<bool(const fault_point&)>;
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -966,33 +1062,32 @@ using fault_hook = std::function<bool(const fault_point&)>;
 
 // Settings of a coordinator, and of one transaction.
 
-#include <chrono>
-#include <cstddef>
-#include <optional>
-#include <string>
-
 // #include <dtx/fault_injection.hpp>
 // #include <dtx/gid.hpp>
 // #include <dtx/retry_policy.hpp>
 // #include <dtx/version.hpp>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
 
-using namespace std::chrono_literals;
+DTX_NAMESPACE_BEGIN
 
 struct coordinator_options {
     /// Default time a transaction may take to reach its decision. Past it, the transaction is
     /// cancelled, by its coordinator or by recovery in any process.
-    std::chrono::milliseconds transaction_timeout = 60s;
+    std::chrono::milliseconds transaction_timeout = std::chrono::seconds{60};
     /// Longest wait for one branch call; an unanswered call is an unknown result. Zero: no limit
     /// (tries and actions are still bounded by the transaction deadline).
-    std::chrono::milliseconds call_timeout = 10s;
+    std::chrono::milliseconds call_timeout = std::chrono::seconds{10};
     /// Retries of confirm, cancel and compensate by a live transaction. Without an attempt limit,
     /// the caller waits until phase 2 has succeeded everywhere; with one, the caller gets a
     /// `confirming` / `cancelling` result and recovery finishes the rest.
     retry_policy phase_two{};
     /// How soon a branch that answered `pending` to a try or action is asked again.
-    retry_policy pending{.initial_backoff = 20ms, .max_backoff = 2s};
+    retry_policy pending{.initial_backoff = std::chrono::milliseconds{20},
+                         .max_backoff = std::chrono::seconds{2}};
     /// Confirm (or cancel) the branches of a TCC transaction concurrently rather than one by one.
     /// Saga compensation is always sequential, newest step first.
     bool concurrent_phase_two = true;
@@ -1003,11 +1098,11 @@ struct coordinator_options {
     /// taken up again by a later one once its lease has expired.
     retry_policy recovery_retry{.max_attempts = 10};
     /// How often the background recovery task runs a pass.
-    std::chrono::milliseconds recovery_interval = 1s;
+    std::chrono::milliseconds recovery_interval = std::chrono::seconds{1};
     /// How long a coordinator holds a transaction it drives against other coordinators sharing
     /// the journal: a live one from its decision on, a recovery pass from its claim. Renewed while
     /// phase 2 goes on; once it has expired, another coordinator may take the transaction over.
-    std::chrono::milliseconds lease = 30s;
+    std::chrono::milliseconds lease = std::chrono::seconds{30};
     /// Transactions claimed (and driven concurrently) at a time by recovery.
     std::size_t recovery_batch = 256;
 
@@ -1025,7 +1120,7 @@ struct tx_options {
     std::string traceparent{};
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -1049,6 +1144,11 @@ struct tx_options {
 // Status changes are conditional (compare-and-set on the current status), so two coordinators can
 // never record opposite decisions for one transaction: the second write is refused.
 
+// #include <dtx/detail/config.hpp>
+// #include <dtx/payload.hpp>
+// #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -1057,12 +1157,7 @@ struct tx_options {
 #include <string_view>
 #include <vector>
 
-// #include <dtx/detail/config.hpp>
-// #include <dtx/payload.hpp>
-// #include <dtx/transaction_status.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// Version of the record layout described in docs/journal.md. Durable journals store it and
 /// refuse to open a journal written with a newer one.
@@ -1148,9 +1243,10 @@ public:
     virtual ~journal() = default;
 
     /// Applies `w` atomically. Returns false, applying nothing, if `w.status` does not match the
-    /// current status or `w.lease` names an owner other than the one holding the transaction. Throws dtx::error: duplicate_gid for a second begin, unknown_transaction
-    /// for a write to a gid it does not hold, journal_failed if it cannot be made durable (in that
-    /// case the write may or may not have been applied).
+    /// current status or `w.lease` names an owner other than the one holding the transaction.
+    /// Throws dtx::error: duplicate_gid for a second begin, unknown_transaction for a write to a
+    /// gid it does not hold, journal_failed if it cannot be made durable (in that case the write
+    /// may or may not have been applied).
     virtual asio::awaitable<bool> write(const journal_write& w, durability d) = 0;
 
     /// Returns up to `limit` due transactions and leases them to `owner` until `now + lease`.
@@ -1164,7 +1260,7 @@ public:
     virtual asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) = 0;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -1177,16 +1273,22 @@ public:
 // It survives the coordinator (keep it alive and hand it to a fresh coordinator to test
 // recovery), not the process. Thread-safe. Ended transactions are dropped unless `keep_ended`.
 
+// #include <dtx/error.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/version.hpp>
+
 #include <mutex>
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
 
-// #include <dtx/error.hpp>
-// #include <dtx/journal.hpp>
-// #include <dtx/version.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class memory_journal final : public journal {
 public:
@@ -1196,23 +1298,27 @@ public:
     };
 
     memory_journal() = default;
-    explicit memory_journal(options o) : opts_(o) {}
+    explicit memory_journal(options o)
+        : opts_(o) {}
 
-    asio::awaitable<bool> write(const journal_write& w, durability) override {
-        co_return apply(w);
-    }
+    asio::awaitable<bool> write(const journal_write& w, durability) override { co_return apply(w); }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
         std::vector<transaction_record> out;
         std::lock_guard lock(mu_);
         for (auto& [gid, e] : txs_) {
-            if (out.size() >= r.limit) break;
-            if (is_final(e.rec.status)) continue;
-            if (!r.take_over && e.rec.status == tx_status::trying && e.rec.deadline > r.now) continue;
-            if (!r.take_over && e.lease_until > r.now) continue;
+            if (out.size() >= r.limit)
+                break;
+            if (is_final(e.rec.status))
+                continue;
+            if (!r.take_over && e.rec.status == tx_status::trying && e.rec.deadline > r.now)
+                continue;
+            if (!r.take_over && e.lease_until > r.now)
+                continue;
             e.lease_owner = r.owner;
             e.lease_until = r.now + r.lease;
-            if (e.rec.status == tx_status::trying && !e.rec.forward) e.rec.status = tx_status::cancelling;
+            if (e.rec.status == tx_status::trying && !e.rec.forward)
+                e.rec.status = tx_status::cancelling;
             out.push_back(record_of(gid, e));
         }
         co_return out;
@@ -1226,7 +1332,8 @@ public:
     std::optional<transaction_record> get(std::string_view gid) const {
         std::lock_guard lock(mu_);
         auto it = txs_.find(gid);
-        if (it == txs_.end()) return std::nullopt;
+        if (it == txs_.end())
+            return std::nullopt;
         return record_of(it->first, it->second);
     }
 
@@ -1235,7 +1342,8 @@ public:
         std::lock_guard lock(mu_);
         std::vector<transaction_record> out;
         out.reserve(txs_.size());
-        for (auto& [gid, e] : txs_) out.push_back(record_of(gid, e));
+        for (auto& [gid, e] : txs_)
+            out.push_back(record_of(gid, e));
         return out;
     }
 
@@ -1243,7 +1351,8 @@ public:
     std::size_t unfinished() const {
         std::lock_guard lock(mu_);
         std::size_t n = 0;
-        for (auto& [gid, e] : txs_) n += !is_final(e.rec.status);
+        for (auto& [gid, e] : txs_)
+            n += !is_final(e.rec.status);
         return n;
     }
 
@@ -1265,19 +1374,26 @@ private:
         const std::string_view gid = w.gid;
         map::iterator it;
         if (w.begin) {
-            if (w.status && w.status->from != tx_status::trying) return false;
+            if (w.status && w.status->from != tx_status::trying)
+                return false;
             bool inserted = false;
             std::tie(it, inserted) = txs_.try_emplace(std::string(gid));
-            if (!inserted) throw error(errc::duplicate_gid, "gid " + std::string(gid) + ": already in the journal");
+            if (!inserted)
+                throw error(errc::duplicate_gid,
+                            "gid " + std::string(gid) + ": already in the journal");
             it->second.rec.kind = w.begin->kind;
             it->second.rec.deadline = w.begin->deadline;
             it->second.rec.forward = w.begin->forward;
         } else {
             it = txs_.find(gid);
             if (it == txs_.end())
-                throw error(errc::unknown_transaction, "gid " + std::string(gid) + ": not in the journal");
-            if (w.status && it->second.rec.status != w.status->from) return false;
-            if (w.lease && !it->second.lease_owner.empty() && it->second.lease_owner != w.lease->owner) return false;
+                throw error(errc::unknown_transaction,
+                            "gid " + std::string(gid) + ": not in the journal");
+            if (w.status && it->second.rec.status != w.status->from)
+                return false;
+            if (w.lease && !it->second.lease_owner.empty() &&
+                it->second.lease_owner != w.lease->owner)
+                return false;
         }
         entry* e = &it->second;
         if (w.lease) {
@@ -1288,17 +1404,21 @@ private:
         rec.branches.insert(rec.branches.end(), w.new_branches.begin(), w.new_branches.end());
         for (const auto& id : w.done_branches)
             for (auto& b : rec.branches)
-                if (b.branch_id == id) b.done = true;
+                if (b.branch_id == id)
+                    b.done = true;
         if (w.status) {
             rec.status = w.status->to;
-            if (is_final(rec.status) && !opts_.keep_ended) txs_.erase(it);
+            if (is_final(rec.status) && !opts_.keep_ended)
+                txs_.erase(it);
         }
         return true;
     }
 
     struct gid_hash {
         using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
     };
     using map = std::unordered_map<std::string, entry, gid_hash, std::equal_to<>>;
 
@@ -1307,7 +1427,12 @@ private:
     map txs_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -1328,20 +1453,26 @@ private:
 // than once, a cancel may arrive for a try that never ran (answer success, do nothing), and a try
 // may arrive after its cancel (do nothing, answer failure). The barrier does this for you.
 
+// #include <dtx/detail/config.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <typeinfo>
 
-#include <nlohmann/json.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-// #include <dtx/detail/config.hpp>
-// #include <dtx/outcome.hpp>
-// #include <dtx/transaction_status.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// One call to a branch. The views stay valid until the call completes.
 struct branch_request {
@@ -1386,8 +1517,9 @@ std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
     try {
         return r.payload.template get<T>();
     } catch (const nlohmann::json::exception& e) {
-        refusal = failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " +
-                          std::string(to_string(r.op)) + " payload does not convert: " + e.what());
+        refusal =
+            failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " +
+                    std::string(to_string(r.op)) + " payload does not convert: " + e.what());
         return std::nullopt;
     }
 }
@@ -1402,7 +1534,8 @@ branch_handler typed(F handler) {
     return [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
         outcome refusal;
         std::optional<T> value = detail::convert_payload<T>(r, refusal);
-        if (!value) co_return refusal;
+        if (!value)
+            co_return refusal;
         co_return co_await handler(r, std::move(*value));
     };
 }
@@ -1412,7 +1545,8 @@ namespace detail {
 template <class Handlers>
 class local_participant final : public participant {
 public:
-    explicit local_participant(Handlers h) : h_(std::move(h)) {}
+    explicit local_participant(Handlers h)
+        : h_(std::move(h)) {}
 
     std::optional<tx_kind> kind() const noexcept override {
         if constexpr (std::is_same_v<Handlers, tcc_handlers>)
@@ -1421,24 +1555,29 @@ public:
             return tx_kind::saga;
     }
 
-    asio::awaitable<outcome> call(const branch_request& r) override {
-        return handler_for(r.op)(r);
-    }
+    asio::awaitable<outcome> call(const branch_request& r) override { return handler_for(r.op)(r); }
 
 private:
     const branch_handler& handler_for(branch_op op) const {
         if constexpr (std::is_same_v<Handlers, tcc_handlers>) {
             switch (op) {
-            case branch_op::try_: return h_.on_try;
-            case branch_op::confirm: return h_.on_confirm;
-            case branch_op::cancel: return h_.on_cancel;
-            default: break;
+            case branch_op::try_:
+                return h_.on_try;
+            case branch_op::confirm:
+                return h_.on_confirm;
+            case branch_op::cancel:
+                return h_.on_cancel;
+            default:
+                break;
             }
         } else {
             switch (op) {
-            case branch_op::action: return h_.on_action;
-            case branch_op::compensate: return h_.on_compensate;
-            default: break;
+            case branch_op::action:
+                return h_.on_action;
+            case branch_op::compensate:
+                return h_.on_compensate;
+            default:
+                break;
             }
         }
         throw std::invalid_argument("participant cannot handle op " + std::string(to_string(op)));
@@ -1449,7 +1588,12 @@ private:
 
 } // namespace detail
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -1466,6 +1610,9 @@ private:
 // Names that are not registered are offered to the resolver, if one is set; the HTTP transport
 // installs one that turns URLs into remote participants.
 
+// #include <dtx/participant.hpp>
+// #include <dtx/version.hpp>
+
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -1473,10 +1620,7 @@ private:
 #include <string_view>
 #include <unordered_map>
 
-// #include <dtx/participant.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 class participant_registry {
 public:
@@ -1485,8 +1629,10 @@ public:
     /// Registers a participant object under `name`. Throws std::invalid_argument on an empty or
     /// duplicate name or a null participant.
     void add(std::string name, std::shared_ptr<participant> p) {
-        if (name.empty()) throw std::invalid_argument("participant name is empty");
-        if (!p) throw std::invalid_argument("participant '" + name + "' is null");
+        if (name.empty())
+            throw std::invalid_argument("participant name is empty");
+        if (!p)
+            throw std::invalid_argument("participant '" + name + "' is null");
         auto [it, inserted] = by_name_.try_emplace(std::move(name), std::move(p));
         if (!inserted)
             throw std::invalid_argument("participant '" + it->first + "' is already registered");
@@ -1497,7 +1643,8 @@ public:
         if (!h.on_try || !h.on_confirm || !h.on_cancel)
             throw std::invalid_argument("TCC participant '" + name +
                                         "' needs on_try, on_confirm and on_cancel");
-        add(std::move(name), std::make_shared<detail::local_participant<tcc_handlers>>(std::move(h)));
+        add(std::move(name),
+            std::make_shared<detail::local_participant<tcc_handlers>>(std::move(h)));
     }
 
     /// Registers a saga participant. Both handlers are required.
@@ -1515,7 +1662,8 @@ public:
     /// The participant for `name`, or nullptr if there is none. The pointer stays valid as long
     /// as the registry (and, for resolved names, the resolver's owner) lives.
     participant* find(std::string_view name) const {
-        if (auto it = by_name_.find(name); it != by_name_.end()) return it->second.get();
+        if (auto it = by_name_.find(name); it != by_name_.end())
+            return it->second.get();
         return resolver_ ? resolver_(name) : nullptr;
     }
 
@@ -1538,7 +1686,7 @@ private:
     resolver resolver_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -1548,14 +1696,14 @@ private:
 
 // What a transaction came to, as its caller sees it.
 
+// #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
+
 #include <exception>
 #include <string>
 #include <system_error>
 
-// #include <dtx/transaction_status.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct tx_result {
     std::string gid;
@@ -1581,7 +1729,7 @@ struct tx_result {
     }
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 
@@ -1592,10 +1740,32 @@ struct tx_result {
 // The coordinator's machinery: branch registration and first-phase calls, decisions, phase 2
 // with retries, and recovery. Public entry points are in coordinator.hpp and transaction.hpp.
 
+// #include <dtx/coordinator_options.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/deadline_watch.hpp>
+// #include <dtx/detail/when_all.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/participant_registry.hpp>
+// #include <dtx/recovery_report.hpp>
+// #include <dtx/trace_context.hpp>
+// #include <dtx/tx_result.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
+
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -1605,31 +1775,13 @@ struct tx_result {
 #include <unordered_set>
 #include <vector>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/container/small_vector.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-// #include <dtx/coordinator_options.hpp>
-// #include <dtx/error.hpp>
-// #include <dtx/fault_injection.hpp>
-// #include <dtx/journal.hpp>
-// #include <dtx/participant_registry.hpp>
-// #include <dtx/recovery_report.hpp>
-// #include <dtx/trace_context.hpp>
-// #include <dtx/tx_result.hpp>
-// #include <dtx/detail/deadline_watch.hpp>
-// #include <dtx/detail/when_all.hpp>
-// #include <dtx/detail/config.hpp>
-// #include <dtx/version.hpp>
-
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// A branch to add: which participant, and the payload its handlers receive. Any type that
 /// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
@@ -1672,7 +1824,8 @@ struct tx_state {
     std::exception_ptr exception;
 
     void abort(std::error_code ec, std::string why) {
-        if (aborted) return;
+        if (aborted)
+            return;
         aborted = true;
         reason = ec;
         message = std::move(why);
@@ -1708,7 +1861,8 @@ inline std::string describe(std::string_view gid, std::string_view branch_id = {
 inline std::string format_branch_id(std::size_t n) {
     char buf[24];
     char* p = buf;
-    if (n < 10) *p++ = '0';
+    if (n < 10)
+        *p++ = '0';
     p = std::to_chars(p, buf + sizeof buf, n).ptr;
     return std::string(buf, p);
 }
@@ -1731,11 +1885,14 @@ private:
 class active_claim {
 public:
     active_claim(std::shared_ptr<active_set> set, std::string_view gid)
-        : set_(std::move(set)), gid_(gid), held_(set_->insert(gid_)) {}
+        : set_(std::move(set))
+        , gid_(gid)
+        , held_(set_->insert(gid_)) {}
     active_claim(const active_claim&) = delete;
     active_claim& operator=(const active_claim&) = delete;
     ~active_claim() {
-        if (held_) set_->erase(gid_);
+        if (held_)
+            set_->erase(gid_);
     }
     bool held() const noexcept { return held_; }
 
@@ -1748,19 +1905,27 @@ private:
 class engine : public std::enable_shared_from_this<engine> {
 public:
     engine(asio::any_io_executor ex, journal& j, participant_registry& r, coordinator_options o)
-        : ex_(std::move(ex)), journal_(j), registry_(r), opts_(std::move(o)), watch_(ex_) {}
+        : ex_(std::move(ex))
+        , journal_(j)
+        , registry_(r)
+        , opts_(std::move(o))
+        , watch_(ex_) {}
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
 
     /// Counts a running transaction or recovery pass for as long as it lives.
     class activity {
     public:
-        explicit activity(std::shared_ptr<engine> e) : e_(std::move(e)) { ++e_->live_; }
+        explicit activity(std::shared_ptr<engine> e)
+            : e_(std::move(e)) {
+            ++e_->live_;
+        }
         activity(const activity&) = delete;
         activity& operator=(const activity&) = delete;
         ~activity() {
             // A halted engine's coroutines are destroyed with their io_context: leave its timer be.
-            if (--e_->live_ == 0 && !e_->halted_) e_->watch_.release_if_idle();
+            if (--e_->live_ == 0 && !e_->halted_)
+                e_->watch_.release_if_idle();
         }
 
     private:
@@ -1790,15 +1955,18 @@ public:
     asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, branch_list specs) {
         if (st->aborted)
             throw error(errc::transaction_aborted,
-                        describe(st->gid) + ": no branch can be added, the transaction is aborted: " +
-                            st->message);
-        if (specs.empty()) co_return;
-        if (wall_clock::now() >= st->deadline) fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
+                        describe(st->gid) +
+                            ": no branch can be added, the transaction is aborted: " + st->message);
+        if (specs.empty())
+            co_return;
+        if (wall_clock::now() >= st->deadline)
+            fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
 
         resolved fresh;
         resolve(*st, specs, fresh);
 
-        journal_write w{.gid = st->gid, .new_branches = {fresh.records.data(), fresh.records.size()}};
+        journal_write w{.gid = st->gid,
+                        .new_branches = {fresh.records.data(), fresh.records.size()}};
         if (st->begun) {
             w.status = status_change{tx_status::trying, tx_status::trying};
         } else {
@@ -1813,15 +1981,19 @@ public:
         try {
             ok = co_await write(w, durability::sync);
         } catch (const error& e) {
-            fail(*st, e.code(), describe(st->gid, fresh.records.front().branch_id) + ": registering the branch failed: " + e.what());
+            fail(*st, e.code(),
+                 describe(st->gid, fresh.records.front().branch_id) +
+                     ": registering the branch failed: " + e.what());
         } catch (const std::exception& e) {
             fail(*st, errc::journal_failed,
-                 describe(st->gid, fresh.records.front().branch_id) + ": registering the branch failed: " + e.what());
+                 describe(st->gid, fresh.records.front().branch_id) +
+                     ": registering the branch failed: " + e.what());
         }
         if (!ok)
             fail(*st, errc::decision_conflict,
                  describe(st->gid, fresh.records.front().branch_id) +
-                     ": the journal no longer holds the transaction as trying (recovery cancelled it)");
+                     ": the journal no longer holds the transaction as trying (recovery cancelled "
+                     "it)");
         const bool first_write = !st->begun;
         st->begun = true;
         const std::size_t first = st->branches.size();
@@ -1841,7 +2013,8 @@ public:
             });
         }
         for (std::size_t i = 0; i < n; ++i) {
-            if (results[i].ok()) continue;
+            if (results[i].ok())
+                continue;
             const auto& b = st->branches[first + i].rec;
             fail(*st, results[i].ec,
                  describe(st->gid, b.branch_id, b.participant) + ": " + std::string(to_string(op)) +
@@ -1865,7 +2038,8 @@ public:
         } catch (const error&) {
             co_return result(*st, tx_status::cancelled); // nothing written, nothing sent
         }
-        if (steps.records.empty()) co_return result(*st, tx_status::confirmed);
+        if (steps.records.empty())
+            co_return result(*st, tx_status::confirmed);
         journal_write w{.gid = st->gid,
                         .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
                         .new_branches = {steps.records.data(), steps.records.size()},
@@ -1873,35 +2047,40 @@ public:
         st->lease_until = st->deadline;
         std::optional<std::string> begin_error;
         try {
-            if (!co_await write(w, durability::sync)) begin_error = "the journal refused it";
+            if (!co_await write(w, durability::sync))
+                begin_error = "the journal refused it";
         } catch (const std::exception& e) {
             begin_error = e.what();
         }
-        if (begin_error) co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
+        if (begin_error)
+            co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
         st->begun = true;
         steps.move_into(*st);
-        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id, branch_op::action,
-                         "begin"}))
+        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
+                         branch_op::action, "begin"}))
             co_await halt();
 
         const std::size_t n = st->branches.size();
         std::size_t sent = 0;
         while (sent < n && !st->aborted) {
-            const call_result r = co_await first_phase_call(st, sent, branch_op::action, st->signal);
+            const call_result r =
+                co_await first_phase_call(st, sent, branch_op::action, st->signal);
             const auto& b = st->branches[sent++].rec;
             if (!r.ok())
-                st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) + ": action did not succeed: " +
-                                    r.message);
+                st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) +
+                                    ": action did not succeed: " + r.message);
         }
         if (!st->aborted) {
             // Lazy: if it is lost, recovery repeats the actions and ends the saga the same way.
             try {
                 const journal_write end{.gid = st->gid,
-                                        .status = status_change{tx_status::trying, tx_status::confirmed}};
+                                        .status =
+                                            status_change{tx_status::trying, tx_status::confirmed}};
                 co_await write(end, durability::lazy);
             } catch (const std::exception&) {
             }
-            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"})) co_await halt();
+            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"}))
+                co_await halt();
             st->status = tx_status::confirmed;
             co_return result(*st, tx_status::confirmed);
         }
@@ -1940,21 +2119,27 @@ public:
                                       .lease = decision_lease(*st)};
                 ok = co_await write(w, durability::sync);
             } catch (const std::exception& e) {
-                st->abort(errc::journal_failed,
-                          describe(st->gid) + ": writing the decision failed (" + e.what() +
-                              "); it may or may not be durable, recovery will finish the transaction");
+                st->abort(
+                    errc::journal_failed,
+                    describe(st->gid) + ": writing the decision failed (" + e.what() +
+                        "); it may or may not be durable, recovery will finish the transaction");
                 co_return result(*st, tx_status::trying);
             }
-            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm,
+            if (should_halt({fault_site::journal_write,
+                             st->gid,
+                             {},
+                             branch_op::confirm,
                              st->kind == tx_kind::tcc ? "decide" : "end"}))
                 co_await halt();
             if (!ok) {
                 st->abort(errc::decision_conflict,
-                          describe(st->gid) + ": recovery cancelled the transaction before its decision");
+                          describe(st->gid) +
+                              ": recovery cancelled the transaction before its decision");
                 co_return result(*st, tx_status::cancelling);
             }
             st->status = decided;
-            if (st->kind == tx_kind::saga) co_return result(*st, tx_status::confirmed);
+            if (st->kind == tx_kind::saga)
+                co_return result(*st, tx_status::confirmed);
             co_return co_await settle(st, branch_op::confirm, opts_.phase_two, st->signal);
         }
 
@@ -1970,7 +2155,8 @@ public:
         }
         if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::cancel, "decide"}))
             co_await halt();
-        if (!ok) co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
+        if (!ok)
+            co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
         st->status = tx_status::cancelling;
         const branch_op undo = st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate;
         co_return co_await settle(st, undo, opts_.phase_two, st->signal);
@@ -1987,21 +2173,27 @@ public:
             // Ask for more than a batch by what this pass left unfinished: with a short lease those
             // come back, and must not crowd out transactions not yet seen.
             const std::size_t limit = opts_.recovery_batch + rep.unfinished;
-            std::vector<transaction_record> batch = co_await claim(
-                {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.lease,
-                 .limit = limit, .take_over = ro.take_over});
-            if (!batch.empty() && should_halt({fault_site::journal_write, batch.front().gid, {},
-                                               branch_op::cancel, "claim"}))
+            std::vector<transaction_record> batch = co_await claim({.now = wall_clock::now(),
+                                                                    .owner = opts_.owner,
+                                                                    .lease = opts_.lease,
+                                                                    .limit = limit,
+                                                                    .take_over = ro.take_over});
+            if (!batch.empty() &&
+                should_halt(
+                    {fault_site::journal_write, batch.front().gid, {}, branch_op::cancel, "claim"}))
                 co_await halt();
             std::vector<transaction_record> fresh;
             for (auto& rec : batch)
-                if (seen.insert(rec.gid).second) fresh.push_back(std::move(rec));
-            if (fresh.empty()) break;
+                if (seen.insert(rec.gid).second)
+                    fresh.push_back(std::move(rec));
+            if (fresh.empty())
+                break;
             rep.claimed += fresh.size();
             co_await when_all(sig, fresh.size(), [&](std::size_t i, asio::cancellation_signal& s) {
                 return recover_one(std::move(fresh[i]), &rep, s);
             });
-            if (batch.size() < limit) break;
+            if (batch.size() < limit)
+                break;
         }
         co_return rep;
     }
@@ -2028,13 +2220,16 @@ private:
             std::string id = format_branch_id(st.branches.size() + out.records.size() + 1);
             if (!p)
                 fail(st, errc::unknown_participant,
-                     describe(st.gid, id, s.participant) + ": no participant is registered as '" + s.participant +
-                         "'");
+                     describe(st.gid, id, s.participant) + ": no participant is registered as '" +
+                         s.participant + "'");
             if (p->kind() && *p->kind() != st.kind)
                 fail(st, errc::wrong_participant_kind,
-                     describe(st.gid, id, s.participant) + ": a " + std::string(to_string(*p->kind())) +
-                         " participant cannot take part in a " + std::string(to_string(st.kind)) + " transaction");
-            out.records.push_back(branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
+                     describe(st.gid, id, s.participant) + ": a " +
+                         std::string(to_string(*p->kind())) +
+                         " participant cannot take part in a " + std::string(to_string(st.kind)) +
+                         " transaction");
+            out.records.push_back(
+                branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
             out.targets.push_back(p);
         }
     }
@@ -2044,11 +2239,14 @@ private:
     asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why) {
         st->abort(make_error_code(errc::journal_failed),
                   describe(st->gid) + ": registering the steps failed: " + why);
-        const journal_write w{.gid = st->gid, .status = status_change{tx_status::trying, tx_status::cancelled}};
+        const journal_write w{.gid = st->gid,
+                              .status = status_change{tx_status::trying, tx_status::cancelled}};
         try {
-            if (co_await write(w, durability::sync)) co_return result(*st, tx_status::cancelled);
+            if (co_await write(w, durability::sync))
+                co_return result(*st, tx_status::cancelled);
         } catch (const error& e) {
-            if (e.code() == errc::unknown_transaction) co_return result(*st, tx_status::cancelled); // never begun
+            if (e.code() == errc::unknown_transaction)
+                co_return result(*st, tx_status::cancelled); // never begun
         } catch (const std::exception&) {
         }
         st->message += "; it may still be in the journal, and recovery would then finish it";
@@ -2057,8 +2255,10 @@ private:
 
     /// Cancels a planned saga that is trying (an action did not succeed): records the decision,
     /// with the steps that need no compensation, then compensates the others newest first.
-    asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st, std::vector<std::string> unsent,
-                                              const retry_policy& policy, asio::cancellation_signal& sig) {
+    asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st,
+                                              std::vector<std::string> unsent,
+                                              const retry_policy& policy,
+                                              asio::cancellation_signal& sig) {
         bool ok = false;
         try {
             const journal_write w{.gid = st->gid,
@@ -2071,9 +2271,11 @@ private:
                            "), recovery will finish the saga";
             co_return result(*st, tx_status::trying);
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::compensate, "decide"})) co_await halt();
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::compensate, "decide"}))
+            co_await halt();
         if (!ok) {
-            // Another coordinator took it over (its deadline had passed) and has ended or is ending it.
+            // Another coordinator took it over (its deadline had passed) and has ended or is ending
+            // it.
             st->message += "; another coordinator is finishing the saga";
             co_return result(*st, tx_status::trying);
         }
@@ -2082,20 +2284,25 @@ private:
     }
 
     /// Recovery of a planned saga still trying: its actions again, in order.
-    asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st, asio::cancellation_signal& sig) {
+    asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st,
+                                           asio::cancellation_signal& sig) {
         const std::size_t n = st->branches.size();
         for (std::size_t i = 0; i < n; ++i) {
-            const branch_end e = co_await drive_branch(st, i, branch_op::action, opts_.recovery_retry, sig, true);
-            if (e == branch_end::done) continue;
+            const branch_end e =
+                co_await drive_branch(st, i, branch_op::action, opts_.recovery_retry, sig, true);
+            if (e == branch_end::done)
+                continue;
             if (e == branch_end::gave_up) {
                 tx_result r = result(*st, tx_status::trying);
                 r.reason = make_error_code(errc::attempts_exhausted);
-                r.message = describe(st->gid) + ": an action did not answer within the attempt limit";
+                r.message =
+                    describe(st->gid) + ": an action did not answer within the attempt limit";
                 co_return r;
             }
             const auto& b = st->branches[i].rec;
             st->abort(make_error_code(errc::branch_failed),
-                      describe(st->gid, b.branch_id, b.participant) + ": action answered failure in recovery");
+                      describe(st->gid, b.branch_id, b.participant) +
+                          ": action answered failure in recovery");
             std::vector<std::string> unsent;
             for (std::size_t k = i + 1; k < n; ++k) {
                 st->branches[k].rec.done = true;
@@ -2105,12 +2312,15 @@ private:
         }
         bool ok = false;
         try {
-            const journal_write w{.gid = st->gid, .status = status_change{tx_status::trying, tx_status::confirmed}};
+            const journal_write w{.gid = st->gid,
+                                  .status = status_change{tx_status::trying, tx_status::confirmed}};
             ok = co_await write(w, durability::sync);
         } catch (const std::exception&) {
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"})) co_await halt();
-        if (!ok) co_return result(*st, tx_status::trying);
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"}))
+            co_await halt();
+        if (!ok)
+            co_return result(*st, tx_status::trying);
         st->status = tx_status::confirmed;
         co_return result(*st, tx_status::confirmed);
     }
@@ -2126,8 +2336,10 @@ private:
     /// True if the coordinator must stop at `p`. Once it has stopped, every coroutine of this
     /// engine stops at its next fault point or call, as they would all die with the process.
     bool should_halt(const fault_point& p) {
-        if (halted_) return true;
-        if (!opts_.on_fault || !opts_.on_fault(p)) return false;
+        if (halted_)
+            return true;
+        if (!opts_.on_fault || !opts_.on_fault(p))
+            return false;
         halted_ = true;
         return true;
     }
@@ -2150,7 +2362,8 @@ private:
     static asio::awaitable<void> halt() {
         asio::steady_timer forever(co_await asio::this_coro::executor,
                                    std::chrono::steady_clock::time_point::max());
-        for (;;) co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+        for (;;)
+            co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
     }
 
     static asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
@@ -2170,7 +2383,8 @@ private:
 
     static call_result from_outcome(const outcome& o) {
         switch (o.kind()) {
-        case outcome_kind::success: return call_result{call_result::kind::success, {}, {}};
+        case outcome_kind::success:
+            return call_result{call_result::kind::success, {}, {}};
         case outcome_kind::failure:
             return call_result{call_result::kind::failure, make_error_code(errc::branch_failed),
                                o.message().empty() ? "answered failure" : o.message()};
@@ -2192,14 +2406,17 @@ private:
     }
 
     static call_result timed_out(std::chrono::nanoseconds timeout) {
-        return unknown(errc::branch_timed_out,
-                       "no answer within " +
-                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
-                           " ms");
+        return unknown(
+            errc::branch_timed_out,
+            "no answer within " +
+                std::to_string(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+                " ms");
     }
 
     static branch_request request_for(const tx_state& st, const live_branch& b, branch_op op) {
-        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json(), st.trace.traceparent()};
+        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json(),
+                              st.trace.traceparent()};
     }
 
     /// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a
@@ -2208,12 +2425,15 @@ private:
     /// participant awaits. A participant that ignores cancellation delays the transaction until it
     /// returns, and its late answer counts as a timeout.
     asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                      std::chrono::nanoseconds timeout, asio::cancellation_signal& sig) {
-        if (halted_) co_await halt();
+                                      std::chrono::nanoseconds timeout,
+                                      asio::cancellation_signal& sig) {
+        if (halted_)
+            co_await halt();
         const live_branch& b = st->branches[idx];
         call_result r;
         if (!b.target) {
-            r = unknown(errc::unknown_participant, "no participant is registered as '" + b.rec.participant + "'");
+            r = unknown(errc::unknown_participant,
+                        "no participant is registered as '" + b.rec.participant + "'");
         } else {
             watch_entry entry;
             if (timeout > std::chrono::nanoseconds::zero())
@@ -2234,7 +2454,8 @@ private:
                 r = from_exception(thrown);
             }
         }
-        if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, "call"})) co_await halt();
+        if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, "call"}))
+            co_await halt();
         co_return r;
     }
 
@@ -2252,14 +2473,16 @@ private:
     /// the durable journals a page per decision.
     std::optional<lease_change> decision_lease(tx_state& st) const {
         const auto left = st.lease_until - wall_clock::now();
-        if (left <= opts_.lease && left >= opts_.lease - opts_.lease / 10) return std::nullopt;
+        if (left <= opts_.lease && left >= opts_.lease - opts_.lease / 10)
+            return std::nullopt;
         return lease_change{opts_.owner, next_lease(st)};
     }
 
     /// Before a phase-2 retry that waits `delay`: renews the lease if it would run out within half
     /// its length. False if another coordinator has taken the transaction over.
     asio::awaitable<bool> keep_lease(std::shared_ptr<tx_state> st, std::chrono::nanoseconds delay) {
-        if (wall_clock::now() + delay + opts_.lease / 2 < st->lease_until) co_return true;
+        if (wall_clock::now() + delay + opts_.lease / 2 < st->lease_until)
+            co_return true;
         const journal_write w{.gid = st->gid, .lease = lease_change{opts_.owner, next_lease(*st)}};
         bool ok = false;
         try {
@@ -2269,38 +2492,45 @@ private:
             // recovery (ours or another coordinator's) finishes it.
             co_return false;
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm, "lease"})) co_await halt();
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm, "lease"}))
+            co_await halt();
         co_return ok;
     }
 
-    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                                  asio::cancellation_signal& sig) {
+    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                  branch_op op, asio::cancellation_signal& sig) {
         const std::chrono::nanoseconds limit = opts_.call_timeout;
         for (unsigned asked = 1;; ++asked) {
             auto left = st->deadline - wall_clock::now();
             if (left <= wall_clock::duration::zero()) {
-                call_result late = unknown(errc::deadline_exceeded, "the transaction deadline passed");
+                call_result late =
+                    unknown(errc::deadline_exceeded, "the transaction deadline passed");
                 co_return late;
             }
             auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
-            if (limit > std::chrono::nanoseconds::zero()) timeout = std::min(timeout, limit);
+            if (limit > std::chrono::nanoseconds::zero())
+                timeout = std::min(timeout, limit);
             call_result r = co_await call(st, idx, op, timeout, sig);
-            if (r.k != call_result::kind::pending) co_return r;
+            if (r.k != call_result::kind::pending)
+                co_return r;
             if (!opts_.pending.may_retry(asked)) {
-                r = unknown(errc::branch_timed_out, "still pending after " + std::to_string(asked) + " asks: " + r.message);
+                r = unknown(errc::branch_timed_out,
+                            "still pending after " + std::to_string(asked) + " asks: " + r.message);
                 co_return r;
             }
             auto delay = opts_.pending.next_delay(asked);
             if (wall_clock::now() + delay >= st->deadline) {
-                r = unknown(errc::deadline_exceeded, "still pending at the transaction deadline: " + r.message);
+                r = unknown(errc::deadline_exceeded,
+                            "still pending at the transaction deadline: " + r.message);
                 co_return r;
             }
             co_await sleep_for(delay);
         }
     }
 
-    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                                call_result* out, asio::cancellation_signal& sig) {
+    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                branch_op op, call_result* out,
+                                                asio::cancellation_signal& sig) {
         *out = co_await first_phase_call(std::move(st), idx, op, sig);
     }
 
@@ -2308,20 +2538,24 @@ private:
 
     /// Sends `op` to one branch until it answers success, or until `policy` says stop (or, if
     /// `failure_stops`, until it answers failure).
-    asio::awaitable<branch_end> drive_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                             const retry_policy& policy, asio::cancellation_signal& sig,
-                                             bool failure_stops) {
+    asio::awaitable<branch_end> drive_branch(std::shared_ptr<tx_state> st, std::size_t idx,
+                                             branch_op op, const retry_policy& policy,
+                                             asio::cancellation_signal& sig, bool failure_stops) {
         auto& b = st->branches[idx];
         for (unsigned attempts = 1;; ++attempts) {
             call_result r = co_await call(st, idx, op, opts_.call_timeout, sig);
-            if (r.ok()) co_return branch_end::done;
-            if (failure_stops && r.k == call_result::kind::failure) co_return branch_end::failed;
+            if (r.ok())
+                co_return branch_end::done;
+            if (failure_stops && r.k == call_result::kind::failure)
+                co_return branch_end::failed;
             if (policy.on_alert && policy.alert_due(attempts))
-                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant, to_string(op),
-                                            attempts, r.message});
-            if (!policy.may_retry(attempts)) co_return branch_end::gave_up;
+                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant,
+                                            to_string(op), attempts, r.message});
+            if (!policy.may_retry(attempts))
+                co_return branch_end::gave_up;
             const auto delay = policy.next_delay(attempts);
-            if (!co_await keep_lease(st, delay)) co_return branch_end::gave_up; // taken over: stand down
+            if (!co_await keep_lease(st, delay))
+                co_return branch_end::gave_up; // taken over: stand down
             co_await sleep_for(delay);
         }
     }
@@ -2329,72 +2563,85 @@ private:
     /// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
     /// stop. Returns whether the branch is done.
     asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                        const retry_policy& policy, asio::cancellation_signal& sig) {
+                                        const retry_policy& policy,
+                                        asio::cancellation_signal& sig) {
         const branch_end e = co_await drive_branch(st, idx, op, policy, sig, false);
-        if (e != branch_end::done) co_return false;
+        if (e != branch_end::done)
+            co_return false;
         st->branches[idx].rec.done = true;
         co_return true;
     }
 
-    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                             const retry_policy* policy, asio::cancellation_signal& sig) {
+    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx,
+                                             branch_op op, const retry_policy* policy,
+                                             asio::cancellation_signal& sig) {
         co_await settle_branch(std::move(st), idx, op, *policy, sig);
     }
 
     /// Phase 2: sends `op` to every branch not yet done, then records the end. Sagas compensate
     /// strictly newest first; TCC branches are confirmed or cancelled concurrently if so set.
-    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op, const retry_policy& policy,
-                                      asio::cancellation_signal& sig) {
+    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op,
+                                      const retry_policy& policy, asio::cancellation_signal& sig) {
         const std::size_t n = st->branches.size();
         if (op == branch_op::compensate) {
             for (std::size_t i = n; i-- > 0;)
-                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig)) break;
+                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig))
+                    break;
         } else if (opts_.concurrent_phase_two) {
             boost::container::small_vector<std::size_t, 8> todo;
             for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done) todo.push_back(i);
+                if (!st->branches[i].rec.done)
+                    todo.push_back(i);
             co_await when_all(sig, todo.size(), [&](std::size_t k, asio::cancellation_signal& s) {
                 return settle_branch_void(st, todo[k], op, &policy, s);
             });
         } else {
             for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done) co_await settle_branch(st, i, op, policy, sig);
+                if (!st->branches[i].rec.done)
+                    co_await settle_branch(st, i, op, policy, sig);
         }
 
         const tx_status from = st->status;
-        const tx_status to = from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
+        const tx_status to =
+            from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
         const bool all_done = std::all_of(st->branches.begin(), st->branches.end(),
                                           [](const live_branch& b) { return b.rec.done; });
         if (all_done) {
             // Lazy: losing this write only means phase 2 is repeated, which participants tolerate.
             try {
-                co_await write({.gid = st->gid, .status = status_change{from, to}}, durability::lazy);
+                co_await write({.gid = st->gid, .status = status_change{from, to}},
+                               durability::lazy);
             } catch (const std::exception&) {
             }
-            if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"})) co_await halt();
+            if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"}))
+                co_await halt();
             st->status = to;
             co_return result(*st, to);
         }
 
         std::vector<std::string> done;
         for (const auto& b : st->branches)
-            if (b.rec.done) done.push_back(b.rec.branch_id);
+            if (b.rec.done)
+                done.push_back(b.rec.branch_id);
         try {
             co_await write({.gid = st->gid, .done_branches = done}, durability::lazy);
         } catch (const std::exception&) {
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"})) co_await halt();
+        if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"}))
+            co_await halt();
         // Keep the cancel reason if there is one; otherwise say why phase 2 is not finished.
         tx_result r = result(*st, from);
         if (!r.reason) {
             r.reason = make_error_code(errc::attempts_exhausted);
-            r.message = describe(st->gid) + ": " + std::string(to_string(op)) +
-                        " did not succeed everywhere within the attempt limit; recovery will finish it";
+            r.message =
+                describe(st->gid) + ": " + std::string(to_string(op)) +
+                " did not succeed everywhere within the attempt limit; recovery will finish it";
         }
         co_return r;
     }
 
-    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep, asio::cancellation_signal& sig) {
+    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep,
+                                      asio::cancellation_signal& sig) {
         auto st = std::make_shared<tx_state>();
         st->lease_until = wall_clock::now() + opts_.lease; // as claimed
         st->gid = std::move(rec.gid);
@@ -2441,9 +2688,12 @@ private:
 };
 
 } // namespace detail
-} // namespace dtx
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -2467,21 +2717,28 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 //
 // A body runs on a strand of its own, so its concurrent branch calls never race on its state.
 
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/version.hpp>
+
 #include <memory>
 #include <string>
 #include <vector>
 
-// #include <dtx/detail/engine.hpp>
-// #include <dtx/version.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 namespace detail {
 
 class transaction_handle {
 public:
     transaction_handle(std::shared_ptr<engine> eng, std::shared_ptr<tx_state> st)
-        : eng_(std::move(eng)), st_(std::move(st)) {}
+        : eng_(std::move(eng))
+        , st_(std::move(st)) {}
     transaction_handle(const transaction_handle&) = delete;
     transaction_handle& operator=(const transaction_handle&) = delete;
 
@@ -2535,10 +2792,17 @@ public:
     }
 
     /// Registers several steps in one journal write and runs their actions concurrently.
-    asio::awaitable<void> add_steps(std::vector<branch_spec> steps) { return add(std::move(steps)); }
+    asio::awaitable<void> add_steps(std::vector<branch_spec> steps) {
+        return add(std::move(steps));
+    }
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -2570,29 +2834,36 @@ public:
 // from any thread (they are moved onto that executor). To use more cores, run one coordinator per
 // io_context thread over the same journal and registry, which are thread-safe.
 
-#include <memory>
-#include <string>
-#include <utility>
-#include <vector>
+// #include <dtx/coordinator_options.hpp>
+// #include <dtx/transaction.hpp>
+// #include <dtx/tx_result.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
-// #include <dtx/coordinator_options.hpp>
-// #include <dtx/transaction.hpp>
-// #include <dtx/tx_result.hpp>
-// #include <dtx/version.hpp>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
 
 class coordinator {
 public:
     /// `ex` runs the transactions and the recovery task; see "Threads" above.
     coordinator(asio::any_io_executor ex, journal& j, participant_registry& participants,
                 coordinator_options options = {})
-        : eng_(std::make_shared<detail::engine>(std::move(ex), j, participants, std::move(options))) {}
+        : eng_(std::make_shared<detail::engine>(std::move(ex), j, participants,
+                                                std::move(options))) {}
 
     coordinator(const coordinator&) = delete;
     coordinator& operator=(const coordinator&) = delete;
@@ -2603,7 +2874,8 @@ public:
     /// every try succeeded, and cancelled otherwise (a failed try, an exception, the deadline).
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body, tx_options options) {
-        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)), std::move(body));
+        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)),
+                                    std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body) {
@@ -2614,7 +2886,8 @@ public:
     /// fails (or the body throws), every registered step is compensated, newest first.
     template <class Body>
     asio::awaitable<tx_result> saga(Body body, tx_options options) {
-        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)), std::move(body));
+        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)),
+                                     std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> saga(Body body) {
@@ -2646,8 +2919,9 @@ public:
     asio::awaitable<recovery_report> recover(recovery_options ro) {
         auto eng = eng_;
         auto signal = std::make_shared<asio::cancellation_signal>();
-        co_return co_await asio::co_spawn(eng->executor(), recover_pass(eng, ro, signal),
-                                          asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
+        co_return co_await asio::co_spawn(
+            eng->executor(), recover_pass(eng, ro, signal),
+            asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
     }
     asio::awaitable<recovery_report> recover() { return recover(recovery_options{}); }
 
@@ -2661,7 +2935,8 @@ public:
     /// Stops the background recovery after its current pass. Transactions in flight go on.
     void stop() {
         eng_->request_stop();
-        asio::post(eng_->executor(), [eng = eng_] { eng->stop_signal().emit(asio::cancellation_type::terminal); });
+        asio::post(eng_->executor(),
+                   [eng = eng_] { eng->stop_signal().emit(asio::cancellation_type::terminal); });
     }
 
     const coordinator_options& options() const noexcept { return eng_->options(); }
@@ -2674,13 +2949,14 @@ private:
         // the transaction awaits. `keep` holds the signal until that coroutine has completed.
         auto eng = eng_;
         auto keep = st;
-        co_return co_await asio::co_spawn(eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
-                                          asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+        co_return co_await asio::co_spawn(
+            eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
+            asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
     }
 
     template <class Handle, class Body>
-    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng, std::shared_ptr<detail::tx_state> st,
-                                            Body body) {
+    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng,
+                                            std::shared_ptr<detail::tx_state> st, Body body) {
         detail::engine::activity running(eng);
         Handle handle(eng, st);
         try {
@@ -2694,7 +2970,8 @@ private:
         } catch (...) {
             if (!st->aborted) {
                 st->abort(make_error_code(errc::body_threw),
-                          detail::describe(st->gid) + ": the transaction body threw a non-standard exception");
+                          detail::describe(st->gid) +
+                              ": the transaction body threw a non-standard exception");
                 st->exception = std::current_exception();
             }
         }
@@ -2705,13 +2982,15 @@ private:
                                                     std::shared_ptr<detail::tx_state> st,
                                                     std::vector<branch_spec> steps) {
         detail::engine::activity running(eng);
-        detail::branch_list list(std::make_move_iterator(steps.begin()), std::make_move_iterator(steps.end()));
+        detail::branch_list list(std::make_move_iterator(steps.begin()),
+                                 std::make_move_iterator(steps.end()));
         co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
     }
 
     // Holds the engine for the whole pass, so destroying the coordinator cannot pull it away.
-    static asio::awaitable<recovery_report> recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
-                                                         std::shared_ptr<asio::cancellation_signal> signal) {
+    static asio::awaitable<recovery_report>
+    recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
+                 std::shared_ptr<asio::cancellation_signal> signal) {
         detail::engine::activity running(eng);
         co_return co_await eng->recover(ro, *signal);
     }
@@ -2723,12 +3002,15 @@ private:
         while (!eng->stopping()) {
             try {
                 detail::engine::activity running(eng);
-                co_await asio::co_spawn(co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
-                                        asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
+                co_await asio::co_spawn(
+                    co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
+                    asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
             } catch (...) {
-                if (on_error) on_error(std::current_exception());
+                if (on_error)
+                    on_error(std::current_exception());
             }
-            if (eng->stopping()) break;
+            if (eng->stopping())
+                break;
             wait.expires_after(eng->options().recovery_interval);
             co_await wait.async_wait(asio::bind_cancellation_slot(
                 eng->stop_signal().slot(), asio::as_tuple(asio::use_awaitable)));
@@ -2738,7 +3020,12 @@ private:
     std::shared_ptr<detail::engine> eng_;
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -2792,6 +3079,12 @@ private:
 // (or pending) whatever its status. So error bodies never contain those words, and never echo
 // what the request sent (which could).
 
+// #include <dtx/outcome.hpp>
+// #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -2799,13 +3092,8 @@ private:
 #include <string_view>
 #include <variant>
 
-#include <nlohmann/json.hpp>
-
-// #include <dtx/outcome.hpp>
-// #include <dtx/transaction_status.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 /// Longest gid and branch id accepted (DTM's own limits are lower).
 inline constexpr std::size_t max_gid_size = 128;
@@ -2830,9 +3118,12 @@ struct problem {
 namespace detail {
 
 inline int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -2846,9 +3137,11 @@ inline std::optional<std::string> percent_decode(std::string_view in, bool plus_
         if (c == '+' && plus_is_space) {
             out += ' ';
         } else if (c == '%') {
-            if (i + 2 >= in.size()) return std::nullopt;
+            if (i + 2 >= in.size())
+                return std::nullopt;
             const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0) return std::nullopt;
+            if (hi < 0 || lo < 0)
+                return std::nullopt;
             out += static_cast<char>(hi * 16 + lo);
             i += 2;
         } else {
@@ -2861,8 +3154,8 @@ inline std::optional<std::string> percent_decode(std::string_view in, bool plus_
 inline void percent_encode_into(std::string& out, std::string_view in) {
     static constexpr char digits[] = "0123456789ABCDEF";
     for (unsigned char c : in) {
-        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                           c == '_' || c == '.' || c == '~';
+        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
         if (plain) {
             out += static_cast<char>(c);
         } else {
@@ -2875,13 +3168,17 @@ inline void percent_encode_into(std::string& out, std::string_view in) {
 
 /// Printable ASCII without spaces: what ids may hold.
 inline bool valid_id(std::string_view s, std::size_t max) noexcept {
-    if (s.empty() || s.size() > max) return false;
+    if (s.empty() || s.size() > max)
+        return false;
     for (unsigned char c : s)
-        if (c <= 0x20 || c >= 0x7f) return false;
+        if (c <= 0x20 || c >= 0x7f)
+            return false;
     return true;
 }
 
-inline problem bad(std::string code, std::string message) { return problem{400, std::move(code), std::move(message)}; }
+inline problem bad(std::string code, std::string message) {
+    return problem{400, std::move(code), std::move(message)};
+}
 
 } // namespace detail
 
@@ -2894,29 +3191,41 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
         const std::size_t amp = query.find('&');
         const std::string_view pair = query.substr(0, amp);
         query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty()) continue;
+        if (pair.empty())
+            continue;
         const std::size_t eq = pair.find('=');
         const std::string_view key = pair.substr(0, eq);
-        const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        const std::string_view raw =
+            eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
         for (std::size_t i = 0; i < names.size(); ++i) {
-            if (key != names[i]) continue;
-            if (values[i]) return detail::bad("duplicate_parameter", "query parameter '" + std::string(names[i]) + "' is given twice");
+            if (key != names[i])
+                continue;
+            if (values[i])
+                return detail::bad("duplicate_parameter", "query parameter '" +
+                                                              std::string(names[i]) +
+                                                              "' is given twice");
             auto decoded = detail::percent_decode(raw);
-            if (!decoded) return detail::bad("bad_encoding", "query parameter '" + std::string(names[i]) + "' is not valid percent-encoding");
+            if (!decoded)
+                return detail::bad("bad_encoding", "query parameter '" + std::string(names[i]) +
+                                                       "' is not valid percent-encoding");
             values[i] = std::move(*decoded);
         }
     }
     for (std::size_t i = 0; i < names.size(); ++i)
         if (!values[i] || values[i]->empty())
-            return detail::bad("missing_parameter", "query parameter '" + std::string(names[i]) + "' is missing");
+            return detail::bad("missing_parameter",
+                               "query parameter '" + std::string(names[i]) + "' is missing");
 
     branch_query q;
     q.gid = std::move(*values[0]);
     if (!detail::valid_id(q.gid, max_gid_size))
-        return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " + std::to_string(max_gid_size) +
+        return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " +
+                                              std::to_string(max_gid_size) +
                                               " printable characters without spaces");
     const auto kind = parse_tx_kind(*values[1]);
-    if (!kind) return detail::bad("invalid_trans_type", "query parameter 'trans_type' must be 'tcc' or 'saga'");
+    if (!kind)
+        return detail::bad("invalid_trans_type",
+                           "query parameter 'trans_type' must be 'tcc' or 'saga'");
     q.kind = *kind;
     q.branch_id = std::move(*values[2]);
     if (!detail::valid_id(q.branch_id, max_branch_id_size))
@@ -2925,17 +3234,20 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
                                                     " printable characters without spaces");
     const auto op = parse_branch_op(*values[3]);
     if (!op)
-        return detail::bad("invalid_op",
-                           "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
+        return detail::bad(
+            "invalid_op",
+            "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
     if (kind_of(*op) != q.kind)
-        return detail::bad("op_mismatch", "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
-                                          "confirm, cancel; saga: action, compensate)");
+        return detail::bad("op_mismatch",
+                           "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
+                           "confirm, cancel; saga: action, compensate)");
     q.op = *op;
     return q;
 }
 
 /// The query string of a branch call (without the '?').
-inline std::string branch_query_string(std::string_view gid, std::string_view branch_id, branch_op op) {
+inline std::string branch_query_string(std::string_view gid, std::string_view branch_id,
+                                       branch_op op) {
     std::string q;
     q.reserve(64 + gid.size() + branch_id.size());
     q += "gid=";
@@ -2954,11 +3266,21 @@ inline std::string json_quote(std::string_view s) {
     std::string out = "\"";
     for (unsigned char c : s) {
         switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
+        case '"':
+            out += "\\\"";
+            break;
+        case '\\':
+            out += "\\\\";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        case '\r':
+            out += "\\r";
+            break;
+        case '\t':
+            out += "\\t";
+            break;
         default:
             if (c < 0x20) {
                 static constexpr char digits[] = "0123456789abcdef";
@@ -2984,10 +3306,12 @@ struct answer {
 /// participant's own text, so a FAILURE inside it changes nothing (the answer is a failure).
 inline answer answer_for(const outcome& o) {
     switch (o.kind()) {
-    case outcome_kind::success: return {200, R"({"dtm_result":"SUCCESS"})"};
+    case outcome_kind::success:
+        return {200, R"({"dtm_result":"SUCCESS"})"};
     case outcome_kind::failure:
         return {409, R"({"dtm_result":"FAILURE","message":)" + json_quote(o.message()) + "}"};
-    case outcome_kind::pending: return {425, R"({"dtm_result":"ONGOING"})"};
+    case outcome_kind::pending:
+        return {425, R"({"dtm_result":"ONGOING"})"};
     }
     return {500, R"({"error":"internal","message":"invalid outcome"})"};
 }
@@ -3001,23 +3325,28 @@ inline std::string error_body(std::string_view code, std::string_view message) {
 /// decides first (409 failure, 425 pending); otherwise, as DTM's clients do, a body containing
 /// FAILURE or ONGOING is a failure or pending answer; otherwise 2xx is success.
 inline std::optional<outcome> outcome_of(unsigned status, std::string_view body) {
-    const bool failed = status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
+    const bool failed =
+        status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
     if (failed) {
         std::string message = "participant answered FAILURE";
         // Keep the participant's own message if the body carries one.
         const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
         if (json.is_object()) {
             auto it = json.find("message");
-            if (it != json.end() && it->is_string()) message = it->get<std::string>();
+            if (it != json.end() && it->is_string())
+                message = it->get<std::string>();
         }
         return failure(std::move(message));
     }
-    if (status == 425 || body.find("ONGOING") != std::string_view::npos) return pending("participant answered ONGOING");
-    if (status >= 200 && status < 300) return success();
+    if (status == 425 || body.find("ONGOING") != std::string_view::npos)
+        return pending("participant answered ONGOING");
+    if (status >= 200 && status < 300)
+        return success();
     return std::nullopt;
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
 #endif
 
@@ -3026,6 +3355,11 @@ inline std::optional<outcome> outcome_of(unsigned status, std::string_view body)
 #define DTX_HTTP_SERVER_OPTIONS_HPP
 
 // Settings of an HTTP participant server, and what it tells its log hook about each request.
+
+// #include <dtx/transaction_status.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -3036,18 +3370,12 @@ inline std::optional<outcome> outcome_of(unsigned status, std::string_view body)
 #include <string>
 #include <string_view>
 
-#include <boost/asio/awaitable.hpp>
-
-// #include <dtx/transaction_status.hpp>
-// #include <dtx/version.hpp>
-
 namespace boost::asio::ssl {
 class context;
 } // namespace boost::asio::ssl
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
-
-using namespace std::chrono_literals;
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 struct server_state;
@@ -3113,13 +3441,13 @@ struct server_options {
     /// Longest time to receive one whole request, from its first byte (from the connection's
     /// accept for its first request), headers included; beyond: 408 and the connection is
     /// closed. Also bounds writing an answer.
-    std::chrono::milliseconds read_timeout = 10s;
+    std::chrono::milliseconds read_timeout = std::chrono::seconds{10};
     /// Longest wait for the next request on a kept-alive connection; beyond: the connection is
     /// closed without an answer.
-    std::chrono::milliseconds idle_timeout = 60s;
+    std::chrono::milliseconds idle_timeout = std::chrono::seconds{60};
     /// With TLS: longest time for the handshake, from the connection's accept; beyond, the
     /// connection is closed (it counts against max_connections until then).
-    std::chrono::milliseconds handshake_timeout = 5s;
+    std::chrono::milliseconds handshake_timeout = std::chrono::seconds{5};
     /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
     /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
     /// Empty: no limit (the coordinator's own call timeout still applies on its side).
@@ -3127,7 +3455,7 @@ struct server_options {
     /// Connections served at once. Beyond, a new connection is answered 503 and closed.
     std::size_t max_connections = 1024;
     /// Default time `async_stop()` lets requests in flight finish.
-    std::chrono::milliseconds shutdown_grace = 5s;
+    std::chrono::milliseconds shutdown_grace = std::chrono::seconds{5};
 
     /// If set, every request except the health endpoint must carry `Authorization: Bearer
     /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
@@ -3141,7 +3469,8 @@ struct server_options {
     std::function<void(const log_record&)> on_request{};
 };
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
 #endif
 
@@ -3156,10 +3485,12 @@ struct server_options {
 // Every refusal is a JSON error body from protocol.hpp's error_body: a stable code and a message
 // that names the problem without repeating what the request sent.
 
-#include <optional>
-#include <string>
-#include <string_view>
-#include <variant>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/http/protocol.hpp>
+// #include <dtx/http/server_options.hpp>
+// #include <dtx/participant_registry.hpp>
+// #include <dtx/trace_context.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/field.hpp>
@@ -3169,14 +3500,19 @@ struct server_options {
 
 #include <nlohmann/json.hpp>
 
-// #include <dtx/detail/config.hpp>
-// #include <dtx/http/protocol.hpp>
-// #include <dtx/http/server_options.hpp>
-// #include <dtx/participant_registry.hpp>
-// #include <dtx/trace_context.hpp>
-// #include <dtx/version.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
 
 namespace beast = boost::beast;
 
@@ -3196,7 +3532,8 @@ struct request_notes {
 /// An answer with a JSON body. `version` is the request's (10 or 11).
 inline beast_response json_response(unsigned status, std::string body, unsigned version) {
     beast_response res{static_cast<beast::http::status>(status), version == 10 ? 10u : 11u};
-    if (status == 425) res.reason("Too Early"); // RFC 8470; Beast has no name for it
+    if (status == 425)
+        res.reason("Too Early"); // RFC 8470; Beast has no name for it
     res.set(beast::http::field::content_type, "application/json");
     res.body() = std::move(body);
     res.prepare_payload();
@@ -3211,23 +3548,29 @@ inline beast_response error_response(const problem& p, unsigned version, request
 
 /// The answer for a request the server could not read, or empty if there is nobody to answer
 /// (the client went away, or the connection failed).
-inline std::optional<problem> read_problem(const boost::system::error_code& ec, const server_options& opts) {
+inline std::optional<problem> read_problem(const boost::system::error_code& ec,
+                                           const server_options& opts) {
     using he = beast::http::error;
     if (ec == he::header_limit)
         return problem{431, "header_too_large",
-                       "the request line and header fields exceed " + std::to_string(opts.header_limit) + " bytes"};
+                       "the request line and header fields exceed " +
+                           std::to_string(opts.header_limit) + " bytes"};
     if (ec == he::body_limit)
-        return problem{413, "body_too_large", "the body exceeds " + std::to_string(opts.body_limit) + " bytes"};
-    if (ec.category() == beast::http::make_error_code(he::bad_method).category() && ec != he::end_of_stream &&
-        ec != he::partial_message && ec != he::need_more && ec != he::buffer_overflow)
-        return problem{400, "malformed_request", "the request is not valid HTTP/1.1: " + ec.message()};
+        return problem{413, "body_too_large",
+                       "the body exceeds " + std::to_string(opts.body_limit) + " bytes"};
+    if (ec.category() == beast::http::make_error_code(he::bad_method).category() &&
+        ec != he::end_of_stream && ec != he::partial_message && ec != he::need_more &&
+        ec != he::buffer_overflow)
+        return problem{400, "malformed_request",
+                       "the request is not valid HTTP/1.1: " + ec.message()};
     return std::nullopt;
 }
 
 /// The answer when a request was not received within the read timeout.
 inline problem timeout_problem(const server_options& opts) {
     return {408, "request_timeout",
-            "the request was not received within " + std::to_string(opts.read_timeout.count()) + " ms"};
+            "the request was not received within " + std::to_string(opts.read_timeout.count()) +
+                " ms"};
 }
 
 /// True if `given` equals `expected`, in a time that depends only on their lengths.
@@ -3241,27 +3584,33 @@ inline bool same_secret(std::string_view given, std::string_view expected) noexc
 /// True if `authorization` is "Bearer <token>" (the scheme in any case) with the expected token.
 inline bool bearer_matches(std::string_view authorization, std::string_view token) noexcept {
     constexpr std::string_view scheme = "bearer";
-    if (authorization.size() <= scheme.size()) return false;
+    if (authorization.size() <= scheme.size())
+        return false;
     for (std::size_t i = 0; i < scheme.size(); ++i) {
         const char c = authorization[i];
-        if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != scheme[i]) return false;
+        if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != scheme[i])
+            return false;
     }
     std::string_view rest = authorization.substr(scheme.size());
-    if (rest.front() != ' ') return false;
-    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    if (rest.front() != ' ')
+        return false;
+    while (!rest.empty() && rest.front() == ' ')
+        rest.remove_prefix(1);
     return same_secret(rest, token);
 }
 
 /// The path and query of a request target (origin form, or absolute form as proxies send).
 inline std::pair<std::string_view, std::string_view> split_target(std::string_view target) {
     for (std::string_view scheme : {std::string_view{"http://"}, std::string_view{"https://"}}) {
-        if (target.substr(0, scheme.size()) != scheme) continue;
+        if (target.substr(0, scheme.size()) != scheme)
+            continue;
         const std::size_t slash = target.find_first_of("/?", scheme.size());
         target = slash == std::string_view::npos ? std::string_view{"/"} : target.substr(slash);
         break;
     }
     const std::size_t q = target.find('?');
-    if (q == std::string_view::npos) return {target, {}};
+    if (q == std::string_view::npos)
+        return {target, {}};
     return {target.substr(0, q), target.substr(q + 1)};
 }
 
@@ -3281,7 +3630,8 @@ inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcep
         } else if (c == '"') {
             in_string = true;
         } else if (c == '[' || c == '{') {
-            if (++depth > limit) return true;
+            if (++depth > limit)
+                return true;
         } else if ((c == ']' || c == '}') && depth > 0) {
             --depth;
         }
@@ -3295,17 +3645,21 @@ public:
         : participants_(participants)
         , opts_(opts)
         , base_(opts.base_path) {
-        while (!base_.empty() && base_.back() == '/') base_.pop_back();
+        while (!base_.empty() && base_.back() == '/')
+            base_.pop_back();
     }
 
     /// The answer to `req`. Never throws for anything a request holds; a participant's handler
     /// that throws is answered 500 (an unknown result: the coordinator asks again). `stopping`:
     /// the server is shutting down (the health endpoint says so).
-    asio::awaitable<beast_response> handle(const beast_request& req, request_notes& notes, bool stopping) const {
+    asio::awaitable<beast_response> handle(const beast_request& req, request_notes& notes,
+                                           bool stopping) const {
         auto routed = route(req, notes, stopping);
-        if (auto* early = std::get_if<beast_response>(&routed)) co_return std::move(*early);
+        if (auto* early = std::get_if<beast_response>(&routed))
+            co_return std::move(*early);
         const branch_call& c = std::get<branch_call>(routed);
-        const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload, c.traceparent};
+        const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload,
+                                c.traceparent};
         std::optional<answer> a;
         try {
             const outcome o = co_await c.target->call(br);
@@ -3316,7 +3670,8 @@ public:
             notes.exception = "an exception that is not a std::exception";
         }
         if (!a) {
-            const problem threw{500, "handler_error", "the participant's handler threw; the result is unknown"};
+            const problem threw{500, "handler_error",
+                                "the participant's handler threw; the result is unknown"};
             co_return error_response(threw, req.version(), notes);
         }
         co_return json_response(a->status, std::move(a->body), req.version());
@@ -3331,70 +3686,84 @@ private:
         std::string_view traceparent; // the request's, if it is a valid one
     };
 
-    std::variant<beast_response, branch_call> route(const beast_request& req, request_notes& notes, bool stopping) const {
+    std::variant<beast_response, branch_call> route(const beast_request& req, request_notes& notes,
+                                                    bool stopping) const {
         namespace bh = beast::http;
         const unsigned v = req.version();
         const auto [path, query] = split_target(req.target());
 
         if (!opts_.health_path.empty() && path == opts_.health_path) {
-            if (req.method() != bh::verb::get) return not_allowed("GET", "the health endpoint answers GET", v, notes);
-            if (stopping) return json_response(503, R"({"status":"stopping"})", v);
+            if (req.method() != bh::verb::get)
+                return not_allowed("GET", "the health endpoint answers GET", v, notes);
+            if (stopping)
+                return json_response(503, R"({"status":"stopping"})", v);
             return json_response(200, R"({"status":"ok"})", v);
         }
-        if (opts_.bearer_token && !bearer_matches(req[bh::field::authorization], *opts_.bearer_token)) {
-            beast_response res = error_response({401, "unauthorized", "a valid bearer token is required"}, v, notes);
+        if (opts_.bearer_token &&
+            !bearer_matches(req[bh::field::authorization], *opts_.bearer_token)) {
+            beast_response res =
+                error_response({401, "unauthorized", "a valid bearer token is required"}, v, notes);
             res.set(bh::field::www_authenticate, "Bearer");
             return res;
         }
-        const std::string_view rest =
-            path.size() > base_.size() && path.substr(0, base_.size()) == base_ && path[base_.size()] == '/'
-                ? path.substr(base_.size() + 1)
-                : std::string_view{};
+        const std::string_view rest = path.size() > base_.size() &&
+                                              path.substr(0, base_.size()) == base_ &&
+                                              path[base_.size()] == '/'
+                                          ? path.substr(base_.size() + 1)
+                                          : std::string_view{};
         if (rest.empty() || rest.find('/') != std::string_view::npos)
-            return error_response({404, "not_found", "no route for this path (branch calls go to " +
-                                                         base_ +
-                                                         "/<participant>)"},
-                                  v, notes);
+            return error_response(
+                {404, "not_found",
+                 "no route for this path (branch calls go to " + base_ + "/<participant>)"},
+                v, notes);
         std::optional<std::string> name = percent_decode(rest, false);
         if (!name)
-            return error_response(bad("bad_encoding", "the participant name in the path is not valid "
-                                                              "percent-encoding"),
+            return error_response(bad("bad_encoding",
+                                      "the participant name in the path is not valid "
+                                      "percent-encoding"),
                                   v, notes);
         participant* target = participants_.find_registered(*name);
         if (!target)
-            return error_response({404, "unknown_participant", "no participant is registered under this name"}, v,
-                                  notes);
+            return error_response(
+                {404, "unknown_participant", "no participant is registered under this name"}, v,
+                notes);
         notes.participant = std::move(*name);
-        if (req.method() != bh::verb::post) return not_allowed("POST", "branch calls use POST", v, notes);
+        if (req.method() != bh::verb::post)
+            return not_allowed("POST", "branch calls use POST", v, notes);
 
         auto parsed = parse_branch_query(query);
-        if (auto* p = std::get_if<problem>(&parsed)) return error_response(*p, v, notes);
+        if (auto* p = std::get_if<problem>(&parsed))
+            return error_response(*p, v, notes);
         branch_query& q = std::get<branch_query>(parsed);
         notes.query = q;
         if (const auto kind = target->kind(); kind && *kind != q.kind)
             return error_response(bad("wrong_participant_kind", "the participant takes part in " +
-                                                                            std::string(to_string(*kind)) +
-                                                                            " transactions, not " +
-                                                                            std::string(to_string(q.kind))),
+                                                                    std::string(to_string(*kind)) +
+                                                                    " transactions, not " +
+                                                                    std::string(to_string(q.kind))),
                                   v, notes);
         nlohmann::json payload; // an empty body is a null payload
         if (!req.body().empty()) {
             if (nested_deeper_than(req.body(), opts_.json_depth_limit))
-                return error_response(bad("json_too_deep", "the body nests arrays and objects deeper than " +
-                                                               std::to_string(opts_.json_depth_limit) + " levels"),
-                                      v, notes);
+                return error_response(
+                    bad("json_too_deep", "the body nests arrays and objects deeper than " +
+                                             std::to_string(opts_.json_depth_limit) + " levels"),
+                    v, notes);
             payload = nlohmann::json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
             if (payload.is_discarded())
                 return error_response(bad("invalid_json", "the body is not valid JSON"), v, notes);
         }
         // A malformed trace context is dropped, as the W3C rules say.
         std::string_view traceparent = req["traceparent"];
-        if (!trace_context::continuing(traceparent)) traceparent = {};
+        if (!trace_context::continuing(traceparent))
+            traceparent = {};
         return branch_call{target, std::move(q), std::move(payload), traceparent};
     }
 
-    static beast_response not_allowed(const char* allow, std::string message, unsigned version, request_notes& notes) {
-        beast_response res = error_response({405, "method_not_allowed", std::move(message)}, version, notes);
+    static beast_response not_allowed(const char* allow, std::string message, unsigned version,
+                                      request_notes& notes) {
+        beast_response res =
+            error_response({405, "method_not_allowed", std::move(message)}, version, notes);
         res.set(beast::http::field::allow, allow);
         return res;
     }
@@ -3404,7 +3773,13 @@ private:
     std::string base_;
 };
 
-} // namespace dtx::http::detail
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -3428,12 +3803,9 @@ private:
 //
 // Not thread-safe: everything runs on the server's executor (one thread, or a strand).
 
-#include <array>
-#include <chrono>
-#include <list>
-#include <memory>
-#include <optional>
-#include <string_view>
+// #include <dtx/detail/deadline_watch.hpp>
+// #include <dtx/http/detail/request_handler.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -3449,11 +3821,21 @@ private:
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
-// #include <dtx/detail/deadline_watch.hpp>
-// #include <dtx/http/detail/request_handler.hpp>
-// #include <dtx/version.hpp>
+#include <array>
+#include <chrono>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string_view>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
 
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
@@ -3461,7 +3843,7 @@ using request_parser = beast::http::request_parser<beast::http::string_body>;
 
 /// Longest time a closing connection reads what its client still sends, so that the client
 /// reads the answer before the close (closing with unread input would reset the connection).
-inline constexpr std::chrono::milliseconds linger_limit = 2s;
+inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
 
 struct server_connection {
     explicit server_connection(tcp::socket s)
@@ -3478,7 +3860,8 @@ struct server_connection {
 };
 
 struct server_state {
-    server_state(asio::any_io_executor ex, const participant_registry& participants, server_options o)
+    server_state(asio::any_io_executor ex, const participant_registry& participants,
+                 server_options o)
         : executor(ex)
         , opts(std::move(o))
         , handler(participants, opts)
@@ -3546,7 +3929,8 @@ private:
 
 inline void log_request(const server_state& st, const beast::http::request_header<>* head,
                         const request_notes& notes, unsigned status, steady::time_point started) {
-    if (!st.opts.on_request) return;
+    if (!st.opts.on_request)
+        return;
     log_record r;
     if (head) {
         r.method = head->method_string();
@@ -3578,29 +3962,34 @@ inline bool expects_continue(const beast::http::request_header<>& head) {
 /// Reads one request into `parser` within the phase's deadline; a timeout is
 /// asio::error::timed_out.
 template <class Stream>
-asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c, Stream& stream,
-                                                        beast::flat_buffer& buffer, request_parser& parser) {
+asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c,
+                                                        Stream& stream, beast::flat_buffer& buffer,
+                                                        request_parser& parser) {
     auto [ec, n] = co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
     if (!ec && !parser.is_done()) {
         if (expects_continue(parser.get())) {
             // Clients that ask wait for this before they send the body.
-            beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_, 11};
+            beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
+                                                                 11};
             auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
             ec = wec;
         }
-        if (!ec) std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
+        if (!ec)
+            std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
     }
-    if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
+    if (phase_expired(st, c) && ec)
+        ec = asio::error::timed_out;
     co_return ec;
 }
 
 /// Writes `res` within the read timeout.
 template <class Stream>
-asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c, Stream& stream,
-                                                        beast_response& res) {
+asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c,
+                                                        Stream& stream, beast_response& res) {
     watch_phase(st, c, st.opts.read_timeout, c.io);
     auto [ec, n] = co_await beast::http::async_write(stream, res, io_token(c));
-    if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
+    if (phase_expired(st, c) && ec)
+        ec = asio::error::timed_out;
     co_return ec;
 }
 
@@ -3609,28 +3998,33 @@ asio::awaitable<boost::system::error_code> write_answer(server_state& st, server
 inline asio::awaitable<void> linger_close(server_state& st, server_connection& c) {
     boost::system::error_code ignored;
     c.socket.shutdown(tcp::socket::shutdown_send, ignored);
-    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout), c.io);
+    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout),
+                c.io);
     std::array<char, 2048> sink;
     for (;;) {
         auto [ec, n] = co_await c.socket.async_read_some(asio::buffer(sink), io_token(c));
-        if (ec) break;
+        if (ec)
+            break;
     }
     st.watch.remove(c.deadline);
     c.socket.close(ignored);
 }
 
 /// Runs the participant's handler for `req`, within the handler timeout if there is one.
-inline asio::awaitable<beast_response> answer(server_state& st, server_connection& c, const beast_request& req, request_notes& notes) {
+inline asio::awaitable<beast_response> answer(server_state& st, server_connection& c,
+                                              const beast_request& req, request_notes& notes) {
     if (st.opts.handler_timeout)
         watch_phase(st, c, *st.opts.handler_timeout, c.signal);
     else
         st.watch.remove(c.deadline);
     beast_response res = co_await st.handler.handle(req, notes, st.stopping);
     if (phase_expired(st, c)) {
-        co_await asio::this_coro::reset_cancellation_state(); // the timeout's: the connection goes on
+        co_await asio::this_coro::reset_cancellation_state(); // the timeout's: the connection goes
+                                                              // on
         const problem late{503, "handler_timeout",
                            "the participant's handler did not finish within " +
-                               std::to_string(st.opts.handler_timeout->count()) + " ms; the result is unknown"};
+                               std::to_string(st.opts.handler_timeout->count()) +
+                               " ms; the result is unknown"};
         res = error_response(late, req.version(), notes);
     }
     co_return res;
@@ -3654,13 +4048,16 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
             if (buffer.size() == 0) {
                 watch_phase(st, c, o.idle_timeout, c.io);
                 c.idle = true;
-                // The first bytes of the next request go into the buffer: one read, as the parser's.
+                // The first bytes of the next request go into the buffer: one read, as the
+                // parser's.
                 auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), io_token(c));
                 buffer.commit(n);
                 c.idle = false;
                 const bool expired = phase_expired(st, c);
-                if (ec && ec != asio::error::operation_aborted) co_return loop_end::close;
-                if (ec || expired || st.stopping) co_return loop_end::done; // a timeout, or a stop
+                if (ec && ec != asio::error::operation_aborted)
+                    co_return loop_end::close;
+                if (ec || expired || st.stopping)
+                    co_return loop_end::done; // a timeout, or a stop
             }
             watch_phase(st, c, o.read_timeout, c.io);
         }
@@ -3671,10 +4068,13 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         const boost::system::error_code ec = co_await read_request(st, c, stream, buffer, parser);
         request_notes notes;
         if (ec) {
-            const std::optional<problem> p = ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
-            const beast::http::request_header<>* head = parser.is_header_done() ? &parser.get() : nullptr;
+            const std::optional<problem> p =
+                ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
+            const beast::http::request_header<>* head =
+                parser.is_header_done() ? &parser.get() : nullptr;
             if (!p) {
-                if (parser.got_some()) log_request(st, head, notes, 0, started); // gone mid-request
+                if (parser.got_some())
+                    log_request(st, head, notes, 0, started); // gone mid-request
                 co_return loop_end::close;
             }
             beast_response res = error_response(*p, head ? head->version() : 11, notes);
@@ -3690,17 +4090,21 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         res.keep_alive(keep);
         const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
         log_request(st, &req, notes, wec ? 0 : res.result_int(), started);
-        if (wec) co_return loop_end::close;
-        if (!keep) co_return loop_end::done;
+        if (wec)
+            co_return loop_end::close;
+        if (!keep)
+            co_return loop_end::done;
     }
 }
 
 /// Serves a plain HTTP connection.
-inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> serve(std::shared_ptr<server_state> st,
+                                   std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     watch_phase(*st, *c, st->opts.read_timeout, c->io); // the first request is due from the accept
     const loop_end how = co_await serve_requests(*st, *c, c->socket);
-    if (how == loop_end::linger) co_await linger_close(*st, *c);
+    if (how == loop_end::linger)
+        co_await linger_close(*st, *c);
 }
 
 /// Answers a connection over the limit with 503 on `stream`: true if the answer was sent.
@@ -3708,7 +4112,8 @@ template <class Stream>
 asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, Stream& stream) {
     const steady::time_point started = steady::now();
     request_notes notes;
-    const problem full{503, "overloaded", "the server is serving its maximum number of connections; try again later"};
+    const problem full{503, "overloaded",
+                       "the server is serving its maximum number of connections; try again later"};
     beast_response res = error_response(full, 11, notes);
     res.keep_alive(false);
     const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
@@ -3717,15 +4122,18 @@ asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, 
 }
 
 /// Answers a plain connection over the limit with 503 and closes it.
-inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st,
+                                    std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     const bool sent = co_await answer_overloaded(*st, *c, c->socket);
-    if (sent) co_await linger_close(*st, *c);
+    if (sent)
+        co_await linger_close(*st, *c);
 }
 
 inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket) {
     const bool over = st->served >= st->opts.max_connections;
-    if (over && st->refusing >= st->opts.max_connections) return; // not even a 503 for this one
+    if (over && st->refusing >= st->opts.max_connections)
+        return; // not even a 503 for this one
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     auto c = std::make_shared<server_connection>(std::move(socket));
@@ -3737,7 +4145,8 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
     auto token = asio::bind_cancellation_slot(c->signal.slot(), std::move(keep));
     if (c->tls)
-        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c), std::move(token));
+        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c),
+                       std::move(token));
     else if (over)
         asio::co_spawn(st->executor, refuse(st, c), std::move(token));
     else
@@ -3747,13 +4156,15 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
 inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
     for (;;) {
         auto [ec, socket] = co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-        if (st->stopping) co_return;
+        if (st->stopping)
+            co_return;
         if (ec) {
             // Out of descriptors or memory, or a connection reset before it was accepted: wait a
             // little rather than spin, then go on.
             asio::steady_timer pause(st->executor, std::chrono::milliseconds(20));
             co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (st->stopping) co_return;
+            if (st->stopping)
+                co_return;
             continue;
         }
         spawn_connection(st, std::move(socket));
@@ -3762,7 +4173,8 @@ inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
 
 /// Ends every connection at once: cancels what it awaits and closes its socket.
 inline void force_close(server_state& st) {
-    std::vector<std::shared_ptr<server_connection>> all(st.connections.begin(), st.connections.end());
+    std::vector<std::shared_ptr<server_connection>> all(st.connections.begin(),
+                                                        st.connections.end());
     boost::system::error_code ignored;
     for (auto& c : all) {
         c->signal.emit(asio::cancellation_type::terminal);
@@ -3771,7 +4183,13 @@ inline void force_close(server_state& st) {
     }
 }
 
-} // namespace dtx::http::detail
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -3783,7 +4201,8 @@ inline void force_close(server_state& st) {
 // processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
 //
 //   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
-//   srv.start();                  // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
+//   srv.start();                  // POST
+//   /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
 //   ...
 //   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
 //
@@ -3807,12 +4226,14 @@ inline void force_close(server_state& st) {
 // not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
 // its participants) must outlive the server's last request: until async_stop() has completed.
 //
-// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS: server_options::tls,
-// from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
+// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS:
+// server_options::tls, from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
 
-#include <chrono>
-#include <cstdint>
-#include <memory>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/http/detail/server_connection.hpp>
+// #include <dtx/http/server_options.hpp>
+// #include <dtx/participant_registry.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -3824,19 +4245,26 @@ inline void force_close(server_state& st) {
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-// #include <dtx/detail/config.hpp>
-// #include <dtx/http/detail/server_connection.hpp>
-// #include <dtx/http/server_options.hpp>
-// #include <dtx/participant_registry.hpp>
-// #include <dtx/version.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 class server {
 public:
     /// A server for the participants of `participants`, on `ex`. Nothing happens until start().
-    server(asio::any_io_executor ex, const participant_registry& participants, server_options options)
-        : st_(std::make_shared<detail::server_state>(std::move(ex), participants, std::move(options))) {}
+    server(asio::any_io_executor ex, const participant_registry& participants,
+           server_options options)
+        : st_(std::make_shared<detail::server_state>(std::move(ex), participants,
+                                                     std::move(options))) {}
     server(asio::any_io_executor ex, const participant_registry& participants)
         : server(std::move(ex), participants, server_options{}) {}
     server(asio::io_context& ioc, const participant_registry& participants, server_options options)
@@ -3850,7 +4278,8 @@ public:
     /// Closes every connection at once (prefer async_stop()). Handlers in flight are cancelled
     /// and finish on their own; the registry must outlive them.
     ~server() {
-        if (st_->stopping) return;
+        if (st_->stopping)
+            return;
         st_->stopping = true;
         boost::system::error_code ignored;
         st_->acceptor.close(ignored);
@@ -3897,7 +4326,8 @@ public:
         boost::system::error_code ignored;
         st->acceptor.close(ignored);
         for (const auto& c : st->connections) {
-            if (!c->idle) continue;
+            if (!c->idle)
+                continue;
             if (c->tls)
                 c->io.emit(asio::cancellation_type::terminal); // its coroutine says close_notify
             else
@@ -3907,7 +4337,8 @@ public:
             st->drained.expires_after(grace);
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }
-        if (!st->connections.empty()) detail::force_close(*st);
+        if (!st->connections.empty())
+            detail::force_close(*st);
         while (!st->connections.empty()) {
             st->drained.expires_at(std::chrono::steady_clock::time_point::max());
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -3925,7 +4356,13 @@ private:
     std::uint16_t port_ = 0;
 };
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -3941,15 +4378,16 @@ private:
 // journal, and a fragment is never sent. An https:// URL is called only by a client given TLS
 // settings (<dtx/http/tls.hpp>).
 
+// #include <dtx/version.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 struct url {
     /// A name, an IPv4 address, or an IPv6 address (without its brackets).
@@ -3965,7 +4403,9 @@ struct url {
     /// `host:port` (`[v6]:port`).
     std::string endpoint() const { return bracketed_host() + ":" + std::to_string(port); }
     /// The Host header: the endpoint without the default port.
-    std::string host_header() const { return port == default_port() ? bracketed_host() : endpoint(); }
+    std::string host_header() const {
+        return port == default_port() ? bracketed_host() : endpoint();
+    }
     /// `http://` or `https://`.
     std::string_view scheme() const noexcept { return tls ? "https://" : "http://"; }
     /// The URL as text, in a normal form (scheme and host as given, the port only if not the
@@ -3983,72 +4423,92 @@ private:
 namespace detail {
 
 inline bool starts_with_nocase(std::string_view s, std::string_view prefix) noexcept {
-    if (s.size() < prefix.size()) return false;
+    if (s.size() < prefix.size())
+        return false;
     for (std::size_t i = 0; i < prefix.size(); ++i) {
         char c = s[i];
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        if (c != prefix[i]) return false;
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<char>(c - 'A' + 'a');
+        if (c != prefix[i])
+            return false;
     }
     return true;
 }
 
 inline bool host_char(char c) noexcept {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-           c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_';
 }
 
 /// Parses `text` into `out`; returns why it is not a usable URL, or nullptr. The reasons never
 /// repeat the text (it may hold something secret).
 inline const char* parse_url_into(std::string_view text, url& out) {
     const bool tls = starts_with_nocase(text, "https://");
-    if (!tls && !starts_with_nocase(text, "http://")) return "not an http:// or https:// URL";
+    if (!tls && !starts_with_nocase(text, "http://"))
+        return "not an http:// or https:// URL";
     text.remove_prefix(tls ? 8 : 7);
     const std::size_t end = text.find_first_of("/?#");
     std::string_view authority = text.substr(0, end);
-    const std::string_view rest = end == std::string_view::npos ? std::string_view{} : text.substr(end);
-    if (authority.find('@') != std::string_view::npos) return "user info in a URL is not supported";
-    if (rest.find('#') != std::string_view::npos) return "a URL fragment is not supported";
+    const std::string_view rest =
+        end == std::string_view::npos ? std::string_view{} : text.substr(end);
+    if (authority.find('@') != std::string_view::npos)
+        return "user info in a URL is not supported";
+    if (rest.find('#') != std::string_view::npos)
+        return "a URL fragment is not supported";
     for (unsigned char c : rest)
-        if (c <= 0x20 || c >= 0x7f) return "the path holds a space or a character that is not printable ASCII";
+        if (c <= 0x20 || c >= 0x7f)
+            return "the path holds a space or a character that is not printable ASCII";
 
     std::string_view host, port;
     bool has_port = false;
     if (authority.starts_with('[')) {
         const std::size_t close = authority.find(']');
-        if (close == std::string_view::npos) return "an IPv6 host lacks its closing ']'";
+        if (close == std::string_view::npos)
+            return "an IPv6 host lacks its closing ']'";
         host = authority.substr(1, close - 1);
         const std::string_view after = authority.substr(close + 1);
-        if (!after.empty() && !after.starts_with(':')) return "unexpected characters after an IPv6 host";
+        if (!after.empty() && !after.starts_with(':'))
+            return "unexpected characters after an IPv6 host";
         has_port = !after.empty();
-        if (has_port) port = after.substr(1);
-        if (host.empty()) return "the host is empty";
+        if (has_port)
+            port = after.substr(1);
+        if (host.empty())
+            return "the host is empty";
         for (char c : host)
-            if (!(c == ':' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            if (!(c == ':' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                  (c >= 'A' && c <= 'F')))
                 return "an IPv6 host holds a character that is not a hex digit, ':' or '.'";
     } else {
         const std::size_t colon = authority.find(':');
         host = authority.substr(0, colon);
         has_port = colon != std::string_view::npos;
-        if (has_port) port = authority.substr(colon + 1);
-        if (host.empty()) return "the host is empty";
+        if (has_port)
+            port = authority.substr(colon + 1);
+        if (host.empty())
+            return "the host is empty";
         for (char c : host)
-            if (!host_char(c)) return "the host holds a character other than letters, digits, '-', '.' and '_'";
+            if (!host_char(c))
+                return "the host holds a character other than letters, digits, '-', '.' and '_'";
     }
     std::uint16_t port_number = tls ? 443 : 80;
     if (has_port) {
-        if (port.empty() || port.size() > 5) return "the port is not a number from 1 to 65535";
+        if (port.empty() || port.size() > 5)
+            return "the port is not a number from 1 to 65535";
         unsigned value = 0;
         for (char c : port) {
-            if (c < '0' || c > '9') return "the port is not a number from 1 to 65535";
+            if (c < '0' || c > '9')
+                return "the port is not a number from 1 to 65535";
             value = value * 10 + static_cast<unsigned>(c - '0');
         }
-        if (value == 0 || value > 65535) return "the port is not a number from 1 to 65535";
+        if (value == 0 || value > 65535)
+            return "the port is not a number from 1 to 65535";
         port_number = static_cast<std::uint16_t>(value);
     }
     out.host = std::string(host);
     out.port = port_number;
     out.tls = tls;
-    out.target = rest.empty() || rest.starts_with('?') ? "/" + std::string(rest) : std::string(rest);
+    out.target =
+        rest.empty() || rest.starts_with('?') ? "/" + std::string(rest) : std::string(rest);
     return nullptr;
 }
 
@@ -4057,7 +4517,8 @@ inline const char* parse_url_into(std::string_view text, url& out) {
 /// The URL `text` means, or empty if it is not a usable http:// or https:// URL.
 inline std::optional<url> parse_url(std::string_view text) {
     url u;
-    if (detail::parse_url_into(text, u)) return std::nullopt;
+    if (detail::parse_url_into(text, u))
+        return std::nullopt;
     return u;
 }
 
@@ -4065,11 +4526,13 @@ inline std::optional<url> parse_url(std::string_view text) {
 /// https:// URL.
 inline url make_url(std::string_view text) {
     url u;
-    if (const char* why = detail::parse_url_into(text, u)) throw std::invalid_argument(std::string("bad participant URL: ") + why);
+    if (const char* why = detail::parse_url_into(text, u))
+        throw std::invalid_argument(std::string("bad participant URL: ") + why);
     return u;
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
 #endif
 
@@ -4080,15 +4543,16 @@ inline url make_url(std::string_view text) {
 // The HTTP client that calls remote participants: POST requests over kept-alive connections.
 //
 //   dtx::http::client http(ioc.get_executor());
-//   dtx::http::response r = co_await http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
+//   dtx::http::response r = co_await
+//   http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
 //                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
 //
-// Connections are pooled per scheme and endpoint (host:port): a request takes the most recently used idle
-// connection, and gives it back when the answer allows keep-alive. A connection the server closed
-// while it was idle is noticed before it is used; if the server closes it as the request goes out
-// (before any byte of an answer arrives), the request is sent once more on a new connection.
-// Branch calls are idempotent by protocol, so that repeat is harmless; use this client only for
-// requests of which the same holds.
+// Connections are pooled per scheme and endpoint (host:port): a request takes the most recently
+// used idle connection, and gives it back when the answer allows keep-alive. A connection the
+// server closed while it was idle is noticed before it is used; if the server closes it as the
+// request goes out (before any byte of an answer arrives), the request is sent once more on a new
+// connection. Branch calls are idempotent by protocol, so that repeat is harmless; use this client
+// only for requests of which the same holds.
 //
 // Every request is bounded by `client_options::request_timeout`, and by Asio cancellation: a
 // terminal cancellation of the awaiting coroutine (the coordinator's call timeout sends one) ends
@@ -4101,18 +4565,6 @@ inline url make_url(std::string_view text) {
 // Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
 // its execution context.
-
-#include <cerrno>
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -4128,6 +4580,18 @@ inline url make_url(std::string_view text) {
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/socket.h> // recv, MSG_PEEK, MSG_DONTWAIT
 #endif
@@ -4138,9 +4602,14 @@ inline url make_url(std::string_view text) {
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/version.hpp>
 
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 
@@ -4160,7 +4629,8 @@ public:
     virtual ~tls_layer() = default;
     virtual asio::awaitable<handshake_result> handshake() = 0;
     virtual asio::awaitable<io_result> write(http_request& req) = 0;
-    virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) = 0;
+    virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer,
+                                            response_parser& parser) = 0;
 };
 
 } // namespace detail
@@ -4171,7 +4641,8 @@ class client_tls {
 public:
     virtual ~client_tls() = default;
     /// A TLS layer over `tcp` for a connection to `to`, ready for its handshake.
-    virtual std::unique_ptr<detail::tls_layer> wrap(boost::beast::tcp_stream& tcp, const url& to) const = 0;
+    virtual std::unique_ptr<detail::tls_layer> wrap(boost::beast::tcp_stream& tcp,
+                                                    const url& to) const = 0;
 };
 
 struct client_options {
@@ -4220,7 +4691,8 @@ namespace detail {
 
 /// One connection, pooled while it is idle.
 struct connection {
-    explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
+    explicit connection(const asio::any_io_executor& ex)
+        : stream(ex) {}
     beast::tcp_stream stream;
     std::unique_ptr<tls_layer> tls; // over `stream`, for https:// (declared after it: ends first)
     beast::flat_buffer buffer;
@@ -4233,11 +4705,11 @@ struct connection {
 /// operation may outlive the wait (the system's name resolver cannot be interrupted): its late
 /// result is dropped.
 template <class Result, class Start>
-asio::awaitable<std::pair<boost::system::error_code, Result>> detached_within(asio::any_io_executor ex,
-                                                                              std::chrono::milliseconds limit,
-                                                                              Start start) {
+asio::awaitable<std::pair<boost::system::error_code, Result>>
+detached_within(asio::any_io_executor ex, std::chrono::milliseconds limit, Start start) {
     struct shared_state {
-        explicit shared_state(asio::any_io_executor e) : wake(std::move(e)) {}
+        explicit shared_state(asio::any_io_executor e)
+            : wake(std::move(e)) {}
         asio::steady_timer wake;
         bool done = false;
         boost::system::error_code ec;
@@ -4261,8 +4733,8 @@ asio::awaitable<std::pair<boost::system::error_code, Result>> detached_within(as
 }
 
 /// A request that failed: where, and why.
-inline error request_error(const url& to, std::string_view stage, const boost::system::error_code& ec,
-                           std::chrono::milliseconds timeout) {
+inline error request_error(const url& to, std::string_view stage,
+                           const boost::system::error_code& ec, std::chrono::milliseconds timeout) {
     std::string why;
     if (ec == beast::error::timeout)
         why = "no answer within " + std::to_string(timeout.count()) + " ms";
@@ -4283,7 +4755,9 @@ inline bool closed_by_peer(const boost::system::error_code& ec) noexcept {
 /// The pools and settings a client and its remote participants share.
 class client_core {
 public:
-    client_core(asio::any_io_executor ex, client_options o) : ex_(std::move(ex)), opts_(std::move(o)) {}
+    client_core(asio::any_io_executor ex, client_options o)
+        : ex_(std::move(ex))
+        , opts_(std::move(o)) {}
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
     const client_options& options() const noexcept { return opts_; }
@@ -4291,12 +4765,14 @@ public:
 
     std::size_t idle_connections() const noexcept {
         std::size_t n = 0;
-        for (const auto& [key, idle] : pools_) n += idle.size();
+        for (const auto& [key, idle] : pools_)
+            n += idle.size();
         return n;
     }
     void close_idle() {
         for (auto& [key, idle] : pools_)
-            for (auto& c : idle) close(*c);
+            for (auto& c : idle)
+                close(*c);
         pools_.clear();
     }
 
@@ -4311,15 +4787,18 @@ public:
         req.set(beast::http::field::host, to.host_header());
         req.set(beast::http::field::user_agent, opts_.user_agent);
         req.set(beast::http::field::content_type, "application/json");
-        if (opts_.bearer_token) req.set(beast::http::field::authorization, "Bearer " + *opts_.bearer_token);
-        for (const header& h : headers) req.set(h.name, h.value);
+        if (opts_.bearer_token)
+            req.set(beast::http::field::authorization, "Bearer " + *opts_.bearer_token);
+        for (const header& h : headers)
+            req.set(h.name, h.value);
         req.body() = body;
         req.prepare_payload();
         return req;
     }
 
     /// Sends `req` to `to` and reads the answer; see the top of the file. Throws dtx::error.
-    static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to, http_request req) {
+    static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to,
+                                              http_request req) {
         const std::string key = std::string(to.scheme()) + to.endpoint();
         std::unique_ptr<connection> c = self->take(key);
         bool pooled = c != nullptr;
@@ -4340,7 +4819,8 @@ public:
                 auto [write_ec, written] = co_await c->tls->write(req);
                 ec = write_ec;
             } else {
-                auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
+                auto [write_ec, written] = co_await beast::http::async_write(
+                    c->stream, req, asio::as_tuple(asio::use_awaitable));
                 ec = write_ec;
             }
             if (!ec) {
@@ -4349,8 +4829,8 @@ public:
                     auto [read_ec, read] = co_await c->tls->read(c->buffer, parser);
                     ec = read_ec;
                 } else {
-                    auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
-                                                                            asio::as_tuple(asio::use_awaitable));
+                    auto [read_ec, read] = co_await beast::http::async_read(
+                        c->stream, c->buffer, parser, asio::as_tuple(asio::use_awaitable));
                     ec = read_ec;
                 }
             }
@@ -4397,7 +4877,8 @@ private:
 #else
         boost::system::error_code ec;
         s.non_blocking(true, ec);
-        if (ec) return false;
+        if (ec)
+            return false;
         s.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
         const bool open = ec == asio::error::would_block;
         s.non_blocking(false, ec);
@@ -4408,13 +4889,15 @@ private:
     /// The most recently used idle connection to `key` that is still good, or null.
     std::unique_ptr<connection> take(const std::string& key) {
         auto it = pools_.find(key);
-        if (it == pools_.end()) return nullptr;
+        if (it == pools_.end())
+            return nullptr;
         auto& idle = it->second;
         const auto now = std::chrono::steady_clock::now();
         while (!idle.empty()) {
             std::unique_ptr<connection> c = std::move(idle.back());
             idle.pop_back();
-            if (now - c->idle_since < opts_.idle_timeout && still_open(*c)) return c;
+            if (now - c->idle_since < opts_.idle_timeout && still_open(*c))
+                return c;
             close(*c);
         }
         return nullptr;
@@ -4429,9 +4912,12 @@ private:
         const auto now = std::chrono::steady_clock::now();
         // The oldest are in front: drop those that expired, and one more if the pool is full.
         std::size_t drop = 0;
-        while (drop < idle.size() && now - idle[drop]->idle_since >= opts_.idle_timeout) ++drop;
-        if (idle.size() - drop >= opts_.max_idle_per_endpoint) ++drop;
-        for (std::size_t i = 0; i < drop; ++i) close(*idle[i]);
+        while (drop < idle.size() && now - idle[drop]->idle_since >= opts_.idle_timeout)
+            ++drop;
+        if (idle.size() - drop >= opts_.max_idle_per_endpoint)
+            ++drop;
+        for (std::size_t i = 0; i < drop; ++i)
+            close(*idle[i]);
         idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(drop));
         c->idle_since = now;
         idle.push_back(std::move(c));
@@ -4439,16 +4925,18 @@ private:
 
     asio::awaitable<void> connect(connection& c, const url& to) {
         if (to.tls && !opts_.tls)
-            throw error(std::make_error_code(std::errc::protocol_not_supported),
-                        "POST " + to.text() +
-                            ": an https:// URL, but the client has no TLS settings (client_options::tls, "
-                            "made by make_client_tls of <dtx/http/tls.hpp>)");
+            throw error(
+                std::make_error_code(std::errc::protocol_not_supported),
+                "POST " + to.text() +
+                    ": an https:// URL, but the client has no TLS settings (client_options::tls, "
+                    "made by make_client_tls of <dtx/http/tls.hpp>)");
         boost::system::error_code ec;
         const asio::ip::address address = asio::ip::make_address(to.host, ec);
         if (!ec) {
             const tcp::endpoint target(address, to.port);
             c.stream.expires_after(opts_.connect_timeout);
-            auto [connect_ec] = co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
+            auto [connect_ec] =
+                co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         } else {
             tcp::resolver resolver(ex_);
@@ -4457,26 +4945,31 @@ private:
                 resolver.async_resolve(to.host, port, std::move(handler));
             };
             asio::any_io_executor ex = ex_;
-            auto [resolve_ec, found] =
-                co_await detached_within<tcp::resolver::results_type>(std::move(ex), opts_.request_timeout, std::move(start));
-            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.request_timeout);
+            auto [resolve_ec, found] = co_await detached_within<tcp::resolver::results_type>(
+                std::move(ex), opts_.request_timeout, std::move(start));
+            if (resolve_ec)
+                throw request_error(to, "resolving the host", resolve_ec, opts_.request_timeout);
             c.stream.expires_after(opts_.connect_timeout);
-            auto [connect_ec, at] = co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
+            auto [connect_ec, at] =
+                co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         }
         c.stream.expires_never();
-        if (ec) throw request_error(to, "connecting", ec, opts_.connect_timeout);
+        if (ec)
+            throw request_error(to, "connecting", ec, opts_.connect_timeout);
         c.stream.socket().set_option(tcp::no_delay(true), ec); // small requests: no Nagle delay
         if (to.tls) {
             c.tls = opts_.tls->wrap(c.stream, to);
             c.stream.expires_after(opts_.connect_timeout);
             auto [handshake_ec, why] = co_await c.tls->handshake();
             c.stream.expires_never();
-            if (handshake_ec == beast::error::timeout || handshake_ec == asio::error::operation_aborted)
+            if (handshake_ec == beast::error::timeout ||
+                handshake_ec == asio::error::operation_aborted)
                 throw request_error(to, "the TLS handshake", handshake_ec, opts_.connect_timeout);
             if (handshake_ec) // what() adds OpenSSL's message
-                throw error(std::error_code(handshake_ec), "POST " + to.text() + ": the TLS handshake with " + to.host +
-                                                               " failed" + (why.empty() ? "" : ": " + why));
+                throw error(std::error_code(handshake_ec),
+                            "POST " + to.text() + ": the TLS handshake with " + to.host +
+                                " failed" + (why.empty() ? "" : ": " + why));
         }
         ++stats_.connections;
     }
@@ -4495,7 +4988,8 @@ participant_registry::resolver url_resolver(client& c);
 
 class client {
 public:
-    explicit client(asio::any_io_executor ex) : client(std::move(ex), client_options{}) {}
+    explicit client(asio::any_io_executor ex)
+        : client(std::move(ex), client_options{}) {}
     client(asio::any_io_executor ex, client_options options)
         : core_(std::make_shared<detail::client_core>(std::move(ex), std::move(options))) {}
 
@@ -4517,7 +5011,8 @@ public:
     /// cancellation, an answer that is not HTTP or too large. The arguments are copied.
     asio::awaitable<response> post(const url& to, std::string_view query, std::string_view body,
                                    std::span<const header> headers) {
-        return detail::client_core::exchange(core_, to, core_->make_request(to, query, body, headers));
+        return detail::client_core::exchange(core_, to,
+                                             core_->make_request(to, query, body, headers));
     }
     asio::awaitable<response> post(const url& to, std::string_view query, std::string_view body) {
         return post(to, query, body, std::span<const header>{});
@@ -4529,9 +5024,13 @@ private:
     std::shared_ptr<detail::client_core> core_;
 };
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -4556,6 +5055,14 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 // answer, no answer, or a broken connection is an unknown result (an exception naming gid, branch,
 // URL and cause), which the coordinator retries or cancels as for any participant.
 
+// #include <dtx/detail/config.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/http/client.hpp>
+// #include <dtx/http/protocol.hpp>
+// #include <dtx/http/url.hpp>
+// #include <dtx/participant_registry.hpp>
+// #include <dtx/version.hpp>
+
 #include <array>
 #include <memory>
 #include <mutex>
@@ -4564,25 +5071,24 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 #include <string_view>
 #include <unordered_map>
 
-// #include <dtx/error.hpp>
-// #include <dtx/http/client.hpp>
-// #include <dtx/http/protocol.hpp>
-// #include <dtx/http/url.hpp>
-// #include <dtx/participant_registry.hpp>
-// #include <dtx/detail/config.hpp>
-// #include <dtx/version.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 
 /// At most `max` characters of an answer body, on one line, for an error text.
 inline std::string body_excerpt(std::string_view body, std::size_t max = 200) {
     std::string out;
-    for (unsigned char c : body.substr(0, max)) out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
-    if (body.size() > max) out += "...";
+    for (unsigned char c : body.substr(0, max))
+        out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
+    if (body.size() > max)
+        out += "...";
     return out;
 }
 
@@ -4591,7 +5097,8 @@ inline std::string body_excerpt(std::string_view body, std::size_t max = 200) {
 class remote_participant final : public participant {
 public:
     /// A participant at `address`, called through `c` (whose pools it shares; it keeps them alive).
-    remote_participant(client& c, url address) : remote_participant(c.core_, std::move(address)) {}
+    remote_participant(client& c, url address)
+        : remote_participant(c.core_, std::move(address)) {}
 
     /// Remote participants take part in both kinds of transaction; the server refuses an
     /// operation its participant does not have (an unknown result).
@@ -4613,7 +5120,8 @@ public:
         std::optional<outcome> o = outcome_of(answer.status, answer.body);
         if (!o)
             throw error(errc::branch_error, where(r) + "POST " + url_.text() + ": answered " +
-                                                std::to_string(answer.status) + " " + detail::body_excerpt(answer.body));
+                                                std::to_string(answer.status) + " " +
+                                                detail::body_excerpt(answer.body));
         co_return std::move(*o);
     }
 
@@ -4621,7 +5129,8 @@ private:
     friend participant_registry::resolver url_resolver(client& c);
 
     remote_participant(std::shared_ptr<detail::client_core> core, url address)
-        : core_(std::move(core)), url_(std::move(address)) {}
+        : core_(std::move(core))
+        , url_(std::move(address)) {}
 
     static std::string where(const branch_request& r) {
         return "gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + " " +
@@ -4634,7 +5143,9 @@ private:
 
 /// A resolver for `participant_registry::set_resolver`: a name that is an http:// or https:// URL
 /// becomes a remote participant called through `c` (made once per name, then kept); any other
-/// name is not found. Calls to an https:// URL need the client's TLS settings (client_options::tls). The resolver keeps `c`'s pools alive; the client's executor must be the coordinators'.
+/// name is not found. Calls to an https:// URL need the client's TLS settings
+/// (client_options::tls). The resolver keeps `c`'s pools alive; the client's executor must be the
+/// coordinators'.
 inline participant_registry::resolver url_resolver(client& c) {
     struct cache {
         std::shared_ptr<detail::client_core> core;
@@ -4646,9 +5157,11 @@ inline participant_registry::resolver url_resolver(client& c) {
     return [shared](std::string_view name) -> participant* {
         std::lock_guard lock(shared->mutex);
         const std::string key(name);
-        if (auto it = shared->by_name.find(key); it != shared->by_name.end()) return it->second.get();
+        if (auto it = shared->by_name.find(key); it != shared->by_name.end())
+            return it->second.get();
         std::optional<url> u = parse_url(name);
-        if (!u) return nullptr;
+        if (!u)
+            return nullptr;
         std::unique_ptr<remote_participant> p(new remote_participant(shared->core, std::move(*u)));
         participant* out = p.get();
         shared->by_name.emplace(key, std::move(p));
@@ -4656,9 +5169,13 @@ inline participant_registry::resolver url_resolver(client& c) {
     };
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -4694,7 +5211,8 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 //   asio::ssl::context tls(asio::ssl::context::tls_server);
 //   tls.use_certificate_chain_file("server.pem");
 //   tls.use_private_key_file("server.key", asio::ssl::context::pem);
-//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls = dtx::http::make_server_tls(tls)});
+//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls =
+//   dtx::http::make_server_tls(tls)});
 //
 // The handshake is bounded by server_options::handshake_timeout (a client that connects and never
 // shakes hands is dropped; until then it counts against max_connections). A plain HTTP request
@@ -4711,11 +5229,10 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 // A failed handshake is a dtx::error naming the URL, the host and OpenSSL's reason (for a branch
 // call: an unknown result, retried like any transport error).
 
-#include <algorithm>
-#include <memory>
-#include <stdexcept>
-#include <string>
-#include <utility>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/http/client.hpp>
+// #include <dtx/http/server.hpp>
+// #include <dtx/version.hpp>
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -4723,24 +5240,31 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
-// #include <dtx/http/client.hpp>
-// #include <dtx/http/server.hpp>
-// #include <dtx/detail/config.hpp>
-// #include <dtx/version.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 
 /// True if OpenSSL refused the handshake because the peer spoke plain HTTP.
 inline bool plain_http_request(const boost::system::error_code& ec) noexcept {
-    if (ec.category() != asio::error::get_ssl_category()) return false;
+    if (ec.category() != asio::error::get_ssl_category())
+        return false;
     const auto reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
     return reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST;
 }
@@ -4751,56 +5275,69 @@ using server_tls_stream = asio::ssl::stream<tcp::socket&>;
 
 /// The server's handshake on `stream` within handshake_timeout: true if it succeeded. A plain
 /// HTTP request is answered with a plain 400 that says to use https.
-inline asio::awaitable<bool> accept_handshake(server_state& st, server_connection& c, server_tls_stream& stream) {
+inline asio::awaitable<bool> accept_handshake(server_state& st, server_connection& c,
+                                              server_tls_stream& stream) {
     const steady::time_point started = steady::now();
     watch_phase(st, c, st.opts.handshake_timeout, c.io);
     c.idle = true; // a stop ends a connection that has not shaken hands yet
     auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, io_token(c));
     c.idle = false;
     const bool expired = phase_expired(st, c);
-    if (!ec && !expired && !st.stopping) co_return true;
+    if (!ec && !expired && !st.stopping)
+        co_return true;
     if (!expired && !st.stopping && plain_http_request(ec)) {
         request_notes notes;
-        const problem plain{400, "https_required", "this port serves HTTPS: the request was plain HTTP"};
+        const problem plain{400, "https_required",
+                            "this port serves HTTPS: the request was plain HTTP"};
         beast_response res = error_response(plain, 11, notes);
         res.keep_alive(false);
         const boost::system::error_code wec = co_await write_answer(st, c, c.socket, res);
         log_request(st, nullptr, notes, wec ? 0 : plain.status, started);
-        if (!wec) co_await linger_close(st, c);
+        if (!wec)
+            co_await linger_close(st, c);
     }
     co_return false;
 }
 
 /// Sends close_notify on `stream` without waiting for the client's (which a pooling client
 /// sends only when it next reads), within linger_limit.
-inline asio::awaitable<void> send_close_notify(server_state& st, server_connection& c, server_tls_stream& stream) {
+inline asio::awaitable<void> send_close_notify(server_state& st, server_connection& c,
+                                               server_tls_stream& stream) {
     SSL_set_shutdown(stream.native_handle(), SSL_RECEIVED_SHUTDOWN);
-    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout), c.io);
+    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout),
+                c.io);
     co_await stream.async_shutdown(io_token(c));
     st.watch.remove(c.deadline);
 }
 
 /// Serves a TLS connection: the handshake, then its requests as over plain HTTP.
-inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st,
+                                       std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     server_tls_stream stream(c->socket, *st->opts.tls->context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
-    if (!ready) co_return;
+    if (!ready)
+        co_return;
     watch_phase(*st, *c, st->opts.read_timeout, c->io);
     const loop_end how = co_await serve_requests(*st, *c, stream);
-    if (how == loop_end::close) co_return;
+    if (how == loop_end::close)
+        co_return;
     co_await send_close_notify(*st, *c, stream);
-    if (how == loop_end::linger) co_await linger_close(*st, *c);
+    if (how == loop_end::linger)
+        co_await linger_close(*st, *c);
 }
 
 /// Answers a TLS connection over the limit with 503 (after the handshake) and closes it.
-inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st,
+                                        std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     server_tls_stream stream(c->socket, *st->opts.tls->context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
-    if (!ready) co_return;
+    if (!ready)
+        co_return;
     const bool sent = co_await answer_overloaded(*st, *c, stream);
-    if (!sent) co_return;
+    if (!sent)
+        co_return;
     co_await send_close_notify(*st, *c, stream);
     co_await linger_close(*st, *c);
 }
@@ -4811,7 +5348,9 @@ inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st, std::s
 /// says "hostname mismatch" (or "IP address mismatch") instead of an unspecified failure.
 class host_check {
 public:
-    explicit host_check(std::string host) : check_(host), host_(std::move(host)) {}
+    explicit host_check(std::string host)
+        : check_(host)
+        , host_(std::move(host)) {}
 
     bool operator()(bool preverified, asio::ssl::verify_context& ctx) const {
         const bool ok = check_(preverified, ctx);
@@ -4819,7 +5358,8 @@ public:
         if (!ok && preverified && X509_STORE_CTX_get_error(store) == X509_V_OK) {
             boost::system::error_code not_address;
             (void)asio::ip::make_address(host_, not_address);
-            X509_STORE_CTX_set_error(store, not_address ? X509_V_ERR_HOSTNAME_MISMATCH : X509_V_ERR_IP_ADDRESS_MISMATCH);
+            X509_STORE_CTX_set_error(store, not_address ? X509_V_ERR_HOSTNAME_MISMATCH
+                                                        : X509_V_ERR_IP_ADDRESS_MISMATCH);
         }
         return ok;
     }
@@ -4838,24 +5378,29 @@ public:
         stream_.set_verify_callback(host_check(host));
         boost::system::error_code not_address;
         (void)asio::ip::make_address(host, not_address);
-        if (not_address) SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str()); // RFC 6066: names only
+        if (not_address)
+            SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str()); // RFC 6066: names only
     }
 
     asio::awaitable<handshake_result> handshake() override {
-        auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+        auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::client,
+                                                     asio::as_tuple(asio::use_awaitable));
         handshake_result out{ec, {}};
-        if (ec) out.second = reason(ec);
+        if (ec)
+            out.second = reason(ec);
         co_return out;
     }
 
     asio::awaitable<io_result> write(http_request& req) override {
-        auto [ec, n] = co_await beast::http::async_write(stream_, req, asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] =
+            co_await beast::http::async_write(stream_, req, asio::as_tuple(asio::use_awaitable));
         io_result out{ec, n};
         co_return out;
     }
 
     asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) override {
-        auto [ec, n] = co_await beast::http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] = co_await beast::http::async_read(stream_, buffer, parser,
+                                                        asio::as_tuple(asio::use_awaitable));
         io_result out{ec, n};
         co_return out;
     }
@@ -4865,12 +5410,14 @@ private:
     /// guess at a server that does not speak TLS. Empty if there is nothing to add.
     std::string reason(const boost::system::error_code& ec) {
         if (ec.category() != asio::error::get_ssl_category()) {
-            if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset)
+            if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+                ec == asio::error::connection_reset)
                 return "the server closed the connection (does it speak TLS on this port?)";
             return {};
         }
         const long verify = SSL_get_verify_result(stream_.native_handle());
-        if (verify != X509_V_OK) return X509_verify_cert_error_string(verify);
+        if (verify != X509_V_OK)
+            return X509_verify_cert_error_string(verify);
         if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_WRONG_VERSION_NUMBER)
             return "the server does not speak TLS on this port (plain HTTP?)";
         return {};
@@ -4881,7 +5428,8 @@ private:
 
 class openssl_client_tls final : public client_tls {
 public:
-    explicit openssl_client_tls(asio::ssl::context ctx) : ctx_(std::move(ctx)) {}
+    explicit openssl_client_tls(asio::ssl::context ctx)
+        : ctx_(std::move(ctx)) {}
 
     std::unique_ptr<tls_layer> wrap(beast::tcp_stream& tcp, const url& to) const override {
         return std::make_unique<client_tls_stream>(tcp, ctx_, to.host);
@@ -4897,7 +5445,8 @@ template <class F>
 void load_tls_setting(const std::string& what, F load) {
     boost::system::error_code ec;
     load(ec);
-    if (ec) throw std::invalid_argument("TLS settings: cannot load " + what + ": " + ec.message());
+    if (ec)
+        throw std::invalid_argument("TLS settings: cannot load " + what + ": " + ec.message());
 }
 
 } // namespace detail
@@ -4934,13 +5483,15 @@ inline std::shared_ptr<const client_tls> make_client_tls(const client_tls_option
         detail::load_tls_setting("the CA directory " + options.ca_path,
                                  [&](auto& ec) { ctx.add_verify_path(options.ca_path, ec); });
     if (options.system_ca || (options.ca_file.empty() && options.ca_path.empty()))
-        detail::load_tls_setting("the system's default CAs", [&](auto& ec) { ctx.set_default_verify_paths(ec); });
+        detail::load_tls_setting("the system's default CAs",
+                                 [&](auto& ec) { ctx.set_default_verify_paths(ec); });
     if (options.certificate_chain_file.empty() != options.private_key_file.empty())
-        throw std::invalid_argument("TLS settings: a client certificate needs both its chain and its private key");
+        throw std::invalid_argument(
+            "TLS settings: a client certificate needs both its chain and its private key");
     if (!options.certificate_chain_file.empty()) {
-        detail::load_tls_setting("the certificate chain " + options.certificate_chain_file, [&](auto& ec) {
-            ctx.use_certificate_chain_file(options.certificate_chain_file, ec);
-        });
+        detail::load_tls_setting(
+            "the certificate chain " + options.certificate_chain_file,
+            [&](auto& ec) { ctx.use_certificate_chain_file(options.certificate_chain_file, ec); });
         detail::load_tls_setting("the private key " + options.private_key_file, [&](auto& ec) {
             ctx.use_private_key_file(options.private_key_file, asio::ssl::context::pem, ec);
         });
@@ -4955,9 +5506,13 @@ inline std::shared_ptr<const client_tls> make_client_tls(asio::ssl::context cont
     return std::make_shared<detail::openssl_client_tls>(std::move(context));
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 #endif // defined(DTX_WITH_TLS)
@@ -4978,27 +5533,30 @@ DTX_DETAIL_COROUTINE_WARNINGS_ON
 //
 // A connection is used by one thread at a time.
 
+// #include <dtx/error.hpp>
+// #include <dtx/version.hpp>
+
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include <sqlite3.h>
 
-// #include <dtx/error.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::sqlite {
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
 /// The dtx error code for a SQLite result code.
 inline errc classify(int rc) noexcept {
     switch (rc & 0xff) {
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return errc::journal_corrupt;
-    default: return errc::journal_failed;
+    case SQLITE_NOTADB:
+        return errc::journal_corrupt;
+    default:
+        return errc::journal_failed;
     }
 }
 
@@ -5007,9 +5565,11 @@ class statement;
 class connection {
 public:
     /// Opens (creating if needed) the database at `path`.
-    explicit connection(const std::string& path) : path_(path) {
+    explicit connection(const std::string& path)
+        : path_(path) {
         int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
         if (rc != SQLITE_OK) {
             std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
             sqlite3_close(db_);
@@ -5027,7 +5587,8 @@ public:
 
     /// Throws dtx::error for a failed result code, naming the file and what was being done.
     void check(int rc, std::string_view what) const {
-        if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return;
+        if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW)
+            return;
         throw error(classify(rc), path_ + ": " + std::string(what) + ": " + sqlite3_errmsg(db_) +
                                       " (" + sqlite3_errstr(rc) + ")");
     }
@@ -5043,19 +5604,24 @@ public:
     /// Resets every statement of the connection. A statement left in the middle of its rows keeps
     /// a read transaction open, which stops checkpoints from ever restarting the WAL.
     void reset_statements() noexcept {
-        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st; st = sqlite3_next_stmt(db_, st)) sqlite3_reset(st);
+        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st;
+             st = sqlite3_next_stmt(db_, st))
+            sqlite3_reset(st);
     }
 
 private:
     std::string path_;
     sqlite3* db_ = nullptr;
-    std::unordered_map<std::string, std::unique_ptr<statement>> cache_; // declared after db_: finalized first
+    std::unordered_map<std::string, std::unique_ptr<statement>>
+        cache_; // declared after db_: finalized first
 };
 
 class statement {
 public:
-    statement(connection& c, const char* sql) : c_(&c) {
-        c.check(sqlite3_prepare_v3(c.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr), sql);
+    statement(connection& c, const char* sql)
+        : c_(&c) {
+        c.check(sqlite3_prepare_v3(c.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr),
+                sql);
     }
     statement(const statement&) = delete;
     statement& operator=(const statement&) = delete;
@@ -5074,8 +5640,10 @@ public:
     /// Steps once: true if a row is available.
     bool step() {
         int rc = sqlite3_step(st_);
-        if (rc == SQLITE_ROW) return true;
-        if (rc == SQLITE_DONE) return false;
+        if (rc == SQLITE_ROW)
+            return true;
+        if (rc == SQLITE_DONE)
+            return false;
         sqlite3_reset(st_);
         c_->check(rc, sqlite3_sql(st_));
         return false;
@@ -5091,7 +5659,8 @@ public:
     bool is_null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
     std::string_view text(int col) const {
         const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
-        return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col))) : std::string_view();
+        return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col)))
+                 : std::string_view();
     }
 
 private:
@@ -5099,7 +5668,8 @@ private:
     void bind_one(int i, int v) { bind_one(i, static_cast<std::int64_t>(v)); }
     void bind_one(int i, bool v) { bind_one(i, static_cast<std::int64_t>(v)); }
     void bind_one(int i, std::string_view v) {
-        c_->check(sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT), "bind");
+        c_->check(sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT),
+                  "bind");
     }
     void bind_one(int i, const std::string& v) { bind_one(i, std::string_view(v)); }
     void bind_one(int i, const char* v) { bind_one(i, std::string_view(v)); }
@@ -5130,13 +5700,15 @@ inline statement& connection::prepare(std::string_view sql) {
 /// two writers never deadlock upgrading a read lock.
 class transaction {
 public:
-    explicit transaction(connection& c, bool immediate = true) : c_(c) {
+    explicit transaction(connection& c, bool immediate = true)
+        : c_(c) {
         c_.exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN");
     }
     transaction(const transaction&) = delete;
     transaction& operator=(const transaction&) = delete;
     ~transaction() {
-        if (open_) sqlite3_exec(c_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        if (open_)
+            sqlite3_exec(c_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
     void commit() {
         c_.exec("COMMIT");
@@ -5148,7 +5720,8 @@ private:
     bool open_ = true;
 };
 
-} // namespace dtx::sqlite
+} // namespace sqlite
+DTX_NAMESPACE_END
 
 #endif
 #endif // defined(DTX_WITH_SQLITE)
@@ -5165,17 +5738,18 @@ private:
 //   std::optional<barrier_row> find(slot)
 // (sqlite_barrier.hpp has the rules in words.)
 
+// #include <dtx/outcome.hpp>
+// #include <dtx/participant.hpp>
+// #include <dtx/version.hpp>
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
-// #include <dtx/outcome.hpp>
-// #include <dtx/participant.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 struct barrier_row {
     std::string origin; ///< the operation that wrote the row: "try", "confirm" or "cancel"
@@ -5187,9 +5761,12 @@ struct barrier_row {
 inline const char* barrier_slot(branch_op op) noexcept {
     switch (op) {
     case branch_op::try_:
-    case branch_op::action: return "try";
-    case branch_op::confirm: return "confirm";
-    default: return "cancel";
+    case branch_op::action:
+        return "try";
+    case branch_op::confirm:
+        return "confirm";
+    default:
+        return "cancel";
     }
 }
 
@@ -5203,14 +5780,17 @@ std::optional<outcome> barrier_screen(Store& store, const branch_request& r, con
         store.insert("cancel", "cancel", "done");
         return success();
     }
-    if (store.insert(slot.data(), slot.data(), state)) return std::nullopt;
+    if (store.insert(slot.data(), slot.data(), state))
+        return std::nullopt;
     const std::optional<barrier_row> existing = store.find(slot.data());
     if (slot == "try" && existing && existing->origin == "cancel")
-        return failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + " was cancelled before its " +
-                       std::string(to_string(r.op)) + " arrived");
-    if (existing && existing->state == "failed") return failure("an earlier " + std::string(to_string(r.op)) + " failed");
-    if (existing && existing->state == "started") return std::nullopt; // external work to be redone
-    return success(); // a duplicate of a completed operation
+        return failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) +
+                       " was cancelled before its " + std::string(to_string(r.op)) + " arrived");
+    if (existing && existing->state == "failed")
+        return failure("an earlier " + std::string(to_string(r.op)) + " failed");
+    if (existing && existing->state == "started")
+        return std::nullopt; // external work to be redone
+    return success();        // a duplicate of a completed operation
 }
 
 /// What a branch operation does to the participant's own tables, given a connection of type Db
@@ -5237,7 +5817,8 @@ db_handler<Db> typed_db(F handler) {
     return [handler = std::move(handler)](Db& db, const branch_request& r) -> outcome {
         outcome refusal;
         std::optional<T> value = convert_payload<T>(r, refusal);
-        if (!value) return refusal;
+        if (!value)
+            return refusal;
         return handler(db, r, std::move(*value));
     };
 }
@@ -5250,17 +5831,30 @@ public:
     tcc_handlers tcc(db_tcc_handlers<Db> h) {
         auto shared = std::make_shared<db_tcc_handlers<Db>>(std::move(h));
         return {
-            .on_try = [this, shared](const branch_request& r) { return self().guard(r, shared->on_try); },
-            .on_confirm = [this, shared](const branch_request& r) { return self().guard(r, shared->on_confirm); },
-            .on_cancel = [this, shared](const branch_request& r) { return self().guard(r, shared->on_cancel); },
+            .on_try = [this,
+                       shared](const branch_request& r) { return self().guard(r, shared->on_try); },
+            .on_confirm =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_confirm);
+                },
+            .on_cancel =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_cancel);
+                },
         };
     }
 
     saga_handlers saga(db_saga_handlers<Db> h) {
         auto shared = std::make_shared<db_saga_handlers<Db>>(std::move(h));
         return {
-            .on_action = [this, shared](const branch_request& r) { return self().guard(r, shared->on_action); },
-            .on_compensate = [this, shared](const branch_request& r) { return self().guard(r, shared->on_compensate); },
+            .on_action =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_action);
+                },
+            .on_compensate =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_compensate);
+                },
         };
     }
 
@@ -5270,7 +5864,11 @@ private:
 
 /// A branch_request whose views point into strings it owns, for work done on another thread.
 struct owned_request {
-    explicit owned_request(const branch_request& r) : gid(r.gid), branch_id(r.branch_id), op(r.op), payload(r.payload) {}
+    explicit owned_request(const branch_request& r)
+        : gid(r.gid)
+        , branch_id(r.branch_id)
+        , op(r.op)
+        , payload(r.payload) {}
     branch_request view() const { return {gid, branch_id, op, payload}; }
     std::string gid;
     std::string branch_id;
@@ -5278,7 +5876,8 @@ struct owned_request {
     nlohmann::json payload;
 };
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif
 
@@ -5290,6 +5889,15 @@ struct owned_request {
 // from any thread; one thread of the queue's own takes everything queued (up to a limit) and hands
 // it to `execute` as one batch, so that one database transaction and one fsync serve them all.
 // Results reach the waiting coroutines through await_result(), on their own executors.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -5303,16 +5911,8 @@ struct owned_request {
 #include <thread>
 #include <vector>
 
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
-// #include <dtx/detail/config.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 /// Delivers a result computed on another thread to a waiting coroutine, on its executor.
 template <class R>
@@ -5324,7 +5924,10 @@ using deliver_fn = std::function<void(std::exception_ptr, R)>;
 /// each.
 class delivery_batch {
 public:
-    delivery_batch() noexcept : outer_(current_) { current_ = this; }
+    delivery_batch() noexcept
+        : outer_(current_) {
+        current_ = this;
+    }
     delivery_batch(const delivery_batch&) = delete;
     delivery_batch& operator=(const delivery_batch&) = delete;
     ~delivery_batch() {
@@ -5340,10 +5943,12 @@ public:
                     try {
                         f();
                     } catch (...) {
-                        if (!first) first = std::current_exception();
+                        if (!first)
+                            first = std::current_exception();
                     }
                 }
-                if (first) std::rethrow_exception(first);
+                if (first)
+                    std::rethrow_exception(first);
             });
         }
     }
@@ -5387,7 +5992,7 @@ asio::awaitable<R> await_result(Start start) {
                 // so this thread must not touch the io_context after the post.
                 auto resume = [h, work, e, r = std::move(r)]() mutable {
                     work->reset();
-                    std::move(*h)(e, std::move(r));
+                    std::move (*h)(e, std::move(r));
                 };
                 if (auto* batch = delivery_batch::current())
                     batch->add(ex, std::move(resume));
@@ -5417,8 +6022,11 @@ public:
     /// Starts the thread: `execute(batch)` runs every batch, `on_idle()` the periodic work. Both
     /// run on the queue's thread only; exceptions escaping `on_idle` are ignored (it is retried
     /// at the next interval).
-    batch_queue(options o, std::function<void(std::vector<Job>&)> execute, std::function<void()> on_idle)
-        : opts_(o), execute_(std::move(execute)), on_idle_(std::move(on_idle)) {
+    batch_queue(options o, std::function<void(std::vector<Job>&)> execute,
+                std::function<void()> on_idle)
+        : opts_(o)
+        , execute_(std::move(execute))
+        , on_idle_(std::move(on_idle)) {
         thread_ = std::thread([this] { loop(); });
     }
     batch_queue(const batch_queue&) = delete;
@@ -5441,12 +6049,15 @@ public:
         bool wake = urgent;
         {
             std::lock_guard lock(mu_);
-            if (stopping_) return false;
+            if (stopping_)
+                return false;
             wake = wake || queue_.empty(); // the thread's wait must now end by the lazy delay
             queue_.push_back({std::move(job), urgent, std::chrono::steady_clock::now()});
-            if (urgent) urgent_.fetch_add(1, std::memory_order_relaxed);
+            if (urgent)
+                urgent_.fetch_add(1, std::memory_order_relaxed);
         }
-        if (wake) cv_.notify_one();
+        if (wake)
+            cv_.notify_one();
         return true;
     }
 
@@ -5465,9 +6076,11 @@ private:
 
     /// Polls for an urgent job (or a stop) for up to `opts_.spin`, without the lock.
     void spin_for_work() const {
-        if (opts_.spin <= std::chrono::microseconds::zero()) return;
+        if (opts_.spin <= std::chrono::microseconds::zero())
+            return;
         const auto until = std::chrono::steady_clock::now() + opts_.spin;
-        while (urgent_.load(std::memory_order_relaxed) == 0 && !stop_seen_.load(std::memory_order_relaxed) &&
+        while (urgent_.load(std::memory_order_relaxed) == 0 &&
+               !stop_seen_.load(std::memory_order_relaxed) &&
                std::chrono::steady_clock::now() < until) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
@@ -5487,10 +6100,13 @@ private:
                 // job, such as a lazy job's: urgent ones tend to follow), then sleeps.
                 bool may_spin = true;
                 for (;;) {
-                    if (stopping_ || urgent_.load(std::memory_order_relaxed) > 0) break;
+                    if (stopping_ || urgent_.load(std::memory_order_relaxed) > 0)
+                        break;
                     auto until = next_idle;
-                    if (!queue_.empty()) until = std::min(until, queue_.front().pushed + opts_.lazy_delay);
-                    if (std::chrono::steady_clock::now() >= until) break;
+                    if (!queue_.empty())
+                        until = std::min(until, queue_.front().pushed + opts_.lazy_delay);
+                    if (std::chrono::steady_clock::now() >= until)
+                        break;
                     if (may_spin && opts_.spin > std::chrono::microseconds::zero()) {
                         lock.unlock();
                         spin_for_work();
@@ -5501,9 +6117,11 @@ private:
                     cv_.wait_until(lock, until);
                     may_spin = true;
                 }
-                if (queue_.empty() && stopping_) return;
+                if (queue_.empty() && stopping_)
+                    return;
                 while (!queue_.empty() && batch.size() < opts_.max_batch) {
-                    if (queue_.front().urgent) urgent_.fetch_sub(1, std::memory_order_relaxed);
+                    if (queue_.front().urgent)
+                        urgent_.fetch_sub(1, std::memory_order_relaxed);
                     batch.push_back(std::move(queue_.front().job));
                     queue_.pop_front();
                 }
@@ -5537,7 +6155,8 @@ private:
     std::thread thread_;
 };
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif
 #endif // defined(DTX_WITH_SQLITE) || defined(DTX_WITH_POSTGRES)
@@ -5559,6 +6178,11 @@ private:
 // too long, a full disk), every function of the batch gets that error. Results are delivered on
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
+// #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/sqlite_db.hpp>
+// #include <dtx/version.hpp>
+
 #include <chrono>
 #include <exception>
 #include <functional>
@@ -5567,12 +6191,8 @@ private:
 #include <optional>
 #include <vector>
 
-// #include <dtx/detail/batch_queue.hpp>
-// #include <dtx/error.hpp>
-// #include <dtx/sqlite_db.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 struct sqlite_worker_stats {
     std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)
@@ -5601,12 +6221,16 @@ public:
 
     /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
     sqlite_worker(sqlite::connection& db, options o)
-        : db_(db), on_idle_(std::move(o.on_idle)), optimistic_(o.optimistic),
-          queue_({o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
-                 [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
-                 [this] {
-                     if (on_idle_) on_idle_(db_);
-                 }) {}
+        : db_(db)
+        , on_idle_(std::move(o.on_idle))
+        , optimistic_(o.optimistic)
+        , queue_(
+              {o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
+              [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
+              [this] {
+                  if (on_idle_)
+                      on_idle_(db_);
+              }) {}
 
     /// Runs `fn(connection&)` in the next batch and returns what it returns (or throws what it
     /// throws). `R` must be default-constructible.
@@ -5642,7 +6266,9 @@ private:
 
     template <class R, class Fn>
     struct waited final : job {
-        waited(Fn f, deliver_fn<R> d) : fn(std::move(f)), deliver(std::move(d)) {}
+        waited(Fn f, deliver_fn<R> d)
+            : fn(std::move(f))
+            , deliver(std::move(d)) {}
         void run(sqlite::connection& db) override { result.emplace(fn(db)); }
         void fail(std::exception_ptr e) override { error = e; }
         void complete() override { deliver(error, error ? R{} : std::move(*result)); }
@@ -5656,7 +6282,8 @@ private:
 
     template <class Fn>
     struct unwaited final : job {
-        explicit unwaited(Fn f) : fn(std::move(f)) {}
+        explicit unwaited(Fn f)
+            : fn(std::move(f)) {}
         void run(sqlite::connection& db) override { fn(db); }
         void fail(std::exception_ptr) override {}
         void complete() override {}
@@ -5665,7 +6292,8 @@ private:
     };
 
     void push(std::unique_ptr<job> j, bool urgent) {
-        if (!queue_.push(j, urgent)) throw error(errc::journal_failed, db_.path() + ": closing");
+        if (!queue_.push(j, urgent))
+            throw error(errc::journal_failed, db_.path() + ": closing");
     }
 
     /// Runs the batch in one transaction, each function in a savepoint of its own.
@@ -5681,7 +6309,8 @@ private:
             } catch (...) {
                 // Some errors (a full disk, I/O errors) make SQLite roll back the whole
                 // transaction by itself: then the batch is lost, and everyone hears why.
-                if (sqlite3_get_autocommit(db_.get())) throw;
+                if (sqlite3_get_autocommit(db_.get()))
+                    throw;
                 j->fail(std::current_exception());
                 undo.bind().run();
             }
@@ -5698,8 +6327,9 @@ private:
             try {
                 j->run(db_);
             } catch (...) {
-                if (sqlite3_get_autocommit(db_.get())) throw; // rolled back by SQLite: see above
-                return false;                                 // tx rolls back
+                if (sqlite3_get_autocommit(db_.get()))
+                    throw;    // rolled back by SQLite: see above
+                return false; // tx rolls back
             }
         }
         tx.commit();
@@ -5709,7 +6339,8 @@ private:
     void execute(std::vector<std::unique_ptr<job>>& batch) {
         std::exception_ptr batch_error;
         try {
-            if (!optimistic_ || !run_optimistically(batch)) run_with_savepoints(batch);
+            if (!optimistic_ || !run_optimistically(batch))
+                run_with_savepoints(batch);
         } catch (...) {
             batch_error = std::current_exception();
         }
@@ -5718,14 +6349,16 @@ private:
             std::lock_guard lock(mu_);
             if (batch_error) {
                 ++stats_.failed_batches;
-                for (auto& j : batch) stats_.lazy_lost += !j->waited_for();
+                for (auto& j : batch)
+                    stats_.lazy_lost += !j->waited_for();
             } else {
                 ++stats_.commits;
                 stats_.functions += batch.size();
             }
         }
         for (auto& j : batch) {
-            if (batch_error) j->fail(batch_error);
+            if (batch_error)
+                j->fail(batch_error);
             j->complete();
         }
     }
@@ -5738,7 +6371,8 @@ private:
     batch_queue<std::unique_ptr<job>> queue_; // last: its thread stops before the rest goes
 };
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif
 
@@ -5750,9 +6384,10 @@ private:
 // requests, for a participant whose state is in a SQLite database.
 //
 //   dtx::sqlite_barrier inventory({.path = "inventory.db"});
-//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ..."); return 0; });
-//   registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const dtx::branch_request&, reserve r) {
+//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
+//   return 0; }); registry.add_tcc("inventory", inventory.tcc({
+//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const
+//       dtx::branch_request&, reserve r) {
 //           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
 //                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
 //           return db.changes() ? dtx::success() : dtx::failure("out of stock");
@@ -5781,6 +6416,13 @@ private:
 // Barrier rows are deleted in batches once older than `retention`, which must exceed the longest
 // time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
 
+// #include <dtx/detail/barrier_logic.hpp>
+// #include <dtx/detail/sqlite_worker.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/participant.hpp>
+// #include <dtx/sqlite_db.hpp>
+// #include <dtx/version.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -5788,14 +6430,13 @@ private:
 #include <optional>
 #include <string>
 
-// #include <dtx/error.hpp>
-// #include <dtx/participant.hpp>
-// #include <dtx/sqlite_db.hpp>
-// #include <dtx/detail/barrier_logic.hpp>
-// #include <dtx/detail/sqlite_worker.hpp>
-// #include <dtx/version.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct sqlite_barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).
@@ -5823,9 +6464,9 @@ local_handler typed_local(F handler) {
 }
 
 struct sqlite_barrier_stats {
-    std::uint64_t commits = 0;       ///< local transactions committed (group-committed batches)
-    std::uint64_t operations = 0;    ///< operations in them
-    std::uint64_t cleaned = 0;       ///< barrier rows deleted
+    std::uint64_t commits = 0;    ///< local transactions committed (group-committed batches)
+    std::uint64_t operations = 0; ///< operations in them
+    std::uint64_t cleaned = 0;    ///< barrier rows deleted
 };
 
 class sqlite_barrier : public detail::barrier_registration<sqlite_barrier, sqlite::connection> {
@@ -5835,8 +6476,10 @@ public:
     /// Opens the participant's database and creates the barrier's tables if needed. Throws
     /// dtx::error (journal_corrupt, journal_version, journal_failed) with the path and reason.
     explicit sqlite_barrier(sqlite_barrier_options o)
-        : opts_(std::move(o)), db_(opts_.path), ready_(prepare()),
-          worker_(db_, {.max_batch = opts_.max_batch,
+        : opts_(std::move(o))
+        , db_(opts_.path)
+        , ready_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
 
@@ -5862,10 +6505,15 @@ public:
     /// Runs `work` (outside this database) under the barrier: the barrier row is committed before
     /// the work starts and the result after it. `work` must be idempotent: if the process dies
     /// while it runs, a retry runs it again.
-    asio::awaitable<outcome> guard_external(const branch_request& r, std::function<asio::awaitable<outcome>()> work) {
-        auto begin = [this, req = owned_request(r)](sqlite::connection& db) { return screen(db, req, "started"); };
-        const std::optional<outcome> decided = co_await worker_.run<std::optional<outcome>>(std::move(begin));
-        if (decided) co_return *decided; // answered by the barrier: the work is not (re)done
+    asio::awaitable<outcome> guard_external(const branch_request& r,
+                                            std::function<asio::awaitable<outcome>()> work) {
+        auto begin = [this, req = owned_request(r)](sqlite::connection& db) {
+            return screen(db, req, "started");
+        };
+        const std::optional<outcome> decided =
+            co_await worker_.run<std::optional<outcome>>(std::move(begin));
+        if (decided)
+            co_return *decided; // answered by the barrier: the work is not (re)done
 
         outcome result = co_await work();
         const bool done = result.is_success();
@@ -5906,7 +6554,9 @@ private:
     }
 
     static std::int64_t now_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
     }
 
     /// The barrier table of one request, for detail::barrier_screen.
@@ -5914,37 +6564,44 @@ private:
         sqlite::connection& db;
         const owned_request& r;
         bool insert(const char* slot, const char* origin, const char* state) {
-            db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, created_ms) "
+            db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, "
+                       "created_ms) "
                        "VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(r.gid, r.branch_id, slot, origin, state, now_ms())
                 .run();
             return db.changes() == 1;
         }
         std::optional<detail::barrier_row> find(const char* slot) {
-            auto& st = db.prepare("SELECT origin, state FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ?");
+            auto& st = db.prepare(
+                "SELECT origin, state FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ?");
             st.bind(r.gid, r.branch_id, slot);
-            if (!st.step()) return std::nullopt;
+            if (!st.step())
+                return std::nullopt;
             return detail::barrier_row{std::string(st.text(0)), std::string(st.text(1))};
         }
     };
 
-    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r, const char* state) {
+    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r,
+                                  const char* state) {
         store s{db, r};
         return detail::barrier_screen(s, r.view(), state);
     }
 
     outcome guarded(sqlite::connection& db, const owned_request& r, const local_handler& handler) {
-        if (auto answer = screen(db, r, "done")) return *answer;
+        if (auto answer = screen(db, r, "done"))
+            return *answer;
         const branch_request req = r.view();
         outcome o = handler(db, req);
-        if (!o.is_success()) throw refused{std::move(o)}; // undo the handler's changes and the row
+        if (!o.is_success())
+            throw refused{std::move(o)}; // undo the handler's changes and the row
         return o;
     }
 
     void end_external(sqlite::connection& db, const owned_request& r, bool done, bool failed) {
         if (!done && !failed) {
             // Pending or unknown: forget the attempt, so that the next one runs the work again.
-            db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND state = 'started'")
+            db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND "
+                       "state = 'started'")
                 .bind(r.gid, r.branch_id, detail::barrier_slot(r.op))
                 .run();
             return;
@@ -5956,7 +6613,8 @@ private:
 
     bool prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())), "busy_timeout");
+        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
+                 "busy_timeout");
         {
             sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
             if (!wal.step() || wal.text(0) != "wal")
@@ -5964,16 +6622,19 @@ private:
         }
         db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         sqlite::transaction tx(db);
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID");
+        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
+                "NULL) WITHOUT ROWID");
         int version = 0;
         {
             sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            if (v.step()) version = static_cast<int>(v.integer(0));
+            if (v.step())
+                version = static_cast<int>(v.integer(0));
         }
         if (version > schema_version)
-            throw error(errc::journal_version, opts_.path + ": barrier schema version " + std::to_string(version) +
-                                                   " is newer than this dtx reads (" + std::to_string(schema_version) +
-                                                   "); upgrade dtx");
+            throw error(errc::journal_version,
+                        opts_.path + ": barrier schema version " + std::to_string(version) +
+                            " is newer than this dtx reads (" + std::to_string(schema_version) +
+                            "); upgrade dtx");
         if (version < 1) {
             db.exec(R"sql(
                 CREATE TABLE IF NOT EXISTS dtx_barrier (
@@ -5996,15 +6657,17 @@ private:
     void cleanup() {
         const std::int64_t before = now_ms() - opts_.retention.count();
         const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
-        auto& del = db_.prepare("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
-                                "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
+        auto& del = db_.prepare(
+            "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
+            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
         for (;;) {
             sqlite::transaction tx(db_);
             del.bind(before, batch).run();
             const int n = db_.changes();
             tx.commit();
             cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle()) break;
+            if (n < batch || !worker_.idle())
+                break;
         }
     }
 
@@ -6015,7 +6678,12 @@ private:
     detail::sqlite_worker worker_; // last: drained before the rest goes
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -6046,6 +6714,12 @@ private:
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
+// #include <dtx/detail/sqlite_worker.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/sqlite_db.hpp>
+// #include <dtx/version.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -6056,14 +6730,13 @@ private:
 #include <string>
 #include <vector>
 
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-// #include <dtx/error.hpp>
-// #include <dtx/journal.hpp>
-// #include <dtx/sqlite_db.hpp>
-// #include <dtx/detail/sqlite_worker.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct sqlite_journal_options {
     /// The database file; created with its schema if missing.
@@ -6101,8 +6774,8 @@ struct sqlite_journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
     std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
-    std::uint64_t lazy_lost = 0;      ///< lazy writes in failed batches (their effect: phase 2 repeats)
-    std::uint64_t cleaned = 0;        ///< ended transactions deleted
+    std::uint64_t lazy_lost = 0; ///< lazy writes in failed batches (their effect: phase 2 repeats)
+    std::uint64_t cleaned = 0;   ///< ended transactions deleted
 };
 
 class sqlite_journal final : public journal {
@@ -6113,8 +6786,10 @@ public:
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
     explicit sqlite_journal(sqlite_journal_options o)
-        : opts_(std::move(o)), db_(opts_.path), statements_(prepare()),
-          worker_(db_, {.max_batch = opts_.max_batch,
+        : opts_(std::move(o))
+        , db_(opts_.path)
+        , statements_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); },
                         .spin = opts_.writer_spin,
@@ -6163,10 +6838,15 @@ private:
     };
 
     struct write_data {
-        explicit write_data(const journal_write& w) : gid(w.gid), begin(w.begin), status(w.status) {
-            if (w.lease) lease.emplace(std::string(w.lease->owner), w.lease->until);
+        explicit write_data(const journal_write& w)
+            : gid(w.gid)
+            , begin(w.begin)
+            , status(w.status) {
+            if (w.lease)
+                lease.emplace(std::string(w.lease->owner), w.lease->until);
             branches.reserve(w.new_branches.size());
-            for (const auto& b : w.new_branches) branches.push_back({b.branch_id, b.participant, b.payload->dump()});
+            for (const auto& b : w.new_branches)
+                branches.push_back({b.branch_id, b.participant, b.payload->dump()});
             done.assign(w.done_branches.begin(), w.done_branches.end());
         }
         std::string gid;
@@ -6179,7 +6859,11 @@ private:
 
     struct claim_data {
         explicit claim_data(const claim_request& r)
-            : now(r.now), owner(r.owner), lease(r.lease), limit(r.limit), take_over(r.take_over) {}
+            : now(r.now)
+            , owner(r.owner)
+            , lease(r.lease)
+            , limit(r.limit)
+            , take_over(r.take_over) {}
         wall_clock::time_point now;
         std::string owner;
         std::chrono::milliseconds lease;
@@ -6200,31 +6884,37 @@ private:
         "(CASE WHEN ended_ms IS NULL THEN lease_until_ms + 4611686018427387904 ELSE ended_ms END)";
 
     struct statements {
-        sqlite::statement &insert_tx, &insert_branch, &update_tx, &set_status, &current, &set_done, &select_due, &lease,
-            &select_tx,
-            &select_branches, &clean_branches, &clean_txs;
+        sqlite::statement &insert_tx, &insert_branch, &update_tx, &set_status, &current, &set_done,
+            &select_due, &lease, &select_tx, &select_branches, &clean_branches, &clean_txs;
     };
 
     statements prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())), "busy_timeout");
+        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
+                 "busy_timeout");
         // Before the first read: in WAL mode, that read then locks the file for this connection.
-        if (opts_.exclusive) db.exec("PRAGMA locking_mode=EXCLUSIVE");
+        if (opts_.exclusive)
+            db.exec("PRAGMA locking_mode=EXCLUSIVE");
         int version = 0;
         try {
             // The first read of the file: a file that is not a database fails here.
             sqlite::statement v(db, "PRAGMA user_version");
-            if (v.step()) version = static_cast<int>(v.integer(0));
+            if (v.step())
+                version = static_cast<int>(v.integer(0));
         } catch (const error&) {
-            if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY) throw;
-            throw error(errc::journal_failed, opts_.path + ": in use by another process (a SQLite journal belongs to "
-                                                           "one coordinator process; waited " +
-                                                           std::to_string(opts_.busy_timeout.count()) + " ms)");
+            if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY)
+                throw;
+            throw error(errc::journal_failed,
+                        opts_.path +
+                            ": in use by another process (a SQLite journal belongs to "
+                            "one coordinator process; waited " +
+                            std::to_string(opts_.busy_timeout.count()) + " ms)");
         }
         if (version > schema_version)
-            throw error(errc::journal_version, opts_.path + ": journal schema version " + std::to_string(version) +
-                                                   " is newer than this dtx reads (" +
-                                                   std::to_string(schema_version) + "); upgrade dtx");
+            throw error(errc::journal_version,
+                        opts_.path + ": journal schema version " + std::to_string(version) +
+                            " is newer than this dtx reads (" + std::to_string(schema_version) +
+                            "); upgrade dtx");
         {
             sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
             if (!wal.step() || wal.text(0) != "wal")
@@ -6234,48 +6924,67 @@ private:
         if (opts_.max_size_bytes) {
             std::int64_t page = 4096;
             sqlite::statement ps(db, "PRAGMA page_size");
-            if (ps.step()) page = ps.integer(0);
-            const auto pages = std::max<std::int64_t>(1, static_cast<std::int64_t>(*opts_.max_size_bytes) / page);
+            if (ps.step())
+                page = ps.integer(0);
+            const auto pages =
+                std::max<std::int64_t>(1, static_cast<std::int64_t>(*opts_.max_size_bytes) / page);
             db.exec(("PRAGMA max_page_count=" + std::to_string(pages)).c_str());
         }
-        if (version < schema_version) migrate(version);
+        if (version < schema_version)
+            migrate(version);
         // A quick structural check: a damaged file is refused now, not half-way through recovery.
         sqlite::statement qc(db, "PRAGMA quick_check");
         if (qc.step() && qc.text(0) != "ok")
-            throw error(errc::journal_corrupt, opts_.path + ": integrity check failed: " + std::string(qc.text(0)));
+            throw error(errc::journal_corrupt,
+                        opts_.path + ": integrity check failed: " + std::string(qc.text(0)));
 
         return statements{
-            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, lease_owner, "
-                       "lease_until_ms, forward) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gid) DO NOTHING"),
-            db.prepare("INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, ?, ?, ?)"),
+            db.prepare("INSERT INTO dtx_transaction (gid, kind, status, deadline_ms, created_ms, "
+                       "lease_owner, "
+                       "lease_until_ms, forward) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gid) "
+                       "DO NOTHING"),
+            db.prepare("INSERT INTO dtx_branch (gid, branch_id, participant, payload) VALUES (?, "
+                       "?, ?, ?)"),
             // One statement for a status change, a lease or both, with their conditions: it changes
             // no row if the transaction is missing or a condition fails.
-            db.prepare("UPDATE dtx_transaction SET status = coalesce(?1, status), ended_ms = coalesce(?2, ended_ms), "
-                       "lease_owner = coalesce(?3, lease_owner), lease_until_ms = coalesce(?4, lease_until_ms) "
+            db.prepare("UPDATE dtx_transaction SET status = coalesce(?1, status), ended_ms = "
+                       "coalesce(?2, ended_ms), "
+                       "lease_owner = coalesce(?3, lease_owner), lease_until_ms = coalesce(?4, "
+                       "lease_until_ms) "
                        "WHERE gid = ?5 AND (?6 IS NULL OR status = ?6) "
                        "AND (?3 IS NULL OR lease_owner IS NULL OR lease_owner = ?3)"),
-            // A decision: it sets no column an index covers, so its commit writes the row's page and
-            // no index page (the statement above assigns indexed columns, even when unchanged).
+            // A decision: it sets no column an index covers, so its commit writes the row's page
+            // and no index page (the statement above assigns indexed columns, even when unchanged).
             db.prepare("UPDATE dtx_transaction SET status = ?1 WHERE gid = ?2 AND status = ?3"),
             db.prepare("SELECT status FROM dtx_transaction WHERE gid = ?"),
             db.prepare("UPDATE dtx_branch SET done = 1 WHERE gid = ? AND branch_id = ?"),
-            // Walks the open transactions' end of the index (ended ones, however many, are not read).
-            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_due WHERE " + due_key +
-                       " BETWEEN ?4 AND ?5 AND ended_ms IS NULL AND (?2 OR status <> 'trying' OR deadline_ms <= ?1) "
-                       "ORDER BY " + due_key + " LIMIT ?3"),
+            // Walks the open transactions' end of the index (ended ones, however many, are not
+            // read).
+            db.prepare("SELECT gid FROM dtx_transaction INDEXED BY dtx_transaction_due WHERE " +
+                       due_key +
+                       " BETWEEN ?4 AND ?5 AND ended_ms IS NULL AND (?2 OR status <> 'trying' OR "
+                       "deadline_ms <= ?1) "
+                       "ORDER BY " +
+                       due_key + " LIMIT ?3"),
             // Presumed abort, except for transactions recovered forward (see journal.hpp).
             db.prepare("UPDATE dtx_transaction SET lease_owner = ?, lease_until_ms = ?, "
-                       "status = CASE WHEN status = 'trying' AND NOT forward THEN 'cancelling' ELSE status END "
+                       "status = CASE WHEN status = 'trying' AND NOT forward THEN 'cancelling' "
+                       "ELSE status END "
                        "WHERE gid = ?"),
-            db.prepare("SELECT kind, status, deadline_ms, forward FROM dtx_transaction WHERE gid = ?"),
+            db.prepare(
+                "SELECT kind, status, deadline_ms, forward FROM dtx_transaction WHERE gid = ?"),
             // Branch ids are numbers written with at least two digits: order by length, then text.
             db.prepare("SELECT branch_id, participant, payload, done FROM dtx_branch WHERE gid = ? "
                        "ORDER BY length(branch_id), branch_id"),
             // Walks the ended transactions' part of the index, oldest end first.
-            db.prepare("DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
-                       "dtx_transaction_due WHERE " + due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
-            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
-                       "dtx_transaction_due WHERE " + due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
+            db.prepare(
+                "DELETE FROM dtx_branch WHERE gid IN (SELECT gid FROM dtx_transaction INDEXED BY "
+                "dtx_transaction_due WHERE " +
+                due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
+            db.prepare("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction "
+                       "INDEXED BY "
+                       "dtx_transaction_due WHERE " +
+                       due_key + " < ?1 AND ended_ms IS NOT NULL LIMIT ?2)"),
         };
     }
 
@@ -6285,9 +6994,11 @@ private:
         sqlite::transaction tx(db);
         if (version < 1) {
             // A file with tables of its own but no dtx version is not ours: refuse to touch it.
-            sqlite::statement other(db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
+            sqlite::statement other(
+                db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
             if (other.step() && other.integer(0) > 0)
-                throw error(errc::journal_corrupt, opts_.path + ": not a dtx journal (it holds other tables)");
+                throw error(errc::journal_corrupt,
+                            opts_.path + ": not a dtx journal (it holds other tables)");
             db.exec(R"sql(
                 CREATE TABLE dtx_transaction (
                     gid            TEXT PRIMARY KEY,
@@ -6335,7 +7046,8 @@ private:
             // 3: one index for claims and cleanup instead of two (see due_key).
             db.exec("DROP INDEX dtx_transaction_open");
             db.exec("DROP INDEX dtx_transaction_ended");
-            db.exec(("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
+            db.exec(
+                ("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
         }
         db.exec(("PRAGMA user_version = " + std::to_string(schema_version)).c_str());
         tx.commit();
@@ -6347,7 +7059,8 @@ private:
         return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
     }
     static wall_clock::time_point from_ms(std::int64_t ms) {
-        return wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
+        return wall_clock::time_point(
+            std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
     }
 
     /// Applies one write, checking its conditions before it changes anything (a write that
@@ -6357,7 +7070,8 @@ private:
         const std::int64_t now = to_ms(wall_clock::now());
         if (w.begin) {
             if (w.status && w.status->from != tx_status::trying) {
-                if (exists(w.gid)) throw duplicate(w.gid);
+                if (exists(w.gid))
+                    throw duplicate(w.gid);
                 return false;
             }
             const tx_status status = w.status ? w.status->to : tx_status::trying;
@@ -6367,14 +7081,18 @@ private:
                 owner = w.lease->first;
                 until = to_ms(w.lease->second);
             }
-            st.insert_tx.bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline), now,
-                              owner, until, w.begin->forward)
+            st.insert_tx
+                .bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline),
+                      now, owner, until, w.begin->forward)
                 .run();
-            if (db_.changes() == 0) throw duplicate(w.gid);
-        } else if (w.status && w.status->from != w.status->to && !w.lease && !is_final(w.status->to)) {
+            if (db_.changes() == 0)
+                throw duplicate(w.gid);
+        } else if (w.status && w.status->from != w.status->to && !w.lease &&
+                   !is_final(w.status->to)) {
             st.set_status.bind(to_string(w.status->to), w.gid, to_string(w.status->from)).run();
             if (db_.changes() == 0) {
-                if (!exists(w.gid)) throw unknown(w.gid);
+                if (!exists(w.gid))
+                    throw unknown(w.gid);
                 return false;
             }
         } else if (w.lease || (w.status && w.status->from != w.status->to)) {
@@ -6383,7 +7101,8 @@ private:
             if (w.status) {
                 to = to_string(w.status->to);
                 from = to_string(w.status->from);
-                if (is_final(w.status->to)) ended = now;
+                if (is_final(w.status->to))
+                    ended = now;
             }
             if (w.lease) {
                 owner = w.lease->first;
@@ -6391,17 +7110,22 @@ private:
             }
             st.update_tx.bind(to, ended, owner, until, w.gid, from).run();
             if (db_.changes() == 0) {
-                if (!exists(w.gid)) throw unknown(w.gid);
+                if (!exists(w.gid))
+                    throw unknown(w.gid);
                 return false; // a condition failed
             }
         } else {
             // Branches or done marks alone, or with a status that must merely still hold.
             st.current.bind(w.gid);
-            if (!st.current.step()) throw unknown(w.gid);
-            if (w.status && st.current.text(0) != to_string(w.status->from)) return false;
+            if (!st.current.step())
+                throw unknown(w.gid);
+            if (w.status && st.current.text(0) != to_string(w.status->from))
+                return false;
         }
-        for (const auto& b : w.branches) st.insert_branch.bind(w.gid, b.branch_id, b.participant, b.payload).run();
-        for (const auto& id : w.done) st.set_done.bind(w.gid, id).run();
+        for (const auto& b : w.branches)
+            st.insert_branch.bind(w.gid, b.branch_id, b.participant, b.payload).run();
+        for (const auto& id : w.done)
+            st.set_done.bind(w.gid, id).run();
         return true;
     }
 
@@ -6421,13 +7145,16 @@ private:
         std::vector<std::string> gids;
         const std::int64_t now = to_ms(c.now);
         st.select_due.bind(now, c.take_over, static_cast<std::int64_t>(c.limit), open_offset,
-                           c.take_over ? std::numeric_limits<std::int64_t>::max() : open_offset + now);
-        while (st.select_due.step()) gids.emplace_back(st.select_due.text(0));
+                           c.take_over ? std::numeric_limits<std::int64_t>::max()
+                                       : open_offset + now);
+        while (st.select_due.step())
+            gids.emplace_back(st.select_due.text(0));
         std::vector<transaction_record> out;
         out.reserve(gids.size());
         for (const auto& gid : gids) {
             st.lease.bind(c.owner, to_ms(c.now + c.lease), gid).run();
-            if (auto rec = load(gid)) out.push_back(std::move(*rec));
+            if (auto rec = load(gid))
+                out.push_back(std::move(*rec));
         }
         return out;
     }
@@ -6436,13 +7163,15 @@ private:
         auto& select_tx_ = statements_.select_tx;
         auto& select_branches_ = statements_.select_branches;
         select_tx_.bind(gid);
-        if (!select_tx_.step()) return std::nullopt;
+        if (!select_tx_.step())
+            return std::nullopt;
         transaction_record rec;
         rec.gid = gid;
         auto kind = parse_tx_kind(select_tx_.text(0));
         auto status = parse_tx_status(select_tx_.text(1));
         if (!kind || !status)
-            throw error(errc::journal_corrupt, opts_.path + ": gid " + gid + ": unreadable kind or status");
+            throw error(errc::journal_corrupt,
+                        opts_.path + ": gid " + gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
         rec.deadline = from_ms(select_tx_.integer(2));
@@ -6452,10 +7181,11 @@ private:
             branch_record b;
             b.branch_id = select_branches_.text(0);
             b.participant = select_branches_.text(1);
-            auto json = nlohmann::json::parse(select_branches_.text(2), nullptr, /*allow_exceptions=*/false);
+            auto json = nlohmann::json::parse(select_branches_.text(2), nullptr,
+                                              /*allow_exceptions=*/false);
             if (json.is_discarded())
-                throw error(errc::journal_corrupt,
-                            opts_.path + ": gid " + gid + " branch " + b.branch_id + ": payload is not valid JSON");
+                throw error(errc::journal_corrupt, opts_.path + ": gid " + gid + " branch " +
+                                                       b.branch_id + ": payload is not valid JSON");
             b.payload = std::move(json);
             b.done = select_branches_.integer(3) != 0;
             rec.branches.push_back(std::move(b));
@@ -6475,7 +7205,8 @@ private:
             const int n = db_.changes();
             tx.commit();
             cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle()) break;
+            if (n < batch || !worker_.idle())
+                break;
         }
     }
 
@@ -6486,7 +7217,12 @@ private:
     detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 #endif // defined(DTX_WITH_SQLITE)
@@ -6502,9 +7238,13 @@ private:
 // server's message and SQLSTATE. Participant handlers use it for their own tables inside the
 // PostgreSQL barrier's local transaction:
 //
-//   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available >= $1::int",
+//   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available
+//   >= $1::int",
 //                    {std::to_string(qty), sku});
 //   if (r.affected() == 0) return dtx::failure("out of stock");
+
+// #include <dtx/error.hpp>
+// #include <dtx/version.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -6517,24 +7257,27 @@ private:
 
 #include <libpq-fe.h>
 
-// #include <dtx/error.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::postgres {
+DTX_NAMESPACE_BEGIN
+namespace postgres {
 
 /// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
 /// server's message.
 class connection {
 public:
-    explicit connection(std::string conninfo) : conninfo_(std::move(conninfo)) { connect(); }
+    explicit connection(std::string conninfo)
+        : conninfo_(std::move(conninfo)) {
+        connect();
+    }
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
     ~connection() { PQfinish(conn_); }
 
     class result {
     public:
-        explicit result(PGresult* r) : r_(r) {}
-        result(result&& o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
+        explicit result(PGresult* r)
+            : r_(r) {}
+        result(result&& o) noexcept
+            : r_(std::exchange(o.r_, nullptr)) {}
         result(const result&) = delete;
         result& operator=(const result&) = delete;
         ~result() { PQclear(r_); }
@@ -6567,16 +7310,21 @@ public:
     /// prepared because the name is taken (42P05: a pooled session holds another client's
     /// statement), this connection runs its statements unprepared from then on. Throws
     /// dtx::error on failure.
-    result exec_prepared(const char* name, const char* sql, std::initializer_list<std::string_view> params = {}) {
+    result exec_prepared(const char* name, const char* sql,
+                         std::initializer_list<std::string_view> params = {}) {
         const text_params p(params);
         for (int attempt = 0; attempt < 2 && prepare_; ++attempt) {
-            if (!prepared(name) && !prepare(name, sql, p.count())) break;
+            if (!prepared(name) && !prepare(name, sql, p.count()))
+                break;
             result r(PQexecPrepared(conn_, name, p.count(), p.values(), nullptr, nullptr, 0));
-            if (succeeded(r)) return r;
-            if (sqlstate(r) != "26000") check(r);
+            if (succeeded(r))
+                return r;
+            if (sqlstate(r) != "26000")
+                check(r);
             std::erase(prepared_, name);
             ++lost_statements_;
-            if (PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+            if (PQtransactionStatus(conn_) != PQTRANS_IDLE)
+                check(r);
         }
         result r(PQexecParams(conn_, sql, p.count(), nullptr, p.values(), nullptr, nullptr, 0));
         check(r);
@@ -6591,11 +7339,13 @@ public:
 
     /// Re-establishes a lost connection; true if it had to.
     bool ensure() {
-        if (PQstatus(conn_) == CONNECTION_OK) return false;
+        if (PQstatus(conn_) == CONNECTION_OK)
+            return false;
         PQreset(conn_);
         prepared_.clear(); // a new session
         if (PQstatus(conn_) != CONNECTION_OK)
-            throw error(errc::journal_failed, "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
+            throw error(errc::journal_failed,
+                        "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
         return true;
     }
 
@@ -6603,9 +7353,11 @@ private:
     /// Parameters as NUL-terminated copies, for libpq.
     class text_params {
     public:
-        explicit text_params(std::initializer_list<std::string_view> params) : owned_(params.begin(), params.end()) {
+        explicit text_params(std::initializer_list<std::string_view> params)
+            : owned_(params.begin(), params.end()) {
             values_.reserve(owned_.size());
-            for (auto& p : owned_) values_.push_back(p.c_str());
+            for (auto& p : owned_)
+                values_.push_back(p.c_str());
         }
         int count() const noexcept { return static_cast<int>(values_.size()); }
         const char* const* values() const noexcept { return values_.data(); }
@@ -6624,10 +7376,12 @@ private:
         return state ? state : "";
     }
     void check(const result& r) const {
-        if (succeeded(r)) return;
+        if (succeeded(r))
+            return;
         const auto state = sqlstate(r);
-        throw error(errc::journal_failed, "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                                              (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
+        throw error(errc::journal_failed,
+                    "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
+                        (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
     }
 
     bool prepared(const char* name) const {
@@ -6641,7 +7395,8 @@ private:
             prepared_.emplace_back(name);
             return true;
         }
-        if (sqlstate(r) != "42P05" || PQtransactionStatus(conn_) != PQTRANS_IDLE) check(r);
+        if (sqlstate(r) != "42P05" || PQtransactionStatus(conn_) != PQTRANS_IDLE)
+            check(r);
         prepare_ = false;
         return false;
     }
@@ -6655,7 +7410,8 @@ private:
             throw error(errc::journal_failed, "PostgreSQL: cannot connect: " + msg);
         }
         // Server notices ("already exists, skipping") are not errors: keep them off stderr.
-        PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+        PQsetNoticeProcessor(
+            conn_, [](void*, const char*) {}, nullptr);
     }
 
     std::string conninfo_;
@@ -6665,8 +7421,8 @@ private:
     std::uint64_t lost_statements_ = 0;
 };
 
-
-} // namespace dtx::postgres
+} // namespace postgres
+DTX_NAMESPACE_END
 
 #endif
 
@@ -6679,9 +7435,12 @@ private:
 //
 //   dtx::postgres_barrier payments({.conninfo = "dbname=payments"});
 //   registry.add_tcc("payment", payments.tcc({
-//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
-//           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen + $1::bigint "
-//                            "WHERE id = $2::bigint AND balance >= $1::bigint", {std::to_string(c.amount), std::to_string(c.account)});
+//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const
+//       dtx::branch_request&, charge c) {
+//           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen +
+//           $1::bigint "
+//                            "WHERE id = $2::bigint AND balance >= $1::bigint",
+//                            {std::to_string(c.amount), std::to_string(c.account)});
 //           return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
 //       }),
 //       .on_confirm = ..., .on_cancel = ...}));
@@ -6696,6 +7455,12 @@ private:
 //
 // Link with libpq (CMake: dtx::postgres).
 
+// #include <dtx/detail/barrier_logic.hpp>
+// #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/participant.hpp>
+// #include <dtx/postgres_db.hpp>
+// #include <dtx/version.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -6704,13 +7469,13 @@ private:
 #include <string>
 #include <vector>
 
-// #include <dtx/participant.hpp>
-// #include <dtx/postgres_db.hpp>
-// #include <dtx/detail/barrier_logic.hpp>
-// #include <dtx/detail/batch_queue.hpp>
-// #include <dtx/version.hpp>
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct postgres_barrier_options {
     std::string conninfo{};
@@ -6734,18 +7499,22 @@ postgres_handler typed_postgres(F handler) {
     return detail::typed_db<T, postgres::connection>(std::move(handler));
 }
 
-class postgres_barrier : public detail::barrier_registration<postgres_barrier, postgres::connection> {
+class postgres_barrier
+    : public detail::barrier_registration<postgres_barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Connects the pool and creates the barrier table if needed. Throws dtx::error.
-    explicit postgres_barrier(postgres_barrier_options o) : opts_(std::move(o)) {
-        if (opts_.connections == 0) opts_.connections = 1;
+    explicit postgres_barrier(postgres_barrier_options o)
+        : opts_(std::move(o)) {
+        if (opts_.connections == 0)
+            opts_.connections = 1;
         {
             postgres::connection db(opts_.conninfo);
             migrate(db);
         }
-        for (std::size_t i = 0; i < opts_.connections; ++i) lanes_.push_back(std::make_unique<lane>(*this, i == 0));
+        for (std::size_t i = 0; i < opts_.connections; ++i)
+            lanes_.push_back(std::make_unique<lane>(*this, i == 0));
     }
     postgres_barrier(const postgres_barrier&) = delete;
     postgres_barrier& operator=(const postgres_barrier&) = delete;
@@ -6755,7 +7524,8 @@ public:
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
         auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
-            dispatch([fn = std::move(fn), deliver = std::move(deliver)](postgres::connection& db) mutable {
+            dispatch([fn = std::move(fn),
+                      deliver = std::move(deliver)](postgres::connection& db) mutable {
                 R result{};
                 std::exception_ptr e;
                 try {
@@ -6772,7 +7542,9 @@ public:
 
     /// Runs one branch operation under the barrier.
     asio::awaitable<outcome> guard(const branch_request& r, const postgres_handler& handler) {
-        auto fn = [req = owned_request(r), &handler](postgres::connection& db) { return guarded(db, req, handler); };
+        auto fn = [req = owned_request(r), &handler](postgres::connection& db) {
+            return guarded(db, req, handler);
+        };
         co_return co_await run<outcome>(std::move(fn));
     }
 
@@ -6784,14 +7556,17 @@ private:
     /// One connection and the thread that uses it.
     struct lane {
         lane(postgres_barrier& b, bool cleans)
-            : db(b.opts_.conninfo),
-              queue({64, b.opts_.cleanup_interval},
-                    [this](std::vector<job>& jobs) {
-                        for (auto& j : jobs) j(db); // each job reports its own errors
-                    },
-                    [this, &b, cleans] {
-                        if (cleans) b.cleanup(db);
-                    }) {}
+            : db(b.opts_.conninfo)
+            , queue(
+                  {64, b.opts_.cleanup_interval},
+                  [this](std::vector<job>& jobs) {
+                      for (auto& j : jobs)
+                          j(db); // each job reports its own errors
+                  },
+                  [this, &b, cleans] {
+                      if (cleans)
+                          b.cleanup(db);
+                  }) {}
         postgres::connection db;
         detail::batch_queue<job> queue; // last: stopped before the connection goes
     };
@@ -6805,7 +7580,8 @@ private:
 
     void dispatch(job j) {
         auto& l = *lanes_[next_++ % lanes_.size()];
-        if (!l.queue.push(j)) throw error(errc::journal_failed, "PostgreSQL barrier: closing");
+        if (!l.queue.push(j))
+            throw error(errc::journal_failed, "PostgreSQL barrier: closing");
     }
 
     template <class F>
@@ -6828,27 +7604,33 @@ private:
         postgres::connection& db;
         const owned_request& r;
         bool insert(const char* slot, const char* origin, const char* state) {
-            return db.exec("INSERT INTO dtx_barrier (gid, branch_id, op, origin, state) VALUES ($1, $2, $3, $4, $5) "
+            return db.exec("INSERT INTO dtx_barrier (gid, branch_id, op, origin, state) VALUES "
+                           "($1, $2, $3, $4, $5) "
                            "ON CONFLICT DO NOTHING",
                            {r.gid, r.branch_id, slot, origin, state})
                        .affected() == 1;
         }
         std::optional<detail::barrier_row> find(const char* slot) {
-            auto res = db.exec("SELECT origin, state FROM dtx_barrier WHERE gid = $1 AND branch_id = $2 AND op = $3",
+            auto res = db.exec("SELECT origin, state FROM dtx_barrier WHERE gid = $1 AND branch_id "
+                               "= $2 AND op = $3",
                                {r.gid, r.branch_id, slot});
-            if (res.rows() == 0) return std::nullopt;
+            if (res.rows() == 0)
+                return std::nullopt;
             return detail::barrier_row{std::string(res.text(0, 0)), std::string(res.text(0, 1))};
         }
     };
 
-    static outcome guarded(postgres::connection& db, const owned_request& r, const postgres_handler& handler) {
+    static outcome guarded(postgres::connection& db, const owned_request& r,
+                           const postgres_handler& handler) {
         try {
             return in_transaction(db, [&] {
                 store s{db, r};
-                if (auto answer = detail::barrier_screen(s, r.view(), "done")) return *answer;
+                if (auto answer = detail::barrier_screen(s, r.view(), "done"))
+                    return *answer;
                 const branch_request req = r.view();
                 outcome o = handler(db, req);
-                if (!o.is_success()) throw refused{std::move(o)}; // roll back the changes and the row
+                if (!o.is_success())
+                    throw refused{std::move(o)}; // roll back the changes and the row
                 return o;
             });
         } catch (refused& x) {
@@ -6859,17 +7641,22 @@ private:
     static void migrate(postgres::connection& db) {
         in_transaction(db, [&] {
             db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
-            db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+            db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT "
+                    "NULL)");
             auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
             const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
             if (version > schema_version)
-                throw error(errc::journal_version, "PostgreSQL barrier: schema version " + std::to_string(version) +
-                                                       " is newer than this dtx reads; upgrade dtx");
+                throw error(errc::journal_version,
+                            "PostgreSQL barrier: schema version " + std::to_string(version) +
+                                " is newer than this dtx reads; upgrade dtx");
             if (version < 1) {
-                db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text NOT NULL, "
+                db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
+                        "NOT NULL, "
                         "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
-                        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, branch_id, op))");
-                db.exec("CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
+                        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
+                        "branch_id, op))");
+                db.exec(
+                    "CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
                 db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
                         "ON CONFLICT (key) DO UPDATE SET value = 1");
             }
@@ -6882,12 +7669,15 @@ private:
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
             db.ensure();
-            auto r = db.exec("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, branch_id, op FROM "
-                             "dtx_barrier WHERE created_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2::int "
+            auto r = db.exec("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
+                             "branch_id, op FROM "
+                             "dtx_barrier WHERE created_at < now() - $1::bigint * interval '1 "
+                             "millisecond' LIMIT $2::int "
                              "FOR UPDATE SKIP LOCKED)",
                              {ms, batch});
             cleaned_ += static_cast<std::uint64_t>(r.affected());
-            if (r.affected() < static_cast<int>(opts_.cleanup_batch)) break;
+            if (r.affected() < static_cast<int>(opts_.cleanup_batch))
+                break;
         }
     }
 
@@ -6897,7 +7687,12 @@ private:
     std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -6935,26 +7730,26 @@ private:
 //
 // Link with libpq (CMake: dtx::postgres). The layout is in docs/journal.md.
 
+// #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/postgres_db.hpp>
+// #include <dtx/version.hpp>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <initializer_list>
-#include <utility>
-#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
-// #include <dtx/error.hpp>
-// #include <dtx/journal.hpp>
-// #include <dtx/postgres_db.hpp>
-// #include <dtx/detail/batch_queue.hpp>
-// #include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 struct postgres_journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
@@ -6985,7 +7780,6 @@ struct postgres_journal_stats {
     std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
-
 class postgres_journal final : public journal {
 public:
     static constexpr int schema_version = 3;
@@ -6995,9 +7789,11 @@ public:
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o) : opts_(std::move(o)) {
+    explicit postgres_journal(postgres_journal_options o)
+        : opts_(std::move(o)) {
         const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
-        for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<shard>(*this, i == 0));
+        for (std::size_t i = 0; i < n; ++i)
+            shards_.push_back(std::make_unique<shard>(*this, i == 0));
     }
 
     postgres_journal(const postgres_journal&) = delete;
@@ -7017,13 +7813,15 @@ public:
             j->deliver = std::move(deliver);
             push(to, j);
         };
-        const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
+        const nlohmann::json answer =
+            co_await detail::await_result<nlohmann::json>(std::move(start));
         co_return answer.get<bool>();
     }
 
     asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) override {
         // The claim sees every write queued before it, lazy ones too, as with one connection.
-        for (std::size_t i = 1; i < shards_.size(); ++i) co_await flush(*shards_[i]);
+        for (std::size_t i = 1; i < shards_.size(); ++i)
+            co_await flush(*shards_[i]);
         nlohmann::json args = {{"owner", r.owner},
                                {"now_ms", to_ms(r.now)},
                                {"lease_ms", r.lease.count()},
@@ -7031,25 +7829,31 @@ public:
                                {"take_over", r.take_over}};
         auto j = std::make_unique<job>(job::kind::claim, args.dump());
         shard& first = *shards_.front();
-        auto start = [&first, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&first,
+                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
             push(first, j);
         };
-        const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
+        const nlohmann::json answer =
+            co_await detail::await_result<nlohmann::json>(std::move(start));
         std::vector<transaction_record> out;
-        for (const auto& t : answer) out.push_back(decode(t));
+        for (const auto& t : answer)
+            out.push_back(decode(t));
         co_return out;
     }
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
         auto j = std::make_unique<job>(job::kind::find, std::string(gid));
-        auto start = [&to = shard_of(gid), j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+        auto start = [&to = shard_of(gid),
+                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
             j->deliver = std::move(deliver);
             push(to, j);
         };
-        const nlohmann::json answer = co_await detail::await_result<nlohmann::json>(std::move(start));
+        const nlohmann::json answer =
+            co_await detail::await_result<nlohmann::json>(std::move(start));
         std::optional<transaction_record> out;
-        if (!answer.is_null()) out = decode(answer);
+        if (!answer.is_null())
+            out = decode(answer);
         co_return out;
     }
 
@@ -7061,10 +7865,13 @@ public:
 private:
     struct job {
         enum class kind { write, claim, find, flush };
-        job(kind k, std::string a, std::string g = {}) : what(k), arg(std::move(a)), gid(std::move(g)) {}
+        job(kind k, std::string a, std::string g = {})
+            : what(k)
+            , arg(std::move(a))
+            , gid(std::move(g)) {}
         kind what;
-        std::string arg;                          // JSON text of the write / claim, the gid, or empty
-        std::string gid;                          // of a write
+        std::string arg; // JSON text of the write / claim, the gid, or empty
+        std::string gid; // of a write
         detail::deliver_fn<nlohmann::json> deliver; // empty for lazy writes
     };
 
@@ -7076,17 +7883,24 @@ private:
     static std::string encode(const journal_write& w) {
         nlohmann::json j = {{"gid", w.gid}};
         if (w.begin) {
-            j["begin"] = {{"kind", to_string(w.begin->kind)}, {"deadline_ms", to_ms(w.begin->deadline)}};
-            if (w.begin->forward) j["begin"]["forward"] = true;
+            j["begin"] = {{"kind", to_string(w.begin->kind)},
+                          {"deadline_ms", to_ms(w.begin->deadline)}};
+            if (w.begin->forward)
+                j["begin"]["forward"] = true;
         }
         if (!w.new_branches.empty()) {
             auto& arr = j["branches"] = nlohmann::json::array();
             for (const auto& b : w.new_branches)
-                arr.push_back({{"id", b.branch_id}, {"participant", b.participant}, {"payload", b.payload.json()}});
+                arr.push_back({{"id", b.branch_id},
+                               {"participant", b.participant},
+                               {"payload", b.payload.json()}});
         }
-        if (w.status) j["status"] = {{"from", to_string(w.status->from)}, {"to", to_string(w.status->to)}};
-        if (!w.done_branches.empty()) j["done"] = w.done_branches;
-        if (w.lease) j["lease"] = {{"owner", w.lease->owner}, {"until_ms", to_ms(w.lease->until)}};
+        if (w.status)
+            j["status"] = {{"from", to_string(w.status->from)}, {"to", to_string(w.status->to)}};
+        if (!w.done_branches.empty())
+            j["done"] = w.done_branches;
+        if (w.lease)
+            j["lease"] = {{"owner", w.lease->owner}, {"until_ms", to_ms(w.lease->until)}};
         return j.dump();
     }
 
@@ -7095,14 +7909,17 @@ private:
         rec.gid = t.at("gid").get<std::string>();
         auto kind = parse_tx_kind(t.at("kind").get<std::string>());
         auto status = parse_tx_status(t.at("status").get<std::string>());
-        if (!kind || !status) throw error(errc::journal_corrupt, "PostgreSQL journal: gid " + rec.gid + ": unreadable kind or status");
+        if (!kind || !status)
+            throw error(errc::journal_corrupt,
+                        "PostgreSQL journal: gid " + rec.gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
         rec.deadline = wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(
             std::chrono::milliseconds(t.at("deadline_ms").get<std::int64_t>())));
         rec.forward = t.value("forward", false);
         for (const auto& b : t.at("branches"))
-            rec.branches.push_back(branch_record{b.at("id").get<std::string>(), b.at("participant").get<std::string>(),
+            rec.branches.push_back(branch_record{b.at("id").get<std::string>(),
+                                                 b.at("participant").get<std::string>(),
                                                  b.at("payload"), b.value("done", false)});
         return rec;
     }
@@ -7110,12 +7927,15 @@ private:
     /// A connection and the thread that writes through it.
     struct shard {
         shard(postgres_journal& j, bool first)
-            : db(j.opts_.conninfo), ready(set_up(j, db, first)),
-              queue({j.opts_.max_batch, j.opts_.cleanup_interval},
-                    [&j, this](std::vector<std::unique_ptr<job>>& b) { j.execute(*this, b); },
-                    [&j, this, first] {
-                        if (first) j.cleanup(*this);
-                    }) {}
+            : db(j.opts_.conninfo)
+            , ready(set_up(j, db, first))
+            , queue(
+                  {j.opts_.max_batch, j.opts_.cleanup_interval},
+                  [&j, this](std::vector<std::unique_ptr<job>>& b) { j.execute(*this, b); },
+                  [&j, this, first] {
+                      if (first)
+                          j.cleanup(*this);
+                  }) {}
         static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
             db.set_prepares(j.opts_.prepare_statements);
             return !first || j.migrate(db); // the first creates or migrates the schema
@@ -7123,17 +7943,19 @@ private:
 
         postgres::connection db;
         bool ready;
-        std::uint64_t lost_statements = 0; // counted so far (db.lost_statements())
+        std::uint64_t lost_statements = 0;               // counted so far (db.lost_statements())
         detail::batch_queue<std::unique_ptr<job>> queue; // last: drained before the rest goes
     };
 
     shard& shard_of(std::string_view gid) {
-        if (shards_.size() == 1) return *shards_.front();
+        if (shards_.size() == 1)
+            return *shards_.front();
         return *shards_[std::hash<std::string_view>{}(gid) % shards_.size()];
     }
 
     static void push(shard& to, std::unique_ptr<job>& j, bool urgent = true) {
-        if (!to.queue.push(j, urgent)) throw error(errc::journal_failed, "PostgreSQL journal: closing");
+        if (!to.queue.push(j, urgent))
+            throw error(errc::journal_failed, "PostgreSQL journal: closing");
     }
 
     /// Returns once `sh` has applied everything queued on it before.
@@ -7154,7 +7976,8 @@ private:
         std::vector<job*> write_jobs;
         for (auto& j : batch)
             if (j->what == job::kind::write) {
-                if (!write_jobs.empty()) writes += ',';
+                if (!write_jobs.empty())
+                    writes += ',';
                 writes += j->arg;
                 write_jobs.push_back(j.get());
             }
@@ -7163,13 +7986,15 @@ private:
         auto fail = [&](std::vector<job*> jobs, std::exception_ptr e) {
             ++failed;
             for (job* j : jobs)
-                if (j->deliver) j->deliver(e, nullptr);
+                if (j->deliver)
+                    j->deliver(e, nullptr);
         };
         try {
             reconnected += db.ensure();
         } catch (...) {
             std::vector<job*> all;
-            for (auto& j : batch) all.push_back(j.get());
+            for (auto& j : batch)
+                all.push_back(j.get());
             fail(all, std::current_exception());
             count(sh, 0, 1, reconnected, 0);
             return;
@@ -7179,26 +8004,30 @@ private:
                 const std::string now = std::to_string(to_ms(wall_clock::now()));
                 std::vector<std::string> answers;
                 if (write_jobs.size() == 1) {
-                    auto r = db.exec_prepared("dtx_apply_single", "SELECT dtx_apply_single($1::jsonb, $2::bigint)",
-                                               {write_jobs.front()->arg, now});
+                    auto r = db.exec_prepared("dtx_apply_single",
+                                              "SELECT dtx_apply_single($1::jsonb, $2::bigint)",
+                                              {write_jobs.front()->arg, now});
                     answers.emplace_back(r.text(0, 0));
                 } else if (distinct_transactions(write_jobs)) {
                     // The usual batch: dtx_apply would check this again on the server, in a query.
-                    auto r = db.exec_prepared("dtx_apply_distinct", "SELECT dtx_apply_distinct($1::jsonb, $2::bigint)",
-                                               {writes, now});
+                    auto r = db.exec_prepared("dtx_apply_distinct",
+                                              "SELECT dtx_apply_distinct($1::jsonb, $2::bigint)",
+                                              {writes, now});
                     answers = nlohmann::json::parse(r.text(0, 0)).get<std::vector<std::string>>();
                 } else {
-                    auto r = db.exec_prepared("dtx_apply", "SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
+                    auto r = db.exec_prepared(
+                        "dtx_apply", "SELECT dtx_apply($1::jsonb, $2::bigint)", {writes, now});
                     answers = nlohmann::json::parse(r.text(0, 0)).get<std::vector<std::string>>();
                 }
                 ++committed;
                 if (answers.size() != write_jobs.size())
-                    throw error(errc::journal_corrupt, "PostgreSQL journal: " + std::to_string(answers.size()) +
-                                                           " answers to " + std::to_string(write_jobs.size()) +
-                                                           " writes");
+                    throw error(errc::journal_corrupt,
+                                "PostgreSQL journal: " + std::to_string(answers.size()) +
+                                    " answers to " + std::to_string(write_jobs.size()) + " writes");
                 for (std::size_t i = 0; i < write_jobs.size(); ++i) {
                     job* j = write_jobs[i];
-                    if (!j->deliver) continue;
+                    if (!j->deliver)
+                        continue;
                     const std::string& a = answers[i];
                     if (a == "ok" || a == "refused")
                         j->deliver(nullptr, a == "ok");
@@ -7211,18 +8040,21 @@ private:
         }
         std::size_t flushes = 0;
         for (auto& j : batch) {
-            if (j->what == job::kind::write) continue;
+            if (j->what == job::kind::write)
+                continue;
             if (j->what == job::kind::flush) {
                 ++flushes;
                 j->deliver(nullptr, nullptr);
                 continue;
             }
             try {
-                auto r = j->what == job::kind::claim
-                             ? db.exec_prepared("dtx_claim", "SELECT dtx_claim($1::jsonb)", {j->arg})
-                             : db.exec_prepared("dtx_find", "SELECT dtx_find($1)", {j->arg});
+                auto r =
+                    j->what == job::kind::claim
+                        ? db.exec_prepared("dtx_claim", "SELECT dtx_claim($1::jsonb)", {j->arg})
+                        : db.exec_prepared("dtx_find", "SELECT dtx_find($1)", {j->arg});
                 ++committed;
-                j->deliver(nullptr, r.is_null(0, 0) ? nlohmann::json() : nlohmann::json::parse(r.text(0, 0)));
+                j->deliver(nullptr, r.is_null(0, 0) ? nlohmann::json()
+                                                    : nlohmann::json::parse(r.text(0, 0)));
             } catch (...) {
                 fail({j.get()}, std::current_exception());
             }
@@ -7230,29 +8062,35 @@ private:
         count(sh, committed, failed, reconnected, batch.size() - flushes);
     }
 
-    void count(shard& sh, std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected, std::size_t ops) {
-        const std::uint64_t lost = sh.db.lost_statements() - std::exchange(sh.lost_statements, sh.db.lost_statements());
+    void count(shard& sh, std::uint64_t committed, std::uint64_t failed, std::uint64_t reconnected,
+               std::size_t ops) {
+        const std::uint64_t lost =
+            sh.db.lost_statements() - std::exchange(sh.lost_statements, sh.db.lost_statements());
         std::lock_guard lock(mu_);
         stats_.commits += committed;
         stats_.failed_batches += failed;
         stats_.reconnects += reconnected;
         stats_.lost_statements += lost;
-        if (!failed) stats_.operations += ops;
+        if (!failed)
+            stats_.operations += ops;
     }
 
     /// True when no two of the writes concern the same transaction.
     static bool distinct_transactions(const std::vector<job*>& writes) {
         std::vector<std::string_view> gids;
         gids.reserve(writes.size());
-        for (const job* j : writes) gids.push_back(j->gid);
+        for (const job* j : writes)
+            gids.push_back(j->gid);
         std::sort(gids.begin(), gids.end());
         return std::adjacent_find(gids.begin(), gids.end()) == gids.end();
     }
 
     static error refusal(const std::string& answer, const job& j) {
         const std::string& gid = j.gid;
-        if (answer == "duplicate_gid") return error(errc::duplicate_gid, "gid " + gid + ": already in the journal");
-        if (answer == "unknown_transaction") return error(errc::unknown_transaction, "gid " + gid + ": not in the journal");
+        if (answer == "duplicate_gid")
+            return error(errc::duplicate_gid, "gid " + gid + ": already in the journal");
+        if (answer == "unknown_transaction")
+            return error(errc::unknown_transaction, "gid " + gid + ": not in the journal");
         return error(errc::journal_failed, "gid " + gid + ": " + answer);
     }
 
@@ -7261,15 +8099,18 @@ private:
         const std::string batch = std::to_string(opts_.cleanup_batch);
         for (;;) {
             sh.db.ensure();
-            auto r = sh.db.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
-                              "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) "
-                              "RETURNING 1",
-                              {before, batch});
+            auto r = sh.db.exec(
+                "DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
+                "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP "
+                "LOCKED) "
+                "RETURNING 1",
+                {before, batch});
             {
                 std::lock_guard lock(mu_);
                 stats_.cleaned += static_cast<std::uint64_t>(r.rows());
             }
-            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle()) break;
+            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle())
+                break;
         }
     }
 
@@ -7281,9 +8122,19 @@ private:
     std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 // #include <dtx/impl/postgres_journal_schema.hpp>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
 #endif
 
@@ -7296,23 +8147,26 @@ private:
 // The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 inline bool postgres_journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
     db.exec("BEGIN");
     try {
         db.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+        db.exec(
+            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
         int version = 0;
         {
             auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
-            if (r.rows() == 1) version = std::stoi(std::string(r.text(0, 0)));
+            if (r.rows() == 1)
+                version = std::stoi(std::string(r.text(0, 0)));
         }
         if (version > schema_version)
-            throw error(errc::journal_version, "PostgreSQL journal: schema version " + std::to_string(version) +
-                                                   " is newer than this dtx reads (" + std::to_string(schema_version) +
-                                                   "); upgrade dtx");
+            throw error(errc::journal_version,
+                        "PostgreSQL journal: schema version " + std::to_string(version) +
+                            " is newer than this dtx reads (" + std::to_string(schema_version) +
+                            "); upgrade dtx");
         if (version < 1) {
             // Version 3 from the start. Every write is one row change; the row's pages keep room
             // (fillfactor) for the new versions of their rows, and no index covers a column that
@@ -7332,12 +8186,15 @@ CREATE TABLE IF NOT EXISTS dtx_transaction (
     forward        boolean NOT NULL DEFAULT false,
     branches       jsonb NOT NULL DEFAULT '[]'
 ) WITH (fillfactor = 50))sql");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
-                     "WHERE ended_ms IS NOT NULL");
+            db.exec(
+                "CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
+                "WHERE ended_ms IS NOT NULL");
         } else if (version < 3) {
             if (version < 2) {
-                // 2: transactions recovered forward (sagas of planned steps): claims leave them trying.
-                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
+                // 2: transactions recovered forward (sagas of planned steps): claims leave them
+                // trying.
+                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT "
+                        "NULL DEFAULT false");
             }
             // 3: the branch rows move into their transaction's row, in registration order.
             db.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
@@ -7348,16 +8205,19 @@ UPDATE dtx_transaction t SET branches = b.list
           FROM dtx_branch GROUP BY gid) b
  WHERE t.gid = b.gid)sql");
             db.exec("DROP TABLE dtx_branch");
-            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
+            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write
+                                                                             // function
             db.exec("DROP INDEX IF EXISTS dtx_transaction_open");
-            db.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
+            db.exec(
+                "ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
             db.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
         }
         if (version < 3) {
             // Claims find the unfinished transactions through a partial index on a column that
             // never changes (there are few of them); only the end leaves the index.
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
-                     "WHERE ended_ms IS NULL");
+            db.exec(
+                "CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
+                "WHERE ended_ms IS NULL");
             // The branch records as rows, for reading (operators, version 2's queries).
             db.exec(R"sql(
 CREATE OR REPLACE VIEW dtx_branch AS
@@ -7401,8 +8261,8 @@ BEGIN
 END $$)sql");
             const std::string v = std::to_string(schema_version);
             db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
-                     "ON CONFLICT (key) DO UPDATE SET value = $1::int",
-                     {v});
+                    "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                    {v});
         }
         // The write functions have a version of their own: they change without changing the
         // tables, so instances of an older dtx keep working with them (same arguments, same
@@ -7410,7 +8270,8 @@ END $$)sql");
         int functions = 0;
         {
             auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
-            if (r.rows() == 1) functions = std::stoi(std::string(r.text(0, 0)));
+            if (r.rows() == 1)
+                functions = std::stoi(std::string(r.text(0, 0)));
         }
         if (version < 3 || functions < functions_version) {
             // 5: dtx_apply_single. 6: the journal calls dtx_apply_distinct itself when it knows
@@ -7547,8 +8408,8 @@ BEGIN
 END $$)sql");
             const std::string v = std::to_string(functions_version);
             db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
-                     "ON CONFLICT (key) DO UPDATE SET value = $1::int",
-                     {v});
+                    "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                    {v});
         }
         db.exec("COMMIT");
     } catch (...) {
@@ -7561,7 +8422,7 @@ END $$)sql");
     return true;
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif
 #endif // defined(DTX_WITH_POSTGRES)

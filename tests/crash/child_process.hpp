@@ -5,12 +5,6 @@
 // to a log, see how it ended, kill it with SIGKILL; and to read what it left: the tail of its log,
 // the fault points it killed itself at.
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -21,6 +15,12 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 extern char** environ;
 
@@ -35,8 +35,10 @@ struct exit_status {
 };
 
 inline std::string describe(const exit_status& e) {
-    if (e.killed) return "killed by SIGKILL";
-    if (e.signal) return "died of signal " + std::to_string(e.signal) + " (" + strsignal(e.signal) + ")";
+    if (e.killed)
+        return "killed by SIGKILL";
+    if (e.signal)
+        return "died of signal " + std::to_string(e.signal) + " (" + strsignal(e.signal) + ")";
     return "exited with code " + std::to_string(e.code);
 }
 
@@ -46,16 +48,19 @@ public:
     /// Starts args[0] with `args`, stdout and stderr appended to `log`.
     child_process(std::vector<std::string> args, const std::filesystem::path& log) {
         std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
+        for (auto& a : args)
+            argv.push_back(a.data());
         argv.push_back(nullptr);
         const std::string out = log.string();
         posix_spawn_file_actions_t fa;
         posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out.c_str(),
+                                         O_WRONLY | O_CREAT | O_APPEND, 0644);
         posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
         const int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
         posix_spawn_file_actions_destroy(&fa);
-        if (rc != 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
+        if (rc != 0)
+            throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
         started_ = steady::now();
     }
     child_process(const child_process&) = delete;
@@ -78,14 +83,17 @@ public:
                 exit_status e;
                 if (WIFSIGNALED(st)) {
                     e.killed = WTERMSIG(st) == SIGKILL;
-                    if (!e.killed) e.signal = WTERMSIG(st);
+                    if (!e.killed)
+                        e.signal = WTERMSIG(st);
                 } else if (WIFEXITED(st)) {
                     e.code = WEXITSTATUS(st);
                 }
                 return e;
             }
-            if (r < 0) throw std::runtime_error(std::string("waitpid: ") + std::strerror(errno));
-            if (steady::now() >= until) return std::nullopt;
+            if (r < 0)
+                throw std::runtime_error(std::string("waitpid: ") + std::strerror(errno));
+            if (steady::now() >= until)
+                return std::nullopt;
             std::this_thread::sleep_for(std::chrono::microseconds(500));
         }
     }
@@ -114,7 +122,8 @@ private:
 inline std::string tail(const std::filesystem::path& file, std::size_t lines) {
     std::ifstream in(file);
     std::vector<std::string> all;
-    for (std::string l; std::getline(in, l);) all.push_back(std::move(l));
+    for (std::string l; std::getline(in, l);)
+        all.push_back(std::move(l));
     std::string out;
     for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i)
         out += "  | " + all[i] + "\n";
@@ -130,7 +139,8 @@ struct fault_log {
     std::vector<std::string> fresh() {
         std::vector<std::string> out;
         std::ifstream in(path, std::ios::binary);
-        if (!in) return out;
+        if (!in)
+            return out;
         in.seekg(static_cast<std::streamoff>(offset));
         for (std::string l; std::getline(in, l);) {
             offset += l.size() + 1;

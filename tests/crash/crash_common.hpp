@@ -13,6 +13,8 @@
 // Each participant database also holds `applied` (one row per handler execution, UNIQUE per
 // gid, branch and operation) and `anomalies` (anything a handler found wrong).
 
+#include <nlohmann/json.hpp>
+
 #include <charconv>
 #include <cstdint>
 #include <cstdlib>
@@ -21,8 +23,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace dtx::crash {
 
@@ -98,36 +98,43 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(award, customer, points, c)
 // participant database also holds the ledger (`applied`) and `anomalies`.
 
 inline std::vector<std::string> with_ledger(std::vector<std::string> statements) {
-    statements.push_back("CREATE TABLE applied (gid TEXT NOT NULL, branch_id TEXT NOT NULL, op TEXT NOT NULL, "
-                         "participant TEXT NOT NULL, UNIQUE (gid, branch_id, op))");
     statements.push_back(
-        "CREATE TABLE anomalies (gid TEXT NOT NULL, branch_id TEXT NOT NULL, op TEXT NOT NULL, what TEXT NOT NULL)");
+        "CREATE TABLE applied (gid TEXT NOT NULL, branch_id TEXT NOT NULL, op TEXT NOT NULL, "
+        "participant TEXT NOT NULL, UNIQUE (gid, branch_id, op))");
+    statements.push_back("CREATE TABLE anomalies (gid TEXT NOT NULL, branch_id TEXT NOT NULL, op "
+                         "TEXT NOT NULL, what TEXT NOT NULL)");
     return statements;
 }
 
 /// "INSERT INTO table (columns) VALUES (0, values), (1, values), ..." for keys 0 .. n-1.
-inline std::string initial_rows(const char* table, const char* columns, int n, const std::string& values) {
+inline std::string initial_rows(const char* table, const char* columns, int n,
+                                const std::string& values) {
     std::string sql = std::string("INSERT INTO ") + table + " (" + columns + ") VALUES ";
-    for (int i = 0; i < n; ++i) sql += (i ? ", (" : "(") + std::to_string(i) + ", " + values + ")";
+    for (int i = 0; i < n; ++i)
+        sql += (i ? ", (" : "(") + std::to_string(i) + ", " + values + ")";
     return sql;
 }
 
 inline std::vector<std::string> accounts_schema() {
-    return with_ledger({"CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0), "
+    return with_ledger({"CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL "
+                        "CHECK (balance >= 0), "
                         "frozen BIGINT NOT NULL CHECK (frozen >= 0))",
                         initial_rows("accounts", "id, balance, frozen", account_count,
                                      std::to_string(initial_balance) + ", 0")});
 }
 
 inline std::vector<std::string> stock_schema() {
-    return with_ledger({"CREATE TABLE stock (sku BIGINT PRIMARY KEY, available BIGINT NOT NULL CHECK (available >= 0), "
-                        "reserved BIGINT NOT NULL CHECK (reserved >= 0), sold BIGINT NOT NULL CHECK (sold >= 0))",
-                        initial_rows("stock", "sku, available, reserved, sold", sku_count,
-                                     std::to_string(initial_stock) + ", 0, 0")});
+    return with_ledger(
+        {"CREATE TABLE stock (sku BIGINT PRIMARY KEY, available BIGINT NOT NULL CHECK (available "
+         ">= 0), "
+         "reserved BIGINT NOT NULL CHECK (reserved >= 0), sold BIGINT NOT NULL CHECK (sold >= 0))",
+         initial_rows("stock", "sku, available, reserved, sold", sku_count,
+                      std::to_string(initial_stock) + ", 0, 0")});
 }
 
 inline std::vector<std::string> points_schema() {
-    return with_ledger({"CREATE TABLE points (customer BIGINT PRIMARY KEY, total BIGINT NOT NULL CHECK (total >= 0))",
+    return with_ledger({"CREATE TABLE points (customer BIGINT PRIMARY KEY, total BIGINT NOT NULL "
+                        "CHECK (total >= 0))",
                         initial_rows("points", "customer, total", customer_count, "0")});
 }
 
@@ -137,7 +144,8 @@ inline std::vector<std::string> points_schema() {
 //   origin  "tx" (a transaction this process is running) or "rec" (recovery);
 //   kind    "tcc", "saga", or "any" (a recovery claim);
 //   point   a journal write ("begin", "register", "decide-confirm", "decide-cancel",
-//           "end-confirm", "end-cancel", "end-compensate", "done-…", "lease", "claim") or a branch call
+//           "end-confirm", "end-cancel", "end-compensate", "done-…", "lease", "claim") or a branch
+//           call
 //           ("call-try", "call-confirm", …).
 // Gids start with "tcc-", "saga-" or "plan-" (a saga of planned steps), so the kind is known from
 // the gid alone (also in recovery).
@@ -199,9 +207,12 @@ inline const std::vector<fault_target>& fault_targets() {
 
 /// The kind encoded in a gid ("tcc", "saga" or "plan"), or "any".
 inline std::string_view kind_of_gid(std::string_view gid) {
-    if (gid.starts_with("tcc-")) return "tcc";
-    if (gid.starts_with("saga-")) return "saga";
-    if (gid.starts_with("plan-")) return "plan";
+    if (gid.starts_with("tcc-"))
+        return "tcc";
+    if (gid.starts_with("saga-"))
+        return "saga";
+    if (gid.starts_with("plan-"))
+        return "plan";
     return "any";
 }
 
@@ -209,25 +220,31 @@ inline std::string_view kind_of_gid(std::string_view gid) {
 inline std::optional<long> parse_number(std::string_view s) {
     long v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    if (ec != std::errc() || p != s.data() + s.size())
+        return std::nullopt;
     return v;
 }
 
 /// A command line, read option by option. `usage(why)` reports a mistake and exits.
 class command_line {
 public:
-    command_line(int argc, char** argv, void (*usage)(const std::string&)) : argc_(argc), argv_(argv), usage_(usage) {}
+    command_line(int argc, char** argv, void (*usage)(const std::string&))
+        : argc_(argc)
+        , argv_(argv)
+        , usage_(usage) {}
 
     /// The next option, or empty at the end.
     std::optional<std::string_view> next() {
-        if (i_ + 1 >= argc_) return std::nullopt;
+        if (i_ + 1 >= argc_)
+            return std::nullopt;
         option_ = argv_[++i_];
         return option_;
     }
 
     /// The current option's value.
     std::string_view value() {
-        if (i_ + 1 >= argc_) fail(std::string(option_) + " needs a value");
+        if (i_ + 1 >= argc_)
+            fail(std::string(option_) + " needs a value");
         return argv_[++i_];
     }
 
@@ -236,7 +253,8 @@ public:
     T number() {
         const std::string_view v = value();
         const auto n = parse_number(v);
-        if (!n) fail("bad number for " + std::string(option_) + ": " + std::string(v));
+        if (!n)
+            fail("bad number for " + std::string(option_) + ": " + std::string(v));
         return static_cast<T>(*n);
     }
 
@@ -247,7 +265,6 @@ public:
     }
 
 private:
-
     int argc_;
     char** argv_;
     void (*usage_)(const std::string&);

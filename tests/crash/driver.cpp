@@ -6,7 +6,8 @@
 //   dtx_crash_driver --check-only --dir D
 //
 // Each run of the workload ends in one of three ways, chosen at random:
-//   - random:  the driver kills it (kill -9) a random few to tens of milliseconds after starting it;
+//   - random:  the driver kills it (kill -9) a random few to tens of milliseconds after starting
+//   it;
 //   - point:   it kills itself (raise(SIGKILL)) at the N-th occurrence of a named fault point,
 //              the names cycling over every journal write and branch call of TCC, sagas and
 //              recovery (crash_common.hpp);
@@ -28,13 +29,6 @@
 // the data directory. Without --dir it works in a fresh directory under $TMPDIR (or /tmp),
 // removed after a success unless --keep.
 
-#include "child_process.hpp"
-#include "crash_common.hpp"
-#include "invariants.hpp"
-#include "sqlite_data.hpp"
-
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -46,6 +40,12 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "child_process.hpp"
+#include "crash_common.hpp"
+#include "invariants.hpp"
+#include "sqlite_data.hpp"
+#include <unistd.h>
 
 namespace {
 
@@ -64,10 +64,12 @@ struct settings : driver_settings {
 };
 
 [[noreturn]] void usage(const std::string& why) {
-    std::cerr << "dtx_crash_driver: " << why
-              << "\nusage: dtx_crash_driver [--kills K] [--seed S] [--workload PATH] [--dir D] [--keep]"
-                 " [--check-every N] [--concurrency C] [--watchdog-ms MS] [--verbose]\n"
-                 "       dtx_crash_driver --check-only --dir D   (checks a kept data directory as it is)\n";
+    std::cerr
+        << "dtx_crash_driver: " << why
+        << "\nusage: dtx_crash_driver [--kills K] [--seed S] [--workload PATH] [--dir D] [--keep]"
+           " [--check-every N] [--concurrency C] [--watchdog-ms MS] [--verbose]\n"
+           "       dtx_crash_driver --check-only --dir D   (checks a kept data directory as it "
+           "is)\n";
     std::exit(2);
 }
 
@@ -76,15 +78,19 @@ settings parse(int argc, char** argv) {
     command_line cl(argc, argv, usage);
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (s.parse_common(cl, a)) continue;
+        if (s.parse_common(cl, a))
+            continue;
         if (a == "--check-only")
             s.check_only = true;
         else
             usage("unknown argument " + std::string(a));
     }
-    if (s.kills < 1) usage("--kills must be at least 1");
-    if (s.check_every < 1) usage("--check-every must be at least 1");
-    if (!s.seed_given) s.seed = std::random_device{}() % 1'000'000'000u;
+    if (s.kills < 1)
+        usage("--kills must be at least 1");
+    if (s.check_every < 1)
+        usage("--check-every must be at least 1");
+    if (!s.seed_given)
+        s.seed = std::random_device{}() % 1'000'000'000u;
     if (s.workload.empty()) {
         // Next to this executable by default.
         s.workload = fs::read_symlink("/proc/self/exe").parent_path() / "dtx_crash_workload";
@@ -95,7 +101,8 @@ settings parse(int argc, char** argv) {
 // ---- running the workload ---------------------------------------------------------------------
 
 /// Starts the workload in the data directory, its output appended to workload.log.
-std::unique_ptr<child_process> start_workload(const settings& s, const std::vector<std::string>& extra) {
+std::unique_ptr<child_process> start_workload(const settings& s,
+                                              const std::vector<std::string>& extra) {
     std::vector<std::string> args = {s.workload.string(), "--dir", s.dir.string(), "--concurrency",
                                      std::to_string(s.concurrency)};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -115,7 +122,8 @@ violations check(const fs::path& dir, check_summary& sum) {
 
 int run(const settings& s) {
     const auto t0 = steady::now();
-    std::cout << "crash test: seed " << s.seed << ", " << s.kills << " kills, data in " << s.dir.string() << std::endl;
+    std::cout << "crash test: seed " << s.seed << ", " << s.kills << " kills, data in "
+              << s.dir.string() << std::endl;
     create_participant_databases(s.dir);
 
     std::mt19937_64 rng(s.seed);
@@ -126,16 +134,18 @@ int run(const settings& s) {
     int again_tries = 0;
     bool force_run_kill = false;
 
-    int kills = 0, random_kills = 0, watchdog_kills = 0, point_kills = 0, misses = 0, runs = 0, checks = 0;
-    std::map<std::string, int> by_point;     // kills per fault point
-    std::map<std::string, int> missed;       // targets not reached
+    int kills = 0, random_kills = 0, watchdog_kills = 0, point_kills = 0, misses = 0, runs = 0,
+        checks = 0;
+    std::map<std::string, int> by_point; // kills per fault point
+    std::map<std::string, int> missed;   // targets not reached
     fault_log faults{s.dir / fault_log_file, 0};
     check_summary sum;
 
     const auto fail = [&](const std::string& why) {
-        std::cerr << "crash test FAILED (seed " << s.seed << ", after " << kills << " kills): " << why
-                  << "\nlast workload output:\n"
-                  << tail(s.dir / "workload.log", 30) << "data kept in " << s.dir.string() << std::endl;
+        std::cerr << "crash test FAILED (seed " << s.seed << ", after " << kills
+                  << " kills): " << why << "\nlast workload output:\n"
+                  << tail(s.dir / "workload.log", 30) << "data kept in " << s.dir.string()
+                  << std::endl;
         return 1;
     };
 
@@ -143,10 +153,13 @@ int run(const settings& s) {
         ++checks;
         auto w = start_workload(s, {"--seed", std::to_string(s.seed), "--recover-only"});
         auto e = w->wait_until(steady::now() + std::chrono::seconds(60));
-        if (!e) return "the recover-only run did not finish within 60 s";
-        if (e->killed || e->signal || e->code != 0) return "the recover-only run " + describe(*e);
+        if (!e)
+            return "the recover-only run did not finish within 60 s";
+        if (e->killed || e->signal || e->code != 0)
+            return "the recover-only run " + describe(*e);
         const violations v = check(s.dir, sum);
-        if (v.empty()) return std::nullopt;
+        if (v.empty())
+            return std::nullopt;
         return v.report();
     };
 
@@ -189,7 +202,8 @@ int run(const settings& s) {
         bool by_driver = false;
         if (m == mode::random) {
             // A few to tens of milliseconds: in startup, recovery, or the middle of the run.
-            e = w->wait_until(w->started() + std::chrono::microseconds(uniform(delay_min_us, 80'000)));
+            e = w->wait_until(w->started() +
+                              std::chrono::microseconds(uniform(delay_min_us, 80'000)));
             if (!e) {
                 e = w->kill();
                 by_driver = true;
@@ -209,18 +223,24 @@ int run(const settings& s) {
                 ++point_kills;
                 const std::string name = lines.back().substr(0, lines.back().find(' '));
                 ++by_point[name];
-                if (s.verbose) std::cout << "  kill " << kills << " at " << lines.back() << std::endl;
+                if (s.verbose)
+                    std::cout << "  kill " << kills << " at " << lines.back() << std::endl;
             } else if (by_driver && m == mode::random) {
                 ++random_kills;
-                if (s.verbose) std::cout << "  kill " << kills << " at random" << std::endl;
+                if (s.verbose)
+                    std::cout << "  kill " << kills << " at random" << std::endl;
             } else {
                 ++watchdog_kills;
                 ++missed[m == mode::point ? target : "any"];
-                if (s.verbose) std::cout << "  kill " << kills << " by the watchdog (" << target << ")" << std::endl;
+                if (s.verbose)
+                    std::cout << "  kill " << kills << " by the watchdog (" << target << ")"
+                              << std::endl;
             }
-        } else if (m == mode::point && e->code == exit_target_not_reached && target.starts_with("rec/")) {
+        } else if (m == mode::point && e->code == exit_target_not_reached &&
+                   target.starts_with("rec/")) {
             ++misses;
-            if (s.verbose) std::cout << "  " << target << " not reached by recovery" << std::endl;
+            if (s.verbose)
+                std::cout << "  " << target << " not reached by recovery" << std::endl;
             if (++again_tries <= 3) {
                 again = t; // after a kill that leaves something to recover
                 force_run_kill = true;
@@ -228,32 +248,43 @@ int run(const settings& s) {
                 ++missed[target];
             }
         } else {
-            const std::string what = m == mode::random ? "random kill" : m == mode::point ? target : "any point";
+            const std::string what = m == mode::random  ? "random kill"
+                                     : m == mode::point ? target
+                                                        : "any point";
             return fail("a workload run (" + what + ") " + describe(*e));
         }
 
         if (kills % s.check_every == 0 && kills > 0 && kills < s.kills && e->killed) {
-            if (auto v = recover_and_check()) return fail(*v);
+            if (auto v = recover_and_check())
+                return fail(*v);
             const double secs = std::chrono::duration<double>(steady::now() - t0).count();
-            std::cout << "  " << kills << " kills, " << sum.transactions << " transactions, invariants hold ("
-                      << static_cast<int>(secs) << " s)" << std::endl;
+            std::cout << "  " << kills << " kills, " << sum.transactions
+                      << " transactions, invariants hold (" << static_cast<int>(secs) << " s)"
+                      << std::endl;
         }
     }
-    if (auto v = recover_and_check()) return fail(*v);
+    if (auto v = recover_and_check())
+        return fail(*v);
 
     const double secs = std::chrono::duration<double>(steady::now() - t0).count();
     std::cout << "kills at fault points:";
-    for (const auto& [name, n] : by_point) std::cout << "\n  " << name << ": " << n;
+    for (const auto& [name, n] : by_point)
+        std::cout << "\n  " << name << ": " << n;
     std::cout << "\ntargets not reached (no kill there, or the watchdog killed instead):";
-    if (missed.empty()) std::cout << " none";
-    for (const auto& [name, n] : missed) std::cout << "\n  " << name << ": " << n;
-    std::cout << "\n" << runs << " runs (" << misses << " found nothing to recover), " << watchdog_kills
+    if (missed.empty())
+        std::cout << " none";
+    for (const auto& [name, n] : missed)
+        std::cout << "\n  " << name << ": " << n;
+    std::cout << "\n"
+              << runs << " runs (" << misses << " found nothing to recover), " << watchdog_kills
               << " watchdog kills, " << checks << " recover-and-check rounds, " << sum.ledger_rows
               << " handler executions in the ledgers, " << static_cast<int>(secs) << " s\n";
-    std::cout << "crash test: " << kills << " kills (" << random_kills + watchdog_kills << " random, " << point_kills
-              << " at fault points), " << sum.transactions << " transactions (" << sum.confirmed << " confirmed, "
-              << sum.cancelled << " cancelled; TCC " << sum.tcc_confirmed << "/" << sum.tcc_cancelled << ", sagas "
-              << sum.saga_confirmed << "/" << sum.saga_cancelled << "), invariants hold" << std::endl;
+    std::cout << "crash test: " << kills << " kills (" << random_kills + watchdog_kills
+              << " random, " << point_kills << " at fault points), " << sum.transactions
+              << " transactions (" << sum.confirmed << " confirmed, " << sum.cancelled
+              << " cancelled; TCC " << sum.tcc_confirmed << "/" << sum.tcc_cancelled << ", sagas "
+              << sum.saga_confirmed << "/" << sum.saga_cancelled << "), invariants hold"
+              << std::endl;
     if (s.own_dir && !s.keep) {
         std::error_code ec;
         fs::remove_all(s.dir, ec);
@@ -267,9 +298,11 @@ int run(const settings& s) {
 int check_only(const settings& s) {
     check_summary sum;
     const violations v = check(s.dir, sum);
-    for (const auto& x : v.all()) std::cout << "  " << x << "\n";
-    std::cout << sum.transactions << " transactions (" << sum.confirmed << " confirmed, " << sum.cancelled
-              << " cancelled), " << (v.empty() ? "invariants hold" : std::to_string(v.size()) + " violation(s)")
+    for (const auto& x : v.all())
+        std::cout << "  " << x << "\n";
+    std::cout << sum.transactions << " transactions (" << sum.confirmed << " confirmed, "
+              << sum.cancelled << " cancelled), "
+              << (v.empty() ? "invariants hold" : std::to_string(v.size()) + " violation(s)")
               << std::endl;
     return v.empty() ? 0 : 1;
 }
@@ -277,7 +310,8 @@ int check_only(const settings& s) {
 int main(int argc, char** argv) {
     settings s = parse(argc, argv);
     if (s.check_only) {
-        if (s.dir.empty()) usage("--check-only needs --dir");
+        if (s.dir.empty())
+            usage("--check-only needs --dir");
         try {
             return check_only(s);
         } catch (const std::exception& e) {
@@ -287,13 +321,17 @@ int main(int argc, char** argv) {
     }
     s.own_dir = s.dir.empty();
     if (s.own_dir)
-        s.dir = fs::temp_directory_path() / ("dtx-crash-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
-    if (fs::exists(s.dir) && !fs::is_empty(s.dir)) usage(s.dir.string() + " is not empty");
-    if (!fs::exists(s.workload)) usage("no workload executable at " + s.workload.string() + " (give --workload)");
+        s.dir = fs::temp_directory_path() /
+                ("dtx-crash-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
+    if (fs::exists(s.dir) && !fs::is_empty(s.dir))
+        usage(s.dir.string() + " is not empty");
+    if (!fs::exists(s.workload))
+        usage("no workload executable at " + s.workload.string() + " (give --workload)");
     try {
         return run(s);
     } catch (const std::exception& e) {
-        std::cerr << "crash test FAILED: " << e.what() << " (data kept in " << s.dir.string() << ")" << std::endl;
+        std::cerr << "crash test FAILED: " << e.what() << " (data kept in " << s.dir.string() << ")"
+                  << std::endl;
         return 1;
     }
 }

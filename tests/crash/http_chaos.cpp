@@ -34,7 +34,8 @@
 //     or reserved, no anomaly in any process's log. The recovering coordinator must finish within
 //     --watchdog-ms (default 120 s).
 // The last line counts transactions, kills of each kind and faults of each kind, with the seed:
-//   http chaos test: seed S, T transactions (…), K kills (…), proxies: R requests, …, invariants hold
+//   http chaos test: seed S, T transactions (…), K kills (…), proxies: R requests, …, invariants
+//   hold
 // The seed gives the same transactions and the same schedule of proxy faults; the timing of the
 // processes, and so what a fault or kill strikes, differs from run to run.
 //
@@ -49,16 +50,6 @@
 //   dtx_http_chaos coordinator --dir D --seed S --accounts URL --stock URL --points URL
 //                  [--concurrency C] [--fault-any N] [--recover-only] [--no-recovery]
 
-#include "child_process.hpp"
-#include "crash_common.hpp"
-#include "invariants.hpp"
-#include "participants.hpp"
-#include "sqlite_access.hpp"
-#include "sqlite_data.hpp"
-#include "workload_common.hpp"
-
-#include "../support/fault_proxy.hpp"
-
 #include <dtx/coordinator.hpp>
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
@@ -71,8 +62,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
-
-#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -90,6 +79,16 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../support/fault_proxy.hpp"
+#include "child_process.hpp"
+#include "crash_common.hpp"
+#include "invariants.hpp"
+#include "participants.hpp"
+#include "sqlite_access.hpp"
+#include "sqlite_data.hpp"
+#include "workload_common.hpp"
+#include <unistd.h>
+
 namespace {
 
 using namespace dtx;
@@ -101,23 +100,29 @@ namespace fs = std::filesystem;
 constexpr std::array<const char*, 3> processes = {"accounts", "stock", "points"};
 
 const char* database_of(std::string_view process) {
-    if (process == "accounts") return accounts_file;
-    if (process == "stock") return stock_file;
+    if (process == "accounts")
+        return accounts_file;
+    if (process == "stock")
+        return stock_file;
     return points_file;
 }
 
 /// The process that serves a participant ("stock-saga" is served with "stock").
 std::size_t process_of(std::string_view participant) {
-    if (participant == "accounts") return 0;
-    if (participant == "stock" || participant == "stock-saga") return 1;
+    if (participant == "accounts")
+        return 0;
+    if (participant == "stock" || participant == "stock-saga")
+        return 1;
     return 2;
 }
 
 [[noreturn]] void usage(const std::string& why) {
-    std::cerr << "dtx_http_chaos: " << why
-              << "\nusage: dtx_http_chaos [--kills K] [--transactions N] [--seed S] [--concurrency C]"
-                 " [--check-every N] [--dir D] [--keep] [--verbose] [--no-faults] [--break barrier|recovery]"
-                 " [--workload PATH] [--watchdog-ms MS]\n";
+    std::cerr
+        << "dtx_http_chaos: " << why
+        << "\nusage: dtx_http_chaos [--kills K] [--transactions N] [--seed S] [--concurrency C]"
+           " [--check-every N] [--dir D] [--keep] [--verbose] [--no-faults] [--break "
+           "barrier|recovery]"
+           " [--workload PATH] [--watchdog-ms MS]\n";
     std::exit(2);
 }
 
@@ -128,12 +133,14 @@ std::size_t process_of(std::string_view participant) {
 /// without their action, or tries after their cancel.
 class unguarded : public dtx::detail::barrier_registration<unguarded, sqlite::connection> {
 public:
-    explicit unguarded(sqlite_barrier& db) : db_(db) {}
+    explicit unguarded(sqlite_barrier& db)
+        : db_(db) {}
 
     asio::awaitable<outcome> guard(const branch_request& r, const local_handler& handler) {
         auto job = [req = dtx::detail::owned_request(r), &handler](sqlite::connection& db) {
             outcome o = handler(db, req.view());
-            if (!o.is_success()) throw refused{o}; // undo what the handler did
+            if (!o.is_success())
+                throw refused{o}; // undo what the handler did
             return o;
         };
         outcome answer;
@@ -190,7 +197,8 @@ int run_participant(const participant_settings& s) {
             break;
         } catch (const boost::system::system_error& e) {
             srv.reset();
-            if (attempt == 200) throw;
+            if (attempt == 200)
+                throw;
             std::this_thread::sleep_for(25ms);
         }
     }
@@ -198,8 +206,8 @@ int run_participant(const participant_settings& s) {
     signals.async_wait([&](const boost::system::error_code&, int) {
         asio::co_spawn(ioc, srv->async_stop(), asio::detached);
     });
-    std::cout << "serving " << s.serve << " on port " << srv->port() << (s.no_barrier ? " WITHOUT the barrier" : "")
-              << std::endl;
+    std::cout << "serving " << s.serve << " on port " << srv->port()
+              << (s.no_barrier ? " WITHOUT the barrier" : "") << std::endl;
     ioc.run();
     return 0;
 }
@@ -220,8 +228,9 @@ int run_coordinator(const coordinator_settings& s) {
     std::unordered_set<std::string> live;
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
     // Shared, not exclusive: the driver counts the journal's transactions while this process runs.
-    sqlite_journal journal(
-        {.path = (s.dir / journal_file).string(), .retention = std::chrono::hours(24 * 365), .exclusive = false});
+    sqlite_journal journal({.path = (s.dir / journal_file).string(),
+                            .retention = std::chrono::hours(24 * 365),
+                            .exclusive = false});
 
     asio::io_context ioc;
     http::client_options co;
@@ -237,12 +246,12 @@ int run_coordinator(const coordinator_settings& s) {
         shared_run run{coord, live, t, -1, [&](const std::string& name) {
                            return s.base_urls[process_of(name)] + "/" + name;
                        }};
-        workload_plan plan{.concurrency = s.concurrency, .seed = s.seed, .recovery = !s.no_recovery,
-                           .go_on = [&] {
-                               std::cout << "startup recovery: " << t.recovered << " finished in " << t.recovery_passes
-                                         << " passes" << std::endl;
-                               return !s.recover_only;
-                           }};
+        workload_plan plan{
+            .concurrency = s.concurrency, .seed = s.seed, .recovery = !s.no_recovery, .go_on = [&] {
+                std::cout << "startup recovery: " << t.recovered << " finished in "
+                          << t.recovery_passes << " passes" << std::endl;
+                return !s.recover_only;
+            }};
         run_workload_lanes(ioc, run, plan);
     }
     return 0;
@@ -258,7 +267,7 @@ struct settings : driver_settings {
     settings() {
         kills = 40;
         concurrency = 16;
-        check_every = 0; // at the end only
+        check_every = 0;       // at the end only
         watchdog_ms = 120'000; // for the recovering coordinator
     }
 };
@@ -267,20 +276,25 @@ settings parse(command_line& cl) {
     settings s;
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (s.parse_common(cl, a)) continue;
+        if (s.parse_common(cl, a))
+            continue;
         if (a == "--transactions")
             s.transactions = cl.number();
         else if (a == "--no-faults")
             s.faults = false;
         else if (a == "--break") {
             s.broken = std::string(cl.value());
-            if (s.broken != "barrier" && s.broken != "recovery") usage("--break wants barrier or recovery");
+            if (s.broken != "barrier" && s.broken != "recovery")
+                usage("--break wants barrier or recovery");
         } else
             usage("unknown argument " + std::string(a));
     }
-    if (s.kills < 0 || s.check_every < 0) usage("--kills and --check-every cannot be negative");
-    if (!s.seed_given) s.seed = std::random_device{}() % 1'000'000'000u;
-    if (s.workload.empty()) s.workload = fs::read_symlink("/proc/self/exe");
+    if (s.kills < 0 || s.check_every < 0)
+        usage("--kills and --check-every cannot be negative");
+    if (!s.seed_given)
+        s.seed = std::random_device{}() % 1'000'000'000u;
+    if (s.workload.empty())
+        s.workload = fs::read_symlink("/proc/self/exe");
     return s;
 }
 
@@ -289,20 +303,24 @@ settings parse(command_line& cl) {
 std::uint16_t free_port(std::mt19937_64& rng) {
     asio::io_context ioc;
     for (;;) {
-        const auto port = static_cast<std::uint16_t>(std::uniform_int_distribution<int>(20'000, 32'000)(rng));
+        const auto port =
+            static_cast<std::uint16_t>(std::uniform_int_distribution<int>(20'000, 32'000)(rng));
         asio::ip::tcp::acceptor a(ioc);
         boost::system::error_code ec;
         const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
-        if (!a.open(ep.protocol(), ec) && !a.bind(ep, ec)) return port;
+        if (!a.open(ep.protocol(), ec) && !a.bind(ep, ec))
+            return port;
     }
 }
 
 /// The proxies, on a thread of their own.
 class proxy_set {
 public:
-    proxy_set(const std::array<std::uint16_t, processes.size()>& upstream, std::uint64_t seed, bool faults) {
+    proxy_set(const std::array<std::uint16_t, processes.size()>& upstream, std::uint64_t seed,
+              bool faults) {
         for (std::size_t i = 0; i < upstream.size(); ++i) {
-            all_.push_back(std::make_unique<test::fault_proxy>(ioc_.get_executor(), upstream[i], seed * 31 + i));
+            all_.push_back(std::make_unique<test::fault_proxy>(ioc_.get_executor(), upstream[i],
+                                                               seed * 31 + i));
             all_.back()->set_faults(faults);
             all_.back()->start();
         }
@@ -314,9 +332,11 @@ public:
     /// Stops the proxies; the thread ends once their connections are closed (at once, if the
     /// requests held back were drained), or is stopped after 5 s.
     ~proxy_set() {
-        for (auto& p : all_) p->stop();
+        for (auto& p : all_)
+            p->stop();
         const auto until = steady::now() + 5s;
-        while (!finished_ && steady::now() < until) std::this_thread::sleep_for(1ms);
+        while (!finished_ && steady::now() < until)
+            std::this_thread::sleep_for(1ms);
         ioc_.stop();
         thread_.join();
     }
@@ -330,9 +350,12 @@ public:
         const auto until = steady::now() + limit;
         for (;;) {
             std::size_t n = 0;
-            for (const auto& p : all_) n += p->in_flight();
-            if (n == 0) return true;
-            if (steady::now() > until) return false;
+            for (const auto& p : all_)
+                n += p->in_flight();
+            if (n == 0)
+                return true;
+            if (steady::now() > until)
+                return false;
             std::this_thread::sleep_for(5ms);
         }
     }
@@ -346,13 +369,15 @@ public:
             requests += c.requests;
             unreachable += c.unreachable;
             late_refused += c.late_refused;
-            for (std::size_t f = 0; f < faults.size(); ++f) faults[f] += c.faults[f];
+            for (std::size_t f = 0; f < faults.size(); ++f)
+                faults[f] += c.faults[f];
         }
         std::string out = std::to_string(requests) + " requests";
         for (std::size_t f = 0; f < faults.size(); ++f)
-            out += ", " + std::to_string(faults[f]) + " " + test::to_string(static_cast<test::proxy_fault>(f));
-        out += " (" + std::to_string(late_refused) + " late tries or actions refused), " + std::to_string(unreachable) +
-               " answered 502 (participant down)";
+            out += ", " + std::to_string(faults[f]) + " " +
+                   test::to_string(static_cast<test::proxy_fault>(f));
+        out += " (" + std::to_string(late_refused) + " late tries or actions refused), " +
+               std::to_string(unreachable) + " answered 502 (participant down)";
         return out;
     }
 
@@ -371,22 +396,33 @@ bool keeps_data(const settings& s, int rc) {
 
 class driver {
 public:
-    explicit driver(const settings& s) : s_(s), rng_(s.seed), faults_{s.dir / fault_log_file, 0} {}
+    explicit driver(const settings& s)
+        : s_(s)
+        , rng_(s.seed)
+        , faults_{s.dir / fault_log_file, 0} {}
 
     int run() {
         const auto t0 = steady::now();
-        std::cout << "http chaos test: seed " << s_.seed << ", " << s_.kills << " kills, " << s_.transactions
-                  << " transactions" << (s_.faults ? "" : ", no proxy faults")
-                  << (s_.broken.empty() ? "" : ", BROKEN " + s_.broken) << ", data in " << s_.dir.string()
-                  << std::endl;
+        std::cout << "http chaos test: seed " << s_.seed << ", " << s_.kills << " kills, "
+                  << s_.transactions << " transactions" << (s_.faults ? "" : ", no proxy faults")
+                  << (s_.broken.empty() ? "" : ", BROKEN " + s_.broken) << ", data in "
+                  << s_.dir.string() << std::endl;
         create_participant_databases(s_.dir);
         std::array<std::uint16_t, processes.size()> ports{};
-        for (auto& p : ports) p = free_port(rng_);
+        for (auto& p : ports)
+            p = free_port(rng_);
         proxies_.emplace(ports, s_.seed, s_.faults);
         for (std::size_t i = 0; i < processes.size(); ++i) {
-            participant_args_[i] = {s_.workload.string(), "participant", "--dir", s_.dir.string(), "--serve",
-                                    processes[i], "--port", std::to_string(ports[i])};
-            if (s_.broken == "barrier") participant_args_[i].push_back("--no-barrier");
+            participant_args_[i] = {s_.workload.string(),
+                                    "participant",
+                                    "--dir",
+                                    s_.dir.string(),
+                                    "--serve",
+                                    processes[i],
+                                    "--port",
+                                    std::to_string(ports[i])};
+            if (s_.broken == "barrier")
+                participant_args_[i].push_back("--no-barrier");
             start_participant(i);
         }
         start_coordinator(false);
@@ -395,7 +431,8 @@ public:
         int next_check = s_.check_every;
         auto last_progress = steady::now();
         while (kills_ < s_.kills || journaled < s_.transactions) {
-            if (auto why = wait(std::chrono::milliseconds(uniform(100, 700)))) return fail(*why);
+            if (auto why = wait(std::chrono::milliseconds(uniform(100, 700))))
+                return fail(*why);
             if (uniform(0, 99) < 35) {
                 kill_coordinator();
                 start_coordinator(uniform(0, 99) < 25);
@@ -404,36 +441,46 @@ public:
                 participants_[i]->kill();
                 ++kills_;
                 ++participant_kills_[i];
-                if (s_.verbose) std::cout << "  kill " << kills_ << ": participant " << processes[i] << std::endl;
+                if (s_.verbose)
+                    std::cout << "  kill " << kills_ << ": participant " << processes[i]
+                              << std::endl;
                 std::this_thread::sleep_for(std::chrono::milliseconds(uniform(0, 300)));
                 start_participant(i);
             }
             const long now = count_transactions(journaled);
-            if (now > journaled) last_progress = steady::now();
+            if (now > journaled)
+                last_progress = steady::now();
             journaled = now;
-            if (steady::now() - last_progress > 60s) return fail("no new transaction in the journal for 60 s");
+            if (steady::now() - last_progress > 60s)
+                return fail("no new transaction in the journal for 60 s");
             if (s_.check_every > 0 && kills_ >= next_check && kills_ < s_.kills) {
                 next_check = kills_ + s_.check_every;
-                if (auto v = settle_and_check()) return fail(*v);
+                if (auto v = settle_and_check())
+                    return fail(*v);
                 const double secs = std::chrono::duration<double>(steady::now() - t0).count();
-                std::cout << "  " << kills_ << " kills, " << sum_.transactions << " transactions, invariants hold ("
-                          << static_cast<int>(secs) << " s)" << std::endl;
+                std::cout << "  " << kills_ << " kills, " << sum_.transactions
+                          << " transactions, invariants hold (" << static_cast<int>(secs) << " s)"
+                          << std::endl;
                 start_coordinator(false);
             }
         }
-        if (auto v = settle_and_check()) return fail(*v);
+        if (auto v = settle_and_check())
+            return fail(*v);
 
         const double secs = std::chrono::duration<double>(steady::now() - t0).count();
-        std::cout << recovered_at_startup() << " transactions finished by coordinators' startup recovery, "
-                  << checks_ << " recover-and-check rounds, " << sum_.ledger_rows
+        std::cout << recovered_at_startup()
+                  << " transactions finished by coordinators' startup recovery, " << checks_
+                  << " recover-and-check rounds, " << sum_.ledger_rows
                   << " handler executions in the ledgers, " << static_cast<int>(secs) << " s\n";
-        std::cout << "http chaos test: seed " << s_.seed << ", " << sum_.transactions << " transactions ("
-                  << sum_.confirmed << " confirmed, " << sum_.cancelled << " cancelled; TCC " << sum_.tcc_confirmed
-                  << "/" << sum_.tcc_cancelled << ", sagas " << sum_.saga_confirmed << "/" << sum_.saga_cancelled
-                  << "), " << kills_ << " kills (coordinator " << coordinator_kills_ << " at random, "
-                  << coordinator_fault_kills_ << " at fault points; participants accounts " << participant_kills_[0]
-                  << ", stock " << participant_kills_[1] << ", points " << participant_kills_[2] << "), proxies: "
-                  << proxies_->summary() << ", invariants hold" << std::endl;
+        std::cout << "http chaos test: seed " << s_.seed << ", " << sum_.transactions
+                  << " transactions (" << sum_.confirmed << " confirmed, " << sum_.cancelled
+                  << " cancelled; TCC " << sum_.tcc_confirmed << "/" << sum_.tcc_cancelled
+                  << ", sagas " << sum_.saga_confirmed << "/" << sum_.saga_cancelled << "), "
+                  << kills_ << " kills (coordinator " << coordinator_kills_ << " at random, "
+                  << coordinator_fault_kills_ << " at fault points; participants accounts "
+                  << participant_kills_[0] << ", stock " << participant_kills_[1] << ", points "
+                  << participant_kills_[2] << "), proxies: " << proxies_->summary()
+                  << ", invariants hold" << std::endl;
         return 0;
     }
 
@@ -447,17 +494,20 @@ private:
     fs::path coordinator_log() const { return s_.dir / "coordinator.log"; }
 
     void start_participant(std::size_t i) {
-        participants_[i] = std::make_unique<child_process>(participant_args_[i], participant_log(i));
+        participants_[i] =
+            std::make_unique<child_process>(participant_args_[i], participant_log(i));
     }
 
     std::vector<std::string> coordinator_args() const {
-        std::vector<std::string> args = {s_.workload.string(), "coordinator", "--dir", s_.dir.string(),
-                                         "--concurrency", std::to_string(s_.concurrency)};
+        std::vector<std::string> args = {
+            s_.workload.string(), "coordinator",   "--dir",
+            s_.dir.string(),      "--concurrency", std::to_string(s_.concurrency)};
         for (std::size_t i = 0; i < processes.size(); ++i) {
             args.push_back("--" + std::string(processes[i]));
             args.push_back("http://127.0.0.1:" + std::to_string(proxies_->port(i)) + "/dtx");
         }
-        if (s_.broken == "recovery") args.push_back("--no-recovery");
+        if (s_.broken == "recovery")
+            args.push_back("--no-recovery");
         return args;
     }
 
@@ -467,12 +517,14 @@ private:
         auto args = coordinator_args();
         const std::uint64_t seed = s_.seed * 1'000'003u + static_cast<std::uint64_t>(++lives_);
         args.insert(args.end(), {"--seed", std::to_string(seed)});
-        if (at_fault) args.insert(args.end(), {"--fault-any", std::to_string(uniform(1, 400))});
+        if (at_fault)
+            args.insert(args.end(), {"--fault-any", std::to_string(uniform(1, 400))});
         coordinator_ = std::make_unique<child_process>(std::move(args), coordinator_log());
     }
 
     void kill_coordinator() {
-        if (!coordinator_) return;
+        if (!coordinator_)
+            return;
         const exit_status e = coordinator_->kill();
         coordinator_.reset();
         if (!faults_.fresh().empty()) {
@@ -480,7 +532,8 @@ private:
         } else {
             ++coordinator_kills_;
             if (s_.verbose)
-                std::cout << "  kill " << kills_ + 1 << ": coordinator (" << describe(e) << ")" << std::endl;
+                std::cout << "  kill " << kills_ + 1 << ": coordinator (" << describe(e) << ")"
+                          << std::endl;
         }
         ++kills_;
     }
@@ -500,7 +553,9 @@ private:
                     return "the coordinator " + describe(*e) + "\n" + tail(coordinator_log(), 20);
                 ++coordinator_fault_kills_;
                 ++kills_;
-                if (s_.verbose) std::cout << "  kill " << kills_ << ": coordinator at " << lines.back() << std::endl;
+                if (s_.verbose)
+                    std::cout << "  kill " << kills_ << ": coordinator at " << lines.back()
+                              << std::endl;
                 start_coordinator(false);
             }
             std::this_thread::sleep_for(5ms);
@@ -514,7 +569,8 @@ private:
         long n = 0;
         const std::string_view prefix = "startup recovery: ";
         for (std::string l; std::getline(in, l);) {
-            if (!l.starts_with(prefix)) continue;
+            if (!l.starts_with(prefix))
+                continue;
             const std::string_view rest = std::string_view(l).substr(prefix.size());
             n += parse_number(rest.substr(0, rest.find(' '))).value_or(0);
         }
@@ -537,24 +593,32 @@ private:
         auto args = coordinator_args();
         args.push_back("--recover-only");
         child_process recovering(std::move(args), coordinator_log());
-        const auto e = recovering.wait_until(steady::now() + std::chrono::milliseconds(s_.watchdog_ms));
-        if (!e) return "the recover-only coordinator did not finish within " + std::to_string(s_.watchdog_ms) + " ms";
+        const auto e =
+            recovering.wait_until(steady::now() + std::chrono::milliseconds(s_.watchdog_ms));
+        if (!e)
+            return "the recover-only coordinator did not finish within " +
+                   std::to_string(s_.watchdog_ms) + " ms";
         if (e->killed || e->signal || e->code != 0)
-            return "the recover-only coordinator " + describe(*e) + "\n" + tail(coordinator_log(), 20);
-        if (!proxies_->drain(30s)) return "the proxies still forward requests after 30 s";
+            return "the recover-only coordinator " + describe(*e) + "\n" +
+                   tail(coordinator_log(), 20);
+        if (!proxies_->drain(30s))
+            return "the proxies still forward requests after 30 s";
         violations v;
         sum_ = {};
         checker(v).check(read_snapshot(s_.dir), sum_);
         check_log(coordinator_log(), v);
-        for (std::size_t i = 0; i < processes.size(); ++i) check_log(participant_log(i), v);
-        if (v.empty()) return std::nullopt;
+        for (std::size_t i = 0; i < processes.size(); ++i)
+            check_log(participant_log(i), v);
+        if (v.empty())
+            return std::nullopt;
         return v.report();
     }
 
     int fail(const std::string& why) {
-        std::cerr << "http chaos test FAILED (seed " << s_.seed << ", after " << kills_ << " kills): " << why
-                  << "\nproxies: " << proxies_->summary() << std::endl;
-        if (keeps_data(s_, 1)) std::cerr << "data kept in " << s_.dir.string() << std::endl;
+        std::cerr << "http chaos test FAILED (seed " << s_.seed << ", after " << kills_
+                  << " kills): " << why << "\nproxies: " << proxies_->summary() << std::endl;
+        if (keeps_data(s_, 1))
+            std::cerr << "data kept in " << s_.dir.string() << std::endl;
         return 1;
     }
 
@@ -576,12 +640,14 @@ int run_driver(settings s) {
     if (s.own_dir)
         s.dir = fs::temp_directory_path() /
                 ("dtx-http-chaos-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
-    if (fs::exists(s.dir) && !fs::is_empty(s.dir)) usage(s.dir.string() + " is not empty");
+    if (fs::exists(s.dir) && !fs::is_empty(s.dir))
+        usage(s.dir.string() + " is not empty");
     int rc = 1;
     try {
         rc = driver(s).run();
     } catch (const std::exception& e) {
-        std::cerr << "http chaos test FAILED: " << e.what() << " (data kept in " << s.dir.string() << ")" << std::endl;
+        std::cerr << "http chaos test FAILED: " << e.what() << " (data kept in " << s.dir.string()
+                  << ")" << std::endl;
         return 1;
     }
     if (!keeps_data(s, rc)) {
@@ -595,7 +661,8 @@ int run_driver(settings s) {
 
 std::uint16_t port_number(command_line& cl) {
     const long p = cl.number();
-    if (p < 1 || p > 65535) cl.fail("--port must be from 1 to 65535");
+    if (p < 1 || p > 65535)
+        cl.fail("--port must be from 1 to 65535");
     return static_cast<std::uint16_t>(p);
 }
 
@@ -614,7 +681,8 @@ participant_settings parse_participant(command_line& cl) {
         else
             usage("unknown participant argument " + std::string(a));
     }
-    if (s.dir.empty() || s.port == 0) usage("a participant needs --dir and --port");
+    if (s.dir.empty() || s.port == 0)
+        usage("a participant needs --dir and --port");
     if (s.serve != "accounts" && s.serve != "stock" && s.serve != "points")
         usage("--serve wants accounts, stock or points");
     return s;
@@ -624,14 +692,16 @@ coordinator_settings parse_coordinator(command_line& cl) {
     coordinator_settings s;
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (parse_fault_option(cl, a, s.fault)) continue;
+        if (parse_fault_option(cl, a, s.fault))
+            continue;
         bool url = false;
         for (std::size_t i = 0; i < processes.size(); ++i)
             if (a == "--" + std::string(processes[i])) {
                 s.base_urls[i] = std::string(cl.value());
                 url = true;
             }
-        if (url) continue;
+        if (url)
+            continue;
         if (a == "--dir")
             s.dir = std::string(cl.value());
         else if (a == "--seed")
@@ -645,10 +715,13 @@ coordinator_settings parse_coordinator(command_line& cl) {
         else
             usage("unknown coordinator argument " + std::string(a));
     }
-    if (s.dir.empty()) usage("a coordinator needs --dir");
+    if (s.dir.empty())
+        usage("a coordinator needs --dir");
     for (const auto& u : s.base_urls)
-        if (u.empty()) usage("a coordinator needs --accounts, --stock and --points");
-    if (s.concurrency < 1) usage("--concurrency must be at least 1");
+        if (u.empty())
+            usage("a coordinator needs --accounts, --stock and --points");
+    if (s.concurrency < 1)
+        usage("--concurrency must be at least 1");
     return s;
 }
 
@@ -660,8 +733,10 @@ int main(int argc, char** argv) {
     // A role's options start after the role.
     command_line cl(child ? argc - 1 : argc, child ? argv + 1 : argv, usage);
     try {
-        if (role == "participant") return run_participant(parse_participant(cl));
-        if (role == "coordinator") return run_coordinator(parse_coordinator(cl));
+        if (role == "participant")
+            return run_participant(parse_participant(cl));
+        if (role == "coordinator")
+            return run_coordinator(parse_coordinator(cl));
     } catch (const std::exception& e) {
         std::cerr << "dtx_http_chaos " << role << ": " << e.what() << std::endl;
         return 1;

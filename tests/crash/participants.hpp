@@ -21,9 +21,9 @@
 // Parameters are written $1, $2, ... and each statement names $1 before $2 (SQLite numbers named
 // parameters in the order they first appear).
 
+#include <dtx/detail/barrier_logic.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/participant_registry.hpp>
-#include <dtx/detail/barrier_logic.hpp>
 
 #include <iostream>
 #include <memory>
@@ -59,43 +59,53 @@ private:
 
 /// Records something a handler found wrong, in the same local transaction.
 template <class Db>
-void anomaly(Db& db, const std::string& participant, const branch_request& r, const std::string& what) {
+void anomaly(Db& db, const std::string& participant, const branch_request& r,
+             const std::string& what) {
     std::cerr << "ANOMALY " << participant << ": gid " << r.gid << " branch " << r.branch_id << " "
               << to_string(r.op) << ": " << what << std::endl;
-    sql_access<Db>::changes(db, "INSERT INTO anomalies (gid, branch_id, op, what) VALUES ($1, $2, $3, $4)", r.gid,
-                            r.branch_id, to_string(r.op), what);
+    sql_access<Db>::changes(
+        db, "INSERT INTO anomalies (gid, branch_id, op, what) VALUES ($1, $2, $3, $4)", r.gid,
+        r.branch_id, to_string(r.op), what);
 }
 
 /// Wraps a business handler: transient chaos, the ledger row (a second execution is an anomaly),
 /// the protocol preconditions, and any constraint failure turned into an anomaly.
 template <class T, class Db, class F>
-detail::db_handler<Db> ledgered(std::string participant, std::shared_ptr<attempt_counter> attempts, F business) {
+detail::db_handler<Db> ledgered(std::string participant, std::shared_ptr<attempt_counter> attempts,
+                                F business) {
     using sql = sql_access<Db>;
-    return detail::typed_db<T, Db>([participant = std::move(participant), attempts = std::move(attempts),
-                                    business = std::move(business)](Db& db, const branch_request& r, T p) -> outcome {
+    return detail::typed_db<T, Db>([participant = std::move(participant),
+                                    attempts = std::move(attempts), business = std::move(business)](
+                                       Db& db, const branch_request& r, T p) -> outcome {
         const bool first_phase = r.op == branch_op::try_ || r.op == branch_op::action;
         if (!first_phase && p.c.fail_first > 0 && attempts->next(r) <= p.c.fail_first)
             throw std::runtime_error("transient failure (chaos)");
-        if (sql::changes(db,
-                         "INSERT INTO applied (gid, branch_id, op, participant) VALUES ($1, $2, $3, $4) "
-                         "ON CONFLICT DO NOTHING",
-                         r.gid, r.branch_id, to_string(r.op), participant) == 0) {
+        if (sql::changes(
+                db,
+                "INSERT INTO applied (gid, branch_id, op, participant) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT DO NOTHING",
+                r.gid, r.branch_id, to_string(r.op), participant) == 0) {
             anomaly(db, participant, r, "executed twice");
             return success();
         }
         const auto done = [&](branch_op op) {
-            return sql::exists(db, "SELECT 1 FROM applied WHERE gid = $1 AND branch_id = $2 AND op = $3", r.gid,
-                               r.branch_id, to_string(op));
+            return sql::exists(
+                db, "SELECT 1 FROM applied WHERE gid = $1 AND branch_id = $2 AND op = $3", r.gid,
+                r.branch_id, to_string(op));
         };
         const branch_op first = r.kind() == tx_kind::tcc ? branch_op::try_ : branch_op::action;
         if (!first_phase && !done(first)) {
-            anomaly(db, participant, r, std::string(to_string(r.op)) + " without a " + std::string(to_string(first)));
+            anomaly(db, participant, r,
+                    std::string(to_string(r.op)) + " without a " + std::string(to_string(first)));
             return success();
         }
-        if (r.op == branch_op::confirm && done(branch_op::cancel)) anomaly(db, participant, r, "confirm after cancel");
-        if (r.op == branch_op::cancel && done(branch_op::confirm)) anomaly(db, participant, r, "cancel after confirm");
+        if (r.op == branch_op::confirm && done(branch_op::cancel))
+            anomaly(db, participant, r, "confirm after cancel");
+        if (r.op == branch_op::cancel && done(branch_op::confirm))
+            anomaly(db, participant, r, "cancel after confirm");
         std::string violated;
-        outcome o = sql::protect(db, [&] { return business(db, r, p); }, violated);
+        outcome o = sql::protect(
+            db, [&] { return business(db, r, p); }, violated);
         if (!violated.empty()) {
             anomaly(db, participant, r, "constraint failed: " + violated);
             return success();
@@ -109,16 +119,18 @@ detail::db_handler<Db> ledgered(std::string participant, std::shared_ptr<attempt
 /// Runs a statement that must change exactly one row; if it changes none, the handler found the
 /// state inconsistent with the protocol: an anomaly.
 template <class Db, class... Args>
-void must_change(Db& db, const branch_request& r, const char* participant, const char* what, const char* sql,
-                 const Args&... args) {
-    if (sql_access<Db>::changes(db, sql, args...) != 1) anomaly(db, participant, r, what);
+void must_change(Db& db, const branch_request& r, const char* participant, const char* what,
+                 const char* sql, const Args&... args) {
+    if (sql_access<Db>::changes(db, sql, args...) != 1)
+        anomaly(db, participant, r, what);
 }
 
 /// Runs a statement that must change exactly one row, or refuses with `refusal` (the business
 /// "no": not enough money or stock).
 template <class Db, class... Args>
 outcome change_or_refuse(Db& db, std::string refusal, const char* sql, const Args&... args) {
-    if (sql_access<Db>::changes(db, sql, args...) != 1) return failure(std::move(refusal));
+    if (sql_access<Db>::changes(db, sql, args...) != 1)
+        return failure(std::move(refusal));
     return success();
 }
 
@@ -136,16 +148,18 @@ outcome freeze(Db& db, const branch_request&, transfer t) {
 template <class Db>
 outcome pay(Db& db, const branch_request& r, transfer t) {
     must_change(db, r, "accounts", "confirm found less frozen than the transfer",
-                "UPDATE accounts SET frozen = frozen - $1 WHERE id = $2 AND frozen >= $1", t.amount, t.payer);
-    must_change(db, r, "accounts", "confirm found no payee", "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-                t.amount, t.payee);
+                "UPDATE accounts SET frozen = frozen - $1 WHERE id = $2 AND frozen >= $1", t.amount,
+                t.payer);
+    must_change(db, r, "accounts", "confirm found no payee",
+                "UPDATE accounts SET balance = balance + $1 WHERE id = $2", t.amount, t.payee);
     return success();
 }
 
 template <class Db>
 outcome unfreeze(Db& db, const branch_request& r, transfer t) {
     must_change(db, r, "accounts", "cancel found less frozen than the transfer",
-                "UPDATE accounts SET frozen = frozen - $1, balance = balance + $1 WHERE id = $2 AND frozen >= $1",
+                "UPDATE accounts SET frozen = frozen - $1, balance = balance + $1 WHERE id = $2 "
+                "AND frozen >= $1",
                 t.amount, t.payer);
     return success();
 }
@@ -163,7 +177,8 @@ outcome reserve(Db& db, const branch_request&, items it) {
 template <class Db>
 outcome sell_reserved(Db& db, const branch_request& r, items it) {
     must_change(db, r, "stock", "confirm found less reserved than the order",
-                "UPDATE stock SET reserved = reserved - $1, sold = sold + $1 WHERE sku = $2 AND reserved >= $1",
+                "UPDATE stock SET reserved = reserved - $1, sold = sold + $1 WHERE sku = $2 AND "
+                "reserved >= $1",
                 it.qty, it.sku);
     return success();
 }
@@ -190,8 +205,9 @@ outcome sell(Db& db, const branch_request&, items it) {
 template <class Db>
 outcome take_back(Db& db, const branch_request& r, items it) {
     must_change(db, r, "stock-saga", "compensate found less sold than the order",
-                "UPDATE stock SET sold = sold - $1, available = available + $1 WHERE sku = $2 AND sold >= $1", it.qty,
-                it.sku);
+                "UPDATE stock SET sold = sold - $1, available = available + $1 WHERE sku = $2 AND "
+                "sold >= $1",
+                it.qty, it.sku);
     return success();
 }
 
@@ -203,13 +219,15 @@ outcome grant(Db& db, const branch_request&, award a) {
     if (a.points > max_award)
         return failure("an award of " + std::to_string(a.points) + " points is over the limit");
     return change_or_refuse(db, "no customer " + std::to_string(a.customer),
-                            "UPDATE points SET total = total + $1 WHERE customer = $2", a.points, a.customer);
+                            "UPDATE points SET total = total + $1 WHERE customer = $2", a.points,
+                            a.customer);
 }
 
 template <class Db>
 outcome revoke(Db& db, const branch_request& r, award a) {
     must_change(db, r, "points", "compensate found fewer points than the award",
-                "UPDATE points SET total = total - $1 WHERE customer = $2 AND total >= $1", a.points, a.customer);
+                "UPDATE points SET total = total - $1 WHERE customer = $2 AND total >= $1",
+                a.points, a.customer);
     return success();
 }
 
@@ -275,7 +293,8 @@ void register_points(participant_registry& reg, Barrier& points) {
 /// Registers the four participants, each behind its barrier: `registry.add_tcc("accounts",
 /// accounts.tcc(...))` and so on.
 template <class Db, class Barrier>
-void register_participants(participant_registry& reg, Barrier& accounts, Barrier& stock, Barrier& points) {
+void register_participants(participant_registry& reg, Barrier& accounts, Barrier& stock,
+                           Barrier& points) {
     register_accounts<Db>(reg, accounts);
     register_stock<Db>(reg, stock);
     register_points<Db>(reg, points);

@@ -28,15 +28,7 @@
 // (…), N taken over by another process, invariants hold". Exits non-zero with the violated
 // invariants otherwise, keeping the data directory (workload logs, fault logs).
 
-#include "child_process.hpp"
-#include "crash_common.hpp"
-#include "invariants.hpp"
-
 #include <dtx/postgres_db.hpp>
-
-#include <unistd.h>
-
-#include "../support/pg_server.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -52,6 +44,12 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "../support/pg_server.hpp"
+#include "child_process.hpp"
+#include "crash_common.hpp"
+#include "invariants.hpp"
+#include <unistd.h>
 
 namespace {
 
@@ -73,8 +71,10 @@ struct settings : driver_settings {
 
 [[noreturn]] void usage(const std::string& why) {
     std::cerr << "dtx_crash_postgres_driver: " << why
-              << "\nusage: dtx_crash_postgres_driver [--kills K] [--seed S] [--workload PATH] [--dir D] [--keep]"
-                 " [--processes P] [--concurrency C] [--check-every N] [--watchdog-ms MS] [--server CONNINFO]"
+              << "\nusage: dtx_crash_postgres_driver [--kills K] [--seed S] [--workload PATH] "
+                 "[--dir D] [--keep]"
+                 " [--processes P] [--concurrency C] [--check-every N] [--watchdog-ms MS] "
+                 "[--server CONNINFO]"
                  " [--verbose]\n";
     std::exit(2);
 }
@@ -84,7 +84,8 @@ settings parse(int argc, char** argv) {
     command_line cl(argc, argv, usage);
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (s.parse_common(cl, a)) continue;
+        if (s.parse_common(cl, a))
+            continue;
         if (a == "--processes")
             s.processes = cl.number<int>();
         else if (a == "--server")
@@ -92,30 +93,39 @@ settings parse(int argc, char** argv) {
         else
             usage("unknown argument " + std::string(a));
     }
-    if (s.kills < 1) usage("--kills must be at least 1");
-    if (s.processes < 2) usage("--processes must be at least 2 (one survives each kill)");
-    if (s.check_every < 0) usage("--check-every must not be negative");
-    if (!s.seed_given) s.seed = std::random_device{}() % 1'000'000'000u;
+    if (s.kills < 1)
+        usage("--kills must be at least 1");
+    if (s.processes < 2)
+        usage("--processes must be at least 2 (one survives each kill)");
+    if (s.check_every < 0)
+        usage("--check-every must not be negative");
+    if (!s.seed_given)
+        s.seed = std::random_device{}() % 1'000'000'000u;
     if (s.workload.empty())
-        s.workload = fs::read_symlink("/proc/self/exe").parent_path() / "dtx_crash_postgres_workload";
+        s.workload =
+            fs::read_symlink("/proc/self/exe").parent_path() / "dtx_crash_postgres_workload";
     return s;
 }
 
 // ---- the databases ----------------------------------------------------------------------------
 
-std::string database(const settings& s, int which) { return pg_conninfo(s.server, pg_databases[which]); }
+std::string database(const settings& s, int which) {
+    return pg_conninfo(s.server, pg_databases[which]);
+}
 
 /// Runs statements in one local transaction.
 void run_all(dtx::postgres::connection& db, const std::vector<std::string>& statements) {
     db.exec("BEGIN");
-    for (const auto& sql : statements) db.exec(sql.c_str());
+    for (const auto& sql : statements)
+        db.exec(sql.c_str());
     db.exec("COMMIT");
 }
 
 /// Every change to a transaction's status or lease, with the server's time, in the order the
 /// changes to that row committed (they hold its row lock).
 const std::vector<std::string> history_schema = {
-    "CREATE TABLE lease_history (seq bigserial PRIMARY KEY, gid text NOT NULL, at_ms bigint NOT NULL, "
+    "CREATE TABLE lease_history (seq bigserial PRIMARY KEY, gid text NOT NULL, at_ms bigint NOT "
+    "NULL, "
     "old_status text, new_status text NOT NULL, old_owner text, new_owner text, old_until bigint, "
     "new_until bigint NOT NULL)",
     R"sql(CREATE FUNCTION record_lease_history() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -152,29 +162,33 @@ snapshot read_snapshot(const settings& s) {
         dtx::postgres::connection db(database(s, which));
         auto led = db.exec("SELECT gid, branch_id, op, participant FROM applied");
         for (int i = 0; i < led.rows(); ++i)
-            out.add_ledger_row(std::string(led.text(i, 0)), std::string(led.text(i, 1)), std::string(led.text(i, 2)),
-                               std::string(led.text(i, 3)));
+            out.add_ledger_row(std::string(led.text(i, 0)), std::string(led.text(i, 1)),
+                               std::string(led.text(i, 2)), std::string(led.text(i, 3)));
         auto an = db.exec("SELECT gid, branch_id, op, what FROM anomalies");
         for (int i = 0; i < an.rows(); ++i)
             out.problems.push_back(name + ": gid " + std::string(an.text(i, 0)) + " branch " +
-                                   std::string(an.text(i, 1)) + " " + std::string(an.text(i, 2)) + ": " +
-                                   std::string(an.text(i, 3)));
+                                   std::string(an.text(i, 1)) + " " + std::string(an.text(i, 2)) +
+                                   ": " + std::string(an.text(i, 3)));
         auto br = db.exec("SELECT count(*) FROM dtx_barrier WHERE state <> 'done'");
         if (br.text(0, 0) != "0")
-            out.problems.push_back(name + ": " + std::string(br.text(0, 0)) + " barrier rows not done");
+            out.problems.push_back(name + ": " + std::string(br.text(0, 0)) +
+                                   " barrier rows not done");
         const auto number = [](const dtx::postgres::connection::result& r, int row, int col) {
             return std::stoll(std::string(r.text(row, col)));
         };
         if (which == 1) {
             auto r = db.exec("SELECT id, balance, frozen FROM accounts ORDER BY id");
-            for (int i = 0; i < r.rows(); ++i) out.accounts.push_back({number(r, i, 0), number(r, i, 1), number(r, i, 2)});
+            for (int i = 0; i < r.rows(); ++i)
+                out.accounts.push_back({number(r, i, 0), number(r, i, 1), number(r, i, 2)});
         } else if (which == 2) {
             auto r = db.exec("SELECT sku, available, reserved, sold FROM stock ORDER BY sku");
             for (int i = 0; i < r.rows(); ++i)
-                out.stock.push_back({number(r, i, 0), number(r, i, 1), number(r, i, 2), number(r, i, 3)});
+                out.stock.push_back(
+                    {number(r, i, 0), number(r, i, 1), number(r, i, 2), number(r, i, 3)});
         } else {
             auto r = db.exec("SELECT customer, total FROM points ORDER BY customer");
-            for (int i = 0; i < r.rows(); ++i) out.points.push_back({number(r, i, 0), number(r, i, 1)});
+            for (int i = 0; i < r.rows(); ++i)
+                out.points.push_back({number(r, i, 0), number(r, i, 1)});
         }
     }
     return out;
@@ -188,12 +202,13 @@ struct history_summary {
 /// The status and lease history (see the top of this file).
 void check_history(const settings& s, violations& v, history_summary& sum) {
     static const std::set<std::pair<std::string, std::string>> allowed = {
-        {"trying", "confirming"}, {"trying", "confirmed"},     {"trying", "cancelling"},
+        {"trying", "confirming"},    {"trying", "confirmed"},     {"trying", "cancelling"},
         {"confirming", "confirmed"}, {"cancelling", "cancelled"},
     };
     dtx::postgres::connection db(database(s, 0));
-    auto r = db.exec("SELECT gid, at_ms, coalesce(old_status, ''), new_status, coalesce(old_owner, ''), "
-                     "coalesce(new_owner, ''), coalesce(old_until, 0) FROM lease_history ORDER BY gid, seq");
+    auto r = db.exec(
+        "SELECT gid, at_ms, coalesce(old_status, ''), new_status, coalesce(old_owner, ''), "
+        "coalesce(new_owner, ''), coalesce(old_until, 0) FROM lease_history ORDER BY gid, seq");
     sum.changes = r.rows();
     std::string gid;
     std::set<std::string> owners;
@@ -203,21 +218,24 @@ void check_history(const settings& s, violations& v, history_summary& sum) {
             gid = std::string(r.text(i, 0));
             owners.clear();
         }
-        const std::string at(r.text(i, 1)), from(r.text(i, 2)), to(r.text(i, 3)), old_owner(r.text(i, 4)),
-            new_owner(r.text(i, 5)), old_until(r.text(i, 6));
-        if (!new_owner.empty()) owners.insert(new_owner);
+        const std::string at(r.text(i, 1)), from(r.text(i, 2)), to(r.text(i, 3)),
+            old_owner(r.text(i, 4)), new_owner(r.text(i, 5)), old_until(r.text(i, 6));
+        if (!new_owner.empty())
+            owners.insert(new_owner);
         if (from.empty() ? to != "trying" : from != to && !allowed.contains({from, to}))
-            v.add("gid " + gid + ": status went from " + (from.empty() ? "nothing" : from) + " to " + to);
+            v.add("gid " + gid + ": status went from " + (from.empty() ? "nothing" : from) +
+                  " to " + to);
         if (!old_owner.empty() && new_owner != old_owner && std::stoll(old_until) > std::stoll(at))
-            v.add("gid " + gid + ": " + new_owner + " took it over at " + at + " ms while " + old_owner +
-                  "'s lease ran until " + old_until + " ms");
+            v.add("gid " + gid + ": " + new_owner + " took it over at " + at + " ms while " +
+                  old_owner + "'s lease ran until " + old_until + " ms");
     }
     sum.moved += owners.size() > 1;
 }
 
 long unfinished(const settings& s) {
     dtx::postgres::connection db(database(s, 0));
-    return std::stol(std::string(db.exec("SELECT count(*) FROM dtx_transaction WHERE ended_ms IS NULL").text(0, 0)));
+    return std::stol(std::string(
+        db.exec("SELECT count(*) FROM dtx_transaction WHERE ended_ms IS NULL").text(0, 0)));
 }
 
 // ---- the processes ----------------------------------------------------------------------------
@@ -226,13 +244,14 @@ long unfinished(const settings& s) {
 struct slot {
     int index = 0;
     std::unique_ptr<child_process> proc;
-    std::string target;                      // "random", a fault point, or "any"
+    std::string target;                                       // "random", a fault point, or "any"
     std::optional<dtx::crash::steady::time_point> restart_at; // when a killed process comes back
     fault_log faults;
 };
 
 struct tally {
-    int kills = 0, random = 0, at_points = 0, watchdog = 0, double_kills = 0, starts = 0, checks = 0;
+    int kills = 0, random = 0, at_points = 0, watchdog = 0, double_kills = 0, starts = 0,
+        checks = 0;
     std::map<std::string, int> by_point;
     std::map<std::string, int> missed;
     check_summary sum;
@@ -241,16 +260,20 @@ struct tally {
 
 class run {
 public:
-    explicit run(const settings& s) : s_(s), rng_(s.seed) {
+    explicit run(const settings& s)
+        : s_(s)
+        , rng_(s.seed) {
         for (int i = 0; i < s.processes; ++i) {
-            slots_.push_back(slot{i, nullptr, {}, std::nullopt, fault_log{s.dir / fault_file(i), 0}});
+            slots_.push_back(
+                slot{i, nullptr, {}, std::nullopt, fault_log{s.dir / fault_file(i), 0}});
         }
     }
 
     /// The kill loop and the checks; returns the process exit code.
     int go() {
         const auto t0 = steady::now();
-        for (auto& sl : slots_) start(sl, false);
+        for (auto& sl : slots_)
+            start(sl, false);
         auto next_kill = steady::now() + milliseconds(uniform(150, 700));
         int next_check = s_.check_every;
         while (t_.kills < s_.kills) {
@@ -258,13 +281,17 @@ public:
             for (auto& sl : slots_) {
                 if (sl.proc) {
                     if (auto e = sl.proc->poll()) {
-                        if (!e->killed) return fail("process " + std::to_string(sl.index) + " " + describe(*e));
+                        if (!e->killed)
+                            return fail("process " + std::to_string(sl.index) + " " + describe(*e));
                         const auto lines = sl.faults.fresh();
-                        if (lines.empty()) return fail("process " + std::to_string(sl.index) + " was killed by someone else");
+                        if (lines.empty())
+                            return fail("process " + std::to_string(sl.index) +
+                                        " was killed by someone else");
                         ++t_.at_points;
                         ++t_.by_point[lines.back().substr(0, lines.back().find(' '))];
                         died(sl, "at " + lines.back());
-                    } else if (sl.target != "random" && now - sl.proc->started() > milliseconds(s_.watchdog_ms)) {
+                    } else if (sl.target != "random" &&
+                               now - sl.proc->started() > milliseconds(s_.watchdog_ms)) {
                         sl.proc->kill();
                         ++t_.watchdog;
                         ++t_.missed[sl.target];
@@ -280,33 +307,43 @@ public:
             }
             if (next_check > 0 && t_.kills >= next_check && t_.kills < s_.kills) {
                 next_check += s_.check_every;
-                if (auto v = drain_and_check()) return fail(*v);
+                if (auto v = drain_and_check())
+                    return fail(*v);
                 const double secs = std::chrono::duration<double>(steady::now() - t0).count();
-                std::cout << "  " << t_.kills << " kills, " << t_.sum.transactions << " transactions, invariants hold ("
-                          << static_cast<int>(secs) << " s)" << std::endl;
-                for (auto& sl : slots_) start(sl, false);
+                std::cout << "  " << t_.kills << " kills, " << t_.sum.transactions
+                          << " transactions, invariants hold (" << static_cast<int>(secs) << " s)"
+                          << std::endl;
+                for (auto& sl : slots_)
+                    start(sl, false);
             }
             std::this_thread::sleep_for(milliseconds(2));
         }
-        if (auto v = drain_and_check()) return fail(*v);
+        if (auto v = drain_and_check())
+            return fail(*v);
 
         const double secs = std::chrono::duration<double>(steady::now() - t0).count();
         std::cout << "kills at fault points:";
-        for (const auto& [name, n] : t_.by_point) std::cout << "\n  " << name << ": " << n;
+        for (const auto& [name, n] : t_.by_point)
+            std::cout << "\n  " << name << ": " << n;
         std::cout << "\ntargets not reached (the watchdog killed instead):";
-        if (t_.missed.empty()) std::cout << " none";
-        for (const auto& [name, n] : t_.missed) std::cout << "\n  " << name << ": " << n;
+        if (t_.missed.empty())
+            std::cout << " none";
+        for (const auto& [name, n] : t_.missed)
+            std::cout << "\n  " << name << ": " << n;
         std::cout << "\n"
-                  << t_.starts << " process starts, " << t_.double_kills << " times two processes killed at once, "
-                  << t_.checks << " drain-and-check rounds, " << t_.sum.ledger_rows
-                  << " handler executions in the ledgers, " << t_.history.changes << " status and lease changes, "
-                  << static_cast<int>(secs) << " s\n";
-        std::cout << "crash test (PostgreSQL, " << s_.processes << " processes): " << t_.kills << " kills ("
-                  << t_.random + t_.watchdog << " random, " << t_.at_points << " at fault points), "
-                  << t_.sum.transactions << " transactions (" << t_.sum.confirmed << " confirmed, "
-                  << t_.sum.cancelled << " cancelled; TCC " << t_.sum.tcc_confirmed << "/" << t_.sum.tcc_cancelled
-                  << ", sagas " << t_.sum.saga_confirmed << "/" << t_.sum.saga_cancelled << "), "
-                  << t_.history.moved << " taken over by another process, invariants hold" << std::endl;
+                  << t_.starts << " process starts, " << t_.double_kills
+                  << " times two processes killed at once, " << t_.checks
+                  << " drain-and-check rounds, " << t_.sum.ledger_rows
+                  << " handler executions in the ledgers, " << t_.history.changes
+                  << " status and lease changes, " << static_cast<int>(secs) << " s\n";
+        std::cout << "crash test (PostgreSQL, " << s_.processes << " processes): " << t_.kills
+                  << " kills (" << t_.random + t_.watchdog << " random, " << t_.at_points
+                  << " at fault points), " << t_.sum.transactions << " transactions ("
+                  << t_.sum.confirmed << " confirmed, " << t_.sum.cancelled << " cancelled; TCC "
+                  << t_.sum.tcc_confirmed << "/" << t_.sum.tcc_cancelled << ", sagas "
+                  << t_.sum.saga_confirmed << "/" << t_.sum.saga_cancelled << "), "
+                  << t_.history.moved << " taken over by another process, invariants hold"
+                  << std::endl;
         return 0;
     }
 
@@ -318,17 +355,18 @@ private:
 
     void start(slot& sl, bool drain) {
         ++t_.starts;
-        std::vector<std::string> args = {s_.workload.string(),
-                                         "--server",
-                                         s_.server,
-                                         "--dir",
-                                         s_.dir.string(),
-                                         "--slot",
-                                         std::to_string(sl.index),
-                                         "--seed",
-                                         std::to_string(s_.seed * 1'000'003u + static_cast<std::uint64_t>(t_.starts)),
-                                         "--concurrency",
-                                         std::to_string(s_.concurrency)};
+        std::vector<std::string> args = {
+            s_.workload.string(),
+            "--server",
+            s_.server,
+            "--dir",
+            s_.dir.string(),
+            "--slot",
+            std::to_string(sl.index),
+            "--seed",
+            std::to_string(s_.seed * 1'000'003u + static_cast<std::uint64_t>(t_.starts)),
+            "--concurrency",
+            std::to_string(s_.concurrency)};
         sl.target = "random";
         if (drain) {
             args.push_back("--drain");
@@ -350,7 +388,9 @@ private:
 
     void died(slot& sl, const std::string& how) {
         ++t_.kills;
-        if (s_.verbose) std::cout << "  kill " << t_.kills << ": process " << sl.index << " " << how << std::endl;
+        if (s_.verbose)
+            std::cout << "  kill " << t_.kills << ": process " << sl.index << " " << how
+                      << std::endl;
         sl.proc.reset();
         sl.restart_at = steady::now() + milliseconds(uniform(0, 300));
     }
@@ -359,10 +399,14 @@ private:
     void random_kills() {
         std::vector<slot*> running;
         for (auto& sl : slots_)
-            if (sl.proc) running.push_back(&sl);
-        const std::size_t n = running.size() > 2 && uniform(0, 99) < 25 ? 2 : running.size() > 1 ? 1 : 0;
+            if (sl.proc)
+                running.push_back(&sl);
+        const std::size_t n = running.size() > 2 && uniform(0, 99) < 25 ? 2
+                              : running.size() > 1                      ? 1
+                                                                        : 0;
         std::shuffle(running.begin(), running.end(), rng_);
-        if (n == 2) ++t_.double_kills;
+        if (n == 2)
+            ++t_.double_kills;
         for (std::size_t i = 0; i < n; ++i) {
             slot& sl = *running[i];
             const auto e = sl.proc->kill();
@@ -374,7 +418,8 @@ private:
                 ++t_.random;
             }
             if (!e.killed && (e.signal || e.code != 0)) {
-                std::cerr << "process " << sl.index << " " << describe(e) << " before the driver killed it" << std::endl;
+                std::cerr << "process " << sl.index << " " << describe(e)
+                          << " before the driver killed it" << std::endl;
                 failed_early_ = true;
             }
             died(sl, "at random");
@@ -384,7 +429,8 @@ private:
     /// Kills every process, lets `processes` recovery-only processes finish everything, stops
     /// them and checks; the violations, if any.
     std::optional<std::string> drain_and_check() {
-        if (failed_early_) return "a process failed (see its log)";
+        if (failed_early_)
+            return "a process failed (see its log)";
         ++t_.checks;
         for (auto& sl : slots_)
             if (sl.proc) {
@@ -394,34 +440,44 @@ private:
                 ++t_.random;
                 sl.proc.reset();
             }
-        for (auto& sl : slots_) start(sl, true);
+        for (auto& sl : slots_)
+            start(sl, true);
         const auto until = steady::now() + std::chrono::seconds(120);
         while (unfinished(s_) > 0) {
-            if (steady::now() > until) return "the journal still holds unfinished transactions after 120 s of recovery";
+            if (steady::now() > until)
+                return "the journal still holds unfinished transactions after 120 s of recovery";
             for (auto& sl : slots_)
-                if (auto e = sl.proc->poll()) return "a recovery-only process " + describe(*e);
+                if (auto e = sl.proc->poll())
+                    return "a recovery-only process " + describe(*e);
             std::this_thread::sleep_for(milliseconds(50));
         }
-        for (auto& sl : slots_) sl.proc->signal(SIGTERM);
+        for (auto& sl : slots_)
+            sl.proc->signal(SIGTERM);
         for (auto& sl : slots_) {
             auto e = sl.proc->wait_until(steady::now() + std::chrono::seconds(30));
-            if (!e) return "a recovery-only process did not stop within 30 s of SIGTERM";
-            if (e->killed || e->signal || e->code != 0) return "a recovery-only process " + describe(*e);
+            if (!e)
+                return "a recovery-only process did not stop within 30 s of SIGTERM";
+            if (e->killed || e->signal || e->code != 0)
+                return "a recovery-only process " + describe(*e);
             sl.proc.reset();
         }
         violations v;
         t_.sum = {};
         checker(v).check(read_snapshot(s_), t_.sum);
         check_history(s_, v, t_.history);
-        for (auto& sl : slots_) check_log(s_.dir / log_file(sl.index), v);
-        if (v.empty()) return std::nullopt;
+        for (auto& sl : slots_)
+            check_log(s_.dir / log_file(sl.index), v);
+        if (v.empty())
+            return std::nullopt;
         return v.report();
     }
 
     int fail(const std::string& why) {
-        std::cerr << "crash test FAILED (seed " << s_.seed << ", after " << t_.kills << " kills): " << why << "\n";
+        std::cerr << "crash test FAILED (seed " << s_.seed << ", after " << t_.kills
+                  << " kills): " << why << "\n";
         for (auto& sl : slots_)
-            std::cerr << "last output of process " << sl.index << ":\n" << tail(s_.dir / log_file(sl.index), 15);
+            std::cerr << "last output of process " << sl.index << ":\n"
+                      << tail(s_.dir / log_file(sl.index), 15);
         std::cerr << "data kept in " << s_.dir.string() << std::endl;
         return 1;
     }
@@ -438,14 +494,16 @@ int run_test(settings& s) {
     std::optional<dtx::test::pg_server> server;
     if (s.server.empty()) {
         server.emplace();
-        s.server = "host=127.0.0.1 port=" + std::to_string(server->port()) + " user=dtx connect_timeout=5";
+        s.server =
+            "host=127.0.0.1 port=" + std::to_string(server->port()) + " user=dtx connect_timeout=5";
     }
-    std::cout << "crash test (PostgreSQL): seed " << s.seed << ", " << s.kills << " kills, " << s.processes
-              << " processes, data in " << s.dir.string() << std::endl;
+    std::cout << "crash test (PostgreSQL): seed " << s.seed << ", " << s.kills << " kills, "
+              << s.processes << " processes, data in " << s.dir.string() << std::endl;
     fs::create_directories(s.dir);
     {
         dtx::postgres::connection admin(pg_conninfo(s.server, "postgres"));
-        for (const char* name : pg_databases) admin.exec(("CREATE DATABASE " + std::string(name)).c_str());
+        for (const char* name : pg_databases)
+            admin.exec(("CREATE DATABASE " + std::string(name)).c_str());
     }
     for (int which = 1; which <= 3; ++which) {
         dtx::postgres::connection db(database(s, which));
@@ -453,11 +511,13 @@ int run_test(settings& s) {
     }
     {
         // The journal and barrier tables, as any workload creates them; then the history trigger.
-        child_process setup({s.workload.string(), "--server", s.server, "--dir", s.dir.string(), "--setup"},
-                            s.dir / "setup.log");
+        child_process setup(
+            {s.workload.string(), "--server", s.server, "--dir", s.dir.string(), "--setup"},
+            s.dir / "setup.log");
         const auto e = setup.wait_until(steady::time_point::max());
         if (e->killed || e->signal || e->code != 0)
-            throw std::runtime_error("the setup run " + describe(*e) + ":\n" + tail(s.dir / "setup.log", 10));
+            throw std::runtime_error("the setup run " + describe(*e) + ":\n" +
+                                     tail(s.dir / "setup.log", 10));
         dtx::postgres::connection db(database(s, 0));
         run_all(db, history_schema);
     }
@@ -477,12 +537,15 @@ int main(int argc, char** argv) {
     if (s.own_dir)
         s.dir = fs::temp_directory_path() /
                 ("dtx-crash-pg-" + std::to_string(::getpid()) + "-" + std::to_string(s.seed));
-    if (fs::exists(s.dir) && !fs::is_empty(s.dir)) usage(s.dir.string() + " is not empty");
-    if (!fs::exists(s.workload)) usage("no workload executable at " + s.workload.string() + " (give --workload)");
+    if (fs::exists(s.dir) && !fs::is_empty(s.dir))
+        usage(s.dir.string() + " is not empty");
+    if (!fs::exists(s.workload))
+        usage("no workload executable at " + s.workload.string() + " (give --workload)");
     try {
         return run_test(s);
     } catch (const std::exception& e) {
-        std::cerr << "crash test FAILED: " << e.what() << " (data kept in " << s.dir.string() << ")" << std::endl;
+        std::cerr << "crash test FAILED: " << e.what() << " (data kept in " << s.dir.string() << ")"
+                  << std::endl;
         return 1;
     }
 }

@@ -16,9 +16,6 @@
 // SIGTERM stops new transactions and the background recovery; the process exits once the
 // transactions in flight have ended.
 
-#include "participants.hpp"
-#include "workload_common.hpp"
-
 #include <dtx/coordinator.hpp>
 #include <dtx/postgres_barrier.hpp>
 #include <dtx/postgres_journal.hpp>
@@ -33,6 +30,9 @@
 #include <string>
 #include <type_traits>
 #include <unordered_set>
+
+#include "participants.hpp"
+#include "workload_common.hpp"
 
 /// How the participants (participants.hpp) run their SQL on PostgreSQL.
 template <>
@@ -62,7 +62,8 @@ struct dtx::crash::sql_access<dtx::postgres::connection> {
             db.exec("RELEASE SAVEPOINT business");
             return o;
         } catch (const dtx::error& e) {
-            if (std::string_view(e.what()).find("(SQLSTATE 23") == std::string_view::npos) throw;
+            if (std::string_view(e.what()).find("(SQLSTATE 23") == std::string_view::npos)
+                throw;
             db.exec("ROLLBACK TO SAVEPOINT business");
             violated = e.what();
             return dtx::success();
@@ -89,7 +90,8 @@ struct settings {
 
 [[noreturn]] void usage(const std::string& why) {
     std::cerr << "dtx_crash_postgres_workload: " << why
-              << "\nusage: dtx_crash_postgres_workload --server CONNINFO --dir D --slot N --seed S [--concurrency C]"
+              << "\nusage: dtx_crash_postgres_workload --server CONNINFO --dir D --slot N --seed S "
+                 "[--concurrency C]"
                  " [--fault POINT:N | --fault-any N] [--drain | --setup]\n";
     std::exit(2);
 }
@@ -99,7 +101,8 @@ settings parse(int argc, char** argv) {
     command_line cl(argc, argv, usage);
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (parse_fault_option(cl, a, s.fault)) continue;
+        if (parse_fault_option(cl, a, s.fault))
+            continue;
         if (a == "--server")
             s.server = std::string(cl.value());
         else if (a == "--dir")
@@ -117,8 +120,10 @@ settings parse(int argc, char** argv) {
         else
             usage("unknown argument " + std::string(a));
     }
-    if (s.server.empty() || s.dir.empty()) usage("--server and --dir are required");
-    if (s.concurrency < 1) usage("--concurrency must be at least 1");
+    if (s.server.empty() || s.dir.empty())
+        usage("--server and --dir are required");
+    if (s.concurrency < 1)
+        usage("--concurrency must be at least 1");
     return s;
 }
 
@@ -144,7 +149,8 @@ int run_workload(const settings& s) {
     postgres_barrier accounts(barrier(pg_databases[1]));
     postgres_barrier stock(barrier(pg_databases[2]));
     postgres_barrier points(barrier(pg_databases[3]));
-    if (s.setup) return 0;
+    if (s.setup)
+        return 0;
 
     participant_registry reg;
     register_participants<postgres::connection>(reg, accounts, stock, points);
@@ -159,22 +165,26 @@ int run_workload(const settings& s) {
         shared_run run{coord, live, t, s.drain ? 0 : -1};
         asio::signal_set term(ioc, SIGTERM);
         term.async_wait([&](const boost::system::error_code& ec, int) {
-            if (ec) return;
+            if (ec)
+                return;
             run.remaining = 0; // the lanes end after their current transaction
             coord.stop();
         });
         start_background_recovery(coord);
         if (!s.drain)
             start_lanes(ioc.get_executor(), run, s.concurrency, s.seed, [&](std::exception_ptr e) {
-                if (!e) return;
+                if (!e)
+                    return;
                 failed = e;
                 ioc.stop();
             });
         ioc.run();
     }
-    if (failed) std::rethrow_exception(failed);
-    std::cout << "workload " << s.slot << ": " << t.started << " run (" << t.confirmed << " confirmed, "
-              << t.cancelled << " cancelled, " << t.other << " left to recovery)" << std::endl;
+    if (failed)
+        std::rethrow_exception(failed);
+    std::cout << "workload " << s.slot << ": " << t.started << " run (" << t.confirmed
+              << " confirmed, " << t.cancelled << " cancelled, " << t.other << " left to recovery)"
+              << std::endl;
     return 0;
 }
 

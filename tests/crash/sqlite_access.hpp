@@ -33,7 +33,8 @@ struct dtx::crash::sql_access<dtx::sqlite::connection> {
         try {
             return business();
         } catch (const dtx::error& e) {
-            if (std::string_view(e.what()).find("constraint") == std::string_view::npos) throw;
+            if (std::string_view(e.what()).find("constraint") == std::string_view::npos)
+                throw;
             violated = e.what();
             return dtx::success();
         }

@@ -8,17 +8,13 @@
 // --fault POINT:N kills the process with SIGKILL at the N-th time it reaches the named fault
 // point (see crash_common.hpp); --fault-any N at the N-th fault point of any kind. Before dying it
 // appends the point to faults.log, for the driver's tally. A recovery target ("rec/…") that the
-// startup recovery does not reach ends the run with exit code 75 instead. --recover-only stops after
-// the startup recovery; --print-points prints how often each point was reached (with
+// startup recovery does not reach ends the run with exit code 75 instead. --recover-only stops
+// after the startup recovery; --print-points prints how often each point was reached (with
 // --transactions, to tune the driver's targets).
 //
 // Every handler appends (gid, branch, op) to its database's `applied` ledger in the same local
 // transaction as its business change; a second execution of the same operation is recorded in
 // `anomalies` (the driver fails on any).
-
-#include "participants.hpp"
-#include "sqlite_access.hpp"
-#include "workload_common.hpp"
 
 #include <dtx/coordinator.hpp>
 #include <dtx/sqlite_barrier.hpp>
@@ -35,6 +31,10 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
+
+#include "participants.hpp"
+#include "sqlite_access.hpp"
+#include "workload_common.hpp"
 
 namespace {
 
@@ -64,7 +64,8 @@ settings parse(int argc, char** argv) {
     command_line cl(argc, argv, usage);
     while (const auto next = cl.next()) {
         const std::string_view a = *next;
-        if (parse_fault_option(cl, a, s.fault)) continue;
+        if (parse_fault_option(cl, a, s.fault))
+            continue;
         if (a == "--dir")
             s.dir = std::string(cl.value());
         else if (a == "--seed")
@@ -80,11 +81,12 @@ settings parse(int argc, char** argv) {
         else
             usage("unknown argument " + std::string(a));
     }
-    if (s.dir.empty()) usage("--dir is required");
-    if (s.concurrency < 1) usage("--concurrency must be at least 1");
+    if (s.dir.empty())
+        usage("--dir is required");
+    if (s.concurrency < 1)
+        usage("--concurrency must be at least 1");
     return s;
 }
-
 
 int run_workload(const settings& s) {
     std::unordered_set<std::string> live;
@@ -105,17 +107,20 @@ int run_workload(const settings& s) {
     {
         coordinator coord(ioc.get_executor(), journal, reg, crash_options(killer));
         shared_run run{coord, live, t, s.transactions};
-        workload_plan plan{.concurrency = s.concurrency, .seed = s.seed, .recovery = true, .go_on = [&] {
-                               if (s.recover_only) return false;
-                               target_missed = killer.recovery_target();
-                               return !target_missed;
-                           }};
+        workload_plan plan{
+            .concurrency = s.concurrency, .seed = s.seed, .recovery = true, .go_on = [&] {
+                if (s.recover_only)
+                    return false;
+                target_missed = killer.recovery_target();
+                return !target_missed;
+            }};
         run_workload_lanes(ioc, run, plan);
     }
-    std::cout << "workload: " << t.recovered << " recovered in " << t.recovery_passes << " passes; " << t.started
-              << " run (" << t.confirmed << " confirmed, " << t.cancelled << " cancelled, " << t.other
-              << " left to recovery)" << std::endl;
-    if (s.print_points) std::cout << "fault points reached:\n" << killer.counts() << std::flush;
+    std::cout << "workload: " << t.recovered << " recovered in " << t.recovery_passes << " passes; "
+              << t.started << " run (" << t.confirmed << " confirmed, " << t.cancelled
+              << " cancelled, " << t.other << " left to recovery)" << std::endl;
+    if (s.print_points)
+        std::cout << "fault points reached:\n" << killer.counts() << std::flush;
     return target_missed ? exit_target_not_reached : 0;
 }
 

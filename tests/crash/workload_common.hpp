@@ -10,10 +10,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -21,8 +17,8 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
-#include <memory>
 #include <map>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -32,8 +28,13 @@
 #include <vector>
 
 #include "crash_common.hpp"
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 
 namespace dtx::crash {
+
+using namespace std::chrono_literals;
 
 // ---- fault points -----------------------------------------------------------------------------
 
@@ -51,8 +52,10 @@ inline bool parse_fault_option(command_line& cl, std::string_view option, fault_
     if (option == "--fault") {
         const std::string_view v = cl.value();
         const auto colon = v.rfind(':');
-        const auto n = colon == std::string_view::npos ? std::nullopt : parse_number(v.substr(colon + 1));
-        if (!n) cl.fail("--fault wants POINT:N");
+        const auto n =
+            colon == std::string_view::npos ? std::nullopt : parse_number(v.substr(colon + 1));
+        if (!n)
+            cl.fail("--fault wants POINT:N");
         f.point = std::string(v.substr(0, colon));
         f.nth = *n;
         return true;
@@ -68,11 +71,14 @@ inline bool parse_fault_option(command_line& cl, std::string_view option, fault_
 class fault_killer {
 public:
     /// Appends the point it kills at to `log` (the driver's tally).
-    fault_killer(const fault_settings& s, const std::filesystem::path& log, const std::unordered_set<std::string>& live)
-        : s_(s), live_(live) {
+    fault_killer(const fault_settings& s, const std::filesystem::path& log,
+                 const std::unordered_set<std::string>& live)
+        : s_(s)
+        , live_(live) {
         const auto path = log.string();
         log_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (log_fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+        if (log_fd_ < 0)
+            throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
     }
     ~fault_killer() { ::close(log_fd_); }
     fault_killer(const fault_killer&) = delete;
@@ -83,8 +89,10 @@ public:
         const std::string name = name_of(p);
         ++any_;
         const long nth = ++counts_[name];
-        if (s_.any > 0 && any_ == s_.any) die(name, any_, p);
-        if (!s_.point.empty() && nth == s_.nth && name == s_.point) die(name, nth, p);
+        if (s_.any > 0 && any_ == s_.any)
+            die(name, any_, p);
+        if (!s_.point.empty() && nth == s_.nth && name == s_.point)
+            die(name, nth, p);
         return false;
     }
 
@@ -92,7 +100,8 @@ public:
     std::string counts() const {
         std::map<std::string, long> sorted(counts_.begin(), counts_.end());
         std::string out;
-        for (const auto& [name, n] : sorted) out += "  " + name + " " + std::to_string(n) + "\n";
+        for (const auto& [name, n] : sorted)
+            out += "  " + name + " " + std::to_string(n) + "\n";
         return out;
     }
 
@@ -149,14 +158,16 @@ struct tally {
 /// Draws the transactions: what they move, and whether (and how) they are meant to fail.
 class planner {
 public:
-    explicit planner(std::uint64_t seed) : rng_(seed) {}
+    explicit planner(std::uint64_t seed)
+        : rng_(seed) {}
 
     bool coin(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
     int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
 
     chaos make_chaos() {
         chaos c;
-        if (coin(0.06)) c.fail_first = 1 + pick(4); // 1..4: past recovery's limit of 2 attempts, or the live 3
+        if (coin(0.06))
+            c.fail_first = 1 + pick(4); // 1..4: past recovery's limit of 2 attempts, or the live 3
         c.try_throws = coin(0.02);
         return c;
     }
@@ -189,8 +200,8 @@ private:
 
 struct tx_plan {
     bool saga = false;
-    bool planned = false;    // a saga of planned steps: coord.saga(steps)
-    int shape = 0;           // how the branches are added
+    bool planned = false;     // a saga of planned steps: coord.saga(steps)
+    int shape = 0;            // how the branches are added
     bool body_throws = false; // the body throws after adding its branches
     std::vector<branch_spec> branches;
 };
@@ -204,11 +215,13 @@ inline tx_plan make_plan(planner& pl) {
     if (!p.saga) {
         p.branches.push_back({"accounts", pl.make_transfer()});
         p.branches.push_back({"stock", pl.make_items()});
-        if (p.shape == 2) p.branches.push_back({"accounts", pl.make_transfer()});
+        if (p.shape == 2)
+            p.branches.push_back({"accounts", pl.make_transfer()});
     } else {
         p.branches.push_back({"points", pl.make_award()});
         p.branches.push_back({"stock-saga", pl.make_items()});
-        if (p.shape == 2) std::swap(p.branches[0], p.branches[1]);
+        if (p.shape == 2)
+            std::swap(p.branches[0], p.branches[1]);
     }
     return p;
 }
@@ -234,7 +247,8 @@ asio::awaitable<void> add_all(Handle& h, tx_plan& plan) {
                 co_await h.add_step(std::move(who), std::move(what));
         }
     }
-    if (plan.body_throws) throw std::runtime_error("the body changed its mind");
+    if (plan.body_throws)
+        throw std::runtime_error("the body changed its mind");
 }
 
 inline asio::awaitable<tx_result> run_one(coordinator& coord, tx_plan plan, std::string gid) {
@@ -270,10 +284,12 @@ struct shared_run {
 inline asio::awaitable<void> lane(shared_run& run, std::uint64_t seed) {
     planner pl(seed);
     while (run.remaining != 0) {
-        if (run.remaining > 0) --run.remaining;
+        if (run.remaining > 0)
+            --run.remaining;
         tx_plan plan = make_plan(pl);
         if (run.address)
-            for (auto& b : plan.branches) b.participant = run.address(b.participant);
+            for (auto& b : plan.branches)
+                b.participant = run.address(b.participant);
         std::string gid = (plan.planned ? "plan-" : plan.saga ? "saga-" : "tcc-") + make_gid();
         run.live.insert(gid);
         ++run.t.started;
@@ -315,8 +331,11 @@ inline asio::awaitable<void> recover_all(coordinator& coord, tally& t) {
         recovery_report rep = co_await coord.recover(ro);
         ++t.recovery_passes;
         t.recovered += static_cast<long>(rep.finished);
-        if (rep.unfinished == 0 && rep.skipped == 0) co_return;
-        if (pass == 1000) throw std::runtime_error("recovery still has unfinished transactions after 1000 passes");
+        if (rep.unfinished == 0 && rep.skipped == 0)
+            co_return;
+        if (pass == 1000)
+            throw std::runtime_error(
+                "recovery still has unfinished transactions after 1000 passes");
     }
 }
 
@@ -333,8 +352,8 @@ inline void start_background_recovery(coordinator& coord) {
 
 /// Spawns `concurrency` lanes on `ex` (the coordinator's executor). `finished` is called with the
 /// exception of the first lane that throws, and with nullptr once every lane has returned.
-inline void start_lanes(asio::any_io_executor ex, shared_run& run, int concurrency, std::uint64_t seed,
-                        std::function<void(std::exception_ptr)> finished) {
+inline void start_lanes(asio::any_io_executor ex, shared_run& run, int concurrency,
+                        std::uint64_t seed, std::function<void(std::exception_ptr)> finished) {
     struct progress {
         int left;
         bool failed = false;
@@ -347,9 +366,11 @@ inline void start_lanes(asio::any_io_executor ex, shared_run& run, int concurren
                 p->failed = true;
                 p->finished(e);
             }
-            if (--p->left == 0 && !p->failed) p->finished(nullptr);
+            if (--p->left == 0 && !p->failed)
+                p->finished(nullptr);
         };
-        asio::co_spawn(ex, lane(run, seed * 1'000'003u + static_cast<std::uint64_t>(i)), std::move(done));
+        asio::co_spawn(ex, lane(run, seed * 1'000'003u + static_cast<std::uint64_t>(i)),
+                       std::move(done));
     }
 }
 
@@ -369,20 +390,26 @@ struct workload_plan {
 inline void run_workload_lanes(asio::io_context& ioc, shared_run& run, const workload_plan& p) {
     std::exception_ptr failed;
     auto startup = [&]() -> asio::awaitable<void> {
-        if (p.recovery) co_await recover_all(run.coord, run.t);
-        if (p.go_on && !p.go_on()) co_return;
-        if (p.recovery) start_background_recovery(run.coord);
+        if (p.recovery)
+            co_await recover_all(run.coord, run.t);
+        if (p.go_on && !p.go_on())
+            co_return;
+        if (p.recovery)
+            start_background_recovery(run.coord);
         start_lanes(ioc.get_executor(), run, p.concurrency, p.seed, [&](std::exception_ptr e) {
-            if (!e) return run.coord.stop();
+            if (!e)
+                return run.coord.stop();
             failed = e;
             ioc.stop();
         });
     };
     asio::co_spawn(ioc, startup(), [&](std::exception_ptr e) {
-        if (e) failed = e;
+        if (e)
+            failed = e;
     });
     ioc.run();
-    if (failed) std::rethrow_exception(failed);
+    if (failed)
+        std::rethrow_exception(failed);
 }
 
 } // namespace dtx::crash

@@ -4,15 +4,15 @@
 // Throwaway X.509 certificates made in-process with OpenSSL's API, for the TLS tests and the
 // HTTPS benchmark: nothing is written to disk or committed. Keys are P-256 (quick to make).
 
+#include <memory>
+#include <stdexcept>
+#include <string>
+
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-
-#include <memory>
-#include <stdexcept>
-#include <string>
 
 namespace dtx::test {
 
@@ -34,7 +34,8 @@ struct identity {
 namespace cert_detail {
 
 inline void check(bool ok, const char* what) {
-    if (!ok) throw std::runtime_error(std::string("making a test certificate: ") + what + " failed");
+    if (!ok)
+        throw std::runtime_error(std::string("making a test certificate: ") + what + " failed");
 }
 
 template <class Write>
@@ -61,8 +62,8 @@ inline void add_extension(X509* cert, X509* issuer, int nid, const char* value) 
 /// A certificate for `cn`, valid from `from_days` to `to_days` days from now. With an `issuer`, an
 /// end entity for `alt_names` (subjectAltName syntax: "DNS:localhost,IP:127.0.0.1") signed by
 /// it; without, a self-signed CA.
-inline identity make_identity(const char* cn, const char* alt_names, const identity* issuer, long from_days = -1,
-                              long to_days = 30) {
+inline identity make_identity(const char* cn, const char* alt_names, const identity* issuer,
+                              long from_days = -1, long to_days = 30) {
     static long serial = 1;
     identity id;
     id.key.reset(EVP_EC_gen("P-256"));
@@ -78,7 +79,8 @@ inline identity make_identity(const char* cn, const char* alt_names, const ident
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                                reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
     X509* signer = issuer ? issuer->cert.get() : x;
-    cert_detail::check(X509_set_issuer_name(x, X509_get_subject_name(signer)) == 1, "X509_set_issuer_name");
+    cert_detail::check(X509_set_issuer_name(x, X509_get_subject_name(signer)) == 1,
+                       "X509_set_issuer_name");
     if (issuer) {
         cert_detail::add_extension(x, signer, NID_basic_constraints, "critical,CA:FALSE");
         cert_detail::add_extension(x, signer, NID_subject_alt_name, alt_names);
@@ -86,10 +88,12 @@ inline identity make_identity(const char* cn, const char* alt_names, const ident
         cert_detail::add_extension(x, signer, NID_basic_constraints, "critical,CA:TRUE");
         cert_detail::add_extension(x, signer, NID_key_usage, "critical,keyCertSign,cRLSign");
     }
-    cert_detail::check(X509_sign(x, issuer ? issuer->key.get() : id.key.get(), EVP_sha256()) > 0, "X509_sign");
+    cert_detail::check(X509_sign(x, issuer ? issuer->key.get() : id.key.get(), EVP_sha256()) > 0,
+                       "X509_sign");
     EVP_PKEY* key = id.key.get();
-    id.key_pem = cert_detail::pem_of(
-        [key](BIO* b) { return PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); });
+    id.key_pem = cert_detail::pem_of([key](BIO* b) {
+        return PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
+    });
     id.cert_pem = cert_detail::pem_of([x](BIO* b) { return PEM_write_bio_X509(b, x); });
     return id;
 }

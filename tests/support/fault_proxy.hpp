@@ -32,16 +32,6 @@
 // counters(), in_flight() and set_faults() may be used from any thread; the rest runs on the
 // proxy's executor, which must not run handlers concurrently (one thread).
 
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <random>
-#include <set>
-#include <string_view>
-
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -58,21 +48,44 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string_view>
+
 namespace dtx::test {
 
 namespace asio = boost::asio;
 
-enum class proxy_fault : std::size_t { delay_request, delay_response, drop_request, drop_response, duplicate, reorder };
+enum class proxy_fault : std::size_t {
+    delay_request,
+    delay_response,
+    drop_request,
+    drop_response,
+    duplicate,
+    reorder
+};
 inline constexpr std::size_t proxy_fault_count = 6;
 
 inline const char* to_string(proxy_fault f) noexcept {
     switch (f) {
-    case proxy_fault::delay_request: return "delayed requests";
-    case proxy_fault::delay_response: return "delayed responses";
-    case proxy_fault::drop_request: return "dropped requests";
-    case proxy_fault::drop_response: return "dropped responses";
-    case proxy_fault::duplicate: return "duplicated requests";
-    case proxy_fault::reorder: return "reordered requests";
+    case proxy_fault::delay_request:
+        return "delayed requests";
+    case proxy_fault::delay_response:
+        return "delayed responses";
+    case proxy_fault::drop_request:
+        return "dropped requests";
+    case proxy_fault::drop_response:
+        return "dropped responses";
+    case proxy_fault::duplicate:
+        return "duplicated requests";
+    case proxy_fault::reorder:
+        return "reordered requests";
     }
     return "?";
 }
@@ -104,7 +117,9 @@ struct fault_proxy_counters {
     /// compensation) came first, or the business said no to the original too.
     std::atomic<std::uint64_t> late_refused{0};
 
-    std::uint64_t count(proxy_fault f) const noexcept { return faults[static_cast<std::size_t>(f)]; }
+    std::uint64_t count(proxy_fault f) const noexcept {
+        return faults[static_cast<std::size_t>(f)];
+    }
 };
 
 namespace detail {
@@ -115,9 +130,13 @@ using proxy_request = beast::http::request<beast::http::string_body>;
 using proxy_response = beast::http::response<beast::http::string_body>;
 
 struct proxy_state {
-    proxy_state(asio::any_io_executor e, std::uint16_t upstream_port, std::uint64_t seed, fault_schedule s)
-        : ex(std::move(e)), acceptor(ex), upstream(asio::ip::make_address("127.0.0.1"), upstream_port), rng(seed),
-          schedule(s) {}
+    proxy_state(asio::any_io_executor e, std::uint16_t upstream_port, std::uint64_t seed,
+                fault_schedule s)
+        : ex(std::move(e))
+        , acceptor(ex)
+        , upstream(asio::ip::make_address("127.0.0.1"), upstream_port)
+        , rng(seed)
+        , schedule(s) {}
 
     asio::any_io_executor ex;
     tcp::acceptor acceptor;
@@ -134,7 +153,10 @@ struct proxy_state {
 /// Counts a request (or a copy of one) as in flight while it lives.
 class in_flight_mark {
 public:
-    explicit in_flight_mark(proxy_state& st) : st_(st) { ++st_.in_flight; }
+    explicit in_flight_mark(proxy_state& st)
+        : st_(st) {
+        ++st_.in_flight;
+    }
     ~in_flight_mark() { --st_.in_flight; }
     in_flight_mark(const in_flight_mark&) = delete;
     in_flight_mark& operator=(const in_flight_mark&) = delete;
@@ -146,7 +168,11 @@ private:
 /// Keeps a client connection in the proxy's list while it is open.
 class client_mark {
 public:
-    client_mark(proxy_state& st, beast::tcp_stream& s) : st_(st), s_(&s) { st_.clients.insert(s_); }
+    client_mark(proxy_state& st, beast::tcp_stream& s)
+        : st_(st)
+        , s_(&s) {
+        st_.clients.insert(s_);
+    }
     ~client_mark() { st_.clients.erase(s_); }
     client_mark(const client_mark&) = delete;
     client_mark& operator=(const client_mark&) = delete;
@@ -168,7 +194,8 @@ inline decision draw(proxy_state& st) {
     const double which = uniform(st.rng);
     const double how_long = uniform(st.rng);
     decision d;
-    if (!st.faults_on) return d;
+    if (!st.faults_on)
+        return d;
     const fault_schedule& s = st.schedule;
     const double chances[proxy_fault_count] = {s.delay_request, s.delay_response, s.drop_request,
                                                s.drop_response, s.duplicate,      s.reorder};
@@ -181,13 +208,15 @@ inline decision draw(proxy_state& st) {
         }
     }
     const auto longest = d.fault == proxy_fault::reorder ? s.max_late : s.max_delay;
-    d.delay = std::chrono::milliseconds(1 + static_cast<long>(how_long * static_cast<double>(longest.count())));
+    d.delay = std::chrono::milliseconds(
+        1 + static_cast<long>(how_long * static_cast<double>(longest.count())));
     return d;
 }
 
 inline bool first_phase(const proxy_request& req) {
     const std::string_view target(req.target().data(), req.target().size());
-    return target.find("op=try") != std::string_view::npos || target.find("op=action") != std::string_view::npos;
+    return target.find("op=try") != std::string_view::npos ||
+           target.find("op=action") != std::string_view::npos;
 }
 
 inline proxy_response bad_gateway(unsigned version) {
@@ -206,7 +235,8 @@ inline asio::awaitable<void> pause(std::shared_ptr<proxy_state> st, std::chrono:
 
 /// A connection to the server, kept alive between the requests of one client connection.
 struct upstream_connection {
-    explicit upstream_connection(const asio::any_io_executor& ex) : stream(ex) {}
+    explicit upstream_connection(const asio::any_io_executor& ex)
+        : stream(ex) {}
     beast::tcp_stream stream;
     beast::flat_buffer buffer;
 };
@@ -214,16 +244,17 @@ struct upstream_connection {
 /// Sends `req` to the server over `up` (connecting first if it is null) and reads the answer;
 /// empty if the server cannot be reached or gives no answer. A kept-alive connection that turns
 /// out closed before anything came back is replaced once. `up` is reset after any error.
-inline asio::awaitable<std::optional<proxy_response>> exchange(std::shared_ptr<proxy_state> st,
-                                                               std::unique_ptr<upstream_connection>& up,
-                                                               const proxy_request& req) {
+inline asio::awaitable<std::optional<proxy_response>>
+exchange(std::shared_ptr<proxy_state> st, std::unique_ptr<upstream_connection>& up,
+         const proxy_request& req) {
     std::optional<proxy_response> out;
     for (int attempt = 0; attempt < 2 && !out; ++attempt) {
         const bool pooled = up != nullptr;
         if (!up) {
             up = std::make_unique<upstream_connection>(st->ex);
             up->stream.expires_after(st->schedule.upstream_timeout);
-            auto [connect_ec] = co_await up->stream.async_connect(st->upstream, asio::as_tuple(asio::use_awaitable));
+            auto [connect_ec] = co_await up->stream.async_connect(
+                st->upstream, asio::as_tuple(asio::use_awaitable));
             if (connect_ec) {
                 up.reset();
                 break;
@@ -238,19 +269,21 @@ inline asio::awaitable<std::optional<proxy_response>> exchange(std::shared_ptr<p
             co_await beast::http::async_write(up->stream, req, asio::as_tuple(asio::use_awaitable));
         boost::system::error_code ec = write_ec;
         if (!ec) {
-            auto [read_ec, read] =
-                co_await beast::http::async_read(up->stream, up->buffer, parser, asio::as_tuple(asio::use_awaitable));
+            auto [read_ec, read] = co_await beast::http::async_read(
+                up->stream, up->buffer, parser, asio::as_tuple(asio::use_awaitable));
             ec = read_ec;
         }
         if (!ec) {
             up->stream.expires_never();
             out.emplace(parser.release());
-            if (!out->keep_alive()) up.reset();
+            if (!out->keep_alive())
+                up.reset();
             break;
         }
         const bool nothing_arrived = !parser.got_some() && up->buffer.size() == 0;
         up.reset();
-        if (!pooled || !nothing_arrived) break;
+        if (!pooled || !nothing_arrived)
+            break;
     }
     co_return out;
 }
@@ -262,7 +295,8 @@ inline asio::awaitable<void> send_copy(std::shared_ptr<proxy_state> st, proxy_re
     co_await pause(st, after);
     std::unique_ptr<upstream_connection> up;
     const std::optional<proxy_response> answer = co_await exchange(st, up, req);
-    if (late && answer && answer->result_int() == 409 && first_phase(req)) ++st->counters.late_refused;
+    if (late && answer && answer->result_int() == 409 && first_phase(req))
+        ++st->counters.late_refused;
 }
 
 /// Serves one client connection: each request read is forwarded, with its fault.
@@ -273,44 +307,54 @@ inline asio::awaitable<void> serve(std::shared_ptr<proxy_state> st, tcp::socket 
     std::unique_ptr<upstream_connection> up;
     for (;;) {
         proxy_request req;
-        auto [read_ec, read] =
-            co_await beast::http::async_read(client, buffer, req, asio::as_tuple(asio::use_awaitable));
-        if (read_ec || st->stopping) co_return;
+        auto [read_ec, read] = co_await beast::http::async_read(
+            client, buffer, req, asio::as_tuple(asio::use_awaitable));
+        if (read_ec || st->stopping)
+            co_return;
         in_flight_mark mark(*st);
         ++st->counters.requests;
         const decision d = draw(*st);
-        if (d.fault) ++st->counters.faults[static_cast<std::size_t>(*d.fault)];
+        if (d.fault)
+            ++st->counters.faults[static_cast<std::size_t>(*d.fault)];
         // Leaving the coroutine closes the client's connection.
-        if (d.fault == proxy_fault::drop_request) co_return;
+        if (d.fault == proxy_fault::drop_request)
+            co_return;
         if (d.fault == proxy_fault::reorder) {
             proxy_request copy = req;
             asio::co_spawn(st->ex, send_copy(st, std::move(copy), d.delay, true), asio::detached);
             co_return;
         }
-        if (d.fault == proxy_fault::delay_request) co_await pause(st, d.delay);
+        if (d.fault == proxy_fault::delay_request)
+            co_await pause(st, d.delay);
         if (d.fault == proxy_fault::duplicate) {
             proxy_request copy = req;
-            asio::co_spawn(st->ex, send_copy(st, std::move(copy), std::chrono::milliseconds(0), false), asio::detached);
+            asio::co_spawn(st->ex,
+                           send_copy(st, std::move(copy), std::chrono::milliseconds(0), false),
+                           asio::detached);
         }
         std::optional<proxy_response> answer = co_await exchange(st, up, req);
         if (!answer) {
             ++st->counters.unreachable;
             answer.emplace(bad_gateway(req.version()));
         }
-        if (d.fault == proxy_fault::drop_response) co_return;
-        if (d.fault == proxy_fault::delay_response) co_await pause(st, d.delay);
+        if (d.fault == proxy_fault::drop_response)
+            co_return;
+        if (d.fault == proxy_fault::delay_response)
+            co_await pause(st, d.delay);
         const bool keep_alive = answer->keep_alive() && req.keep_alive();
         answer->keep_alive(keep_alive);
         auto [write_ec, written] =
             co_await beast::http::async_write(client, *answer, asio::as_tuple(asio::use_awaitable));
-        if (write_ec || !keep_alive) co_return;
+        if (write_ec || !keep_alive)
+            co_return;
     }
 }
 
 inline asio::awaitable<void> accept_loop(std::shared_ptr<proxy_state> st) {
     for (;;) {
         auto [ec, socket] = co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-        if (st->stopping) co_return;
+        if (st->stopping)
+            co_return;
         if (ec) {
             co_await pause(st, std::chrono::milliseconds(1)); // out of descriptors, say
             continue;
@@ -326,7 +370,8 @@ inline asio::awaitable<void> accept_loop(std::shared_ptr<proxy_state> st) {
 class fault_proxy {
 public:
     /// A proxy in front of the server at 127.0.0.1:`upstream_port`, its faults drawn from `seed`.
-    fault_proxy(asio::any_io_executor ex, std::uint16_t upstream_port, std::uint64_t seed, fault_schedule s)
+    fault_proxy(asio::any_io_executor ex, std::uint16_t upstream_port, std::uint64_t seed,
+                fault_schedule s)
         : st_(std::make_shared<detail::proxy_state>(std::move(ex), upstream_port, seed, s)) {}
     fault_proxy(asio::any_io_executor ex, std::uint16_t upstream_port, std::uint64_t seed)
         : fault_proxy(std::move(ex), upstream_port, seed, fault_schedule{}) {}
@@ -363,7 +408,8 @@ public:
             st->stopping = true;
             boost::system::error_code ignored;
             st->acceptor.close(ignored);
-            for (auto* c : st->clients) c->socket().close(ignored);
+            for (auto* c : st->clients)
+                c->socket().close(ignored);
         });
     }
 

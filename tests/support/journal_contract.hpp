@@ -4,9 +4,9 @@
 // The behaviour every journal implementation owes the coordinator (docs/journal.md), as doctest
 // checks. Call check_journal_contract() with a fresh, empty journal.
 
-#include "model.hpp"
-
 #include <doctest/doctest.h>
+
+#include "model.hpp"
 
 namespace dtx::test {
 
@@ -14,9 +14,14 @@ inline bool write_sync(asio::io_context& ioc, journal& j, const journal_write& w
     return run(ioc, j.write(w, durability::sync));
 }
 
-inline std::vector<transaction_record> claim_now(asio::io_context& ioc, journal& j, std::string_view owner,
-                                                 std::chrono::milliseconds lease, bool take_over = false) {
-    return run(ioc, j.claim({.now = wall_clock::now(), .owner = owner, .lease = lease, .limit = 100,
+inline std::vector<transaction_record> claim_now(asio::io_context& ioc, journal& j,
+                                                 std::string_view owner,
+                                                 std::chrono::milliseconds lease,
+                                                 bool take_over = false) {
+    return run(ioc, j.claim({.now = wall_clock::now(),
+                             .owner = owner,
+                             .lease = lease,
+                             .limit = 100,
                              .take_over = take_over}));
 }
 
@@ -33,12 +38,15 @@ std::error_code error_of(F&& f) {
 inline void check_journal_contract(asio::io_context& ioc, journal& j) {
     const auto later = wall_clock::now() + std::chrono::hours(1);
     const auto earlier = wall_clock::now() - std::chrono::seconds(1);
-    std::vector<branch_record> two{branch_record{"01", "a", qty_payload{1}},
-                                   branch_record{"02", "http://b.example/tcc", nlohmann::json{{"k", "v"}, {"n", 2}}}};
+    std::vector<branch_record> two{
+        branch_record{"01", "a", qty_payload{1}},
+        branch_record{"02", "http://b.example/tcc", nlohmann::json{{"k", "v"}, {"n", 2}}}};
     std::vector<branch_record> third{branch_record{"03", "c", nlohmann::json::array({1, 2, 3})}};
 
     // begin with branches; read back exactly
-    CHECK(write_sync(ioc, j, {.gid = "t1", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));
+    CHECK(write_sync(
+        ioc, j,
+        {.gid = "t1", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));
     auto t1 = run(ioc, j.find("t1"));
     REQUIRE(t1);
     CHECK(t1->gid == "t1");
@@ -54,22 +62,34 @@ inline void check_journal_contract(asio::io_context& ioc, journal& j) {
     CHECK_FALSE(t1->branches[1].done);
 
     // a second begin is refused and changes nothing
-    CHECK(error_of([&] { write_sync(ioc, j, {.gid = "t1", .begin = begin_transaction{tx_kind::saga, later}}); }) ==
-          errc::duplicate_gid);
+    CHECK(error_of([&] {
+              write_sync(ioc, j, {.gid = "t1", .begin = begin_transaction{tx_kind::saga, later}});
+          }) == errc::duplicate_gid);
     CHECK(run(ioc, j.find("t1"))->kind == tx_kind::tcc);
 
     // writes to an unknown gid
     CHECK(error_of([&] {
-              write_sync(ioc, j, {.gid = "nope", .status = status_change{tx_status::trying, tx_status::confirming}});
+              write_sync(ioc, j,
+                         {.gid = "nope",
+                          .status = status_change{tx_status::trying, tx_status::confirming}});
           }) == errc::unknown_transaction);
     CHECK_FALSE(run(ioc, j.find("nope")));
 
     // conditional registration and status changes: a wrong `from` refuses the whole write
-    CHECK(write_sync(ioc, j, {.gid = "t1", .new_branches = third, .status = status_change{tx_status::trying, tx_status::trying}}));
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
-    CHECK(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::trying, tx_status::confirming}}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "t1",
+                      .new_branches = third,
+                      .status = status_change{tx_status::trying, tx_status::trying}}));
+    CHECK_FALSE(write_sync(
+        ioc, j,
+        {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK(write_sync(
+        ioc, j, {.gid = "t1", .status = status_change{tx_status::trying, tx_status::confirming}}));
     std::vector<branch_record> fourth{branch_record{"04", "d", nullptr}};
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .new_branches = fourth, .status = status_change{tx_status::trying, tx_status::trying}}));
+    CHECK_FALSE(write_sync(ioc, j,
+                           {.gid = "t1",
+                            .new_branches = fourth,
+                            .status = status_change{tx_status::trying, tx_status::trying}}));
     t1 = run(ioc, j.find("t1"));
     CHECK(t1->status == tx_status::confirming);
     REQUIRE(t1->branches.size() == 3); // 04 was refused with its write
@@ -83,50 +103,73 @@ inline void check_journal_contract(asio::io_context& ioc, journal& j) {
     CHECK(t1->branches[1].done);
 
     // claims: decided ones; trying ones only past their deadline (moved to cancelling)
-    CHECK(write_sync(ioc, j, {.gid = "ahead", .begin = begin_transaction{tx_kind::saga, later}, .new_branches = two}));
-    CHECK(write_sync(ioc, j, {.gid = "overdue", .begin = begin_transaction{tx_kind::tcc, earlier}, .new_branches = two}));
+    CHECK(write_sync(
+        ioc, j,
+        {.gid = "ahead", .begin = begin_transaction{tx_kind::saga, later}, .new_branches = two}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "overdue",
+                      .begin = begin_transaction{tx_kind::tcc, earlier},
+                      .new_branches = two}));
     auto claimed = claim_now(ioc, j, "me", std::chrono::seconds(30));
     std::map<std::string, tx_status> got;
-    for (auto& r : claimed) got[r.gid] = r.status;
-    CHECK(got == std::map<std::string, tx_status>{{"t1", tx_status::confirming}, {"overdue", tx_status::cancelling}});
+    for (auto& r : claimed)
+        got[r.gid] = r.status;
+    CHECK(got == std::map<std::string, tx_status>{{"t1", tx_status::confirming},
+                                                  {"overdue", tx_status::cancelling}});
     CHECK(run(ioc, j.find("overdue"))->status == tx_status::cancelling);
     for (auto& r : claimed)
-        if (r.gid == "overdue") CHECK(r.branches.size() == 2);
+        if (r.gid == "overdue")
+            CHECK(r.branches.size() == 2);
 
     // leased: nobody else gets them until the lease expires
     CHECK(claim_now(ioc, j, "other", std::chrono::seconds(30)).empty());
     // a late registration of the overdue transaction is refused
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "overdue", .new_branches = third, .status = status_change{tx_status::trying, tx_status::trying}}));
+    CHECK_FALSE(write_sync(ioc, j,
+                           {.gid = "overdue",
+                            .new_branches = third,
+                            .status = status_change{tx_status::trying, tx_status::trying}}));
 
     // a lease write names its owner: refused (with everything else in the write) for anyone but
     // the holder
-    CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .done_branches = done, .lease = lease_change{"other", later}}));
+    CHECK_FALSE(write_sync(
+        ioc, j, {.gid = "t1", .done_branches = done, .lease = lease_change{"other", later}}));
     CHECK(write_sync(ioc, j, {.gid = "t1", .lease = lease_change{"me", later}}));
 
     // take-over (the only coordinator, restarted) ignores deadlines and leases
     claimed = claim_now(ioc, j, "other", std::chrono::milliseconds(0), /*take_over=*/true);
     got.clear();
-    for (auto& r : claimed) got[r.gid] = r.status;
+    for (auto& r : claimed)
+        got[r.gid] = r.status;
     CHECK(got == std::map<std::string, tx_status>{{"t1", tx_status::confirming},
                                                   {"overdue", tx_status::cancelling},
                                                   {"ahead", tx_status::cancelling}});
     for (auto& r : claimed)
-        if (r.gid == "ahead") CHECK(r.kind == tx_kind::saga);
+        if (r.gid == "ahead")
+            CHECK(r.kind == tx_kind::saga);
     // ... and now holds them: the former holder's lease writes are refused
     CHECK_FALSE(write_sync(ioc, j, {.gid = "t1", .lease = lease_change{"me", later}}));
 
     // ended transactions are never claimed again; find may still show them as ended
-    CHECK(write_sync(ioc, j, {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
-    CHECK(write_sync(ioc, j, {.gid = "ahead", .status = status_change{tx_status::cancelling, tx_status::cancelled}}));
-    if (auto ended = run(ioc, j.find("t1"))) CHECK(ended->status == tx_status::confirmed);
+    CHECK(write_sync(
+        ioc, j,
+        {.gid = "t1", .status = status_change{tx_status::confirming, tx_status::confirmed}}));
+    CHECK(write_sync(
+        ioc, j,
+        {.gid = "ahead", .status = status_change{tx_status::cancelling, tx_status::cancelled}}));
+    if (auto ended = run(ioc, j.find("t1")))
+        CHECK(ended->status == tx_status::confirmed);
     // (overdue is leased to "other" only until now: due again for anyone)
     claimed = claim_now(ioc, j, "third", std::chrono::seconds(30));
     REQUIRE(claimed.size() == 1);
     CHECK(claimed[0].gid == "overdue");
 
     // a lazy write is applied (visible to a later read) once the journal has made it durable
-    CHECK(write_sync(ioc, j, {.gid = "lazy", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));
-    CHECK(run(ioc, j.write({.gid = "lazy", .status = status_change{tx_status::trying, tx_status::confirming}}, durability::lazy)));
+    CHECK(write_sync(
+        ioc, j,
+        {.gid = "lazy", .begin = begin_transaction{tx_kind::tcc, later}, .new_branches = two}));
+    CHECK(run(ioc, j.write({.gid = "lazy",
+                            .status = status_change{tx_status::trying, tx_status::confirming}},
+                           durability::lazy)));
     CHECK(run(ioc, j.find("lazy"))->status == tx_status::confirming);
 }
 
@@ -134,18 +177,22 @@ inline void check_journal_contract(asio::io_context& ioc, journal& j) {
 inline void check_forward_contract(asio::io_context& ioc, journal& j) {
     const auto later = wall_clock::now() + std::chrono::hours(1);
     const auto earlier = wall_clock::now() - std::chrono::seconds(1);
-    CHECK(write_sync(ioc, j, {.gid = "overdue", .begin = begin_transaction{tx_kind::saga, earlier}}));
+    CHECK(
+        write_sync(ioc, j, {.gid = "overdue", .begin = begin_transaction{tx_kind::saga, earlier}}));
     std::vector<branch_record> many;
     for (int i = 1; i <= 12; ++i) // "01" ... "09", "10", "11", "12": read back in this order
         many.push_back(branch_record{(i < 10 ? "0" : "") + std::to_string(i), "s", qty_payload{i}});
-    CHECK(write_sync(ioc, j, {.gid = "fwd", .begin = begin_transaction{tx_kind::saga, earlier, /*forward=*/true},
-                              .new_branches = many}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "fwd",
+                      .begin = begin_transaction{tx_kind::saga, earlier, /*forward=*/true},
+                      .new_branches = many}));
     auto fwd = run(ioc, j.find("fwd"));
     REQUIRE(fwd);
     CHECK(fwd->forward);
     CHECK_FALSE(run(ioc, j.find("overdue"))->forward);
     REQUIRE(fwd->branches.size() == 12);
-    for (int i = 0; i < 12; ++i) CHECK(fwd->branches[static_cast<std::size_t>(i)].payload->at("qty") == i + 1);
+    for (int i = 0; i < 12; ++i)
+        CHECK(fwd->branches[static_cast<std::size_t>(i)].payload->at("qty") == i + 1);
     auto claimed = claim_now(ioc, j, "fourth", std::chrono::seconds(30));
     CHECK(claimed.size() == 2);
     std::vector<std::string> fwd_claimed;
@@ -157,11 +204,15 @@ inline void check_forward_contract(asio::io_context& ioc, journal& j) {
         }
     CHECK(fwd_claimed.size() == 1);
     CHECK(run(ioc, j.find("fwd"))->status == tx_status::trying);
-    CHECK(run(ioc, j.find("overdue"))->status == tx_status::cancelling); // not forward: presumed abort
+    CHECK(run(ioc, j.find("overdue"))->status ==
+          tx_status::cancelling); // not forward: presumed abort
     // its cancellation marks the steps that were never sent as done, in the same write
     std::vector<std::string> unsent{"11", "12"};
-    CHECK(write_sync(ioc, j, {.gid = "fwd", .status = status_change{tx_status::trying, tx_status::cancelling},
-                              .done_branches = unsent, .lease = lease_change{"fourth", later}}));
+    CHECK(write_sync(ioc, j,
+                     {.gid = "fwd",
+                      .status = status_change{tx_status::trying, tx_status::cancelling},
+                      .done_branches = unsent,
+                      .lease = lease_change{"fourth", later}}));
     fwd = run(ioc, j.find("fwd"));
     CHECK(fwd->status == tx_status::cancelling);
     CHECK_FALSE(fwd->branches[9].done);

@@ -32,16 +32,17 @@ using namespace std::chrono_literals;
 
 /// What a participant does with one request.
 enum class act {
-    ok,           ///< do the work, answer success
-    fail,         ///< answer failure without doing anything
-    throw_error,  ///< throw: an unknown result
-    hang,         ///< wait "forever" (10 s), honouring cancellation
-    hang_deaf,    ///< wait 20 ms ignoring cancellation, then do the work
-    pending,      ///< answer pending without doing anything
+    ok,          ///< do the work, answer success
+    fail,        ///< answer failure without doing anything
+    throw_error, ///< throw: an unknown result
+    hang,        ///< wait "forever" (10 s), honouring cancellation
+    hang_deaf,   ///< wait 20 ms ignoring cancellation, then do the work
+    pending,     ///< answer pending without doing anything
 };
 
 /// Chooses the act for the `attempt`-th request (1-based) of `op` on (gid, branch).
-using script = std::function<act(std::string_view gid, std::string_view branch_id, branch_op op, unsigned attempt)>;
+using script = std::function<act(std::string_view gid, std::string_view branch_id, branch_op op,
+                                 unsigned attempt)>;
 
 inline script always_ok() {
     return [](auto, auto, auto, auto) { return act::ok; };
@@ -57,7 +58,10 @@ class resource {
 public:
     enum class slot_state { tried, confirmed, cancelled };
 
-    explicit resource(std::string name, int available = 1'000'000) : name_(std::move(name)), initial_(available), available_(available) {}
+    explicit resource(std::string name, int available = 1'000'000)
+        : name_(std::move(name))
+        , initial_(available)
+        , available_(available) {}
 
     const std::string& name() const { return name_; }
     void set_script(script s) { script_ = std::move(s); }
@@ -94,24 +98,28 @@ public:
     }
     std::size_t count(std::string_view gid, std::string_view branch, branch_op op) const {
         std::size_t n = 0;
-        for (auto o : ops(gid, branch)) n += o == op;
+        for (auto o : ops(gid, branch))
+            n += o == op;
         return n;
     }
     std::optional<slot_state> state(std::string_view gid, std::string_view branch) const {
         auto it = slots_.find(key(gid, branch));
-        if (it == slots_.end()) return std::nullopt;
+        if (it == slots_.end())
+            return std::nullopt;
         return it->second.state;
     }
     /// Branches of `gid` this resource has a slot for.
     std::map<std::string, slot_state> branches_of(std::string_view gid) const {
         std::map<std::string, slot_state> out;
-        for (auto it = slots_.lower_bound(std::string(gid) + "/"); it != slots_.end() && it->first.starts_with(std::string(gid) + "/"); ++it)
+        for (auto it = slots_.lower_bound(std::string(gid) + "/");
+             it != slots_.end() && it->first.starts_with(std::string(gid) + "/"); ++it)
             out[it->first.substr(gid.size() + 1)] = it->second.state;
         return out;
     }
     std::set<std::string> gids() const {
         std::set<std::string> out;
-        for (auto& [k, s] : slots_) out.insert(k.substr(0, k.find('/')));
+        for (auto& [k, s] : slots_)
+            out.insert(k.substr(0, k.find('/')));
         return out;
     }
     /// First saga compensations (the ones that changed a slot or created a null one): a sequence
@@ -137,7 +145,8 @@ private:
     }
 
     void violation(const branch_request& r, const std::string& what) {
-        violations_.push_back(name_ + ": gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " + what);
+        violations_.push_back(name_ + ": gid " + std::string(r.gid) + " branch " +
+                              std::string(r.branch_id) + ": " + what);
     }
 
     asio::awaitable<outcome> handle(const branch_request& r) {
@@ -148,10 +157,14 @@ private:
         const int qty = r.payload.at("qty").get<int>();
 
         switch (a) {
-        case act::ok: break;
-        case act::fail: co_return failure(name_ + " refuses");
-        case act::throw_error: throw std::runtime_error(name_ + " is broken");
-        case act::pending: co_return pending(name_ + " is busy");
+        case act::ok:
+            break;
+        case act::fail:
+            co_return failure(name_ + " refuses");
+        case act::throw_error:
+            throw std::runtime_error(name_ + " is broken");
+        case act::pending:
+            co_return pending(name_ + " is busy");
         case act::hang: {
             asio::steady_timer t(co_await asio::this_coro::executor, 10s);
             co_await t.async_wait(asio::use_awaitable); // throws when the call is cancelled
@@ -159,7 +172,8 @@ private:
         }
         case act::hang_deaf: {
             asio::steady_timer t(co_await asio::this_coro::executor, 20ms);
-            co_await t.async_wait(asio::bind_cancellation_slot(asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable)));
+            co_await t.async_wait(asio::bind_cancellation_slot(
+                asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable)));
             break;
         }
         }
@@ -172,10 +186,12 @@ private:
         case branch_op::try_:
         case branch_op::action:
             if (it != slots_.end()) {
-                if (it->second.state == slot_state::cancelled) return failure("cancelled before it was tried");
+                if (it->second.state == slot_state::cancelled)
+                    return failure("cancelled before it was tried");
                 return success(); // duplicate
             }
-            if (qty > available_) return failure(name_ + ": not enough");
+            if (qty > available_)
+                return failure(name_ + ": not enough");
             available_ -= qty;
             if (r.op == branch_op::try_) {
                 reserved_ += qty;
@@ -205,7 +221,8 @@ private:
             if (it == slots_.end()) {
                 slots_[k] = {slot_state::cancelled, 0}; // null compensation: remember it
                 if (r.op == branch_op::compensate)
-                    first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
+                    first_comp_.push_back(
+                        {++sequence(), std::string(r.gid), std::string(r.branch_id)});
                 return success();
             }
             if (it->second.state == slot_state::confirmed && r.op == branch_op::cancel) {
@@ -220,7 +237,8 @@ private:
                 available_ += it->second.qty;
                 it->second.state = slot_state::cancelled;
                 if (r.op == branch_op::compensate)
-                    first_comp_.push_back({++sequence(), std::string(r.gid), std::string(r.branch_id)});
+                    first_comp_.push_back(
+                        {++sequence(), std::string(r.gid), std::string(r.branch_id)});
             }
             return success();
         }
@@ -249,12 +267,16 @@ private:
 /// branch may have no slot if it was never reached), nothing left reserved, quantities conserved,
 /// no participant saw an illegal sequence, and saga compensations ran newest first.
 /// Returns an empty string when all hold, else the first problem.
-inline std::string check_invariants(const std::vector<const resource*>& resources, bool sagas = false) {
+inline std::string check_invariants(const std::vector<const resource*>& resources,
+                                    bool sagas = false) {
     std::set<std::string> gids;
     for (auto* r : resources) {
-        if (!r->violations().empty()) return r->violations().front();
-        if (!r->conserved()) return r->name() + ": quantities not conserved";
-        if (r->reserved() != 0) return r->name() + ": " + std::to_string(r->reserved()) + " left reserved";
+        if (!r->violations().empty())
+            return r->violations().front();
+        if (!r->conserved())
+            return r->name() + ": quantities not conserved";
+        if (r->reserved() != 0)
+            return r->name() + ": " + std::to_string(r->reserved()) + " left reserved";
         auto g = r->gids();
         gids.insert(g.begin(), g.end());
     }
@@ -262,20 +284,24 @@ inline std::string check_invariants(const std::vector<const resource*>& resource
         bool confirmed = false, cancelled = false;
         for (auto* r : resources)
             for (auto& [branch, st] : r->branches_of(gid)) {
-                if (st == resource::slot_state::tried) return "gid " + gid + " branch " + branch + " left tried";
+                if (st == resource::slot_state::tried)
+                    return "gid " + gid + " branch " + branch + " left tried";
                 (st == resource::slot_state::confirmed ? confirmed : cancelled) = true;
             }
-        if (confirmed && cancelled) return "gid " + gid + " is partly confirmed and partly cancelled";
+        if (confirmed && cancelled)
+            return "gid " + gid + " is partly confirmed and partly cancelled";
     }
     if (sagas) {
         std::vector<resource::compensation> all;
-        for (auto* r : resources) all.insert(all.end(), r->first_compensations().begin(), r->first_compensations().end());
+        for (auto* r : resources)
+            all.insert(all.end(), r->first_compensations().begin(), r->first_compensations().end());
         std::sort(all.begin(), all.end(), [](auto& x, auto& y) { return x.seq < y.seq; });
         std::map<std::string, std::string> last; // gid -> last branch compensated
         for (auto& c : all) {
             auto it = last.find(c.gid);
             if (it != last.end() && std::stoi(c.branch_id) >= std::stoi(it->second))
-                return "gid " + c.gid + ": branch " + c.branch_id + " compensated after " + it->second;
+                return "gid " + c.gid + ": branch " + c.branch_id + " compensated after " +
+                       it->second;
             last[c.gid] = c.branch_id;
         }
     }
@@ -290,14 +316,17 @@ T run(asio::io_context& ioc, asio::awaitable<T> a) {
     bool done = false;
     asio::co_spawn(ioc, std::move(a), [&](std::exception_ptr e, T v) {
         err = e;
-        if (!e) out.emplace(std::move(v));
+        if (!e)
+            out.emplace(std::move(v));
         done = true;
     });
     ioc.restart();
     while (!done && ioc.run_one() > 0) {
     }
-    if (err) std::rethrow_exception(err);
-    if (!done) throw std::runtime_error("the io_context ran out of work before the operation completed");
+    if (err)
+        std::rethrow_exception(err);
+    if (!done)
+        throw std::runtime_error("the io_context ran out of work before the operation completed");
     return std::move(*out);
 }
 
@@ -319,7 +348,8 @@ inline coordinator_options fast_options() {
 inline coordinator_options halting_after_decision(std::string& gid, bool& stopped) {
     coordinator_options o = fast_options();
     o.on_fault = [&gid, &stopped](const fault_point& p) {
-        if (p.what != "decide") return false;
+        if (p.what != "decide")
+            return false;
         gid = std::string(p.gid);
         stopped = true;
         return true;

@@ -7,17 +7,18 @@
 //   std::optional<barrier_row> find(slot)
 // (sqlite_barrier.hpp has the rules in words.)
 
+#include <dtx/outcome.hpp>
+#include <dtx/participant.hpp>
+#include <dtx/version.hpp>
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include <dtx/outcome.hpp>
-#include <dtx/participant.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 struct barrier_row {
     std::string origin; ///< the operation that wrote the row: "try", "confirm" or "cancel"
@@ -29,9 +30,12 @@ struct barrier_row {
 inline const char* barrier_slot(branch_op op) noexcept {
     switch (op) {
     case branch_op::try_:
-    case branch_op::action: return "try";
-    case branch_op::confirm: return "confirm";
-    default: return "cancel";
+    case branch_op::action:
+        return "try";
+    case branch_op::confirm:
+        return "confirm";
+    default:
+        return "cancel";
     }
 }
 
@@ -45,14 +49,17 @@ std::optional<outcome> barrier_screen(Store& store, const branch_request& r, con
         store.insert("cancel", "cancel", "done");
         return success();
     }
-    if (store.insert(slot.data(), slot.data(), state)) return std::nullopt;
+    if (store.insert(slot.data(), slot.data(), state))
+        return std::nullopt;
     const std::optional<barrier_row> existing = store.find(slot.data());
     if (slot == "try" && existing && existing->origin == "cancel")
-        return failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + " was cancelled before its " +
-                       std::string(to_string(r.op)) + " arrived");
-    if (existing && existing->state == "failed") return failure("an earlier " + std::string(to_string(r.op)) + " failed");
-    if (existing && existing->state == "started") return std::nullopt; // external work to be redone
-    return success(); // a duplicate of a completed operation
+        return failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) +
+                       " was cancelled before its " + std::string(to_string(r.op)) + " arrived");
+    if (existing && existing->state == "failed")
+        return failure("an earlier " + std::string(to_string(r.op)) + " failed");
+    if (existing && existing->state == "started")
+        return std::nullopt; // external work to be redone
+    return success();        // a duplicate of a completed operation
 }
 
 /// What a branch operation does to the participant's own tables, given a connection of type Db
@@ -79,7 +86,8 @@ db_handler<Db> typed_db(F handler) {
     return [handler = std::move(handler)](Db& db, const branch_request& r) -> outcome {
         outcome refusal;
         std::optional<T> value = convert_payload<T>(r, refusal);
-        if (!value) return refusal;
+        if (!value)
+            return refusal;
         return handler(db, r, std::move(*value));
     };
 }
@@ -92,17 +100,30 @@ public:
     tcc_handlers tcc(db_tcc_handlers<Db> h) {
         auto shared = std::make_shared<db_tcc_handlers<Db>>(std::move(h));
         return {
-            .on_try = [this, shared](const branch_request& r) { return self().guard(r, shared->on_try); },
-            .on_confirm = [this, shared](const branch_request& r) { return self().guard(r, shared->on_confirm); },
-            .on_cancel = [this, shared](const branch_request& r) { return self().guard(r, shared->on_cancel); },
+            .on_try = [this,
+                       shared](const branch_request& r) { return self().guard(r, shared->on_try); },
+            .on_confirm =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_confirm);
+                },
+            .on_cancel =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_cancel);
+                },
         };
     }
 
     saga_handlers saga(db_saga_handlers<Db> h) {
         auto shared = std::make_shared<db_saga_handlers<Db>>(std::move(h));
         return {
-            .on_action = [this, shared](const branch_request& r) { return self().guard(r, shared->on_action); },
-            .on_compensate = [this, shared](const branch_request& r) { return self().guard(r, shared->on_compensate); },
+            .on_action =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_action);
+                },
+            .on_compensate =
+                [this, shared](const branch_request& r) {
+                    return self().guard(r, shared->on_compensate);
+                },
         };
     }
 
@@ -112,7 +133,11 @@ private:
 
 /// A branch_request whose views point into strings it owns, for work done on another thread.
 struct owned_request {
-    explicit owned_request(const branch_request& r) : gid(r.gid), branch_id(r.branch_id), op(r.op), payload(r.payload) {}
+    explicit owned_request(const branch_request& r)
+        : gid(r.gid)
+        , branch_id(r.branch_id)
+        , op(r.op)
+        , payload(r.payload) {}
     branch_request view() const { return {gid, branch_id, op, payload}; }
     std::string gid;
     std::string branch_id;
@@ -120,6 +145,7 @@ struct owned_request {
     nlohmann::json payload;
 };
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif

@@ -6,6 +6,15 @@
 // it to `execute` as one batch, so that one database transaction and one fsync serve them all.
 // Results reach the waiting coroutines through await_result(), on their own executors.
 
+#include <dtx/detail/config.hpp>
+#include <dtx/version.hpp>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -18,16 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
-#include <dtx/detail/config.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 /// Delivers a result computed on another thread to a waiting coroutine, on its executor.
 template <class R>
@@ -39,7 +40,10 @@ using deliver_fn = std::function<void(std::exception_ptr, R)>;
 /// each.
 class delivery_batch {
 public:
-    delivery_batch() noexcept : outer_(current_) { current_ = this; }
+    delivery_batch() noexcept
+        : outer_(current_) {
+        current_ = this;
+    }
     delivery_batch(const delivery_batch&) = delete;
     delivery_batch& operator=(const delivery_batch&) = delete;
     ~delivery_batch() {
@@ -55,10 +59,12 @@ public:
                     try {
                         f();
                     } catch (...) {
-                        if (!first) first = std::current_exception();
+                        if (!first)
+                            first = std::current_exception();
                     }
                 }
-                if (first) std::rethrow_exception(first);
+                if (first)
+                    std::rethrow_exception(first);
             });
         }
     }
@@ -102,7 +108,7 @@ asio::awaitable<R> await_result(Start start) {
                 // so this thread must not touch the io_context after the post.
                 auto resume = [h, work, e, r = std::move(r)]() mutable {
                     work->reset();
-                    std::move(*h)(e, std::move(r));
+                    std::move (*h)(e, std::move(r));
                 };
                 if (auto* batch = delivery_batch::current())
                     batch->add(ex, std::move(resume));
@@ -132,8 +138,11 @@ public:
     /// Starts the thread: `execute(batch)` runs every batch, `on_idle()` the periodic work. Both
     /// run on the queue's thread only; exceptions escaping `on_idle` are ignored (it is retried
     /// at the next interval).
-    batch_queue(options o, std::function<void(std::vector<Job>&)> execute, std::function<void()> on_idle)
-        : opts_(o), execute_(std::move(execute)), on_idle_(std::move(on_idle)) {
+    batch_queue(options o, std::function<void(std::vector<Job>&)> execute,
+                std::function<void()> on_idle)
+        : opts_(o)
+        , execute_(std::move(execute))
+        , on_idle_(std::move(on_idle)) {
         thread_ = std::thread([this] { loop(); });
     }
     batch_queue(const batch_queue&) = delete;
@@ -156,12 +165,15 @@ public:
         bool wake = urgent;
         {
             std::lock_guard lock(mu_);
-            if (stopping_) return false;
+            if (stopping_)
+                return false;
             wake = wake || queue_.empty(); // the thread's wait must now end by the lazy delay
             queue_.push_back({std::move(job), urgent, std::chrono::steady_clock::now()});
-            if (urgent) urgent_.fetch_add(1, std::memory_order_relaxed);
+            if (urgent)
+                urgent_.fetch_add(1, std::memory_order_relaxed);
         }
-        if (wake) cv_.notify_one();
+        if (wake)
+            cv_.notify_one();
         return true;
     }
 
@@ -180,9 +192,11 @@ private:
 
     /// Polls for an urgent job (or a stop) for up to `opts_.spin`, without the lock.
     void spin_for_work() const {
-        if (opts_.spin <= std::chrono::microseconds::zero()) return;
+        if (opts_.spin <= std::chrono::microseconds::zero())
+            return;
         const auto until = std::chrono::steady_clock::now() + opts_.spin;
-        while (urgent_.load(std::memory_order_relaxed) == 0 && !stop_seen_.load(std::memory_order_relaxed) &&
+        while (urgent_.load(std::memory_order_relaxed) == 0 &&
+               !stop_seen_.load(std::memory_order_relaxed) &&
                std::chrono::steady_clock::now() < until) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
@@ -202,10 +216,13 @@ private:
                 // job, such as a lazy job's: urgent ones tend to follow), then sleeps.
                 bool may_spin = true;
                 for (;;) {
-                    if (stopping_ || urgent_.load(std::memory_order_relaxed) > 0) break;
+                    if (stopping_ || urgent_.load(std::memory_order_relaxed) > 0)
+                        break;
                     auto until = next_idle;
-                    if (!queue_.empty()) until = std::min(until, queue_.front().pushed + opts_.lazy_delay);
-                    if (std::chrono::steady_clock::now() >= until) break;
+                    if (!queue_.empty())
+                        until = std::min(until, queue_.front().pushed + opts_.lazy_delay);
+                    if (std::chrono::steady_clock::now() >= until)
+                        break;
                     if (may_spin && opts_.spin > std::chrono::microseconds::zero()) {
                         lock.unlock();
                         spin_for_work();
@@ -216,9 +233,11 @@ private:
                     cv_.wait_until(lock, until);
                     may_spin = true;
                 }
-                if (queue_.empty() && stopping_) return;
+                if (queue_.empty() && stopping_)
+                    return;
                 while (!queue_.empty() && batch.size() < opts_.max_batch) {
-                    if (queue_.front().urgent) urgent_.fetch_sub(1, std::memory_order_relaxed);
+                    if (queue_.front().urgent)
+                        urgent_.fetch_sub(1, std::memory_order_relaxed);
                     batch.push_back(std::move(queue_.front().job));
                     queue_.pop_front();
                 }
@@ -252,6 +271,7 @@ private:
     std::thread thread_;
 };
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif

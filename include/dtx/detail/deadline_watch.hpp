@@ -12,16 +12,17 @@
 //
 // Not thread-safe: used only from the coordinator's executor (one thread, or a strand).
 
-#include <chrono>
+#include <dtx/detail/config.hpp>
+#include <dtx/version.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include <dtx/detail/config.hpp>
-#include <dtx/version.hpp>
+#include <chrono>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 class deadline_watch;
 
@@ -47,36 +48,43 @@ private:
 
 class deadline_watch {
 public:
-    explicit deadline_watch(asio::any_io_executor ex) : timer_(std::move(ex)) {}
+    explicit deadline_watch(asio::any_io_executor ex)
+        : timer_(std::move(ex)) {}
     deadline_watch(const deadline_watch&) = delete;
     deadline_watch& operator=(const deadline_watch&) = delete;
     ~deadline_watch() {
-        while (head_) unlink(*head_);
+        while (head_)
+            unlink(*head_);
     }
 
     /// Watches `e` until `deadline`; at the deadline, `signal` is emitted (terminal). The entry
     /// must be removed (or destroyed) before `signal` is.
-    void add(watch_entry& e, std::chrono::steady_clock::time_point deadline, asio::cancellation_signal& signal) {
+    void add(watch_entry& e, std::chrono::steady_clock::time_point deadline,
+             asio::cancellation_signal& signal) {
         e.watch_ = this;
         e.deadline_ = deadline;
         e.signal_ = &signal;
         e.expired_ = false;
         e.prev_ = nullptr;
         e.next_ = head_;
-        if (head_) head_->prev_ = &e;
+        if (head_)
+            head_->prev_ = &e;
         head_ = &e;
-        if (!armed_ || deadline < armed_for_) arm(deadline);
+        if (!armed_ || deadline < armed_for_)
+            arm(deadline);
     }
 
     void remove(watch_entry& e) noexcept {
-        if (e.watch_ == this) unlink(e);
+        if (e.watch_ == this)
+            unlink(e);
     }
 
     /// Cancels the timer if no call is watched, so that an io_context with nothing else to do
     /// can return from run(). Called when the last transaction of the coordinator has ended;
     /// between transactions the timer stays armed, which saves re-arming it for every call.
     void release_if_idle() {
-        if (head_ || !armed_) return;
+        if (head_ || !armed_)
+            return;
         armed_ = false;
         timer_.cancel();
     }
@@ -87,7 +95,8 @@ private:
             e.prev_->next_ = e.next_;
         else
             head_ = e.next_;
-        if (e.next_) e.next_->prev_ = e.prev_;
+        if (e.next_)
+            e.next_->prev_ = e.prev_;
         e.prev_ = e.next_ = nullptr;
         e.watch_ = nullptr;
     }
@@ -98,7 +107,8 @@ private:
         timer_.expires_at(when);
         timer_.async_wait([this, when](boost::system::error_code ec) {
             // A re-arm cancels the previous wait; only the wait for the current time acts.
-            if (ec || !armed_ || armed_for_ != when) return;
+            if (ec || !armed_ || armed_for_ != when)
+                return;
             armed_ = false;
             fire();
         });
@@ -121,7 +131,8 @@ private:
             }
             e = after;
         }
-        if (any) arm(next);
+        if (any)
+            arm(next);
     }
 
     asio::steady_timer timer_;
@@ -131,9 +142,11 @@ private:
 };
 
 inline watch_entry::~watch_entry() {
-    if (watch_) watch_->remove(*this);
+    if (watch_)
+        watch_->remove(*this);
 }
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif

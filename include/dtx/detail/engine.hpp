@@ -4,10 +4,32 @@
 // The coordinator's machinery: branch registration and first-phase calls, decisions, phase 2
 // with retries, and recovery. Public entry points are in coordinator.hpp and transaction.hpp.
 
+#include <dtx/coordinator_options.hpp>
+#include <dtx/detail/config.hpp>
+#include <dtx/detail/deadline_watch.hpp>
+#include <dtx/detail/when_all.hpp>
+#include <dtx/error.hpp>
+#include <dtx/fault_injection.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/participant_registry.hpp>
+#include <dtx/recovery_report.hpp>
+#include <dtx/trace_context.hpp>
+#include <dtx/tx_result.hpp>
+#include <dtx/version.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
+
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -17,31 +39,9 @@
 #include <unordered_set>
 #include <vector>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/container/small_vector.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-#include <dtx/coordinator_options.hpp>
-#include <dtx/error.hpp>
-#include <dtx/fault_injection.hpp>
-#include <dtx/journal.hpp>
-#include <dtx/participant_registry.hpp>
-#include <dtx/recovery_report.hpp>
-#include <dtx/trace_context.hpp>
-#include <dtx/tx_result.hpp>
-#include <dtx/detail/deadline_watch.hpp>
-#include <dtx/detail/when_all.hpp>
-#include <dtx/detail/config.hpp>
-#include <dtx/version.hpp>
-
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
-
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 /// A branch to add: which participant, and the payload its handlers receive. Any type that
 /// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
@@ -84,7 +84,8 @@ struct tx_state {
     std::exception_ptr exception;
 
     void abort(std::error_code ec, std::string why) {
-        if (aborted) return;
+        if (aborted)
+            return;
         aborted = true;
         reason = ec;
         message = std::move(why);
@@ -120,7 +121,8 @@ inline std::string describe(std::string_view gid, std::string_view branch_id = {
 inline std::string format_branch_id(std::size_t n) {
     char buf[24];
     char* p = buf;
-    if (n < 10) *p++ = '0';
+    if (n < 10)
+        *p++ = '0';
     p = std::to_chars(p, buf + sizeof buf, n).ptr;
     return std::string(buf, p);
 }
@@ -143,11 +145,14 @@ private:
 class active_claim {
 public:
     active_claim(std::shared_ptr<active_set> set, std::string_view gid)
-        : set_(std::move(set)), gid_(gid), held_(set_->insert(gid_)) {}
+        : set_(std::move(set))
+        , gid_(gid)
+        , held_(set_->insert(gid_)) {}
     active_claim(const active_claim&) = delete;
     active_claim& operator=(const active_claim&) = delete;
     ~active_claim() {
-        if (held_) set_->erase(gid_);
+        if (held_)
+            set_->erase(gid_);
     }
     bool held() const noexcept { return held_; }
 
@@ -160,19 +165,27 @@ private:
 class engine : public std::enable_shared_from_this<engine> {
 public:
     engine(asio::any_io_executor ex, journal& j, participant_registry& r, coordinator_options o)
-        : ex_(std::move(ex)), journal_(j), registry_(r), opts_(std::move(o)), watch_(ex_) {}
+        : ex_(std::move(ex))
+        , journal_(j)
+        , registry_(r)
+        , opts_(std::move(o))
+        , watch_(ex_) {}
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
 
     /// Counts a running transaction or recovery pass for as long as it lives.
     class activity {
     public:
-        explicit activity(std::shared_ptr<engine> e) : e_(std::move(e)) { ++e_->live_; }
+        explicit activity(std::shared_ptr<engine> e)
+            : e_(std::move(e)) {
+            ++e_->live_;
+        }
         activity(const activity&) = delete;
         activity& operator=(const activity&) = delete;
         ~activity() {
             // A halted engine's coroutines are destroyed with their io_context: leave its timer be.
-            if (--e_->live_ == 0 && !e_->halted_) e_->watch_.release_if_idle();
+            if (--e_->live_ == 0 && !e_->halted_)
+                e_->watch_.release_if_idle();
         }
 
     private:
@@ -202,15 +215,18 @@ public:
     asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, branch_list specs) {
         if (st->aborted)
             throw error(errc::transaction_aborted,
-                        describe(st->gid) + ": no branch can be added, the transaction is aborted: " +
-                            st->message);
-        if (specs.empty()) co_return;
-        if (wall_clock::now() >= st->deadline) fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
+                        describe(st->gid) +
+                            ": no branch can be added, the transaction is aborted: " + st->message);
+        if (specs.empty())
+            co_return;
+        if (wall_clock::now() >= st->deadline)
+            fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
 
         resolved fresh;
         resolve(*st, specs, fresh);
 
-        journal_write w{.gid = st->gid, .new_branches = {fresh.records.data(), fresh.records.size()}};
+        journal_write w{.gid = st->gid,
+                        .new_branches = {fresh.records.data(), fresh.records.size()}};
         if (st->begun) {
             w.status = status_change{tx_status::trying, tx_status::trying};
         } else {
@@ -225,15 +241,19 @@ public:
         try {
             ok = co_await write(w, durability::sync);
         } catch (const error& e) {
-            fail(*st, e.code(), describe(st->gid, fresh.records.front().branch_id) + ": registering the branch failed: " + e.what());
+            fail(*st, e.code(),
+                 describe(st->gid, fresh.records.front().branch_id) +
+                     ": registering the branch failed: " + e.what());
         } catch (const std::exception& e) {
             fail(*st, errc::journal_failed,
-                 describe(st->gid, fresh.records.front().branch_id) + ": registering the branch failed: " + e.what());
+                 describe(st->gid, fresh.records.front().branch_id) +
+                     ": registering the branch failed: " + e.what());
         }
         if (!ok)
             fail(*st, errc::decision_conflict,
                  describe(st->gid, fresh.records.front().branch_id) +
-                     ": the journal no longer holds the transaction as trying (recovery cancelled it)");
+                     ": the journal no longer holds the transaction as trying (recovery cancelled "
+                     "it)");
         const bool first_write = !st->begun;
         st->begun = true;
         const std::size_t first = st->branches.size();
@@ -253,7 +273,8 @@ public:
             });
         }
         for (std::size_t i = 0; i < n; ++i) {
-            if (results[i].ok()) continue;
+            if (results[i].ok())
+                continue;
             const auto& b = st->branches[first + i].rec;
             fail(*st, results[i].ec,
                  describe(st->gid, b.branch_id, b.participant) + ": " + std::string(to_string(op)) +
@@ -277,7 +298,8 @@ public:
         } catch (const error&) {
             co_return result(*st, tx_status::cancelled); // nothing written, nothing sent
         }
-        if (steps.records.empty()) co_return result(*st, tx_status::confirmed);
+        if (steps.records.empty())
+            co_return result(*st, tx_status::confirmed);
         journal_write w{.gid = st->gid,
                         .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
                         .new_branches = {steps.records.data(), steps.records.size()},
@@ -285,35 +307,40 @@ public:
         st->lease_until = st->deadline;
         std::optional<std::string> begin_error;
         try {
-            if (!co_await write(w, durability::sync)) begin_error = "the journal refused it";
+            if (!co_await write(w, durability::sync))
+                begin_error = "the journal refused it";
         } catch (const std::exception& e) {
             begin_error = e.what();
         }
-        if (begin_error) co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
+        if (begin_error)
+            co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
         st->begun = true;
         steps.move_into(*st);
-        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id, branch_op::action,
-                         "begin"}))
+        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
+                         branch_op::action, "begin"}))
             co_await halt();
 
         const std::size_t n = st->branches.size();
         std::size_t sent = 0;
         while (sent < n && !st->aborted) {
-            const call_result r = co_await first_phase_call(st, sent, branch_op::action, st->signal);
+            const call_result r =
+                co_await first_phase_call(st, sent, branch_op::action, st->signal);
             const auto& b = st->branches[sent++].rec;
             if (!r.ok())
-                st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) + ": action did not succeed: " +
-                                    r.message);
+                st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) +
+                                    ": action did not succeed: " + r.message);
         }
         if (!st->aborted) {
             // Lazy: if it is lost, recovery repeats the actions and ends the saga the same way.
             try {
                 const journal_write end{.gid = st->gid,
-                                        .status = status_change{tx_status::trying, tx_status::confirmed}};
+                                        .status =
+                                            status_change{tx_status::trying, tx_status::confirmed}};
                 co_await write(end, durability::lazy);
             } catch (const std::exception&) {
             }
-            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"})) co_await halt();
+            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"}))
+                co_await halt();
             st->status = tx_status::confirmed;
             co_return result(*st, tx_status::confirmed);
         }
@@ -352,21 +379,27 @@ public:
                                       .lease = decision_lease(*st)};
                 ok = co_await write(w, durability::sync);
             } catch (const std::exception& e) {
-                st->abort(errc::journal_failed,
-                          describe(st->gid) + ": writing the decision failed (" + e.what() +
-                              "); it may or may not be durable, recovery will finish the transaction");
+                st->abort(
+                    errc::journal_failed,
+                    describe(st->gid) + ": writing the decision failed (" + e.what() +
+                        "); it may or may not be durable, recovery will finish the transaction");
                 co_return result(*st, tx_status::trying);
             }
-            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm,
+            if (should_halt({fault_site::journal_write,
+                             st->gid,
+                             {},
+                             branch_op::confirm,
                              st->kind == tx_kind::tcc ? "decide" : "end"}))
                 co_await halt();
             if (!ok) {
                 st->abort(errc::decision_conflict,
-                          describe(st->gid) + ": recovery cancelled the transaction before its decision");
+                          describe(st->gid) +
+                              ": recovery cancelled the transaction before its decision");
                 co_return result(*st, tx_status::cancelling);
             }
             st->status = decided;
-            if (st->kind == tx_kind::saga) co_return result(*st, tx_status::confirmed);
+            if (st->kind == tx_kind::saga)
+                co_return result(*st, tx_status::confirmed);
             co_return co_await settle(st, branch_op::confirm, opts_.phase_two, st->signal);
         }
 
@@ -382,7 +415,8 @@ public:
         }
         if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::cancel, "decide"}))
             co_await halt();
-        if (!ok) co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
+        if (!ok)
+            co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
         st->status = tx_status::cancelling;
         const branch_op undo = st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate;
         co_return co_await settle(st, undo, opts_.phase_two, st->signal);
@@ -399,21 +433,27 @@ public:
             // Ask for more than a batch by what this pass left unfinished: with a short lease those
             // come back, and must not crowd out transactions not yet seen.
             const std::size_t limit = opts_.recovery_batch + rep.unfinished;
-            std::vector<transaction_record> batch = co_await claim(
-                {.now = wall_clock::now(), .owner = opts_.owner, .lease = opts_.lease,
-                 .limit = limit, .take_over = ro.take_over});
-            if (!batch.empty() && should_halt({fault_site::journal_write, batch.front().gid, {},
-                                               branch_op::cancel, "claim"}))
+            std::vector<transaction_record> batch = co_await claim({.now = wall_clock::now(),
+                                                                    .owner = opts_.owner,
+                                                                    .lease = opts_.lease,
+                                                                    .limit = limit,
+                                                                    .take_over = ro.take_over});
+            if (!batch.empty() &&
+                should_halt(
+                    {fault_site::journal_write, batch.front().gid, {}, branch_op::cancel, "claim"}))
                 co_await halt();
             std::vector<transaction_record> fresh;
             for (auto& rec : batch)
-                if (seen.insert(rec.gid).second) fresh.push_back(std::move(rec));
-            if (fresh.empty()) break;
+                if (seen.insert(rec.gid).second)
+                    fresh.push_back(std::move(rec));
+            if (fresh.empty())
+                break;
             rep.claimed += fresh.size();
             co_await when_all(sig, fresh.size(), [&](std::size_t i, asio::cancellation_signal& s) {
                 return recover_one(std::move(fresh[i]), &rep, s);
             });
-            if (batch.size() < limit) break;
+            if (batch.size() < limit)
+                break;
         }
         co_return rep;
     }
@@ -440,13 +480,16 @@ private:
             std::string id = format_branch_id(st.branches.size() + out.records.size() + 1);
             if (!p)
                 fail(st, errc::unknown_participant,
-                     describe(st.gid, id, s.participant) + ": no participant is registered as '" + s.participant +
-                         "'");
+                     describe(st.gid, id, s.participant) + ": no participant is registered as '" +
+                         s.participant + "'");
             if (p->kind() && *p->kind() != st.kind)
                 fail(st, errc::wrong_participant_kind,
-                     describe(st.gid, id, s.participant) + ": a " + std::string(to_string(*p->kind())) +
-                         " participant cannot take part in a " + std::string(to_string(st.kind)) + " transaction");
-            out.records.push_back(branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
+                     describe(st.gid, id, s.participant) + ": a " +
+                         std::string(to_string(*p->kind())) +
+                         " participant cannot take part in a " + std::string(to_string(st.kind)) +
+                         " transaction");
+            out.records.push_back(
+                branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
             out.targets.push_back(p);
         }
     }
@@ -456,11 +499,14 @@ private:
     asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why) {
         st->abort(make_error_code(errc::journal_failed),
                   describe(st->gid) + ": registering the steps failed: " + why);
-        const journal_write w{.gid = st->gid, .status = status_change{tx_status::trying, tx_status::cancelled}};
+        const journal_write w{.gid = st->gid,
+                              .status = status_change{tx_status::trying, tx_status::cancelled}};
         try {
-            if (co_await write(w, durability::sync)) co_return result(*st, tx_status::cancelled);
+            if (co_await write(w, durability::sync))
+                co_return result(*st, tx_status::cancelled);
         } catch (const error& e) {
-            if (e.code() == errc::unknown_transaction) co_return result(*st, tx_status::cancelled); // never begun
+            if (e.code() == errc::unknown_transaction)
+                co_return result(*st, tx_status::cancelled); // never begun
         } catch (const std::exception&) {
         }
         st->message += "; it may still be in the journal, and recovery would then finish it";
@@ -469,8 +515,10 @@ private:
 
     /// Cancels a planned saga that is trying (an action did not succeed): records the decision,
     /// with the steps that need no compensation, then compensates the others newest first.
-    asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st, std::vector<std::string> unsent,
-                                              const retry_policy& policy, asio::cancellation_signal& sig) {
+    asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st,
+                                              std::vector<std::string> unsent,
+                                              const retry_policy& policy,
+                                              asio::cancellation_signal& sig) {
         bool ok = false;
         try {
             const journal_write w{.gid = st->gid,
@@ -483,9 +531,11 @@ private:
                            "), recovery will finish the saga";
             co_return result(*st, tx_status::trying);
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::compensate, "decide"})) co_await halt();
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::compensate, "decide"}))
+            co_await halt();
         if (!ok) {
-            // Another coordinator took it over (its deadline had passed) and has ended or is ending it.
+            // Another coordinator took it over (its deadline had passed) and has ended or is ending
+            // it.
             st->message += "; another coordinator is finishing the saga";
             co_return result(*st, tx_status::trying);
         }
@@ -494,20 +544,25 @@ private:
     }
 
     /// Recovery of a planned saga still trying: its actions again, in order.
-    asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st, asio::cancellation_signal& sig) {
+    asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st,
+                                           asio::cancellation_signal& sig) {
         const std::size_t n = st->branches.size();
         for (std::size_t i = 0; i < n; ++i) {
-            const branch_end e = co_await drive_branch(st, i, branch_op::action, opts_.recovery_retry, sig, true);
-            if (e == branch_end::done) continue;
+            const branch_end e =
+                co_await drive_branch(st, i, branch_op::action, opts_.recovery_retry, sig, true);
+            if (e == branch_end::done)
+                continue;
             if (e == branch_end::gave_up) {
                 tx_result r = result(*st, tx_status::trying);
                 r.reason = make_error_code(errc::attempts_exhausted);
-                r.message = describe(st->gid) + ": an action did not answer within the attempt limit";
+                r.message =
+                    describe(st->gid) + ": an action did not answer within the attempt limit";
                 co_return r;
             }
             const auto& b = st->branches[i].rec;
             st->abort(make_error_code(errc::branch_failed),
-                      describe(st->gid, b.branch_id, b.participant) + ": action answered failure in recovery");
+                      describe(st->gid, b.branch_id, b.participant) +
+                          ": action answered failure in recovery");
             std::vector<std::string> unsent;
             for (std::size_t k = i + 1; k < n; ++k) {
                 st->branches[k].rec.done = true;
@@ -517,12 +572,15 @@ private:
         }
         bool ok = false;
         try {
-            const journal_write w{.gid = st->gid, .status = status_change{tx_status::trying, tx_status::confirmed}};
+            const journal_write w{.gid = st->gid,
+                                  .status = status_change{tx_status::trying, tx_status::confirmed}};
             ok = co_await write(w, durability::sync);
         } catch (const std::exception&) {
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"})) co_await halt();
-        if (!ok) co_return result(*st, tx_status::trying);
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"}))
+            co_await halt();
+        if (!ok)
+            co_return result(*st, tx_status::trying);
         st->status = tx_status::confirmed;
         co_return result(*st, tx_status::confirmed);
     }
@@ -538,8 +596,10 @@ private:
     /// True if the coordinator must stop at `p`. Once it has stopped, every coroutine of this
     /// engine stops at its next fault point or call, as they would all die with the process.
     bool should_halt(const fault_point& p) {
-        if (halted_) return true;
-        if (!opts_.on_fault || !opts_.on_fault(p)) return false;
+        if (halted_)
+            return true;
+        if (!opts_.on_fault || !opts_.on_fault(p))
+            return false;
         halted_ = true;
         return true;
     }
@@ -562,7 +622,8 @@ private:
     static asio::awaitable<void> halt() {
         asio::steady_timer forever(co_await asio::this_coro::executor,
                                    std::chrono::steady_clock::time_point::max());
-        for (;;) co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+        for (;;)
+            co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
     }
 
     static asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
@@ -582,7 +643,8 @@ private:
 
     static call_result from_outcome(const outcome& o) {
         switch (o.kind()) {
-        case outcome_kind::success: return call_result{call_result::kind::success, {}, {}};
+        case outcome_kind::success:
+            return call_result{call_result::kind::success, {}, {}};
         case outcome_kind::failure:
             return call_result{call_result::kind::failure, make_error_code(errc::branch_failed),
                                o.message().empty() ? "answered failure" : o.message()};
@@ -604,14 +666,17 @@ private:
     }
 
     static call_result timed_out(std::chrono::nanoseconds timeout) {
-        return unknown(errc::branch_timed_out,
-                       "no answer within " +
-                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
-                           " ms");
+        return unknown(
+            errc::branch_timed_out,
+            "no answer within " +
+                std::to_string(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+                " ms");
     }
 
     static branch_request request_for(const tx_state& st, const live_branch& b, branch_op op) {
-        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json(), st.trace.traceparent()};
+        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json(),
+                              st.trace.traceparent()};
     }
 
     /// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a
@@ -620,12 +685,15 @@ private:
     /// participant awaits. A participant that ignores cancellation delays the transaction until it
     /// returns, and its late answer counts as a timeout.
     asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                      std::chrono::nanoseconds timeout, asio::cancellation_signal& sig) {
-        if (halted_) co_await halt();
+                                      std::chrono::nanoseconds timeout,
+                                      asio::cancellation_signal& sig) {
+        if (halted_)
+            co_await halt();
         const live_branch& b = st->branches[idx];
         call_result r;
         if (!b.target) {
-            r = unknown(errc::unknown_participant, "no participant is registered as '" + b.rec.participant + "'");
+            r = unknown(errc::unknown_participant,
+                        "no participant is registered as '" + b.rec.participant + "'");
         } else {
             watch_entry entry;
             if (timeout > std::chrono::nanoseconds::zero())
@@ -646,7 +714,8 @@ private:
                 r = from_exception(thrown);
             }
         }
-        if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, "call"})) co_await halt();
+        if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, "call"}))
+            co_await halt();
         co_return r;
     }
 
@@ -664,14 +733,16 @@ private:
     /// the durable journals a page per decision.
     std::optional<lease_change> decision_lease(tx_state& st) const {
         const auto left = st.lease_until - wall_clock::now();
-        if (left <= opts_.lease && left >= opts_.lease - opts_.lease / 10) return std::nullopt;
+        if (left <= opts_.lease && left >= opts_.lease - opts_.lease / 10)
+            return std::nullopt;
         return lease_change{opts_.owner, next_lease(st)};
     }
 
     /// Before a phase-2 retry that waits `delay`: renews the lease if it would run out within half
     /// its length. False if another coordinator has taken the transaction over.
     asio::awaitable<bool> keep_lease(std::shared_ptr<tx_state> st, std::chrono::nanoseconds delay) {
-        if (wall_clock::now() + delay + opts_.lease / 2 < st->lease_until) co_return true;
+        if (wall_clock::now() + delay + opts_.lease / 2 < st->lease_until)
+            co_return true;
         const journal_write w{.gid = st->gid, .lease = lease_change{opts_.owner, next_lease(*st)}};
         bool ok = false;
         try {
@@ -681,38 +752,45 @@ private:
             // recovery (ours or another coordinator's) finishes it.
             co_return false;
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm, "lease"})) co_await halt();
+        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm, "lease"}))
+            co_await halt();
         co_return ok;
     }
 
-    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                                  asio::cancellation_signal& sig) {
+    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                  branch_op op, asio::cancellation_signal& sig) {
         const std::chrono::nanoseconds limit = opts_.call_timeout;
         for (unsigned asked = 1;; ++asked) {
             auto left = st->deadline - wall_clock::now();
             if (left <= wall_clock::duration::zero()) {
-                call_result late = unknown(errc::deadline_exceeded, "the transaction deadline passed");
+                call_result late =
+                    unknown(errc::deadline_exceeded, "the transaction deadline passed");
                 co_return late;
             }
             auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
-            if (limit > std::chrono::nanoseconds::zero()) timeout = std::min(timeout, limit);
+            if (limit > std::chrono::nanoseconds::zero())
+                timeout = std::min(timeout, limit);
             call_result r = co_await call(st, idx, op, timeout, sig);
-            if (r.k != call_result::kind::pending) co_return r;
+            if (r.k != call_result::kind::pending)
+                co_return r;
             if (!opts_.pending.may_retry(asked)) {
-                r = unknown(errc::branch_timed_out, "still pending after " + std::to_string(asked) + " asks: " + r.message);
+                r = unknown(errc::branch_timed_out,
+                            "still pending after " + std::to_string(asked) + " asks: " + r.message);
                 co_return r;
             }
             auto delay = opts_.pending.next_delay(asked);
             if (wall_clock::now() + delay >= st->deadline) {
-                r = unknown(errc::deadline_exceeded, "still pending at the transaction deadline: " + r.message);
+                r = unknown(errc::deadline_exceeded,
+                            "still pending at the transaction deadline: " + r.message);
                 co_return r;
             }
             co_await sleep_for(delay);
         }
     }
 
-    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                                call_result* out, asio::cancellation_signal& sig) {
+    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                branch_op op, call_result* out,
+                                                asio::cancellation_signal& sig) {
         *out = co_await first_phase_call(std::move(st), idx, op, sig);
     }
 
@@ -720,20 +798,24 @@ private:
 
     /// Sends `op` to one branch until it answers success, or until `policy` says stop (or, if
     /// `failure_stops`, until it answers failure).
-    asio::awaitable<branch_end> drive_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                             const retry_policy& policy, asio::cancellation_signal& sig,
-                                             bool failure_stops) {
+    asio::awaitable<branch_end> drive_branch(std::shared_ptr<tx_state> st, std::size_t idx,
+                                             branch_op op, const retry_policy& policy,
+                                             asio::cancellation_signal& sig, bool failure_stops) {
         auto& b = st->branches[idx];
         for (unsigned attempts = 1;; ++attempts) {
             call_result r = co_await call(st, idx, op, opts_.call_timeout, sig);
-            if (r.ok()) co_return branch_end::done;
-            if (failure_stops && r.k == call_result::kind::failure) co_return branch_end::failed;
+            if (r.ok())
+                co_return branch_end::done;
+            if (failure_stops && r.k == call_result::kind::failure)
+                co_return branch_end::failed;
             if (policy.on_alert && policy.alert_due(attempts))
-                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant, to_string(op),
-                                            attempts, r.message});
-            if (!policy.may_retry(attempts)) co_return branch_end::gave_up;
+                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant,
+                                            to_string(op), attempts, r.message});
+            if (!policy.may_retry(attempts))
+                co_return branch_end::gave_up;
             const auto delay = policy.next_delay(attempts);
-            if (!co_await keep_lease(st, delay)) co_return branch_end::gave_up; // taken over: stand down
+            if (!co_await keep_lease(st, delay))
+                co_return branch_end::gave_up; // taken over: stand down
             co_await sleep_for(delay);
         }
     }
@@ -741,72 +823,85 @@ private:
     /// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
     /// stop. Returns whether the branch is done.
     asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                        const retry_policy& policy, asio::cancellation_signal& sig) {
+                                        const retry_policy& policy,
+                                        asio::cancellation_signal& sig) {
         const branch_end e = co_await drive_branch(st, idx, op, policy, sig, false);
-        if (e != branch_end::done) co_return false;
+        if (e != branch_end::done)
+            co_return false;
         st->branches[idx].rec.done = true;
         co_return true;
     }
 
-    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                             const retry_policy* policy, asio::cancellation_signal& sig) {
+    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx,
+                                             branch_op op, const retry_policy* policy,
+                                             asio::cancellation_signal& sig) {
         co_await settle_branch(std::move(st), idx, op, *policy, sig);
     }
 
     /// Phase 2: sends `op` to every branch not yet done, then records the end. Sagas compensate
     /// strictly newest first; TCC branches are confirmed or cancelled concurrently if so set.
-    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op, const retry_policy& policy,
-                                      asio::cancellation_signal& sig) {
+    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op,
+                                      const retry_policy& policy, asio::cancellation_signal& sig) {
         const std::size_t n = st->branches.size();
         if (op == branch_op::compensate) {
             for (std::size_t i = n; i-- > 0;)
-                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig)) break;
+                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig))
+                    break;
         } else if (opts_.concurrent_phase_two) {
             boost::container::small_vector<std::size_t, 8> todo;
             for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done) todo.push_back(i);
+                if (!st->branches[i].rec.done)
+                    todo.push_back(i);
             co_await when_all(sig, todo.size(), [&](std::size_t k, asio::cancellation_signal& s) {
                 return settle_branch_void(st, todo[k], op, &policy, s);
             });
         } else {
             for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done) co_await settle_branch(st, i, op, policy, sig);
+                if (!st->branches[i].rec.done)
+                    co_await settle_branch(st, i, op, policy, sig);
         }
 
         const tx_status from = st->status;
-        const tx_status to = from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
+        const tx_status to =
+            from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
         const bool all_done = std::all_of(st->branches.begin(), st->branches.end(),
                                           [](const live_branch& b) { return b.rec.done; });
         if (all_done) {
             // Lazy: losing this write only means phase 2 is repeated, which participants tolerate.
             try {
-                co_await write({.gid = st->gid, .status = status_change{from, to}}, durability::lazy);
+                co_await write({.gid = st->gid, .status = status_change{from, to}},
+                               durability::lazy);
             } catch (const std::exception&) {
             }
-            if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"})) co_await halt();
+            if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"}))
+                co_await halt();
             st->status = to;
             co_return result(*st, to);
         }
 
         std::vector<std::string> done;
         for (const auto& b : st->branches)
-            if (b.rec.done) done.push_back(b.rec.branch_id);
+            if (b.rec.done)
+                done.push_back(b.rec.branch_id);
         try {
             co_await write({.gid = st->gid, .done_branches = done}, durability::lazy);
         } catch (const std::exception&) {
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"})) co_await halt();
+        if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"}))
+            co_await halt();
         // Keep the cancel reason if there is one; otherwise say why phase 2 is not finished.
         tx_result r = result(*st, from);
         if (!r.reason) {
             r.reason = make_error_code(errc::attempts_exhausted);
-            r.message = describe(st->gid) + ": " + std::string(to_string(op)) +
-                        " did not succeed everywhere within the attempt limit; recovery will finish it";
+            r.message =
+                describe(st->gid) + ": " + std::string(to_string(op)) +
+                " did not succeed everywhere within the attempt limit; recovery will finish it";
         }
         co_return r;
     }
 
-    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep, asio::cancellation_signal& sig) {
+    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep,
+                                      asio::cancellation_signal& sig) {
         auto st = std::make_shared<tx_state>();
         st->lease_until = wall_clock::now() + opts_.lease; // as claimed
         st->gid = std::move(rec.gid);
@@ -853,8 +948,8 @@ private:
 };
 
 } // namespace detail
-} // namespace dtx
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -12,6 +12,11 @@
 // too long, a full disk), every function of the batch gets that error. Results are delivered on
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
+#include <dtx/detail/batch_queue.hpp>
+#include <dtx/error.hpp>
+#include <dtx/sqlite_db.hpp>
+#include <dtx/version.hpp>
+
 #include <chrono>
 #include <exception>
 #include <functional>
@@ -20,12 +25,8 @@
 #include <optional>
 #include <vector>
 
-#include <dtx/detail/batch_queue.hpp>
-#include <dtx/error.hpp>
-#include <dtx/sqlite_db.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::detail {
+DTX_NAMESPACE_BEGIN
+namespace detail {
 
 struct sqlite_worker_stats {
     std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)
@@ -54,12 +55,16 @@ public:
 
     /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
     sqlite_worker(sqlite::connection& db, options o)
-        : db_(db), on_idle_(std::move(o.on_idle)), optimistic_(o.optimistic),
-          queue_({o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
-                 [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
-                 [this] {
-                     if (on_idle_) on_idle_(db_);
-                 }) {}
+        : db_(db)
+        , on_idle_(std::move(o.on_idle))
+        , optimistic_(o.optimistic)
+        , queue_(
+              {o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
+              [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
+              [this] {
+                  if (on_idle_)
+                      on_idle_(db_);
+              }) {}
 
     /// Runs `fn(connection&)` in the next batch and returns what it returns (or throws what it
     /// throws). `R` must be default-constructible.
@@ -95,7 +100,9 @@ private:
 
     template <class R, class Fn>
     struct waited final : job {
-        waited(Fn f, deliver_fn<R> d) : fn(std::move(f)), deliver(std::move(d)) {}
+        waited(Fn f, deliver_fn<R> d)
+            : fn(std::move(f))
+            , deliver(std::move(d)) {}
         void run(sqlite::connection& db) override { result.emplace(fn(db)); }
         void fail(std::exception_ptr e) override { error = e; }
         void complete() override { deliver(error, error ? R{} : std::move(*result)); }
@@ -109,7 +116,8 @@ private:
 
     template <class Fn>
     struct unwaited final : job {
-        explicit unwaited(Fn f) : fn(std::move(f)) {}
+        explicit unwaited(Fn f)
+            : fn(std::move(f)) {}
         void run(sqlite::connection& db) override { fn(db); }
         void fail(std::exception_ptr) override {}
         void complete() override {}
@@ -118,7 +126,8 @@ private:
     };
 
     void push(std::unique_ptr<job> j, bool urgent) {
-        if (!queue_.push(j, urgent)) throw error(errc::journal_failed, db_.path() + ": closing");
+        if (!queue_.push(j, urgent))
+            throw error(errc::journal_failed, db_.path() + ": closing");
     }
 
     /// Runs the batch in one transaction, each function in a savepoint of its own.
@@ -134,7 +143,8 @@ private:
             } catch (...) {
                 // Some errors (a full disk, I/O errors) make SQLite roll back the whole
                 // transaction by itself: then the batch is lost, and everyone hears why.
-                if (sqlite3_get_autocommit(db_.get())) throw;
+                if (sqlite3_get_autocommit(db_.get()))
+                    throw;
                 j->fail(std::current_exception());
                 undo.bind().run();
             }
@@ -151,8 +161,9 @@ private:
             try {
                 j->run(db_);
             } catch (...) {
-                if (sqlite3_get_autocommit(db_.get())) throw; // rolled back by SQLite: see above
-                return false;                                 // tx rolls back
+                if (sqlite3_get_autocommit(db_.get()))
+                    throw;    // rolled back by SQLite: see above
+                return false; // tx rolls back
             }
         }
         tx.commit();
@@ -162,7 +173,8 @@ private:
     void execute(std::vector<std::unique_ptr<job>>& batch) {
         std::exception_ptr batch_error;
         try {
-            if (!optimistic_ || !run_optimistically(batch)) run_with_savepoints(batch);
+            if (!optimistic_ || !run_optimistically(batch))
+                run_with_savepoints(batch);
         } catch (...) {
             batch_error = std::current_exception();
         }
@@ -171,14 +183,16 @@ private:
             std::lock_guard lock(mu_);
             if (batch_error) {
                 ++stats_.failed_batches;
-                for (auto& j : batch) stats_.lazy_lost += !j->waited_for();
+                for (auto& j : batch)
+                    stats_.lazy_lost += !j->waited_for();
             } else {
                 ++stats_.commits;
                 stats_.functions += batch.size();
             }
         }
         for (auto& j : batch) {
-            if (batch_error) j->fail(batch_error);
+            if (batch_error)
+                j->fail(batch_error);
             j->complete();
         }
     }
@@ -191,6 +205,7 @@ private:
     batch_queue<std::unique_ptr<job>> queue_; // last: its thread stops before the rest goes
 };
 
-} // namespace dtx::detail
+} // namespace detail
+DTX_NAMESPACE_END
 
 #endif

@@ -4,15 +4,16 @@
 // The HTTP client that calls remote participants: POST requests over kept-alive connections.
 //
 //   dtx::http::client http(ioc.get_executor());
-//   dtx::http::response r = co_await http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
+//   dtx::http::response r = co_await
+//   http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
 //                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
 //
-// Connections are pooled per scheme and endpoint (host:port): a request takes the most recently used idle
-// connection, and gives it back when the answer allows keep-alive. A connection the server closed
-// while it was idle is noticed before it is used; if the server closes it as the request goes out
-// (before any byte of an answer arrives), the request is sent once more on a new connection.
-// Branch calls are idempotent by protocol, so that repeat is harmless; use this client only for
-// requests of which the same holds.
+// Connections are pooled per scheme and endpoint (host:port): a request takes the most recently
+// used idle connection, and gives it back when the answer allows keep-alive. A connection the
+// server closed while it was idle is noticed before it is used; if the server closes it as the
+// request goes out (before any byte of an answer arrives), the request is sent once more on a new
+// connection. Branch calls are idempotent by protocol, so that repeat is harmless; use this client
+// only for requests of which the same holds.
 //
 // Every request is bounded by `client_options::request_timeout`, and by Asio cancellation: a
 // terminal cancellation of the awaiting coroutine (the coordinator's call timeout sends one) ends
@@ -25,18 +26,6 @@
 // Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
 // its execution context.
-
-#include <cerrno>
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -52,6 +41,18 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/socket.h> // recv, MSG_PEEK, MSG_DONTWAIT
 #endif
@@ -62,9 +63,10 @@
 #include <dtx/participant_registry.hpp>
 #include <dtx/version.hpp>
 
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 
@@ -84,7 +86,8 @@ public:
     virtual ~tls_layer() = default;
     virtual asio::awaitable<handshake_result> handshake() = 0;
     virtual asio::awaitable<io_result> write(http_request& req) = 0;
-    virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) = 0;
+    virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer,
+                                            response_parser& parser) = 0;
 };
 
 } // namespace detail
@@ -95,7 +98,8 @@ class client_tls {
 public:
     virtual ~client_tls() = default;
     /// A TLS layer over `tcp` for a connection to `to`, ready for its handshake.
-    virtual std::unique_ptr<detail::tls_layer> wrap(boost::beast::tcp_stream& tcp, const url& to) const = 0;
+    virtual std::unique_ptr<detail::tls_layer> wrap(boost::beast::tcp_stream& tcp,
+                                                    const url& to) const = 0;
 };
 
 struct client_options {
@@ -144,7 +148,8 @@ namespace detail {
 
 /// One connection, pooled while it is idle.
 struct connection {
-    explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
+    explicit connection(const asio::any_io_executor& ex)
+        : stream(ex) {}
     beast::tcp_stream stream;
     std::unique_ptr<tls_layer> tls; // over `stream`, for https:// (declared after it: ends first)
     beast::flat_buffer buffer;
@@ -157,11 +162,11 @@ struct connection {
 /// operation may outlive the wait (the system's name resolver cannot be interrupted): its late
 /// result is dropped.
 template <class Result, class Start>
-asio::awaitable<std::pair<boost::system::error_code, Result>> detached_within(asio::any_io_executor ex,
-                                                                              std::chrono::milliseconds limit,
-                                                                              Start start) {
+asio::awaitable<std::pair<boost::system::error_code, Result>>
+detached_within(asio::any_io_executor ex, std::chrono::milliseconds limit, Start start) {
     struct shared_state {
-        explicit shared_state(asio::any_io_executor e) : wake(std::move(e)) {}
+        explicit shared_state(asio::any_io_executor e)
+            : wake(std::move(e)) {}
         asio::steady_timer wake;
         bool done = false;
         boost::system::error_code ec;
@@ -185,8 +190,8 @@ asio::awaitable<std::pair<boost::system::error_code, Result>> detached_within(as
 }
 
 /// A request that failed: where, and why.
-inline error request_error(const url& to, std::string_view stage, const boost::system::error_code& ec,
-                           std::chrono::milliseconds timeout) {
+inline error request_error(const url& to, std::string_view stage,
+                           const boost::system::error_code& ec, std::chrono::milliseconds timeout) {
     std::string why;
     if (ec == beast::error::timeout)
         why = "no answer within " + std::to_string(timeout.count()) + " ms";
@@ -207,7 +212,9 @@ inline bool closed_by_peer(const boost::system::error_code& ec) noexcept {
 /// The pools and settings a client and its remote participants share.
 class client_core {
 public:
-    client_core(asio::any_io_executor ex, client_options o) : ex_(std::move(ex)), opts_(std::move(o)) {}
+    client_core(asio::any_io_executor ex, client_options o)
+        : ex_(std::move(ex))
+        , opts_(std::move(o)) {}
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
     const client_options& options() const noexcept { return opts_; }
@@ -215,12 +222,14 @@ public:
 
     std::size_t idle_connections() const noexcept {
         std::size_t n = 0;
-        for (const auto& [key, idle] : pools_) n += idle.size();
+        for (const auto& [key, idle] : pools_)
+            n += idle.size();
         return n;
     }
     void close_idle() {
         for (auto& [key, idle] : pools_)
-            for (auto& c : idle) close(*c);
+            for (auto& c : idle)
+                close(*c);
         pools_.clear();
     }
 
@@ -235,15 +244,18 @@ public:
         req.set(beast::http::field::host, to.host_header());
         req.set(beast::http::field::user_agent, opts_.user_agent);
         req.set(beast::http::field::content_type, "application/json");
-        if (opts_.bearer_token) req.set(beast::http::field::authorization, "Bearer " + *opts_.bearer_token);
-        for (const header& h : headers) req.set(h.name, h.value);
+        if (opts_.bearer_token)
+            req.set(beast::http::field::authorization, "Bearer " + *opts_.bearer_token);
+        for (const header& h : headers)
+            req.set(h.name, h.value);
         req.body() = body;
         req.prepare_payload();
         return req;
     }
 
     /// Sends `req` to `to` and reads the answer; see the top of the file. Throws dtx::error.
-    static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to, http_request req) {
+    static asio::awaitable<response> exchange(std::shared_ptr<client_core> self, url to,
+                                              http_request req) {
         const std::string key = std::string(to.scheme()) + to.endpoint();
         std::unique_ptr<connection> c = self->take(key);
         bool pooled = c != nullptr;
@@ -264,7 +276,8 @@ public:
                 auto [write_ec, written] = co_await c->tls->write(req);
                 ec = write_ec;
             } else {
-                auto [write_ec, written] = co_await beast::http::async_write(c->stream, req, asio::as_tuple(asio::use_awaitable));
+                auto [write_ec, written] = co_await beast::http::async_write(
+                    c->stream, req, asio::as_tuple(asio::use_awaitable));
                 ec = write_ec;
             }
             if (!ec) {
@@ -273,8 +286,8 @@ public:
                     auto [read_ec, read] = co_await c->tls->read(c->buffer, parser);
                     ec = read_ec;
                 } else {
-                    auto [read_ec, read] = co_await beast::http::async_read(c->stream, c->buffer, parser,
-                                                                            asio::as_tuple(asio::use_awaitable));
+                    auto [read_ec, read] = co_await beast::http::async_read(
+                        c->stream, c->buffer, parser, asio::as_tuple(asio::use_awaitable));
                     ec = read_ec;
                 }
             }
@@ -321,7 +334,8 @@ private:
 #else
         boost::system::error_code ec;
         s.non_blocking(true, ec);
-        if (ec) return false;
+        if (ec)
+            return false;
         s.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
         const bool open = ec == asio::error::would_block;
         s.non_blocking(false, ec);
@@ -332,13 +346,15 @@ private:
     /// The most recently used idle connection to `key` that is still good, or null.
     std::unique_ptr<connection> take(const std::string& key) {
         auto it = pools_.find(key);
-        if (it == pools_.end()) return nullptr;
+        if (it == pools_.end())
+            return nullptr;
         auto& idle = it->second;
         const auto now = std::chrono::steady_clock::now();
         while (!idle.empty()) {
             std::unique_ptr<connection> c = std::move(idle.back());
             idle.pop_back();
-            if (now - c->idle_since < opts_.idle_timeout && still_open(*c)) return c;
+            if (now - c->idle_since < opts_.idle_timeout && still_open(*c))
+                return c;
             close(*c);
         }
         return nullptr;
@@ -353,9 +369,12 @@ private:
         const auto now = std::chrono::steady_clock::now();
         // The oldest are in front: drop those that expired, and one more if the pool is full.
         std::size_t drop = 0;
-        while (drop < idle.size() && now - idle[drop]->idle_since >= opts_.idle_timeout) ++drop;
-        if (idle.size() - drop >= opts_.max_idle_per_endpoint) ++drop;
-        for (std::size_t i = 0; i < drop; ++i) close(*idle[i]);
+        while (drop < idle.size() && now - idle[drop]->idle_since >= opts_.idle_timeout)
+            ++drop;
+        if (idle.size() - drop >= opts_.max_idle_per_endpoint)
+            ++drop;
+        for (std::size_t i = 0; i < drop; ++i)
+            close(*idle[i]);
         idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(drop));
         c->idle_since = now;
         idle.push_back(std::move(c));
@@ -363,16 +382,18 @@ private:
 
     asio::awaitable<void> connect(connection& c, const url& to) {
         if (to.tls && !opts_.tls)
-            throw error(std::make_error_code(std::errc::protocol_not_supported),
-                        "POST " + to.text() +
-                            ": an https:// URL, but the client has no TLS settings (client_options::tls, "
-                            "made by make_client_tls of <dtx/http/tls.hpp>)");
+            throw error(
+                std::make_error_code(std::errc::protocol_not_supported),
+                "POST " + to.text() +
+                    ": an https:// URL, but the client has no TLS settings (client_options::tls, "
+                    "made by make_client_tls of <dtx/http/tls.hpp>)");
         boost::system::error_code ec;
         const asio::ip::address address = asio::ip::make_address(to.host, ec);
         if (!ec) {
             const tcp::endpoint target(address, to.port);
             c.stream.expires_after(opts_.connect_timeout);
-            auto [connect_ec] = co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
+            auto [connect_ec] =
+                co_await c.stream.async_connect(target, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         } else {
             tcp::resolver resolver(ex_);
@@ -381,26 +402,31 @@ private:
                 resolver.async_resolve(to.host, port, std::move(handler));
             };
             asio::any_io_executor ex = ex_;
-            auto [resolve_ec, found] =
-                co_await detached_within<tcp::resolver::results_type>(std::move(ex), opts_.request_timeout, std::move(start));
-            if (resolve_ec) throw request_error(to, "resolving the host", resolve_ec, opts_.request_timeout);
+            auto [resolve_ec, found] = co_await detached_within<tcp::resolver::results_type>(
+                std::move(ex), opts_.request_timeout, std::move(start));
+            if (resolve_ec)
+                throw request_error(to, "resolving the host", resolve_ec, opts_.request_timeout);
             c.stream.expires_after(opts_.connect_timeout);
-            auto [connect_ec, at] = co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
+            auto [connect_ec, at] =
+                co_await c.stream.async_connect(found, asio::as_tuple(asio::use_awaitable));
             ec = connect_ec;
         }
         c.stream.expires_never();
-        if (ec) throw request_error(to, "connecting", ec, opts_.connect_timeout);
+        if (ec)
+            throw request_error(to, "connecting", ec, opts_.connect_timeout);
         c.stream.socket().set_option(tcp::no_delay(true), ec); // small requests: no Nagle delay
         if (to.tls) {
             c.tls = opts_.tls->wrap(c.stream, to);
             c.stream.expires_after(opts_.connect_timeout);
             auto [handshake_ec, why] = co_await c.tls->handshake();
             c.stream.expires_never();
-            if (handshake_ec == beast::error::timeout || handshake_ec == asio::error::operation_aborted)
+            if (handshake_ec == beast::error::timeout ||
+                handshake_ec == asio::error::operation_aborted)
                 throw request_error(to, "the TLS handshake", handshake_ec, opts_.connect_timeout);
             if (handshake_ec) // what() adds OpenSSL's message
-                throw error(std::error_code(handshake_ec), "POST " + to.text() + ": the TLS handshake with " + to.host +
-                                                               " failed" + (why.empty() ? "" : ": " + why));
+                throw error(std::error_code(handshake_ec),
+                            "POST " + to.text() + ": the TLS handshake with " + to.host +
+                                " failed" + (why.empty() ? "" : ": " + why));
         }
         ++stats_.connections;
     }
@@ -419,7 +445,8 @@ participant_registry::resolver url_resolver(client& c);
 
 class client {
 public:
-    explicit client(asio::any_io_executor ex) : client(std::move(ex), client_options{}) {}
+    explicit client(asio::any_io_executor ex)
+        : client(std::move(ex), client_options{}) {}
     client(asio::any_io_executor ex, client_options options)
         : core_(std::make_shared<detail::client_core>(std::move(ex), std::move(options))) {}
 
@@ -441,7 +468,8 @@ public:
     /// cancellation, an answer that is not HTTP or too large. The arguments are copied.
     asio::awaitable<response> post(const url& to, std::string_view query, std::string_view body,
                                    std::span<const header> headers) {
-        return detail::client_core::exchange(core_, to, core_->make_request(to, query, body, headers));
+        return detail::client_core::exchange(core_, to,
+                                             core_->make_request(to, query, body, headers));
     }
     asio::awaitable<response> post(const url& to, std::string_view query, std::string_view body) {
         return post(to, query, body, std::span<const header>{});
@@ -453,8 +481,9 @@ private:
     std::shared_ptr<detail::client_core> core_;
 };
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

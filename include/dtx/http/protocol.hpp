@@ -18,6 +18,12 @@
 // (or pending) whatever its status. So error bodies never contain those words, and never echo
 // what the request sent (which could).
 
+#include <dtx/outcome.hpp>
+#include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -25,13 +31,8 @@
 #include <string_view>
 #include <variant>
 
-#include <nlohmann/json.hpp>
-
-#include <dtx/outcome.hpp>
-#include <dtx/transaction_status.hpp>
-#include <dtx/version.hpp>
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 /// Longest gid and branch id accepted (DTM's own limits are lower).
 inline constexpr std::size_t max_gid_size = 128;
@@ -56,9 +57,12 @@ struct problem {
 namespace detail {
 
 inline int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -72,9 +76,11 @@ inline std::optional<std::string> percent_decode(std::string_view in, bool plus_
         if (c == '+' && plus_is_space) {
             out += ' ';
         } else if (c == '%') {
-            if (i + 2 >= in.size()) return std::nullopt;
+            if (i + 2 >= in.size())
+                return std::nullopt;
             const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0) return std::nullopt;
+            if (hi < 0 || lo < 0)
+                return std::nullopt;
             out += static_cast<char>(hi * 16 + lo);
             i += 2;
         } else {
@@ -87,8 +93,8 @@ inline std::optional<std::string> percent_decode(std::string_view in, bool plus_
 inline void percent_encode_into(std::string& out, std::string_view in) {
     static constexpr char digits[] = "0123456789ABCDEF";
     for (unsigned char c : in) {
-        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                           c == '_' || c == '.' || c == '~';
+        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
         if (plain) {
             out += static_cast<char>(c);
         } else {
@@ -101,13 +107,17 @@ inline void percent_encode_into(std::string& out, std::string_view in) {
 
 /// Printable ASCII without spaces: what ids may hold.
 inline bool valid_id(std::string_view s, std::size_t max) noexcept {
-    if (s.empty() || s.size() > max) return false;
+    if (s.empty() || s.size() > max)
+        return false;
     for (unsigned char c : s)
-        if (c <= 0x20 || c >= 0x7f) return false;
+        if (c <= 0x20 || c >= 0x7f)
+            return false;
     return true;
 }
 
-inline problem bad(std::string code, std::string message) { return problem{400, std::move(code), std::move(message)}; }
+inline problem bad(std::string code, std::string message) {
+    return problem{400, std::move(code), std::move(message)};
+}
 
 } // namespace detail
 
@@ -120,29 +130,41 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
         const std::size_t amp = query.find('&');
         const std::string_view pair = query.substr(0, amp);
         query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty()) continue;
+        if (pair.empty())
+            continue;
         const std::size_t eq = pair.find('=');
         const std::string_view key = pair.substr(0, eq);
-        const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        const std::string_view raw =
+            eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
         for (std::size_t i = 0; i < names.size(); ++i) {
-            if (key != names[i]) continue;
-            if (values[i]) return detail::bad("duplicate_parameter", "query parameter '" + std::string(names[i]) + "' is given twice");
+            if (key != names[i])
+                continue;
+            if (values[i])
+                return detail::bad("duplicate_parameter", "query parameter '" +
+                                                              std::string(names[i]) +
+                                                              "' is given twice");
             auto decoded = detail::percent_decode(raw);
-            if (!decoded) return detail::bad("bad_encoding", "query parameter '" + std::string(names[i]) + "' is not valid percent-encoding");
+            if (!decoded)
+                return detail::bad("bad_encoding", "query parameter '" + std::string(names[i]) +
+                                                       "' is not valid percent-encoding");
             values[i] = std::move(*decoded);
         }
     }
     for (std::size_t i = 0; i < names.size(); ++i)
         if (!values[i] || values[i]->empty())
-            return detail::bad("missing_parameter", "query parameter '" + std::string(names[i]) + "' is missing");
+            return detail::bad("missing_parameter",
+                               "query parameter '" + std::string(names[i]) + "' is missing");
 
     branch_query q;
     q.gid = std::move(*values[0]);
     if (!detail::valid_id(q.gid, max_gid_size))
-        return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " + std::to_string(max_gid_size) +
+        return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " +
+                                              std::to_string(max_gid_size) +
                                               " printable characters without spaces");
     const auto kind = parse_tx_kind(*values[1]);
-    if (!kind) return detail::bad("invalid_trans_type", "query parameter 'trans_type' must be 'tcc' or 'saga'");
+    if (!kind)
+        return detail::bad("invalid_trans_type",
+                           "query parameter 'trans_type' must be 'tcc' or 'saga'");
     q.kind = *kind;
     q.branch_id = std::move(*values[2]);
     if (!detail::valid_id(q.branch_id, max_branch_id_size))
@@ -151,17 +173,20 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
                                                     " printable characters without spaces");
     const auto op = parse_branch_op(*values[3]);
     if (!op)
-        return detail::bad("invalid_op",
-                           "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
+        return detail::bad(
+            "invalid_op",
+            "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
     if (kind_of(*op) != q.kind)
-        return detail::bad("op_mismatch", "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
-                                          "confirm, cancel; saga: action, compensate)");
+        return detail::bad("op_mismatch",
+                           "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
+                           "confirm, cancel; saga: action, compensate)");
     q.op = *op;
     return q;
 }
 
 /// The query string of a branch call (without the '?').
-inline std::string branch_query_string(std::string_view gid, std::string_view branch_id, branch_op op) {
+inline std::string branch_query_string(std::string_view gid, std::string_view branch_id,
+                                       branch_op op) {
     std::string q;
     q.reserve(64 + gid.size() + branch_id.size());
     q += "gid=";
@@ -180,11 +205,21 @@ inline std::string json_quote(std::string_view s) {
     std::string out = "\"";
     for (unsigned char c : s) {
         switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
+        case '"':
+            out += "\\\"";
+            break;
+        case '\\':
+            out += "\\\\";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        case '\r':
+            out += "\\r";
+            break;
+        case '\t':
+            out += "\\t";
+            break;
         default:
             if (c < 0x20) {
                 static constexpr char digits[] = "0123456789abcdef";
@@ -210,10 +245,12 @@ struct answer {
 /// participant's own text, so a FAILURE inside it changes nothing (the answer is a failure).
 inline answer answer_for(const outcome& o) {
     switch (o.kind()) {
-    case outcome_kind::success: return {200, R"({"dtm_result":"SUCCESS"})"};
+    case outcome_kind::success:
+        return {200, R"({"dtm_result":"SUCCESS"})"};
     case outcome_kind::failure:
         return {409, R"({"dtm_result":"FAILURE","message":)" + json_quote(o.message()) + "}"};
-    case outcome_kind::pending: return {425, R"({"dtm_result":"ONGOING"})"};
+    case outcome_kind::pending:
+        return {425, R"({"dtm_result":"ONGOING"})"};
     }
     return {500, R"({"error":"internal","message":"invalid outcome"})"};
 }
@@ -227,22 +264,27 @@ inline std::string error_body(std::string_view code, std::string_view message) {
 /// decides first (409 failure, 425 pending); otherwise, as DTM's clients do, a body containing
 /// FAILURE or ONGOING is a failure or pending answer; otherwise 2xx is success.
 inline std::optional<outcome> outcome_of(unsigned status, std::string_view body) {
-    const bool failed = status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
+    const bool failed =
+        status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
     if (failed) {
         std::string message = "participant answered FAILURE";
         // Keep the participant's own message if the body carries one.
         const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
         if (json.is_object()) {
             auto it = json.find("message");
-            if (it != json.end() && it->is_string()) message = it->get<std::string>();
+            if (it != json.end() && it->is_string())
+                message = it->get<std::string>();
         }
         return failure(std::move(message));
     }
-    if (status == 425 || body.find("ONGOING") != std::string_view::npos) return pending("participant answered ONGOING");
-    if (status >= 200 && status < 300) return success();
+    if (status == 425 || body.find("ONGOING") != std::string_view::npos)
+        return pending("participant answered ONGOING");
+    if (status >= 200 && status < 300)
+        return success();
     return std::nullopt;
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
 #endif

@@ -18,6 +18,14 @@
 // answer, no answer, or a broken connection is an unknown result (an exception naming gid, branch,
 // URL and cause), which the coordinator retries or cancels as for any participant.
 
+#include <dtx/detail/config.hpp>
+#include <dtx/error.hpp>
+#include <dtx/http/client.hpp>
+#include <dtx/http/protocol.hpp>
+#include <dtx/http/url.hpp>
+#include <dtx/participant_registry.hpp>
+#include <dtx/version.hpp>
+
 #include <array>
 #include <memory>
 #include <mutex>
@@ -26,25 +34,20 @@
 #include <string_view>
 #include <unordered_map>
 
-#include <dtx/error.hpp>
-#include <dtx/http/client.hpp>
-#include <dtx/http/protocol.hpp>
-#include <dtx/http/url.hpp>
-#include <dtx/participant_registry.hpp>
-#include <dtx/detail/config.hpp>
-#include <dtx/version.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 
 /// At most `max` characters of an answer body, on one line, for an error text.
 inline std::string body_excerpt(std::string_view body, std::size_t max = 200) {
     std::string out;
-    for (unsigned char c : body.substr(0, max)) out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
-    if (body.size() > max) out += "...";
+    for (unsigned char c : body.substr(0, max))
+        out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
+    if (body.size() > max)
+        out += "...";
     return out;
 }
 
@@ -53,7 +56,8 @@ inline std::string body_excerpt(std::string_view body, std::size_t max = 200) {
 class remote_participant final : public participant {
 public:
     /// A participant at `address`, called through `c` (whose pools it shares; it keeps them alive).
-    remote_participant(client& c, url address) : remote_participant(c.core_, std::move(address)) {}
+    remote_participant(client& c, url address)
+        : remote_participant(c.core_, std::move(address)) {}
 
     /// Remote participants take part in both kinds of transaction; the server refuses an
     /// operation its participant does not have (an unknown result).
@@ -75,7 +79,8 @@ public:
         std::optional<outcome> o = outcome_of(answer.status, answer.body);
         if (!o)
             throw error(errc::branch_error, where(r) + "POST " + url_.text() + ": answered " +
-                                                std::to_string(answer.status) + " " + detail::body_excerpt(answer.body));
+                                                std::to_string(answer.status) + " " +
+                                                detail::body_excerpt(answer.body));
         co_return std::move(*o);
     }
 
@@ -83,7 +88,8 @@ private:
     friend participant_registry::resolver url_resolver(client& c);
 
     remote_participant(std::shared_ptr<detail::client_core> core, url address)
-        : core_(std::move(core)), url_(std::move(address)) {}
+        : core_(std::move(core))
+        , url_(std::move(address)) {}
 
     static std::string where(const branch_request& r) {
         return "gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + " " +
@@ -96,7 +102,9 @@ private:
 
 /// A resolver for `participant_registry::set_resolver`: a name that is an http:// or https:// URL
 /// becomes a remote participant called through `c` (made once per name, then kept); any other
-/// name is not found. Calls to an https:// URL need the client's TLS settings (client_options::tls). The resolver keeps `c`'s pools alive; the client's executor must be the coordinators'.
+/// name is not found. Calls to an https:// URL need the client's TLS settings
+/// (client_options::tls). The resolver keeps `c`'s pools alive; the client's executor must be the
+/// coordinators'.
 inline participant_registry::resolver url_resolver(client& c) {
     struct cache {
         std::shared_ptr<detail::client_core> core;
@@ -108,9 +116,11 @@ inline participant_registry::resolver url_resolver(client& c) {
     return [shared](std::string_view name) -> participant* {
         std::lock_guard lock(shared->mutex);
         const std::string key(name);
-        if (auto it = shared->by_name.find(key); it != shared->by_name.end()) return it->second.get();
+        if (auto it = shared->by_name.find(key); it != shared->by_name.end())
+            return it->second.get();
         std::optional<url> u = parse_url(name);
-        if (!u) return nullptr;
+        if (!u)
+            return nullptr;
         std::unique_ptr<remote_participant> p(new remote_participant(shared->core, std::move(*u)));
         participant* out = p.get();
         shared->by_name.emplace(key, std::move(p));
@@ -118,8 +128,9 @@ inline participant_registry::resolver url_resolver(client& c) {
     };
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -5,7 +5,8 @@
 // processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
 //
 //   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
-//   srv.start();                  // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
+//   srv.start();                  // POST
+//   /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
 //   ...
 //   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
 //
@@ -29,12 +30,14 @@
 // not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
 // its participants) must outlive the server's last request: until async_stop() has completed.
 //
-// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS: server_options::tls,
-// from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
+// Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS:
+// server_options::tls, from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
 
-#include <chrono>
-#include <cstdint>
-#include <memory>
+#include <dtx/detail/config.hpp>
+#include <dtx/http/detail/server_connection.hpp>
+#include <dtx/http/server_options.hpp>
+#include <dtx/participant_registry.hpp>
+#include <dtx/version.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -46,19 +49,22 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <dtx/detail/config.hpp>
-#include <dtx/http/detail/server_connection.hpp>
-#include <dtx/http/server_options.hpp>
-#include <dtx/participant_registry.hpp>
-#include <dtx/version.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+#include <dtx/detail/push_warnings.hpp> // last: see the file
+
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 class server {
 public:
     /// A server for the participants of `participants`, on `ex`. Nothing happens until start().
-    server(asio::any_io_executor ex, const participant_registry& participants, server_options options)
-        : st_(std::make_shared<detail::server_state>(std::move(ex), participants, std::move(options))) {}
+    server(asio::any_io_executor ex, const participant_registry& participants,
+           server_options options)
+        : st_(std::make_shared<detail::server_state>(std::move(ex), participants,
+                                                     std::move(options))) {}
     server(asio::any_io_executor ex, const participant_registry& participants)
         : server(std::move(ex), participants, server_options{}) {}
     server(asio::io_context& ioc, const participant_registry& participants, server_options options)
@@ -72,7 +78,8 @@ public:
     /// Closes every connection at once (prefer async_stop()). Handlers in flight are cancelled
     /// and finish on their own; the registry must outlive them.
     ~server() {
-        if (st_->stopping) return;
+        if (st_->stopping)
+            return;
         st_->stopping = true;
         boost::system::error_code ignored;
         st_->acceptor.close(ignored);
@@ -119,7 +126,8 @@ public:
         boost::system::error_code ignored;
         st->acceptor.close(ignored);
         for (const auto& c : st->connections) {
-            if (!c->idle) continue;
+            if (!c->idle)
+                continue;
             if (c->tls)
                 c->io.emit(asio::cancellation_type::terminal); // its coroutine says close_notify
             else
@@ -129,7 +137,8 @@ public:
             st->drained.expires_after(grace);
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }
-        if (!st->connections.empty()) detail::force_close(*st);
+        if (!st->connections.empty())
+            detail::force_close(*st);
         while (!st->connections.empty()) {
             st->drained.expires_at(std::chrono::steady_clock::time_point::max());
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -147,6 +156,9 @@ private:
     std::uint16_t port_ = 0;
 };
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -3,6 +3,11 @@
 
 // Settings of an HTTP participant server, and what it tells its log hook about each request.
 
+#include <dtx/transaction_status.hpp>
+#include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -12,18 +17,12 @@
 #include <string>
 #include <string_view>
 
-#include <boost/asio/awaitable.hpp>
-
-#include <dtx/transaction_status.hpp>
-#include <dtx/version.hpp>
-
 namespace boost::asio::ssl {
 class context;
 } // namespace boost::asio::ssl
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
-
-using namespace std::chrono_literals;
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 struct server_state;
@@ -89,13 +88,13 @@ struct server_options {
     /// Longest time to receive one whole request, from its first byte (from the connection's
     /// accept for its first request), headers included; beyond: 408 and the connection is
     /// closed. Also bounds writing an answer.
-    std::chrono::milliseconds read_timeout = 10s;
+    std::chrono::milliseconds read_timeout = std::chrono::seconds{10};
     /// Longest wait for the next request on a kept-alive connection; beyond: the connection is
     /// closed without an answer.
-    std::chrono::milliseconds idle_timeout = 60s;
+    std::chrono::milliseconds idle_timeout = std::chrono::seconds{60};
     /// With TLS: longest time for the handshake, from the connection's accept; beyond, the
     /// connection is closed (it counts against max_connections until then).
-    std::chrono::milliseconds handshake_timeout = 5s;
+    std::chrono::milliseconds handshake_timeout = std::chrono::seconds{5};
     /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
     /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
     /// Empty: no limit (the coordinator's own call timeout still applies on its side).
@@ -103,7 +102,7 @@ struct server_options {
     /// Connections served at once. Beyond, a new connection is answered 503 and closed.
     std::size_t max_connections = 1024;
     /// Default time `async_stop()` lets requests in flight finish.
-    std::chrono::milliseconds shutdown_grace = 5s;
+    std::chrono::milliseconds shutdown_grace = std::chrono::seconds{5};
 
     /// If set, every request except the health endpoint must carry `Authorization: Bearer
     /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
@@ -117,6 +116,7 @@ struct server_options {
     std::function<void(const log_record&)> on_request{};
 };
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
 #endif

@@ -9,7 +9,8 @@
 //   asio::ssl::context tls(asio::ssl::context::tls_server);
 //   tls.use_certificate_chain_file("server.pem");
 //   tls.use_private_key_file("server.key", asio::ssl::context::pem);
-//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls = dtx::http::make_server_tls(tls)});
+//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls =
+//   dtx::http::make_server_tls(tls)});
 //
 // The handshake is bounded by server_options::handshake_timeout (a client that connects and never
 // shakes hands is dropped; until then it counts against max_connections). A plain HTTP request
@@ -26,11 +27,10 @@
 // A failed handshake is a dtx::error naming the URL, the host and OpenSSL's reason (for a branch
 // call: an unknown result, retried like any transport error).
 
-#include <algorithm>
-#include <memory>
-#include <stdexcept>
-#include <string>
-#include <utility>
+#include <dtx/detail/config.hpp>
+#include <dtx/http/client.hpp>
+#include <dtx/http/server.hpp>
+#include <dtx/version.hpp>
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -38,24 +38,27 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
-#include <dtx/http/client.hpp>
-#include <dtx/http/server.hpp>
-#include <dtx/detail/config.hpp>
-#include <dtx/version.hpp>
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-DTX_DETAIL_COROUTINE_WARNINGS_OFF // see dtx/detail/config.hpp
-
-namespace dtx::inline DTX_ABI_NAMESPACE::http {
+DTX_NAMESPACE_BEGIN
+namespace http {
 
 namespace detail {
 
 /// True if OpenSSL refused the handshake because the peer spoke plain HTTP.
 inline bool plain_http_request(const boost::system::error_code& ec) noexcept {
-    if (ec.category() != asio::error::get_ssl_category()) return false;
+    if (ec.category() != asio::error::get_ssl_category())
+        return false;
     const auto reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
     return reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST;
 }
@@ -66,56 +69,69 @@ using server_tls_stream = asio::ssl::stream<tcp::socket&>;
 
 /// The server's handshake on `stream` within handshake_timeout: true if it succeeded. A plain
 /// HTTP request is answered with a plain 400 that says to use https.
-inline asio::awaitable<bool> accept_handshake(server_state& st, server_connection& c, server_tls_stream& stream) {
+inline asio::awaitable<bool> accept_handshake(server_state& st, server_connection& c,
+                                              server_tls_stream& stream) {
     const steady::time_point started = steady::now();
     watch_phase(st, c, st.opts.handshake_timeout, c.io);
     c.idle = true; // a stop ends a connection that has not shaken hands yet
     auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, io_token(c));
     c.idle = false;
     const bool expired = phase_expired(st, c);
-    if (!ec && !expired && !st.stopping) co_return true;
+    if (!ec && !expired && !st.stopping)
+        co_return true;
     if (!expired && !st.stopping && plain_http_request(ec)) {
         request_notes notes;
-        const problem plain{400, "https_required", "this port serves HTTPS: the request was plain HTTP"};
+        const problem plain{400, "https_required",
+                            "this port serves HTTPS: the request was plain HTTP"};
         beast_response res = error_response(plain, 11, notes);
         res.keep_alive(false);
         const boost::system::error_code wec = co_await write_answer(st, c, c.socket, res);
         log_request(st, nullptr, notes, wec ? 0 : plain.status, started);
-        if (!wec) co_await linger_close(st, c);
+        if (!wec)
+            co_await linger_close(st, c);
     }
     co_return false;
 }
 
 /// Sends close_notify on `stream` without waiting for the client's (which a pooling client
 /// sends only when it next reads), within linger_limit.
-inline asio::awaitable<void> send_close_notify(server_state& st, server_connection& c, server_tls_stream& stream) {
+inline asio::awaitable<void> send_close_notify(server_state& st, server_connection& c,
+                                               server_tls_stream& stream) {
     SSL_set_shutdown(stream.native_handle(), SSL_RECEIVED_SHUTDOWN);
-    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout), c.io);
+    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout),
+                c.io);
     co_await stream.async_shutdown(io_token(c));
     st.watch.remove(c.deadline);
 }
 
 /// Serves a TLS connection: the handshake, then its requests as over plain HTTP.
-inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st,
+                                       std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     server_tls_stream stream(c->socket, *st->opts.tls->context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
-    if (!ready) co_return;
+    if (!ready)
+        co_return;
     watch_phase(*st, *c, st->opts.read_timeout, c->io);
     const loop_end how = co_await serve_requests(*st, *c, stream);
-    if (how == loop_end::close) co_return;
+    if (how == loop_end::close)
+        co_return;
     co_await send_close_notify(*st, *c, stream);
-    if (how == loop_end::linger) co_await linger_close(*st, *c);
+    if (how == loop_end::linger)
+        co_await linger_close(*st, *c);
 }
 
 /// Answers a TLS connection over the limit with 503 (after the handshake) and closes it.
-inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st,
+                                        std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     server_tls_stream stream(c->socket, *st->opts.tls->context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
-    if (!ready) co_return;
+    if (!ready)
+        co_return;
     const bool sent = co_await answer_overloaded(*st, *c, stream);
-    if (!sent) co_return;
+    if (!sent)
+        co_return;
     co_await send_close_notify(*st, *c, stream);
     co_await linger_close(*st, *c);
 }
@@ -126,7 +142,9 @@ inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st, std::s
 /// says "hostname mismatch" (or "IP address mismatch") instead of an unspecified failure.
 class host_check {
 public:
-    explicit host_check(std::string host) : check_(host), host_(std::move(host)) {}
+    explicit host_check(std::string host)
+        : check_(host)
+        , host_(std::move(host)) {}
 
     bool operator()(bool preverified, asio::ssl::verify_context& ctx) const {
         const bool ok = check_(preverified, ctx);
@@ -134,7 +152,8 @@ public:
         if (!ok && preverified && X509_STORE_CTX_get_error(store) == X509_V_OK) {
             boost::system::error_code not_address;
             (void)asio::ip::make_address(host_, not_address);
-            X509_STORE_CTX_set_error(store, not_address ? X509_V_ERR_HOSTNAME_MISMATCH : X509_V_ERR_IP_ADDRESS_MISMATCH);
+            X509_STORE_CTX_set_error(store, not_address ? X509_V_ERR_HOSTNAME_MISMATCH
+                                                        : X509_V_ERR_IP_ADDRESS_MISMATCH);
         }
         return ok;
     }
@@ -153,24 +172,29 @@ public:
         stream_.set_verify_callback(host_check(host));
         boost::system::error_code not_address;
         (void)asio::ip::make_address(host, not_address);
-        if (not_address) SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str()); // RFC 6066: names only
+        if (not_address)
+            SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str()); // RFC 6066: names only
     }
 
     asio::awaitable<handshake_result> handshake() override {
-        auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+        auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::client,
+                                                     asio::as_tuple(asio::use_awaitable));
         handshake_result out{ec, {}};
-        if (ec) out.second = reason(ec);
+        if (ec)
+            out.second = reason(ec);
         co_return out;
     }
 
     asio::awaitable<io_result> write(http_request& req) override {
-        auto [ec, n] = co_await beast::http::async_write(stream_, req, asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] =
+            co_await beast::http::async_write(stream_, req, asio::as_tuple(asio::use_awaitable));
         io_result out{ec, n};
         co_return out;
     }
 
     asio::awaitable<io_result> read(beast::flat_buffer& buffer, response_parser& parser) override {
-        auto [ec, n] = co_await beast::http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] = co_await beast::http::async_read(stream_, buffer, parser,
+                                                        asio::as_tuple(asio::use_awaitable));
         io_result out{ec, n};
         co_return out;
     }
@@ -180,12 +204,14 @@ private:
     /// guess at a server that does not speak TLS. Empty if there is nothing to add.
     std::string reason(const boost::system::error_code& ec) {
         if (ec.category() != asio::error::get_ssl_category()) {
-            if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset)
+            if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+                ec == asio::error::connection_reset)
                 return "the server closed the connection (does it speak TLS on this port?)";
             return {};
         }
         const long verify = SSL_get_verify_result(stream_.native_handle());
-        if (verify != X509_V_OK) return X509_verify_cert_error_string(verify);
+        if (verify != X509_V_OK)
+            return X509_verify_cert_error_string(verify);
         if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_WRONG_VERSION_NUMBER)
             return "the server does not speak TLS on this port (plain HTTP?)";
         return {};
@@ -196,7 +222,8 @@ private:
 
 class openssl_client_tls final : public client_tls {
 public:
-    explicit openssl_client_tls(asio::ssl::context ctx) : ctx_(std::move(ctx)) {}
+    explicit openssl_client_tls(asio::ssl::context ctx)
+        : ctx_(std::move(ctx)) {}
 
     std::unique_ptr<tls_layer> wrap(beast::tcp_stream& tcp, const url& to) const override {
         return std::make_unique<client_tls_stream>(tcp, ctx_, to.host);
@@ -212,7 +239,8 @@ template <class F>
 void load_tls_setting(const std::string& what, F load) {
     boost::system::error_code ec;
     load(ec);
-    if (ec) throw std::invalid_argument("TLS settings: cannot load " + what + ": " + ec.message());
+    if (ec)
+        throw std::invalid_argument("TLS settings: cannot load " + what + ": " + ec.message());
 }
 
 } // namespace detail
@@ -249,13 +277,15 @@ inline std::shared_ptr<const client_tls> make_client_tls(const client_tls_option
         detail::load_tls_setting("the CA directory " + options.ca_path,
                                  [&](auto& ec) { ctx.add_verify_path(options.ca_path, ec); });
     if (options.system_ca || (options.ca_file.empty() && options.ca_path.empty()))
-        detail::load_tls_setting("the system's default CAs", [&](auto& ec) { ctx.set_default_verify_paths(ec); });
+        detail::load_tls_setting("the system's default CAs",
+                                 [&](auto& ec) { ctx.set_default_verify_paths(ec); });
     if (options.certificate_chain_file.empty() != options.private_key_file.empty())
-        throw std::invalid_argument("TLS settings: a client certificate needs both its chain and its private key");
+        throw std::invalid_argument(
+            "TLS settings: a client certificate needs both its chain and its private key");
     if (!options.certificate_chain_file.empty()) {
-        detail::load_tls_setting("the certificate chain " + options.certificate_chain_file, [&](auto& ec) {
-            ctx.use_certificate_chain_file(options.certificate_chain_file, ec);
-        });
+        detail::load_tls_setting(
+            "the certificate chain " + options.certificate_chain_file,
+            [&](auto& ec) { ctx.use_certificate_chain_file(options.certificate_chain_file, ec); });
         detail::load_tls_setting("the private key " + options.private_key_file, [&](auto& ec) {
             ctx.use_private_key_file(options.private_key_file, asio::ssl::context::pem, ec);
         });
@@ -270,8 +300,9 @@ inline std::shared_ptr<const client_tls> make_client_tls(asio::ssl::context cont
     return std::make_shared<detail::openssl_client_tls>(std::move(context));
 }
 
-} // namespace dtx::http
+} // namespace http
+DTX_NAMESPACE_END
 
-DTX_DETAIL_COROUTINE_WARNINGS_ON
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -6,23 +6,26 @@
 // The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
-namespace dtx::inline DTX_ABI_NAMESPACE {
+DTX_NAMESPACE_BEGIN
 
 inline bool postgres_journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
     db.exec("BEGIN");
     try {
         db.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+        db.exec(
+            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
         int version = 0;
         {
             auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
-            if (r.rows() == 1) version = std::stoi(std::string(r.text(0, 0)));
+            if (r.rows() == 1)
+                version = std::stoi(std::string(r.text(0, 0)));
         }
         if (version > schema_version)
-            throw error(errc::journal_version, "PostgreSQL journal: schema version " + std::to_string(version) +
-                                                   " is newer than this dtx reads (" + std::to_string(schema_version) +
-                                                   "); upgrade dtx");
+            throw error(errc::journal_version,
+                        "PostgreSQL journal: schema version " + std::to_string(version) +
+                            " is newer than this dtx reads (" + std::to_string(schema_version) +
+                            "); upgrade dtx");
         if (version < 1) {
             // Version 3 from the start. Every write is one row change; the row's pages keep room
             // (fillfactor) for the new versions of their rows, and no index covers a column that
@@ -42,12 +45,15 @@ CREATE TABLE IF NOT EXISTS dtx_transaction (
     forward        boolean NOT NULL DEFAULT false,
     branches       jsonb NOT NULL DEFAULT '[]'
 ) WITH (fillfactor = 50))sql");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
-                     "WHERE ended_ms IS NOT NULL");
+            db.exec(
+                "CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
+                "WHERE ended_ms IS NOT NULL");
         } else if (version < 3) {
             if (version < 2) {
-                // 2: transactions recovered forward (sagas of planned steps): claims leave them trying.
-                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT NULL DEFAULT false");
+                // 2: transactions recovered forward (sagas of planned steps): claims leave them
+                // trying.
+                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT "
+                        "NULL DEFAULT false");
             }
             // 3: the branch rows move into their transaction's row, in registration order.
             db.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
@@ -58,16 +64,19 @@ UPDATE dtx_transaction t SET branches = b.list
           FROM dtx_branch GROUP BY gid) b
  WHERE t.gid = b.gid)sql");
             db.exec("DROP TABLE dtx_branch");
-            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write function
+            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write
+                                                                             // function
             db.exec("DROP INDEX IF EXISTS dtx_transaction_open");
-            db.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
+            db.exec(
+                "ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
             db.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
         }
         if (version < 3) {
             // Claims find the unfinished transactions through a partial index on a column that
             // never changes (there are few of them); only the end leaves the index.
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
-                     "WHERE ended_ms IS NULL");
+            db.exec(
+                "CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
+                "WHERE ended_ms IS NULL");
             // The branch records as rows, for reading (operators, version 2's queries).
             db.exec(R"sql(
 CREATE OR REPLACE VIEW dtx_branch AS
@@ -111,8 +120,8 @@ BEGIN
 END $$)sql");
             const std::string v = std::to_string(schema_version);
             db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
-                     "ON CONFLICT (key) DO UPDATE SET value = $1::int",
-                     {v});
+                    "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                    {v});
         }
         // The write functions have a version of their own: they change without changing the
         // tables, so instances of an older dtx keep working with them (same arguments, same
@@ -120,7 +129,8 @@ END $$)sql");
         int functions = 0;
         {
             auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
-            if (r.rows() == 1) functions = std::stoi(std::string(r.text(0, 0)));
+            if (r.rows() == 1)
+                functions = std::stoi(std::string(r.text(0, 0)));
         }
         if (version < 3 || functions < functions_version) {
             // 5: dtx_apply_single. 6: the journal calls dtx_apply_distinct itself when it knows
@@ -257,8 +267,8 @@ BEGIN
 END $$)sql");
             const std::string v = std::to_string(functions_version);
             db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
-                     "ON CONFLICT (key) DO UPDATE SET value = $1::int",
-                     {v});
+                    "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                    {v});
         }
         db.exec("COMMIT");
     } catch (...) {
@@ -271,6 +281,6 @@ END $$)sql");
     return true;
 }
 
-} // namespace dtx
+DTX_NAMESPACE_END
 
 #endif

@@ -33,15 +33,18 @@ struct shelf {
 
     dtx::tcc_handlers handlers() {
         return {
-            .on_try = dtx::typed<reservation>(
-                [this](const dtx::branch_request& r, reservation res) -> asio::awaitable<dtx::outcome> {
-                    if (res.qty > stock) co_return dtx::failure("not enough stock");
+            .on_try =
+                dtx::typed<reservation>([this](const dtx::branch_request& r,
+                                               reservation res) -> asio::awaitable<dtx::outcome> {
+                    if (res.qty > stock)
+                        co_return dtx::failure("not enough stock");
                     stock -= res.qty;
                     held[std::string(r.gid)] = res.qty;
                     co_return dtx::success();
                 }),
             .on_confirm = [this](const dtx::branch_request& r) -> asio::awaitable<dtx::outcome> {
-                if (auto it = held.find(r.gid); it != held.end()) held.erase(it);
+                if (auto it = held.find(r.gid); it != held.end())
+                    held.erase(it);
                 co_return dtx::success();
             },
             .on_cancel = [this](const dtx::branch_request& r) -> asio::awaitable<dtx::outcome> {
@@ -86,17 +89,19 @@ int main() {
         dtx::tx_result r = co_await coord.tcc(body);
         co_return r.status;
     };
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-        first = co_await order(2, 3);
-        second = co_await order(1, 9); // more than b has: refused, so cancelled
-    }, asio::detached);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            first = co_await order(2, 3);
+            second = co_await order(1, 9); // more than b has: refused, so cancelled
+        },
+        asio::detached);
     ioc.run();
 
-    bool ok = first == dtx::tx_status::confirmed &&
-              second == dtx::tx_status::cancelled && a.stock == 3 && b.stock == 2 &&
-              a.held.empty() && b.held.empty();
+    bool ok = first == dtx::tx_status::confirmed && second == dtx::tx_status::cancelled &&
+              a.stock == 3 && b.stock == 2 && a.held.empty() && b.held.empty();
     std::cout << "dtx " << DTX_VERSION << " (" << journal_name << " journal): first "
-              << dtx::to_string(first) << ", second " << dtx::to_string(second) << ", stock " << a.stock
-              << " and " << b.stock << (ok ? "" : ": NOT AS EXPECTED") << "\n";
+              << dtx::to_string(first) << ", second " << dtx::to_string(second) << ", stock "
+              << a.stock << " and " << b.stock << (ok ? "" : ": NOT AS EXPECTED") << "\n";
     return ok ? 0 : 1;
 }

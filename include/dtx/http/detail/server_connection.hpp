@@ -17,12 +17,9 @@
 //
 // Not thread-safe: everything runs on the server's executor (one thread, or a strand).
 
-#include <array>
-#include <chrono>
-#include <list>
-#include <memory>
-#include <optional>
-#include <string_view>
+#include <dtx/detail/deadline_watch.hpp>
+#include <dtx/http/detail/request_handler.hpp>
+#include <dtx/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -38,11 +35,17 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
-#include <dtx/detail/deadline_watch.hpp>
-#include <dtx/http/detail/request_handler.hpp>
-#include <dtx/version.hpp>
+#include <array>
+#include <chrono>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string_view>
 
-namespace dtx::inline DTX_ABI_NAMESPACE::http::detail {
+#include <dtx/detail/push_warnings.hpp> // last: see the file
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
 
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
@@ -50,7 +53,7 @@ using request_parser = beast::http::request_parser<beast::http::string_body>;
 
 /// Longest time a closing connection reads what its client still sends, so that the client
 /// reads the answer before the close (closing with unread input would reset the connection).
-inline constexpr std::chrono::milliseconds linger_limit = 2s;
+inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
 
 struct server_connection {
     explicit server_connection(tcp::socket s)
@@ -67,7 +70,8 @@ struct server_connection {
 };
 
 struct server_state {
-    server_state(asio::any_io_executor ex, const participant_registry& participants, server_options o)
+    server_state(asio::any_io_executor ex, const participant_registry& participants,
+                 server_options o)
         : executor(ex)
         , opts(std::move(o))
         , handler(participants, opts)
@@ -135,7 +139,8 @@ private:
 
 inline void log_request(const server_state& st, const beast::http::request_header<>* head,
                         const request_notes& notes, unsigned status, steady::time_point started) {
-    if (!st.opts.on_request) return;
+    if (!st.opts.on_request)
+        return;
     log_record r;
     if (head) {
         r.method = head->method_string();
@@ -167,29 +172,34 @@ inline bool expects_continue(const beast::http::request_header<>& head) {
 /// Reads one request into `parser` within the phase's deadline; a timeout is
 /// asio::error::timed_out.
 template <class Stream>
-asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c, Stream& stream,
-                                                        beast::flat_buffer& buffer, request_parser& parser) {
+asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c,
+                                                        Stream& stream, beast::flat_buffer& buffer,
+                                                        request_parser& parser) {
     auto [ec, n] = co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
     if (!ec && !parser.is_done()) {
         if (expects_continue(parser.get())) {
             // Clients that ask wait for this before they send the body.
-            beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_, 11};
+            beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
+                                                                 11};
             auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
             ec = wec;
         }
-        if (!ec) std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
+        if (!ec)
+            std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
     }
-    if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
+    if (phase_expired(st, c) && ec)
+        ec = asio::error::timed_out;
     co_return ec;
 }
 
 /// Writes `res` within the read timeout.
 template <class Stream>
-asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c, Stream& stream,
-                                                        beast_response& res) {
+asio::awaitable<boost::system::error_code> write_answer(server_state& st, server_connection& c,
+                                                        Stream& stream, beast_response& res) {
     watch_phase(st, c, st.opts.read_timeout, c.io);
     auto [ec, n] = co_await beast::http::async_write(stream, res, io_token(c));
-    if (phase_expired(st, c) && ec) ec = asio::error::timed_out;
+    if (phase_expired(st, c) && ec)
+        ec = asio::error::timed_out;
     co_return ec;
 }
 
@@ -198,28 +208,33 @@ asio::awaitable<boost::system::error_code> write_answer(server_state& st, server
 inline asio::awaitable<void> linger_close(server_state& st, server_connection& c) {
     boost::system::error_code ignored;
     c.socket.shutdown(tcp::socket::shutdown_send, ignored);
-    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout), c.io);
+    watch_phase(st, c, std::min<std::chrono::nanoseconds>(linger_limit, st.opts.read_timeout),
+                c.io);
     std::array<char, 2048> sink;
     for (;;) {
         auto [ec, n] = co_await c.socket.async_read_some(asio::buffer(sink), io_token(c));
-        if (ec) break;
+        if (ec)
+            break;
     }
     st.watch.remove(c.deadline);
     c.socket.close(ignored);
 }
 
 /// Runs the participant's handler for `req`, within the handler timeout if there is one.
-inline asio::awaitable<beast_response> answer(server_state& st, server_connection& c, const beast_request& req, request_notes& notes) {
+inline asio::awaitable<beast_response> answer(server_state& st, server_connection& c,
+                                              const beast_request& req, request_notes& notes) {
     if (st.opts.handler_timeout)
         watch_phase(st, c, *st.opts.handler_timeout, c.signal);
     else
         st.watch.remove(c.deadline);
     beast_response res = co_await st.handler.handle(req, notes, st.stopping);
     if (phase_expired(st, c)) {
-        co_await asio::this_coro::reset_cancellation_state(); // the timeout's: the connection goes on
+        co_await asio::this_coro::reset_cancellation_state(); // the timeout's: the connection goes
+                                                              // on
         const problem late{503, "handler_timeout",
                            "the participant's handler did not finish within " +
-                               std::to_string(st.opts.handler_timeout->count()) + " ms; the result is unknown"};
+                               std::to_string(st.opts.handler_timeout->count()) +
+                               " ms; the result is unknown"};
         res = error_response(late, req.version(), notes);
     }
     co_return res;
@@ -243,13 +258,16 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
             if (buffer.size() == 0) {
                 watch_phase(st, c, o.idle_timeout, c.io);
                 c.idle = true;
-                // The first bytes of the next request go into the buffer: one read, as the parser's.
+                // The first bytes of the next request go into the buffer: one read, as the
+                // parser's.
                 auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), io_token(c));
                 buffer.commit(n);
                 c.idle = false;
                 const bool expired = phase_expired(st, c);
-                if (ec && ec != asio::error::operation_aborted) co_return loop_end::close;
-                if (ec || expired || st.stopping) co_return loop_end::done; // a timeout, or a stop
+                if (ec && ec != asio::error::operation_aborted)
+                    co_return loop_end::close;
+                if (ec || expired || st.stopping)
+                    co_return loop_end::done; // a timeout, or a stop
             }
             watch_phase(st, c, o.read_timeout, c.io);
         }
@@ -260,10 +278,13 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         const boost::system::error_code ec = co_await read_request(st, c, stream, buffer, parser);
         request_notes notes;
         if (ec) {
-            const std::optional<problem> p = ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
-            const beast::http::request_header<>* head = parser.is_header_done() ? &parser.get() : nullptr;
+            const std::optional<problem> p =
+                ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
+            const beast::http::request_header<>* head =
+                parser.is_header_done() ? &parser.get() : nullptr;
             if (!p) {
-                if (parser.got_some()) log_request(st, head, notes, 0, started); // gone mid-request
+                if (parser.got_some())
+                    log_request(st, head, notes, 0, started); // gone mid-request
                 co_return loop_end::close;
             }
             beast_response res = error_response(*p, head ? head->version() : 11, notes);
@@ -279,17 +300,21 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         res.keep_alive(keep);
         const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
         log_request(st, &req, notes, wec ? 0 : res.result_int(), started);
-        if (wec) co_return loop_end::close;
-        if (!keep) co_return loop_end::done;
+        if (wec)
+            co_return loop_end::close;
+        if (!keep)
+            co_return loop_end::done;
     }
 }
 
 /// Serves a plain HTTP connection.
-inline asio::awaitable<void> serve(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> serve(std::shared_ptr<server_state> st,
+                                   std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     watch_phase(*st, *c, st->opts.read_timeout, c->io); // the first request is due from the accept
     const loop_end how = co_await serve_requests(*st, *c, c->socket);
-    if (how == loop_end::linger) co_await linger_close(*st, *c);
+    if (how == loop_end::linger)
+        co_await linger_close(*st, *c);
 }
 
 /// Answers a connection over the limit with 503 on `stream`: true if the answer was sent.
@@ -297,7 +322,8 @@ template <class Stream>
 asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, Stream& stream) {
     const steady::time_point started = steady::now();
     request_notes notes;
-    const problem full{503, "overloaded", "the server is serving its maximum number of connections; try again later"};
+    const problem full{503, "overloaded",
+                       "the server is serving its maximum number of connections; try again later"};
     beast_response res = error_response(full, 11, notes);
     res.keep_alive(false);
     const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
@@ -306,15 +332,18 @@ asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, 
 }
 
 /// Answers a plain connection over the limit with 503 and closes it.
-inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st, std::shared_ptr<server_connection> c) {
+inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st,
+                                    std::shared_ptr<server_connection> c) {
     const connection_end end(*st, *c);
     const bool sent = co_await answer_overloaded(*st, *c, c->socket);
-    if (sent) co_await linger_close(*st, *c);
+    if (sent)
+        co_await linger_close(*st, *c);
 }
 
 inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket) {
     const bool over = st->served >= st->opts.max_connections;
-    if (over && st->refusing >= st->opts.max_connections) return; // not even a 503 for this one
+    if (over && st->refusing >= st->opts.max_connections)
+        return; // not even a 503 for this one
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     auto c = std::make_shared<server_connection>(std::move(socket));
@@ -326,7 +355,8 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
     auto token = asio::bind_cancellation_slot(c->signal.slot(), std::move(keep));
     if (c->tls)
-        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c), std::move(token));
+        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c),
+                       std::move(token));
     else if (over)
         asio::co_spawn(st->executor, refuse(st, c), std::move(token));
     else
@@ -336,13 +366,15 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
 inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
     for (;;) {
         auto [ec, socket] = co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-        if (st->stopping) co_return;
+        if (st->stopping)
+            co_return;
         if (ec) {
             // Out of descriptors or memory, or a connection reset before it was accepted: wait a
             // little rather than spin, then go on.
             asio::steady_timer pause(st->executor, std::chrono::milliseconds(20));
             co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (st->stopping) co_return;
+            if (st->stopping)
+                co_return;
             continue;
         }
         spawn_connection(st, std::move(socket));
@@ -351,7 +383,8 @@ inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
 
 /// Ends every connection at once: cancels what it awaits and closes its socket.
 inline void force_close(server_state& st) {
-    std::vector<std::shared_ptr<server_connection>> all(st.connections.begin(), st.connections.end());
+    std::vector<std::shared_ptr<server_connection>> all(st.connections.begin(),
+                                                        st.connections.end());
     boost::system::error_code ignored;
     for (auto& c : all) {
         c->signal.emit(asio::cancellation_type::terminal);
@@ -360,6 +393,9 @@ inline void force_close(server_state& st) {
     }
 }
 
-} // namespace dtx::http::detail
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif
