@@ -2840,10 +2840,10 @@ DTX_NAMESPACE_END
 DTX_NAMESPACE_BEGIN
 namespace detail {
 
-/// Success is told before the end record is durable: a recovery that finds the saga unfinished
-/// sends the actions again (participants answer a repeat with their first answer) and ends it the
-/// same way. If an action does not succeed, the saga is cancelled durably and the steps whose
-/// actions were sent are compensated, newest first.
+/// The caller hears of success before the end record is durable: a recovery that finds the saga
+/// unfinished sends the actions again (participants answer a repeat with their first answer) and
+/// ends it the same way. If an action does not succeed, the saga is cancelled durably and the
+/// steps whose actions were sent are compensated, newest first.
 inline asio::awaitable<tx_result> engine::run_planned_saga(std::shared_ptr<tx_state> st,
                                                            branch_list specs) {
     active_claim claim(active_, st->gid); // a recovery pass in this process leaves it alone
