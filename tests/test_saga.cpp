@@ -111,8 +111,8 @@ coordinator_options recording_faults(std::vector<std::string>& events) {
     auto opts = fast_options();
     opts.on_fault = [&events](const fault_point& p) {
         events.push_back(std::string(to_string(p.what)) + (p.site == fault_site::branch_call
-                                                    ? ":" + std::string(to_string(p.op))
-                                                    : ""));
+                                                               ? ":" + std::string(to_string(p.op))
+                                                               : ""));
         return false;
     };
     return opts;
