@@ -110,9 +110,9 @@ struct fixture {
 coordinator_options recording_faults(std::vector<std::string>& events) {
     auto opts = fast_options();
     opts.on_fault = [&events](const fault_point& p) {
-        events.push_back(std::string(p.what) + (p.site == fault_site::branch_call
-                                                    ? ":" + std::string(to_string(p.op))
-                                                    : ""));
+        events.push_back(std::string(to_string(p.what)) + (p.site == fault_site::branch_call
+                                                               ? ":" + std::string(to_string(p.op))
+                                                               : ""));
         return false;
     };
     return opts;
@@ -794,7 +794,7 @@ TEST_CASE("a planned saga stopped after its second action is finished forward by
 TEST_CASE("recovery of a planned saga compensates when an action answers failure") {
     fixture f;
     auto opts = fast_options();
-    opts.on_fault = [&](const fault_point& p) { return p.what == std::string_view("begin"); };
+    opts.on_fault = [&](const fault_point& p) { return p.what == fault_step::begin; };
     {
         coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);
         asio::co_spawn(f.ioc, coord.saga(four_steps()), asio::detached);

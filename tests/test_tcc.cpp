@@ -48,7 +48,7 @@ TEST_CASE("all tries succeed: every branch is confirmed once, after the decision
     std::vector<std::string> events;
     auto opts = fast_options();
     opts.on_fault = [&](const fault_point& p) {
-        events.push_back(std::string(p.what) + ":" + std::string(to_string(p.op)));
+        events.push_back(std::string(to_string(p.what)) + ":" + std::string(to_string(p.op)));
         return false;
     };
     coordinator coord(f.ioc.get_executor(), f.journal, f.registry, opts);

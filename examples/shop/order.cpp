@@ -269,7 +269,7 @@ private:
         std::string text;
         std::string op;
         if (p.site == dtx::fault_site::journal_write) {
-            op = p.what;
+            op = dtx::to_string(p.what);
             text = "journal write " + op;
         } else {
             op = dtx::to_string(p.op);

@@ -7,14 +7,18 @@
 //   dtx::participant_registry participants;      // names -> handlers (or URLs)
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
-//   dtx::tx_result r = co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", {{"sku", "A-1"}, {"qty", 2}});
-//       co_await tx.add_branch("payment", {{"account", 7}, {"amount", 40}});
-//   });
+//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       nlohmann::json stock = {{"sku", "A-1"}, {"qty", 2}};
+//       co_await tx.add_branch("inventory", stock);
+//       nlohmann::json charge = {{"account", 7}, {"amount", 40}};
+//       co_await tx.add_branch("payment", charge);
+//   };
+//   dtx::tx_result r = co_await coord.tcc(body);
 //   if (r.committed()) ...
 //
-// (Public coroutine functions take no default arguments: g++ 12 miscompiles a non-trivial default
-// argument of a call inside a co_await expression. Overloads stand in for them.)
+// (Payloads and bodies are named variables, and public coroutine functions take no default
+// arguments: g++ 12 miscompiles a braced list, a lambda temporary or a non-trivial default
+// argument inside a co_await expression. Overloads stand in for default arguments.)
 //
 // The journal and the registry must outlive the coordinator and every transaction and recovery
 // pass it started. A transaction runs to its end even if the coroutine awaiting it is cancelled:
@@ -25,22 +29,31 @@
 // from any thread (they are moved onto that executor). To use more cores, run one coordinator per
 // io_context thread over the same journal and registry, which are thread-safe.
 
+#include <dtx/branch_spec.hpp>
 #include <dtx/coordinator_options.hpp>
+#include <dtx/detail/config.hpp>
+#include <dtx/detail/drivers.hpp>
+#include <dtx/detail/engine.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/participant_registry.hpp>
+#include <dtx/recovery_options.hpp>
+#include <dtx/recovery_report.hpp>
 #include <dtx/transaction.hpp>
+#include <dtx/tx_options.hpp>
 #include <dtx/tx_result.hpp>
 #include <dtx/version.hpp>
 
-#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
+#include <exception>
+#include <functional>
 #include <memory>
-#include <string>
 #include <utility>
 #include <vector>
-
-#include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
 
@@ -61,8 +74,8 @@ public:
     /// every try succeeded, and cancelled otherwise (a failed try, an exception, the deadline).
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body, tx_options options) {
-        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)),
-                                    std::move(body));
+        return detail::run_transaction<tcc_transaction>(
+            eng_, eng_->make_state(tx_kind::tcc, std::move(options)), std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body) {
@@ -73,8 +86,8 @@ public:
     /// fails (or the body throws), every registered step is compensated, newest first.
     template <class Body>
     asio::awaitable<tx_result> saga(Body body, tx_options options) {
-        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)),
-                                     std::move(body));
+        return detail::run_transaction<saga_transaction>(
+            eng_, eng_->make_state(tx_kind::saga, std::move(options)), std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> saga(Body body) {
@@ -89,12 +102,7 @@ public:
     /// actions must answer a repeat as they answered the first time (the barrier does this).
     /// Build `steps` as a named variable: g++ 12 miscompiles a braced list inside co_await.
     asio::awaitable<tx_result> saga(std::vector<branch_spec> steps, tx_options options) {
-        auto st = eng_->make_state(tx_kind::saga, std::move(options));
-        auto eng = eng_;
-        auto keep = st;
-        co_return co_await asio::co_spawn(
-            eng->executor(), drive_planned(eng, std::move(st), std::move(steps)),
-            asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+        return detail::run_planned(eng_, std::move(steps), std::move(options));
     }
     asio::awaitable<tx_result> saga(std::vector<branch_spec> steps) {
         return saga(std::move(steps), tx_options{});
@@ -104,11 +112,7 @@ public:
     /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
     /// cancelled). Transactions this coordinator is driving itself are left alone.
     asio::awaitable<recovery_report> recover(recovery_options ro) {
-        auto eng = eng_;
-        auto signal = std::make_shared<asio::cancellation_signal>();
-        co_return co_await asio::co_spawn(
-            eng->executor(), recover_pass(eng, ro, signal),
-            asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
+        return detail::run_recovery(eng_, ro);
     }
     asio::awaitable<recovery_report> recover() { return recover(recovery_options{}); }
 
@@ -116,7 +120,8 @@ public:
     /// that throws (the journal is unreachable, say) is reported to `on_error` and retried at the
     /// next interval.
     void start_recovery(std::function<void(std::exception_ptr)> on_error = {}) {
-        asio::co_spawn(eng_->executor(), recovery_loop(eng_, std::move(on_error)), asio::detached);
+        asio::co_spawn(eng_->executor(), detail::recovery_loop(eng_, std::move(on_error)),
+                       asio::detached);
     }
 
     /// Stops the background recovery after its current pass. Transactions in flight go on.
@@ -129,86 +134,9 @@ public:
     const coordinator_options& options() const noexcept { return eng_->options(); }
 
 private:
-    template <class Handle, class Body>
-    asio::awaitable<tx_result> run(std::shared_ptr<detail::tx_state> st, Body body) {
-        // The transaction is a coroutine of its own whose cancellation slot is its state's signal:
-        // the caller's cancellation cannot cut phase 2 short, and a call timeout can cancel what
-        // the transaction awaits. `keep` holds the signal until that coroutine has completed.
-        auto eng = eng_;
-        auto keep = st;
-        co_return co_await asio::co_spawn(
-            eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
-            asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
-    }
-
-    template <class Handle, class Body>
-    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng,
-                                            std::shared_ptr<detail::tx_state> st, Body body) {
-        detail::engine::activity running(eng);
-        Handle handle(eng, st);
-        try {
-            co_await body(handle);
-        } catch (const std::exception& e) {
-            if (!st->aborted) {
-                st->abort(make_error_code(errc::body_threw),
-                          detail::describe(st->gid) + ": the transaction body threw: " + e.what());
-                st->exception = std::current_exception();
-            }
-        } catch (...) {
-            if (!st->aborted) {
-                st->abort(make_error_code(errc::body_threw),
-                          detail::describe(st->gid) +
-                              ": the transaction body threw a non-standard exception");
-                st->exception = std::current_exception();
-            }
-        }
-        co_return co_await eng->finish(std::move(st));
-    }
-
-    static asio::awaitable<tx_result> drive_planned(std::shared_ptr<detail::engine> eng,
-                                                    std::shared_ptr<detail::tx_state> st,
-                                                    std::vector<branch_spec> steps) {
-        detail::engine::activity running(eng);
-        detail::branch_list list(std::make_move_iterator(steps.begin()),
-                                 std::make_move_iterator(steps.end()));
-        co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
-    }
-
-    // Holds the engine for the whole pass, so destroying the coordinator cannot pull it away.
-    static asio::awaitable<recovery_report>
-    recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
-                 std::shared_ptr<asio::cancellation_signal> signal) {
-        detail::engine::activity running(eng);
-        co_return co_await eng->recover(ro, *signal);
-    }
-
-    static asio::awaitable<void> recovery_loop(std::shared_ptr<detail::engine> eng,
-                                               std::function<void(std::exception_ptr)> on_error) {
-        asio::steady_timer wait(co_await asio::this_coro::executor);
-        asio::cancellation_signal calls; // for call timeouts inside the passes
-        while (!eng->stopping()) {
-            try {
-                detail::engine::activity running(eng);
-                co_await asio::co_spawn(
-                    co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
-                    asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
-            } catch (...) {
-                if (on_error)
-                    on_error(std::current_exception());
-            }
-            if (eng->stopping())
-                break;
-            wait.expires_after(eng->options().recovery_interval);
-            co_await wait.async_wait(asio::bind_cancellation_slot(
-                eng->stop_signal().slot(), asio::as_tuple(asio::use_awaitable)));
-        }
-    }
-
     std::shared_ptr<detail::engine> eng_;
 };
 
 DTX_NAMESPACE_END
-
-#include <dtx/detail/pop_warnings.hpp>
 
 #endif

@@ -1,16 +1,18 @@
 #ifndef DTX_COORDINATOR_OPTIONS_HPP
 #define DTX_COORDINATOR_OPTIONS_HPP
 
-// Settings of a coordinator, and of one transaction.
+// Settings of a coordinator. Those of one transaction are in tx_options.hpp, those of one
+// recovery pass in recovery_options.hpp (both included here).
 
 #include <dtx/fault_injection.hpp>
 #include <dtx/gid.hpp>
+#include <dtx/recovery_options.hpp>
 #include <dtx/retry_policy.hpp>
+#include <dtx/tx_options.hpp>
 #include <dtx/version.hpp>
 
 #include <chrono>
 #include <cstddef>
-#include <optional>
 #include <string>
 
 DTX_NAMESPACE_BEGIN
@@ -49,16 +51,6 @@ struct coordinator_options {
 
     /// Test seam: stop the coordinator at a chosen point (see fault_injection.hpp).
     fault_hook on_fault{};
-};
-
-struct tx_options {
-    /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused.
-    std::string gid{};
-    /// Overrides coordinator_options::transaction_timeout for this transaction.
-    std::optional<std::chrono::milliseconds> timeout{};
-    /// A W3C `traceparent` to continue (the one the request that starts the transaction carried):
-    /// branch calls then join that trace. Empty or malformed: the trace of the gid.
-    std::string traceparent{};
 };
 
 DTX_NAMESPACE_END

@@ -1,20 +1,13 @@
 #ifndef DTX_RECOVERY_REPORT_HPP
 #define DTX_RECOVERY_REPORT_HPP
 
+// What a recovery pass did (coordinator::recover); its settings are in recovery_options.hpp.
+
 #include <dtx/version.hpp>
 
 #include <cstddef>
 
 DTX_NAMESPACE_BEGIN
-
-/// How a recovery pass chooses what to take.
-struct recovery_options {
-    /// Take every unfinished transaction, whatever its deadline and lease: those still trying
-    /// are cancelled, decided ones finished. Right when this process is the journal's only
-    /// coordinator and has just started: whatever is unfinished was left by its previous life.
-    /// Wrong while another coordinator may be running them.
-    bool take_over = false;
-};
 
 /// What one recovery pass did.
 struct recovery_report {

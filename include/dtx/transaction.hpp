@@ -3,11 +3,18 @@
 
 // The handles a transaction body receives.
 //
-//   co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
 //       co_await tx.add_branch("inventory", reserve{"sku-1", 2});   // registered, then tried
-//       co_await tx.add_branches({{"payment", charge{42}},          // tried concurrently
-//                                 {"loyalty", points{7}}});
-//   });
+//       std::vector<dtx::branch_spec> both;                         // tried concurrently
+//       both.push_back({"payment", charge{42}});
+//       both.push_back({"loyalty", points{7}});
+//       co_await tx.add_branches(std::move(both));
+//   };
+//   co_await coord.tcc(body);
+//
+// (The list of branches and the body are named variables: g++ 12 miscompiles a braced list or a
+// lambda written inside a co_await expression. A payload is a struct with `to_json`, as here, or
+// a nlohmann::json built in a statement of its own.)
 //
 // Adding a branch writes it to the journal and then sends its try (TCC) or action (saga). If that
 // does not succeed (failure, exception, timeout, deadline), add_branch throws dtx::error and the
@@ -17,14 +24,20 @@
 //
 // A body runs on a strand of its own, so its concurrent branch calls never race on its state.
 
+#include <dtx/branch_spec.hpp>
+#include <dtx/detail/config.hpp>
 #include <dtx/detail/engine.hpp>
+#include <dtx/detail/first_phase.hpp>
+#include <dtx/detail/tx_state.hpp>
+#include <dtx/journal.hpp>
+#include <dtx/payload.hpp>
 #include <dtx/version.hpp>
 
+#include <iterator>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
-
-#include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
 
@@ -94,7 +107,5 @@ public:
 };
 
 DTX_NAMESPACE_END
-
-#include <dtx/detail/pop_warnings.hpp>
 
 #endif

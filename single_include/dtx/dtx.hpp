@@ -639,13 +639,39 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/recovery_report.hpp ---------------------------------------------------------------------
-#ifndef DTX_RECOVERY_REPORT_HPP
-#define DTX_RECOVERY_REPORT_HPP
+// ---- dtx/branch_spec.hpp -------------------------------------------------------------------------
+#ifndef DTX_BRANCH_SPEC_HPP
+#define DTX_BRANCH_SPEC_HPP
 
+// A branch (or saga step) to add to a transaction: see transaction.hpp, and coordinator.hpp for
+// sagas of planned steps.
+
+// #include <dtx/payload.hpp>
 // #include <dtx/version.hpp>
 
-#include <cstddef>
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+
+/// A branch to add: which participant, and the payload its handlers receive. Any type that
+/// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
+struct branch_spec {
+    std::string participant;
+    dtx::payload payload;
+};
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/recovery_options.hpp --------------------------------------------------------------------
+#ifndef DTX_RECOVERY_OPTIONS_HPP
+#define DTX_RECOVERY_OPTIONS_HPP
+
+// Settings of one recovery pass, given to coordinator::recover. What the pass did comes back as a
+// recovery_report.
+
+// #include <dtx/version.hpp>
 
 DTX_NAMESPACE_BEGIN
 
@@ -657,6 +683,22 @@ struct recovery_options {
     /// Wrong while another coordinator may be running them.
     bool take_over = false;
 };
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/recovery_report.hpp ---------------------------------------------------------------------
+#ifndef DTX_RECOVERY_REPORT_HPP
+#define DTX_RECOVERY_REPORT_HPP
+
+// What a recovery pass did (coordinator::recover); its settings are in recovery_options.hpp.
+
+// #include <dtx/version.hpp>
+
+#include <cstddef>
+
+DTX_NAMESPACE_BEGIN
 
 /// What one recovery pass did.
 struct recovery_report {
@@ -1038,87 +1080,56 @@ enum class fault_site : unsigned char {
     branch_call,   ///< a branch call has returned (or timed out, or thrown)
 };
 
+/// What had just been done at a fault point: which journal write, or a branch call.
+enum class fault_step : unsigned char {
+    begin,     ///< the transaction began, with its first branches (a planned saga: all its steps)
+    register_, ///< more branches of a begun transaction were registered
+    decide,    ///< the decision (confirm or cancel) was written
+    done,      ///< the branches phase 2 finished were recorded, as it could not finish them all
+    end,       ///< the end was written (a saga body's confirm decision is its end)
+    lease,     ///< the lease was renewed before a phase-2 retry
+    claim,     ///< a recovery pass claimed transactions (reported once per batch)
+    call,      ///< a branch call returned (or timed out, or threw)
+};
+
+/// The step's name in logs: "begin", "register", "decide", "done", "end", "lease", "claim", "call".
+inline constexpr std::string_view to_string(fault_step s) noexcept {
+    switch (s) {
+    case fault_step::begin:
+        return "begin";
+    case fault_step::register_:
+        return "register";
+    case fault_step::decide:
+        return "decide";
+    case fault_step::done:
+        return "done";
+    case fault_step::end:
+        return "end";
+    case fault_step::lease:
+        return "lease";
+    case fault_step::claim:
+        return "claim";
+    case fault_step::call:
+        return "call";
+    }
+    return "?";
+}
+
 struct fault_point {
     fault_site site;
     std::string_view gid;
     /// The branch called, or for a journal write the last branch it registered; may be empty.
     std::string_view branch_id;
-    /// For a branch call: the operation. For a journal write: unused.
+    /// For a branch call: the operation. For a journal write: the operation of its phase, which
+    /// tells a confirm decision, `done` or end from a cancel or compensate one (meaningless for
+    /// `lease` and `claim`).
     branch_op op;
-    /// For a journal write: "begin", "register", "decide", "done" or "end". For a call: "call".
-    std::string_view what;
+    /// Which journal write, or `call` for a branch call.
+    fault_step what;
 };
 
 /// Returns true to stop the coordinator at this point.
 using fault_hook = std::function<bool(const fault_point&)>;
-
-DTX_NAMESPACE_END
-
-#endif
-
-// ---- dtx/coordinator_options.hpp -----------------------------------------------------------------
-#ifndef DTX_COORDINATOR_OPTIONS_HPP
-#define DTX_COORDINATOR_OPTIONS_HPP
-
-// Settings of a coordinator, and of one transaction.
-
-// #include <dtx/fault_injection.hpp>
-// #include <dtx/gid.hpp>
-// #include <dtx/retry_policy.hpp>
-// #include <dtx/version.hpp>
-
-#include <chrono>
-#include <cstddef>
-#include <optional>
-#include <string>
-
-DTX_NAMESPACE_BEGIN
-
-struct coordinator_options {
-    /// Default time a transaction may take to reach its decision. Past it, the transaction is
-    /// cancelled, by its coordinator or by recovery in any process.
-    std::chrono::milliseconds transaction_timeout = std::chrono::seconds{60};
-    /// Longest wait for one branch call; an unanswered call is an unknown result. Zero: no limit
-    /// (tries and actions are still bounded by the transaction deadline).
-    std::chrono::milliseconds call_timeout = std::chrono::seconds{10};
-    /// Retries of confirm, cancel and compensate by a live transaction. Without an attempt limit,
-    /// the caller waits until phase 2 has succeeded everywhere; with one, the caller gets a
-    /// `confirming` / `cancelling` result and recovery finishes the rest.
-    retry_policy phase_two{};
-    /// How soon a branch that answered `pending` to a try or action is asked again.
-    retry_policy pending{.initial_backoff = std::chrono::milliseconds{20},
-                         .max_backoff = std::chrono::seconds{2}};
-    /// Confirm (or cancel) the branches of a TCC transaction concurrently rather than one by one.
-    /// Saga compensation is always sequential, newest step first.
-    bool concurrent_phase_two = true;
-
-    /// This coordinator's name in journal leases; unique per process (a gid by default).
-    std::string owner = make_gid();
-    /// Retries of phase 2 within one recovery pass; a transaction that does not end in a pass is
-    /// taken up again by a later one once its lease has expired.
-    retry_policy recovery_retry{.max_attempts = 10};
-    /// How often the background recovery task runs a pass.
-    std::chrono::milliseconds recovery_interval = std::chrono::seconds{1};
-    /// How long a coordinator holds a transaction it drives against other coordinators sharing
-    /// the journal: a live one from its decision on, a recovery pass from its claim. Renewed while
-    /// phase 2 goes on; once it has expired, another coordinator may take the transaction over.
-    std::chrono::milliseconds lease = std::chrono::seconds{30};
-    /// Transactions claimed (and driven concurrently) at a time by recovery.
-    std::size_t recovery_batch = 256;
-
-    /// Test seam: stop the coordinator at a chosen point (see fault_injection.hpp).
-    fault_hook on_fault{};
-};
-
-struct tx_options {
-    /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused.
-    std::string gid{};
-    /// Overrides coordinator_options::transaction_timeout for this transaction.
-    std::optional<std::chrono::milliseconds> timeout{};
-    /// A W3C `traceparent` to continue (the one the request that starts the transaction carried):
-    /// branch calls then join that trace. Empty or malformed: the trace of the gid.
-    std::string traceparent{};
-};
 
 DTX_NAMESPACE_END
 
@@ -1690,6 +1701,95 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/tx_options.hpp --------------------------------------------------------------------------
+#ifndef DTX_TX_OPTIONS_HPP
+#define DTX_TX_OPTIONS_HPP
+
+// Settings of one transaction, given to coordinator::tcc or coordinator::saga. Defaults come from
+// coordinator_options.
+
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+
+struct tx_options {
+    /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused.
+    std::string gid{};
+    /// Overrides coordinator_options::transaction_timeout for this transaction.
+    std::optional<std::chrono::milliseconds> timeout{};
+    /// A W3C `traceparent` to continue (the one the request that starts the transaction carried):
+    /// branch calls then join that trace. Empty or malformed: the trace of the gid.
+    std::string traceparent{};
+};
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/coordinator_options.hpp -----------------------------------------------------------------
+#ifndef DTX_COORDINATOR_OPTIONS_HPP
+#define DTX_COORDINATOR_OPTIONS_HPP
+
+// Settings of a coordinator. Those of one transaction are in tx_options.hpp, those of one
+// recovery pass in recovery_options.hpp (both included here).
+
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/gid.hpp>
+// #include <dtx/recovery_options.hpp>
+// #include <dtx/retry_policy.hpp>
+// #include <dtx/tx_options.hpp>
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+
+struct coordinator_options {
+    /// Default time a transaction may take to reach its decision. Past it, the transaction is
+    /// cancelled, by its coordinator or by recovery in any process.
+    std::chrono::milliseconds transaction_timeout = std::chrono::seconds{60};
+    /// Longest wait for one branch call; an unanswered call is an unknown result. Zero: no limit
+    /// (tries and actions are still bounded by the transaction deadline).
+    std::chrono::milliseconds call_timeout = std::chrono::seconds{10};
+    /// Retries of confirm, cancel and compensate by a live transaction. Without an attempt limit,
+    /// the caller waits until phase 2 has succeeded everywhere; with one, the caller gets a
+    /// `confirming` / `cancelling` result and recovery finishes the rest.
+    retry_policy phase_two{};
+    /// How soon a branch that answered `pending` to a try or action is asked again.
+    retry_policy pending{.initial_backoff = std::chrono::milliseconds{20},
+                         .max_backoff = std::chrono::seconds{2}};
+    /// Confirm (or cancel) the branches of a TCC transaction concurrently rather than one by one.
+    /// Saga compensation is always sequential, newest step first.
+    bool concurrent_phase_two = true;
+
+    /// This coordinator's name in journal leases; unique per process (a gid by default).
+    std::string owner = make_gid();
+    /// Retries of phase 2 within one recovery pass; a transaction that does not end in a pass is
+    /// taken up again by a later one once its lease has expired.
+    retry_policy recovery_retry{.max_attempts = 10};
+    /// How often the background recovery task runs a pass.
+    std::chrono::milliseconds recovery_interval = std::chrono::seconds{1};
+    /// How long a coordinator holds a transaction it drives against other coordinators sharing
+    /// the journal: a live one from its decision on, a recovery pass from its claim. Renewed while
+    /// phase 2 goes on; once it has expired, another coordinator may take the transaction over.
+    std::chrono::milliseconds lease = std::chrono::seconds{30};
+    /// Transactions claimed (and driven concurrently) at a time by recovery.
+    std::size_t recovery_batch = 256;
+
+    /// Test seam: stop the coordinator at a chosen point (see fault_injection.hpp).
+    fault_hook on_fault{};
+};
+
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/tx_result.hpp ---------------------------------------------------------------------------
 #ifndef DTX_TX_RESULT_HPP
 #define DTX_TX_RESULT_HPP
@@ -1733,69 +1833,47 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/detail/engine.hpp -----------------------------------------------------------------------
-#ifndef DTX_DETAIL_ENGINE_HPP
-#define DTX_DETAIL_ENGINE_HPP
+// ---- dtx/detail/tx_state.hpp ---------------------------------------------------------------------
+#ifndef DTX_DETAIL_TX_STATE_HPP
+#define DTX_DETAIL_TX_STATE_HPP
 
-// The coordinator's machinery: branch registration and first-phase calls, decisions, phase 2
-// with retries, and recovery. Public entry points are in coordinator.hpp and transaction.hpp.
+// What the engine works on: the state of a live transaction (its branches, deadline, lease and why
+// it was aborted), the result of one branch call with unknown results made explicit, the texts
+// that name a gid and branch in errors, and the set of gids this process is driving. No
+// coroutines and no journal access here.
 
-// #include <dtx/coordinator_options.hpp>
+// #include <dtx/branch_spec.hpp>
 // #include <dtx/detail/config.hpp>
-// #include <dtx/detail/deadline_watch.hpp>
-// #include <dtx/detail/when_all.hpp>
 // #include <dtx/error.hpp>
-// #include <dtx/fault_injection.hpp>
 // #include <dtx/journal.hpp>
-// #include <dtx/participant_registry.hpp>
-// #include <dtx/recovery_report.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/participant.hpp>
 // #include <dtx/trace_context.hpp>
+// #include <dtx/transaction_status.hpp>
 // #include <dtx/tx_result.hpp>
 // #include <dtx/version.hpp>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
 
-#include <algorithm>
-#include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cstddef>
 #include <deque>
+#include <exception>
 #include <memory>
-#include <mutex>
-#include <optional>
-#include <span>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <unordered_set>
-#include <vector>
-
-// #include <dtx/detail/push_warnings.hpp> // last: see the file
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+#include <utility>
 
 DTX_NAMESPACE_BEGIN
 
-/// A branch to add: which participant, and the payload its handlers receive. Any type that
-/// nlohmann::json converts from (a struct with `to_json`) can be given as payload.
-struct branch_spec {
-    std::string participant;
-    dtx::payload payload;
-};
-
 namespace detail {
+
 /// Branches added in one step; one of them is kept inline.
 using branch_list = boost::container::small_vector<branch_spec, 1>;
-} // namespace detail
-
-namespace detail {
 
 /// A branch as a live transaction holds it: its journal record and the resolved participant.
 struct live_branch {
@@ -1830,6 +1908,16 @@ struct tx_state {
         reason = ec;
         message = std::move(why);
     }
+
+    /// Aborts the transaction and throws, for a branch that cannot be added.
+    [[noreturn]] void fail(std::error_code ec, std::string why) {
+        abort(ec, why);
+        throw error(ec, why);
+    }
+    [[noreturn]] void fail(errc e, std::string why) { fail(make_error_code(e), std::move(why)); }
+
+    /// What the caller hears once the transaction has come to `to`.
+    tx_result result(tx_status to) const { return tx_result{gid, to, reason, message, exception}; }
 };
 
 /// The answer of one branch call, with unknown results made explicit.
@@ -1840,6 +1928,45 @@ struct call_result {
     std::string message;
 
     bool ok() const noexcept { return k == kind::success; }
+
+    // Results are built by plain functions: g++ 12 mishandles some temporaries (conditional
+    // operands, braced aggregates) in co_return and co_await expressions.
+    static call_result unknown(errc e, std::string why) {
+        return call_result{kind::unknown, make_error_code(e), std::move(why)};
+    }
+
+    static call_result from_outcome(const outcome& o) {
+        switch (o.kind()) {
+        case outcome_kind::success:
+            return call_result{kind::success, {}, {}};
+        case outcome_kind::failure:
+            return call_result{kind::failure, make_error_code(errc::branch_failed),
+                               o.message().empty() ? "answered failure" : o.message()};
+        case outcome_kind::pending:
+            return call_result{kind::pending, make_error_code(errc::branch_timed_out),
+                               o.message().empty() ? "answered pending" : o.message()};
+        }
+        return unknown(errc::branch_error, "answered an invalid outcome");
+    }
+
+    static call_result from_exception(std::exception_ptr e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+            return unknown(errc::branch_error, std::string("threw: ") + x.what());
+        } catch (...) {
+            return unknown(errc::branch_error, "threw a non-standard exception");
+        }
+    }
+
+    static call_result timed_out(std::chrono::nanoseconds timeout) {
+        return unknown(
+            errc::branch_timed_out,
+            "no answer within " +
+                std::to_string(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+                " ms");
+    }
 };
 
 inline std::string describe(std::string_view gid, std::string_view branch_id = {},
@@ -1902,6 +2029,66 @@ private:
     bool held_;
 };
 
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/detail/engine.hpp -----------------------------------------------------------------------
+#ifndef DTX_DETAIL_ENGINE_HPP
+#define DTX_DETAIL_ENGINE_HPP
+
+// The coordinator's machinery, declared: one engine per coordinator holds the journal, the
+// registry, the options and the fault hook. Its coroutines are defined by phase, each in a file
+// named after it:
+//   first_phase.hpp    registering branches and sending their tries (or actions)
+//   branch_call.hpp    one branch call bounded by its timeout, and the retry loop around it
+//   phase_two.hpp      the decision, then confirm, cancel or compensate until done
+//   planned_saga.hpp   sagas of planned steps, run and recovered forward
+//   recovery.hpp       recovery passes: claiming unfinished transactions and driving them
+// This file defines what they all share: leases, journal access, fault points and timers. The
+// public entry points are in coordinator.hpp and transaction.hpp.
+
+// #include <dtx/coordinator_options.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/deadline_watch.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/participant_registry.hpp>
+// #include <dtx/recovery_options.hpp>
+// #include <dtx/recovery_report.hpp>
+// #include <dtx/trace_context.hpp>
+// #include <dtx/tx_options.hpp>
+// #include <dtx/tx_result.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
 class engine : public std::enable_shared_from_this<engine> {
 public:
     engine(asio::any_io_executor ex, journal& j, participant_registry& r, coordinator_options o)
@@ -1946,259 +2133,27 @@ public:
         return st;
     }
 
-    // ---- first phase -------------------------------------------------------------------------
-
     /// Registers `specs` as new branches of `st` (one journal write, durable before any call),
     /// then sends each its try (TCC) or action (saga), concurrently if there are several.
     /// Throws dtx::error naming the first branch that did not succeed; the transaction is then
-    /// aborted and every registered branch will be cancelled or compensated.
-    asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, branch_list specs) {
-        if (st->aborted)
-            throw error(errc::transaction_aborted,
-                        describe(st->gid) +
-                            ": no branch can be added, the transaction is aborted: " + st->message);
-        if (specs.empty())
-            co_return;
-        if (wall_clock::now() >= st->deadline)
-            fail(*st, errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
-
-        resolved fresh;
-        resolve(*st, specs, fresh);
-
-        journal_write w{.gid = st->gid,
-                        .new_branches = {fresh.records.data(), fresh.records.size()}};
-        if (st->begun) {
-            w.status = status_change{tx_status::trying, tx_status::trying};
-        } else {
-            // Nobody else recovers it while it is trying in time (a claim takes a `trying`
-            // transaction only after its deadline), and once decided, it is recovered when this
-            // lease has run out: for one lease's length at most, or until the deadline.
-            w.begin = begin_transaction{st->kind, st->deadline};
-            st->lease_until = std::min(st->deadline, wall_clock::now() + opts_.lease);
-            w.lease = lease_change{opts_.owner, st->lease_until};
-        }
-        bool ok = false;
-        try {
-            ok = co_await write(w, durability::sync);
-        } catch (const error& e) {
-            fail(*st, e.code(),
-                 describe(st->gid, fresh.records.front().branch_id) +
-                     ": registering the branch failed: " + e.what());
-        } catch (const std::exception& e) {
-            fail(*st, errc::journal_failed,
-                 describe(st->gid, fresh.records.front().branch_id) +
-                     ": registering the branch failed: " + e.what());
-        }
-        if (!ok)
-            fail(*st, errc::decision_conflict,
-                 describe(st->gid, fresh.records.front().branch_id) +
-                     ": the journal no longer holds the transaction as trying (recovery cancelled "
-                     "it)");
-        const bool first_write = !st->begun;
-        st->begun = true;
-        const std::size_t first = st->branches.size();
-        fresh.move_into(*st);
-        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
-                         branch_op::try_, first_write ? "begin" : "register"}))
-            co_await halt();
-
-        const branch_op op = st->kind == tx_kind::tcc ? branch_op::try_ : branch_op::action;
-        const std::size_t n = st->branches.size() - first;
-        boost::container::small_vector<call_result, 4> results(n);
-        if (n == 1) {
-            results[0] = co_await first_phase_call(st, first, op, st->signal); // two frames fewer
-        } else {
-            co_await when_all(st->signal, n, [&](std::size_t i, asio::cancellation_signal& sig) {
-                return first_phase_call_into(st, first + i, op, &results[i], sig);
-            });
-        }
-        for (std::size_t i = 0; i < n; ++i) {
-            if (results[i].ok())
-                continue;
-            const auto& b = st->branches[first + i].rec;
-            fail(*st, results[i].ec,
-                 describe(st->gid, b.branch_id, b.participant) + ": " + std::string(to_string(op)) +
-                     " did not succeed: " + results[i].message);
-        }
-    }
-
-    // ---- sagas of planned steps --------------------------------------------------------------
+    /// aborted and every registered branch will be cancelled or compensated. (first_phase.hpp)
+    asio::awaitable<void> add_branches(std::shared_ptr<tx_state> st, branch_list specs);
 
     /// Runs a saga whose steps are all known: registers them in one journal write (marked to be
-    /// recovered forward), sends their actions one after another, and ends it. Success is told
-    /// before the end record is durable: a recovery that finds the saga unfinished sends the
-    /// actions again (participants answer a repeat with their first answer) and ends it the same
-    /// way. If an action does not succeed, the saga is cancelled durably and the steps whose
-    /// actions were sent are compensated, newest first.
-    asio::awaitable<tx_result> run_planned_saga(std::shared_ptr<tx_state> st, branch_list specs) {
-        active_claim claim(active_, st->gid); // a recovery pass in this process leaves it alone
-        resolved steps;
-        try {
-            resolve(*st, specs, steps);
-        } catch (const error&) {
-            co_return result(*st, tx_status::cancelled); // nothing written, nothing sent
-        }
-        if (steps.records.empty())
-            co_return result(*st, tx_status::confirmed);
-        journal_write w{.gid = st->gid,
-                        .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
-                        .new_branches = {steps.records.data(), steps.records.size()},
-                        .lease = lease_change{opts_.owner, st->deadline}};
-        st->lease_until = st->deadline;
-        std::optional<std::string> begin_error;
-        try {
-            if (!co_await write(w, durability::sync))
-                begin_error = "the journal refused it";
-        } catch (const std::exception& e) {
-            begin_error = e.what();
-        }
-        if (begin_error)
-            co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
-        st->begun = true;
-        steps.move_into(*st);
-        if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
-                         branch_op::action, "begin"}))
-            co_await halt();
-
-        const std::size_t n = st->branches.size();
-        std::size_t sent = 0;
-        while (sent < n && !st->aborted) {
-            const call_result r =
-                co_await first_phase_call(st, sent, branch_op::action, st->signal);
-            const auto& b = st->branches[sent++].rec;
-            if (!r.ok())
-                st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) +
-                                    ": action did not succeed: " + r.message);
-        }
-        if (!st->aborted) {
-            // Lazy: if it is lost, recovery repeats the actions and ends the saga the same way.
-            try {
-                const journal_write end{.gid = st->gid,
-                                        .status =
-                                            status_change{tx_status::trying, tx_status::confirmed}};
-                co_await write(end, durability::lazy);
-            } catch (const std::exception&) {
-            }
-            if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"}))
-                co_await halt();
-            st->status = tx_status::confirmed;
-            co_return result(*st, tx_status::confirmed);
-        }
-        // The steps after the failed one were never sent: nothing to compensate there.
-        std::vector<std::string> unsent;
-        for (std::size_t i = sent; i < n; ++i) {
-            st->branches[i].rec.done = true;
-            unsent.push_back(st->branches[i].rec.branch_id);
-        }
-        asio::cancellation_signal& sig = st->signal;
-        co_return co_await cancel_forward(std::move(st), std::move(unsent), opts_.phase_two, sig);
-    }
-
-    // ---- decision and phase 2 ----------------------------------------------------------------
+    /// recovered forward), sends their actions one after another, and ends it. (planned_saga.hpp)
+    asio::awaitable<tx_result> run_planned_saga(std::shared_ptr<tx_state> st, branch_list specs);
 
     /// Decides the transaction after its body has returned (or thrown) and drives it to its end.
-    asio::awaitable<tx_result> finish(std::shared_ptr<tx_state> st) {
-        if (!st->begun) {
-            // Nothing was written and nothing was sent: there is nothing to undo.
-            co_return result(*st, st->aborted ? tx_status::cancelled : tx_status::confirmed);
-        }
-        active_claim claim(active_, st->gid);
-        if (!st->aborted && wall_clock::now() >= st->deadline)
-            st->abort(errc::deadline_exceeded,
-                      describe(st->gid) + ": deadline passed before the decision");
-
-        if (!st->aborted) {
-            const tx_status decided =
-                st->kind == tx_kind::tcc ? tx_status::confirming : tx_status::confirmed;
-            bool ok = false;
-            try {
-                // For a saga this write is its end: the caller is told "confirmed" only once it is
-                // durable, or a recovery could still compensate what the caller thinks is done.
-                const journal_write w{.gid = st->gid,
-                                      .status = status_change{tx_status::trying, decided},
-                                      .lease = decision_lease(*st)};
-                ok = co_await write(w, durability::sync);
-            } catch (const std::exception& e) {
-                st->abort(
-                    errc::journal_failed,
-                    describe(st->gid) + ": writing the decision failed (" + e.what() +
-                        "); it may or may not be durable, recovery will finish the transaction");
-                co_return result(*st, tx_status::trying);
-            }
-            if (should_halt({fault_site::journal_write,
-                             st->gid,
-                             {},
-                             branch_op::confirm,
-                             st->kind == tx_kind::tcc ? "decide" : "end"}))
-                co_await halt();
-            if (!ok) {
-                st->abort(errc::decision_conflict,
-                          describe(st->gid) +
-                              ": recovery cancelled the transaction before its decision");
-                co_return result(*st, tx_status::cancelling);
-            }
-            st->status = decided;
-            if (st->kind == tx_kind::saga)
-                co_return result(*st, tx_status::confirmed);
-            co_return co_await settle(st, branch_op::confirm, opts_.phase_two, st->signal);
-        }
-
-        // Presumed abort: a missing cancel decision means the same as a written one, so a failed
-        // write does not stop the cancellation.
-        bool ok = true;
-        try {
-            const journal_write w{.gid = st->gid,
-                                  .status = status_change{tx_status::trying, tx_status::cancelling},
-                                  .lease = decision_lease(*st)};
-            ok = co_await write(w, durability::sync);
-        } catch (const std::exception&) {
-        }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::cancel, "decide"}))
-            co_await halt();
-        if (!ok)
-            co_return result(*st, tx_status::cancelling); // recovery elsewhere is cancelling it
-        st->status = tx_status::cancelling;
-        const branch_op undo = st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate;
-        co_return co_await settle(st, undo, opts_.phase_two, st->signal);
-    }
-
-    // ---- recovery ----------------------------------------------------------------------------
+    /// (phase_two.hpp)
+    asio::awaitable<tx_result> finish(std::shared_ptr<tx_state> st);
 
     /// One recovery pass: claims every due unfinished transaction and drives it to its end.
-    /// `sig` is the cancellation signal bound to the calling coroutine.
-    asio::awaitable<recovery_report> recover(recovery_options ro, asio::cancellation_signal& sig) {
-        recovery_report rep;
-        std::unordered_set<std::string> seen;
-        for (;;) {
-            // Ask for more than a batch by what this pass left unfinished: with a short lease those
-            // come back, and must not crowd out transactions not yet seen.
-            const std::size_t limit = opts_.recovery_batch + rep.unfinished;
-            std::vector<transaction_record> batch = co_await claim({.now = wall_clock::now(),
-                                                                    .owner = opts_.owner,
-                                                                    .lease = opts_.lease,
-                                                                    .limit = limit,
-                                                                    .take_over = ro.take_over});
-            if (!batch.empty() &&
-                should_halt(
-                    {fault_site::journal_write, batch.front().gid, {}, branch_op::cancel, "claim"}))
-                co_await halt();
-            std::vector<transaction_record> fresh;
-            for (auto& rec : batch)
-                if (seen.insert(rec.gid).second)
-                    fresh.push_back(std::move(rec));
-            if (fresh.empty())
-                break;
-            rep.claimed += fresh.size();
-            co_await when_all(sig, fresh.size(), [&](std::size_t i, asio::cancellation_signal& s) {
-                return recover_one(std::move(fresh[i]), &rep, s);
-            });
-            if (batch.size() < limit)
-                break;
-        }
-        co_return rep;
-    }
+    /// `sig` is the cancellation signal bound to the calling coroutine. (recovery.hpp)
+    asio::awaitable<recovery_report> recover(recovery_options ro, asio::cancellation_signal& sig);
 
 private:
+    // ---- first phase (first_phase.hpp) ---------------------------------------------------------
+
     /// Branches about to be registered, with their participants.
     struct resolved {
         boost::container::small_vector<branch_record, 4> records;
@@ -2209,257 +2164,57 @@ private:
                 st.branches.push_back(live_branch{std::move(records[i]), targets[i]});
         }
     };
+    void resolve(tx_state& st, branch_list& specs, resolved& out) const;
+    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                branch_op op, call_result* out,
+                                                asio::cancellation_signal& sig);
 
-    /// Numbers `specs` after the branches `st` has and finds their participants. Throws (and
-    /// aborts `st`) for an unknown participant or one of the wrong kind.
-    void resolve(tx_state& st, branch_list& specs, resolved& out) const {
-        out.records.reserve(specs.size());
-        out.targets.reserve(specs.size());
-        for (auto& s : specs) {
-            participant* p = registry_.find(s.participant);
-            std::string id = format_branch_id(st.branches.size() + out.records.size() + 1);
-            if (!p)
-                fail(st, errc::unknown_participant,
-                     describe(st.gid, id, s.participant) + ": no participant is registered as '" +
-                         s.participant + "'");
-            if (p->kind() && *p->kind() != st.kind)
-                fail(st, errc::wrong_participant_kind,
-                     describe(st.gid, id, s.participant) + ": a " +
-                         std::string(to_string(*p->kind())) +
-                         " participant cannot take part in a " + std::string(to_string(st.kind)) +
-                         " transaction");
-            out.records.push_back(
-                branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
-            out.targets.push_back(p);
-        }
-    }
+    // ---- branch calls (branch_call.hpp) --------------------------------------------------------
 
-    /// The begin record of a planned saga may or may not be durable (its write failed): end it
-    /// as cancelled before the caller hears so, or a recovery could later run it forward.
-    asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why) {
-        st->abort(make_error_code(errc::journal_failed),
-                  describe(st->gid) + ": registering the steps failed: " + why);
-        const journal_write w{.gid = st->gid,
-                              .status = status_change{tx_status::trying, tx_status::cancelled}};
-        try {
-            if (co_await write(w, durability::sync))
-                co_return result(*st, tx_status::cancelled);
-        } catch (const error& e) {
-            if (e.code() == errc::unknown_transaction)
-                co_return result(*st, tx_status::cancelled); // never begun
-        } catch (const std::exception&) {
-        }
-        st->message += "; it may still be in the journal, and recovery would then finish it";
-        co_return result(*st, tx_status::trying);
-    }
+    /// When a branch is asked again, and what bounds it.
+    enum class retry_mode : unsigned char {
+        /// A try or action: asked again while it answers pending, within the deadline.
+        first_phase,
+        /// Phase 2: asked again until it answers success, the lease renewed before each wait.
+        until_success,
+        /// A planned saga's action in recovery: as until_success, but failure also stops.
+        until_answer,
+    };
+    asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                      std::chrono::nanoseconds timeout,
+                                      asio::cancellation_signal& sig);
+    asio::awaitable<call_result> call_with_retries(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                   branch_op op, const retry_policy& policy,
+                                                   retry_mode mode, asio::cancellation_signal& sig);
 
-    /// Cancels a planned saga that is trying (an action did not succeed): records the decision,
-    /// with the steps that need no compensation, then compensates the others newest first.
+    // ---- decision and phase 2 (phase_two.hpp) --------------------------------------------------
+
+    asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
+                                        const retry_policy& policy, asio::cancellation_signal& sig);
+    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx,
+                                             branch_op op, const retry_policy* policy,
+                                             asio::cancellation_signal& sig);
+    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op,
+                                      const retry_policy& policy, asio::cancellation_signal& sig);
+
+    // ---- planned sagas (planned_saga.hpp) ------------------------------------------------------
+
+    asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why);
     asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st,
                                               std::vector<std::string> unsent,
                                               const retry_policy& policy,
-                                              asio::cancellation_signal& sig) {
-        bool ok = false;
-        try {
-            const journal_write w{.gid = st->gid,
-                                  .status = status_change{tx_status::trying, tx_status::cancelling},
-                                  .done_branches = {unsent.data(), unsent.size()},
-                                  .lease = lease_change{opts_.owner, next_lease(*st)}};
-            ok = co_await write(w, durability::sync);
-        } catch (const std::exception& e) {
-            st->message += std::string("; recording the cancellation failed (") + e.what() +
-                           "), recovery will finish the saga";
-            co_return result(*st, tx_status::trying);
-        }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::compensate, "decide"}))
-            co_await halt();
-        if (!ok) {
-            // Another coordinator took it over (its deadline had passed) and has ended or is ending
-            // it.
-            st->message += "; another coordinator is finishing the saga";
-            co_return result(*st, tx_status::trying);
-        }
-        st->status = tx_status::cancelling;
-        co_return co_await settle(st, branch_op::compensate, policy, sig);
-    }
-
-    /// Recovery of a planned saga still trying: its actions again, in order.
+                                              asio::cancellation_signal& sig);
     asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st,
-                                           asio::cancellation_signal& sig) {
-        const std::size_t n = st->branches.size();
-        for (std::size_t i = 0; i < n; ++i) {
-            const branch_end e =
-                co_await drive_branch(st, i, branch_op::action, opts_.recovery_retry, sig, true);
-            if (e == branch_end::done)
-                continue;
-            if (e == branch_end::gave_up) {
-                tx_result r = result(*st, tx_status::trying);
-                r.reason = make_error_code(errc::attempts_exhausted);
-                r.message =
-                    describe(st->gid) + ": an action did not answer within the attempt limit";
-                co_return r;
-            }
-            const auto& b = st->branches[i].rec;
-            st->abort(make_error_code(errc::branch_failed),
-                      describe(st->gid, b.branch_id, b.participant) +
-                          ": action answered failure in recovery");
-            std::vector<std::string> unsent;
-            for (std::size_t k = i + 1; k < n; ++k) {
-                st->branches[k].rec.done = true;
-                unsent.push_back(st->branches[k].rec.branch_id);
-            }
-            co_return co_await cancel_forward(st, std::move(unsent), opts_.recovery_retry, sig);
-        }
-        bool ok = false;
-        try {
-            const journal_write w{.gid = st->gid,
-                                  .status = status_change{tx_status::trying, tx_status::confirmed}};
-            ok = co_await write(w, durability::sync);
-        } catch (const std::exception&) {
-        }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::action, "end"}))
-            co_await halt();
-        if (!ok)
-            co_return result(*st, tx_status::trying);
-        st->status = tx_status::confirmed;
-        co_return result(*st, tx_status::confirmed);
-    }
+                                           asio::cancellation_signal& sig);
 
-    [[noreturn]] static void fail(tx_state& st, std::error_code ec, std::string why) {
-        st.abort(ec, why);
-        throw error(ec, why);
-    }
-    [[noreturn]] static void fail(tx_state& st, errc e, std::string why) {
-        fail(st, make_error_code(e), std::move(why));
-    }
+    // ---- recovery (recovery.hpp) ---------------------------------------------------------------
 
-    /// True if the coordinator must stop at `p`. Once it has stopped, every coroutine of this
-    /// engine stops at its next fault point or call, as they would all die with the process.
-    bool should_halt(const fault_point& p) {
-        if (halted_)
-            return true;
-        if (!opts_.on_fault || !opts_.on_fault(p))
-            return false;
-        halted_ = true;
-        return true;
-    }
+    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep,
+                                      asio::cancellation_signal& sig);
 
-    // Journal access goes through these so that a stopped coordinator writes nothing more.
-    asio::awaitable<bool> write(const journal_write& w, durability d) {
-        return halted_ ? halt_with<bool>() : journal_.write(w, d);
-    }
-    asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) {
-        return halted_ ? halt_with<std::vector<transaction_record>>() : journal_.claim(r);
-    }
+    // ---- leases --------------------------------------------------------------------------------
 
-    template <class T>
-    static asio::awaitable<T> halt_with() {
-        co_await halt();
-        co_return T{};
-    }
-
-    /// Never resumes: the coroutine that reached a fault point is abandoned, like a killed process.
-    static asio::awaitable<void> halt() {
-        asio::steady_timer forever(co_await asio::this_coro::executor,
-                                   std::chrono::steady_clock::time_point::max());
-        for (;;)
-            co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
-    }
-
-    static asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
-        asio::steady_timer t(co_await asio::this_coro::executor, d);
-        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-    }
-
-    static tx_result result(tx_state& st, tx_status status) {
-        return tx_result{st.gid, status, st.reason, st.message, st.exception};
-    }
-
-    // Results are built by plain functions: g++ 12 mishandles some temporaries (conditional
-    // operands, braced aggregates) in co_return and co_await expressions.
-    static call_result unknown(errc e, std::string message) {
-        return call_result{call_result::kind::unknown, make_error_code(e), std::move(message)};
-    }
-
-    static call_result from_outcome(const outcome& o) {
-        switch (o.kind()) {
-        case outcome_kind::success:
-            return call_result{call_result::kind::success, {}, {}};
-        case outcome_kind::failure:
-            return call_result{call_result::kind::failure, make_error_code(errc::branch_failed),
-                               o.message().empty() ? "answered failure" : o.message()};
-        case outcome_kind::pending:
-            return call_result{call_result::kind::pending, make_error_code(errc::branch_timed_out),
-                               o.message().empty() ? "answered pending" : o.message()};
-        }
-        return unknown(errc::branch_error, "answered an invalid outcome");
-    }
-
-    static call_result from_exception(std::exception_ptr e) {
-        try {
-            std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-            return unknown(errc::branch_error, std::string("threw: ") + x.what());
-        } catch (...) {
-            return unknown(errc::branch_error, "threw a non-standard exception");
-        }
-    }
-
-    static call_result timed_out(std::chrono::nanoseconds timeout) {
-        return unknown(
-            errc::branch_timed_out,
-            "no answer within " +
-                std::to_string(
-                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
-                " ms");
-    }
-
-    static branch_request request_for(const tx_state& st, const live_branch& b, branch_op op) {
-        return branch_request{st.gid, b.rec.branch_id, op, b.rec.payload.json(),
-                              st.trace.traceparent()};
-    }
-
-    /// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a
-    /// missing participant and timeouts come back as unknown results. `sig` is the signal bound to
-    /// the calling coroutine: at the timeout the watch emits it, which cancels whatever the
-    /// participant awaits. A participant that ignores cancellation delays the transaction until it
-    /// returns, and its late answer counts as a timeout.
-    asio::awaitable<call_result> call(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                      std::chrono::nanoseconds timeout,
-                                      asio::cancellation_signal& sig) {
-        if (halted_)
-            co_await halt();
-        const live_branch& b = st->branches[idx];
-        call_result r;
-        if (!b.target) {
-            r = unknown(errc::unknown_participant,
-                        "no participant is registered as '" + b.rec.participant + "'");
-        } else {
-            watch_entry entry;
-            if (timeout > std::chrono::nanoseconds::zero())
-                watch_.add(entry, std::chrono::steady_clock::now() + timeout, sig);
-            std::exception_ptr thrown;
-            try {
-                const branch_request req = request_for(*st, b, op);
-                const outcome o = co_await b.target->call(req);
-                r = from_outcome(o);
-            } catch (...) {
-                thrown = std::current_exception();
-            }
-            watch_.remove(entry);
-            if (entry.expired()) {
-                r = timed_out(timeout);
-                co_await asio::this_coro::reset_cancellation_state(); // the timeout's, not ours
-            } else if (thrown) {
-                r = from_exception(thrown);
-            }
-        }
-        if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, "call"}))
-            co_await halt();
-        co_return r;
-    }
-
-    /// A try or action, asked again while it answers pending, bounded by the deadline.
+    /// A lease from now on, which `st` now holds.
     wall_clock::time_point next_lease(tx_state& st) const {
         st.lease_until = wall_clock::now() + opts_.lease;
         return st.lease_until;
@@ -2492,187 +2247,65 @@ private:
             // recovery (ours or another coordinator's) finishes it.
             co_return false;
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, branch_op::confirm, "lease"}))
+        if (should_halt(
+                {fault_site::journal_write, st->gid, {}, branch_op::confirm, fault_step::lease}))
             co_await halt();
         co_return ok;
     }
 
-    asio::awaitable<call_result> first_phase_call(std::shared_ptr<tx_state> st, std::size_t idx,
-                                                  branch_op op, asio::cancellation_signal& sig) {
-        const std::chrono::nanoseconds limit = opts_.call_timeout;
-        for (unsigned asked = 1;; ++asked) {
-            auto left = st->deadline - wall_clock::now();
-            if (left <= wall_clock::duration::zero()) {
-                call_result late =
-                    unknown(errc::deadline_exceeded, "the transaction deadline passed");
-                co_return late;
-            }
-            auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
-            if (limit > std::chrono::nanoseconds::zero())
-                timeout = std::min(timeout, limit);
-            call_result r = co_await call(st, idx, op, timeout, sig);
-            if (r.k != call_result::kind::pending)
-                co_return r;
-            if (!opts_.pending.may_retry(asked)) {
-                r = unknown(errc::branch_timed_out,
-                            "still pending after " + std::to_string(asked) + " asks: " + r.message);
-                co_return r;
-            }
-            auto delay = opts_.pending.next_delay(asked);
-            if (wall_clock::now() + delay >= st->deadline) {
-                r = unknown(errc::deadline_exceeded,
-                            "still pending at the transaction deadline: " + r.message);
-                co_return r;
-            }
-            co_await sleep_for(delay);
-        }
+    // ---- journal access and fault points -------------------------------------------------------
+
+    /// True if the coordinator must stop at `p`. Once it has stopped, every coroutine of this
+    /// engine stops at its next fault point or call, as they would all die with the process.
+    bool should_halt(const fault_point& p) {
+        if (halted_)
+            return true;
+        if (!opts_.on_fault || !opts_.on_fault(p))
+            return false;
+        halted_ = true;
+        return true;
     }
 
-    asio::awaitable<void> first_phase_call_into(std::shared_ptr<tx_state> st, std::size_t idx,
-                                                branch_op op, call_result* out,
-                                                asio::cancellation_signal& sig) {
-        *out = co_await first_phase_call(std::move(st), idx, op, sig);
+    // Journal access goes through these so that a stopped coordinator writes nothing more.
+    asio::awaitable<bool> write(const journal_write& w, durability d) {
+        return halted_ ? halt_with<bool>() : journal_.write(w, d);
+    }
+    asio::awaitable<std::vector<transaction_record>> claim(const claim_request& r) {
+        return halted_ ? halt_with<std::vector<transaction_record>>() : journal_.claim(r);
     }
 
-    enum class branch_end : unsigned char { done, failed, gave_up };
-
-    /// Sends `op` to one branch until it answers success, or until `policy` says stop (or, if
-    /// `failure_stops`, until it answers failure).
-    asio::awaitable<branch_end> drive_branch(std::shared_ptr<tx_state> st, std::size_t idx,
-                                             branch_op op, const retry_policy& policy,
-                                             asio::cancellation_signal& sig, bool failure_stops) {
-        auto& b = st->branches[idx];
-        for (unsigned attempts = 1;; ++attempts) {
-            call_result r = co_await call(st, idx, op, opts_.call_timeout, sig);
-            if (r.ok())
-                co_return branch_end::done;
-            if (failure_stops && r.k == call_result::kind::failure)
-                co_return branch_end::failed;
-            if (policy.on_alert && policy.alert_due(attempts))
-                policy.on_alert(retry_alert{st->gid, b.rec.branch_id, b.rec.participant,
-                                            to_string(op), attempts, r.message});
-            if (!policy.may_retry(attempts))
-                co_return branch_end::gave_up;
-            const auto delay = policy.next_delay(attempts);
-            if (!co_await keep_lease(st, delay))
-                co_return branch_end::gave_up; // taken over: stand down
-            co_await sleep_for(delay);
-        }
-    }
-
-    /// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
-    /// stop. Returns whether the branch is done.
-    asio::awaitable<bool> settle_branch(std::shared_ptr<tx_state> st, std::size_t idx, branch_op op,
-                                        const retry_policy& policy,
-                                        asio::cancellation_signal& sig) {
-        const branch_end e = co_await drive_branch(st, idx, op, policy, sig, false);
-        if (e != branch_end::done)
-            co_return false;
-        st->branches[idx].rec.done = true;
-        co_return true;
-    }
-
-    asio::awaitable<void> settle_branch_void(std::shared_ptr<tx_state> st, std::size_t idx,
-                                             branch_op op, const retry_policy* policy,
-                                             asio::cancellation_signal& sig) {
-        co_await settle_branch(std::move(st), idx, op, *policy, sig);
-    }
-
-    /// Phase 2: sends `op` to every branch not yet done, then records the end. Sagas compensate
-    /// strictly newest first; TCC branches are confirmed or cancelled concurrently if so set.
-    asio::awaitable<tx_result> settle(std::shared_ptr<tx_state> st, branch_op op,
-                                      const retry_policy& policy, asio::cancellation_signal& sig) {
-        const std::size_t n = st->branches.size();
-        if (op == branch_op::compensate) {
-            for (std::size_t i = n; i-- > 0;)
-                if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig))
-                    break;
-        } else if (opts_.concurrent_phase_two) {
-            boost::container::small_vector<std::size_t, 8> todo;
-            for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done)
-                    todo.push_back(i);
-            co_await when_all(sig, todo.size(), [&](std::size_t k, asio::cancellation_signal& s) {
-                return settle_branch_void(st, todo[k], op, &policy, s);
-            });
-        } else {
-            for (std::size_t i = 0; i < n; ++i)
-                if (!st->branches[i].rec.done)
-                    co_await settle_branch(st, i, op, policy, sig);
-        }
-
-        const tx_status from = st->status;
-        const tx_status to =
-            from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
-        const bool all_done = std::all_of(st->branches.begin(), st->branches.end(),
-                                          [](const live_branch& b) { return b.rec.done; });
-        if (all_done) {
-            // Lazy: losing this write only means phase 2 is repeated, which participants tolerate.
-            try {
-                co_await write({.gid = st->gid, .status = status_change{from, to}},
-                               durability::lazy);
-            } catch (const std::exception&) {
-            }
-            if (should_halt({fault_site::journal_write, st->gid, {}, op, "end"}))
-                co_await halt();
-            st->status = to;
-            co_return result(*st, to);
-        }
-
-        std::vector<std::string> done;
-        for (const auto& b : st->branches)
-            if (b.rec.done)
-                done.push_back(b.rec.branch_id);
+    /// Writes `w` where losing the write is harmless (the caller has a way on without it:
+    /// presumed abort, a repeated phase 2, recovery), then stops at its fault point `what` if
+    /// asked to. Returns the journal's answer, or `if_failed` if the write threw.
+    asio::awaitable<bool> write_best_effort(const journal_write& w, durability d, fault_step what,
+                                            branch_op op, bool if_failed) {
+        bool ok = if_failed;
         try {
-            co_await write({.gid = st->gid, .done_branches = done}, durability::lazy);
+            ok = co_await write(w, d);
         } catch (const std::exception&) {
         }
-        if (should_halt({fault_site::journal_write, st->gid, {}, op, "done"}))
+        if (should_halt({fault_site::journal_write, w.gid, {}, op, what}))
             co_await halt();
-        // Keep the cancel reason if there is one; otherwise say why phase 2 is not finished.
-        tx_result r = result(*st, from);
-        if (!r.reason) {
-            r.reason = make_error_code(errc::attempts_exhausted);
-            r.message =
-                describe(st->gid) + ": " + std::string(to_string(op)) +
-                " did not succeed everywhere within the attempt limit; recovery will finish it";
-        }
-        co_return r;
+        co_return ok;
     }
 
-    asio::awaitable<void> recover_one(transaction_record rec, recovery_report* rep,
-                                      asio::cancellation_signal& sig) {
-        auto st = std::make_shared<tx_state>();
-        st->lease_until = wall_clock::now() + opts_.lease; // as claimed
-        st->gid = std::move(rec.gid);
-        st->kind = rec.kind;
-        st->status = rec.status;
-        st->deadline = rec.deadline;
-        st->trace = trace_context::for_gid(st->gid);
-        const bool forward = rec.forward && rec.kind == tx_kind::saga;
-        st->begun = true;
-        for (auto& b : rec.branches) {
-            participant* p = registry_.find(b.participant);
-            st->branches.push_back(live_branch{std::move(b), p});
-        }
-        active_claim claim(active_, st->gid);
-        if (!claim.held()) {
-            ++rep->skipped;
-            co_return;
-        }
-        tx_result r;
-        if (st->status == tx_status::trying && forward) {
-            r = co_await run_forward(st, sig); // a planned saga
-        } else {
-            const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
-                                 : st->kind == tx_kind::tcc          ? branch_op::cancel
-                                                                     : branch_op::compensate;
-            r = co_await settle(st, op, opts_.recovery_retry, sig);
-        }
-        if (is_final(r.status))
-            ++rep->finished;
-        else
-            ++rep->unfinished;
+    template <class T>
+    static asio::awaitable<T> halt_with() {
+        co_await halt();
+        co_return T{};
+    }
+
+    /// Never resumes: the coroutine that reached a fault point is abandoned, like a killed process.
+    static asio::awaitable<void> halt() {
+        asio::steady_timer forever(co_await asio::this_coro::executor,
+                                   std::chrono::steady_clock::time_point::max());
+        for (;;)
+            co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+
+    static asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
+        asio::steady_timer t(co_await asio::this_coro::executor, d);
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
     }
 
     asio::any_io_executor ex_;
@@ -2697,29 +2330,321 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/transaction.hpp -------------------------------------------------------------------------
-#ifndef DTX_TRANSACTION_HPP
-#define DTX_TRANSACTION_HPP
+// ---- dtx/detail/branch_call.hpp ------------------------------------------------------------------
+#ifndef DTX_DETAIL_BRANCH_CALL_HPP
+#define DTX_DETAIL_BRANCH_CALL_HPP
 
-// The handles a transaction body receives.
-//
-//   co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", reserve{"sku-1", 2});   // registered, then tried
-//       co_await tx.add_branches({{"payment", charge{42}},          // tried concurrently
-//                                 {"loyalty", points{7}}});
-//   });
-//
-// Adding a branch writes it to the journal and then sends its try (TCC) or action (saga). If that
-// does not succeed (failure, exception, timeout, deadline), add_branch throws dtx::error and the
-// transaction is aborted: when the body returns, every registered branch is cancelled (TCC) or
-// compensated newest first (saga), including the one that failed. The body need not catch it;
-// if it does, the transaction stays aborted.
-//
-// A body runs on a strand of its own, so its concurrent branch calls never race on its state.
+// Branch calls: one call of a participant bounded by its timeout, and the one retry loop around
+// it, for tries and actions (asked again while pending, within the deadline) and for phase 2
+// (asked again until success, with alerts, the lease renewed before each wait).
 
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/deadline_watch.hpp>
 // #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/participant.hpp>
+// #include <dtx/retry_policy.hpp>
 // #include <dtx/version.hpp>
 
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <string>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// Calls one branch, bounded by `timeout` (zero: unbounded). Never throws: exceptions, a missing
+/// participant and timeouts come back as unknown results. `sig` is the signal bound to the calling
+/// coroutine: at the timeout the watch emits it, which cancels whatever the participant awaits. A
+/// participant that ignores cancellation delays the transaction until it returns, and its late
+/// answer counts as a timeout.
+inline asio::awaitable<call_result> engine::call(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                 branch_op op, std::chrono::nanoseconds timeout,
+                                                 asio::cancellation_signal& sig) {
+    if (halted_)
+        co_await halt();
+    const live_branch& b = st->branches[idx];
+    call_result r;
+    if (!b.target) {
+        r = call_result::unknown(errc::unknown_participant,
+                                 "no participant is registered as '" + b.rec.participant + "'");
+    } else {
+        watch_entry entry;
+        if (timeout > std::chrono::nanoseconds::zero())
+            watch_.add(entry, std::chrono::steady_clock::now() + timeout, sig);
+        std::exception_ptr thrown;
+        try {
+            const branch_request req{st->gid, b.rec.branch_id, op, b.rec.payload.json(),
+                                     st->trace.traceparent()};
+            const outcome o = co_await b.target->call(req);
+            r = call_result::from_outcome(o);
+        } catch (...) {
+            thrown = std::current_exception();
+        }
+        watch_.remove(entry);
+        if (entry.expired()) {
+            r = call_result::timed_out(timeout);
+            co_await asio::this_coro::reset_cancellation_state(); // the timeout's, not ours
+        } else if (thrown) {
+            r = call_result::from_exception(thrown);
+        }
+    }
+    if (should_halt({fault_site::branch_call, st->gid, b.rec.branch_id, op, fault_step::call}))
+        co_await halt();
+    co_return r;
+}
+
+/// Sends `op` to one branch, and again after a wait while `mode` and `policy` allow it. Returns the
+/// last answer: for `first_phase` the first that is not pending (past the attempt limit or the
+/// deadline: unknown); otherwise success, or (`until_answer`) failure, or the answer on which it
+/// gave up (the attempt limit, or the lease taken over by another coordinator).
+inline asio::awaitable<call_result> engine::call_with_retries(std::shared_ptr<tx_state> st,
+                                                              std::size_t idx, branch_op op,
+                                                              const retry_policy& policy,
+                                                              retry_mode mode,
+                                                              asio::cancellation_signal& sig) {
+    const bool first_phase = mode == retry_mode::first_phase;
+    for (unsigned attempts = 1;; ++attempts) {
+        std::chrono::nanoseconds timeout = opts_.call_timeout;
+        if (first_phase) {
+            auto left = st->deadline - wall_clock::now();
+            if (left <= wall_clock::duration::zero()) {
+                call_result late = call_result::unknown(errc::deadline_exceeded,
+                                                        "the transaction deadline passed");
+                co_return late;
+            }
+            const auto limit = timeout;
+            timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+            if (limit > std::chrono::nanoseconds::zero())
+                timeout = std::min(timeout, limit);
+        }
+        call_result r = co_await call(st, idx, op, timeout, sig);
+        if (first_phase
+                ? r.k != call_result::kind::pending
+                : r.ok() || (mode == retry_mode::until_answer && r.k == call_result::kind::failure))
+            co_return r;
+        if (!first_phase && policy.on_alert && policy.alert_due(attempts)) {
+            const auto& b = st->branches[idx].rec;
+            policy.on_alert(retry_alert{st->gid, b.branch_id, b.participant, to_string(op),
+                                        attempts, r.message});
+        }
+        if (!policy.may_retry(attempts)) {
+            if (first_phase)
+                r = call_result::unknown(errc::branch_timed_out, "still pending after " +
+                                                                     std::to_string(attempts) +
+                                                                     " asks: " + r.message);
+            co_return r;
+        }
+        const auto delay = policy.next_delay(attempts);
+        if (first_phase) {
+            if (wall_clock::now() + delay >= st->deadline) {
+                r = call_result::unknown(errc::deadline_exceeded,
+                                         "still pending at the transaction deadline: " + r.message);
+                co_return r;
+            }
+        } else if (!co_await keep_lease(st, delay)) {
+            co_return r; // taken over: stand down
+        }
+        co_await sleep_for(delay);
+    }
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/detail/first_phase.hpp ------------------------------------------------------------------
+#ifndef DTX_DETAIL_FIRST_PHASE_HPP
+#define DTX_DETAIL_FIRST_PHASE_HPP
+
+// The first phase of a transaction begun by its body: branches numbered and resolved to their
+// participants, registered in one journal write (the first one also begins the transaction), then
+// their tries (TCC) or actions (saga) sent, concurrently if there are several.
+
+// #include <dtx/detail/branch_call.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/detail/when_all.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/container/small_vector.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+inline asio::awaitable<void> engine::add_branches(std::shared_ptr<tx_state> st, branch_list specs) {
+    if (st->aborted)
+        throw error(errc::transaction_aborted,
+                    describe(st->gid) +
+                        ": no branch can be added, the transaction is aborted: " + st->message);
+    if (specs.empty())
+        co_return;
+    if (wall_clock::now() >= st->deadline)
+        st->fail(errc::deadline_exceeded, describe(st->gid) + ": deadline passed");
+
+    resolved fresh;
+    resolve(*st, specs, fresh);
+
+    journal_write w{.gid = st->gid, .new_branches = {fresh.records.data(), fresh.records.size()}};
+    if (st->begun) {
+        w.status = status_change{tx_status::trying, tx_status::trying};
+    } else {
+        // Nobody else recovers it while it is trying in time (a claim takes a `trying`
+        // transaction only after its deadline), and once decided, it is recovered when this
+        // lease has run out: for one lease's length at most, or until the deadline.
+        w.begin = begin_transaction{st->kind, st->deadline};
+        st->lease_until = std::min(st->deadline, wall_clock::now() + opts_.lease);
+        w.lease = lease_change{opts_.owner, st->lease_until};
+    }
+    bool ok = false;
+    try {
+        ok = co_await write(w, durability::sync);
+    } catch (const error& e) {
+        st->fail(e.code(), describe(st->gid, fresh.records.front().branch_id) +
+                               ": registering the branch failed: " + e.what());
+    } catch (const std::exception& e) {
+        st->fail(errc::journal_failed, describe(st->gid, fresh.records.front().branch_id) +
+                                           ": registering the branch failed: " + e.what());
+    }
+    if (!ok)
+        st->fail(errc::decision_conflict,
+                 describe(st->gid, fresh.records.front().branch_id) +
+                     ": the journal no longer holds the transaction as trying (recovery cancelled "
+                     "it)");
+    const bool first_write = !st->begun;
+    st->begun = true;
+    const std::size_t first = st->branches.size();
+    fresh.move_into(*st);
+    if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
+                     branch_op::try_, first_write ? fault_step::begin : fault_step::register_}))
+        co_await halt();
+
+    const branch_op op = st->kind == tx_kind::tcc ? branch_op::try_ : branch_op::action;
+    const std::size_t n = st->branches.size() - first;
+    boost::container::small_vector<call_result, 4> results(n);
+    if (n == 1) {
+        results[0] = co_await call_with_retries(
+            st, first, op, opts_.pending, retry_mode::first_phase, st->signal); // two frames fewer
+    } else {
+        co_await when_all(st->signal, n, [&](std::size_t i, asio::cancellation_signal& sig) {
+            return first_phase_call_into(st, first + i, op, &results[i], sig);
+        });
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        if (results[i].ok())
+            continue;
+        const auto& b = st->branches[first + i].rec;
+        st->fail(results[i].ec, describe(st->gid, b.branch_id, b.participant) + ": " +
+                                    std::string(to_string(op)) +
+                                    " did not succeed: " + results[i].message);
+    }
+}
+
+inline asio::awaitable<void> engine::first_phase_call_into(std::shared_ptr<tx_state> st,
+                                                           std::size_t idx, branch_op op,
+                                                           call_result* out,
+                                                           asio::cancellation_signal& sig) {
+    *out = co_await call_with_retries(std::move(st), idx, op, opts_.pending,
+                                      retry_mode::first_phase, sig);
+}
+
+/// Numbers `specs` after the branches `st` has and finds their participants. Throws (and aborts
+/// `st`) for an unknown participant or one of the wrong kind.
+inline void engine::resolve(tx_state& st, branch_list& specs, resolved& out) const {
+    out.records.reserve(specs.size());
+    out.targets.reserve(specs.size());
+    for (auto& s : specs) {
+        participant* p = registry_.find(s.participant);
+        std::string id = format_branch_id(st.branches.size() + out.records.size() + 1);
+        if (!p)
+            st.fail(errc::unknown_participant, describe(st.gid, id, s.participant) +
+                                                   ": no participant is registered as '" +
+                                                   s.participant + "'");
+        if (p->kind() && *p->kind() != st.kind)
+            st.fail(errc::wrong_participant_kind,
+                    describe(st.gid, id, s.participant) + ": a " +
+                        std::string(to_string(*p->kind())) + " participant cannot take part in a " +
+                        std::string(to_string(st.kind)) + " transaction");
+        out.records.push_back(
+            branch_record{std::move(id), std::move(s.participant), std::move(s.payload)});
+        out.targets.push_back(p);
+    }
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/detail/phase_two.hpp --------------------------------------------------------------------
+#ifndef DTX_DETAIL_PHASE_TWO_HPP
+#define DTX_DETAIL_PHASE_TWO_HPP
+
+// The decision and phase 2 of a transaction: once its body has returned, the decision is written
+// (a confirm decision durably, a cancel one presumed if its write fails), then every branch is
+// confirmed, cancelled or compensated until it answers success or the retry policy stops, and the
+// end (or the branches done so far) is recorded.
+
+// #include <dtx/detail/branch_call.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/detail/when_all.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/retry_policy.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/container/small_vector.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -2729,6 +2654,666 @@ DTX_NAMESPACE_END
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+inline asio::awaitable<tx_result> engine::finish(std::shared_ptr<tx_state> st) {
+    if (!st->begun) {
+        // Nothing was written and nothing was sent: there is nothing to undo.
+        co_return st->result(st->aborted ? tx_status::cancelled : tx_status::confirmed);
+    }
+    active_claim claim(active_, st->gid);
+    if (!st->aborted && wall_clock::now() >= st->deadline)
+        st->abort(errc::deadline_exceeded,
+                  describe(st->gid) + ": deadline passed before the decision");
+
+    if (!st->aborted) {
+        const tx_status decided =
+            st->kind == tx_kind::tcc ? tx_status::confirming : tx_status::confirmed;
+        bool ok = false;
+        try {
+            // For a saga this write is its end: the caller is told "confirmed" only once it is
+            // durable, or a recovery could still compensate what the caller thinks is done.
+            const journal_write w{.gid = st->gid,
+                                  .status = status_change{tx_status::trying, decided},
+                                  .lease = decision_lease(*st)};
+            ok = co_await write(w, durability::sync);
+        } catch (const std::exception& e) {
+            st->abort(errc::journal_failed,
+                      describe(st->gid) + ": writing the decision failed (" + e.what() +
+                          "); it may or may not be durable, recovery will finish the transaction");
+            co_return st->result(tx_status::trying);
+        }
+        if (should_halt({fault_site::journal_write,
+                         st->gid,
+                         {},
+                         branch_op::confirm,
+                         st->kind == tx_kind::tcc ? fault_step::decide : fault_step::end}))
+            co_await halt();
+        if (!ok) {
+            st->abort(errc::decision_conflict,
+                      describe(st->gid) +
+                          ": recovery cancelled the transaction before its decision");
+            co_return st->result(tx_status::cancelling);
+        }
+        st->status = decided;
+        if (st->kind == tx_kind::saga)
+            co_return st->result(tx_status::confirmed);
+        co_return co_await settle(st, branch_op::confirm, opts_.phase_two, st->signal);
+    }
+
+    // Presumed abort: a missing cancel decision means the same as a written one, so a failed
+    // write does not stop the cancellation.
+    const journal_write w{.gid = st->gid,
+                          .status = status_change{tx_status::trying, tx_status::cancelling},
+                          .lease = decision_lease(*st)};
+    const bool ok = co_await write_best_effort(w, durability::sync, fault_step::decide,
+                                               branch_op::cancel, /*if_failed=*/true);
+    if (!ok)
+        co_return st->result(tx_status::cancelling); // recovery elsewhere is cancelling it
+    st->status = tx_status::cancelling;
+    const branch_op undo = st->kind == tx_kind::tcc ? branch_op::cancel : branch_op::compensate;
+    co_return co_await settle(st, undo, opts_.phase_two, st->signal);
+}
+
+/// Confirm, cancel or compensate one branch until it answers success, or until `policy` says
+/// stop. Returns whether the branch is done.
+inline asio::awaitable<bool> engine::settle_branch(std::shared_ptr<tx_state> st, std::size_t idx,
+                                                   branch_op op, const retry_policy& policy,
+                                                   asio::cancellation_signal& sig) {
+    const call_result r =
+        co_await call_with_retries(st, idx, op, policy, retry_mode::until_success, sig);
+    if (!r.ok())
+        co_return false;
+    st->branches[idx].rec.done = true;
+    co_return true;
+}
+
+inline asio::awaitable<void> engine::settle_branch_void(std::shared_ptr<tx_state> st,
+                                                        std::size_t idx, branch_op op,
+                                                        const retry_policy* policy,
+                                                        asio::cancellation_signal& sig) {
+    co_await settle_branch(std::move(st), idx, op, *policy, sig);
+}
+
+/// Phase 2: sends `op` to every branch not yet done, then records the end. Sagas compensate
+/// strictly newest first; TCC branches are confirmed or cancelled concurrently if so set.
+inline asio::awaitable<tx_result> engine::settle(std::shared_ptr<tx_state> st, branch_op op,
+                                                 const retry_policy& policy,
+                                                 asio::cancellation_signal& sig) {
+    const std::size_t n = st->branches.size();
+    if (op == branch_op::compensate) {
+        for (std::size_t i = n; i-- > 0;)
+            if (!st->branches[i].rec.done && !co_await settle_branch(st, i, op, policy, sig))
+                break;
+    } else if (opts_.concurrent_phase_two) {
+        boost::container::small_vector<std::size_t, 8> todo;
+        for (std::size_t i = 0; i < n; ++i)
+            if (!st->branches[i].rec.done)
+                todo.push_back(i);
+        co_await when_all(sig, todo.size(), [&](std::size_t k, asio::cancellation_signal& s) {
+            return settle_branch_void(st, todo[k], op, &policy, s);
+        });
+    } else {
+        for (std::size_t i = 0; i < n; ++i)
+            if (!st->branches[i].rec.done)
+                co_await settle_branch(st, i, op, policy, sig);
+    }
+
+    const tx_status from = st->status;
+    const tx_status to =
+        from == tx_status::confirming ? tx_status::confirmed : tx_status::cancelled;
+    const bool all_done = std::all_of(st->branches.begin(), st->branches.end(),
+                                      [](const live_branch& b) { return b.rec.done; });
+    if (all_done) {
+        // Lazy: losing this write only means phase 2 is repeated, which participants tolerate.
+        const journal_write end{.gid = st->gid, .status = status_change{from, to}};
+        co_await write_best_effort(end, durability::lazy, fault_step::end, op, false);
+        st->status = to;
+        co_return st->result(to);
+    }
+
+    std::vector<std::string> done;
+    for (const auto& b : st->branches)
+        if (b.rec.done)
+            done.push_back(b.rec.branch_id);
+    const journal_write progress{.gid = st->gid, .done_branches = done};
+    co_await write_best_effort(progress, durability::lazy, fault_step::done, op, false);
+    // Keep the cancel reason if there is one; otherwise say why phase 2 is not finished.
+    tx_result r = st->result(from);
+    if (!r.reason) {
+        r.reason = make_error_code(errc::attempts_exhausted);
+        r.message = describe(st->gid) + ": " + std::string(to_string(op)) +
+                    " did not succeed everywhere within the attempt limit; recovery will finish it";
+    }
+    co_return r;
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/detail/planned_saga.hpp -----------------------------------------------------------------
+#ifndef DTX_DETAIL_PLANNED_SAGA_HPP
+#define DTX_DETAIL_PLANNED_SAGA_HPP
+
+// Sagas of planned steps: every step registered in one journal write marked `forward`, the actions
+// sent one after another, the end written lazily; on a failed action, a durable cancel decision
+// and compensation newest first. Recovery finishes one still trying forward: its actions again,
+// in order, compensating only if one answers failure.
+
+// #include <dtx/detail/branch_call.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/first_phase.hpp>
+// #include <dtx/detail/phase_two.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/retry_policy.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// The caller hears of success before the end record is durable: a recovery that finds the saga
+/// unfinished sends the actions again (participants answer a repeat with their first answer) and
+/// ends it the same way. If an action does not succeed, the saga is cancelled durably and the
+/// steps whose actions were sent are compensated, newest first.
+inline asio::awaitable<tx_result> engine::run_planned_saga(std::shared_ptr<tx_state> st,
+                                                           branch_list specs) {
+    active_claim claim(active_, st->gid); // a recovery pass in this process leaves it alone
+    resolved steps;
+    try {
+        resolve(*st, specs, steps);
+    } catch (const error&) {
+        co_return st->result(tx_status::cancelled); // nothing written, nothing sent
+    }
+    if (steps.records.empty())
+        co_return st->result(tx_status::confirmed);
+    journal_write w{.gid = st->gid,
+                    .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
+                    .new_branches = {steps.records.data(), steps.records.size()},
+                    .lease = lease_change{opts_.owner, st->deadline}};
+    st->lease_until = st->deadline;
+    std::optional<std::string> begin_error;
+    try {
+        if (!co_await write(w, durability::sync))
+            begin_error = "the journal refused it";
+    } catch (const std::exception& e) {
+        begin_error = e.what();
+    }
+    if (begin_error)
+        co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
+    st->begun = true;
+    steps.move_into(*st);
+    if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
+                     branch_op::action, fault_step::begin}))
+        co_await halt();
+
+    const std::size_t n = st->branches.size();
+    std::size_t sent = 0;
+    while (sent < n && !st->aborted) {
+        const call_result r = co_await call_with_retries(st, sent, branch_op::action, opts_.pending,
+                                                         retry_mode::first_phase, st->signal);
+        const auto& b = st->branches[sent++].rec;
+        if (!r.ok())
+            st->abort(r.ec, describe(st->gid, b.branch_id, b.participant) +
+                                ": action did not succeed: " + r.message);
+    }
+    if (!st->aborted) {
+        // Lazy: if it is lost, recovery repeats the actions and ends the saga the same way.
+        const journal_write end{.gid = st->gid,
+                                .status = status_change{tx_status::trying, tx_status::confirmed}};
+        co_await write_best_effort(end, durability::lazy, fault_step::end, branch_op::action,
+                                   false);
+        st->status = tx_status::confirmed;
+        co_return st->result(tx_status::confirmed);
+    }
+    // The steps after the failed one were never sent: nothing to compensate there.
+    std::vector<std::string> unsent;
+    for (std::size_t i = sent; i < n; ++i) {
+        st->branches[i].rec.done = true;
+        unsent.push_back(st->branches[i].rec.branch_id);
+    }
+    asio::cancellation_signal& sig = st->signal;
+    co_return co_await cancel_forward(std::move(st), std::move(unsent), opts_.phase_two, sig);
+}
+
+/// The begin record of a planned saga may or may not be durable (its write failed): end it as
+/// cancelled before the caller hears so, or a recovery could later run it forward.
+inline asio::awaitable<tx_result> engine::abandon_planned(std::shared_ptr<tx_state> st,
+                                                          std::string why) {
+    st->abort(make_error_code(errc::journal_failed),
+              describe(st->gid) + ": registering the steps failed: " + why);
+    const journal_write w{.gid = st->gid,
+                          .status = status_change{tx_status::trying, tx_status::cancelled}};
+    try {
+        if (co_await write(w, durability::sync))
+            co_return st->result(tx_status::cancelled);
+    } catch (const error& e) {
+        if (e.code() == errc::unknown_transaction)
+            co_return st->result(tx_status::cancelled); // never begun
+    } catch (const std::exception&) {
+    }
+    st->message += "; it may still be in the journal, and recovery would then finish it";
+    co_return st->result(tx_status::trying);
+}
+
+/// Cancels a planned saga that is trying (an action did not succeed): records the decision, with
+/// the steps that need no compensation, then compensates the others newest first.
+inline asio::awaitable<tx_result> engine::cancel_forward(std::shared_ptr<tx_state> st,
+                                                         std::vector<std::string> unsent,
+                                                         const retry_policy& policy,
+                                                         asio::cancellation_signal& sig) {
+    bool ok = false;
+    try {
+        const journal_write w{.gid = st->gid,
+                              .status = status_change{tx_status::trying, tx_status::cancelling},
+                              .done_branches = {unsent.data(), unsent.size()},
+                              .lease = lease_change{opts_.owner, next_lease(*st)}};
+        ok = co_await write(w, durability::sync);
+    } catch (const std::exception& e) {
+        st->message += std::string("; recording the cancellation failed (") + e.what() +
+                       "), recovery will finish the saga";
+        co_return st->result(tx_status::trying);
+    }
+    if (should_halt(
+            {fault_site::journal_write, st->gid, {}, branch_op::compensate, fault_step::decide}))
+        co_await halt();
+    if (!ok) {
+        // Another coordinator took it over (its deadline had passed) and has ended or is ending it.
+        st->message += "; another coordinator is finishing the saga";
+        co_return st->result(tx_status::trying);
+    }
+    st->status = tx_status::cancelling;
+    co_return co_await settle(st, branch_op::compensate, policy, sig);
+}
+
+/// Recovery of a planned saga still trying: its actions again, in order.
+inline asio::awaitable<tx_result> engine::run_forward(std::shared_ptr<tx_state> st,
+                                                      asio::cancellation_signal& sig) {
+    const std::size_t n = st->branches.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const call_result r = co_await call_with_retries(
+            st, i, branch_op::action, opts_.recovery_retry, retry_mode::until_answer, sig);
+        if (r.ok())
+            continue;
+        if (r.k != call_result::kind::failure) {
+            tx_result gave_up = st->result(tx_status::trying);
+            gave_up.reason = make_error_code(errc::attempts_exhausted);
+            gave_up.message =
+                describe(st->gid) + ": an action did not answer within the attempt limit";
+            co_return gave_up;
+        }
+        const auto& b = st->branches[i].rec;
+        st->abort(make_error_code(errc::branch_failed),
+                  describe(st->gid, b.branch_id, b.participant) +
+                      ": action answered failure in recovery");
+        std::vector<std::string> unsent;
+        for (std::size_t k = i + 1; k < n; ++k) {
+            st->branches[k].rec.done = true;
+            unsent.push_back(st->branches[k].rec.branch_id);
+        }
+        co_return co_await cancel_forward(st, std::move(unsent), opts_.recovery_retry, sig);
+    }
+    const journal_write end{.gid = st->gid,
+                            .status = status_change{tx_status::trying, tx_status::confirmed}};
+    if (!co_await write_best_effort(end, durability::sync, fault_step::end, branch_op::action,
+                                    false))
+        co_return st->result(tx_status::trying);
+    st->status = tx_status::confirmed;
+    co_return st->result(tx_status::confirmed);
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/detail/recovery.hpp ---------------------------------------------------------------------
+#ifndef DTX_DETAIL_RECOVERY_HPP
+#define DTX_DETAIL_RECOVERY_HPP
+
+// Recovery passes: due unfinished transactions claimed from the journal in batches (with a lease,
+// so that two coordinators never drive one at once), each driven to its end concurrently: decided
+// ones through phase 2, planned sagas still trying forward. Gids this process is driving itself
+// are skipped.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/phase_two.hpp>
+// #include <dtx/detail/planned_saga.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/detail/when_all.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/recovery_options.hpp>
+// #include <dtx/recovery_report.hpp>
+// #include <dtx/trace_context.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+inline asio::awaitable<recovery_report> engine::recover(recovery_options ro,
+                                                        asio::cancellation_signal& sig) {
+    recovery_report rep;
+    std::unordered_set<std::string> seen;
+    for (;;) {
+        // Ask for more than a batch by what this pass left unfinished: with a short lease those
+        // come back, and must not crowd out transactions not yet seen.
+        const std::size_t limit = opts_.recovery_batch + rep.unfinished;
+        std::vector<transaction_record> batch = co_await claim({.now = wall_clock::now(),
+                                                                .owner = opts_.owner,
+                                                                .lease = opts_.lease,
+                                                                .limit = limit,
+                                                                .take_over = ro.take_over});
+        if (!batch.empty() && should_halt({fault_site::journal_write,
+                                           batch.front().gid,
+                                           {},
+                                           branch_op::cancel,
+                                           fault_step::claim}))
+            co_await halt();
+        std::vector<transaction_record> fresh;
+        for (auto& rec : batch)
+            if (seen.insert(rec.gid).second)
+                fresh.push_back(std::move(rec));
+        if (fresh.empty())
+            break;
+        rep.claimed += fresh.size();
+        co_await when_all(sig, fresh.size(), [&](std::size_t i, asio::cancellation_signal& s) {
+            return recover_one(std::move(fresh[i]), &rep, s);
+        });
+        if (batch.size() < limit)
+            break;
+    }
+    co_return rep;
+}
+
+inline asio::awaitable<void> engine::recover_one(transaction_record rec, recovery_report* rep,
+                                                 asio::cancellation_signal& sig) {
+    auto st = std::make_shared<tx_state>();
+    st->lease_until = wall_clock::now() + opts_.lease; // as claimed
+    st->gid = std::move(rec.gid);
+    st->kind = rec.kind;
+    st->status = rec.status;
+    st->deadline = rec.deadline;
+    st->trace = trace_context::for_gid(st->gid);
+    const bool forward = rec.forward && rec.kind == tx_kind::saga;
+    st->begun = true;
+    for (auto& b : rec.branches) {
+        participant* p = registry_.find(b.participant);
+        st->branches.push_back(live_branch{std::move(b), p});
+    }
+    active_claim claim(active_, st->gid);
+    if (!claim.held()) {
+        ++rep->skipped;
+        co_return;
+    }
+    tx_result r;
+    if (st->status == tx_status::trying && forward) {
+        r = co_await run_forward(st, sig); // a planned saga
+    } else {
+        const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
+                             : st->kind == tx_kind::tcc          ? branch_op::cancel
+                                                                 : branch_op::compensate;
+        r = co_await settle(st, op, opts_.recovery_retry, sig);
+    }
+    if (is_final(r.status))
+        ++rep->finished;
+    else
+        ++rep->unfinished;
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/detail/drivers.hpp ----------------------------------------------------------------------
+#ifndef DTX_DETAIL_DRIVERS_HPP
+#define DTX_DETAIL_DRIVERS_HPP
+
+// The coroutines a coordinator spawns on its executor: a transaction (its body, then its decision
+// and phase 2), a saga of planned steps, a recovery pass and the background recovery loop. Each
+// holds the engine for as long as it runs, so that destroying the coordinator cannot pull it away,
+// and a transaction's cancellation slot is its own state's signal, so that the caller's
+// cancellation cannot cut phase 2 short while a call timeout can cancel what the transaction
+// awaits.
+
+// #include <dtx/branch_spec.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/phase_two.hpp>
+// #include <dtx/detail/planned_saga.hpp>
+// #include <dtx/detail/recovery.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/recovery_options.hpp>
+// #include <dtx/recovery_report.hpp>
+// #include <dtx/tx_options.hpp>
+// #include <dtx/tx_result.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <utility>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// Calls `body(Handle&)`; an exception it throws aborts the transaction (and is kept for the
+/// caller). Then the transaction is decided and driven to its end.
+template <class Handle, class Body>
+asio::awaitable<tx_result> drive_transaction(std::shared_ptr<engine> eng,
+                                             std::shared_ptr<tx_state> st, Body body) {
+    engine::activity running(eng);
+    Handle handle(eng, st);
+    try {
+        co_await body(handle);
+    } catch (const std::exception& e) {
+        if (!st->aborted) {
+            st->abort(make_error_code(errc::body_threw),
+                      describe(st->gid) + ": the transaction body threw: " + e.what());
+            st->exception = std::current_exception();
+        }
+    } catch (...) {
+        if (!st->aborted) {
+            st->abort(make_error_code(errc::body_threw),
+                      describe(st->gid) + ": the transaction body threw a non-standard exception");
+            st->exception = std::current_exception();
+        }
+    }
+    co_return co_await eng->finish(std::move(st));
+}
+
+/// A transaction whose body is called with a `Handle` (tcc_transaction or saga_transaction), on
+/// a coroutine of its own. `keep` holds the signal until that coroutine has completed.
+template <class Handle, class Body>
+asio::awaitable<tx_result> run_transaction(std::shared_ptr<engine> eng,
+                                           std::shared_ptr<tx_state> st, Body body) {
+    auto keep = st;
+    co_return co_await asio::co_spawn(
+        eng->executor(), drive_transaction<Handle>(eng, std::move(st), std::move(body)),
+        asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+}
+
+inline asio::awaitable<tx_result> drive_planned(std::shared_ptr<engine> eng,
+                                                std::shared_ptr<tx_state> st,
+                                                std::vector<branch_spec> steps) {
+    engine::activity running(eng);
+    branch_list list(std::make_move_iterator(steps.begin()), std::make_move_iterator(steps.end()));
+    co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
+}
+
+/// A saga of planned steps, on a coroutine of its own as run_transaction's.
+inline asio::awaitable<tx_result> run_planned(std::shared_ptr<engine> eng,
+                                              std::vector<branch_spec> steps, tx_options options) {
+    auto st = eng->make_state(tx_kind::saga, std::move(options));
+    auto keep = st;
+    co_return co_await asio::co_spawn(
+        eng->executor(), drive_planned(eng, std::move(st), std::move(steps)),
+        asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+}
+
+inline asio::awaitable<recovery_report>
+drive_recovery(std::shared_ptr<engine> eng, recovery_options ro,
+               std::shared_ptr<asio::cancellation_signal> signal) {
+    engine::activity running(eng);
+    co_return co_await eng->recover(ro, *signal);
+}
+
+/// One recovery pass, on a coroutine of its own whose signal bounds its branch calls.
+inline asio::awaitable<recovery_report> run_recovery(std::shared_ptr<engine> eng,
+                                                     recovery_options ro) {
+    auto signal = std::make_shared<asio::cancellation_signal>();
+    co_return co_await asio::co_spawn(
+        eng->executor(), drive_recovery(eng, ro, signal),
+        asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
+}
+
+/// Recovery passes every `recovery_interval` until the engine is asked to stop; a pass that
+/// throws is reported to `on_error`.
+inline asio::awaitable<void> recovery_loop(std::shared_ptr<engine> eng,
+                                           std::function<void(std::exception_ptr)> on_error) {
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    asio::cancellation_signal calls; // for call timeouts inside the passes
+    while (!eng->stopping()) {
+        try {
+            engine::activity running(eng);
+            co_await asio::co_spawn(
+                co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
+                asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
+        } catch (...) {
+            if (on_error)
+                on_error(std::current_exception());
+        }
+        if (eng->stopping())
+            break;
+        wait.expires_after(eng->options().recovery_interval);
+        co_await wait.async_wait(asio::bind_cancellation_slot(eng->stop_signal().slot(),
+                                                              asio::as_tuple(asio::use_awaitable)));
+    }
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/transaction.hpp -------------------------------------------------------------------------
+#ifndef DTX_TRANSACTION_HPP
+#define DTX_TRANSACTION_HPP
+
+// The handles a transaction body receives.
+//
+//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       co_await tx.add_branch("inventory", reserve{"sku-1", 2});   // registered, then tried
+//       std::vector<dtx::branch_spec> both;                         // tried concurrently
+//       both.push_back({"payment", charge{42}});
+//       both.push_back({"loyalty", points{7}});
+//       co_await tx.add_branches(std::move(both));
+//   };
+//   co_await coord.tcc(body);
+//
+// (The list of branches and the body are named variables: g++ 12 miscompiles a braced list or a
+// lambda written inside a co_await expression. A payload is a struct with `to_json`, as here, or
+// a nlohmann::json built in a statement of its own.)
+//
+// Adding a branch writes it to the journal and then sends its try (TCC) or action (saga). If that
+// does not succeed (failure, exception, timeout, deadline), add_branch throws dtx::error and the
+// transaction is aborted: when the body returns, every registered branch is cancelled (TCC) or
+// compensated newest first (saga), including the one that failed. The body need not catch it;
+// if it does, the transaction stays aborted.
+//
+// A body runs on a strand of its own, so its concurrent branch calls never race on its state.
+
+// #include <dtx/branch_spec.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/first_phase.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/payload.hpp>
+// #include <dtx/version.hpp>
+
+#include <iterator>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 DTX_NAMESPACE_BEGIN
 
@@ -2799,11 +3384,6 @@ public:
 
 DTX_NAMESPACE_END
 
-// #include <dtx/detail/pop_warnings.hpp>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-
 #endif
 
 // ---- dtx/coordinator.hpp -------------------------------------------------------------------------
@@ -2816,14 +3396,18 @@ DTX_NAMESPACE_END
 //   dtx::participant_registry participants;      // names -> handlers (or URLs)
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
-//   dtx::tx_result r = co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", {{"sku", "A-1"}, {"qty", 2}});
-//       co_await tx.add_branch("payment", {{"account", 7}, {"amount", 40}});
-//   });
+//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       nlohmann::json stock = {{"sku", "A-1"}, {"qty", 2}};
+//       co_await tx.add_branch("inventory", stock);
+//       nlohmann::json charge = {{"account", 7}, {"amount", 40}};
+//       co_await tx.add_branch("payment", charge);
+//   };
+//   dtx::tx_result r = co_await coord.tcc(body);
 //   if (r.committed()) ...
 //
-// (Public coroutine functions take no default arguments: g++ 12 miscompiles a non-trivial default
-// argument of a call inside a co_await expression. Overloads stand in for them.)
+// (Payloads and bodies are named variables, and public coroutine functions take no default
+// arguments: g++ 12 miscompiles a braced list, a lambda temporary or a non-trivial default
+// argument inside a co_await expression. Overloads stand in for default arguments.)
 //
 // The journal and the registry must outlive the coordinator and every transaction and recovery
 // pass it started. A transaction runs to its end even if the coroutine awaiting it is cancelled:
@@ -2834,26 +3418,31 @@ DTX_NAMESPACE_END
 // from any thread (they are moved onto that executor). To use more cores, run one coordinator per
 // io_context thread over the same journal and registry, which are thread-safe.
 
+// #include <dtx/branch_spec.hpp>
 // #include <dtx/coordinator_options.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/drivers.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/participant_registry.hpp>
+// #include <dtx/recovery_options.hpp>
+// #include <dtx/recovery_report.hpp>
 // #include <dtx/transaction.hpp>
+// #include <dtx/tx_options.hpp>
 // #include <dtx/tx_result.hpp>
 // #include <dtx/version.hpp>
 
-#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
+#include <exception>
+#include <functional>
 #include <memory>
-#include <string>
 #include <utility>
 #include <vector>
-
-// #include <dtx/detail/push_warnings.hpp> // last: see the file
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
 
 DTX_NAMESPACE_BEGIN
 
@@ -2874,8 +3463,8 @@ public:
     /// every try succeeded, and cancelled otherwise (a failed try, an exception, the deadline).
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body, tx_options options) {
-        return run<tcc_transaction>(eng_->make_state(tx_kind::tcc, std::move(options)),
-                                    std::move(body));
+        return detail::run_transaction<tcc_transaction>(
+            eng_, eng_->make_state(tx_kind::tcc, std::move(options)), std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> tcc(Body body) {
@@ -2886,8 +3475,8 @@ public:
     /// fails (or the body throws), every registered step is compensated, newest first.
     template <class Body>
     asio::awaitable<tx_result> saga(Body body, tx_options options) {
-        return run<saga_transaction>(eng_->make_state(tx_kind::saga, std::move(options)),
-                                     std::move(body));
+        return detail::run_transaction<saga_transaction>(
+            eng_, eng_->make_state(tx_kind::saga, std::move(options)), std::move(body));
     }
     template <class Body>
     asio::awaitable<tx_result> saga(Body body) {
@@ -2902,12 +3491,7 @@ public:
     /// actions must answer a repeat as they answered the first time (the barrier does this).
     /// Build `steps` as a named variable: g++ 12 miscompiles a braced list inside co_await.
     asio::awaitable<tx_result> saga(std::vector<branch_spec> steps, tx_options options) {
-        auto st = eng_->make_state(tx_kind::saga, std::move(options));
-        auto eng = eng_;
-        auto keep = st;
-        co_return co_await asio::co_spawn(
-            eng->executor(), drive_planned(eng, std::move(st), std::move(steps)),
-            asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+        return detail::run_planned(eng_, std::move(steps), std::move(options));
     }
     asio::awaitable<tx_result> saga(std::vector<branch_spec> steps) {
         return saga(std::move(steps), tx_options{});
@@ -2917,11 +3501,7 @@ public:
     /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
     /// cancelled). Transactions this coordinator is driving itself are left alone.
     asio::awaitable<recovery_report> recover(recovery_options ro) {
-        auto eng = eng_;
-        auto signal = std::make_shared<asio::cancellation_signal>();
-        co_return co_await asio::co_spawn(
-            eng->executor(), recover_pass(eng, ro, signal),
-            asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
+        return detail::run_recovery(eng_, ro);
     }
     asio::awaitable<recovery_report> recover() { return recover(recovery_options{}); }
 
@@ -2929,7 +3509,8 @@ public:
     /// that throws (the journal is unreachable, say) is reported to `on_error` and retried at the
     /// next interval.
     void start_recovery(std::function<void(std::exception_ptr)> on_error = {}) {
-        asio::co_spawn(eng_->executor(), recovery_loop(eng_, std::move(on_error)), asio::detached);
+        asio::co_spawn(eng_->executor(), detail::recovery_loop(eng_, std::move(on_error)),
+                       asio::detached);
     }
 
     /// Stops the background recovery after its current pass. Transactions in flight go on.
@@ -2942,90 +3523,10 @@ public:
     const coordinator_options& options() const noexcept { return eng_->options(); }
 
 private:
-    template <class Handle, class Body>
-    asio::awaitable<tx_result> run(std::shared_ptr<detail::tx_state> st, Body body) {
-        // The transaction is a coroutine of its own whose cancellation slot is its state's signal:
-        // the caller's cancellation cannot cut phase 2 short, and a call timeout can cancel what
-        // the transaction awaits. `keep` holds the signal until that coroutine has completed.
-        auto eng = eng_;
-        auto keep = st;
-        co_return co_await asio::co_spawn(
-            eng->executor(), drive<Handle>(eng, std::move(st), std::move(body)),
-            asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
-    }
-
-    template <class Handle, class Body>
-    static asio::awaitable<tx_result> drive(std::shared_ptr<detail::engine> eng,
-                                            std::shared_ptr<detail::tx_state> st, Body body) {
-        detail::engine::activity running(eng);
-        Handle handle(eng, st);
-        try {
-            co_await body(handle);
-        } catch (const std::exception& e) {
-            if (!st->aborted) {
-                st->abort(make_error_code(errc::body_threw),
-                          detail::describe(st->gid) + ": the transaction body threw: " + e.what());
-                st->exception = std::current_exception();
-            }
-        } catch (...) {
-            if (!st->aborted) {
-                st->abort(make_error_code(errc::body_threw),
-                          detail::describe(st->gid) +
-                              ": the transaction body threw a non-standard exception");
-                st->exception = std::current_exception();
-            }
-        }
-        co_return co_await eng->finish(std::move(st));
-    }
-
-    static asio::awaitable<tx_result> drive_planned(std::shared_ptr<detail::engine> eng,
-                                                    std::shared_ptr<detail::tx_state> st,
-                                                    std::vector<branch_spec> steps) {
-        detail::engine::activity running(eng);
-        detail::branch_list list(std::make_move_iterator(steps.begin()),
-                                 std::make_move_iterator(steps.end()));
-        co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
-    }
-
-    // Holds the engine for the whole pass, so destroying the coordinator cannot pull it away.
-    static asio::awaitable<recovery_report>
-    recover_pass(std::shared_ptr<detail::engine> eng, recovery_options ro,
-                 std::shared_ptr<asio::cancellation_signal> signal) {
-        detail::engine::activity running(eng);
-        co_return co_await eng->recover(ro, *signal);
-    }
-
-    static asio::awaitable<void> recovery_loop(std::shared_ptr<detail::engine> eng,
-                                               std::function<void(std::exception_ptr)> on_error) {
-        asio::steady_timer wait(co_await asio::this_coro::executor);
-        asio::cancellation_signal calls; // for call timeouts inside the passes
-        while (!eng->stopping()) {
-            try {
-                detail::engine::activity running(eng);
-                co_await asio::co_spawn(
-                    co_await asio::this_coro::executor, eng->recover(recovery_options{}, calls),
-                    asio::bind_cancellation_slot(calls.slot(), asio::use_awaitable));
-            } catch (...) {
-                if (on_error)
-                    on_error(std::current_exception());
-            }
-            if (eng->stopping())
-                break;
-            wait.expires_after(eng->options().recovery_interval);
-            co_await wait.async_wait(asio::bind_cancellation_slot(
-                eng->stop_signal().slot(), asio::as_tuple(asio::use_awaitable)));
-        }
-    }
-
     std::shared_ptr<detail::engine> eng_;
 };
 
 DTX_NAMESPACE_END
-
-// #include <dtx/detail/pop_warnings.hpp>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 #endif
 
@@ -3036,6 +3537,7 @@ DTX_NAMESPACE_END
 // The core of dtx: TCC and sagas as coroutines, the journal interface and its in-memory
 // implementation, and recovery. Needs Boost.Asio and nlohmann::json, nothing else.
 
+// #include <dtx/branch_spec.hpp>
 // #include <dtx/coordinator.hpp>
 // #include <dtx/coordinator_options.hpp>
 // #include <dtx/error.hpp>
@@ -3047,10 +3549,12 @@ DTX_NAMESPACE_END
 // #include <dtx/participant.hpp>
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/payload.hpp>
+// #include <dtx/recovery_options.hpp>
 // #include <dtx/recovery_report.hpp>
 // #include <dtx/retry_policy.hpp>
 // #include <dtx/transaction.hpp>
 // #include <dtx/transaction_status.hpp>
+// #include <dtx/tx_options.hpp>
 // #include <dtx/tx_result.hpp>
 // #include <dtx/version.hpp>
 

@@ -111,16 +111,17 @@ public:
 private:
     std::string name_of(const fault_point& p) const {
         std::string name;
-        const bool live = p.what != "claim" && live_.contains(std::string(p.gid));
+        const bool live = p.what != fault_step::claim && live_.contains(std::string(p.gid));
         name += live ? "tx/" : "rec/";
-        name += p.what == "claim" ? "any" : kind_of_gid(p.gid);
+        name += p.what == fault_step::claim ? "any" : kind_of_gid(p.gid);
         name += '/';
         if (p.site == fault_site::branch_call) {
             name += "call-";
             name += to_string(p.op);
         } else {
-            name += p.what;
-            if (p.what == "decide" || p.what == "end" || p.what == "done") {
+            name += to_string(p.what);
+            if (p.what == fault_step::decide || p.what == fault_step::end ||
+                p.what == fault_step::done) {
                 name += '-';
                 name += to_string(p.op);
             }

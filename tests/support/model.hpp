@@ -348,7 +348,7 @@ inline coordinator_options fast_options() {
 inline coordinator_options halting_after_decision(std::string& gid, bool& stopped) {
     coordinator_options o = fast_options();
     o.on_fault = [&gid, &stopped](const fault_point& p) {
-        if (p.what != "decide")
+        if (p.what != fault_step::decide)
             return false;
         gid = std::string(p.gid);
         stopped = true;
