@@ -1,6 +1,6 @@
 // The PostgreSQL barrier: each anomaly forced deterministically, truly concurrent duplicates on
 // several connections, and rollback of refused handlers.
-#include <dtx/postgres_barrier.hpp>
+#include <dtx/postgres/barrier.hpp>
 
 #include <doctest/doctest.h>
 
@@ -13,7 +13,7 @@ using namespace dtx::test;
 namespace {
 
 struct account {
-    postgres_barrier barrier;
+    postgres::barrier barrier;
     std::atomic<int> tries{0}, confirms{0}, cancels{0};
     tcc_handlers h;
     nlohmann::json ten = qty_payload{10};
@@ -28,7 +28,7 @@ struct account {
             return 0;
         }));
         h = barrier.tcc({
-            .on_try = typed_postgres<qty_payload>(
+            .on_try = postgres::typed_handler<qty_payload>(
                 [this](postgres::connection& db, const branch_request&, qty_payload p) {
                     ++tries;
                     auto r = db.exec(
@@ -37,14 +37,14 @@ struct account {
                         {std::to_string(p.qty)});
                     return r.affected() ? success() : failure("insufficient funds");
                 }),
-            .on_confirm = typed_postgres<qty_payload>(
+            .on_confirm = postgres::typed_handler<qty_payload>(
                 [this](postgres::connection& db, const branch_request&, qty_payload p) {
                     ++confirms;
                     db.exec("UPDATE account SET frozen = frozen - $1::int WHERE id = 1",
                             {std::to_string(p.qty)});
                     return success();
                 }),
-            .on_cancel = typed_postgres<qty_payload>(
+            .on_cancel = postgres::typed_handler<qty_payload>(
                 [this](postgres::connection& db, const branch_request&, qty_payload p) {
                     ++cancels;
                     db.exec("UPDATE account SET frozen = frozen - $1::int, balance = balance + "

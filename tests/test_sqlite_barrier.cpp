@@ -1,8 +1,8 @@
 // The SQLite barrier: each anomaly forced with a deterministic interleaving, rollback of refused
 // handlers, work outside the database, cleanup, and a transaction over journal and barriers.
 #include <dtx/coordinator.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <doctest/doctest.h>
 
@@ -28,13 +28,13 @@ struct temp_db {
 
 /// A stock participant: its table and its handlers, counting how often each handler really ran.
 struct stock {
-    sqlite_barrier barrier;
+    sqlite::barrier barrier;
     int tries = 0, confirms = 0, cancels = 0;
     bool refuse_try = false;
     bool throw_in_try = false;
 
     explicit stock(const std::string& path)
-        : barrier(sqlite_barrier_options{.path = path}) {}
+        : barrier(sqlite::barrier_options{.path = path}) {}
 
     void create(asio::io_context& ioc, int available) {
         run(ioc, barrier.run<int>([available](sqlite::connection& db) {
@@ -47,9 +47,9 @@ struct stock {
         }));
     }
 
-    local_tcc_handlers handlers() {
+    sqlite::tcc_handlers handlers() {
         return {
-            .on_try = typed_local<qty_payload>([this](sqlite::connection& db, const branch_request&,
+            .on_try = sqlite::typed_handler<qty_payload>([this](sqlite::connection& db, const branch_request&,
                                                       qty_payload p) {
                 ++tries;
                 db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
@@ -62,7 +62,7 @@ struct stock {
                     return failure("not enough apples");
                 return success();
             }),
-            .on_confirm = typed_local<qty_payload>(
+            .on_confirm = sqlite::typed_handler<qty_payload>(
                 [this](sqlite::connection& db, const branch_request&, qty_payload p) {
                     ++confirms;
                     db.prepare("UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE "
@@ -71,7 +71,7 @@ struct stock {
                         .run();
                     return success();
                 }),
-            .on_cancel = typed_local<qty_payload>(
+            .on_cancel = sqlite::typed_handler<qty_payload>(
                 [this](sqlite::connection& db, const branch_request&, qty_payload p) {
                     ++cancels;
                     db.prepare("UPDATE stock SET reserved = reserved - ?1, available = available + "
@@ -232,7 +232,7 @@ TEST_CASE("barrier: a payload that does not convert is refused without touching 
 TEST_CASE("barrier: sagas: duplicate action, compensate before action, action after compensate") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("points.db")});
+    sqlite::barrier b({.path = dir.file("points.db")});
     run(ioc, b.run<int>([](sqlite::connection& db) {
         db.exec("CREATE TABLE points (total INTEGER); INSERT INTO points VALUES (0)");
         return 0;
@@ -281,7 +281,7 @@ TEST_CASE("barrier: sagas: duplicate action, compensate before action, action af
 TEST_CASE("barrier: work outside the database is guarded too") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("ext.db")});
+    sqlite::barrier b({.path = dir.file("ext.db")});
     int sent = 0;
     outcome next = success();
     auto work = [&]() -> asio::awaitable<outcome> {
@@ -320,7 +320,7 @@ TEST_CASE("barrier: work outside the database is guarded too") {
 TEST_CASE("barrier: old rows are cleaned in batches") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("c.db"),
+    sqlite::barrier b({.path = dir.file("c.db"),
                       .retention = std::chrono::milliseconds(0),
                       .cleanup_batch = 3,
                       .cleanup_interval = std::chrono::milliseconds(1)});
@@ -344,13 +344,13 @@ TEST_CASE("barrier: old rows are cleaned in batches") {
 TEST_CASE("barrier: a newer barrier schema is refused") {
     temp_db dir;
     const auto path = dir.file("v.db");
-    { sqlite_barrier b({.path = path}); }
+    { sqlite::barrier b({.path = path}); }
     {
         sqlite::connection c(path);
         c.exec("UPDATE dtx_meta SET value = 9 WHERE key = 'barrier_version'");
     }
     try {
-        sqlite_barrier b({.path = path});
+        sqlite::barrier b({.path = path});
         FAIL("opened a newer barrier");
     } catch (const dtx::error& e) {
         CHECK(e.code() == errc::journal_version);
@@ -360,7 +360,7 @@ TEST_CASE("barrier: a newer barrier schema is refused") {
 TEST_CASE("TCC over a SQLite journal and SQLite barriers: confirmed, refused, and recovered") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_journal journal({.path = dir.file("journal.db")});
+    sqlite::journal journal({.path = dir.file("journal.db")});
     stock apples(dir.file("apples.db")), pears(dir.file("pears.db"));
     apples.create(ioc, 10);
     pears.create(ioc, 10);

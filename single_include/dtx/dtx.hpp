@@ -5519,7 +5519,7 @@ DTX_NAMESPACE_END
 
 #if defined(DTX_WITH_SQLITE)
 
-// ---- dtx/sqlite_db.hpp ---------------------------------------------------------------------------
+// ---- dtx/sqlite/connection.hpp -------------------------------------------------------------------
 #ifndef DTX_SQLITE_DB_HPP
 #define DTX_SQLITE_DB_HPP
 
@@ -6163,7 +6163,7 @@ DTX_NAMESPACE_END
 
 #if defined(DTX_WITH_SQLITE)
 
-// ---- dtx/detail/sqlite_worker.hpp ----------------------------------------------------------------
+// ---- dtx/sqlite/detail/worker.hpp ----------------------------------------------------------------
 #ifndef DTX_DETAIL_SQLITE_WORKER_HPP
 #define DTX_DETAIL_SQLITE_WORKER_HPP
 
@@ -6180,7 +6180,7 @@ DTX_NAMESPACE_END
 
 // #include <dtx/detail/batch_queue.hpp>
 // #include <dtx/error.hpp>
-// #include <dtx/sqlite_db.hpp>
+// #include <dtx/sqlite/connection.hpp>
 // #include <dtx/version.hpp>
 
 #include <chrono>
@@ -6376,17 +6376,17 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/sqlite_barrier.hpp ----------------------------------------------------------------------
+// ---- dtx/sqlite/barrier.hpp ----------------------------------------------------------------------
 #ifndef DTX_SQLITE_BARRIER_HPP
 #define DTX_SQLITE_BARRIER_HPP
 
 // The barrier: what makes a participant's handlers safe against duplicate, missing and reordered
 // requests, for a participant whose state is in a SQLite database.
 //
-//   dtx::sqlite_barrier inventory({.path = "inventory.db"});
+//   dtx::sqlite::barrier inventory({.path = "inventory.db"});
 //   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
 //   return 0; }); registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const
+//       .on_try = dtx::sqlite::typed_handler<reserve>([](dtx::sqlite::connection& db, const
 //       dtx::branch_request&, reserve r) {
 //           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
 //                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
@@ -6417,10 +6417,10 @@ DTX_NAMESPACE_END
 // time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
 
 // #include <dtx/detail/barrier_logic.hpp>
-// #include <dtx/detail/sqlite_worker.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/participant.hpp>
-// #include <dtx/sqlite_db.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/worker.hpp>
 // #include <dtx/version.hpp>
 
 #include <atomic>
@@ -6437,8 +6437,9 @@ DTX_NAMESPACE_END
 #endif
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_barrier_options {
+struct barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).
     std::string path{};
     bool synchronous_full = true;
@@ -6452,30 +6453,30 @@ struct sqlite_barrier_options {
 /// What a branch operation does to the participant's own tables. Runs on the barrier's database
 /// thread inside its local transaction: return failure (or pending) to refuse, which rolls the
 /// changes back; throw for an unknown result.
-using local_handler = detail::db_handler<sqlite::connection>;
-using local_tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
-using local_saga_handlers = detail::db_saga_handlers<sqlite::connection>;
+using barrier_handler = detail::db_handler<sqlite::connection>;
+using tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
+using saga_handlers = detail::db_saga_handlers<sqlite::connection>;
 
 /// Wraps a local handler that takes the payload as a user type `T`; a payload that does not
 /// convert is answered with failure naming the gid, branch and problem.
 template <class T, class F>
-local_handler typed_local(F handler) {
+barrier_handler typed_handler(F handler) {
     return detail::typed_db<T, sqlite::connection>(std::move(handler));
 }
 
-struct sqlite_barrier_stats {
+struct barrier_stats {
     std::uint64_t commits = 0;    ///< local transactions committed (group-committed batches)
     std::uint64_t operations = 0; ///< operations in them
     std::uint64_t cleaned = 0;    ///< barrier rows deleted
 };
 
-class sqlite_barrier : public detail::barrier_registration<sqlite_barrier, sqlite::connection> {
+class barrier : public detail::barrier_registration<barrier, sqlite::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Opens the participant's database and creates the barrier's tables if needed. Throws
     /// dtx::error (journal_corrupt, journal_version, journal_failed) with the path and reason.
-    explicit sqlite_barrier(sqlite_barrier_options o)
+    explicit barrier(barrier_options o)
         : opts_(std::move(o))
         , db_(opts_.path)
         , ready_(prepare())
@@ -6483,8 +6484,8 @@ public:
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
 
-    sqlite_barrier(const sqlite_barrier&) = delete;
-    sqlite_barrier& operator=(const sqlite_barrier&) = delete;
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
 
     /// Runs `fn(connection&)` in a local transaction on the database thread and returns its
     /// result (schema setup, queries, business operations outside any branch).
@@ -6494,7 +6495,7 @@ public:
     }
 
     /// Runs one branch operation under the barrier; see the top of this header.
-    asio::awaitable<outcome> guard(const branch_request& r, const local_handler& handler) {
+    asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         // The job owns copies: it runs on the database thread while this coroutine waits.
         auto job = [this, req = owned_request(r), &handler](sqlite::connection& db) {
             return guarded(db, req, handler);
@@ -6526,7 +6527,7 @@ public:
         co_return result;
     }
 
-    sqlite_barrier_stats stats() const {
+    barrier_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, cleaned_.load()};
     }
@@ -6587,7 +6588,8 @@ private:
         return detail::barrier_screen(s, r.view(), state);
     }
 
-    outcome guarded(sqlite::connection& db, const owned_request& r, const local_handler& handler) {
+    outcome guarded(sqlite::connection& db, const owned_request& r,
+                    const barrier_handler& handler) {
         if (auto answer = screen(db, r, "done"))
             return *answer;
         const branch_request req = r.view();
@@ -6671,13 +6673,14 @@ private:
         }
     }
 
-    sqlite_barrier_options opts_;
+    barrier_options opts_;
     sqlite::connection db_;
     bool ready_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: drained before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
@@ -6687,13 +6690,13 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/sqlite_journal.hpp ----------------------------------------------------------------------
+// ---- dtx/sqlite/journal.hpp ----------------------------------------------------------------------
 #ifndef DTX_SQLITE_JOURNAL_HPP
 #define DTX_SQLITE_JOURNAL_HPP
 
 // The embedded durable journal: one SQLite file beside the service.
 //
-//   dtx::sqlite_journal journal({.path = "orders.dtx.db"});
+//   dtx::sqlite::journal journal({.path = "orders.dtx.db"});
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
 // - WAL mode, `synchronous=FULL` by default: a write that completed survives power loss.
@@ -6714,10 +6717,10 @@ DTX_NAMESPACE_END
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
-// #include <dtx/detail/sqlite_worker.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/journal.hpp>
-// #include <dtx/sqlite_db.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/worker.hpp>
 // #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -6737,8 +6740,9 @@ DTX_NAMESPACE_END
 #endif
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_journal_options {
+struct journal_options {
     /// The database file; created with its schema if missing.
     std::string path{};
     /// FULL (true) or NORMAL (false); see the top of this header.
@@ -6770,7 +6774,7 @@ struct sqlite_journal_options {
 };
 
 /// Counters for monitoring and benchmarks.
-struct sqlite_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
     std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
@@ -6778,14 +6782,14 @@ struct sqlite_journal_stats {
     std::uint64_t cleaned = 0;   ///< ended transactions deleted
 };
 
-class sqlite_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     /// The schema version this dtx writes and the newest it reads.
     static constexpr int schema_version = 3;
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
-    explicit sqlite_journal(sqlite_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o))
         , db_(opts_.path)
         , statements_(prepare())
@@ -6795,11 +6799,11 @@ public:
                         .spin = opts_.writer_spin,
                         .optimistic = true}) {}
 
-    sqlite_journal(const sqlite_journal&) = delete;
-    sqlite_journal& operator=(const sqlite_journal&) = delete;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
 
     /// Makes every queued write durable, then closes the file.
-    ~sqlite_journal() override = default;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         // Serialised here, on the caller's thread; the writer thread only runs SQL.
@@ -6823,7 +6827,7 @@ public:
         co_return co_await worker_.run<std::optional<transaction_record>>(std::move(fn));
     }
 
-    sqlite_journal_stats stats() const {
+    journal_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, w.failed_batches, w.lazy_lost, cleaned_.load()};
     }
@@ -7210,13 +7214,14 @@ private:
         }
     }
 
-    sqlite_journal_options opts_;
+    journal_options opts_;
     sqlite::connection db_;
     statements statements_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
@@ -7225,11 +7230,29 @@ DTX_NAMESPACE_END
 #endif
 
 #endif
+
+// ---- dtx/sqlite.hpp ------------------------------------------------------------------------------
+#ifndef DTX_SQLITE_HPP
+#define DTX_SQLITE_HPP
+
+// SQLite (opt-in; CMake: dtx::sqlite, links SQLite3): the embedded durable journal, one file
+// beside the coordinator, and the participant barrier over the participant's own database.
+//
+//   dtx::sqlite::journal journal({.path = "orders.dtx.db"});        // <dtx/sqlite/journal.hpp>
+//   dtx::sqlite::barrier barrier({.path = "inventory.db"});         // <dtx/sqlite/barrier.hpp>
+//
+// <dtx/sqlite/connection.hpp> is the small SQLite wrapper that barrier handlers receive.
+
+// #include <dtx/sqlite/barrier.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/journal.hpp>
+
+#endif
 #endif // defined(DTX_WITH_SQLITE)
 
 #if defined(DTX_WITH_POSTGRES)
 
-// ---- dtx/postgres_db.hpp -------------------------------------------------------------------------
+// ---- dtx/postgres/connection.hpp -----------------------------------------------------------------
 #ifndef DTX_POSTGRES_DB_HPP
 #define DTX_POSTGRES_DB_HPP
 
@@ -7426,16 +7449,16 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/postgres_barrier.hpp --------------------------------------------------------------------
+// ---- dtx/postgres/barrier.hpp --------------------------------------------------------------------
 #ifndef DTX_POSTGRES_BARRIER_HPP
 #define DTX_POSTGRES_BARRIER_HPP
 
 // The barrier for a participant whose state is in PostgreSQL: the same rules as the SQLite
 // barrier (sqlite_barrier.hpp), in the participant's own database and local transactions.
 //
-//   dtx::postgres_barrier payments({.conninfo = "dbname=payments"});
+//   dtx::postgres::barrier payments({.conninfo = "dbname=payments"});
 //   registry.add_tcc("payment", payments.tcc({
-//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const
+//       .on_try = dtx::postgres::typed_handler<charge>([](dtx::postgres::connection& db, const
 //       dtx::branch_request&, charge c) {
 //           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen +
 //           $1::bigint "
@@ -7458,7 +7481,7 @@ DTX_NAMESPACE_END
 // #include <dtx/detail/barrier_logic.hpp>
 // #include <dtx/detail/batch_queue.hpp>
 // #include <dtx/participant.hpp>
-// #include <dtx/postgres_db.hpp>
+// #include <dtx/postgres/connection.hpp>
 // #include <dtx/version.hpp>
 
 #include <atomic>
@@ -7476,8 +7499,9 @@ DTX_NAMESPACE_END
 #endif
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-struct postgres_barrier_options {
+struct barrier_options {
     std::string conninfo{};
     /// Connections (and threads) running local transactions concurrently.
     std::size_t connections = 4;
@@ -7489,23 +7513,22 @@ struct postgres_barrier_options {
 /// What a branch operation does to the participant's own tables, inside the barrier's local
 /// transaction, on one of its threads. Return failure (or pending) to refuse, which rolls the
 /// changes back; throw for an unknown result.
-using postgres_handler = detail::db_handler<postgres::connection>;
-using postgres_tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
-using postgres_saga_handlers = detail::db_saga_handlers<postgres::connection>;
+using barrier_handler = detail::db_handler<postgres::connection>;
+using tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
+using saga_handlers = detail::db_saga_handlers<postgres::connection>;
 
 /// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
 template <class T, class F>
-postgres_handler typed_postgres(F handler) {
+barrier_handler typed_handler(F handler) {
     return detail::typed_db<T, postgres::connection>(std::move(handler));
 }
 
-class postgres_barrier
-    : public detail::barrier_registration<postgres_barrier, postgres::connection> {
+class barrier : public detail::barrier_registration<barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Connects the pool and creates the barrier table if needed. Throws dtx::error.
-    explicit postgres_barrier(postgres_barrier_options o)
+    explicit barrier(barrier_options o)
         : opts_(std::move(o)) {
         if (opts_.connections == 0)
             opts_.connections = 1;
@@ -7516,8 +7539,8 @@ public:
         for (std::size_t i = 0; i < opts_.connections; ++i)
             lanes_.push_back(std::make_unique<lane>(*this, i == 0));
     }
-    postgres_barrier(const postgres_barrier&) = delete;
-    postgres_barrier& operator=(const postgres_barrier&) = delete;
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
 
     /// Runs `fn(connection&)` in a local transaction on one of the barrier's threads (schema
     /// setup, queries) and returns its result.
@@ -7541,7 +7564,7 @@ public:
     }
 
     /// Runs one branch operation under the barrier.
-    asio::awaitable<outcome> guard(const branch_request& r, const postgres_handler& handler) {
+    asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         auto fn = [req = owned_request(r), &handler](postgres::connection& db) {
             return guarded(db, req, handler);
         };
@@ -7555,7 +7578,7 @@ private:
 
     /// One connection and the thread that uses it.
     struct lane {
-        lane(postgres_barrier& b, bool cleans)
+        lane(barrier& b, bool cleans)
             : db(b.opts_.conninfo)
             , queue(
                   {64, b.opts_.cleanup_interval},
@@ -7621,7 +7644,7 @@ private:
     };
 
     static outcome guarded(postgres::connection& db, const owned_request& r,
-                           const postgres_handler& handler) {
+                           const barrier_handler& handler) {
         try {
             return in_transaction(db, [&] {
                 store s{db, r};
@@ -7681,12 +7704,13 @@ private:
         }
     }
 
-    postgres_barrier_options opts_;
+    barrier_options opts_;
     std::atomic<std::uint64_t> cleaned_{0};
     std::atomic<std::size_t> next_{0};
     std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
@@ -7696,13 +7720,13 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/postgres_journal.hpp --------------------------------------------------------------------
+// ---- dtx/postgres/journal.hpp --------------------------------------------------------------------
 #ifndef DTX_POSTGRES_JOURNAL_HPP
 #define DTX_POSTGRES_JOURNAL_HPP
 
 // The journal for several coordinator processes sharing one PostgreSQL database.
 //
-//   dtx::postgres_journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
+//   dtx::postgres::journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
 //
 // - Group commit: a thread of the journal's own holds the connection; the writes queued by every
 //   coroutine meanwhile go to the server as one statement, `SELECT dtx_apply($1::jsonb, now)`,
@@ -7733,7 +7757,7 @@ DTX_NAMESPACE_END
 // #include <dtx/detail/batch_queue.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/journal.hpp>
-// #include <dtx/postgres_db.hpp>
+// #include <dtx/postgres/connection.hpp>
 // #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -7750,8 +7774,9 @@ DTX_NAMESPACE_END
 #include <vector>
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-struct postgres_journal_options {
+struct journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
     std::string conninfo{};
     /// Most writes sent in one statement (one transaction, one commit).
@@ -7771,7 +7796,7 @@ struct postgres_journal_options {
     std::size_t connections = 1;
 };
 
-struct postgres_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< statements (transactions) that committed
     std::uint64_t operations = 0;     ///< writes, claims and reads in them
     std::uint64_t failed_batches = 0; ///< batches that failed (connection lost, server error)
@@ -7780,7 +7805,7 @@ struct postgres_journal_stats {
     std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
-class postgres_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
@@ -7789,16 +7814,16 @@ public:
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o)) {
         const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
         for (std::size_t i = 0; i < n; ++i)
             shards_.push_back(std::make_unique<shard>(*this, i == 0));
     }
 
-    postgres_journal(const postgres_journal&) = delete;
-    postgres_journal& operator=(const postgres_journal&) = delete;
-    ~postgres_journal() override = default;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         auto j = std::make_unique<job>(job::kind::write, encode(w), std::string(w.gid));
@@ -7857,7 +7882,7 @@ public:
         co_return out;
     }
 
-    postgres_journal_stats stats() const {
+    journal_stats stats() const {
         std::lock_guard lock(mu_);
         return stats_;
     }
@@ -7926,7 +7951,7 @@ private:
 
     /// A connection and the thread that writes through it.
     struct shard {
-        shard(postgres_journal& j, bool first)
+        shard(journal& j, bool first)
             : db(j.opts_.conninfo)
             , ready(set_up(j, db, first))
             , queue(
@@ -7936,7 +7961,7 @@ private:
                       if (first)
                           j.cleanup(*this);
                   }) {}
-        static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
+        static bool set_up(journal& j, postgres::connection& db, bool first) {
             db.set_prepares(j.opts_.prepare_statements);
             return !first || j.migrate(db); // the first creates or migrates the schema
         }
@@ -8116,19 +8141,20 @@ private:
 
     bool migrate(postgres::connection& db);
 
-    postgres_journal_options opts_;
+    journal_options opts_;
     mutable std::mutex mu_;
-    postgres_journal_stats stats_;
+    journal_stats stats_;
     std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-// #include <dtx/impl/postgres_journal_schema.hpp>
+// #include <dtx/postgres/impl/journal_schema.hpp>
 
 // #include <dtx/detail/push_warnings.hpp> // last: see the file
 #if defined(__GNUC__) && !defined(__clang__)
@@ -8138,7 +8164,26 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/impl/postgres_journal_schema.hpp --------------------------------------------------------
+// ---- dtx/postgres.hpp ----------------------------------------------------------------------------
+#ifndef DTX_POSTGRES_HPP
+#define DTX_POSTGRES_HPP
+
+// PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
+// processes share, and the participant barrier over the participant's own PostgreSQL database.
+//
+//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); //
+//   <dtx/postgres/journal.hpp> dtx::postgres::barrier barrier({.conninfo = "host=db
+//   dbname=stock"});  // <dtx/postgres/barrier.hpp>
+//
+// <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
+
+// #include <dtx/postgres/barrier.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/postgres/journal.hpp>
+
+#endif
+
+// ---- dtx/postgres/impl/journal_schema.hpp --------------------------------------------------------
 #ifndef DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 #define DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
 
@@ -8148,8 +8193,9 @@ DTX_NAMESPACE_END
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-inline bool postgres_journal::migrate(postgres::connection& db) {
+inline bool journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
     db.exec("BEGIN");
     try {
@@ -8422,6 +8468,7 @@ END $$)sql");
     return true;
 }
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 #endif

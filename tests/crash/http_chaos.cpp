@@ -54,8 +54,8 @@
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -133,10 +133,10 @@ std::size_t process_of(std::string_view participant) {
 /// without their action, or tries after their cancel.
 class unguarded : public dtx::detail::barrier_registration<unguarded, sqlite::connection> {
 public:
-    explicit unguarded(sqlite_barrier& db)
+    explicit unguarded(sqlite::barrier& db)
         : db_(db) {}
 
-    asio::awaitable<outcome> guard(const branch_request& r, const local_handler& handler) {
+    asio::awaitable<outcome> guard(const branch_request& r, const sqlite::barrier_handler& handler) {
         auto job = [req = dtx::detail::owned_request(r), &handler](sqlite::connection& db) {
             outcome o = handler(db, req.view());
             if (!o.is_success())
@@ -156,7 +156,7 @@ private:
     struct refused {
         outcome answer;
     };
-    sqlite_barrier& db_;
+    sqlite::barrier& db_;
 };
 
 struct participant_settings {
@@ -177,7 +177,7 @@ void register_process(participant_registry& reg, std::string_view process, Barri
 }
 
 int run_participant(const participant_settings& s) {
-    sqlite_barrier barrier({.path = (s.dir / database_of(s.serve)).string()});
+    sqlite::barrier barrier({.path = (s.dir / database_of(s.serve)).string()});
     unguarded loose(barrier);
     participant_registry reg;
     if (s.no_barrier)
@@ -228,7 +228,7 @@ int run_coordinator(const coordinator_settings& s) {
     std::unordered_set<std::string> live;
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
     // Shared, not exclusive: the driver counts the journal's transactions while this process runs.
-    sqlite_journal journal({.path = (s.dir / journal_file).string(),
+    sqlite::journal journal({.path = (s.dir / journal_file).string(),
                             .retention = std::chrono::hours(24 * 365),
                             .exclusive = false});
 

@@ -28,7 +28,7 @@
 // (…), N taken over by another process, invariants hold". Exits non-zero with the violated
 // invariants otherwise, keeping the data directory (workload logs, fault logs).
 
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -17,8 +17,8 @@
 // transactions in flight have ended.
 
 #include <dtx/coordinator.hpp>
-#include <dtx/postgres_barrier.hpp>
-#include <dtx/postgres_journal.hpp>
+#include <dtx/postgres/barrier.hpp>
+#include <dtx/postgres/journal.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -141,14 +141,14 @@ coordinator_options postgres_options(const settings& s, fault_killer& killer) {
 }
 
 int run_workload(const settings& s) {
-    postgres_journal journal({.conninfo = pg_conninfo(s.server, pg_databases[0]),
+    postgres::journal journal({.conninfo = pg_conninfo(s.server, pg_databases[0]),
                               .retention = std::chrono::hours(24 * 365)});
     const auto barrier = [&](const char* db) {
-        return postgres_barrier_options{.conninfo = pg_conninfo(s.server, db), .connections = 2};
+        return postgres::barrier_options{.conninfo = pg_conninfo(s.server, db), .connections = 2};
     };
-    postgres_barrier accounts(barrier(pg_databases[1]));
-    postgres_barrier stock(barrier(pg_databases[2]));
-    postgres_barrier points(barrier(pg_databases[3]));
+    postgres::barrier accounts(barrier(pg_databases[1]));
+    postgres::barrier stock(barrier(pg_databases[2]));
+    postgres::barrier points(barrier(pg_databases[3]));
     if (s.setup)
         return 0;
 

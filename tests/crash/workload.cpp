@@ -17,8 +17,8 @@
 // `anomalies` (the driver fails on any).
 
 #include <dtx/coordinator.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -93,10 +93,10 @@ int run_workload(const settings& s) {
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
 
     const auto file = [&](const char* name) { return (s.dir / name).string(); };
-    sqlite_journal journal({.path = file(journal_file), .retention = std::chrono::hours(24 * 365)});
-    sqlite_barrier accounts({.path = file(accounts_file)});
-    sqlite_barrier stock({.path = file(stock_file)});
-    sqlite_barrier points({.path = file(points_file)});
+    sqlite::journal journal({.path = file(journal_file), .retention = std::chrono::hours(24 * 365)});
+    sqlite::barrier accounts({.path = file(accounts_file)});
+    sqlite::barrier stock({.path = file(stock_file)});
+    sqlite::barrier points({.path = file(points_file)});
 
     participant_registry reg;
     register_participants<sqlite::connection>(reg, accounts, stock, points);

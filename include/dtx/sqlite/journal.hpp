@@ -3,7 +3,7 @@
 
 // The embedded durable journal: one SQLite file beside the service.
 //
-//   dtx::sqlite_journal journal({.path = "orders.dtx.db"});
+//   dtx::sqlite::journal journal({.path = "orders.dtx.db"});
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
 // - WAL mode, `synchronous=FULL` by default: a write that completed survives power loss.
@@ -24,10 +24,10 @@
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
-#include <dtx/detail/sqlite_worker.hpp>
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
+#include <dtx/sqlite/detail/worker.hpp>
 #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -43,8 +43,9 @@
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_journal_options {
+struct journal_options {
     /// The database file; created with its schema if missing.
     std::string path{};
     /// FULL (true) or NORMAL (false); see the top of this header.
@@ -76,7 +77,7 @@ struct sqlite_journal_options {
 };
 
 /// Counters for monitoring and benchmarks.
-struct sqlite_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
     std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
@@ -84,14 +85,14 @@ struct sqlite_journal_stats {
     std::uint64_t cleaned = 0;   ///< ended transactions deleted
 };
 
-class sqlite_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     /// The schema version this dtx writes and the newest it reads.
     static constexpr int schema_version = 3;
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
-    explicit sqlite_journal(sqlite_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o))
         , db_(opts_.path)
         , statements_(prepare())
@@ -101,11 +102,11 @@ public:
                         .spin = opts_.writer_spin,
                         .optimistic = true}) {}
 
-    sqlite_journal(const sqlite_journal&) = delete;
-    sqlite_journal& operator=(const sqlite_journal&) = delete;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
 
     /// Makes every queued write durable, then closes the file.
-    ~sqlite_journal() override = default;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         // Serialised here, on the caller's thread; the writer thread only runs SQL.
@@ -129,7 +130,7 @@ public:
         co_return co_await worker_.run<std::optional<transaction_record>>(std::move(fn));
     }
 
-    sqlite_journal_stats stats() const {
+    journal_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, w.failed_batches, w.lazy_lost, cleaned_.load()};
     }
@@ -516,13 +517,14 @@ private:
         }
     }
 
-    sqlite_journal_options opts_;
+    journal_options opts_;
     sqlite::connection db_;
     statements statements_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 #include <dtx/detail/pop_warnings.hpp>

@@ -4,10 +4,10 @@
 // The barrier: what makes a participant's handlers safe against duplicate, missing and reordered
 // requests, for a participant whose state is in a SQLite database.
 //
-//   dtx::sqlite_barrier inventory({.path = "inventory.db"});
+//   dtx::sqlite::barrier inventory({.path = "inventory.db"});
 //   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
 //   return 0; }); registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const
+//       .on_try = dtx::sqlite::typed_handler<reserve>([](dtx::sqlite::connection& db, const
 //       dtx::branch_request&, reserve r) {
 //           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
 //                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
@@ -38,10 +38,10 @@
 // time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
 
 #include <dtx/detail/barrier_logic.hpp>
-#include <dtx/detail/sqlite_worker.hpp>
 #include <dtx/error.hpp>
 #include <dtx/participant.hpp>
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
+#include <dtx/sqlite/detail/worker.hpp>
 #include <dtx/version.hpp>
 
 #include <atomic>
@@ -54,8 +54,9 @@
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_barrier_options {
+struct barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).
     std::string path{};
     bool synchronous_full = true;
@@ -69,30 +70,30 @@ struct sqlite_barrier_options {
 /// What a branch operation does to the participant's own tables. Runs on the barrier's database
 /// thread inside its local transaction: return failure (or pending) to refuse, which rolls the
 /// changes back; throw for an unknown result.
-using local_handler = detail::db_handler<sqlite::connection>;
-using local_tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
-using local_saga_handlers = detail::db_saga_handlers<sqlite::connection>;
+using barrier_handler = detail::db_handler<sqlite::connection>;
+using tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
+using saga_handlers = detail::db_saga_handlers<sqlite::connection>;
 
 /// Wraps a local handler that takes the payload as a user type `T`; a payload that does not
 /// convert is answered with failure naming the gid, branch and problem.
 template <class T, class F>
-local_handler typed_local(F handler) {
+barrier_handler typed_handler(F handler) {
     return detail::typed_db<T, sqlite::connection>(std::move(handler));
 }
 
-struct sqlite_barrier_stats {
+struct barrier_stats {
     std::uint64_t commits = 0;    ///< local transactions committed (group-committed batches)
     std::uint64_t operations = 0; ///< operations in them
     std::uint64_t cleaned = 0;    ///< barrier rows deleted
 };
 
-class sqlite_barrier : public detail::barrier_registration<sqlite_barrier, sqlite::connection> {
+class barrier : public detail::barrier_registration<barrier, sqlite::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Opens the participant's database and creates the barrier's tables if needed. Throws
     /// dtx::error (journal_corrupt, journal_version, journal_failed) with the path and reason.
-    explicit sqlite_barrier(sqlite_barrier_options o)
+    explicit barrier(barrier_options o)
         : opts_(std::move(o))
         , db_(opts_.path)
         , ready_(prepare())
@@ -100,8 +101,8 @@ public:
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
 
-    sqlite_barrier(const sqlite_barrier&) = delete;
-    sqlite_barrier& operator=(const sqlite_barrier&) = delete;
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
 
     /// Runs `fn(connection&)` in a local transaction on the database thread and returns its
     /// result (schema setup, queries, business operations outside any branch).
@@ -111,7 +112,7 @@ public:
     }
 
     /// Runs one branch operation under the barrier; see the top of this header.
-    asio::awaitable<outcome> guard(const branch_request& r, const local_handler& handler) {
+    asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         // The job owns copies: it runs on the database thread while this coroutine waits.
         auto job = [this, req = owned_request(r), &handler](sqlite::connection& db) {
             return guarded(db, req, handler);
@@ -143,7 +144,7 @@ public:
         co_return result;
     }
 
-    sqlite_barrier_stats stats() const {
+    barrier_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, cleaned_.load()};
     }
@@ -204,7 +205,8 @@ private:
         return detail::barrier_screen(s, r.view(), state);
     }
 
-    outcome guarded(sqlite::connection& db, const owned_request& r, const local_handler& handler) {
+    outcome guarded(sqlite::connection& db, const owned_request& r,
+                    const barrier_handler& handler) {
         if (auto answer = screen(db, r, "done"))
             return *answer;
         const branch_request req = r.view();
@@ -288,13 +290,14 @@ private:
         }
     }
 
-    sqlite_barrier_options opts_;
+    barrier_options opts_;
     sqlite::connection db_;
     bool ready_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: drained before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 #include <dtx/detail/pop_warnings.hpp>

@@ -3,7 +3,7 @@
 
 // The journal for several coordinator processes sharing one PostgreSQL database.
 //
-//   dtx::postgres_journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
+//   dtx::postgres::journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
 //
 // - Group commit: a thread of the journal's own holds the connection; the writes queued by every
 //   coroutine meanwhile go to the server as one statement, `SELECT dtx_apply($1::jsonb, now)`,
@@ -34,7 +34,7 @@
 #include <dtx/detail/batch_queue.hpp>
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -51,8 +51,9 @@
 #include <vector>
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-struct postgres_journal_options {
+struct journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
     std::string conninfo{};
     /// Most writes sent in one statement (one transaction, one commit).
@@ -72,7 +73,7 @@ struct postgres_journal_options {
     std::size_t connections = 1;
 };
 
-struct postgres_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< statements (transactions) that committed
     std::uint64_t operations = 0;     ///< writes, claims and reads in them
     std::uint64_t failed_batches = 0; ///< batches that failed (connection lost, server error)
@@ -81,7 +82,7 @@ struct postgres_journal_stats {
     std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
-class postgres_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
@@ -90,16 +91,16 @@ public:
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o)) {
         const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
         for (std::size_t i = 0; i < n; ++i)
             shards_.push_back(std::make_unique<shard>(*this, i == 0));
     }
 
-    postgres_journal(const postgres_journal&) = delete;
-    postgres_journal& operator=(const postgres_journal&) = delete;
-    ~postgres_journal() override = default;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         auto j = std::make_unique<job>(job::kind::write, encode(w), std::string(w.gid));
@@ -158,7 +159,7 @@ public:
         co_return out;
     }
 
-    postgres_journal_stats stats() const {
+    journal_stats stats() const {
         std::lock_guard lock(mu_);
         return stats_;
     }
@@ -227,7 +228,7 @@ private:
 
     /// A connection and the thread that writes through it.
     struct shard {
-        shard(postgres_journal& j, bool first)
+        shard(journal& j, bool first)
             : db(j.opts_.conninfo)
             , ready(set_up(j, db, first))
             , queue(
@@ -237,7 +238,7 @@ private:
                       if (first)
                           j.cleanup(*this);
                   }) {}
-        static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
+        static bool set_up(journal& j, postgres::connection& db, bool first) {
             db.set_prepares(j.opts_.prepare_statements);
             return !first || j.migrate(db); // the first creates or migrates the schema
         }
@@ -417,16 +418,17 @@ private:
 
     bool migrate(postgres::connection& db);
 
-    postgres_journal_options opts_;
+    journal_options opts_;
     mutable std::mutex mu_;
-    postgres_journal_stats stats_;
+    journal_stats stats_;
     std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 #include <dtx/detail/pop_warnings.hpp>
-#include <dtx/impl/postgres_journal_schema.hpp>
+#include <dtx/postgres/impl/journal_schema.hpp>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 

@@ -4,9 +4,9 @@
 // The barrier for a participant whose state is in PostgreSQL: the same rules as the SQLite
 // barrier (sqlite_barrier.hpp), in the participant's own database and local transactions.
 //
-//   dtx::postgres_barrier payments({.conninfo = "dbname=payments"});
+//   dtx::postgres::barrier payments({.conninfo = "dbname=payments"});
 //   registry.add_tcc("payment", payments.tcc({
-//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const
+//       .on_try = dtx::postgres::typed_handler<charge>([](dtx::postgres::connection& db, const
 //       dtx::branch_request&, charge c) {
 //           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen +
 //           $1::bigint "
@@ -29,7 +29,7 @@
 #include <dtx/detail/barrier_logic.hpp>
 #include <dtx/detail/batch_queue.hpp>
 #include <dtx/participant.hpp>
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 #include <dtx/version.hpp>
 
 #include <atomic>
@@ -43,8 +43,9 @@
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-struct postgres_barrier_options {
+struct barrier_options {
     std::string conninfo{};
     /// Connections (and threads) running local transactions concurrently.
     std::size_t connections = 4;
@@ -56,23 +57,22 @@ struct postgres_barrier_options {
 /// What a branch operation does to the participant's own tables, inside the barrier's local
 /// transaction, on one of its threads. Return failure (or pending) to refuse, which rolls the
 /// changes back; throw for an unknown result.
-using postgres_handler = detail::db_handler<postgres::connection>;
-using postgres_tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
-using postgres_saga_handlers = detail::db_saga_handlers<postgres::connection>;
+using barrier_handler = detail::db_handler<postgres::connection>;
+using tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
+using saga_handlers = detail::db_saga_handlers<postgres::connection>;
 
 /// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
 template <class T, class F>
-postgres_handler typed_postgres(F handler) {
+barrier_handler typed_handler(F handler) {
     return detail::typed_db<T, postgres::connection>(std::move(handler));
 }
 
-class postgres_barrier
-    : public detail::barrier_registration<postgres_barrier, postgres::connection> {
+class barrier : public detail::barrier_registration<barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Connects the pool and creates the barrier table if needed. Throws dtx::error.
-    explicit postgres_barrier(postgres_barrier_options o)
+    explicit barrier(barrier_options o)
         : opts_(std::move(o)) {
         if (opts_.connections == 0)
             opts_.connections = 1;
@@ -83,8 +83,8 @@ public:
         for (std::size_t i = 0; i < opts_.connections; ++i)
             lanes_.push_back(std::make_unique<lane>(*this, i == 0));
     }
-    postgres_barrier(const postgres_barrier&) = delete;
-    postgres_barrier& operator=(const postgres_barrier&) = delete;
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
 
     /// Runs `fn(connection&)` in a local transaction on one of the barrier's threads (schema
     /// setup, queries) and returns its result.
@@ -108,7 +108,7 @@ public:
     }
 
     /// Runs one branch operation under the barrier.
-    asio::awaitable<outcome> guard(const branch_request& r, const postgres_handler& handler) {
+    asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         auto fn = [req = owned_request(r), &handler](postgres::connection& db) {
             return guarded(db, req, handler);
         };
@@ -122,7 +122,7 @@ private:
 
     /// One connection and the thread that uses it.
     struct lane {
-        lane(postgres_barrier& b, bool cleans)
+        lane(barrier& b, bool cleans)
             : db(b.opts_.conninfo)
             , queue(
                   {64, b.opts_.cleanup_interval},
@@ -188,7 +188,7 @@ private:
     };
 
     static outcome guarded(postgres::connection& db, const owned_request& r,
-                           const postgres_handler& handler) {
+                           const barrier_handler& handler) {
         try {
             return in_transaction(db, [&] {
                 store s{db, r};
@@ -248,12 +248,13 @@ private:
         }
     }
 
-    postgres_barrier_options opts_;
+    barrier_options opts_;
     std::atomic<std::uint64_t> cleaned_{0};
     std::atomic<std::size_t> next_{0};
     std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 #include <dtx/detail/pop_warnings.hpp>

@@ -7,8 +7,9 @@
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-inline bool postgres_journal::migrate(postgres::connection& db) {
+inline bool journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
     db.exec("BEGIN");
     try {
@@ -281,6 +282,7 @@ END $$)sql");
     return true;
 }
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 #endif

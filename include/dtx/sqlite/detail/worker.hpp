@@ -14,7 +14,7 @@
 
 #include <dtx/detail/batch_queue.hpp>
 #include <dtx/error.hpp>
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
 #include <dtx/version.hpp>
 
 #include <chrono>
