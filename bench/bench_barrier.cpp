@@ -15,10 +15,11 @@
 //   UPDATE account SET balance = balance - 1, frozen = frozen + 1 WHERE id = ? AND balance >= 1
 // with a new gid per call, its payload (account, amount) parsed from JSON. Three ways, on the same
 // database, back to back:
-//   - barrier: `co_await barrier.guard(request, sqlite::typed_handler<reserve>(handler))` (postgres::typed_handler
-//     for PostgreSQL): the barrier row and the update in one local transaction on the barrier's
-//     database thread (SQLite: group-committed with the calls queued meanwhile, each in a
-//     savepoint; PostgreSQL: one transaction per call on a pool of 4 connections).
+//   - barrier: `co_await barrier.guard(request, handler)`, the handler wrapped by the barrier's
+//     typed_handler<reserve> (dtx::sqlite:: or dtx::postgres::): the barrier row and the update in
+//     one local transaction on the barrier's database thread (SQLite: group-committed with the
+//     calls queued meanwhile, each in a savepoint; PostgreSQL: one transaction per call on a pool
+//     of 4 connections).
 //   - baseline: `co_await barrier.run<outcome>(fn)`: the same local transaction on the same
 //     thread(s), with the same update and payload parsing, without the barrier row.
 //   - direct (concurrency 1 only): the same update in BEGIN ... COMMIT on a connection of the
@@ -82,9 +83,8 @@ struct sqlite_db {
         return db.changes() ? dtx::success() : dtx::failure("insufficient funds");
     }
     static dtx::sqlite::barrier_handler handler() {
-        return dtx::sqlite::typed_handler<reserve>([](connection& db, const dtx::branch_request&, reserve r) {
-            return reserve_in(db, r);
-        });
+        return dtx::sqlite::typed_handler<reserve>([](connection& db, const dtx::branch_request&,
+                                                      reserve r) { return reserve_in(db, r); });
     }
     static int create(connection& db) {
         db.exec("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, "
@@ -124,7 +124,7 @@ struct postgres_db {
     }
     static dtx::postgres::barrier_handler handler() {
         return dtx::postgres::typed_handler<reserve>([](connection& db, const dtx::branch_request&,
-                                               reserve r) { return reserve_in(db, r); });
+                                                        reserve r) { return reserve_in(db, r); });
     }
     static int create(connection& db) {
         db.exec("CREATE TABLE account (id bigint PRIMARY KEY, balance bigint NOT NULL, "
@@ -149,7 +149,7 @@ struct postgres_db {
 template <class Db>
 struct through_barrier {
     typename Db::barrier* barrier;
-    const dtx::detail::db_handler<typename Db::connection>* handler;
+    const dtx::barrier_handler<typename Db::connection>* handler;
     request_source* source;
 
     asio::awaitable<bool> operator()() const {

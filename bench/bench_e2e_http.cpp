@@ -150,7 +150,8 @@ dtx::outcome apply(dtx::sqlite::connection& db, const char* sql, const transfer&
 dtx::sqlite::tcc_handlers account_handlers() {
     using conn = dtx::sqlite::connection;
     return {
-        .on_try = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&, transfer t) {
+        .on_try = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&,
+                                                          transfer t) {
             db.prepare(
                   "UPDATE account SET balance = balance + min(?1, 0), frozen = frozen - min(?1, "
                   "0), "
@@ -160,7 +161,7 @@ dtx::sqlite::tcc_handlers account_handlers() {
             return db.changes() == 1 ? dtx::success() : dtx::failure("insufficient funds");
         }),
         .on_confirm = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&,
-                                                    transfer t) {
+                                                              transfer t) {
             return apply(
                 db,
                 "UPDATE account SET balance = balance + max(?1, 0), frozen = frozen + min(?1, 0), "
@@ -168,7 +169,7 @@ dtx::sqlite::tcc_handlers account_handlers() {
                 t);
         }),
         .on_cancel = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&,
-                                                   transfer t) {
+                                                             transfer t) {
             return apply(
                 db,
                 "UPDATE account SET balance = balance - min(?1, 0), frozen = frozen + min(?1, 0), "
@@ -532,7 +533,7 @@ struct e2e {
         : dir(d)
         , parts(p)
         , journal(dtx::sqlite::journal_options{.path = d.path() + "/journal.db",
-                                              .synchronous_full = synchronous_full}) {
+                                               .synchronous_full = synchronous_full}) {
         registry.set_resolver(dtx::http::url_resolver(client));
         coord.emplace(ioc.get_executor(), journal, registry);
         for (std::size_t i = 0; i < n_participants; ++i)
@@ -548,7 +549,7 @@ struct e2e {
     counters_now now() {
         counters_now c;
         c.journal_commits = journal.stats().commits;
-        c.connections = client.statistics().connections;
+        c.connections = client.stats().connections;
         c.io_cpu = cpu::this_thread_ns();
         c.other_cpu = cpu::other_threads_ns();
         c.sync_writes = journal.sync_writes;

@@ -19,8 +19,8 @@
 // What is measured:
 //   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
 //     `co_await coord.tcc(body)` (or `coord.saga`), as in bench_core and bench_sqlite, with the
-//     same trivial participants; the coordinator journals in a postgres::journal (its own thread and
-//     connection, or several: the writes queued meanwhile go to the server as one statement and
+//     same trivial participants; the coordinator journals in a postgres::journal (its own thread
+//     and connection, or several: the writes queued meanwhile go to the server as one statement and
 //     one commit).
 //   - baseline, measured just before each line: `clients` threads (8 for the concurrent lines, 1
 //     for the concurrency-1 lines), each with its own libpq connection, loop a prepared

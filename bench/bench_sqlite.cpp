@@ -16,8 +16,8 @@
 // What is measured:
 //   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
 //     `co_await coord.tcc(body)` (or `coord.saga`), exactly as in bench_core, with the same trivial
-//     participants, but the coordinator journals in a sqlite::journal (WAL mode, synchronous FULL by
-//     default). The journal's writer thread group-commits the writes queued by all workers. Each
+//     participants, but the coordinator journals in a sqlite::journal (WAL mode, synchronous FULL
+//     by default). The journal's writer thread group-commits the writes queued by all workers. Each
 //     run starts on a fresh file and is timed after 500 or more transactions
 //     (warm_up_transactions).
 //   - baseline, with the same synchronous setting: one thread loops `INSERT INTO t VALUES(?)` as

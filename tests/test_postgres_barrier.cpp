@@ -4,6 +4,10 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <string>
+#include <thread>
+
 #include "support/model.hpp"
 #include "support/pg_server.hpp"
 
@@ -130,4 +134,90 @@ TEST_CASE("postgres barrier: concurrent duplicate tries and cancels on several c
     CHECK(ok == 8);
     CHECK(a.cancels == 1);
     CHECK(a.read() == std::pair{100, 0});
+}
+
+TEST_CASE("postgres barrier: work outside the database is guarded too") {
+    account a(fresh_pg_database());
+    int sent = 0;
+    outcome next = success();
+    auto work = [&]() -> asio::awaitable<outcome> {
+        ++sent;
+        co_return next;
+    };
+    nlohmann::json p = nullptr;
+    auto call = [&](branch_op op, const char* gid) {
+        branch_request r{gid, "01", op, p};
+        return run(a.ioc, a.barrier.guard_external(r, work));
+    };
+
+    CHECK(call(branch_op::try_, "e1").is_success());
+    CHECK(call(branch_op::try_, "e1").is_success()); // duplicate: not sent again
+    CHECK(sent == 1);
+
+    CHECK(call(branch_op::cancel, "e2").is_success()); // cancel first: nothing sent
+    CHECK(call(branch_op::try_, "e2").is_failure());   // late try: refused, nothing sent
+    CHECK(sent == 1);
+
+    next = failure("the bank says no");
+    CHECK(call(branch_op::try_, "e3").is_failure());
+    CHECK(call(branch_op::try_, "e3").is_failure()); // the refusal is remembered, not re-asked
+    CHECK(sent == 2);
+    next = success();
+    CHECK(call(branch_op::cancel, "e3").is_success()); // the try began: the real cancel runs
+    CHECK(sent == 3);
+
+    next = pending();
+    CHECK(call(branch_op::try_, "e4").is_pending());
+    next = success();
+    CHECK(call(branch_op::try_, "e4").is_success()); // pending is forgotten: asked again
+    CHECK(sent == 5);
+}
+
+TEST_CASE("postgres barrier: stats, old rows cleaned, database errors, a newer schema refused") {
+    const std::string conninfo = fresh_pg_database();
+    {
+        account a(conninfo);
+        const auto before = a.barrier.stats();
+        CHECK(a.call(branch_op::try_, "s1").is_success());
+        nlohmann::json too_much = qty_payload{1000};
+        CHECK(a.call(branch_op::try_, "s2", &too_much).is_failure()); // rolled back
+        const auto after = a.barrier.stats();
+        CHECK(after.commits - before.commits == 1);
+        CHECK(after.operations - before.operations == 2);
+
+        auto h = a.barrier.tcc({.on_try =
+                                    [](postgres::connection& db, const branch_request&) {
+                                        db.exec("UPDATE no_such_table SET x = 1");
+                                        return success();
+                                    },
+                                .on_confirm = {},
+                                .on_cancel = {}});
+        branch_request r{"s3", "01", branch_op::try_, a.ten};
+        try {
+            run(a.ioc, h.on_try(r));
+            FAIL("the statement ran");
+        } catch (const dtx::error& e) {
+            CHECK(e.code() == errc::database_failed);
+        }
+    }
+    {
+        postgres::barrier b({.conninfo = conninfo,
+                             .retention = std::chrono::milliseconds(0),
+                             .cleanup_batch = 1,
+                             .cleanup_interval = std::chrono::milliseconds(1)});
+        for (int i = 0; i < 3000 && b.stats().cleaned < 1; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        CHECK(b.stats().cleaned == 1); // s1's try row: the refused and failed ones rolled back
+    }
+    {
+        postgres::connection c(conninfo);
+        c.exec("UPDATE dtx_meta SET value = 9 WHERE key = 'barrier_version'");
+    }
+    try {
+        postgres::barrier b({.conninfo = conninfo});
+        FAIL("opened a newer barrier");
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::database_version);
+        CHECK(std::string(e.what()).find("schema version 9") != std::string::npos);
+    }
 }

@@ -555,7 +555,8 @@ void drop_prepared_statements_after_writes(const std::string& conninfo) {
 
 /// One TCC transaction through `j`, written by itself (batches of one) or all at once (lazy
 /// writes, one batch), and whether the journal holds it as confirmed with its two branches.
-bool tcc_through(asio::io_context& ioc, postgres::journal& j, const std::string& gid, durability d) {
+bool tcc_through(asio::io_context& ioc, postgres::journal& j, const std::string& gid,
+                 durability d) {
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};

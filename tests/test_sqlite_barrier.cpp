@@ -49,19 +49,20 @@ struct stock {
 
     sqlite::tcc_handlers handlers() {
         return {
-            .on_try = sqlite::typed_handler<qty_payload>([this](sqlite::connection& db, const branch_request&,
-                                                      qty_payload p) {
-                ++tries;
-                db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-                           "WHERE sku = 'apple' AND available >= ?1")
-                    .bind(p.qty)
-                    .run();
-                if (throw_in_try)
-                    throw std::runtime_error("stock database hiccup");
-                if (refuse_try || db.changes() == 0)
-                    return failure("not enough apples");
-                return success();
-            }),
+            .on_try = sqlite::typed_handler<qty_payload>(
+                [this](sqlite::connection& db, const branch_request&, qty_payload p) {
+                    ++tries;
+                    db.prepare(
+                          "UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
+                          "WHERE sku = 'apple' AND available >= ?1")
+                        .bind(p.qty)
+                        .run();
+                    if (throw_in_try)
+                        throw std::runtime_error("stock database hiccup");
+                    if (refuse_try || db.changes() == 0)
+                        return failure("not enough apples");
+                    return success();
+                }),
             .on_confirm = sqlite::typed_handler<qty_payload>(
                 [this](sqlite::connection& db, const branch_request&, qty_payload p) {
                     ++confirms;
@@ -321,9 +322,9 @@ TEST_CASE("barrier: old rows are cleaned in batches") {
     temp_db dir;
     asio::io_context ioc;
     sqlite::barrier b({.path = dir.file("c.db"),
-                      .retention = std::chrono::milliseconds(0),
-                      .cleanup_batch = 3,
-                      .cleanup_interval = std::chrono::milliseconds(1)});
+                       .retention = std::chrono::milliseconds(0),
+                       .cleanup_batch = 3,
+                       .cleanup_interval = std::chrono::milliseconds(1)});
     auto h =
         b.tcc({.on_try = [](sqlite::connection&, const branch_request&) { return success(); },
                .on_confirm = [](sqlite::connection&, const branch_request&) { return success(); },
@@ -353,7 +354,30 @@ TEST_CASE("barrier: a newer barrier schema is refused") {
         sqlite::barrier b({.path = path});
         FAIL("opened a newer barrier");
     } catch (const dtx::error& e) {
-        CHECK(e.code() == errc::journal_version);
+        CHECK(e.code() == errc::database_version); // the participant's database, not a journal
+        CHECK(std::string(e.what()).find("barrier schema version 9") != std::string::npos);
+    }
+}
+
+TEST_CASE("barrier: a participant's failing SQL is a database error, not the journal's") {
+    temp_db dir;
+    asio::io_context ioc;
+    sqlite::barrier b({.path = dir.file("sql.db")});
+    auto h = b.tcc({.on_try =
+                        [](sqlite::connection& db, const branch_request&) {
+                            db.exec("UPDATE no_such_table SET x = 1");
+                            return success();
+                        },
+                    .on_confirm = {},
+                    .on_cancel = {}});
+    nlohmann::json p = nullptr;
+    branch_request r{"s1", "01", branch_op::try_, p};
+    try {
+        run(ioc, h.on_try(r));
+        FAIL("the statement ran");
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::database_failed);
+        CHECK(std::string(e.what()).find("no_such_table") != std::string::npos);
     }
 }
 

@@ -106,8 +106,9 @@ void add_inventory(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pau
                 return dtx::failure("out of stock: " + std::to_string(s.qty) + " " + s.sku +
                                     " wanted, " + std::to_string(left) + " available");
             }),
-        .on_confirm = dtx::sqlite::typed_handler<stock_item>([](connection& c, const dtx::branch_request&,
-                                                      stock_item s) {
+        .on_confirm = dtx::sqlite::typed_handler<stock_item>([](connection& c,
+                                                                const dtx::branch_request&,
+                                                                stock_item s) {
             update_one(
                 c, "confirm " + s.sku,
                 c.prepare(
@@ -133,7 +134,8 @@ void add_payment(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause
                  const event_log& log, const settings& s) {
     const std::string merchant = s.get("merchant", "shop");
     dtx::tcc_handlers h = db.tcc({
-        .on_try = dtx::sqlite::typed_handler<money>([](connection& c, const dtx::branch_request&, money m) {
+        .on_try = dtx::sqlite::typed_handler<money>([](connection& c, const dtx::branch_request&,
+                                                       money m) {
             c.prepare("UPDATE accounts SET balance = balance - ?1, frozen = frozen + ?1 "
                       "WHERE account = ?2 AND balance >= ?1 AND ?1 > 0")
                 .bind(m.amount, m.account)
@@ -145,18 +147,19 @@ void add_payment(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause
             return dtx::failure("insufficient funds: " + m.account + " has " + std::to_string(has) +
                                 ", " + std::to_string(m.amount) + " needed");
         }),
-        .on_confirm = dtx::sqlite::typed_handler<money>([merchant](connection& c, const dtx::branch_request&,
-                                                         money m) {
-            update_one(c, "confirm " + m.account,
-                       c.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE account = ?2")
-                           .bind(m.amount, m.account));
-            update_one(c, "credit " + merchant,
-                       c.prepare("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2")
-                           .bind(m.amount, merchant));
-            return dtx::success();
-        }),
-        .on_cancel =
-            dtx::sqlite::typed_handler<money>([](connection& c, const dtx::branch_request&, money m) {
+        .on_confirm = dtx::sqlite::typed_handler<money>(
+            [merchant](connection& c, const dtx::branch_request&, money m) {
+                update_one(c, "confirm " + m.account,
+                           c.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE account = ?2")
+                               .bind(m.amount, m.account));
+                update_one(
+                    c, "credit " + merchant,
+                    c.prepare("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2")
+                        .bind(m.amount, merchant));
+                return dtx::success();
+            }),
+        .on_cancel = dtx::sqlite::typed_handler<money>(
+            [](connection& c, const dtx::branch_request&, money m) {
                 update_one(c, "cancel " + m.account,
                            c.prepare("UPDATE accounts SET frozen = frozen - ?1, balance = balance "
                                      "+ ?1 WHERE account = ?2")
@@ -171,16 +174,16 @@ void add_payment(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause
 void add_loyalty(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause_point& pause,
                  const event_log& log, const settings&) {
     dtx::saga_handlers h = db.saga({
-        .on_action =
-            dtx::sqlite::typed_handler<points>([](connection& c, const dtx::branch_request&, points p) {
+        .on_action = dtx::sqlite::typed_handler<points>(
+            [](connection& c, const dtx::branch_request&, points p) {
                 c.prepare("INSERT INTO points (customer, points) VALUES (?1, ?2) "
                           "ON CONFLICT (customer) DO UPDATE SET points = points + ?2")
                     .bind(p.customer, p.points)
                     .run();
                 return dtx::success();
             }),
-        .on_compensate =
-            dtx::sqlite::typed_handler<points>([](connection& c, const dtx::branch_request&, points p) {
+        .on_compensate = dtx::sqlite::typed_handler<points>(
+            [](connection& c, const dtx::branch_request&, points p) {
                 update_one(c, "remove points of " + p.customer,
                            c.prepare("UPDATE points SET points = points - ?2 WHERE customer = ?1")
                                .bind(p.customer, p.points));
@@ -206,8 +209,8 @@ void add_shipment(dtx::participant_registry& reg, dtx::sqlite::barrier& db, paus
                     .run();
                 return dtx::success();
             }),
-        .on_compensate =
-            dtx::sqlite::typed_handler<parcel>([](connection& c, const dtx::branch_request&, parcel p) {
+        .on_compensate = dtx::sqlite::typed_handler<parcel>(
+            [](connection& c, const dtx::branch_request&, parcel p) {
                 c.prepare("DELETE FROM shipments WHERE order_id = ?").bind(p.order_id).run();
                 return dtx::success();
             }),

@@ -1,20 +1,22 @@
 #ifndef DTX_POSTGRES_BARRIER_HPP
 #define DTX_POSTGRES_BARRIER_HPP
 
-// The barrier for a participant whose state is in PostgreSQL: the same rules as the SQLite
-// barrier (sqlite_barrier.hpp), in the participant's own database and local transactions.
+// The barrier for a participant whose state is in PostgreSQL, in the participant's own database
+// and local transactions; its rules are in <dtx/barrier.hpp>.
 //
 //   dtx::postgres::barrier payments({.conninfo = "dbname=payments"});
+//   auto freeze = [](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
+//       auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, "
+//                        "frozen = frozen + $1::bigint WHERE id = $2::bigint AND "
+//                        "balance >= $1::bigint",
+//                        {std::to_string(c.amount), std::to_string(c.account)});
+//       return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
+//   };
 //   registry.add_tcc("payment", payments.tcc({
-//       .on_try = dtx::postgres::typed_handler<charge>([](dtx::postgres::connection& db, const
-//       dtx::branch_request&, charge c) {
-//           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen +
-//           $1::bigint "
-//                            "WHERE id = $2::bigint AND balance >= $1::bigint",
-//                            {std::to_string(c.amount), std::to_string(c.account)});
-//           return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
-//       }),
-//       .on_confirm = ..., .on_cancel = ...}));
+//                                   .on_try = dtx::postgres::typed_handler<charge>(freeze),
+//                                   .on_confirm = ...,
+//                                   .on_cancel = ...,
+//                               }));
 //
 // Each operation is one local transaction (READ COMMITTED) on one of a small pool of
 // connections, each driven by a thread of its own: the barrier row (INSERT ... ON CONFLICT DO
@@ -22,12 +24,13 @@
 // shares WAL flushes between concurrent commits. Two requests for the same branch serialise on
 // the barrier row's unique key: the second waits for the first to commit, then sees its row. A
 // cancel writes its two keys in the same order as everyone else, so retries never deadlock.
-// Barrier rows are deleted in batches once older than `retention`.
 //
 // Link with libpq (CMake: dtx::postgres).
 
+#include <dtx/barrier.hpp>
 #include <dtx/detail/barrier_logic.hpp>
 #include <dtx/detail/batch_queue.hpp>
+#include <dtx/detail/storage.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/postgres/connection.hpp>
 #include <dtx/version.hpp>
@@ -38,6 +41,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
@@ -54,30 +58,33 @@ struct barrier_options {
     std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
 };
 
-/// What a branch operation does to the participant's own tables, inside the barrier's local
-/// transaction, on one of its threads. Return failure (or pending) to refuse, which rolls the
-/// changes back; throw for an unknown result.
-using barrier_handler = detail::db_handler<postgres::connection>;
-using tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
-using saga_handlers = detail::db_saga_handlers<postgres::connection>;
+/// What a branch operation does to the participant's own tables: runs on one of the barrier's
+/// threads inside its local transaction (see <dtx/barrier.hpp>).
+using barrier_handler = dtx::barrier_handler<postgres::connection>;
+using tcc_handlers = barrier_tcc_handlers<postgres::connection>;
+using saga_handlers = barrier_saga_handlers<postgres::connection>;
+using barrier_stats = dtx::barrier_stats;
 
-/// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
+/// Wraps a handler `outcome(connection&, const branch_request&, T)` that takes the payload as a
+/// user type `T`; a payload that does not convert is answered with failure naming the gid,
+/// branch and problem.
 template <class T, class F>
-barrier_handler typed_handler(F handler) {
-    return detail::typed_db<T, postgres::connection>(std::move(handler));
+auto typed_handler(F handler) {
+    return typed_barrier_handler<T, postgres::connection>(std::move(handler));
 }
 
 class barrier : public detail::barrier_registration<barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
-    /// Connects the pool and creates the barrier table if needed. Throws dtx::error.
+    /// Connects the pool and creates the barrier table if needed. Throws dtx::error
+    /// (database_failed, database_version).
     explicit barrier(barrier_options o)
         : opts_(std::move(o)) {
         if (opts_.connections == 0)
             opts_.connections = 1;
         {
-            postgres::connection db(opts_.conninfo);
+            postgres::connection db(opts_.conninfo, storage_role::participant);
             migrate(db);
         }
         for (std::size_t i = 0; i < opts_.connections; ++i)
@@ -90,40 +97,43 @@ public:
     /// setup, queries) and returns its result.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
-            dispatch([fn = std::move(fn),
-                      deliver = std::move(deliver)](postgres::connection& db) mutable {
-                R result{};
-                std::exception_ptr e;
-                try {
-                    db.ensure(); // a lost connection is re-established, or this job hears why
-                    result = in_transaction(db, [&] { return fn(db); });
-                } catch (...) {
-                    e = std::current_exception();
-                }
-                deliver(e, std::move(result));
-            });
-        };
-        return detail::await_result<R>(std::move(start));
+        return submit<R>([this, fn = std::move(fn)](postgres::connection& db) mutable {
+            return in_transaction(db, [&] { return fn(db); });
+        });
     }
 
-    /// Runs one branch operation under the barrier.
+    /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
     asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
-        auto fn = [req = owned_request(r), &handler](postgres::connection& db) {
-            return guarded(db, req, handler);
+        auto fn = [this, req = owned_request(r), &handler](postgres::connection& db) {
+            try {
+                return in_transaction(db, [&] {
+                    store s{db, req};
+                    return detail::guarded_operation(s, db, req, handler);
+                });
+            } catch (detail::barrier_refusal& x) { // rolled back with its barrier row
+                return std::move(x.answer);
+            }
         };
-        co_return co_await run<outcome>(std::move(fn));
+        co_return co_await submit<outcome>(std::move(fn));
     }
 
-    std::uint64_t cleaned() const noexcept { return cleaned_.load(); }
+    // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
+    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
+    // outside this database (see <dtx/barrier.hpp>),
+    //   asio::awaitable<outcome> guard_external(const branch_request& r,
+    //                                           std::function<asio::awaitable<outcome>()> work);
+
+    barrier_stats stats() const { return {commits_.load(), operations_.load(), cleaned_.load()}; }
 
 private:
+    friend class detail::barrier_registration<barrier, postgres::connection>;
     using job = std::function<void(postgres::connection&)>;
+    using owned_request = detail::owned_request;
 
     /// One connection and the thread that uses it.
     struct lane {
         lane(barrier& b, bool cleans)
-            : db(b.opts_.conninfo)
+            : db(b.opts_.conninfo, storage_role::participant)
             , queue(
                   {64, b.opts_.cleanup_interval},
                   [this](std::vector<job>& jobs) {
@@ -132,41 +142,47 @@ private:
                   },
                   [this, &b, cleans] {
                       if (cleans)
-                          b.cleanup(db);
+                          b.cleanup(*this);
                   }) {}
         postgres::connection db;
         detail::batch_queue<job> queue; // last: stopped before the connection goes
     };
 
-    using owned_request = detail::owned_request;
-
-    /// Thrown inside a local transaction to roll it back while answering `answer`.
-    struct refused {
-        outcome answer;
-    };
-
-    void dispatch(job j) {
-        auto& l = *lanes_[next_++ % lanes_.size()];
-        if (!l.queue.push(j))
-            throw error(errc::journal_failed, "PostgreSQL barrier: closing");
+    /// Runs `fn(connection&)` on one of the threads, its connection re-established if it was
+    /// lost, and returns its result.
+    template <class R, class Fn>
+    asio::awaitable<R> submit(Fn fn) {
+        auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
+            auto& l = *lanes_[next_++ % lanes_.size()];
+            job j = [this, fn = std::move(fn),
+                     deliver = std::move(deliver)](postgres::connection& db) mutable {
+                R result{};
+                std::exception_ptr e;
+                try {
+                    db.ensure(); // a lost connection is re-established, or this job hears why
+                    result = fn(db);
+                    ++operations_;
+                } catch (...) {
+                    e = std::current_exception();
+                }
+                deliver(e, std::move(result));
+            };
+            if (!l.queue.push(j))
+                throw l.db.failure("barrier closing");
+        };
+        return detail::await_result<R>(std::move(start));
     }
 
     template <class F>
-    static auto in_transaction(postgres::connection& db, F&& f) {
-        db.exec("BEGIN");
-        try {
-            auto result = f();
-            db.exec("COMMIT");
-            return result;
-        } catch (...) {
-            try {
-                db.exec("ROLLBACK");
-            } catch (...) {
-            }
-            throw;
-        }
+    std::invoke_result_t<F&> in_transaction(postgres::connection& db, F&& f) {
+        postgres::transaction tx(db);
+        auto result = f();
+        tx.commit();
+        ++commits_;
+        return result;
     }
 
+    /// The barrier table of one request, for detail::barrier_screen.
     struct store {
         postgres::connection& db;
         const owned_request& r;
@@ -185,70 +201,64 @@ private:
                 return std::nullopt;
             return detail::barrier_row{std::string(res.text(0, 0)), std::string(res.text(0, 1))};
         }
+        void set_state(const char* slot, const char* state) {
+            db.exec("UPDATE dtx_barrier SET state = $1 WHERE gid = $2 AND branch_id = $3 AND "
+                    "op = $4",
+                    {state, r.gid, r.branch_id, slot});
+        }
+        void forget_started(const char* slot) {
+            db.exec("DELETE FROM dtx_barrier WHERE gid = $1 AND branch_id = $2 AND op = $3 AND "
+                    "state = 'started'",
+                    {r.gid, r.branch_id, slot});
+        }
     };
 
-    static outcome guarded(postgres::connection& db, const owned_request& r,
-                           const barrier_handler& handler) {
-        try {
-            return in_transaction(db, [&] {
-                store s{db, r};
-                if (auto answer = detail::barrier_screen(s, r.view(), "done"))
-                    return *answer;
-                const branch_request req = r.view();
-                outcome o = handler(db, req);
-                if (!o.is_success())
-                    throw refused{std::move(o)}; // roll back the changes and the row
-                return o;
-            });
-        } catch (refused& x) {
-            return std::move(x.answer);
-        }
-    }
-
     static void migrate(postgres::connection& db) {
-        in_transaction(db, [&] {
-            db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
-            db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT "
-                    "NULL)");
-            auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
-            if (version > schema_version)
-                throw error(errc::journal_version,
-                            "PostgreSQL barrier: schema version " + std::to_string(version) +
-                                " is newer than this dtx reads; upgrade dtx");
-            if (version < 1) {
-                db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
-                        "NOT NULL, "
-                        "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
-                        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
-                        "branch_id, op))");
-                db.exec(
-                    "CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
-                db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
-                        "ON CONFLICT (key) DO UPDATE SET value = 1");
-            }
-            return 0;
-        });
+        postgres::transaction tx(db);
+        db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
+        db.exec(
+            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+        auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
+        const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
+        if (version > schema_version)
+            throw detail::newer_schema(db.role(), "PostgreSQL barrier:", version, schema_version);
+        if (version < 1) {
+            db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
+                    "NOT NULL, "
+                    "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
+                    "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
+                    "branch_id, op))");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
+            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = 1");
+        }
+        tx.commit();
     }
 
-    void cleanup(postgres::connection& db) {
+    /// Deletes barrier rows older than the retention, a batch per statement, giving way to
+    /// queued operations between batches. Runs on the first thread when it is idle.
+    void cleanup(lane& l) {
         const std::string ms = std::to_string(opts_.retention.count());
         const std::string batch = std::to_string(opts_.cleanup_batch);
-        for (;;) {
-            db.ensure();
-            auto r = db.exec("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
-                             "branch_id, op FROM "
-                             "dtx_barrier WHERE created_at < now() - $1::bigint * interval '1 "
-                             "millisecond' LIMIT $2::int "
-                             "FOR UPDATE SKIP LOCKED)",
-                             {ms, batch});
-            cleaned_ += static_cast<std::uint64_t>(r.affected());
-            if (r.affected() < static_cast<int>(opts_.cleanup_batch))
-                break;
-        }
+        detail::delete_in_batches(
+            opts_.cleanup_batch,
+            [&] {
+                l.db.ensure();
+                auto r = l.db.exec(
+                    "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
+                    "branch_id, op FROM dtx_barrier WHERE created_at < now() - $1::bigint * "
+                    "interval '1 millisecond' LIMIT $2::int FOR UPDATE SKIP LOCKED)",
+                    {ms, batch});
+                const auto n = static_cast<std::size_t>(r.affected());
+                cleaned_ += n;
+                return n;
+            },
+            [&l] { return !l.queue.idle(); });
     }
 
     barrier_options opts_;
+    std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> operations_{0};
     std::atomic<std::uint64_t> cleaned_{0};
     std::atomic<std::size_t> next_{0};
     std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first

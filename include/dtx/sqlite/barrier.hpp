@@ -1,43 +1,34 @@
 #ifndef DTX_SQLITE_BARRIER_HPP
 #define DTX_SQLITE_BARRIER_HPP
 
-// The barrier: what makes a participant's handlers safe against duplicate, missing and reordered
-// requests, for a participant whose state is in a SQLite database.
+// The barrier for a participant whose state is in a SQLite database; its rules are in
+// <dtx/barrier.hpp>.
 //
 //   dtx::sqlite::barrier inventory({.path = "inventory.db"});
-//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
-//   return 0; }); registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::sqlite::typed_handler<reserve>([](dtx::sqlite::connection& db, const
-//       dtx::branch_request&, reserve r) {
-//           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-//                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
-//           return db.changes() ? dtx::success() : dtx::failure("out of stock");
-//       }),
-//       .on_confirm = ..., .on_cancel = ...}));
+//   auto create = [](dtx::sqlite::connection& db) {
+//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER)");
+//       return 0;
+//   };
+//   co_await inventory.run<int>(create);
+//   auto reserve_stock = [](dtx::sqlite::connection& db, const dtx::branch_request&, reserve r) {
+//       db.prepare("UPDATE stock SET available = available - ?1 WHERE sku = ?2 AND "
+//                  "available >= ?1")
+//           .bind(r.qty, r.sku)
+//           .run();
+//       return db.changes() ? dtx::success() : dtx::failure("out of stock");
+//   };
+//   registry.add_tcc("inventory", inventory.tcc({
+//                                     .on_try = dtx::sqlite::typed_handler<reserve>(reserve_stock),
+//                                     .on_confirm = ...,
+//                                     .on_cancel = ...,
+//                                 }));
 //
-// Each operation runs in one local transaction holding both a barrier row, keyed by (gid,
-// branch_id, op), and the handler's changes, so they commit or roll back together:
-//   - a duplicate try, confirm or cancel finds its row and answers success without running the
-//     handler again (a duplicate of a try that ran repeats its success even after the cancel:
-//     the coordinator has decided by then, and nothing changes);
-//   - a cancel (compensate) whose try (action) never arrived finds no try row: it writes one
-//     marked as written by the cancel and answers success without running the handler (null
-//     compensation);
-//   - a try that arrives after its cancel finds that mark and answers failure without running
-//     the handler (no hanging reservation);
-//   - a handler answering failure or pending, or throwing, is rolled back with its barrier row,
-//     so the operation can be asked again.
 // Local transactions of concurrent requests are group-committed by one database thread (BEGIN
 // IMMEDIATE, one writer at a time: no lock-upgrade deadlocks between concurrent retries).
-//
-// For work that is not in this database (a call to another system), guard_external() commits the
-// barrier row before the work starts and its result after, so a cancel that arrives meanwhile or
-// later still sees that a try began, and a late try still sees the cancel.
-//
-// Barrier rows are deleted in batches once older than `retention`, which must exceed the longest
-// time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
 
+#include <dtx/barrier.hpp>
 #include <dtx/detail/barrier_logic.hpp>
+#include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/sqlite/connection.hpp>
@@ -67,35 +58,30 @@ struct barrier_options {
     std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
 };
 
-/// What a branch operation does to the participant's own tables. Runs on the barrier's database
-/// thread inside its local transaction: return failure (or pending) to refuse, which rolls the
-/// changes back; throw for an unknown result.
-using barrier_handler = detail::db_handler<sqlite::connection>;
-using tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
-using saga_handlers = detail::db_saga_handlers<sqlite::connection>;
+/// What a branch operation does to the participant's own tables: runs on the barrier's database
+/// thread inside its local transaction (see <dtx/barrier.hpp>).
+using barrier_handler = dtx::barrier_handler<sqlite::connection>;
+using tcc_handlers = barrier_tcc_handlers<sqlite::connection>;
+using saga_handlers = barrier_saga_handlers<sqlite::connection>;
+using barrier_stats = dtx::barrier_stats;
 
-/// Wraps a local handler that takes the payload as a user type `T`; a payload that does not
-/// convert is answered with failure naming the gid, branch and problem.
+/// Wraps a handler `outcome(connection&, const branch_request&, T)` that takes the payload as a
+/// user type `T`; a payload that does not convert is answered with failure naming the gid,
+/// branch and problem.
 template <class T, class F>
-barrier_handler typed_handler(F handler) {
-    return detail::typed_db<T, sqlite::connection>(std::move(handler));
+auto typed_handler(F handler) {
+    return typed_barrier_handler<T, sqlite::connection>(std::move(handler));
 }
-
-struct barrier_stats {
-    std::uint64_t commits = 0;    ///< local transactions committed (group-committed batches)
-    std::uint64_t operations = 0; ///< operations in them
-    std::uint64_t cleaned = 0;    ///< barrier rows deleted
-};
 
 class barrier : public detail::barrier_registration<barrier, sqlite::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Opens the participant's database and creates the barrier's tables if needed. Throws
-    /// dtx::error (journal_corrupt, journal_version, journal_failed) with the path and reason.
+    /// dtx::error (database_corrupt, database_version, database_failed) with the path and reason.
     explicit barrier(barrier_options o)
         : opts_(std::move(o))
-        , db_(opts_.path)
+        , db_(opts_.path, storage_role::participant)
         , ready_(prepare())
         , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
@@ -111,38 +97,20 @@ public:
         return worker_.run<R>(std::move(fn));
     }
 
-    /// Runs one branch operation under the barrier; see the top of this header.
+    /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
     asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         // The job owns copies: it runs on the database thread while this coroutine waits.
-        auto job = [this, req = owned_request(r), &handler](sqlite::connection& db) {
+        auto job = [req = owned_request(r), &handler](sqlite::connection& db) {
             return guarded(db, req, handler);
         };
         co_return co_await run_guarded(std::move(job));
     }
 
-    /// Runs `work` (outside this database) under the barrier: the barrier row is committed before
-    /// the work starts and the result after it. `work` must be idempotent: if the process dies
-    /// while it runs, a retry runs it again.
-    asio::awaitable<outcome> guard_external(const branch_request& r,
-                                            std::function<asio::awaitable<outcome>()> work) {
-        auto begin = [this, req = owned_request(r)](sqlite::connection& db) {
-            return screen(db, req, "started");
-        };
-        const std::optional<outcome> decided =
-            co_await worker_.run<std::optional<outcome>>(std::move(begin));
-        if (decided)
-            co_return *decided; // answered by the barrier: the work is not (re)done
-
-        outcome result = co_await work();
-        const bool done = result.is_success();
-        const bool failed = result.is_failure();
-        auto end = [this, req = owned_request(r), done, failed](sqlite::connection& db) {
-            end_external(db, req, done, failed);
-            return 0;
-        };
-        co_await worker_.run<int>(std::move(end));
-        co_return result;
-    }
+    // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
+    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
+    // outside this database (see <dtx/barrier.hpp>),
+    //   asio::awaitable<outcome> guard_external(const branch_request& r,
+    //                                           std::function<asio::awaitable<outcome>()> work);
 
     barrier_stats stats() const {
         auto w = worker_.stats();
@@ -152,29 +120,19 @@ public:
     const std::string& path() const noexcept { return opts_.path; }
 
 private:
+    friend class detail::barrier_registration<barrier, sqlite::connection>;
     using owned_request = detail::owned_request;
 
-    /// Thrown inside a job to roll back its savepoint while answering `answer`.
-    struct refused {
-        outcome answer;
-    };
-
-    /// Runs a job that may throw `refused` (rolling back its savepoint) and answers its outcome.
+    /// Runs a job that may throw a refusal (rolling back its savepoint) and answers its outcome.
     template <class Job>
     asio::awaitable<outcome> run_guarded(Job job) {
         outcome answer;
         try {
             answer = co_await worker_.run<outcome>(std::move(job));
-        } catch (const refused& r) {
+        } catch (const detail::barrier_refusal& r) {
             answer = r.answer;
         }
         co_return answer;
-    }
-
-    static std::int64_t now_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
     }
 
     /// The barrier table of one request, for detail::barrier_screen.
@@ -185,7 +143,8 @@ private:
             db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, "
                        "created_ms) "
                        "VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(r.gid, r.branch_id, slot, origin, state, now_ms())
+                .bind(r.gid, r.branch_id, slot, origin, state,
+                      detail::to_ms(std::chrono::system_clock::now()))
                 .run();
             return db.changes() == 1;
         }
@@ -197,49 +156,30 @@ private:
                 return std::nullopt;
             return detail::barrier_row{std::string(st.text(0)), std::string(st.text(1))};
         }
-    };
-
-    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r,
-                                  const char* state) {
-        store s{db, r};
-        return detail::barrier_screen(s, r.view(), state);
-    }
-
-    outcome guarded(sqlite::connection& db, const owned_request& r,
-                    const barrier_handler& handler) {
-        if (auto answer = screen(db, r, "done"))
-            return *answer;
-        const branch_request req = r.view();
-        outcome o = handler(db, req);
-        if (!o.is_success())
-            throw refused{std::move(o)}; // undo the handler's changes and the row
-        return o;
-    }
-
-    void end_external(sqlite::connection& db, const owned_request& r, bool done, bool failed) {
-        if (!done && !failed) {
-            // Pending or unknown: forget the attempt, so that the next one runs the work again.
+        void set_state(const char* slot, const char* state) {
+            db.prepare(
+                  "UPDATE dtx_barrier SET state = ? WHERE gid = ? AND branch_id = ? AND op = ?")
+                .bind(state, r.gid, r.branch_id, slot)
+                .run();
+        }
+        void forget_started(const char* slot) {
             db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND "
                        "state = 'started'")
-                .bind(r.gid, r.branch_id, detail::barrier_slot(r.op))
+                .bind(r.gid, r.branch_id, slot)
                 .run();
-            return;
         }
-        db.prepare("UPDATE dtx_barrier SET state = ? WHERE gid = ? AND branch_id = ? AND op = ?")
-            .bind(done ? "done" : "failed", r.gid, r.branch_id, detail::barrier_slot(r.op))
-            .run();
+    };
+
+    static outcome guarded(sqlite::connection& db, const owned_request& r,
+                           const barrier_handler& handler) {
+        store s{db, r};
+        return detail::guarded_operation(s, db, r, handler); // a refusal undoes its savepoint
     }
 
     bool prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
-                 "busy_timeout");
-        {
-            sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
-            if (!wal.step() || wal.text(0) != "wal")
-                throw error(errc::journal_failed, opts_.path + ": cannot switch to WAL mode");
-        }
-        db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        db.set_busy_timeout(opts_.busy_timeout);
+        db.use_wal(opts_.synchronous_full);
         sqlite::transaction tx(db);
         db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
                 "NULL) WITHOUT ROWID");
@@ -250,10 +190,8 @@ private:
                 version = static_cast<int>(v.integer(0));
         }
         if (version > schema_version)
-            throw error(errc::journal_version,
-                        opts_.path + ": barrier schema version " + std::to_string(version) +
-                            " is newer than this dtx reads (" + std::to_string(schema_version) +
-                            "); upgrade dtx");
+            throw detail::newer_schema(db.role(), opts_.path + ": barrier", version,
+                                       schema_version);
         if (version < 1) {
             db.exec(R"sql(
                 CREATE TABLE IF NOT EXISTS dtx_barrier (
@@ -273,21 +211,16 @@ private:
         return true;
     }
 
+    /// Deletes barrier rows older than the retention, a batch per transaction, giving way to
+    /// queued operations between batches. Runs on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before = now_ms() - opts_.retention.count();
-        const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
+        const std::int64_t before =
+            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
         auto& del = db_.prepare(
             "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
             "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
-        for (;;) {
-            sqlite::transaction tx(db_);
-            del.bind(before, batch).run();
-            const int n = db_.changes();
-            tx.commit();
-            cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle())
-                break;
-        }
+        worker_.clean(opts_.cleanup_batch, cleaned_,
+                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
     }
 
     barrier_options opts_;

@@ -24,6 +24,7 @@
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
+#include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
 #include <dtx/sqlite/connection.hpp>
@@ -94,7 +95,7 @@ public:
     /// journal_version, journal_failed) with the path and the reason.
     explicit journal(journal_options o)
         : opts_(std::move(o))
-        , db_(opts_.path)
+        , db_(opts_.path, storage_role::journal)
         , statements_(prepare())
         , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
@@ -197,8 +198,7 @@ private:
 
     statements prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
-                 "busy_timeout");
+        db.set_busy_timeout(opts_.busy_timeout);
         // Before the first read: in WAL mode, that read then locks the file for this connection.
         if (opts_.exclusive)
             db.exec("PRAGMA locking_mode=EXCLUSIVE");
@@ -211,23 +211,15 @@ private:
         } catch (const error&) {
             if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY)
                 throw;
-            throw error(errc::journal_failed,
-                        opts_.path +
-                            ": in use by another process (a SQLite journal belongs to "
-                            "one coordinator process; waited " +
-                            std::to_string(opts_.busy_timeout.count()) + " ms)");
+            throw db.failure(errc::journal_failed,
+                             "in use by another process (a SQLite journal belongs to one "
+                             "coordinator process; waited " +
+                                 std::to_string(opts_.busy_timeout.count()) + " ms)");
         }
         if (version > schema_version)
-            throw error(errc::journal_version,
-                        opts_.path + ": journal schema version " + std::to_string(version) +
-                            " is newer than this dtx reads (" + std::to_string(schema_version) +
-                            "); upgrade dtx");
-        {
-            sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
-            if (!wal.step() || wal.text(0) != "wal")
-                throw error(errc::journal_failed, opts_.path + ": cannot switch to WAL mode");
-        }
-        db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+            throw detail::newer_schema(db.role(), opts_.path + ": journal", version,
+                                       schema_version);
+        db.use_wal(opts_.synchronous_full);
         if (opts_.max_size_bytes) {
             std::int64_t page = 4096;
             sqlite::statement ps(db, "PRAGMA page_size");
@@ -362,19 +354,11 @@ private:
 
     // ---- applying operations (writer thread only) --------------------------------------------
 
-    static std::int64_t to_ms(wall_clock::time_point t) {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-    }
-    static wall_clock::time_point from_ms(std::int64_t ms) {
-        return wall_clock::time_point(
-            std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
-    }
-
     /// Applies one write, checking its conditions before it changes anything (a write that
     /// throws half-way is rolled back by the worker). Most writes take one or two statements.
     bool apply(const write_data& w) {
         auto& st = statements_;
-        const std::int64_t now = to_ms(wall_clock::now());
+        const std::int64_t now = detail::to_ms(wall_clock::now());
         if (w.begin) {
             if (w.status && w.status->from != tx_status::trying) {
                 if (exists(w.gid))
@@ -386,11 +370,11 @@ private:
             std::int64_t until = 0;
             if (w.lease) {
                 owner = w.lease->first;
-                until = to_ms(w.lease->second);
+                until = detail::to_ms(w.lease->second);
             }
             st.insert_tx
-                .bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline),
-                      now, owner, until, w.begin->forward)
+                .bind(w.gid, to_string(w.begin->kind), to_string(status),
+                      detail::to_ms(w.begin->deadline), now, owner, until, w.begin->forward)
                 .run();
             if (db_.changes() == 0)
                 throw duplicate(w.gid);
@@ -413,7 +397,7 @@ private:
             }
             if (w.lease) {
                 owner = w.lease->first;
-                until = to_ms(w.lease->second);
+                until = detail::to_ms(w.lease->second);
             }
             st.update_tx.bind(to, ended, owner, until, w.gid, from).run();
             if (db_.changes() == 0) {
@@ -450,7 +434,7 @@ private:
     std::vector<transaction_record> do_claim(const claim_data& c) {
         auto& st = statements_;
         std::vector<std::string> gids;
-        const std::int64_t now = to_ms(c.now);
+        const std::int64_t now = detail::to_ms(c.now);
         st.select_due.bind(now, c.take_over, static_cast<std::int64_t>(c.limit), open_offset,
                            c.take_over ? std::numeric_limits<std::int64_t>::max()
                                        : open_offset + now);
@@ -459,7 +443,7 @@ private:
         std::vector<transaction_record> out;
         out.reserve(gids.size());
         for (const auto& gid : gids) {
-            st.lease.bind(c.owner, to_ms(c.now + c.lease), gid).run();
+            st.lease.bind(c.owner, detail::to_ms(c.now + c.lease), gid).run();
             if (auto rec = load(gid))
                 out.push_back(std::move(*rec));
         }
@@ -481,7 +465,7 @@ private:
                         opts_.path + ": gid " + gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
-        rec.deadline = from_ms(select_tx_.integer(2));
+        rec.deadline = detail::from_ms(select_tx_.integer(2));
         rec.forward = select_tx_.integer(3) != 0;
         select_branches_.bind(gid);
         while (select_branches_.step()) {
@@ -503,18 +487,11 @@ private:
     /// Deletes ended transactions older than the retention, a batch per SQLite transaction,
     /// giving way to queued writes between batches. Runs on the worker thread when it is idle.
     void cleanup() {
-        const std::int64_t before = to_ms(wall_clock::now() - opts_.retention);
-        const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
-        for (;;) {
-            sqlite::transaction tx(db_);
-            statements_.clean_branches.bind(before, batch).run();
-            statements_.clean_txs.bind(before, batch).run();
-            const int n = db_.changes();
-            tx.commit();
-            cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle())
-                break;
-        }
+        const std::int64_t before = detail::to_ms(wall_clock::now() - opts_.retention);
+        worker_.clean(opts_.cleanup_batch, cleaned_, [&] {
+            statements_.clean_branches.bind(before, opts_.cleanup_batch).run();
+            statements_.clean_txs.bind(before, opts_.cleanup_batch).run();
+        });
     }
 
     journal_options opts_;
