@@ -136,6 +136,22 @@ TEST_CASE("postgres barrier: concurrent duplicate tries and cancels on several c
     CHECK(a.read() == std::pair{100, 0});
 }
 
+TEST_CASE("postgres barrier: handlers see the request's trace context") {
+    account a(fresh_pg_database());
+    std::string seen;
+    auto h = a.barrier.tcc({.on_try =
+                                [&](postgres::connection&, const branch_request& r) {
+                                    seen = r.traceparent;
+                                    return success();
+                                },
+                            .on_confirm = {},
+                            .on_cancel = {}});
+    const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    branch_request r{"t1", "01", branch_op::try_, a.ten, traceparent};
+    CHECK(run(a.ioc, h.on_try(r)).is_success());
+    CHECK(seen == traceparent);
+}
+
 TEST_CASE("postgres barrier: work outside the database is guarded too") {
     account a(fresh_pg_database());
     int sent = 0;

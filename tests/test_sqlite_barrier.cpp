@@ -381,6 +381,22 @@ TEST_CASE("barrier: a participant's failing SQL is a database error, not the jou
     }
 }
 
+TEST_CASE("barrier: handlers see the request's trace context") {
+    fixture f;
+    std::string seen_try, seen_external;
+    auto h = f.s.barrier.tcc({.on_try =
+                                  [&](sqlite::connection&, const branch_request& r) {
+                                      seen_try = r.traceparent;
+                                      return success();
+                                  },
+                              .on_confirm = {},
+                              .on_cancel = {}});
+    const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    branch_request r{"t1", "01", branch_op::try_, f.five, traceparent};
+    CHECK(run(f.ioc, h.on_try(r)).is_success());
+    CHECK(seen_try == traceparent);
+}
+
 TEST_CASE("TCC over a SQLite journal and SQLite barriers: confirmed, refused, and recovered") {
     temp_db dir;
     asio::io_context ioc;

@@ -75,17 +75,21 @@ struct barrier_refusal {
 };
 
 /// A branch_request whose views point into strings it owns, for work done on another thread.
+/// Every field of the request is kept: a handler behind the barrier sees what it would see
+/// without one.
 struct owned_request {
     explicit owned_request(const branch_request& r)
         : gid(r.gid)
         , branch_id(r.branch_id)
         , op(r.op)
-        , payload(r.payload) {}
-    branch_request view() const { return {gid, branch_id, op, payload}; }
+        , payload(r.payload)
+        , traceparent(r.traceparent) {}
+    branch_request view() const { return {gid, branch_id, op, payload, traceparent}; }
     std::string gid;
     std::string branch_id;
     branch_op op;
     nlohmann::json payload;
+    std::string traceparent;
 };
 
 /// One branch operation inside the barrier's local transaction: the barrier's answer, or else
