@@ -1,5 +1,5 @@
 // Barrier benchmark: what the participant-side barrier adds to one branch call, for SQLite
-// (dtx::sqlite_barrier) and PostgreSQL (dtx::postgres_barrier), against the same local
+// (dtx::sqlite::barrier) and PostgreSQL (dtx::postgres::barrier), against the same local
 // transaction doing the same business update without the barrier, in the same run.
 //
 //   bench_barrier [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]
@@ -15,17 +15,18 @@
 //   UPDATE account SET balance = balance - 1, frozen = frozen + 1 WHERE id = ? AND balance >= 1
 // with a new gid per call, its payload (account, amount) parsed from JSON. Three ways, on the same
 // database, back to back:
-//   - barrier: `co_await barrier.guard(request, typed_local<reserve>(handler))` (typed_postgres
-//     for PostgreSQL): the barrier row and the update in one local transaction on the barrier's
-//     database thread (SQLite: group-committed with the calls queued meanwhile, each in a
-//     savepoint; PostgreSQL: one transaction per call on a pool of 4 connections).
+//   - barrier: `co_await barrier.guard(request, handler)`, the handler wrapped by the barrier's
+//     typed_handler<reserve> (dtx::sqlite:: or dtx::postgres::): the barrier row and the update in
+//     one local transaction on the barrier's database thread (SQLite: group-committed with the
+//     calls queued meanwhile, each in a savepoint; PostgreSQL: one transaction per call on a pool
+//     of 4 connections).
 //   - baseline: `co_await barrier.run<outcome>(fn)`: the same local transaction on the same
 //     thread(s), with the same update and payload parsing, without the barrier row.
 //   - direct (concurrency 1 only): the same update in BEGIN ... COMMIT on a connection of the
 //     calling thread, with no dtx at all (no thread hand-off).
 // ratio = us_per_call / baseline_us_per_call; added_us_per_call is the difference.
 
-#include <dtx/sqlite_barrier.hpp>
+#include <dtx/sqlite/barrier.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -45,7 +46,7 @@
 #include "bench_support.hpp"
 
 #ifdef DTX_BENCH_HAVE_POSTGRES
-#include <dtx/postgres_barrier.hpp>
+#include <dtx/postgres/barrier.hpp>
 
 #include "bench_postgres_support.hpp"
 #endif
@@ -72,7 +73,7 @@ struct request_source {
 
 struct sqlite_db {
     using connection = dtx::sqlite::connection;
-    using barrier = dtx::sqlite_barrier;
+    using barrier = dtx::sqlite::barrier;
 
     static dtx::outcome reserve_in(connection& db, const reserve& r) {
         db.prepare("UPDATE account SET balance = balance - ?1, frozen = frozen + ?1 "
@@ -81,10 +82,9 @@ struct sqlite_db {
             .run();
         return db.changes() ? dtx::success() : dtx::failure("insufficient funds");
     }
-    static dtx::local_handler handler() {
-        return dtx::typed_local<reserve>([](connection& db, const dtx::branch_request&, reserve r) {
-            return reserve_in(db, r);
-        });
+    static dtx::sqlite::barrier_handler handler() {
+        return dtx::sqlite::typed_handler<reserve>([](connection& db, const dtx::branch_request&,
+                                                      reserve r) { return reserve_in(db, r); });
     }
     static int create(connection& db) {
         db.exec("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, "
@@ -112,7 +112,7 @@ struct sqlite_db {
 #ifdef DTX_BENCH_HAVE_POSTGRES
 struct postgres_db {
     using connection = dtx::postgres::connection;
-    using barrier = dtx::postgres_barrier;
+    using barrier = dtx::postgres::barrier;
 
     static dtx::outcome reserve_in(connection& db, const reserve& r) {
         const auto res =
@@ -122,9 +122,9 @@ struct postgres_db {
                     {std::to_string(r.amount), std::to_string(r.account)});
         return res.affected() ? dtx::success() : dtx::failure("insufficient funds");
     }
-    static dtx::postgres_handler handler() {
-        return dtx::typed_postgres<reserve>([](connection& db, const dtx::branch_request&,
-                                               reserve r) { return reserve_in(db, r); });
+    static dtx::postgres::barrier_handler handler() {
+        return dtx::postgres::typed_handler<reserve>([](connection& db, const dtx::branch_request&,
+                                                        reserve r) { return reserve_in(db, r); });
     }
     static int create(connection& db) {
         db.exec("CREATE TABLE account (id bigint PRIMARY KEY, balance bigint NOT NULL, "
@@ -149,7 +149,7 @@ struct postgres_db {
 template <class Db>
 struct through_barrier {
     typename Db::barrier* barrier;
-    const dtx::detail::db_handler<typename Db::connection>* handler;
+    const dtx::barrier_handler<typename Db::connection>* handler;
     request_source* source;
 
     asio::awaitable<bool> operator()() const {
@@ -286,10 +286,10 @@ nlohmann::ordered_json line(const scenario& sc, std::size_t concurrency, const l
 void run_sqlite(const scenario& sc, std::size_t concurrency, const cli_options& opt,
                 const std::string& dir, const std::string& filesystem) {
     const std::string path = dir + "/" + sc.name + "_c" + std::to_string(concurrency) + ".db";
-    dtx::sqlite_barrier_options o;
+    dtx::sqlite::barrier_options o;
     o.path = path;
     o.synchronous_full = sc.synchronous_full;
-    dtx::sqlite_barrier barrier(std::move(o));
+    dtx::sqlite::barrier barrier(std::move(o));
     auto create = [&barrier]() -> asio::awaitable<bool> {
         co_await barrier.run<int>(&sqlite_db::create);
         co_return true;
@@ -334,10 +334,10 @@ void run_postgres(const scenario& sc, std::size_t concurrency, const cli_options
         admin.exec(("CREATE DATABASE " + db_name).c_str());
     }
     const std::string conninfo = server.conninfo(db_name);
-    dtx::postgres_barrier_options o;
+    dtx::postgres::barrier_options o;
     o.conninfo = conninfo;
     const std::size_t connections = o.connections;
-    dtx::postgres_barrier barrier(std::move(o));
+    dtx::postgres::barrier barrier(std::move(o));
     {
         dtx::postgres::connection db(conninfo);
         postgres_db::create(db);

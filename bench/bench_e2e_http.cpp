@@ -16,9 +16,9 @@
 // (balance -2, frozen +2) and announces 1 unit to an account of each of the two others (incoming
 // +1); confirm settles (frozen -2; incoming -1, balance +1), cancel undoes. The payer rotates.
 // Each participant process serves its participant through dtx::http::server on one thread, each
-// operation in one local transaction with its barrier row (dtx::sqlite_barrier, WAL, synchronous
+// operation in one local transaction with its barrier row (dtx::sqlite::barrier, WAL, synchronous
 // FULL, group commit). The coordinator (dtx::coordinator on one io_context thread, default
-// options, dtx::sqlite_journal with synchronous FULL) adds the three branches by URL in one
+// options, dtx::sqlite::journal with synchronous FULL) adds the three branches by URL in one
 // add_branches call: one journal write, three concurrent tries, the decision (one journal write),
 // three concurrent confirms, the lazy end. After every run (warm-ups too) the benchmark reads the
 // participants' databases: each balance total must have moved by what the committed transactions
@@ -66,8 +66,8 @@
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read_until.hpp>
@@ -147,10 +147,11 @@ dtx::outcome apply(dtx::sqlite::connection& db, const char* sql, const transfer&
     return dtx::success();
 }
 
-dtx::local_tcc_handlers account_handlers() {
+dtx::sqlite::tcc_handlers account_handlers() {
     using conn = dtx::sqlite::connection;
     return {
-        .on_try = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&, transfer t) {
+        .on_try = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&,
+                                                          transfer t) {
             db.prepare(
                   "UPDATE account SET balance = balance + min(?1, 0), frozen = frozen - min(?1, "
                   "0), "
@@ -159,16 +160,16 @@ dtx::local_tcc_handlers account_handlers() {
                 .run();
             return db.changes() == 1 ? dtx::success() : dtx::failure("insufficient funds");
         }),
-        .on_confirm = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&,
-                                                    transfer t) {
+        .on_confirm = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&,
+                                                              transfer t) {
             return apply(
                 db,
                 "UPDATE account SET balance = balance + max(?1, 0), frozen = frozen + min(?1, 0), "
                 "incoming = incoming - max(?1, 0) WHERE id = ?2",
                 t);
         }),
-        .on_cancel = dtx::typed_local<transfer>([](conn& db, const dtx::branch_request&,
-                                                   transfer t) {
+        .on_cancel = dtx::sqlite::typed_handler<transfer>([](conn& db, const dtx::branch_request&,
+                                                             transfer t) {
             return apply(
                 db,
                 "UPDATE account SET balance = balance - min(?1, 0), frozen = frozen + min(?1, 0), "
@@ -187,7 +188,7 @@ int create_accounts(dtx::sqlite::connection& db) {
     return 0;
 }
 
-asio::awaitable<void> open_accounts(dtx::sqlite_barrier* barrier) {
+asio::awaitable<void> open_accounts(dtx::sqlite::barrier* barrier) {
     co_await barrier->run<int>(create_accounts);
 }
 
@@ -224,7 +225,7 @@ struct floor_commit {
 
 /// Answers the parent's commands on standard input: "stats" (the barrier's counters, the branch
 /// calls served, the protocol floor's commits); end of input stops the servers.
-asio::awaitable<void> control_loop(dtx::sqlite_barrier* barrier, dtx::http::server* server,
+asio::awaitable<void> control_loop(dtx::sqlite::barrier* barrier, dtx::http::server* server,
                                    std::array<asio::ip::tcp::acceptor*, 2> bare,
                                    const served* calls, const std::uint64_t* floor_commits) {
     asio::posix::stream_descriptor in(co_await asio::this_coro::executor, ::dup(STDIN_FILENO));
@@ -237,7 +238,7 @@ asio::awaitable<void> control_loop(dtx::sqlite_barrier* barrier, dtx::http::serv
         std::string command;
         std::getline(is, command);
         if (command == "stats") {
-            const dtx::sqlite_barrier_stats st = barrier->stats();
+            const dtx::sqlite::barrier_stats st = barrier->stats();
             nlohmann::ordered_json j;
             j["commits"] = st.commits;
             j["operations"] = st.operations;
@@ -255,7 +256,7 @@ asio::awaitable<void> control_loop(dtx::sqlite_barrier* barrier, dtx::http::serv
 
 int participant_main(const std::string& db_path, bool synchronous_full) {
     asio::io_context ioc(1);
-    dtx::sqlite_barrier barrier({.path = db_path, .synchronous_full = synchronous_full});
+    dtx::sqlite::barrier barrier({.path = db_path, .synchronous_full = synchronous_full});
     auto rethrow = [](std::exception_ptr e) {
         if (e)
             std::rethrow_exception(e);
@@ -489,7 +490,7 @@ struct counters_now {
 /// the resumption, the journal's queue and commit included).
 class timed_journal final : public dtx::journal {
 public:
-    explicit timed_journal(dtx::sqlite_journal_options o)
+    explicit timed_journal(dtx::sqlite::journal_options o)
         : inner_(std::move(o)) {}
 
     asio::awaitable<bool> write(const dtx::journal_write& w, dtx::durability d) override {
@@ -509,13 +510,13 @@ public:
     asio::awaitable<std::optional<dtx::transaction_record>> find(std::string_view gid) override {
         return inner_.find(gid);
     }
-    dtx::sqlite_journal_stats stats() const { return inner_.stats(); }
+    dtx::sqlite::journal_stats stats() const { return inner_.stats(); }
 
     std::uint64_t sync_writes = 0;
     std::int64_t sync_write_ns = 0;
 
 private:
-    dtx::sqlite_journal inner_;
+    dtx::sqlite::journal inner_;
 };
 
 struct e2e {
@@ -531,8 +532,8 @@ struct e2e {
     e2e(scratch_dir& d, std::vector<std::unique_ptr<participant_process>>& p, bool synchronous_full)
         : dir(d)
         , parts(p)
-        , journal(dtx::sqlite_journal_options{.path = d.path() + "/journal.db",
-                                              .synchronous_full = synchronous_full}) {
+        , journal(dtx::sqlite::journal_options{.path = d.path() + "/journal.db",
+                                               .synchronous_full = synchronous_full}) {
         registry.set_resolver(dtx::http::url_resolver(client));
         coord.emplace(ioc.get_executor(), journal, registry);
         for (std::size_t i = 0; i < n_participants; ++i)
@@ -548,7 +549,7 @@ struct e2e {
     counters_now now() {
         counters_now c;
         c.journal_commits = journal.stats().commits;
-        c.connections = client.statistics().connections;
+        c.connections = client.stats().connections;
         c.io_cpu = cpu::this_thread_ns();
         c.other_cpu = cpu::other_threads_ns();
         c.sync_writes = journal.sync_writes;

@@ -1,5 +1,5 @@
 // PostgreSQL journal benchmark: in-process TCC and sagas with three participants, journaled in
-// dtx::postgres_journal on a throwaway PostgreSQL server, against raw libpq single-row commits on
+// dtx::postgres::journal on a throwaway PostgreSQL server, against raw libpq single-row commits on
 // the same server, in the same run.
 //
 //   bench_postgres [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list]
@@ -19,15 +19,15 @@
 // What is measured:
 //   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
 //     `co_await coord.tcc(body)` (or `coord.saga`), as in bench_core and bench_sqlite, with the
-//     same trivial participants; the coordinator journals in a postgres_journal (its own thread and
-//     connection, or several: the writes queued meanwhile go to the server as one statement and
+//     same trivial participants; the coordinator journals in a postgres::journal (its own thread
+//     and connection, or several: the writes queued meanwhile go to the server as one statement and
 //     one commit).
 //   - baseline, measured just before each line: `clients` threads (8 for the concurrent lines, 1
 //     for the concurrency-1 lines), each with its own libpq connection, loop a prepared
 //     `INSERT INTO bench_baseline VALUES ($1, $2)` in autocommit: one commit (one WAL flush,
 //     shared by commits that wait at the same time) each.
 //   - commits_per_tx: statements (= server transactions) the journal committed per dtx
-//     transaction (postgres_journal::stats()).
+//     transaction (postgres::journal::stats()).
 //   - io_cpu_us_per_tx, journal_cpu_us_per_tx, server_cpu_us_per_tx: CPU time of the io_context
 //     thread, of the journal's thread, and of the server's processes during the run, per
 //     transaction. The server and the benchmark share the machine's cores.
@@ -38,7 +38,7 @@
 
 #ifdef DTX_BENCH_HAVE_POSTGRES
 
-#include <dtx/postgres_journal.hpp>
+#include <dtx/postgres/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -129,20 +129,20 @@ struct dtx_sample {
 };
 
 /// Runs `count` transactions on `concurrency` workers through a coordinator whose journal is a
-/// postgres_journal on emptied journal tables.
+/// postgres::journal on emptied journal tables.
 dtx_sample run_dtx(participants& parts, const scenario& sc, const pg::server& server,
                    const journal_settings& js, std::size_t concurrency, std::size_t count) {
     const std::string conninfo = server.conninfo(bench_db);
-    dtx::postgres_journal_options jo;
+    dtx::postgres::journal_options jo;
     jo.conninfo = conninfo;
     jo.connections = js.connections;
     jo.prepare_statements = js.prepare_statements;
-    dtx::postgres_journal journal(std::move(jo)); // creates the schema on the first run
+    dtx::postgres::journal journal(std::move(jo)); // creates the schema on the first run
     {
         dtx::postgres::connection admin(conninfo);
         admin.exec("TRUNCATE dtx_transaction");
     }
-    dtx::postgres_journal_stats before, after;
+    dtx::postgres::journal_stats before, after;
     std::int64_t journal_before = 0, server_before = 0, io_before = 0;
     dtx_sample d;
     auto started = [&] {
@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
     };
     if (auto code = parse_cli(
             argc, argv, "bench_postgres", opt, extra, " [--connections=N] [--unprepared]",
-            "  --connections=N  journal connections (postgres_journal_options::connections)\n"
+            "  --connections=N  journal connections (postgres::journal_options::connections)\n"
             "  --unprepared     the journal without prepared statements\n"))
         return *code;
 

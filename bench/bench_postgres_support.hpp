@@ -5,7 +5,7 @@
 #ifndef DTX_BENCH_POSTGRES_SUPPORT_HPP
 #define DTX_BENCH_POSTGRES_SUPPORT_HPP
 
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 
 #include <nlohmann/json.hpp>
 

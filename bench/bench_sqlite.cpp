@@ -1,5 +1,5 @@
 // SQLite journal benchmark: in-process TCC and sagas with three participants, journaled durably in
-// dtx::sqlite_journal, against raw SQLite single-row commits on the same disk, in the same run.
+// dtx::sqlite::journal, against raw SQLite single-row commits on the same disk, in the same run.
 //
 //   bench_sqlite [--quick] [--seconds=S] [--tx=N] [--filter=SUBSTRING] [--list] [--dir=DIR]
 //
@@ -16,8 +16,8 @@
 // What is measured:
 //   - framework: `concurrency` worker coroutines on one io_context (one thread) each loop
 //     `co_await coord.tcc(body)` (or `coord.saga`), exactly as in bench_core, with the same trivial
-//     participants, but the coordinator journals in a sqlite_journal (WAL mode, synchronous FULL by
-//     default). The journal's writer thread group-commits the writes queued by all workers. Each
+//     participants, but the coordinator journals in a sqlite::journal (WAL mode, synchronous FULL
+//     by default). The journal's writer thread group-commits the writes queued by all workers. Each
 //     run starts on a fresh file and is timed after 500 or more transactions
 //     (warm_up_transactions).
 //   - baseline, with the same synchronous setting: one thread loops `INSERT INTO t VALUES(?)` as
@@ -32,7 +32,7 @@
 //     journal's writer thread during the run, per transaction. When one of them comes close to
 //     us_per_tx, that thread is what limits the throughput.
 
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -330,16 +330,16 @@ struct dtx_sample {
 };
 
 /// Runs `count` transactions on `concurrency` workers through a coordinator whose journal is a
-/// fresh sqlite_journal in `dir`.
+/// fresh sqlite::journal in `dir`.
 dtx_sample run_dtx(participants& parts, const scenario& sc, const std::string& dir,
                    std::size_t concurrency, std::size_t count) {
     g_count = counters{};
     const scoped_db_files files(dir + "/dtx_bench_journal.db");
     asio::io_context ioc(1); // one thread runs it; the journal has its writer thread
-    dtx::sqlite_journal_options jo;
+    dtx::sqlite::journal_options jo;
     jo.path = files.path();
     jo.synchronous_full = sc.synchronous_full;
-    dtx::sqlite_journal journal(std::move(jo));
+    dtx::sqlite::journal journal(std::move(jo));
     std::optional<dtx::coordinator> coord;
     coord.emplace(ioc.get_executor(), journal, parts.registry);
 

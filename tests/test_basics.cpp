@@ -41,7 +41,7 @@ std::string uuidv7_problem(const std::string& g) {
 std::vector<errc> all_codes() {
     std::vector<errc> out;
     for (int v = static_cast<int>(errc::branch_failed);
-         v <= static_cast<int>(errc::coordinator_stopped); ++v)
+         v <= static_cast<int>(errc::database_version); ++v)
         out.push_back(static_cast<errc>(v));
     return out;
 }

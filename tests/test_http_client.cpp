@@ -446,8 +446,8 @@ TEST_CASE("kept-alive connections are reused; Connection: close and HTTP/1.0 ans
     for (int i = 0; i < 3; ++i)
         CHECK(f.run(client.post(to, "a=1", "{}")).status == 200);
     CHECK(f.server->accepted == 1);
-    CHECK(client.statistics().connections == 1);
-    CHECK(client.statistics().reused == 2);
+    CHECK(client.stats().connections == 1);
+    CHECK(client.stats().reused == 2);
     CHECK(client.idle_connections() == 1);
     CHECK(f.server->requests.back().path == "/x");
     CHECK(f.server->requests.back().authorization == "Bearer s3cret");
@@ -481,7 +481,7 @@ TEST_CASE("a connection the server closed while idle is not used; one closed und
         CHECK(client.idle_connections() == 1); // the client does not know yet
         CHECK(f.run(client.post(to, "", "{}")).status == 200);
         CHECK(f.server->accepted == 2);
-        CHECK(client.statistics().repeated == 0);
+        CHECK(client.stats().repeated == 0);
         CHECK(f.server->requests.size() == 2);
     }
     SUBCASE("closed as the request arrives: repeated on a new connection") {
@@ -492,7 +492,7 @@ TEST_CASE("a connection the server closed while idle is not used; one closed und
         CHECK(f.run(client.post(to, "", "{}")).status == 200);
         CHECK(f.run(client.post(to, "", "{}")).status == 200);
         CHECK(f.server->accepted == 2);
-        CHECK(client.statistics().repeated == 1);
+        CHECK(client.stats().repeated == 1);
         REQUIRE(f.server->requests.size() == 3);
         CHECK(f.server->requests[2].connection == 2);
     }
@@ -501,14 +501,14 @@ TEST_CASE("a connection the server closed while idle is not used; one closed und
         const std::string e = f.error_of(client.post(to, "", "{}"));
         CHECK(contains(e, "POST " + to.text() + ": reading the answer"));
         CHECK(f.server->requests.size() == 1);
-        CHECK(client.statistics().repeated == 0);
+        CHECK(client.stats().repeated == 0);
     }
     SUBCASE("dropped twice: repeated once only") {
         CHECK(f.run(client.post(to, "", "{}")).status == 200);
         f.server->decide = [](const received&) { return reply::drop; };
         CHECK_FALSE(f.error_of(client.post(to, "", "{}")).empty());
         CHECK(f.server->requests.size() == 3);
-        CHECK(client.statistics().repeated == 1);
+        CHECK(client.stats().repeated == 1);
     }
 }
 
@@ -565,13 +565,13 @@ TEST_CASE("host names are resolved; a refused connection is an error naming the 
                                    http::make_url("http://localhost" + port + "/dtx/stock"));
     CHECK(call(f, named, branch_op::try_, {}) == success());
     CHECK(f.server->requests.back().path == "/dtx/stock");
-    CHECK(client.statistics().connections == 1);
+    CHECK(client.stats().connections == 1);
 
     const std::string to = "http://127.0.0.1:" + std::to_string(closed_port(f.ioc)) + "/dtx/gone";
     http::remote_participant p(client, http::make_url(to));
     const std::string e = call_error(f, p);
     CHECK(contains(e, "gid g-1 branch 07 try: POST " + to + ": connecting: "));
-    CHECK(client.statistics().connections == 1);
+    CHECK(client.stats().connections == 1);
 }
 
 TEST_CASE("waiting for a host name is bounded by the request timeout and ends when the call is "
@@ -664,7 +664,7 @@ TEST_CASE(
     CHECK(f.run_until([&] { return f.server->closed_by_client == 2; }));
     four_at_once(); // two reused, two new
     CHECK(f.server->accepted == 6);
-    CHECK(client.statistics().reused == 2);
+    CHECK(client.stats().reused == 2);
 
     http::client brief(f.ioc.get_executor(),
                        http::client_options{.idle_timeout = std::chrono::milliseconds(1)});
@@ -672,8 +672,8 @@ TEST_CASE(
     asio::steady_timer later(f.ioc, std::chrono::milliseconds(5));
     f.run(later.async_wait(asio::as_tuple(asio::use_awaitable)));
     CHECK(f.run(brief.post(to, "", "{}")).status == 200);
-    CHECK(brief.statistics().connections == 2);
-    CHECK(brief.statistics().reused == 0);
+    CHECK(brief.stats().connections == 2);
+    CHECK(brief.stats().reused == 0);
 }
 
 namespace {
@@ -753,8 +753,8 @@ TEST_CASE("TCC over HTTP: every branch tried, then confirmed; trace context and 
     for (const received& q : w.all())
         if (q.gid == again.gid)
             CHECK(q.traceparent.substr(3, 32) == trace_id);
-    CHECK(urls.client.statistics().reused > 0);
-    CHECK(w.server->accepted + w.other->accepted == urls.client.statistics().connections);
+    CHECK(urls.client.stats().reused > 0);
+    CHECK(w.server->accepted + w.other->accepted == urls.client.stats().connections);
 }
 
 TEST_CASE(

@@ -843,5 +843,5 @@ TEST_CASE("a coordinator reaches the server's participants through the HTTP clie
     CHECK(ops[refused.gid + "/01"] == v{branch_op::try_, branch_op::cancel});
     CHECK(ops[refused.gid + "/02"] == v{branch_op::try_, branch_op::cancel});
     CHECK(ops[saga.gid + "/01"] == v{branch_op::action});
-    CHECK(client.statistics().connections < 5); // kept alive between calls
+    CHECK(client.stats().connections < 5); // kept alive between calls
 }

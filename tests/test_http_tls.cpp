@@ -269,8 +269,8 @@ TEST_CASE("every branch operation over TLS, on one kept-alive connection") {
     CHECK(w.payment_calls == 2);
     CHECK(w.stock.reserved() == 0);
     CHECK(w.stock.taken() == 2);
-    CHECK(client.statistics().connections == 1);
-    CHECK(client.statistics().reused == 5);
+    CHECK(client.stats().connections == 1);
+    CHECK(client.stats().reused == 5);
     CHECK(client.idle_connections() == 1);
     CHECK(w.server->connections() == 1);
 }
@@ -304,8 +304,8 @@ TEST_CASE("TLS connections are pooled apart from plain ones and reused concurren
             answered += n;
     }
     CHECK(answered == 36);
-    CHECK(client.statistics().connections == 3);
-    CHECK(client.statistics().reused == 33);
+    CHECK(client.stats().connections == 3);
+    CHECK(client.stats().reused == 33);
     CHECK(w.stock_calls == 36);
 }
 
@@ -321,7 +321,7 @@ TEST_CASE("a server certificate from an untrusted CA is refused before any reque
     CHECK(contains(e, "unable to get local issuer certificate"));
     CHECK(contains(e, w.url("stock")));
     CHECK(w.calls() == 0);
-    CHECK(client.statistics().connections == 0);
+    CHECK(client.stats().connections == 0);
     CHECK(client.idle_connections() == 0);
 }
 
@@ -378,7 +378,7 @@ TEST_CASE("an https URL given to a client without TLS settings is an error that 
     CHECK(contains(e, "no TLS settings"));
     CHECK(contains(e, w.url("stock")));
     CHECK(w.calls() == 0);
-    CHECK(client.statistics().connections == 0);
+    CHECK(client.stats().connections == 0);
 }
 
 TEST_CASE(
@@ -539,8 +539,8 @@ TEST_CASE("a coordinator runs TCC over https participants, and recovery finds th
         }));
         CHECK(ok.status == tx_status::confirmed);
         CHECK(w.stock.taken() == 5);
-        CHECK(first_client.statistics().connections <= 2); // the two confirms may go out at once
-        CHECK(first_client.statistics().reused > 0);
+        CHECK(first_client.stats().connections <= 2); // the two confirms may go out at once
+        CHECK(first_client.stats().reused > 0);
 
         // A second coordinator stops right after its confirm decision is durable, as if killed.
         bool stopped = false;
@@ -566,8 +566,8 @@ TEST_CASE("a coordinator runs TCC over https participants, and recovery finds th
     CHECK(journal.get(gid)->status == tx_status::confirmed);
     CHECK(w.stock.reserved() == 0);
     CHECK(w.stock.taken() == 12);
-    CHECK(client.statistics().connections == 1);
-    CHECK(client.statistics().requests == 1);
+    CHECK(client.stats().connections == 1);
+    CHECK(client.stats().requests == 1);
 
     // Through a client without TLS settings, an https participant is an unknown result (which a
     // coordinator retries) that says why.

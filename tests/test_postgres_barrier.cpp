@@ -1,8 +1,12 @@
 // The PostgreSQL barrier: each anomaly forced deterministically, truly concurrent duplicates on
 // several connections, and rollback of refused handlers.
-#include <dtx/postgres_barrier.hpp>
+#include <dtx/postgres/barrier.hpp>
 
 #include <doctest/doctest.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
 
 #include "support/model.hpp"
 #include "support/pg_server.hpp"
@@ -13,7 +17,7 @@ using namespace dtx::test;
 namespace {
 
 struct account {
-    postgres_barrier barrier;
+    postgres::barrier barrier;
     std::atomic<int> tries{0}, confirms{0}, cancels{0};
     tcc_handlers h;
     nlohmann::json ten = qty_payload{10};
@@ -28,7 +32,7 @@ struct account {
             return 0;
         }));
         h = barrier.tcc({
-            .on_try = typed_postgres<qty_payload>(
+            .on_try = postgres::typed_handler<qty_payload>(
                 [this](postgres::connection& db, const branch_request&, qty_payload p) {
                     ++tries;
                     auto r = db.exec(
@@ -37,14 +41,14 @@ struct account {
                         {std::to_string(p.qty)});
                     return r.affected() ? success() : failure("insufficient funds");
                 }),
-            .on_confirm = typed_postgres<qty_payload>(
+            .on_confirm = postgres::typed_handler<qty_payload>(
                 [this](postgres::connection& db, const branch_request&, qty_payload p) {
                     ++confirms;
                     db.exec("UPDATE account SET frozen = frozen - $1::int WHERE id = 1",
                             {std::to_string(p.qty)});
                     return success();
                 }),
-            .on_cancel = typed_postgres<qty_payload>(
+            .on_cancel = postgres::typed_handler<qty_payload>(
                 [this](postgres::connection& db, const branch_request&, qty_payload p) {
                     ++cancels;
                     db.exec("UPDATE account SET frozen = frozen - $1::int, balance = balance + "
@@ -130,4 +134,106 @@ TEST_CASE("postgres barrier: concurrent duplicate tries and cancels on several c
     CHECK(ok == 8);
     CHECK(a.cancels == 1);
     CHECK(a.read() == std::pair{100, 0});
+}
+
+TEST_CASE("postgres barrier: handlers see the request's trace context") {
+    account a(fresh_pg_database());
+    std::string seen;
+    auto h = a.barrier.tcc({.on_try =
+                                [&](postgres::connection&, const branch_request& r) {
+                                    seen = r.traceparent;
+                                    return success();
+                                },
+                            .on_confirm = {},
+                            .on_cancel = {}});
+    const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    branch_request r{"t1", "01", branch_op::try_, a.ten, traceparent};
+    CHECK(run(a.ioc, h.on_try(r)).is_success());
+    CHECK(seen == traceparent);
+}
+
+TEST_CASE("postgres barrier: work outside the database is guarded too") {
+    account a(fresh_pg_database());
+    int sent = 0;
+    outcome next = success();
+    auto work = [&]() -> asio::awaitable<outcome> {
+        ++sent;
+        co_return next;
+    };
+    nlohmann::json p = nullptr;
+    auto call = [&](branch_op op, const char* gid) {
+        branch_request r{gid, "01", op, p};
+        return run(a.ioc, a.barrier.guard_external(r, work));
+    };
+
+    CHECK(call(branch_op::try_, "e1").is_success());
+    CHECK(call(branch_op::try_, "e1").is_success()); // duplicate: not sent again
+    CHECK(sent == 1);
+
+    CHECK(call(branch_op::cancel, "e2").is_success()); // cancel first: nothing sent
+    CHECK(call(branch_op::try_, "e2").is_failure());   // late try: refused, nothing sent
+    CHECK(sent == 1);
+
+    next = failure("the bank says no");
+    CHECK(call(branch_op::try_, "e3").is_failure());
+    CHECK(call(branch_op::try_, "e3").is_failure()); // the refusal is remembered, not re-asked
+    CHECK(sent == 2);
+    next = success();
+    CHECK(call(branch_op::cancel, "e3").is_success()); // the try began: the real cancel runs
+    CHECK(sent == 3);
+
+    next = pending();
+    CHECK(call(branch_op::try_, "e4").is_pending());
+    next = success();
+    CHECK(call(branch_op::try_, "e4").is_success()); // pending is forgotten: asked again
+    CHECK(sent == 5);
+}
+
+TEST_CASE("postgres barrier: stats, old rows cleaned, database errors, a newer schema refused") {
+    const std::string conninfo = fresh_pg_database();
+    {
+        account a(conninfo);
+        const auto before = a.barrier.stats();
+        CHECK(a.call(branch_op::try_, "s1").is_success());
+        nlohmann::json too_much = qty_payload{1000};
+        CHECK(a.call(branch_op::try_, "s2", &too_much).is_failure()); // rolled back
+        const auto after = a.barrier.stats();
+        CHECK(after.commits - before.commits == 1);
+        CHECK(after.operations - before.operations == 2);
+
+        auto h = a.barrier.tcc({.on_try =
+                                    [](postgres::connection& db, const branch_request&) {
+                                        db.exec("UPDATE no_such_table SET x = 1");
+                                        return success();
+                                    },
+                                .on_confirm = {},
+                                .on_cancel = {}});
+        branch_request r{"s3", "01", branch_op::try_, a.ten};
+        try {
+            run(a.ioc, h.on_try(r));
+            FAIL("the statement ran");
+        } catch (const dtx::error& e) {
+            CHECK(e.code() == errc::database_failed);
+        }
+    }
+    {
+        postgres::barrier b({.conninfo = conninfo,
+                             .retention = std::chrono::milliseconds(0),
+                             .cleanup_batch = 1,
+                             .cleanup_interval = std::chrono::milliseconds(1)});
+        for (int i = 0; i < 3000 && b.stats().cleaned < 1; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        CHECK(b.stats().cleaned == 1); // s1's try row: the refused and failed ones rolled back
+    }
+    {
+        postgres::connection c(conninfo);
+        c.exec("UPDATE dtx_meta SET value = 9 WHERE key = 'barrier_version'");
+    }
+    try {
+        postgres::barrier b({.conninfo = conninfo});
+        FAIL("opened a newer barrier");
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::database_version);
+        CHECK(std::string(e.what()).find("schema version 9") != std::string::npos);
+    }
 }

@@ -1,7 +1,7 @@
 // The PostgreSQL journal, against a server the test starts on 127.0.0.1 and stops: the journal
 // contract, group commit, claims shared by several instances, a newer schema, a lost server.
 #include <dtx/coordinator.hpp>
-#include <dtx/postgres_journal.hpp>
+#include <dtx/postgres/journal.hpp>
 
 #include <doctest/doctest.h>
 
@@ -24,15 +24,15 @@ std::string fresh_database() {
 
 TEST_CASE("postgres journal: the journal contract") {
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database()});
+    postgres::journal j({.conninfo = fresh_database()});
     check_journal_contract(ioc, j);
-    postgres_journal k({.conninfo = fresh_database()});
+    postgres::journal k({.conninfo = fresh_database()});
     check_forward_contract(ioc, k);
 }
 
 TEST_CASE("postgres journal: the journal contract with several connections") {
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database(), .connections = 3});
+    postgres::journal j({.conninfo = fresh_database(), .connections = 3});
     check_journal_contract(ioc, j);
 }
 
@@ -78,8 +78,8 @@ TEST_CASE("postgres journal: a version 1 schema is migrated on open, its transac
            "'gone', 0)");
     c.exec("INSERT INTO dtx_branch (gid, branch_id, participant, payload, done) VALUES "
            "('old', '01', 'a', '{\"qty\": 1}', true), ('old', '02', 'b', '{\"qty\": 2}', false)");
-    postgres_journal j({.conninfo = db});
-    CHECK(journal_version(c) == postgres_journal::schema_version);
+    postgres::journal j({.conninfo = db});
+    CHECK(journal_version(c) == postgres::journal::schema_version);
     auto claimed = claim_now(ioc, j, "me", std::chrono::seconds(30));
     REQUIRE(claimed.size() == 1);
     CHECK(claimed[0].gid == "old");
@@ -119,8 +119,8 @@ VALUES ('decided', '01', 'a', '{"qty": 1}', true), ('decided', '02', 'b', '{"qty
        ('planned', '02', 's', '{"qty": 6}', false), ('planned', '01', 's', '{"qty": 5}', false),
        ('ended', '01', 'a', '{"qty": 7}', true), ('young', '01', 'a', '{"qty": 8}', false))sql");
 
-    postgres_journal j({.conninfo = db});
-    CHECK(journal_version(c) == postgres_journal::schema_version);
+    postgres::journal j({.conninfo = db});
+    CHECK(journal_version(c) == postgres::journal::schema_version);
     CHECK(c.exec("SELECT 1 FROM pg_tables WHERE tablename = 'dtx_branch'").rows() == 0);
     auto planned = run(ioc, j.find("planned"));
     REQUIRE(planned);
@@ -167,7 +167,7 @@ namespace {
 void concurrent_tcc(std::size_t connections) {
     CAPTURE(connections);
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database(), .connections = connections});
+    postgres::journal j({.conninfo = fresh_database(), .connections = connections});
     participant_registry reg;
     resource a{"a"}, b{"b"};
     reg.add_tcc("a", a.tcc());
@@ -209,7 +209,7 @@ TEST_CASE("postgres journal: concurrent writes share statements; TCC end to end"
 TEST_CASE("postgres journal: instances claiming at once never take the same transaction") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();
-    postgres_journal writer({.conninfo = conninfo});
+    postgres::journal writer({.conninfo = conninfo});
     const auto overdue = wall_clock::now() - std::chrono::seconds(1);
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     for (int i = 0; i < 300; ++i)
@@ -219,10 +219,10 @@ TEST_CASE("postgres journal: instances claiming at once never take the same tran
                           .new_branches = br}));
 
     // Three instances, each with its own connection, claim in small batches concurrently.
-    std::vector<std::unique_ptr<postgres_journal>> instances;
+    std::vector<std::unique_ptr<postgres::journal>> instances;
     for (int i = 0; i < 3; ++i)
         instances.push_back(
-            std::make_unique<postgres_journal>(postgres_journal_options{.conninfo = conninfo}));
+            std::make_unique<postgres::journal>(postgres::journal_options{.conninfo = conninfo}));
     std::vector<std::string> taken;
     int rounds = 0;
     ioc.restart(); // the writes above ran it out of work
@@ -255,18 +255,18 @@ TEST_CASE("postgres journal: instances claiming at once never take the same tran
 
 TEST_CASE("postgres journal: a database migrated by a newer dtx is refused") {
     const auto conninfo = fresh_database();
-    { postgres_journal j({.conninfo = conninfo}); }
+    { postgres::journal j({.conninfo = conninfo}); }
     {
         postgres::connection c(conninfo);
         c.exec("UPDATE dtx_meta SET value = 5 WHERE key = 'journal_version'");
     }
-    CHECK(error_of([&] { postgres_journal j({.conninfo = conninfo}); }) == errc::journal_version);
+    CHECK(error_of([&] { postgres::journal j({.conninfo = conninfo}); }) == errc::journal_version);
 }
 
 TEST_CASE(
     "postgres journal: a server that goes away fails writes clearly, and is used again when back") {
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database()});
+    postgres::journal j({.conninfo = fresh_database()});
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     CHECK(write_sync(ioc, j,
                      {.gid = "before",
@@ -317,36 +317,36 @@ TEST_CASE("postgres journal: write functions are replaced when older, never when
         c.exec("UPDATE dtx_meta SET value = $1::int WHERE key = 'journal_functions'", {v});
     };
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
-    { postgres_journal j({.conninfo = conninfo}); }
-    CHECK(functions_version() == postgres_journal::functions_version);
+    { postgres::journal j({.conninfo = conninfo}); }
+    CHECK(functions_version() == postgres::journal::functions_version);
 
     // Older (as a database set up by the first dtx with this layout): replaced on open.
     install_stub(1);
     {
-        postgres_journal j({.conninfo = conninfo});
+        postgres::journal j({.conninfo = conninfo});
         CHECK(write_sync(ioc, j,
                          {.gid = "g1",
                           .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
                           .new_branches = br}));
     }
-    CHECK(functions_version() == postgres_journal::functions_version);
+    CHECK(functions_version() == postgres::journal::functions_version);
 
     // Newer (set up by a later dtx): kept, and used.
-    install_stub(postgres_journal::functions_version + 1);
+    install_stub(postgres::journal::functions_version + 1);
     {
-        postgres_journal j({.conninfo = conninfo});
+        postgres::journal j({.conninfo = conninfo});
         CHECK_FALSE(write_sync(ioc, j,
                                {.gid = "g2",
                                 .begin = begin_transaction{tx_kind::tcc, wall_clock::now()},
                                 .new_branches = br}));
     }
-    CHECK(functions_version() == postgres_journal::functions_version + 1);
+    CHECK(functions_version() == postgres::journal::functions_version + 1);
 }
 
 TEST_CASE(
     "postgres journal: a write that changes nothing in the transaction still checks its status") {
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database()});
+    postgres::journal j({.conninfo = fresh_database()});
     std::vector<branch_record> one{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> two{branch_record{"02", "a", qty_payload{2}}};
     const auto later = wall_clock::now() + std::chrono::minutes(1);
@@ -388,7 +388,7 @@ namespace {
 void writes_in_order(std::size_t connections) {
     CAPTURE(connections);
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database(), .connections = connections});
+    postgres::journal j({.conninfo = fresh_database(), .connections = connections});
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};
@@ -447,7 +447,7 @@ TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply
           "write answered") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();
-    postgres_journal j({.conninfo = conninfo});
+    postgres::journal j({.conninfo = conninfo});
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     const auto begin = [&](std::string_view gid) { // gids are literals: they outlive the writes
@@ -520,14 +520,14 @@ TEST_CASE("postgres journal: a batch of different transactions goes to dtx_apply
 TEST_CASE("postgres journal: functions of version 4 (no dtx_apply_single) are replaced on open") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();
-    { postgres_journal j({.conninfo = conninfo}); }
+    { postgres::journal j({.conninfo = conninfo}); }
     {
         // As dtx with functions version 4 left the database.
         postgres::connection c(conninfo);
         c.exec("DROP FUNCTION dtx_apply_single(jsonb, bigint)");
         c.exec("UPDATE dtx_meta SET value = 4 WHERE key = 'journal_functions'");
     }
-    postgres_journal j({.conninfo = conninfo});
+    postgres::journal j({.conninfo = conninfo});
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     CHECK(write_sync(
@@ -536,7 +536,7 @@ TEST_CASE("postgres journal: functions of version 4 (no dtx_apply_single) are re
         ioc, j, {.gid = "g", .status = status_change{tx_status::trying, tx_status::confirming}}));
     postgres::connection c(conninfo);
     CHECK(c.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'").text(0, 0) ==
-          std::to_string(postgres_journal::functions_version));
+          std::to_string(postgres::journal::functions_version));
     CHECK(run(ioc, j.find("g"))->status == tx_status::confirming);
 }
 
@@ -555,7 +555,8 @@ void drop_prepared_statements_after_writes(const std::string& conninfo) {
 
 /// One TCC transaction through `j`, written by itself (batches of one) or all at once (lazy
 /// writes, one batch), and whether the journal holds it as confirmed with its two branches.
-bool tcc_through(asio::io_context& ioc, postgres_journal& j, const std::string& gid, durability d) {
+bool tcc_through(asio::io_context& ioc, postgres::journal& j, const std::string& gid,
+                 durability d) {
     const auto later = wall_clock::now() + std::chrono::minutes(1);
     std::vector<branch_record> first{branch_record{"01", "a", qty_payload{1}}};
     std::vector<branch_record> second{branch_record{"02", "b", qty_payload{2}}};
@@ -593,7 +594,7 @@ bool tcc_through(asio::io_context& ioc, postgres_journal& j, const std::string& 
 TEST_CASE("postgres journal: prepared statements the server lost are prepared again") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();
-    postgres_journal j({.conninfo = conninfo});
+    postgres::journal j({.conninfo = conninfo});
     CHECK(tcc_through(ioc, j, "before", durability::sync));
     CHECK(j.stats().lost_statements == 0);
     drop_prepared_statements_after_writes(conninfo);
@@ -610,7 +611,7 @@ TEST_CASE("postgres journal: prepared statements the server lost are prepared ag
 TEST_CASE("postgres journal: without prepared statements") {
     asio::io_context ioc;
     const auto conninfo = fresh_database();
-    postgres_journal j({.conninfo = conninfo, .prepare_statements = false});
+    postgres::journal j({.conninfo = conninfo, .prepare_statements = false});
     drop_prepared_statements_after_writes(conninfo); // nothing to lose
     CHECK(tcc_through(ioc, j, "single", durability::sync));
     CHECK(tcc_through(ioc, j, "batch", durability::lazy));
@@ -642,7 +643,7 @@ TEST_CASE("postgres connection: a prepared statement the server lost is prepared
 TEST_CASE(
     "postgres journal: with several connections, a claim sees the lazy writes queued before it") {
     asio::io_context ioc;
-    postgres_journal j({.conninfo = fresh_database(), .connections = 3});
+    postgres::journal j({.conninfo = fresh_database(), .connections = 3});
     const auto overdue = wall_clock::now() - std::chrono::seconds(1);
     std::vector<branch_record> br{branch_record{"01", "a", qty_payload{1}}};
     const int n = 30;

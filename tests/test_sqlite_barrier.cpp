@@ -1,8 +1,8 @@
 // The SQLite barrier: each anomaly forced with a deterministic interleaving, rollback of refused
 // handlers, work outside the database, cleanup, and a transaction over journal and barriers.
 #include <dtx/coordinator.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <doctest/doctest.h>
 
@@ -28,13 +28,13 @@ struct temp_db {
 
 /// A stock participant: its table and its handlers, counting how often each handler really ran.
 struct stock {
-    sqlite_barrier barrier;
+    sqlite::barrier barrier;
     int tries = 0, confirms = 0, cancels = 0;
     bool refuse_try = false;
     bool throw_in_try = false;
 
     explicit stock(const std::string& path)
-        : barrier(sqlite_barrier_options{.path = path}) {}
+        : barrier(sqlite::barrier_options{.path = path}) {}
 
     void create(asio::io_context& ioc, int available) {
         run(ioc, barrier.run<int>([available](sqlite::connection& db) {
@@ -47,22 +47,23 @@ struct stock {
         }));
     }
 
-    local_tcc_handlers handlers() {
+    sqlite::tcc_handlers handlers() {
         return {
-            .on_try = typed_local<qty_payload>([this](sqlite::connection& db, const branch_request&,
-                                                      qty_payload p) {
-                ++tries;
-                db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-                           "WHERE sku = 'apple' AND available >= ?1")
-                    .bind(p.qty)
-                    .run();
-                if (throw_in_try)
-                    throw std::runtime_error("stock database hiccup");
-                if (refuse_try || db.changes() == 0)
-                    return failure("not enough apples");
-                return success();
-            }),
-            .on_confirm = typed_local<qty_payload>(
+            .on_try = sqlite::typed_handler<qty_payload>(
+                [this](sqlite::connection& db, const branch_request&, qty_payload p) {
+                    ++tries;
+                    db.prepare(
+                          "UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
+                          "WHERE sku = 'apple' AND available >= ?1")
+                        .bind(p.qty)
+                        .run();
+                    if (throw_in_try)
+                        throw std::runtime_error("stock database hiccup");
+                    if (refuse_try || db.changes() == 0)
+                        return failure("not enough apples");
+                    return success();
+                }),
+            .on_confirm = sqlite::typed_handler<qty_payload>(
                 [this](sqlite::connection& db, const branch_request&, qty_payload p) {
                     ++confirms;
                     db.prepare("UPDATE stock SET reserved = reserved - ?1, sold = sold + ?1 WHERE "
@@ -71,7 +72,7 @@ struct stock {
                         .run();
                     return success();
                 }),
-            .on_cancel = typed_local<qty_payload>(
+            .on_cancel = sqlite::typed_handler<qty_payload>(
                 [this](sqlite::connection& db, const branch_request&, qty_payload p) {
                     ++cancels;
                     db.prepare("UPDATE stock SET reserved = reserved - ?1, available = available + "
@@ -232,7 +233,7 @@ TEST_CASE("barrier: a payload that does not convert is refused without touching 
 TEST_CASE("barrier: sagas: duplicate action, compensate before action, action after compensate") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("points.db")});
+    sqlite::barrier b({.path = dir.file("points.db")});
     run(ioc, b.run<int>([](sqlite::connection& db) {
         db.exec("CREATE TABLE points (total INTEGER); INSERT INTO points VALUES (0)");
         return 0;
@@ -281,7 +282,7 @@ TEST_CASE("barrier: sagas: duplicate action, compensate before action, action af
 TEST_CASE("barrier: work outside the database is guarded too") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("ext.db")});
+    sqlite::barrier b({.path = dir.file("ext.db")});
     int sent = 0;
     outcome next = success();
     auto work = [&]() -> asio::awaitable<outcome> {
@@ -320,10 +321,10 @@ TEST_CASE("barrier: work outside the database is guarded too") {
 TEST_CASE("barrier: old rows are cleaned in batches") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_barrier b({.path = dir.file("c.db"),
-                      .retention = std::chrono::milliseconds(0),
-                      .cleanup_batch = 3,
-                      .cleanup_interval = std::chrono::milliseconds(1)});
+    sqlite::barrier b({.path = dir.file("c.db"),
+                       .retention = std::chrono::milliseconds(0),
+                       .cleanup_batch = 3,
+                       .cleanup_interval = std::chrono::milliseconds(1)});
     auto h =
         b.tcc({.on_try = [](sqlite::connection&, const branch_request&) { return success(); },
                .on_confirm = [](sqlite::connection&, const branch_request&) { return success(); },
@@ -344,23 +345,62 @@ TEST_CASE("barrier: old rows are cleaned in batches") {
 TEST_CASE("barrier: a newer barrier schema is refused") {
     temp_db dir;
     const auto path = dir.file("v.db");
-    { sqlite_barrier b({.path = path}); }
+    { sqlite::barrier b({.path = path}); }
     {
         sqlite::connection c(path);
         c.exec("UPDATE dtx_meta SET value = 9 WHERE key = 'barrier_version'");
     }
     try {
-        sqlite_barrier b({.path = path});
+        sqlite::barrier b({.path = path});
         FAIL("opened a newer barrier");
     } catch (const dtx::error& e) {
-        CHECK(e.code() == errc::journal_version);
+        CHECK(e.code() == errc::database_version); // the participant's database, not a journal
+        CHECK(std::string(e.what()).find("barrier schema version 9") != std::string::npos);
     }
+}
+
+TEST_CASE("barrier: a participant's failing SQL is a database error, not the journal's") {
+    temp_db dir;
+    asio::io_context ioc;
+    sqlite::barrier b({.path = dir.file("sql.db")});
+    auto h = b.tcc({.on_try =
+                        [](sqlite::connection& db, const branch_request&) {
+                            db.exec("UPDATE no_such_table SET x = 1");
+                            return success();
+                        },
+                    .on_confirm = {},
+                    .on_cancel = {}});
+    nlohmann::json p = nullptr;
+    branch_request r{"s1", "01", branch_op::try_, p};
+    try {
+        run(ioc, h.on_try(r));
+        FAIL("the statement ran");
+    } catch (const dtx::error& e) {
+        CHECK(e.code() == errc::database_failed);
+        CHECK(std::string(e.what()).find("no_such_table") != std::string::npos);
+    }
+}
+
+TEST_CASE("barrier: handlers see the request's trace context") {
+    fixture f;
+    std::string seen_try, seen_external;
+    auto h = f.s.barrier.tcc({.on_try =
+                                  [&](sqlite::connection&, const branch_request& r) {
+                                      seen_try = r.traceparent;
+                                      return success();
+                                  },
+                              .on_confirm = {},
+                              .on_cancel = {}});
+    const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    branch_request r{"t1", "01", branch_op::try_, f.five, traceparent};
+    CHECK(run(f.ioc, h.on_try(r)).is_success());
+    CHECK(seen_try == traceparent);
 }
 
 TEST_CASE("TCC over a SQLite journal and SQLite barriers: confirmed, refused, and recovered") {
     temp_db dir;
     asio::io_context ioc;
-    sqlite_journal journal({.path = dir.file("journal.db")});
+    sqlite::journal journal({.path = dir.file("journal.db")});
     stock apples(dir.file("apples.db")), pears(dir.file("pears.db"));
     apples.create(ioc, 10);
     pears.create(ioc, 10);

@@ -1,6 +1,6 @@
 // The SQLite journal: the journal contract, durability across reopening, group commit, schema
 // versions, and every way the file or the disk can let it down.
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <doctest/doctest.h>
 
@@ -28,8 +28,8 @@ struct temp_dir {
     std::string file(const char* name) const { return (path / name).string(); }
 };
 
-sqlite_journal_options options_for(const std::string& path) {
-    sqlite_journal_options o;
+sqlite::journal_options options_for(const std::string& path) {
+    sqlite::journal_options o;
     o.path = path;
     return o;
 }
@@ -57,9 +57,9 @@ void sql(const std::string& path, const char* statement) {
 TEST_CASE("sqlite journal: the journal contract") {
     temp_dir dir;
     asio::io_context ioc;
-    sqlite_journal j(options_for(dir.file("j.db")));
+    sqlite::journal j(options_for(dir.file("j.db")));
     check_journal_contract(ioc, j);
-    sqlite_journal k(options_for(dir.file("k.db")));
+    sqlite::journal k(options_for(dir.file("k.db")));
     check_forward_contract(ioc, k);
 }
 
@@ -76,7 +76,7 @@ TEST_CASE("sqlite journal: what was written survives closing and reopening, lazy
     const auto path = dir.file("j.db");
     asio::io_context ioc;
     {
-        sqlite_journal j(options_for(path));
+        sqlite::journal j(options_for(path));
         CHECK(write_sync(ioc, j,
                          {.gid = "g",
                           .begin = begin_transaction{tx_kind::saga, wall_clock::now()},
@@ -86,7 +86,7 @@ TEST_CASE("sqlite journal: what was written survives closing and reopening, lazy
                                 .status = status_change{tx_status::trying, tx_status::cancelling}},
                                durability::lazy)));
     }
-    sqlite_journal j(options_for(path));
+    sqlite::journal j(options_for(path));
     auto rec = run(ioc, j.find("g"));
     REQUIRE(rec);
     CHECK(rec->kind == tx_kind::saga);
@@ -97,7 +97,7 @@ TEST_CASE("sqlite journal: what was written survives closing and reopening, lazy
 TEST_CASE("sqlite journal: concurrent writes share commits (group commit)") {
     temp_dir dir;
     asio::io_context ioc;
-    sqlite_journal j(options_for(dir.file("j.db")));
+    sqlite::journal j(options_for(dir.file("j.db")));
     const int n = 500;
     int completed = 0;
     std::vector<std::string> gids;
@@ -127,10 +127,10 @@ TEST_CASE("sqlite journal: concurrent writes share commits (group commit)") {
 TEST_CASE("sqlite journal: a journal from a newer dtx is refused, and left untouched") {
     temp_dir dir;
     const auto path = dir.file("j.db");
-    { sqlite_journal j(options_for(path)); }
+    { sqlite::journal j(options_for(path)); }
     sql(path, "PRAGMA user_version = 7");
     try {
-        sqlite_journal j(options_for(path));
+        sqlite::journal j(options_for(path));
         FAIL("opened a version 7 journal");
     } catch (const dtx::error& e) {
         CHECK(e.code() == errc::journal_version);
@@ -166,7 +166,7 @@ TEST_CASE(
     asio::io_context ioc;
     auto o = options_for(path);
     o.exclusive = false; // the version is read below while the journal is open
-    sqlite_journal j(o);
+    sqlite::journal j(o);
     auto claimed =
         run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
     REQUIRE(claimed.size() == 1);
@@ -182,7 +182,7 @@ TEST_CASE(
     sqlite::connection c(path);
     sqlite::statement v(c, "PRAGMA user_version");
     REQUIRE(v.step());
-    CHECK(v.integer(0) == sqlite_journal::schema_version);
+    CHECK(v.integer(0) == sqlite::journal::schema_version);
 }
 
 TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index serves claims and "
@@ -227,7 +227,7 @@ TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index se
     {
         auto o = options_for(path);
         o.cleanup_interval = 10ms; // cleanup runs as soon as the writer is idle
-        sqlite_journal j(o);
+        sqlite::journal j(o);
         auto claimed =
             run(ioc, j.claim({.now = wall_clock::now(), .owner = "me", .lease = 30s, .limit = 10}));
         REQUIRE(claimed.size() == 1);
@@ -256,7 +256,7 @@ TEST_CASE("sqlite journal: a version 2 journal is migrated on open: one index se
     sqlite::connection c(path);
     sqlite::statement v(c, "PRAGMA user_version");
     REQUIRE(v.step());
-    CHECK(v.integer(0) == sqlite_journal::schema_version);
+    CHECK(v.integer(0) == sqlite::journal::schema_version);
     sqlite::statement idx(
         c, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
            "AND name LIKE 'dtx_transaction_%' ORDER BY name)");
@@ -272,17 +272,17 @@ TEST_CASE(
     SUBCASE("garbage") {
         const auto path = dir.file("garbage.db");
         std::ofstream(path) << std::string(8192, 'x');
-        CHECK(error_of([&] { sqlite_journal j(options_for(path)); }) == errc::journal_corrupt);
+        CHECK(error_of([&] { sqlite::journal j(options_for(path)); }) == errc::journal_corrupt);
     }
     SUBCASE("another application's database") {
         const auto path = dir.file("other.db");
         sql(path, "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER)");
-        CHECK(error_of([&] { sqlite_journal j(options_for(path)); }) == errc::journal_corrupt);
+        CHECK(error_of([&] { sqlite::journal j(options_for(path)); }) == errc::journal_corrupt);
     }
     SUBCASE("truncated") {
         const auto path = dir.file("j.db");
         {
-            sqlite_journal j(options_for(path));
+            sqlite::journal j(options_for(path));
             for (int i = 0; i < 200; ++i)
                 write_sync(ioc, j,
                            {.gid = "g" + std::to_string(i),
@@ -294,7 +294,7 @@ TEST_CASE(
         REQUIRE(size > 3 * 4096);
         std::filesystem::resize_file(path, size / 2);
         auto ec = error_of([&] {
-            sqlite_journal j(options_for(path));
+            sqlite::journal j(options_for(path));
             for (int i = 0; i < 200; ++i)
                 run(ioc, j.find("g" + std::to_string(i)));
         });
@@ -310,7 +310,7 @@ TEST_CASE(
     auto o = options_for(path);
     o.busy_timeout = std::chrono::milliseconds(30);
     o.exclusive = false; // shared: another connection can take the lock meanwhile
-    sqlite_journal j(o);
+    sqlite::journal j(o);
 
     sqlite::connection other(path);
     other.exec("BEGIN EXCLUSIVE");
@@ -346,11 +346,11 @@ TEST_CASE("sqlite journal: the file belongs to one journal; a second is refused 
     const auto branches = one_branch();
     const auto begin = [&](std::string_view gid) { return begin_of(gid, branches); };
     {
-        sqlite_journal first(o);
+        sqlite::journal first(o);
         CHECK(write_sync(ioc, first, begin("a")));
         std::string what;
         try {
-            sqlite_journal second(o);
+            sqlite::journal second(o);
             FAIL("a second journal opened the file");
         } catch (const dtx::error& e) {
             CHECK(e.code() == errc::journal_failed);
@@ -366,7 +366,7 @@ TEST_CASE("sqlite journal: the file belongs to one journal; a second is refused 
         CHECK(write_sync(ioc, first, begin("b")));
     }
     // Closed: the next journal opens it and finds both.
-    sqlite_journal next(o);
+    sqlite::journal next(o);
     CHECK(run(ioc, next.find("a")));
     CHECK(run(ioc, next.find("b")));
 }
@@ -377,7 +377,7 @@ TEST_CASE(
     asio::io_context ioc;
     auto o = options_for(dir.file("shared.db"));
     o.exclusive = false;
-    sqlite_journal j(o);
+    sqlite::journal j(o);
     const auto branches = one_branch();
     CHECK(write_sync(ioc, j, begin_of("a", branches)));
     sqlite::connection reader(o.path);
@@ -393,7 +393,7 @@ TEST_CASE(
     asio::io_context ioc;
     auto o = options_for(dir.file("j.db"));
     o.max_size_bytes = 64 * 1024;
-    sqlite_journal j(o);
+    sqlite::journal j(o);
 
     participant_registry reg;
     resource a{"a"};
@@ -431,7 +431,7 @@ TEST_CASE("sqlite journal: ended transactions are cleaned up in batches after th
     o.retention = std::chrono::milliseconds(0);
     o.cleanup_interval = std::chrono::milliseconds(1);
     o.cleanup_batch = 7;
-    sqlite_journal j(o);
+    sqlite::journal j(o);
     for (int i = 0; i < 50; ++i) {
         std::string gid = "g" + std::to_string(i);
         write_sync(ioc, j,
@@ -459,7 +459,7 @@ TEST_CASE("sqlite journal: reads leave no transaction open, so the WAL stays bou
     asio::io_context ioc;
     auto o = options_for(path);
     o.synchronous_full = false; // this test is about the WAL's size, not about fsync
-    sqlite_journal j(o);
+    sqlite::journal j(o);
     std::vector<branch_record> br{
         branch_record{"01", "a", nlohmann::json{{"padding", std::string(300, 'p')}}}};
     write_sync(ioc, j,

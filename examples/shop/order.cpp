@@ -18,7 +18,7 @@
 // The order's own state changes are branches too (participants "order" and "order-state", local,
 // under the barrier of orders.db), so recovery moves the order along with the other services.
 #include <dtx/http.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -134,33 +134,33 @@ public:
         , shipment_(s.require("shipment-url"))
         , port_(static_cast<std::uint16_t>(s.number("port", 8080)))
         , pause_(pause_point::parse(s.get("pause-at", "")))
-        , orders_((prepare(), dtx::sqlite_barrier_options{.path = db_path_}))
+        , orders_((prepare(), dtx::sqlite::barrier_options{.path = db_path_}))
         , journal_({.path = s.require("journal")})
         , http_(ioc.get_executor())
         , acceptor_(ioc)
         , reconcile_timer_(ioc) {
         participants_.add_tcc("order",
                               orders_.tcc({
-                                  .on_try = dtx::typed_local<order_step>(
+                                  .on_try = dtx::sqlite::typed_handler<order_step>(
                                       [](connection& c, const dtx::branch_request&, order_step st) {
                                           return move_order(c, st, st.from, st.to);
                                       }),
-                                  .on_confirm = dtx::typed_local<order_step>(
+                                  .on_confirm = dtx::sqlite::typed_handler<order_step>(
                                       [](connection& c, const dtx::branch_request&, order_step st) {
                                           return move_order_or_throw(c, st, st.to, "paid");
                                       }),
-                                  .on_cancel = dtx::typed_local<order_step>(
+                                  .on_cancel = dtx::sqlite::typed_handler<order_step>(
                                       [](connection& c, const dtx::branch_request&, order_step st) {
                                           return move_order_or_throw(c, st, st.to, st.undo);
                                       }),
                               }));
         participants_.add_saga(
             "order-state", orders_.saga({
-                               .on_action = dtx::typed_local<order_step>(
+                               .on_action = dtx::sqlite::typed_handler<order_step>(
                                    [](connection& c, const dtx::branch_request&, order_step st) {
                                        return move_order(c, st, st.from, st.to);
                                    }),
-                               .on_compensate = dtx::typed_local<order_step>(
+                               .on_compensate = dtx::sqlite::typed_handler<order_step>(
                                    [](connection& c, const dtx::branch_request&, order_step st) {
                                        return move_order_or_throw(c, st, st.to, st.undo);
                                    }),
@@ -588,8 +588,8 @@ private:
     std::string inventory_, payment_, loyalty_, shipment_;
     std::uint16_t port_;
     pause_point pause_;
-    dtx::sqlite_barrier orders_;
-    dtx::sqlite_journal journal_;
+    dtx::sqlite::barrier orders_;
+    dtx::sqlite::journal journal_;
     dtx::http::client http_;
     dtx::participant_registry participants_;
     std::unique_ptr<dtx::coordinator> coord_;

@@ -90,10 +90,10 @@ void update_one(connection& db, std::string_view what, dtx::sqlite::statement& s
 // ---- the services ----------------------------------------------------------------------------
 
 /// inventory (TCC): try reserves stock, confirm deducts it (reserved -> sold), cancel releases it.
-void add_inventory(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+void add_inventory(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause_point& pause,
                    const event_log& log, const settings&) {
     dtx::tcc_handlers h = db.tcc({
-        .on_try = dtx::typed_local<stock_item>(
+        .on_try = dtx::sqlite::typed_handler<stock_item>(
             [](connection& c, const dtx::branch_request&, stock_item s) {
                 c.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
                           "WHERE sku = ?2 AND available >= ?1 AND ?1 > 0")
@@ -106,8 +106,9 @@ void add_inventory(dtx::participant_registry& reg, dtx::sqlite_barrier& db, paus
                 return dtx::failure("out of stock: " + std::to_string(s.qty) + " " + s.sku +
                                     " wanted, " + std::to_string(left) + " available");
             }),
-        .on_confirm = dtx::typed_local<stock_item>([](connection& c, const dtx::branch_request&,
-                                                      stock_item s) {
+        .on_confirm = dtx::sqlite::typed_handler<stock_item>([](connection& c,
+                                                                const dtx::branch_request&,
+                                                                stock_item s) {
             update_one(
                 c, "confirm " + s.sku,
                 c.prepare(
@@ -115,7 +116,7 @@ void add_inventory(dtx::participant_registry& reg, dtx::sqlite_barrier& db, paus
                     .bind(s.qty, s.sku));
             return dtx::success();
         }),
-        .on_cancel = dtx::typed_local<stock_item>(
+        .on_cancel = dtx::sqlite::typed_handler<stock_item>(
             [](connection& c, const dtx::branch_request&, stock_item s) {
                 update_one(c, "cancel " + s.sku,
                            c.prepare("UPDATE stock SET reserved = reserved - ?1, available = "
@@ -129,11 +130,12 @@ void add_inventory(dtx::participant_registry& reg, dtx::sqlite_barrier& db, paus
 
 /// payment (TCC): try freezes the amount, confirm charges it (to the merchant's account), cancel
 /// unfreezes it.
-void add_payment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+void add_payment(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause_point& pause,
                  const event_log& log, const settings& s) {
     const std::string merchant = s.get("merchant", "shop");
     dtx::tcc_handlers h = db.tcc({
-        .on_try = dtx::typed_local<money>([](connection& c, const dtx::branch_request&, money m) {
+        .on_try = dtx::sqlite::typed_handler<money>([](connection& c, const dtx::branch_request&,
+                                                       money m) {
             c.prepare("UPDATE accounts SET balance = balance - ?1, frozen = frozen + ?1 "
                       "WHERE account = ?2 AND balance >= ?1 AND ?1 > 0")
                 .bind(m.amount, m.account)
@@ -145,18 +147,19 @@ void add_payment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_
             return dtx::failure("insufficient funds: " + m.account + " has " + std::to_string(has) +
                                 ", " + std::to_string(m.amount) + " needed");
         }),
-        .on_confirm = dtx::typed_local<money>([merchant](connection& c, const dtx::branch_request&,
-                                                         money m) {
-            update_one(c, "confirm " + m.account,
-                       c.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE account = ?2")
-                           .bind(m.amount, m.account));
-            update_one(c, "credit " + merchant,
-                       c.prepare("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2")
-                           .bind(m.amount, merchant));
-            return dtx::success();
-        }),
-        .on_cancel =
-            dtx::typed_local<money>([](connection& c, const dtx::branch_request&, money m) {
+        .on_confirm = dtx::sqlite::typed_handler<money>(
+            [merchant](connection& c, const dtx::branch_request&, money m) {
+                update_one(c, "confirm " + m.account,
+                           c.prepare("UPDATE accounts SET frozen = frozen - ?1 WHERE account = ?2")
+                               .bind(m.amount, m.account));
+                update_one(
+                    c, "credit " + merchant,
+                    c.prepare("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2")
+                        .bind(m.amount, merchant));
+                return dtx::success();
+            }),
+        .on_cancel = dtx::sqlite::typed_handler<money>(
+            [](connection& c, const dtx::branch_request&, money m) {
                 update_one(c, "cancel " + m.account,
                            c.prepare("UPDATE accounts SET frozen = frozen - ?1, balance = balance "
                                      "+ ?1 WHERE account = ?2")
@@ -168,19 +171,19 @@ void add_payment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_
 }
 
 /// loyalty (saga): the action adds points, the compensation removes them.
-void add_loyalty(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+void add_loyalty(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause_point& pause,
                  const event_log& log, const settings&) {
     dtx::saga_handlers h = db.saga({
-        .on_action =
-            dtx::typed_local<points>([](connection& c, const dtx::branch_request&, points p) {
+        .on_action = dtx::sqlite::typed_handler<points>(
+            [](connection& c, const dtx::branch_request&, points p) {
                 c.prepare("INSERT INTO points (customer, points) VALUES (?1, ?2) "
                           "ON CONFLICT (customer) DO UPDATE SET points = points + ?2")
                     .bind(p.customer, p.points)
                     .run();
                 return dtx::success();
             }),
-        .on_compensate =
-            dtx::typed_local<points>([](connection& c, const dtx::branch_request&, points p) {
+        .on_compensate = dtx::sqlite::typed_handler<points>(
+            [](connection& c, const dtx::branch_request&, points p) {
                 update_one(c, "remove points of " + p.customer,
                            c.prepare("UPDATE points SET points = points - ?2 WHERE customer = ?1")
                                .bind(p.customer, p.points));
@@ -192,12 +195,12 @@ void add_loyalty(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_
 
 /// shipment (saga): the action books a parcel, refused for destinations no carrier serves (the
 /// failure on purpose); the compensation withdraws it.
-void add_shipment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause_point& pause,
+void add_shipment(dtx::participant_registry& reg, dtx::sqlite::barrier& db, pause_point& pause,
                   const event_log& log, const settings& s) {
     const std::vector<std::string> places = split(s.get("refuse-destinations", "Atlantis"));
     const std::set<std::string> refused(places.begin(), places.end());
     dtx::saga_handlers h = db.saga({
-        .on_action = dtx::typed_local<parcel>(
+        .on_action = dtx::sqlite::typed_handler<parcel>(
             [refused](connection& c, const dtx::branch_request&, parcel p) {
                 if (refused.contains(p.ship_to))
                     return dtx::failure("no carrier delivers to " + p.ship_to);
@@ -206,8 +209,8 @@ void add_shipment(dtx::participant_registry& reg, dtx::sqlite_barrier& db, pause
                     .run();
                 return dtx::success();
             }),
-        .on_compensate =
-            dtx::typed_local<parcel>([](connection& c, const dtx::branch_request&, parcel p) {
+        .on_compensate = dtx::sqlite::typed_handler<parcel>(
+            [](connection& c, const dtx::branch_request&, parcel p) {
                 c.prepare("DELETE FROM shipments WHERE order_id = ?").bind(p.order_id).run();
                 return dtx::success();
             }),
@@ -219,7 +222,7 @@ struct service_kind {
     const char* name;
     const char* default_seed;
     void (*setup)(connection&, const std::map<std::string, std::int64_t>& seed);
-    void (*add)(dtx::participant_registry&, dtx::sqlite_barrier&, pause_point&, const event_log&,
+    void (*add)(dtx::participant_registry&, dtx::sqlite::barrier&, pause_point&, const event_log&,
                 const settings&);
 };
 
@@ -263,7 +266,7 @@ int run_participant_service(const service_kind& kind, const settings& s) {
         seed_text.empty() ? std::map<std::string, std::int64_t>{} : parse_amounts(seed_text);
     prepare_database(path, [&](connection& c) { kind.setup(c, seed); });
 
-    dtx::sqlite_barrier db({.path = path});
+    dtx::sqlite::barrier db({.path = path});
     pause_point pause = pause_point::parse(s.get("pause-at", ""));
     dtx::participant_registry participants;
     kind.add(participants, db, pause, log, s);

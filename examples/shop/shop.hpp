@@ -7,7 +7,7 @@
 #define DTX_EXAMPLES_SHOP_HPP
 
 #include <dtx/dtx.hpp>
-#include <dtx/sqlite_barrier.hpp>
+#include <dtx/sqlite/barrier.hpp>
 
 #include <chrono>
 #include <cstdio>

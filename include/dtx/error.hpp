@@ -4,7 +4,8 @@
 // Error codes of dtx and their category.
 //
 // A protocol answer (success, failure, pending) is a value, `dtx::outcome`; the codes here say why
-// a transaction was cancelled, why a call's result is unknown, or why the journal refused a write.
+// a transaction was cancelled, why a call's result is unknown, why the journal refused a write, or
+// why a participant's database (under the barrier) failed.
 // Errors that escape to the caller are `dtx::error` exceptions carrying one of these codes and a
 // message that names the gid and branch involved.
 
@@ -33,7 +34,32 @@ enum class errc {
     journal_version,        ///< the journal was written by a newer, incompatible dtx
     transaction_aborted,    ///< the transaction is already being cancelled; no branch may be added
     coordinator_stopped,    ///< the coordinator was stopped
+    database_failed,  ///< a participant's database (under the barrier) refused a statement or is
+                      ///< lost
+    database_corrupt, ///< a participant's database holds records dtx cannot read
+    database_version, ///< the barrier's tables were written by a newer, incompatible dtx
 };
+
+/// Whose data a database connection holds, which decides the codes of its errors: the journal's
+/// (errc::journal_failed, journal_corrupt, journal_version) or a participant's own, where the
+/// barrier keeps its rows (errc::database_failed, database_corrupt, database_version).
+enum class storage_role { journal, participant };
+
+/// `code`, a journal_* code, as it reads for a database of `role`.
+constexpr errc storage_errc(storage_role role, errc code) noexcept {
+    if (role == storage_role::journal)
+        return code;
+    switch (code) {
+    case errc::journal_failed:
+        return errc::database_failed;
+    case errc::journal_corrupt:
+        return errc::database_corrupt;
+    case errc::journal_version:
+        return errc::database_version;
+    default:
+        return code;
+    }
+}
 
 /// The category of `dtx::errc`; its name is "dtx".
 inline const std::error_category& error_category() noexcept {
@@ -73,6 +99,12 @@ inline const std::error_category& error_category() noexcept {
                 return "transaction is aborted";
             case errc::coordinator_stopped:
                 return "coordinator stopped";
+            case errc::database_failed:
+                return "database operation failed";
+            case errc::database_corrupt:
+                return "database is corrupt";
+            case errc::database_version:
+                return "database schema version is not supported";
             }
             return "unknown dtx error";
         }

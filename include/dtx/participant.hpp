@@ -15,6 +15,7 @@
 // may arrive after its cancel (do nothing, answer failure). The barrier does this for you.
 
 #include <dtx/detail/config.hpp>
+#include <dtx/detail/wrong_helper.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/transaction_status.hpp>
 #include <dtx/version.hpp>
@@ -25,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeinfo>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
@@ -84,17 +86,27 @@ std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
 } // namespace detail
 
 /// Wraps a handler that takes the payload as a user type `T` (anything nlohmann::json converts
-/// to, e.g. a struct with `from_json`). A payload that does not convert is answered with
-/// `failure`, naming the gid, branch and the conversion error.
+/// to, e.g. a struct with `from_json`), returning a branch_handler. A payload that does not
+/// convert is answered with `failure`, naming the gid, branch and the conversion error.
 template <class T, class F>
-branch_handler typed(F handler) {
-    return [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
-        outcome refusal;
-        std::optional<T> value = detail::convert_payload<T>(r, refusal);
-        if (!value)
-            co_return refusal;
-        co_return co_await handler(r, std::move(*value));
-    };
+auto typed(F handler) {
+    if constexpr (std::is_invocable_v<const F&, const branch_request&, T>) {
+        return branch_handler(
+            [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
+                outcome refusal;
+                std::optional<T> value = detail::convert_payload<T>(r, refusal);
+                if (!value)
+                    co_return refusal;
+                co_return co_await handler(r, std::move(*value));
+            });
+    } else {
+        static_assert(detail::dependent_false<F>,
+                      "dtx::typed<T> wraps a participant's coroutine handler (const "
+                      "dtx::branch_request&, T); a barrier handler outcome(connection&, const "
+                      "dtx::branch_request&, T) is wrapped with the barrier's typed_handler<T> "
+                      "(dtx::sqlite::typed_handler<T>, dtx::postgres::typed_handler<T>)");
+        return detail::wrong_helper{};
+    }
 }
 
 namespace detail {

@@ -318,6 +318,42 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/detail/wrong_helper.hpp -----------------------------------------------------------------
+#ifndef DTX_DETAIL_WRONG_HELPER_HPP
+#define DTX_DETAIL_WRONG_HELPER_HPP
+
+// What the handler helpers (dtx::typed, the barriers' typed_handler) return when given a handler
+// of the other kind, after a static_assert that names the right helper: it converts to either
+// kind of handler, so that the assertion is the only error the compiler reports.
+
+// #include <dtx/version.hpp>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// False, but only once `T` is known: for a static_assert in a discarded `if constexpr` branch.
+template <class... T>
+inline constexpr bool dependent_false = false;
+
+struct wrong_helper {
+    /// Converts to whatever a handler's caller expects; never called (the program did not compile).
+    struct any_result {
+        template <class R>
+        operator R() const {
+            return R();
+        }
+    };
+    template <class... Args>
+    any_result operator()(Args&&...) const {
+        return {};
+    }
+};
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/error.hpp -------------------------------------------------------------------------------
 #ifndef DTX_ERROR_HPP
 #define DTX_ERROR_HPP
@@ -325,7 +361,8 @@ DTX_NAMESPACE_END
 // Error codes of dtx and their category.
 //
 // A protocol answer (success, failure, pending) is a value, `dtx::outcome`; the codes here say why
-// a transaction was cancelled, why a call's result is unknown, or why the journal refused a write.
+// a transaction was cancelled, why a call's result is unknown, why the journal refused a write, or
+// why a participant's database (under the barrier) failed.
 // Errors that escape to the caller are `dtx::error` exceptions carrying one of these codes and a
 // message that names the gid and branch involved.
 
@@ -354,7 +391,32 @@ enum class errc {
     journal_version,        ///< the journal was written by a newer, incompatible dtx
     transaction_aborted,    ///< the transaction is already being cancelled; no branch may be added
     coordinator_stopped,    ///< the coordinator was stopped
+    database_failed,  ///< a participant's database (under the barrier) refused a statement or is
+                      ///< lost
+    database_corrupt, ///< a participant's database holds records dtx cannot read
+    database_version, ///< the barrier's tables were written by a newer, incompatible dtx
 };
+
+/// Whose data a database connection holds, which decides the codes of its errors: the journal's
+/// (errc::journal_failed, journal_corrupt, journal_version) or a participant's own, where the
+/// barrier keeps its rows (errc::database_failed, database_corrupt, database_version).
+enum class storage_role { journal, participant };
+
+/// `code`, a journal_* code, as it reads for a database of `role`.
+constexpr errc storage_errc(storage_role role, errc code) noexcept {
+    if (role == storage_role::journal)
+        return code;
+    switch (code) {
+    case errc::journal_failed:
+        return errc::database_failed;
+    case errc::journal_corrupt:
+        return errc::database_corrupt;
+    case errc::journal_version:
+        return errc::database_version;
+    default:
+        return code;
+    }
+}
 
 /// The category of `dtx::errc`; its name is "dtx".
 inline const std::error_category& error_category() noexcept {
@@ -394,6 +456,12 @@ inline const std::error_category& error_category() noexcept {
                 return "transaction is aborted";
             case errc::coordinator_stopped:
                 return "coordinator stopped";
+            case errc::database_failed:
+                return "database operation failed";
+            case errc::database_corrupt:
+                return "database is corrupt";
+            case errc::database_version:
+                return "database schema version is not supported";
             }
             return "unknown dtx error";
         }
@@ -1465,6 +1533,7 @@ DTX_NAMESPACE_END
 // may arrive after its cancel (do nothing, answer failure). The barrier does this for you.
 
 // #include <dtx/detail/config.hpp>
+// #include <dtx/detail/wrong_helper.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/transaction_status.hpp>
 // #include <dtx/version.hpp>
@@ -1475,6 +1544,7 @@ DTX_NAMESPACE_END
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeinfo>
 
 // #include <dtx/detail/push_warnings.hpp> // last: see the file
@@ -1538,17 +1608,27 @@ std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
 } // namespace detail
 
 /// Wraps a handler that takes the payload as a user type `T` (anything nlohmann::json converts
-/// to, e.g. a struct with `from_json`). A payload that does not convert is answered with
-/// `failure`, naming the gid, branch and the conversion error.
+/// to, e.g. a struct with `from_json`), returning a branch_handler. A payload that does not
+/// convert is answered with `failure`, naming the gid, branch and the conversion error.
 template <class T, class F>
-branch_handler typed(F handler) {
-    return [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
-        outcome refusal;
-        std::optional<T> value = detail::convert_payload<T>(r, refusal);
-        if (!value)
-            co_return refusal;
-        co_return co_await handler(r, std::move(*value));
-    };
+auto typed(F handler) {
+    if constexpr (std::is_invocable_v<const F&, const branch_request&, T>) {
+        return branch_handler(
+            [handler = std::move(handler)](const branch_request& r) -> asio::awaitable<outcome> {
+                outcome refusal;
+                std::optional<T> value = detail::convert_payload<T>(r, refusal);
+                if (!value)
+                    co_return refusal;
+                co_return co_await handler(r, std::move(*value));
+            });
+    } else {
+        static_assert(detail::dependent_false<F>,
+                      "dtx::typed<T> wraps a participant's coroutine handler (const "
+                      "dtx::branch_request&, T); a barrier handler outcome(connection&, const "
+                      "dtx::branch_request&, T) is wrapped with the barrier's typed_handler<T> "
+                      "(dtx::sqlite::typed_handler<T>, dtx::postgres::typed_handler<T>)");
+        return detail::wrong_helper{};
+    }
 }
 
 namespace detail {
@@ -5184,7 +5264,7 @@ struct response {
 };
 
 /// What a client has done so far, for tests and monitoring.
-struct client_statistics {
+struct client_stats {
     std::uint64_t requests = 0;    ///< requests completed with an answer
     std::uint64_t connections = 0; ///< connections opened
     std::uint64_t reused = 0;      ///< requests sent on a pooled connection
@@ -5265,7 +5345,7 @@ public:
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
     const client_options& options() const noexcept { return opts_; }
-    const client_statistics& statistics() const noexcept { return stats_; }
+    const client_stats& stats() const noexcept { return stats_; }
 
     std::size_t idle_connections() const noexcept {
         std::size_t n = 0;
@@ -5481,7 +5561,7 @@ private:
     asio::any_io_executor ex_;
     client_options opts_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> pools_;
-    client_statistics stats_;
+    client_stats stats_;
 };
 
 } // namespace detail
@@ -5503,7 +5583,7 @@ public:
 
     const asio::any_io_executor& get_executor() const noexcept { return core_->executor(); }
     const client_options& options() const noexcept { return core_->options(); }
-    const client_statistics& statistics() const noexcept { return core_->statistics(); }
+    const client_stats& stats() const noexcept { return core_->stats(); }
     /// Connections kept alive for reuse.
     std::size_t idle_connections() const noexcept { return core_->idle_connections(); }
     /// Closes the connections kept alive for reuse.
@@ -6021,227 +6101,179 @@ DTX_NAMESPACE_END
 #endif
 #endif // defined(DTX_WITH_TLS)
 
-#if defined(DTX_WITH_SQLITE)
+#if defined(DTX_WITH_SQLITE) || defined(DTX_WITH_POSTGRES)
 
-// ---- dtx/sqlite_db.hpp ---------------------------------------------------------------------------
-#ifndef DTX_SQLITE_DB_HPP
-#define DTX_SQLITE_DB_HPP
+// ---- dtx/barrier.hpp -----------------------------------------------------------------------------
+#ifndef DTX_BARRIER_HPP
+#define DTX_BARRIER_HPP
 
-// A thin RAII layer over the SQLite C API: a connection, prepared statements, transactions, and
-// errors (dtx::error) that name the database file and SQLite's own message. Participant handlers
-// use it for their own tables inside the barrier's local transaction:
+// The barrier: what makes a participant's handlers safe against duplicate, missing and reordered
+// requests. This header holds what the barriers of every database share, their rules and the
+// types of their handlers; each database has its barrier in a part of its own, under the same
+// names: dtx::sqlite::barrier (<dtx/sqlite/barrier.hpp>) and dtx::postgres::barrier
+// (<dtx/postgres/barrier.hpp>), with their `barrier_handler`, `tcc_handlers`, `saga_handlers`,
+// `typed_handler<T>` and `barrier_stats`.
 //
-//   db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
-//              "WHERE sku = ?2 AND available >= ?1").bind(qty, sku).run();
-//   if (db.changes() == 0) return dtx::failure("out of stock");
+// Each operation runs in one local transaction of the participant's database holding both a
+// barrier row, keyed by (gid, branch_id, op), and the handler's changes, so they commit or roll
+// back together:
+//   - a duplicate try, confirm or cancel finds its row and answers success without running the
+//     handler again (a duplicate of a try that ran repeats its success even after the cancel:
+//     the coordinator has decided by then, and nothing changes);
+//   - a cancel (compensate) whose try (action) never arrived finds no try row: it writes one
+//     marked as written by the cancel and answers success without running the handler (null
+//     compensation);
+//   - a try that arrives after its cancel finds that mark and answers failure without running
+//     the handler (no hanging reservation);
+//   - a handler answering failure or pending, or throwing, is rolled back with its barrier row,
+//     so the operation can be asked again.
+// Saga actions share the try's row and compensations the cancel's, with the same rules.
 //
-// A connection is used by one thread at a time.
+// For work that is not in the participant's database (a call to another system),
+// `guard_external()` commits the barrier row before the work starts and its result after, so a
+// cancel that arrives meanwhile or later still sees that a try began, and a late try still sees
+// the cancel. The work must be idempotent: if the process dies while it runs, a retry runs it
+// again.
+//
+// Barrier rows are deleted in batches once older than `retention`, which must exceed the longest
+// time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
+//
+// A barrier handler is not a participant's handler: it runs on the barrier's database thread
+// inside the local transaction, receives the connection, and returns an outcome (no coroutine).
+// The barrier turns a set of them into a participant's handlers:
+//
+//   registry.add_tcc("stock", barrier.tcc({.on_try = ..., .on_confirm = ..., .on_cancel = ...}));
+//
+// `dtx::typed<T>` wraps a participant's handler; the barrier's `typed_handler<T>` wraps a barrier
+// handler. Given a handler of the other kind, each fails to compile with one message naming the
+// helper to use.
 
-// #include <dtx/error.hpp>
+// #include <dtx/detail/wrong_helper.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/participant.hpp>
 // #include <dtx/version.hpp>
 
+#include <concepts>
 #include <cstdint>
-#include <memory>
+#include <functional>
 #include <optional>
-#include <string>
-#include <string_view>
-#include <unordered_map>
+#include <type_traits>
 #include <utility>
 
-#include <sqlite3.h>
-
 DTX_NAMESPACE_BEGIN
-namespace sqlite {
 
-/// The dtx error code for a SQLite result code.
-inline errc classify(int rc) noexcept {
-    switch (rc & 0xff) {
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return errc::journal_corrupt;
-    default:
-        return errc::journal_failed;
+/// What a branch operation does to the participant's own tables, given the barrier's connection
+/// `Db` inside its local transaction: a callable `outcome(Db& db, const branch_request& r)`.
+/// Return failure (or pending) to refuse, which rolls the changes back; throw for an unknown
+/// result.
+template <class Db>
+class barrier_handler {
+public:
+    barrier_handler() = default;
+
+    /// From a callable `outcome(Db&, const branch_request&)`.
+    template <class F>
+    requires(!std::same_as<std::remove_cvref_t<F>, barrier_handler> &&
+             !std::same_as<std::remove_cvref_t<F>, detail::wrong_helper> &&
+             std::is_invocable_r_v<outcome, F&, Db&, const branch_request&>) barrier_handler(F f)
+        : fn_(std::move(f)) {}
+
+    /// From what a helper returned after reporting its misuse: the helper's error is the only one.
+    barrier_handler(detail::wrong_helper) {}
+
+    /// Anything else, such as a participant's handler (dtx::typed<T>, a coroutine taking the
+    /// request): one error that says what a barrier handler is.
+    template <class F>
+    requires(!std::same_as<std::remove_cvref_t<F>, barrier_handler> &&
+             !std::same_as<std::remove_cvref_t<F>, detail::wrong_helper> &&
+             !std::is_invocable_r_v<outcome, F&, Db&, const branch_request&>) barrier_handler(F) {
+        static_assert(detail::dependent_false<F>,
+                      "a barrier handler is a callable outcome(connection&, const "
+                      "dtx::branch_request&); to take the payload as T, wrap it with the "
+                      "barrier's typed_handler<T> (dtx::sqlite::typed_handler<T>, "
+                      "dtx::postgres::typed_handler<T>), not dtx::typed<T>");
+    }
+
+    outcome operator()(Db& db, const branch_request& r) const { return fn_(db, r); }
+    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+
+    /// A barrier handler is registered through its barrier, never as a participant's handler.
+    operator branch_handler() const {
+        static_assert(detail::dependent_false<Db>,
+                      "a barrier handler cannot be registered as it is: give the set of them "
+                      "to the barrier, registry.add_tcc(name, barrier.tcc({...})) or "
+                      "registry.add_saga(name, barrier.saga({...})); a participant without a "
+                      "barrier wraps its coroutine handlers with dtx::typed<T>");
+        return {};
+    }
+
+private:
+    std::function<outcome(Db&, const branch_request&)> fn_;
+};
+
+/// A TCC participant's barrier handlers, for the barrier's `tcc()`.
+template <class Db>
+struct barrier_tcc_handlers {
+    barrier_handler<Db> on_try;
+    barrier_handler<Db> on_confirm;
+    barrier_handler<Db> on_cancel;
+};
+
+/// A saga participant's barrier handlers, for the barrier's `saga()`.
+template <class Db>
+struct barrier_saga_handlers {
+    barrier_handler<Db> on_action;
+    barrier_handler<Db> on_compensate;
+};
+
+/// Wraps a barrier handler `outcome(Db&, const branch_request&, T)` that takes the payload as a
+/// user type `T`; a payload that does not convert is answered with failure naming the gid,
+/// branch and problem. Each barrier has it as `typed_handler<T>`.
+template <class T, class Db, class F>
+auto typed_barrier_handler(F handler) {
+    if constexpr (std::is_invocable_r_v<outcome, const F&, Db&, const branch_request&, T>) {
+        return barrier_handler<Db>(
+            [handler = std::move(handler)](Db& db, const branch_request& r) -> outcome {
+                outcome refusal;
+                std::optional<T> value = detail::convert_payload<T>(r, refusal);
+                if (!value)
+                    return refusal;
+                return handler(db, r, std::move(*value));
+            });
+    } else {
+        static_assert(detail::dependent_false<F>,
+                      "the barrier's typed_handler<T> wraps a barrier handler outcome(connection&, "
+                      "const dtx::branch_request&, T); a participant's coroutine handler "
+                      "(const dtx::branch_request&, T) is wrapped with dtx::typed<T>");
+        return detail::wrong_helper{};
     }
 }
 
-class statement;
-
-class connection {
-public:
-    /// Opens (creating if needed) the database at `path`.
-    explicit connection(const std::string& path)
-        : path_(path) {
-        int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
-        if (rc != SQLITE_OK) {
-            std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-            sqlite3_close(db_);
-            db_ = nullptr;
-            throw error(classify(rc), "cannot open " + path + ": " + msg);
-        }
-        sqlite3_extended_result_codes(db_, 1);
-    }
-    connection(const connection&) = delete;
-    connection& operator=(const connection&) = delete;
-    ~connection() { sqlite3_close_v2(db_); }
-
-    sqlite3* get() const noexcept { return db_; }
-    const std::string& path() const noexcept { return path_; }
-
-    /// Throws dtx::error for a failed result code, naming the file and what was being done.
-    void check(int rc, std::string_view what) const {
-        if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW)
-            return;
-        throw error(classify(rc), path_ + ": " + std::string(what) + ": " + sqlite3_errmsg(db_) +
-                                      " (" + sqlite3_errstr(rc) + ")");
-    }
-
-    /// Runs one or more statements that return no rows.
-    void exec(const char* sql) { check(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), sql); }
-
-    int changes() const noexcept { return sqlite3_changes(db_); }
-
-    /// A prepared statement for `sql`, prepared on first use and kept with the connection.
-    statement& prepare(std::string_view sql);
-
-    /// Resets every statement of the connection. A statement left in the middle of its rows keeps
-    /// a read transaction open, which stops checkpoints from ever restarting the WAL.
-    void reset_statements() noexcept {
-        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st;
-             st = sqlite3_next_stmt(db_, st))
-            sqlite3_reset(st);
-    }
-
-private:
-    std::string path_;
-    sqlite3* db_ = nullptr;
-    std::unordered_map<std::string, std::unique_ptr<statement>>
-        cache_; // declared after db_: finalized first
+/// Counters for monitoring and benchmarks, the same for every barrier.
+struct barrier_stats {
+    std::uint64_t commits = 0; ///< local transactions committed (SQLite: group-committed batches)
+    std::uint64_t operations = 0; ///< operations answered in them (branch operations, run() calls)
+    std::uint64_t cleaned = 0;    ///< barrier rows deleted
 };
 
-class statement {
-public:
-    statement(connection& c, const char* sql)
-        : c_(&c) {
-        c.check(sqlite3_prepare_v3(c.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr),
-                sql);
-    }
-    statement(const statement&) = delete;
-    statement& operator=(const statement&) = delete;
-    ~statement() { sqlite3_finalize(st_); }
-
-    /// Resets the statement and binds the arguments (1-based, in order).
-    template <class... Args>
-    statement& bind(const Args&... args) {
-        sqlite3_reset(st_);
-        sqlite3_clear_bindings(st_);
-        int i = 0;
-        (bind_one(++i, args), ...);
-        return *this;
-    }
-
-    /// Steps once: true if a row is available.
-    bool step() {
-        int rc = sqlite3_step(st_);
-        if (rc == SQLITE_ROW)
-            return true;
-        if (rc == SQLITE_DONE)
-            return false;
-        sqlite3_reset(st_);
-        c_->check(rc, sqlite3_sql(st_));
-        return false;
-    }
-
-    /// Steps to completion, for statements that return no rows.
-    void run() {
-        while (step()) {
-        }
-    }
-
-    std::int64_t integer(int col) const { return sqlite3_column_int64(st_, col); }
-    bool is_null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
-    std::string_view text(int col) const {
-        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
-        return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col)))
-                 : std::string_view();
-    }
-
-private:
-    void bind_one(int i, std::int64_t v) { c_->check(sqlite3_bind_int64(st_, i, v), "bind"); }
-    void bind_one(int i, int v) { bind_one(i, static_cast<std::int64_t>(v)); }
-    void bind_one(int i, bool v) { bind_one(i, static_cast<std::int64_t>(v)); }
-    void bind_one(int i, std::string_view v) {
-        c_->check(sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT),
-                  "bind");
-    }
-    void bind_one(int i, const std::string& v) { bind_one(i, std::string_view(v)); }
-    void bind_one(int i, const char* v) { bind_one(i, std::string_view(v)); }
-    void bind_one(int i, std::nullptr_t) { c_->check(sqlite3_bind_null(st_, i), "bind"); }
-    template <class T>
-    void bind_one(int i, const std::optional<T>& v) {
-        if (v)
-            bind_one(i, *v);
-        else
-            bind_one(i, nullptr);
-    }
-
-    connection* c_;
-    sqlite3_stmt* st_ = nullptr;
-};
-
-inline statement& connection::prepare(std::string_view sql) {
-    auto it = cache_.find(std::string(sql));
-    if (it == cache_.end()) {
-        std::string key(sql);
-        auto st = std::make_unique<statement>(*this, key.c_str());
-        it = cache_.emplace(std::move(key), std::move(st)).first;
-    }
-    return *it->second;
-}
-
-/// BEGIN ... COMMIT, rolled back if not committed. `immediate` takes the write lock at once, so
-/// two writers never deadlock upgrading a read lock.
-class transaction {
-public:
-    explicit transaction(connection& c, bool immediate = true)
-        : c_(c) {
-        c_.exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN");
-    }
-    transaction(const transaction&) = delete;
-    transaction& operator=(const transaction&) = delete;
-    ~transaction() {
-        if (open_)
-            sqlite3_exec(c_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-    }
-    void commit() {
-        c_.exec("COMMIT");
-        open_ = false;
-    }
-
-private:
-    connection& c_;
-    bool open_ = true;
-};
-
-} // namespace sqlite
 DTX_NAMESPACE_END
 
 #endif
-#endif // defined(DTX_WITH_SQLITE)
-
-#if defined(DTX_WITH_SQLITE) || defined(DTX_WITH_POSTGRES)
 
 // ---- dtx/detail/barrier_logic.hpp ----------------------------------------------------------------
 #ifndef DTX_DETAIL_BARRIER_LOGIC_HPP
 #define DTX_DETAIL_BARRIER_LOGIC_HPP
 
-// What the barrier decides before a handler runs, for any database. A store offers two
-// operations on the barrier table, inside the local transaction:
+// What the barrier decides before a handler runs, for any database, and what every barrier
+// offers on top of its own guard(). A store offers operations on the barrier table, inside the
+// local transaction:
 //   bool insert(slot, origin, state)   insert (gid, branch, slot) unless present; true if inserted
 //   std::optional<barrier_row> find(slot)
-// (sqlite_barrier.hpp has the rules in words.)
+//   void set_state(slot, state)        the end of external work: "done" or "failed"
+//   void forget_started(slot)          delete the row of external work that did not end
+// (<dtx/barrier.hpp> has the rules in words.)
 
+// #include <dtx/barrier.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/participant.hpp>
 // #include <dtx/version.hpp>
@@ -6251,6 +6283,12 @@ DTX_NAMESPACE_END
 #include <optional>
 #include <string>
 #include <string_view>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
 DTX_NAMESPACE_BEGIN
 namespace detail {
@@ -6297,43 +6335,56 @@ std::optional<outcome> barrier_screen(Store& store, const branch_request& r, con
     return success();        // a duplicate of a completed operation
 }
 
-/// What a branch operation does to the participant's own tables, given a connection of type Db
-/// inside the barrier's local transaction.
-template <class Db>
-using db_handler = std::function<outcome(Db& db, const branch_request& r)>;
-
-template <class Db>
-struct db_tcc_handlers {
-    db_handler<Db> on_try;
-    db_handler<Db> on_confirm;
-    db_handler<Db> on_cancel;
+/// Thrown inside a local transaction to roll it back (the handler's changes and the barrier
+/// row) while answering `answer`.
+struct barrier_refusal {
+    outcome answer;
 };
 
-template <class Db>
-struct db_saga_handlers {
-    db_handler<Db> on_action;
-    db_handler<Db> on_compensate;
+/// A branch_request whose views point into strings it owns, for work done on another thread.
+/// Every field of the request is kept: a handler behind the barrier sees what it would see
+/// without one.
+struct owned_request {
+    explicit owned_request(const branch_request& r)
+        : gid(r.gid)
+        , branch_id(r.branch_id)
+        , op(r.op)
+        , payload(r.payload)
+        , traceparent(r.traceparent) {}
+    branch_request view() const { return {gid, branch_id, op, payload, traceparent}; }
+    std::string gid;
+    std::string branch_id;
+    branch_op op;
+    nlohmann::json payload;
+    std::string traceparent;
 };
 
-/// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
-template <class T, class Db, class F>
-db_handler<Db> typed_db(F handler) {
-    return [handler = std::move(handler)](Db& db, const branch_request& r) -> outcome {
-        outcome refusal;
-        std::optional<T> value = convert_payload<T>(r, refusal);
-        if (!value)
-            return refusal;
-        return handler(db, r, std::move(*value));
-    };
+/// One branch operation inside the barrier's local transaction: the barrier's answer, or else
+/// the handler's. A handler that does not answer success is thrown as barrier_refusal, so that
+/// its changes and the barrier row are rolled back together.
+template <class Store, class Db>
+outcome guarded_operation(Store& store, Db& db, const owned_request& r,
+                          const barrier_handler<Db>& handler) {
+    const branch_request req = r.view();
+    if (auto answer = barrier_screen(store, req, "done"))
+        return *answer;
+    outcome o = handler(db, req);
+    if (!o.is_success())
+        throw barrier_refusal{std::move(o)};
+    return o;
 }
 
-/// Gives a barrier (which has `guard(const branch_request&, const db_handler<Db>&)`) the
-/// handler sets for participant_registry::add_tcc and add_saga.
+/// Gives a barrier the handler sets for participant_registry::add_tcc and add_saga, and
+/// guard_external(). The barrier has
+///   asio::awaitable<outcome> guard(const branch_request&, const barrier_handler<Db>&);
+///   template <class R, class Fn> asio::awaitable<R> run(Fn fn);  // fn(Db&) in a transaction
+///   a type `store` built as store{Db&, const owned_request&}: the operations barrier_screen
+///   uses, and set_state(slot, state) and forget_started(slot) for external work.
 template <class Barrier, class Db>
 class barrier_registration {
 public:
-    tcc_handlers tcc(db_tcc_handlers<Db> h) {
-        auto shared = std::make_shared<db_tcc_handlers<Db>>(std::move(h));
+    tcc_handlers tcc(barrier_tcc_handlers<Db> h) {
+        auto shared = std::make_shared<barrier_tcc_handlers<Db>>(std::move(h));
         return {
             .on_try = [this,
                        shared](const branch_request& r) { return self().guard(r, shared->on_try); },
@@ -6348,8 +6399,8 @@ public:
         };
     }
 
-    saga_handlers saga(db_saga_handlers<Db> h) {
-        auto shared = std::make_shared<db_saga_handlers<Db>>(std::move(h));
+    saga_handlers saga(barrier_saga_handlers<Db> h) {
+        auto shared = std::make_shared<barrier_saga_handlers<Db>>(std::move(h));
         return {
             .on_action =
                 [this, shared](const branch_request& r) {
@@ -6362,26 +6413,47 @@ public:
         };
     }
 
+    /// Runs `work` (outside the participant's database) under the barrier: the barrier row is
+    /// committed before the work starts and its result after it. `work` must be idempotent: if
+    /// the process dies while it runs, a retry runs it again.
+    asio::awaitable<outcome> guard_external(const branch_request& r,
+                                            std::function<asio::awaitable<outcome>()> work) {
+        auto begin = [req = owned_request(r)](Db& db) {
+            typename Barrier::store s{db, req};
+            return barrier_screen(s, req.view(), "started");
+        };
+        const std::optional<outcome> decided =
+            co_await self().template run<std::optional<outcome>>(std::move(begin));
+        if (decided)
+            co_return *decided; // answered by the barrier: the work is not (re)done
+
+        outcome result = co_await work();
+        auto end = [req = owned_request(r), result](Db& db) {
+            typename Barrier::store s{db, req};
+            const char* slot = barrier_slot(req.op);
+            if (result.is_success())
+                s.set_state(slot, "done");
+            else if (result.is_failure())
+                s.set_state(slot, "failed");
+            else
+                s.forget_started(slot); // pending or unknown: the next attempt runs the work again
+            return 0;
+        };
+        co_await self().template run<int>(std::move(end));
+        co_return result;
+    }
+
 private:
     Barrier& self() { return static_cast<Barrier&>(*this); }
 };
 
-/// A branch_request whose views point into strings it owns, for work done on another thread.
-struct owned_request {
-    explicit owned_request(const branch_request& r)
-        : gid(r.gid)
-        , branch_id(r.branch_id)
-        , op(r.op)
-        , payload(r.payload) {}
-    branch_request view() const { return {gid, branch_id, op, payload}; }
-    std::string gid;
-    std::string branch_id;
-    branch_op op;
-    nlohmann::json payload;
-};
-
 } // namespace detail
 DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -6663,13 +6735,359 @@ private:
 DTX_NAMESPACE_END
 
 #endif
+
+// ---- dtx/detail/storage.hpp ----------------------------------------------------------------------
+#ifndef DTX_DETAIL_STORAGE_HPP
+#define DTX_DETAIL_STORAGE_HPP
+
+// What the journals and barriers of every database share: times as stored (milliseconds since
+// the epoch), the refusal of a schema written by a newer dtx, the batched cleanup of old rows, and
+// transactions rolled back unless committed.
+
+// #include <dtx/error.hpp>
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// A wall-clock time as the databases store it: milliseconds since the epoch.
+inline std::int64_t to_ms(std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+inline std::chrono::system_clock::time_point from_ms(std::int64_t ms) {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::milliseconds(ms)));
+}
+
+/// The error for a schema (of `what`: "orders.db: journal", "PostgreSQL barrier") at `version`
+/// when this dtx reads versions up to `supported`.
+inline error newer_schema(storage_role role, const std::string& what, int version, int supported) {
+    return error(storage_errc(role, errc::journal_version),
+                 what + " schema version " + std::to_string(version) +
+                     " is newer than this dtx reads (" + std::to_string(supported) +
+                     "); upgrade dtx");
+}
+
+/// Deletes old rows a batch at a time, each batch in a database transaction of its own:
+/// `delete_batch()` deletes at most `batch` rows and returns how many it deleted. Stops at a
+/// batch that was not full, or when `give_way()` says other work is waiting.
+template <class DeleteBatch, class GiveWay>
+void delete_in_batches(std::size_t batch, DeleteBatch delete_batch, GiveWay give_way) {
+    for (;;) {
+        const std::size_t deleted = delete_batch();
+        if (deleted < batch || give_way())
+            break;
+    }
+}
+
+/// BEGIN ... COMMIT on a connection of any database (one with `exec(const char*)`), rolled back
+/// unless committed.
+template <class Connection>
+class transaction_scope {
+public:
+    explicit transaction_scope(Connection& c, const char* begin = "BEGIN")
+        : c_(c) {
+        c_.exec(begin);
+    }
+    transaction_scope(const transaction_scope&) = delete;
+    transaction_scope& operator=(const transaction_scope&) = delete;
+    ~transaction_scope() {
+        if (!open_)
+            return;
+        try {
+            c_.exec("ROLLBACK");
+        } catch (...) { // a lost connection, or a transaction the database already rolled back
+        }
+    }
+    void commit() {
+        c_.exec("COMMIT");
+        open_ = false;
+    }
+
+private:
+    Connection& c_;
+    bool open_ = true;
+};
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
 #endif // defined(DTX_WITH_SQLITE) || defined(DTX_WITH_POSTGRES)
 
 #if defined(DTX_WITH_SQLITE)
 
-// ---- dtx/detail/sqlite_worker.hpp ----------------------------------------------------------------
-#ifndef DTX_DETAIL_SQLITE_WORKER_HPP
-#define DTX_DETAIL_SQLITE_WORKER_HPP
+// ---- dtx/sqlite/connection.hpp -------------------------------------------------------------------
+#ifndef DTX_SQLITE_CONNECTION_HPP
+#define DTX_SQLITE_CONNECTION_HPP
+
+// A thin RAII layer over the SQLite C API: a connection, prepared statements, transactions, and
+// errors (dtx::error) that name the database file and SQLite's own message. Participant handlers
+// use it for their own tables inside the barrier's local transaction:
+//
+//   db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
+//              "WHERE sku = ?2 AND available >= ?1").bind(qty, sku).run();
+//   if (db.changes() == 0) return dtx::failure("out of stock");
+//
+// Statements bind every SQLite type: any integer type (an unsigned value above INT64_MAX is an
+// error, never a wrap), float and double, text (std::string_view, std::string, const char*),
+// blobs (std::span<const std::byte>), and null (nullptr, std::nullopt, an empty std::optional).
+// Columns read as integer(), real(), text() and blob(), and is_null() tells a NULL.
+//
+// A connection is used by one thread at a time. Its errors carry errc::database_failed (or
+// database_corrupt) for a participant's database, errc::journal_* for the journal's.
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+#include <sqlite3.h>
+
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
+
+/// The dtx error code for a SQLite result code, for a database of `role`.
+inline errc classify(int rc, storage_role role = storage_role::participant) noexcept {
+    switch (rc & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return storage_errc(role, errc::journal_corrupt);
+    default:
+        return storage_errc(role, errc::journal_failed);
+    }
+}
+
+class statement;
+
+class connection {
+public:
+    /// Opens (creating if needed) the database at `path`, which holds data of `role` (the codes
+    /// of its errors).
+    explicit connection(const std::string& path, storage_role role = storage_role::participant)
+        : path_(path)
+        , role_(role) {
+        int rc = sqlite3_open_v2(path.c_str(), &db_,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+        if (rc != SQLITE_OK) {
+            std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+            sqlite3_close(db_);
+            db_ = nullptr;
+            throw error(classify(rc, role), "cannot open " + path + ": " + msg);
+        }
+        sqlite3_extended_result_codes(db_, 1);
+    }
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
+    ~connection() { sqlite3_close_v2(db_); }
+
+    sqlite3* get() const noexcept { return db_; }
+    const std::string& path() const noexcept { return path_; }
+    storage_role role() const noexcept { return role_; }
+
+    /// Throws dtx::error for a failed result code, naming the file and what was being done.
+    void check(int rc, std::string_view what) const {
+        if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW)
+            return;
+        throw error(classify(rc, role_), path_ + ": " + std::string(what) + ": " +
+                                             sqlite3_errmsg(db_) + " (" + sqlite3_errstr(rc) + ")");
+    }
+
+    /// A dtx::error of this database's kind (`code` as for the journal: journal_failed,
+    /// journal_corrupt, journal_version) whose message names the file.
+    error failure(errc code, std::string_view what) const {
+        return error(storage_errc(role_, code), path_ + ": " + std::string(what));
+    }
+
+    /// How long a statement waits for a lock held by another connection before it fails.
+    void set_busy_timeout(std::chrono::milliseconds timeout) {
+        check(sqlite3_busy_timeout(db_, static_cast<int>(timeout.count())), "busy_timeout");
+    }
+
+    /// Switches to WAL mode with synchronous FULL (a commit survives power loss) or NORMAL (it
+    /// survives a crash of the process); throws if the file cannot be in WAL mode.
+    void use_wal(bool synchronous_full);
+
+    /// Runs one or more statements that return no rows.
+    void exec(const char* sql) { check(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), sql); }
+
+    int changes() const noexcept { return sqlite3_changes(db_); }
+
+    /// A prepared statement for `sql`, prepared on first use and kept with the connection.
+    statement& prepare(std::string_view sql);
+
+    /// Resets every statement of the connection. A statement left in the middle of its rows keeps
+    /// a read transaction open, which stops checkpoints from ever restarting the WAL.
+    void reset_statements() noexcept {
+        for (sqlite3_stmt* st = sqlite3_next_stmt(db_, nullptr); st;
+             st = sqlite3_next_stmt(db_, st))
+            sqlite3_reset(st);
+    }
+
+private:
+    std::string path_;
+    storage_role role_;
+    sqlite3* db_ = nullptr;
+    std::unordered_map<std::string, std::unique_ptr<statement>>
+        cache_; // declared after db_: finalized first
+};
+
+class statement {
+public:
+    statement(connection& c, const char* sql)
+        : c_(&c) {
+        c.check(sqlite3_prepare_v3(c.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr),
+                sql);
+    }
+    statement(const statement&) = delete;
+    statement& operator=(const statement&) = delete;
+    ~statement() { sqlite3_finalize(st_); }
+
+    /// Resets the statement and binds the arguments (1-based, in order).
+    template <class... Args>
+    statement& bind(const Args&... args) {
+        sqlite3_reset(st_);
+        sqlite3_clear_bindings(st_);
+        int i = 0;
+        (bind_one(++i, args), ...);
+        return *this;
+    }
+
+    /// Steps once: true if a row is available.
+    bool step() {
+        int rc = sqlite3_step(st_);
+        if (rc == SQLITE_ROW)
+            return true;
+        if (rc == SQLITE_DONE)
+            return false;
+        sqlite3_reset(st_);
+        c_->check(rc, sqlite3_sql(st_));
+        return false;
+    }
+
+    /// Steps to completion, for statements that return no rows.
+    void run() {
+        while (step()) {
+        }
+    }
+
+    /// The columns of the current row (0-based), as SQLite converts them: NULL reads as 0, an
+    /// empty text or an empty blob. Text and blobs stay valid until the next step or bind.
+    std::int64_t integer(int col) const { return sqlite3_column_int64(st_, col); }
+    double real(int col) const { return sqlite3_column_double(st_, col); }
+    bool is_null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
+    std::string_view text(int col) const {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
+        return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col)))
+                 : std::string_view();
+    }
+    std::span<const std::byte> blob(int col) const {
+        const auto* p = static_cast<const std::byte*>(sqlite3_column_blob(st_, col));
+        return p ? std::span<const std::byte>(
+                       p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col)))
+                 : std::span<const std::byte>();
+    }
+
+private:
+    template <std::integral I>
+    void bind_one(int i, I v) {
+        if constexpr (std::is_unsigned_v<I> && sizeof(I) >= sizeof(std::int64_t)) {
+            if (v > static_cast<std::make_unsigned_t<std::int64_t>>(
+                        std::numeric_limits<std::int64_t>::max()))
+                throw c_->failure(errc::journal_failed, "bind: parameter " + std::to_string(i) +
+                                                            " (" + std::to_string(v) +
+                                                            ") is larger than a SQLite integer");
+        }
+        c_->check(sqlite3_bind_int64(st_, i, static_cast<std::int64_t>(v)), "bind");
+    }
+    template <std::floating_point F>
+    void bind_one(int i, F v) {
+        c_->check(sqlite3_bind_double(st_, i, static_cast<double>(v)), "bind");
+    }
+    void bind_one(int i, std::string_view v) {
+        // A null pointer would bind NULL: an empty view is bound as an empty text.
+        c_->check(sqlite3_bind_text64(st_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT,
+                                      SQLITE_UTF8),
+                  "bind");
+    }
+    void bind_one(int i, const std::string& v) { bind_one(i, std::string_view(v)); }
+    void bind_one(int i, const char* v) { bind_one(i, std::string_view(v)); }
+    void bind_one(int i, std::span<const std::byte> v) {
+        // A null pointer would bind NULL: an empty blob is bound as zero bytes of a blob.
+        c_->check(v.empty() ? sqlite3_bind_zeroblob(st_, i, 0)
+                            : sqlite3_bind_blob64(st_, i, v.data(), v.size(), SQLITE_TRANSIENT),
+                  "bind");
+    }
+    void bind_one(int i, std::nullptr_t) { c_->check(sqlite3_bind_null(st_, i), "bind"); }
+    void bind_one(int i, std::nullopt_t) { bind_one(i, nullptr); }
+    template <class T>
+    void bind_one(int i, const std::optional<T>& v) {
+        if (v)
+            bind_one(i, *v);
+        else
+            bind_one(i, nullptr);
+    }
+
+    connection* c_;
+    sqlite3_stmt* st_ = nullptr;
+};
+
+inline void connection::use_wal(bool synchronous_full) {
+    {
+        statement wal(*this, "PRAGMA journal_mode=WAL");
+        if (!wal.step() || wal.text(0) != "wal")
+            throw failure(errc::journal_failed, "cannot switch to WAL mode");
+    }
+    exec(synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+}
+
+inline statement& connection::prepare(std::string_view sql) {
+    auto it = cache_.find(std::string(sql));
+    if (it == cache_.end()) {
+        std::string key(sql);
+        auto st = std::make_unique<statement>(*this, key.c_str());
+        it = cache_.emplace(std::move(key), std::move(st)).first;
+    }
+    return *it->second;
+}
+
+/// BEGIN ... COMMIT, rolled back if not committed. `immediate` takes the write lock at once, so
+/// two writers never deadlock upgrading a read lock.
+class transaction : public detail::transaction_scope<connection> {
+public:
+    explicit transaction(connection& c, bool immediate = true)
+        : transaction_scope(c, immediate ? "BEGIN IMMEDIATE" : "BEGIN") {}
+};
+
+} // namespace sqlite
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/sqlite/detail/worker.hpp ----------------------------------------------------------------
+#ifndef DTX_SQLITE_DETAIL_WORKER_HPP
+#define DTX_SQLITE_DETAIL_WORKER_HPP
 
 // Runs functions against one SQLite connection on a thread of its own, and group-commits them.
 //
@@ -6683,11 +7101,14 @@ DTX_NAMESPACE_END
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
 // #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/error.hpp>
-// #include <dtx/sqlite_db.hpp>
+// #include <dtx/sqlite/connection.hpp>
 // #include <dtx/version.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -6759,6 +7180,24 @@ public:
     /// True when nothing is queued (for work that should give way to submitted functions).
     bool idle() const { return queue_.idle(); }
 
+    /// Deletes old rows (on the worker thread, when idle): `delete_batch()` runs the statements
+    /// of one batch, whose last deletes at most `batch` rows; each batch is a transaction of its
+    /// own, and queued functions go first between batches. Adds the rows deleted to `cleaned`.
+    template <class DeleteBatch>
+    void clean(std::size_t batch, std::atomic<std::uint64_t>& cleaned, DeleteBatch delete_batch) {
+        delete_in_batches(
+            batch,
+            [&] {
+                sqlite::transaction tx(db_);
+                delete_batch();
+                const auto n = static_cast<std::size_t>(db_.changes());
+                tx.commit();
+                cleaned += n;
+                return n;
+            },
+            [this] { return !idle(); });
+    }
+
 private:
     struct job {
         virtual ~job() = default;
@@ -6797,7 +7236,7 @@ private:
 
     void push(std::unique_ptr<job> j, bool urgent) {
         if (!queue_.push(j, urgent))
-            throw error(errc::journal_failed, db_.path() + ": closing");
+            throw db_.failure(errc::journal_failed, "closing");
     }
 
     /// Runs the batch in one transaction, each function in a savepoint of its own.
@@ -6880,51 +7319,42 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/sqlite_barrier.hpp ----------------------------------------------------------------------
+// ---- dtx/sqlite/barrier.hpp ----------------------------------------------------------------------
 #ifndef DTX_SQLITE_BARRIER_HPP
 #define DTX_SQLITE_BARRIER_HPP
 
-// The barrier: what makes a participant's handlers safe against duplicate, missing and reordered
-// requests, for a participant whose state is in a SQLite database.
+// The barrier for a participant whose state is in a SQLite database; its rules are in
+// <dtx/barrier.hpp>.
 //
-//   dtx::sqlite_barrier inventory({.path = "inventory.db"});
-//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
-//   return 0; }); registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::typed_local<reserve>([](dtx::sqlite::connection& db, const
-//       dtx::branch_request&, reserve r) {
-//           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-//                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
-//           return db.changes() ? dtx::success() : dtx::failure("out of stock");
-//       }),
-//       .on_confirm = ..., .on_cancel = ...}));
+//   dtx::sqlite::barrier inventory({.path = "inventory.db"});
+//   auto create = [](dtx::sqlite::connection& db) {
+//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER)");
+//       return 0;
+//   };
+//   co_await inventory.run<int>(create);
+//   auto reserve_stock = [](dtx::sqlite::connection& db, const dtx::branch_request&, reserve r) {
+//       db.prepare("UPDATE stock SET available = available - ?1 WHERE sku = ?2 AND "
+//                  "available >= ?1")
+//           .bind(r.qty, r.sku)
+//           .run();
+//       return db.changes() ? dtx::success() : dtx::failure("out of stock");
+//   };
+//   registry.add_tcc("inventory", inventory.tcc({
+//                                     .on_try = dtx::sqlite::typed_handler<reserve>(reserve_stock),
+//                                     .on_confirm = ...,
+//                                     .on_cancel = ...,
+//                                 }));
 //
-// Each operation runs in one local transaction holding both a barrier row, keyed by (gid,
-// branch_id, op), and the handler's changes, so they commit or roll back together:
-//   - a duplicate try, confirm or cancel finds its row and answers success without running the
-//     handler again (a duplicate of a try that ran repeats its success even after the cancel:
-//     the coordinator has decided by then, and nothing changes);
-//   - a cancel (compensate) whose try (action) never arrived finds no try row: it writes one
-//     marked as written by the cancel and answers success without running the handler (null
-//     compensation);
-//   - a try that arrives after its cancel finds that mark and answers failure without running
-//     the handler (no hanging reservation);
-//   - a handler answering failure or pending, or throwing, is rolled back with its barrier row,
-//     so the operation can be asked again.
 // Local transactions of concurrent requests are group-committed by one database thread (BEGIN
 // IMMEDIATE, one writer at a time: no lock-upgrade deadlocks between concurrent retries).
-//
-// For work that is not in this database (a call to another system), guard_external() commits the
-// barrier row before the work starts and its result after, so a cancel that arrives meanwhile or
-// later still sees that a try began, and a late try still sees the cancel.
-//
-// Barrier rows are deleted in batches once older than `retention`, which must exceed the longest
-// time a transaction can stay unfinished (a try arriving after its row was cleaned would run).
 
+// #include <dtx/barrier.hpp>
 // #include <dtx/detail/barrier_logic.hpp>
-// #include <dtx/detail/sqlite_worker.hpp>
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/participant.hpp>
-// #include <dtx/sqlite_db.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/worker.hpp>
 // #include <dtx/version.hpp>
 
 #include <atomic>
@@ -6941,8 +7371,9 @@ DTX_NAMESPACE_END
 #endif
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_barrier_options {
+struct barrier_options {
     /// The participant's database: its own tables and the barrier's (dtx_barrier, dtx_meta).
     std::string path{};
     bool synchronous_full = true;
@@ -6953,42 +7384,37 @@ struct sqlite_barrier_options {
     std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
 };
 
-/// What a branch operation does to the participant's own tables. Runs on the barrier's database
-/// thread inside its local transaction: return failure (or pending) to refuse, which rolls the
-/// changes back; throw for an unknown result.
-using local_handler = detail::db_handler<sqlite::connection>;
-using local_tcc_handlers = detail::db_tcc_handlers<sqlite::connection>;
-using local_saga_handlers = detail::db_saga_handlers<sqlite::connection>;
+/// What a branch operation does to the participant's own tables: runs on the barrier's database
+/// thread inside its local transaction (see <dtx/barrier.hpp>).
+using barrier_handler = dtx::barrier_handler<sqlite::connection>;
+using tcc_handlers = barrier_tcc_handlers<sqlite::connection>;
+using saga_handlers = barrier_saga_handlers<sqlite::connection>;
+using barrier_stats = dtx::barrier_stats;
 
-/// Wraps a local handler that takes the payload as a user type `T`; a payload that does not
-/// convert is answered with failure naming the gid, branch and problem.
+/// Wraps a handler `outcome(connection&, const branch_request&, T)` that takes the payload as a
+/// user type `T`; a payload that does not convert is answered with failure naming the gid,
+/// branch and problem.
 template <class T, class F>
-local_handler typed_local(F handler) {
-    return detail::typed_db<T, sqlite::connection>(std::move(handler));
+auto typed_handler(F handler) {
+    return typed_barrier_handler<T, sqlite::connection>(std::move(handler));
 }
 
-struct sqlite_barrier_stats {
-    std::uint64_t commits = 0;    ///< local transactions committed (group-committed batches)
-    std::uint64_t operations = 0; ///< operations in them
-    std::uint64_t cleaned = 0;    ///< barrier rows deleted
-};
-
-class sqlite_barrier : public detail::barrier_registration<sqlite_barrier, sqlite::connection> {
+class barrier : public detail::barrier_registration<barrier, sqlite::connection> {
 public:
     static constexpr int schema_version = 1;
 
     /// Opens the participant's database and creates the barrier's tables if needed. Throws
-    /// dtx::error (journal_corrupt, journal_version, journal_failed) with the path and reason.
-    explicit sqlite_barrier(sqlite_barrier_options o)
+    /// dtx::error (database_corrupt, database_version, database_failed) with the path and reason.
+    explicit barrier(barrier_options o)
         : opts_(std::move(o))
-        , db_(opts_.path)
+        , db_(opts_.path, storage_role::participant)
         , ready_(prepare())
         , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
                         .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
 
-    sqlite_barrier(const sqlite_barrier&) = delete;
-    sqlite_barrier& operator=(const sqlite_barrier&) = delete;
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
 
     /// Runs `fn(connection&)` in a local transaction on the database thread and returns its
     /// result (schema setup, queries, business operations outside any branch).
@@ -6997,40 +7423,22 @@ public:
         return worker_.run<R>(std::move(fn));
     }
 
-    /// Runs one branch operation under the barrier; see the top of this header.
-    asio::awaitable<outcome> guard(const branch_request& r, const local_handler& handler) {
+    /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
+    asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         // The job owns copies: it runs on the database thread while this coroutine waits.
-        auto job = [this, req = owned_request(r), &handler](sqlite::connection& db) {
+        auto job = [req = owned_request(r), &handler](sqlite::connection& db) {
             return guarded(db, req, handler);
         };
         co_return co_await run_guarded(std::move(job));
     }
 
-    /// Runs `work` (outside this database) under the barrier: the barrier row is committed before
-    /// the work starts and the result after it. `work` must be idempotent: if the process dies
-    /// while it runs, a retry runs it again.
-    asio::awaitable<outcome> guard_external(const branch_request& r,
-                                            std::function<asio::awaitable<outcome>()> work) {
-        auto begin = [this, req = owned_request(r)](sqlite::connection& db) {
-            return screen(db, req, "started");
-        };
-        const std::optional<outcome> decided =
-            co_await worker_.run<std::optional<outcome>>(std::move(begin));
-        if (decided)
-            co_return *decided; // answered by the barrier: the work is not (re)done
+    // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
+    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
+    // outside this database (see <dtx/barrier.hpp>),
+    //   asio::awaitable<outcome> guard_external(const branch_request& r,
+    //                                           std::function<asio::awaitable<outcome>()> work);
 
-        outcome result = co_await work();
-        const bool done = result.is_success();
-        const bool failed = result.is_failure();
-        auto end = [this, req = owned_request(r), done, failed](sqlite::connection& db) {
-            end_external(db, req, done, failed);
-            return 0;
-        };
-        co_await worker_.run<int>(std::move(end));
-        co_return result;
-    }
-
-    sqlite_barrier_stats stats() const {
+    barrier_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, cleaned_.load()};
     }
@@ -7038,29 +7446,19 @@ public:
     const std::string& path() const noexcept { return opts_.path; }
 
 private:
+    friend class detail::barrier_registration<barrier, sqlite::connection>;
     using owned_request = detail::owned_request;
 
-    /// Thrown inside a job to roll back its savepoint while answering `answer`.
-    struct refused {
-        outcome answer;
-    };
-
-    /// Runs a job that may throw `refused` (rolling back its savepoint) and answers its outcome.
+    /// Runs a job that may throw a refusal (rolling back its savepoint) and answers its outcome.
     template <class Job>
     asio::awaitable<outcome> run_guarded(Job job) {
         outcome answer;
         try {
             answer = co_await worker_.run<outcome>(std::move(job));
-        } catch (const refused& r) {
+        } catch (const detail::barrier_refusal& r) {
             answer = r.answer;
         }
         co_return answer;
-    }
-
-    static std::int64_t now_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
     }
 
     /// The barrier table of one request, for detail::barrier_screen.
@@ -7071,7 +7469,8 @@ private:
             db.prepare("INSERT OR IGNORE INTO dtx_barrier (gid, branch_id, op, origin, state, "
                        "created_ms) "
                        "VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(r.gid, r.branch_id, slot, origin, state, now_ms())
+                .bind(r.gid, r.branch_id, slot, origin, state,
+                      detail::to_ms(std::chrono::system_clock::now()))
                 .run();
             return db.changes() == 1;
         }
@@ -7083,48 +7482,30 @@ private:
                 return std::nullopt;
             return detail::barrier_row{std::string(st.text(0)), std::string(st.text(1))};
         }
-    };
-
-    std::optional<outcome> screen(sqlite::connection& db, const owned_request& r,
-                                  const char* state) {
-        store s{db, r};
-        return detail::barrier_screen(s, r.view(), state);
-    }
-
-    outcome guarded(sqlite::connection& db, const owned_request& r, const local_handler& handler) {
-        if (auto answer = screen(db, r, "done"))
-            return *answer;
-        const branch_request req = r.view();
-        outcome o = handler(db, req);
-        if (!o.is_success())
-            throw refused{std::move(o)}; // undo the handler's changes and the row
-        return o;
-    }
-
-    void end_external(sqlite::connection& db, const owned_request& r, bool done, bool failed) {
-        if (!done && !failed) {
-            // Pending or unknown: forget the attempt, so that the next one runs the work again.
+        void set_state(const char* slot, const char* state) {
+            db.prepare(
+                  "UPDATE dtx_barrier SET state = ? WHERE gid = ? AND branch_id = ? AND op = ?")
+                .bind(state, r.gid, r.branch_id, slot)
+                .run();
+        }
+        void forget_started(const char* slot) {
             db.prepare("DELETE FROM dtx_barrier WHERE gid = ? AND branch_id = ? AND op = ? AND "
                        "state = 'started'")
-                .bind(r.gid, r.branch_id, detail::barrier_slot(r.op))
+                .bind(r.gid, r.branch_id, slot)
                 .run();
-            return;
         }
-        db.prepare("UPDATE dtx_barrier SET state = ? WHERE gid = ? AND branch_id = ? AND op = ?")
-            .bind(done ? "done" : "failed", r.gid, r.branch_id, detail::barrier_slot(r.op))
-            .run();
+    };
+
+    static outcome guarded(sqlite::connection& db, const owned_request& r,
+                           const barrier_handler& handler) {
+        store s{db, r};
+        return detail::guarded_operation(s, db, r, handler); // a refusal undoes its savepoint
     }
 
     bool prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
-                 "busy_timeout");
-        {
-            sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
-            if (!wal.step() || wal.text(0) != "wal")
-                throw error(errc::journal_failed, opts_.path + ": cannot switch to WAL mode");
-        }
-        db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        db.set_busy_timeout(opts_.busy_timeout);
+        db.use_wal(opts_.synchronous_full);
         sqlite::transaction tx(db);
         db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
                 "NULL) WITHOUT ROWID");
@@ -7135,10 +7516,8 @@ private:
                 version = static_cast<int>(v.integer(0));
         }
         if (version > schema_version)
-            throw error(errc::journal_version,
-                        opts_.path + ": barrier schema version " + std::to_string(version) +
-                            " is newer than this dtx reads (" + std::to_string(schema_version) +
-                            "); upgrade dtx");
+            throw detail::newer_schema(db.role(), opts_.path + ": barrier", version,
+                                       schema_version);
         if (version < 1) {
             db.exec(R"sql(
                 CREATE TABLE IF NOT EXISTS dtx_barrier (
@@ -7158,30 +7537,26 @@ private:
         return true;
     }
 
+    /// Deletes barrier rows older than the retention, a batch per transaction, giving way to
+    /// queued operations between batches. Runs on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before = now_ms() - opts_.retention.count();
-        const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
+        const std::int64_t before =
+            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
         auto& del = db_.prepare(
             "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
             "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
-        for (;;) {
-            sqlite::transaction tx(db_);
-            del.bind(before, batch).run();
-            const int n = db_.changes();
-            tx.commit();
-            cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle())
-                break;
-        }
+        worker_.clean(opts_.cleanup_batch, cleaned_,
+                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
     }
 
-    sqlite_barrier_options opts_;
+    barrier_options opts_;
     sqlite::connection db_;
     bool ready_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: drained before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
@@ -7191,13 +7566,13 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/sqlite_journal.hpp ----------------------------------------------------------------------
+// ---- dtx/sqlite/journal.hpp ----------------------------------------------------------------------
 #ifndef DTX_SQLITE_JOURNAL_HPP
 #define DTX_SQLITE_JOURNAL_HPP
 
 // The embedded durable journal: one SQLite file beside the service.
 //
-//   dtx::sqlite_journal journal({.path = "orders.dtx.db"});
+//   dtx::sqlite::journal journal({.path = "orders.dtx.db"});
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
 // - WAL mode, `synchronous=FULL` by default: a write that completed survives power loss.
@@ -7218,10 +7593,11 @@ DTX_NAMESPACE_END
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
-// #include <dtx/detail/sqlite_worker.hpp>
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/journal.hpp>
-// #include <dtx/sqlite_db.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/worker.hpp>
 // #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -7241,8 +7617,9 @@ DTX_NAMESPACE_END
 #endif
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_journal_options {
+struct journal_options {
     /// The database file; created with its schema if missing.
     std::string path{};
     /// FULL (true) or NORMAL (false); see the top of this header.
@@ -7274,7 +7651,7 @@ struct sqlite_journal_options {
 };
 
 /// Counters for monitoring and benchmarks.
-struct sqlite_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
     std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
@@ -7282,16 +7659,16 @@ struct sqlite_journal_stats {
     std::uint64_t cleaned = 0;   ///< ended transactions deleted
 };
 
-class sqlite_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     /// The schema version this dtx writes and the newest it reads.
     static constexpr int schema_version = 3;
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
-    explicit sqlite_journal(sqlite_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o))
-        , db_(opts_.path)
+        , db_(opts_.path, storage_role::journal)
         , statements_(prepare())
         , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
@@ -7299,11 +7676,11 @@ public:
                         .spin = opts_.writer_spin,
                         .optimistic = true}) {}
 
-    sqlite_journal(const sqlite_journal&) = delete;
-    sqlite_journal& operator=(const sqlite_journal&) = delete;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
 
     /// Makes every queued write durable, then closes the file.
-    ~sqlite_journal() override = default;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         // Serialised here, on the caller's thread; the writer thread only runs SQL.
@@ -7327,7 +7704,7 @@ public:
         co_return co_await worker_.run<std::optional<transaction_record>>(std::move(fn));
     }
 
-    sqlite_journal_stats stats() const {
+    journal_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, w.failed_batches, w.lazy_lost, cleaned_.load()};
     }
@@ -7394,8 +7771,7 @@ private:
 
     statements prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
-                 "busy_timeout");
+        db.set_busy_timeout(opts_.busy_timeout);
         // Before the first read: in WAL mode, that read then locks the file for this connection.
         if (opts_.exclusive)
             db.exec("PRAGMA locking_mode=EXCLUSIVE");
@@ -7408,23 +7784,15 @@ private:
         } catch (const error&) {
             if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY)
                 throw;
-            throw error(errc::journal_failed,
-                        opts_.path +
-                            ": in use by another process (a SQLite journal belongs to "
-                            "one coordinator process; waited " +
-                            std::to_string(opts_.busy_timeout.count()) + " ms)");
+            throw db.failure(errc::journal_failed,
+                             "in use by another process (a SQLite journal belongs to one "
+                             "coordinator process; waited " +
+                                 std::to_string(opts_.busy_timeout.count()) + " ms)");
         }
         if (version > schema_version)
-            throw error(errc::journal_version,
-                        opts_.path + ": journal schema version " + std::to_string(version) +
-                            " is newer than this dtx reads (" + std::to_string(schema_version) +
-                            "); upgrade dtx");
-        {
-            sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
-            if (!wal.step() || wal.text(0) != "wal")
-                throw error(errc::journal_failed, opts_.path + ": cannot switch to WAL mode");
-        }
-        db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+            throw detail::newer_schema(db.role(), opts_.path + ": journal", version,
+                                       schema_version);
+        db.use_wal(opts_.synchronous_full);
         if (opts_.max_size_bytes) {
             std::int64_t page = 4096;
             sqlite::statement ps(db, "PRAGMA page_size");
@@ -7559,19 +7927,11 @@ private:
 
     // ---- applying operations (writer thread only) --------------------------------------------
 
-    static std::int64_t to_ms(wall_clock::time_point t) {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-    }
-    static wall_clock::time_point from_ms(std::int64_t ms) {
-        return wall_clock::time_point(
-            std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
-    }
-
     /// Applies one write, checking its conditions before it changes anything (a write that
     /// throws half-way is rolled back by the worker). Most writes take one or two statements.
     bool apply(const write_data& w) {
         auto& st = statements_;
-        const std::int64_t now = to_ms(wall_clock::now());
+        const std::int64_t now = detail::to_ms(wall_clock::now());
         if (w.begin) {
             if (w.status && w.status->from != tx_status::trying) {
                 if (exists(w.gid))
@@ -7583,11 +7943,11 @@ private:
             std::int64_t until = 0;
             if (w.lease) {
                 owner = w.lease->first;
-                until = to_ms(w.lease->second);
+                until = detail::to_ms(w.lease->second);
             }
             st.insert_tx
-                .bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline),
-                      now, owner, until, w.begin->forward)
+                .bind(w.gid, to_string(w.begin->kind), to_string(status),
+                      detail::to_ms(w.begin->deadline), now, owner, until, w.begin->forward)
                 .run();
             if (db_.changes() == 0)
                 throw duplicate(w.gid);
@@ -7610,7 +7970,7 @@ private:
             }
             if (w.lease) {
                 owner = w.lease->first;
-                until = to_ms(w.lease->second);
+                until = detail::to_ms(w.lease->second);
             }
             st.update_tx.bind(to, ended, owner, until, w.gid, from).run();
             if (db_.changes() == 0) {
@@ -7647,7 +8007,7 @@ private:
     std::vector<transaction_record> do_claim(const claim_data& c) {
         auto& st = statements_;
         std::vector<std::string> gids;
-        const std::int64_t now = to_ms(c.now);
+        const std::int64_t now = detail::to_ms(c.now);
         st.select_due.bind(now, c.take_over, static_cast<std::int64_t>(c.limit), open_offset,
                            c.take_over ? std::numeric_limits<std::int64_t>::max()
                                        : open_offset + now);
@@ -7656,7 +8016,7 @@ private:
         std::vector<transaction_record> out;
         out.reserve(gids.size());
         for (const auto& gid : gids) {
-            st.lease.bind(c.owner, to_ms(c.now + c.lease), gid).run();
+            st.lease.bind(c.owner, detail::to_ms(c.now + c.lease), gid).run();
             if (auto rec = load(gid))
                 out.push_back(std::move(*rec));
         }
@@ -7678,7 +8038,7 @@ private:
                         opts_.path + ": gid " + gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
-        rec.deadline = from_ms(select_tx_.integer(2));
+        rec.deadline = detail::from_ms(select_tx_.integer(2));
         rec.forward = select_tx_.integer(3) != 0;
         select_branches_.bind(gid);
         while (select_branches_.step()) {
@@ -7700,27 +8060,21 @@ private:
     /// Deletes ended transactions older than the retention, a batch per SQLite transaction,
     /// giving way to queued writes between batches. Runs on the worker thread when it is idle.
     void cleanup() {
-        const std::int64_t before = to_ms(wall_clock::now() - opts_.retention);
-        const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
-        for (;;) {
-            sqlite::transaction tx(db_);
-            statements_.clean_branches.bind(before, batch).run();
-            statements_.clean_txs.bind(before, batch).run();
-            const int n = db_.changes();
-            tx.commit();
-            cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle())
-                break;
-        }
+        const std::int64_t before = detail::to_ms(wall_clock::now() - opts_.retention);
+        worker_.clean(opts_.cleanup_batch, cleaned_, [&] {
+            statements_.clean_branches.bind(before, opts_.cleanup_batch).run();
+            statements_.clean_txs.bind(before, opts_.cleanup_batch).run();
+        });
     }
 
-    sqlite_journal_options opts_;
+    journal_options opts_;
     sqlite::connection db_;
     statements statements_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
@@ -7729,24 +8083,43 @@ DTX_NAMESPACE_END
 #endif
 
 #endif
+
+// ---- dtx/sqlite.hpp ------------------------------------------------------------------------------
+#ifndef DTX_SQLITE_HPP
+#define DTX_SQLITE_HPP
+
+// SQLite (opt-in; CMake: dtx::sqlite, links SQLite3): the embedded durable journal, one file
+// beside the coordinator, and the participant barrier over the participant's own database.
+//
+//   dtx::sqlite::journal journal({.path = "orders.dtx.db"});        // <dtx/sqlite/journal.hpp>
+//   dtx::sqlite::barrier barrier({.path = "inventory.db"});         // <dtx/sqlite/barrier.hpp>
+//
+// <dtx/sqlite/connection.hpp> is the small SQLite wrapper that barrier handlers receive.
+
+// #include <dtx/sqlite/barrier.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/journal.hpp>
+
+#endif
 #endif // defined(DTX_WITH_SQLITE)
 
 #if defined(DTX_WITH_POSTGRES)
 
-// ---- dtx/postgres_db.hpp -------------------------------------------------------------------------
-#ifndef DTX_POSTGRES_DB_HPP
-#define DTX_POSTGRES_DB_HPP
+// ---- dtx/postgres/connection.hpp -----------------------------------------------------------------
+#ifndef DTX_POSTGRES_CONNECTION_HPP
+#define DTX_POSTGRES_CONNECTION_HPP
 
 // A thin RAII layer over libpq: a connection used by one thread, statements with text
-// parameters (prepared once per session if asked), and errors (dtx::error) that carry the
-// server's message and SQLSTATE. Participant handlers use it for their own tables inside the
-// PostgreSQL barrier's local transaction:
+// parameters (prepared once per session if asked), transactions, and errors (dtx::error) that
+// carry the server's message and SQLSTATE. Participant handlers use it for their own tables
+// inside the PostgreSQL barrier's local transaction:
 //
-//   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available
-//   >= $1::int",
+//   auto r = db.exec("UPDATE stock SET available = available - $1::int "
+//                    "WHERE sku = $2 AND available >= $1::int",
 //                    {std::to_string(qty), sku});
 //   if (r.affected() == 0) return dtx::failure("out of stock");
 
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/version.hpp>
 
@@ -7764,12 +8137,14 @@ DTX_NAMESPACE_END
 DTX_NAMESPACE_BEGIN
 namespace postgres {
 
-/// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
-/// server's message.
+/// A libpq connection used by one thread. Errors are dtx::error naming the server's message,
+/// with errc::database_failed for a participant's database, errc::journal_failed for the
+/// journal's.
 class connection {
 public:
-    explicit connection(std::string conninfo)
-        : conninfo_(std::move(conninfo)) {
+    explicit connection(std::string conninfo, storage_role role = storage_role::participant)
+        : conninfo_(std::move(conninfo))
+        , role_(role) {
         connect();
     }
     connection(const connection&) = delete;
@@ -7848,9 +8223,16 @@ public:
         PQreset(conn_);
         prepared_.clear(); // a new session
         if (PQstatus(conn_) != CONNECTION_OK)
-            throw error(errc::journal_failed,
-                        "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
+            throw failure("cannot reconnect: " + std::string(PQerrorMessage(conn_)));
         return true;
+    }
+
+    storage_role role() const noexcept { return role_; }
+
+    /// A dtx::error of this database's kind (`code` as for the journal: journal_failed,
+    /// journal_corrupt, journal_version), its message starting "PostgreSQL: ".
+    error failure(const std::string& what, errc code = errc::journal_failed) const {
+        return error(storage_errc(role_, code), "PostgreSQL: " + what);
     }
 
 private:
@@ -7883,9 +8265,8 @@ private:
         if (succeeded(r))
             return;
         const auto state = sqlstate(r);
-        throw error(errc::journal_failed,
-                    "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                        (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
+        throw failure(std::string(PQerrorMessage(conn_)) +
+                      (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
     }
 
     bool prepared(const char* name) const {
@@ -7911,7 +8292,7 @@ private:
             std::string msg = PQerrorMessage(conn_);
             PQfinish(conn_);
             conn_ = nullptr;
-            throw error(errc::journal_failed, "PostgreSQL: cannot connect: " + msg);
+            throw failure("cannot connect: " + msg);
         }
         // Server notices ("already exists, skipping") are not errors: keep them off stderr.
         PQsetNoticeProcessor(
@@ -7919,35 +8300,41 @@ private:
     }
 
     std::string conninfo_;
+    storage_role role_;
     PGconn* conn_ = nullptr;
     std::vector<std::string> prepared_; // names prepared in this session (a few)
     bool prepare_ = true;
     std::uint64_t lost_statements_ = 0;
 };
 
+/// BEGIN ... COMMIT, rolled back if not committed (by an exception).
+using transaction = detail::transaction_scope<connection>;
+
 } // namespace postgres
 DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/postgres_barrier.hpp --------------------------------------------------------------------
+// ---- dtx/postgres/barrier.hpp --------------------------------------------------------------------
 #ifndef DTX_POSTGRES_BARRIER_HPP
 #define DTX_POSTGRES_BARRIER_HPP
 
-// The barrier for a participant whose state is in PostgreSQL: the same rules as the SQLite
-// barrier (sqlite_barrier.hpp), in the participant's own database and local transactions.
+// The barrier for a participant whose state is in PostgreSQL, in the participant's own database
+// and local transactions; its rules are in <dtx/barrier.hpp>.
 //
-//   dtx::postgres_barrier payments({.conninfo = "dbname=payments"});
+//   dtx::postgres::barrier payments({.conninfo = "dbname=payments"});
+//   auto freeze = [](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
+//       auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, "
+//                        "frozen = frozen + $1::bigint WHERE id = $2::bigint AND "
+//                        "balance >= $1::bigint",
+//                        {std::to_string(c.amount), std::to_string(c.account)});
+//       return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
+//   };
 //   registry.add_tcc("payment", payments.tcc({
-//       .on_try = dtx::typed_postgres<charge>([](dtx::postgres::connection& db, const
-//       dtx::branch_request&, charge c) {
-//           auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, frozen = frozen +
-//           $1::bigint "
-//                            "WHERE id = $2::bigint AND balance >= $1::bigint",
-//                            {std::to_string(c.amount), std::to_string(c.account)});
-//           return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
-//       }),
-//       .on_confirm = ..., .on_cancel = ...}));
+//                                   .on_try = dtx::postgres::typed_handler<charge>(freeze),
+//                                   .on_confirm = ...,
+//                                   .on_cancel = ...,
+//                               }));
 //
 // Each operation is one local transaction (READ COMMITTED) on one of a small pool of
 // connections, each driven by a thread of its own: the barrier row (INSERT ... ON CONFLICT DO
@@ -7955,14 +8342,15 @@ DTX_NAMESPACE_END
 // shares WAL flushes between concurrent commits. Two requests for the same branch serialise on
 // the barrier row's unique key: the second waits for the first to commit, then sees its row. A
 // cancel writes its two keys in the same order as everyone else, so retries never deadlock.
-// Barrier rows are deleted in batches once older than `retention`.
 //
 // Link with libpq (CMake: dtx::postgres).
 
+// #include <dtx/barrier.hpp>
 // #include <dtx/detail/barrier_logic.hpp>
 // #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/participant.hpp>
-// #include <dtx/postgres_db.hpp>
+// #include <dtx/postgres/connection.hpp>
 // #include <dtx/version.hpp>
 
 #include <atomic>
@@ -7971,6 +8359,7 @@ DTX_NAMESPACE_END
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 // #include <dtx/detail/push_warnings.hpp> // last: see the file
@@ -7980,8 +8369,9 @@ DTX_NAMESPACE_END
 #endif
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-struct postgres_barrier_options {
+struct barrier_options {
     std::string conninfo{};
     /// Connections (and threads) running local transactions concurrently.
     std::size_t connections = 4;
@@ -7990,77 +8380,82 @@ struct postgres_barrier_options {
     std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
 };
 
-/// What a branch operation does to the participant's own tables, inside the barrier's local
-/// transaction, on one of its threads. Return failure (or pending) to refuse, which rolls the
-/// changes back; throw for an unknown result.
-using postgres_handler = detail::db_handler<postgres::connection>;
-using postgres_tcc_handlers = detail::db_tcc_handlers<postgres::connection>;
-using postgres_saga_handlers = detail::db_saga_handlers<postgres::connection>;
+/// What a branch operation does to the participant's own tables: runs on one of the barrier's
+/// threads inside its local transaction (see <dtx/barrier.hpp>).
+using barrier_handler = dtx::barrier_handler<postgres::connection>;
+using tcc_handlers = barrier_tcc_handlers<postgres::connection>;
+using saga_handlers = barrier_saga_handlers<postgres::connection>;
+using barrier_stats = dtx::barrier_stats;
 
-/// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
+/// Wraps a handler `outcome(connection&, const branch_request&, T)` that takes the payload as a
+/// user type `T`; a payload that does not convert is answered with failure naming the gid,
+/// branch and problem.
 template <class T, class F>
-postgres_handler typed_postgres(F handler) {
-    return detail::typed_db<T, postgres::connection>(std::move(handler));
+auto typed_handler(F handler) {
+    return typed_barrier_handler<T, postgres::connection>(std::move(handler));
 }
 
-class postgres_barrier
-    : public detail::barrier_registration<postgres_barrier, postgres::connection> {
+class barrier : public detail::barrier_registration<barrier, postgres::connection> {
 public:
     static constexpr int schema_version = 1;
 
-    /// Connects the pool and creates the barrier table if needed. Throws dtx::error.
-    explicit postgres_barrier(postgres_barrier_options o)
+    /// Connects the pool and creates the barrier table if needed. Throws dtx::error
+    /// (database_failed, database_version).
+    explicit barrier(barrier_options o)
         : opts_(std::move(o)) {
         if (opts_.connections == 0)
             opts_.connections = 1;
         {
-            postgres::connection db(opts_.conninfo);
+            postgres::connection db(opts_.conninfo, storage_role::participant);
             migrate(db);
         }
         for (std::size_t i = 0; i < opts_.connections; ++i)
             lanes_.push_back(std::make_unique<lane>(*this, i == 0));
     }
-    postgres_barrier(const postgres_barrier&) = delete;
-    postgres_barrier& operator=(const postgres_barrier&) = delete;
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
 
     /// Runs `fn(connection&)` in a local transaction on one of the barrier's threads (schema
     /// setup, queries) and returns its result.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
-            dispatch([fn = std::move(fn),
-                      deliver = std::move(deliver)](postgres::connection& db) mutable {
-                R result{};
-                std::exception_ptr e;
-                try {
-                    db.ensure(); // a lost connection is re-established, or this job hears why
-                    result = in_transaction(db, [&] { return fn(db); });
-                } catch (...) {
-                    e = std::current_exception();
-                }
-                deliver(e, std::move(result));
-            });
-        };
-        return detail::await_result<R>(std::move(start));
+        return submit<R>([this, fn = std::move(fn)](postgres::connection& db) mutable {
+            return in_transaction(db, [&] { return fn(db); });
+        });
     }
 
-    /// Runs one branch operation under the barrier.
-    asio::awaitable<outcome> guard(const branch_request& r, const postgres_handler& handler) {
-        auto fn = [req = owned_request(r), &handler](postgres::connection& db) {
-            return guarded(db, req, handler);
+    /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
+    asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
+        auto fn = [this, req = owned_request(r), &handler](postgres::connection& db) {
+            try {
+                return in_transaction(db, [&] {
+                    store s{db, req};
+                    return detail::guarded_operation(s, db, req, handler);
+                });
+            } catch (detail::barrier_refusal& x) { // rolled back with its barrier row
+                return std::move(x.answer);
+            }
         };
-        co_return co_await run<outcome>(std::move(fn));
+        co_return co_await submit<outcome>(std::move(fn));
     }
 
-    std::uint64_t cleaned() const noexcept { return cleaned_.load(); }
+    // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
+    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
+    // outside this database (see <dtx/barrier.hpp>),
+    //   asio::awaitable<outcome> guard_external(const branch_request& r,
+    //                                           std::function<asio::awaitable<outcome>()> work);
+
+    barrier_stats stats() const { return {commits_.load(), operations_.load(), cleaned_.load()}; }
 
 private:
+    friend class detail::barrier_registration<barrier, postgres::connection>;
     using job = std::function<void(postgres::connection&)>;
+    using owned_request = detail::owned_request;
 
     /// One connection and the thread that uses it.
     struct lane {
-        lane(postgres_barrier& b, bool cleans)
-            : db(b.opts_.conninfo)
+        lane(barrier& b, bool cleans)
+            : db(b.opts_.conninfo, storage_role::participant)
             , queue(
                   {64, b.opts_.cleanup_interval},
                   [this](std::vector<job>& jobs) {
@@ -8069,41 +8464,47 @@ private:
                   },
                   [this, &b, cleans] {
                       if (cleans)
-                          b.cleanup(db);
+                          b.cleanup(*this);
                   }) {}
         postgres::connection db;
         detail::batch_queue<job> queue; // last: stopped before the connection goes
     };
 
-    using owned_request = detail::owned_request;
-
-    /// Thrown inside a local transaction to roll it back while answering `answer`.
-    struct refused {
-        outcome answer;
-    };
-
-    void dispatch(job j) {
-        auto& l = *lanes_[next_++ % lanes_.size()];
-        if (!l.queue.push(j))
-            throw error(errc::journal_failed, "PostgreSQL barrier: closing");
+    /// Runs `fn(connection&)` on one of the threads, its connection re-established if it was
+    /// lost, and returns its result.
+    template <class R, class Fn>
+    asio::awaitable<R> submit(Fn fn) {
+        auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
+            auto& l = *lanes_[next_++ % lanes_.size()];
+            job j = [this, fn = std::move(fn),
+                     deliver = std::move(deliver)](postgres::connection& db) mutable {
+                R result{};
+                std::exception_ptr e;
+                try {
+                    db.ensure(); // a lost connection is re-established, or this job hears why
+                    result = fn(db);
+                    ++operations_;
+                } catch (...) {
+                    e = std::current_exception();
+                }
+                deliver(e, std::move(result));
+            };
+            if (!l.queue.push(j))
+                throw l.db.failure("barrier closing");
+        };
+        return detail::await_result<R>(std::move(start));
     }
 
     template <class F>
-    static auto in_transaction(postgres::connection& db, F&& f) {
-        db.exec("BEGIN");
-        try {
-            auto result = f();
-            db.exec("COMMIT");
-            return result;
-        } catch (...) {
-            try {
-                db.exec("ROLLBACK");
-            } catch (...) {
-            }
-            throw;
-        }
+    std::invoke_result_t<F&> in_transaction(postgres::connection& db, F&& f) {
+        postgres::transaction tx(db);
+        auto result = f();
+        tx.commit();
+        ++commits_;
+        return result;
     }
 
+    /// The barrier table of one request, for detail::barrier_screen.
     struct store {
         postgres::connection& db;
         const owned_request& r;
@@ -8122,75 +8523,70 @@ private:
                 return std::nullopt;
             return detail::barrier_row{std::string(res.text(0, 0)), std::string(res.text(0, 1))};
         }
+        void set_state(const char* slot, const char* state) {
+            db.exec("UPDATE dtx_barrier SET state = $1 WHERE gid = $2 AND branch_id = $3 AND "
+                    "op = $4",
+                    {state, r.gid, r.branch_id, slot});
+        }
+        void forget_started(const char* slot) {
+            db.exec("DELETE FROM dtx_barrier WHERE gid = $1 AND branch_id = $2 AND op = $3 AND "
+                    "state = 'started'",
+                    {r.gid, r.branch_id, slot});
+        }
     };
 
-    static outcome guarded(postgres::connection& db, const owned_request& r,
-                           const postgres_handler& handler) {
-        try {
-            return in_transaction(db, [&] {
-                store s{db, r};
-                if (auto answer = detail::barrier_screen(s, r.view(), "done"))
-                    return *answer;
-                const branch_request req = r.view();
-                outcome o = handler(db, req);
-                if (!o.is_success())
-                    throw refused{std::move(o)}; // roll back the changes and the row
-                return o;
-            });
-        } catch (refused& x) {
-            return std::move(x.answer);
-        }
-    }
-
     static void migrate(postgres::connection& db) {
-        in_transaction(db, [&] {
-            db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
-            db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT "
-                    "NULL)");
-            auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
-            if (version > schema_version)
-                throw error(errc::journal_version,
-                            "PostgreSQL barrier: schema version " + std::to_string(version) +
-                                " is newer than this dtx reads; upgrade dtx");
-            if (version < 1) {
-                db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
-                        "NOT NULL, "
-                        "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
-                        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
-                        "branch_id, op))");
-                db.exec(
-                    "CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
-                db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
-                        "ON CONFLICT (key) DO UPDATE SET value = 1");
-            }
-            return 0;
-        });
+        postgres::transaction tx(db);
+        db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
+        db.exec(
+            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+        auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
+        const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
+        if (version > schema_version)
+            throw detail::newer_schema(db.role(), "PostgreSQL barrier:", version, schema_version);
+        if (version < 1) {
+            db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
+                    "NOT NULL, "
+                    "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
+                    "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
+                    "branch_id, op))");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
+            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = 1");
+        }
+        tx.commit();
     }
 
-    void cleanup(postgres::connection& db) {
+    /// Deletes barrier rows older than the retention, a batch per statement, giving way to
+    /// queued operations between batches. Runs on the first thread when it is idle.
+    void cleanup(lane& l) {
         const std::string ms = std::to_string(opts_.retention.count());
         const std::string batch = std::to_string(opts_.cleanup_batch);
-        for (;;) {
-            db.ensure();
-            auto r = db.exec("DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
-                             "branch_id, op FROM "
-                             "dtx_barrier WHERE created_at < now() - $1::bigint * interval '1 "
-                             "millisecond' LIMIT $2::int "
-                             "FOR UPDATE SKIP LOCKED)",
-                             {ms, batch});
-            cleaned_ += static_cast<std::uint64_t>(r.affected());
-            if (r.affected() < static_cast<int>(opts_.cleanup_batch))
-                break;
-        }
+        detail::delete_in_batches(
+            opts_.cleanup_batch,
+            [&] {
+                l.db.ensure();
+                auto r = l.db.exec(
+                    "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
+                    "branch_id, op FROM dtx_barrier WHERE created_at < now() - $1::bigint * "
+                    "interval '1 millisecond' LIMIT $2::int FOR UPDATE SKIP LOCKED)",
+                    {ms, batch});
+                const auto n = static_cast<std::size_t>(r.affected());
+                cleaned_ += n;
+                return n;
+            },
+            [&l] { return !l.queue.idle(); });
     }
 
-    postgres_barrier_options opts_;
+    barrier_options opts_;
+    std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> operations_{0};
     std::atomic<std::uint64_t> cleaned_{0};
     std::atomic<std::size_t> next_{0};
     std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
@@ -8200,13 +8596,13 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/postgres_journal.hpp --------------------------------------------------------------------
+// ---- dtx/postgres/journal.hpp --------------------------------------------------------------------
 #ifndef DTX_POSTGRES_JOURNAL_HPP
 #define DTX_POSTGRES_JOURNAL_HPP
 
 // The journal for several coordinator processes sharing one PostgreSQL database.
 //
-//   dtx::postgres_journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
+//   dtx::postgres::journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
 //
 // - Group commit: a thread of the journal's own holds the connection; the writes queued by every
 //   coroutine meanwhile go to the server as one statement, `SELECT dtx_apply($1::jsonb, now)`,
@@ -8235,9 +8631,10 @@ DTX_NAMESPACE_END
 // Link with libpq (CMake: dtx::postgres). The layout is in docs/journal.md.
 
 // #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/journal.hpp>
-// #include <dtx/postgres_db.hpp>
+// #include <dtx/postgres/connection.hpp>
 // #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -8253,9 +8650,16 @@ DTX_NAMESPACE_END
 #include <utility>
 #include <vector>
 
-DTX_NAMESPACE_BEGIN
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 
-struct postgres_journal_options {
+DTX_NAMESPACE_BEGIN
+namespace postgres {
+
+struct journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
     std::string conninfo{};
     /// Most writes sent in one statement (one transaction, one commit).
@@ -8275,7 +8679,7 @@ struct postgres_journal_options {
     std::size_t connections = 1;
 };
 
-struct postgres_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< statements (transactions) that committed
     std::uint64_t operations = 0;     ///< writes, claims and reads in them
     std::uint64_t failed_batches = 0; ///< batches that failed (connection lost, server error)
@@ -8284,7 +8688,7 @@ struct postgres_journal_stats {
     std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
-class postgres_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
@@ -8293,16 +8697,16 @@ public:
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o)) {
         const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
         for (std::size_t i = 0; i < n; ++i)
             shards_.push_back(std::make_unique<shard>(*this, i == 0));
     }
 
-    postgres_journal(const postgres_journal&) = delete;
-    postgres_journal& operator=(const postgres_journal&) = delete;
-    ~postgres_journal() override = default;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         auto j = std::make_unique<job>(job::kind::write, encode(w), std::string(w.gid));
@@ -8313,12 +8717,8 @@ public:
             push(to, j, false);
             co_return true;
         }
-        auto start = [&to, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(to, j);
-        };
-        const nlohmann::json answer =
-            co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of = submit(to, std::move(j));
+        const nlohmann::json answer = co_await std::move(answer_of);
         co_return answer.get<bool>();
     }
 
@@ -8327,19 +8727,13 @@ public:
         for (std::size_t i = 1; i < shards_.size(); ++i)
             co_await flush(*shards_[i]);
         nlohmann::json args = {{"owner", r.owner},
-                               {"now_ms", to_ms(r.now)},
+                               {"now_ms", detail::to_ms(r.now)},
                                {"lease_ms", r.lease.count()},
                                {"limit", r.limit},
                                {"take_over", r.take_over}};
-        auto j = std::make_unique<job>(job::kind::claim, args.dump());
-        shard& first = *shards_.front();
-        auto start = [&first,
-                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(first, j);
-        };
-        const nlohmann::json answer =
-            co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of =
+            submit(*shards_.front(), std::make_unique<job>(job::kind::claim, args.dump()));
+        const nlohmann::json answer = co_await std::move(answer_of);
         std::vector<transaction_record> out;
         for (const auto& t : answer)
             out.push_back(decode(t));
@@ -8347,21 +8741,16 @@ public:
     }
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
-        auto j = std::make_unique<job>(job::kind::find, std::string(gid));
-        auto start = [&to = shard_of(gid),
-                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(to, j);
-        };
-        const nlohmann::json answer =
-            co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of =
+            submit(shard_of(gid), std::make_unique<job>(job::kind::find, std::string(gid)));
+        const nlohmann::json answer = co_await std::move(answer_of);
         std::optional<transaction_record> out;
         if (!answer.is_null())
             out = decode(answer);
         co_return out;
     }
 
-    postgres_journal_stats stats() const {
+    journal_stats stats() const {
         std::lock_guard lock(mu_);
         return stats_;
     }
@@ -8379,16 +8768,12 @@ private:
         detail::deliver_fn<nlohmann::json> deliver; // empty for lazy writes
     };
 
-    static std::int64_t to_ms(wall_clock::time_point t) {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-    }
-
     /// A write as the JSON object dtx_apply takes (made on the caller's thread).
     static std::string encode(const journal_write& w) {
         nlohmann::json j = {{"gid", w.gid}};
         if (w.begin) {
             j["begin"] = {{"kind", to_string(w.begin->kind)},
-                          {"deadline_ms", to_ms(w.begin->deadline)}};
+                          {"deadline_ms", detail::to_ms(w.begin->deadline)}};
             if (w.begin->forward)
                 j["begin"]["forward"] = true;
         }
@@ -8404,7 +8789,7 @@ private:
         if (!w.done_branches.empty())
             j["done"] = w.done_branches;
         if (w.lease)
-            j["lease"] = {{"owner", w.lease->owner}, {"until_ms", to_ms(w.lease->until)}};
+            j["lease"] = {{"owner", w.lease->owner}, {"until_ms", detail::to_ms(w.lease->until)}};
         return j.dump();
     }
 
@@ -8418,8 +8803,7 @@ private:
                         "PostgreSQL journal: gid " + rec.gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
-        rec.deadline = wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(
-            std::chrono::milliseconds(t.at("deadline_ms").get<std::int64_t>())));
+        rec.deadline = detail::from_ms(t.at("deadline_ms").get<std::int64_t>());
         rec.forward = t.value("forward", false);
         for (const auto& b : t.at("branches"))
             rec.branches.push_back(branch_record{b.at("id").get<std::string>(),
@@ -8430,8 +8814,8 @@ private:
 
     /// A connection and the thread that writes through it.
     struct shard {
-        shard(postgres_journal& j, bool first)
-            : db(j.opts_.conninfo)
+        shard(journal& j, bool first)
+            : db(j.opts_.conninfo, storage_role::journal)
             , ready(set_up(j, db, first))
             , queue(
                   {j.opts_.max_batch, j.opts_.cleanup_interval},
@@ -8440,7 +8824,7 @@ private:
                       if (first)
                           j.cleanup(*this);
                   }) {}
-        static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
+        static bool set_up(journal& j, postgres::connection& db, bool first) {
             db.set_prepares(j.opts_.prepare_statements);
             return !first || j.migrate(db); // the first creates or migrates the schema
         }
@@ -8459,17 +8843,23 @@ private:
 
     static void push(shard& to, std::unique_ptr<job>& j, bool urgent = true) {
         if (!to.queue.push(j, urgent))
-            throw error(errc::journal_failed, "PostgreSQL journal: closing");
+            throw to.db.failure("journal closing");
+    }
+
+    /// Queues `j` on `to` and returns its answer. (Not a coroutine: the caller co_awaits the
+    /// result in a statement of its own, so no temporary lives across the suspension.)
+    static asio::awaitable<nlohmann::json> submit(shard& to, std::unique_ptr<job> j) {
+        auto start = [&to, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+            j->deliver = std::move(deliver);
+            push(to, j);
+        };
+        return detail::await_result<nlohmann::json>(std::move(start));
     }
 
     /// Returns once `sh` has applied everything queued on it before.
     static asio::awaitable<void> flush(shard& sh) {
-        auto j = std::make_unique<job>(job::kind::flush, std::string());
-        auto start = [&sh, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(sh, j);
-        };
-        co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of = submit(sh, std::make_unique<job>(job::kind::flush, std::string()));
+        co_await std::move(answer_of);
     }
 
     /// One batch: every write in one dtx_apply statement (dtx_apply_single for one write);
@@ -8505,7 +8895,7 @@ private:
         }
         if (!write_jobs.empty()) {
             try {
-                const std::string now = std::to_string(to_ms(wall_clock::now()));
+                const std::string now = std::to_string(detail::to_ms(wall_clock::now()));
                 std::vector<std::string> answers;
                 if (write_jobs.size() == 1) {
                     auto r = db.exec_prepared("dtx_apply_single",
@@ -8598,86 +8988,99 @@ private:
         return error(errc::journal_failed, "gid " + gid + ": " + answer);
     }
 
+    /// Deletes ended transactions older than the retention, a batch per statement, giving way
+    /// to queued writes between batches. Runs on the first connection's thread when it is idle.
     void cleanup(shard& sh) {
-        const std::string before = std::to_string(to_ms(wall_clock::now() - opts_.retention));
+        const std::string before =
+            std::to_string(detail::to_ms(wall_clock::now() - opts_.retention));
         const std::string batch = std::to_string(opts_.cleanup_batch);
-        for (;;) {
-            sh.db.ensure();
-            auto r = sh.db.exec(
-                "DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
-                "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP "
-                "LOCKED) "
-                "RETURNING 1",
-                {before, batch});
-            {
+        detail::delete_in_batches(
+            opts_.cleanup_batch,
+            [&] {
+                sh.db.ensure();
+                auto r = sh.db.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM "
+                                    "dtx_transaction WHERE ended_ms IS NOT NULL AND ended_ms < "
+                                    "$1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) RETURNING 1",
+                                    {before, batch});
+                const auto n = static_cast<std::size_t>(r.rows());
                 std::lock_guard lock(mu_);
-                stats_.cleaned += static_cast<std::uint64_t>(r.rows());
-            }
-            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle())
-                break;
-        }
+                stats_.cleaned += n;
+                return n;
+            },
+            [&sh] { return !sh.queue.idle(); });
     }
 
     bool migrate(postgres::connection& db);
 
-    postgres_journal_options opts_;
+    journal_options opts_;
     mutable std::mutex mu_;
-    postgres_journal_stats stats_;
+    journal_stats stats_;
     std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 // #include <dtx/detail/pop_warnings.hpp>
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-// #include <dtx/impl/postgres_journal_schema.hpp>
-
-// #include <dtx/detail/push_warnings.hpp> // last: see the file
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+// #include <dtx/postgres/impl/journal_schema.hpp>
 
 #endif
 
-// ---- dtx/impl/postgres_journal_schema.hpp --------------------------------------------------------
-#ifndef DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
-#define DTX_IMPL_POSTGRES_JOURNAL_SCHEMA_HPP
+// ---- dtx/postgres.hpp ----------------------------------------------------------------------------
+#ifndef DTX_POSTGRES_HPP
+#define DTX_POSTGRES_HPP
 
+// PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
+// processes share, and the participant barrier over the participant's own PostgreSQL database.
+//
+//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); //
+//   <dtx/postgres/journal.hpp> dtx::postgres::barrier barrier({.conninfo = "host=db
+//   dbname=stock"});  // <dtx/postgres/barrier.hpp>
+//
+// <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
+
+// #include <dtx/postgres/barrier.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/postgres/journal.hpp>
+
+#endif
+
+// ---- dtx/postgres/impl/journal_schema.hpp --------------------------------------------------------
+#ifndef DTX_POSTGRES_IMPL_JOURNAL_SCHEMA_HPP
+#define DTX_POSTGRES_IMPL_JOURNAL_SCHEMA_HPP
+
+// #include <dtx/detail/storage.hpp>
 // #include <dtx/version.hpp>
 
 // The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
 // column), the migrations from versions 1 and 2, and the server-side functions.
 
 DTX_NAMESPACE_BEGIN
+namespace postgres {
 
-inline bool postgres_journal::migrate(postgres::connection& db) {
+inline bool journal::migrate(postgres::connection& db) {
     // One migrating instance at a time: the others wait on the advisory lock, then find it done.
-    db.exec("BEGIN");
-    try {
-        db.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
-        db.exec(
-            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
-        int version = 0;
-        {
-            auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
-            if (r.rows() == 1)
-                version = std::stoi(std::string(r.text(0, 0)));
-        }
-        if (version > schema_version)
-            throw error(errc::journal_version,
-                        "PostgreSQL journal: schema version " + std::to_string(version) +
-                            " is newer than this dtx reads (" + std::to_string(schema_version) +
-                            "); upgrade dtx");
-        if (version < 1) {
-            // Version 3 from the start. Every write is one row change; the row's pages keep room
-            // (fillfactor) for the new versions of their rows, and no index covers a column that
-            // a write other than the end changes, so those updates are HOT (no index entries).
-            // No CHECK constraint: PostgreSQL evaluates it on every update (only dtx_apply writes
-            // `kind`, from a begin).
-            db.exec(R"sql(
+    postgres::transaction tx(db);
+    db.exec("SELECT pg_advisory_xact_lock(7270711)"); // 'dtx' journal migrations
+    db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+    int version = 0;
+    {
+        auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_version'");
+        if (r.rows() == 1)
+            version = std::stoi(std::string(r.text(0, 0)));
+    }
+    if (version > schema_version)
+        throw detail::newer_schema(db.role(), "PostgreSQL journal:", version, schema_version);
+    if (version < 1) {
+        // Version 3 from the start. Every write is one row change; the row's pages keep room
+        // (fillfactor) for the new versions of their rows, and no index covers a column that
+        // a write other than the end changes, so those updates are HOT (no index entries).
+        // No CHECK constraint: PostgreSQL evaluates it on every update (only dtx_apply writes
+        // `kind`, from a begin).
+        db.exec(R"sql(
 CREATE TABLE IF NOT EXISTS dtx_transaction (
     gid            text PRIMARY KEY,
     kind           text NOT NULL,   -- 'tcc' | 'saga'
@@ -8690,55 +9093,52 @@ CREATE TABLE IF NOT EXISTS dtx_transaction (
     forward        boolean NOT NULL DEFAULT false,
     branches       jsonb NOT NULL DEFAULT '[]'
 ) WITH (fillfactor = 50))sql");
-            db.exec(
-                "CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_ended ON dtx_transaction (ended_ms) "
                 "WHERE ended_ms IS NOT NULL");
-        } else if (version < 3) {
-            if (version < 2) {
-                // 2: transactions recovered forward (sagas of planned steps): claims leave them
-                // trying.
-                db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT "
-                        "NULL DEFAULT false");
-            }
-            // 3: the branch rows move into their transaction's row, in registration order.
-            db.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
-            db.exec(R"sql(
+    } else if (version < 3) {
+        if (version < 2) {
+            // 2: transactions recovered forward (sagas of planned steps): claims leave them
+            // trying.
+            db.exec("ALTER TABLE dtx_transaction ADD COLUMN IF NOT EXISTS forward boolean NOT "
+                    "NULL DEFAULT false");
+        }
+        // 3: the branch rows move into their transaction's row, in registration order.
+        db.exec("ALTER TABLE dtx_transaction ADD COLUMN branches jsonb NOT NULL DEFAULT '[]'");
+        db.exec(R"sql(
 UPDATE dtx_transaction t SET branches = b.list
   FROM (SELECT gid, jsonb_agg(jsonb_build_object('id', branch_id, 'participant', participant, 'payload', payload)
                               || CASE WHEN done THEN '{"done": true}'::jsonb ELSE '{}'::jsonb END ORDER BY seq) AS list
           FROM dtx_branch GROUP BY gid) b
  WHERE t.gid = b.gid)sql");
-            db.exec("DROP TABLE dtx_branch");
-            db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write
-                                                                             // function
-            db.exec("DROP INDEX IF EXISTS dtx_transaction_open");
-            db.exec(
-                "ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
-            db.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
-        }
-        if (version < 3) {
-            // Claims find the unfinished transactions through a partial index on a column that
-            // never changes (there are few of them); only the end leaves the index.
-            db.exec(
-                "CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
+        db.exec("DROP TABLE dtx_branch");
+        db.exec("DROP FUNCTION IF EXISTS dtx_apply_one(jsonb, bigint)"); // version 2's write
+                                                                         // function
+        db.exec("DROP INDEX IF EXISTS dtx_transaction_open");
+        db.exec("ALTER TABLE dtx_transaction DROP CONSTRAINT IF EXISTS dtx_transaction_kind_check");
+        db.exec("ALTER TABLE dtx_transaction SET (fillfactor = 50)");
+    }
+    if (version < 3) {
+        // Claims find the unfinished transactions through a partial index on a column that
+        // never changes (there are few of them); only the end leaves the index.
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_transaction_open ON dtx_transaction (created_ms) "
                 "WHERE ended_ms IS NULL");
-            // The branch records as rows, for reading (operators, version 2's queries).
-            db.exec(R"sql(
+        // The branch records as rows, for reading (operators, version 2's queries).
+        db.exec(R"sql(
 CREATE OR REPLACE VIEW dtx_branch AS
 SELECT t.gid, b.n AS seq, b.value->>'id' AS branch_id, b.value->>'participant' AS participant,
        b.value->'payload' AS payload, COALESCE((b.value->>'done')::boolean, false) AS done
   FROM dtx_transaction t, jsonb_array_elements(t.branches) WITH ORDINALITY AS b(value, n))sql");
-            db.exec(R"sql(
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_record(t dtx_transaction) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('gid', t.gid, 'kind', t.kind, 'status', t.status, 'deadline_ms', t.deadline_ms,
                               'forward', t.forward, 'branches', t.branches)
 $$)sql");
-            db.exec(R"sql(
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_find(g text) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT dtx_record(t) FROM dtx_transaction t WHERE t.gid = g
 $$)sql");
-            // Claims skip rows another instance is claiming right now, and lease what they take.
-            db.exec(R"sql(
+        // Claims skip rows another instance is claiming right now, and lease what they take.
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_claim(a jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     now_ms bigint := (a->>'now_ms')::bigint;
@@ -8763,37 +9163,37 @@ BEGIN
     SELECT COALESCE(jsonb_agg(dtx_record(c::dtx_transaction)), '[]'::jsonb) INTO result FROM claimed c;
     RETURN result;
 END $$)sql");
-            const std::string v = std::to_string(schema_version);
-            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
-                    "ON CONFLICT (key) DO UPDATE SET value = $1::int",
-                    {v});
-        }
-        // The write functions have a version of their own: they change without changing the
-        // tables, so instances of an older dtx keep working with them (same arguments, same
-        // answers), and an older dtx never replaces newer ones. A new schema needs new ones.
-        int functions = 0;
-        {
-            auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
-            if (r.rows() == 1)
-                functions = std::stoi(std::string(r.text(0, 0)));
-        }
-        if (version < 3 || functions < functions_version) {
-            // 5: dtx_apply_single. 6: the journal calls dtx_apply_distinct itself when it knows
-            // the writes concern different transactions; it keeps plans by gid, as dtx_apply does.
-            // Marks branches done: the array rebuilt with `"done": true` in the named elements.
-            db.exec(R"sql(
+        const std::string v = std::to_string(schema_version);
+        db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
+                "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                {v});
+    }
+    // The write functions have a version of their own: they change without changing the
+    // tables, so instances of an older dtx keep working with them (same arguments, same
+    // answers), and an older dtx never replaces newer ones. A new schema needs new ones.
+    int functions = 0;
+    {
+        auto r = db.exec("SELECT value FROM dtx_meta WHERE key = 'journal_functions'");
+        if (r.rows() == 1)
+            functions = std::stoi(std::string(r.text(0, 0)));
+    }
+    if (version < 3 || functions < functions_version) {
+        // 5: dtx_apply_single. 6: the journal calls dtx_apply_distinct itself when it knows
+        // the writes concern different transactions; it keeps plans by gid, as dtx_apply does.
+        // Marks branches done: the array rebuilt with `"done": true` in the named elements.
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_marked(branches jsonb, done jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT COALESCE(jsonb_agg(CASE WHEN done ? (b.value->>'id') THEN b.value || '{"done": true}'::jsonb
                                    ELSE b.value END ORDER BY b.n), '[]'::jsonb)
       FROM jsonb_array_elements(branches) WITH ORDINALITY AS b(value, n)
 $$)sql");
-            // Writes that each concern a different transaction: one INSERT for the begins and
-            // one UPDATE for the rest (status, lease, new branches appended, done flags), so a
-            // statement's fixed cost is paid once for all of them. Each row is checked (status,
-            // lease owner, duplicate gid) as it is changed; under READ COMMITTED the UPDATE
-            // re-checks on the newest version of a row another transaction just changed. A
-            // refused write changes nothing.
-            db.exec(R"sql(
+        // Writes that each concern a different transaction: one INSERT for the begins and
+        // one UPDATE for the rest (status, lease, new branches appended, done flags), so a
+        // statement's fixed cost is paid once for all of them. Each row is checked (status,
+        // lease owner, duplicate gid) as it is changed; under READ COMMITTED the UPDATE
+        // re-checks on the newest version of a row another transaction just changed. A
+        // refused write changes nothing.
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply_distinct(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
@@ -8840,11 +9240,11 @@ BEGIN
       INTO answers FROM w;
     RETURN COALESCE(answers, '[]'::jsonb);
 END $$)sql");
-            // A batch of one write (low concurrency): the same checks and changes as
-            // dtx_apply_distinct, as one INSERT or one UPDATE of the row looked up by its key,
-            // without the batch's array, join and answer list. The generic plan of a lookup by
-            // key is an index scan whatever the table's size.
-            db.exec(R"sql(
+        // A batch of one write (low concurrency): the same checks and changes as
+        // dtx_apply_distinct, as one INSERT or one UPDATE of the row looked up by its key,
+        // without the batch's array, join and answer list. The generic plan of a lookup by
+        // key is an index scan whatever the table's size.
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply_single(w jsonb, now_ms bigint) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     g text := w->>'gid';
@@ -8885,12 +9285,12 @@ BEGIN
     RETURN CASE WHEN EXISTS (SELECT 1 FROM dtx_transaction x WHERE x.gid = g) THEN 'refused'
                 ELSE 'unknown_transaction' END;
 END $$)sql");
-            // A batch in order. Usually its writes concern different transactions (a coordinator
-            // waits for one sync write of a transaction before it sends the next): one
-            // dtx_apply_distinct for all. Otherwise one per write, in order. The plans are cached
-            // for the session, perhaps made while the table was still small: the settings keep
-            // them looking rows up by gid, whatever the table's size was then.
-            db.exec(R"sql(
+        // A batch in order. Usually its writes concern different transactions (a coordinator
+        // waits for one sync write of a transaction before it sends the next): one
+        // dtx_apply_distinct for all. Otherwise one per write, in order. The plans are cached
+        // for the session, perhaps made while the table was still small: the settings keep
+        // them looking rows up by gid, whatever the table's size was then.
+        db.exec(R"sql(
 CREATE OR REPLACE FUNCTION dtx_apply(batch jsonb, now_ms bigint) RETURNS jsonb LANGUAGE plpgsql
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
@@ -8910,22 +9310,16 @@ BEGIN
     END LOOP;
     RETURN to_jsonb(answers);
 END $$)sql");
-            const std::string v = std::to_string(functions_version);
-            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
-                    "ON CONFLICT (key) DO UPDATE SET value = $1::int",
-                    {v});
-        }
-        db.exec("COMMIT");
-    } catch (...) {
-        try {
-            db.exec("ROLLBACK");
-        } catch (...) {
-        }
-        throw;
+        const std::string v = std::to_string(functions_version);
+        db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_functions', $1::int) "
+                "ON CONFLICT (key) DO UPDATE SET value = $1::int",
+                {v});
     }
+    tx.commit();
     return true;
 }
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 #endif

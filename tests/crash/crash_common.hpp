@@ -15,13 +15,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace dtx::crash {
@@ -264,6 +268,12 @@ public:
         std::abort(); // usage does not return
     }
 
+    /// Reports `why` as a mistake unless `ok`.
+    void require(bool ok, const std::string& why) {
+        if (!ok)
+            fail(why);
+    }
+
 private:
     int argc_;
     char** argv_;
@@ -271,6 +281,39 @@ private:
     int i_ = 0;
     std::string_view option_;
 };
+
+/// An option a program takes: its name, and what reading it does (a flag reads no value).
+struct option {
+    std::string_view name;
+    std::function<void(command_line&)> read;
+};
+
+/// An option whose value goes to `into`: a whole number, or text (a string, a path).
+template <class T>
+option value_option(std::string_view name, T& into) {
+    return {name, [&into](command_line& cl) {
+                if constexpr (std::is_arithmetic_v<T>)
+                    into = cl.number<T>();
+                else
+                    into = T(std::string(cl.value()));
+            }};
+}
+
+/// An option without a value that sets `into`.
+inline option flag_option(std::string_view name, bool& into) {
+    return {name, [&into](command_line&) { into = true; }};
+}
+
+/// Reads every argument of `cl` as one of `options`; anything else is a mistake.
+inline void parse_options(command_line& cl, const std::vector<option>& options) {
+    while (const auto next = cl.next()) {
+        const auto it = std::find_if(options.begin(), options.end(),
+                                     [&](const option& o) { return o.name == *next; });
+        if (it == options.end())
+            cl.fail("unknown argument " + std::string(*next));
+        it->read(cl);
+    }
+}
 
 /// The options both crash drivers take.
 struct driver_settings {
@@ -286,30 +329,35 @@ struct driver_settings {
     bool verbose = false;
     bool own_dir = false; // the driver chose the data directory (and removes it after a success)
 
-    /// Reads option `a` if it is one of these; false otherwise.
-    bool parse_common(command_line& cl, std::string_view a) {
-        if (a == "--kills")
-            kills = cl.number<int>();
-        else if (a == "--seed") {
-            seed = cl.number<std::uint64_t>();
-            seed_given = true;
-        } else if (a == "--workload")
-            workload = std::string(cl.value());
-        else if (a == "--dir")
-            dir = std::string(cl.value());
-        else if (a == "--keep")
-            keep = true;
-        else if (a == "--check-every")
-            check_every = cl.number<int>();
-        else if (a == "--concurrency")
-            concurrency = cl.number<int>();
-        else if (a == "--watchdog-ms")
-            watchdog_ms = cl.number<int>();
-        else if (a == "--verbose")
-            verbose = true;
-        else
-            return false;
-        return true;
+    /// The options of both drivers, reading into this; a driver appends its own.
+    std::vector<option> options() {
+        return {
+            value_option("--kills", kills),
+            {"--seed",
+             [this](command_line& cl) {
+                 seed = cl.number<std::uint64_t>();
+                 seed_given = true;
+             }},
+            value_option("--workload", workload),
+            value_option("--dir", dir),
+            flag_option("--keep", keep),
+            value_option("--check-every", check_every),
+            value_option("--concurrency", concurrency),
+            value_option("--watchdog-ms", watchdog_ms),
+            flag_option("--verbose", verbose),
+        };
+    }
+
+    /// After parsing: chooses the seed, and the workload executable (`workload_name` next to
+    /// this executable; without a name, this executable), when they were not given.
+    void finish(const char* workload_name) {
+        if (!seed_given)
+            seed = std::random_device{}() % 1'000'000'000u;
+        if (!workload.empty())
+            return;
+        workload = std::filesystem::read_symlink("/proc/self/exe");
+        if (workload_name)
+            workload = workload.parent_path() / workload_name;
     }
 };
 

@@ -76,25 +76,12 @@ struct settings : driver_settings {
 settings parse(int argc, char** argv) {
     settings s;
     command_line cl(argc, argv, usage);
-    while (const auto next = cl.next()) {
-        const std::string_view a = *next;
-        if (s.parse_common(cl, a))
-            continue;
-        if (a == "--check-only")
-            s.check_only = true;
-        else
-            usage("unknown argument " + std::string(a));
-    }
-    if (s.kills < 1)
-        usage("--kills must be at least 1");
-    if (s.check_every < 1)
-        usage("--check-every must be at least 1");
-    if (!s.seed_given)
-        s.seed = std::random_device{}() % 1'000'000'000u;
-    if (s.workload.empty()) {
-        // Next to this executable by default.
-        s.workload = fs::read_symlink("/proc/self/exe").parent_path() / "dtx_crash_workload";
-    }
+    auto options = s.options();
+    options.push_back(flag_option("--check-only", s.check_only));
+    parse_options(cl, options);
+    cl.require(s.check_every >= 1, "--check-every must be at least 1");
+    cl.require(s.kills >= 1, "--kills must be at least 1");
+    s.finish("dtx_crash_workload");
     return s;
 }
 

@@ -54,8 +54,8 @@
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -133,10 +133,11 @@ std::size_t process_of(std::string_view participant) {
 /// without their action, or tries after their cancel.
 class unguarded : public dtx::detail::barrier_registration<unguarded, sqlite::connection> {
 public:
-    explicit unguarded(sqlite_barrier& db)
+    explicit unguarded(sqlite::barrier& db)
         : db_(db) {}
 
-    asio::awaitable<outcome> guard(const branch_request& r, const local_handler& handler) {
+    asio::awaitable<outcome> guard(const branch_request& r,
+                                   const sqlite::barrier_handler& handler) {
         auto job = [req = dtx::detail::owned_request(r), &handler](sqlite::connection& db) {
             outcome o = handler(db, req.view());
             if (!o.is_success())
@@ -156,7 +157,7 @@ private:
     struct refused {
         outcome answer;
     };
-    sqlite_barrier& db_;
+    sqlite::barrier& db_;
 };
 
 struct participant_settings {
@@ -177,7 +178,7 @@ void register_process(participant_registry& reg, std::string_view process, Barri
 }
 
 int run_participant(const participant_settings& s) {
-    sqlite_barrier barrier({.path = (s.dir / database_of(s.serve)).string()});
+    sqlite::barrier barrier({.path = (s.dir / database_of(s.serve)).string()});
     unguarded loose(barrier);
     participant_registry reg;
     if (s.no_barrier)
@@ -214,12 +215,8 @@ int run_participant(const participant_settings& s) {
 
 // ---- the coordinator role ---------------------------------------------------------------------
 
-struct coordinator_settings {
-    fs::path dir;
-    std::uint64_t seed = 1;
-    int concurrency = 16;
+struct coordinator_settings : workload_settings {
     std::array<std::string, processes.size()> base_urls; // http://127.0.0.1:port/dtx
-    fault_settings fault;
     bool recover_only = false;
     bool no_recovery = false;
 };
@@ -228,9 +225,9 @@ int run_coordinator(const coordinator_settings& s) {
     std::unordered_set<std::string> live;
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
     // Shared, not exclusive: the driver counts the journal's transactions while this process runs.
-    sqlite_journal journal({.path = (s.dir / journal_file).string(),
-                            .retention = std::chrono::hours(24 * 365),
-                            .exclusive = false});
+    sqlite::journal journal({.path = (s.dir / journal_file).string(),
+                             .retention = std::chrono::hours(24 * 365),
+                             .exclusive = false});
 
     asio::io_context ioc;
     http::client_options co;
@@ -274,27 +271,21 @@ struct settings : driver_settings {
 
 settings parse(command_line& cl) {
     settings s;
-    while (const auto next = cl.next()) {
-        const std::string_view a = *next;
-        if (s.parse_common(cl, a))
-            continue;
-        if (a == "--transactions")
-            s.transactions = cl.number();
-        else if (a == "--no-faults")
-            s.faults = false;
-        else if (a == "--break") {
-            s.broken = std::string(cl.value());
-            if (s.broken != "barrier" && s.broken != "recovery")
-                usage("--break wants barrier or recovery");
-        } else
-            usage("unknown argument " + std::string(a));
-    }
-    if (s.kills < 0 || s.check_every < 0)
-        usage("--kills and --check-every cannot be negative");
-    if (!s.seed_given)
-        s.seed = std::random_device{}() % 1'000'000'000u;
-    if (s.workload.empty())
-        s.workload = fs::read_symlink("/proc/self/exe");
+    auto options = s.options();
+    options.insert(options.end(),
+                   {
+                       value_option("--transactions", s.transactions),
+                       {"--no-faults", [&s](command_line&) { s.faults = false; }},
+                       {"--break",
+                        [&s](command_line& cl) {
+                            s.broken = std::string(cl.value());
+                            cl.require(s.broken == "barrier" || s.broken == "recovery",
+                                       "--break wants barrier or recovery");
+                        }},
+                   });
+    parse_options(cl, options);
+    cl.require(s.kills >= 0 && s.check_every >= 0, "--kills and --check-every cannot be negative");
+    s.finish(nullptr); // the workload is this executable, in its participant and coordinator roles
     return s;
 }
 
@@ -690,38 +681,20 @@ participant_settings parse_participant(command_line& cl) {
 
 coordinator_settings parse_coordinator(command_line& cl) {
     coordinator_settings s;
-    while (const auto next = cl.next()) {
-        const std::string_view a = *next;
-        if (parse_fault_option(cl, a, s.fault))
-            continue;
-        bool url = false;
-        for (std::size_t i = 0; i < processes.size(); ++i)
-            if (a == "--" + std::string(processes[i])) {
-                s.base_urls[i] = std::string(cl.value());
-                url = true;
-            }
-        if (url)
-            continue;
-        if (a == "--dir")
-            s.dir = std::string(cl.value());
-        else if (a == "--seed")
-            s.seed = cl.number<std::uint64_t>();
-        else if (a == "--concurrency")
-            s.concurrency = cl.number<int>();
-        else if (a == "--recover-only")
-            s.recover_only = true;
-        else if (a == "--no-recovery")
-            s.no_recovery = true;
-        else
-            usage("unknown coordinator argument " + std::string(a));
-    }
-    if (s.dir.empty())
-        usage("a coordinator needs --dir");
+    auto options = s.options();
+    // Each process's base URL: --accounts, --stock, --points (in the order of `processes`).
+    constexpr std::array<const char*, 3> url_options = {"--accounts", "--stock", "--points"};
+    static_assert(url_options.size() == processes.size());
+    for (std::size_t i = 0; i < processes.size(); ++i)
+        options.push_back({url_options[i], [&s, i](command_line& cl) {
+                               s.base_urls[i] = std::string(cl.value());
+                           }});
+    options.push_back(flag_option("--recover-only", s.recover_only));
+    options.push_back(flag_option("--no-recovery", s.no_recovery));
+    parse_options(cl, options);
+    s.check(cl);
     for (const auto& u : s.base_urls)
-        if (u.empty())
-            usage("a coordinator needs --accounts, --stock and --points");
-    if (s.concurrency < 1)
-        usage("--concurrency must be at least 1");
+        cl.require(!u.empty(), "a coordinator needs --accounts, --stock and --points");
     return s;
 }
 

@@ -21,7 +21,7 @@
 // Parameters are written $1, $2, ... and each statement names $1 before $2 (SQLite numbers named
 // parameters in the order they first appear).
 
-#include <dtx/detail/barrier_logic.hpp>
+#include <dtx/barrier.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/participant_registry.hpp>
 
@@ -71,49 +71,50 @@ void anomaly(Db& db, const std::string& participant, const branch_request& r,
 /// Wraps a business handler: transient chaos, the ledger row (a second execution is an anomaly),
 /// the protocol preconditions, and any constraint failure turned into an anomaly.
 template <class T, class Db, class F>
-detail::db_handler<Db> ledgered(std::string participant, std::shared_ptr<attempt_counter> attempts,
-                                F business) {
+barrier_handler<Db> ledgered(std::string participant, std::shared_ptr<attempt_counter> attempts,
+                             F business) {
     using sql = sql_access<Db>;
-    return detail::typed_db<T, Db>([participant = std::move(participant),
-                                    attempts = std::move(attempts), business = std::move(business)](
-                                       Db& db, const branch_request& r, T p) -> outcome {
-        const bool first_phase = r.op == branch_op::try_ || r.op == branch_op::action;
-        if (!first_phase && p.c.fail_first > 0 && attempts->next(r) <= p.c.fail_first)
-            throw std::runtime_error("transient failure (chaos)");
-        if (sql::changes(
-                db,
-                "INSERT INTO applied (gid, branch_id, op, participant) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT DO NOTHING",
-                r.gid, r.branch_id, to_string(r.op), participant) == 0) {
-            anomaly(db, participant, r, "executed twice");
-            return success();
-        }
-        const auto done = [&](branch_op op) {
-            return sql::exists(
-                db, "SELECT 1 FROM applied WHERE gid = $1 AND branch_id = $2 AND op = $3", r.gid,
-                r.branch_id, to_string(op));
-        };
-        const branch_op first = r.kind() == tx_kind::tcc ? branch_op::try_ : branch_op::action;
-        if (!first_phase && !done(first)) {
-            anomaly(db, participant, r,
-                    std::string(to_string(r.op)) + " without a " + std::string(to_string(first)));
-            return success();
-        }
-        if (r.op == branch_op::confirm && done(branch_op::cancel))
-            anomaly(db, participant, r, "confirm after cancel");
-        if (r.op == branch_op::cancel && done(branch_op::confirm))
-            anomaly(db, participant, r, "cancel after confirm");
-        std::string violated;
-        outcome o = sql::protect(
-            db, [&] { return business(db, r, p); }, violated);
-        if (!violated.empty()) {
-            anomaly(db, participant, r, "constraint failed: " + violated);
-            return success();
-        }
-        if (o.is_success() && first_phase && p.c.try_throws && attempts->next(r) == 1)
-            throw std::runtime_error(std::string(to_string(r.op)) + " lost its answer (chaos)");
-        return o;
-    });
+    return typed_barrier_handler<T, Db>(
+        [participant = std::move(participant), attempts = std::move(attempts),
+         business = std::move(business)](Db& db, const branch_request& r, T p) -> outcome {
+            const bool first_phase = r.op == branch_op::try_ || r.op == branch_op::action;
+            if (!first_phase && p.c.fail_first > 0 && attempts->next(r) <= p.c.fail_first)
+                throw std::runtime_error("transient failure (chaos)");
+            if (sql::changes(
+                    db,
+                    "INSERT INTO applied (gid, branch_id, op, participant) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT DO NOTHING",
+                    r.gid, r.branch_id, to_string(r.op), participant) == 0) {
+                anomaly(db, participant, r, "executed twice");
+                return success();
+            }
+            const auto done = [&](branch_op op) {
+                return sql::exists(
+                    db, "SELECT 1 FROM applied WHERE gid = $1 AND branch_id = $2 AND op = $3",
+                    r.gid, r.branch_id, to_string(op));
+            };
+            const branch_op first = r.kind() == tx_kind::tcc ? branch_op::try_ : branch_op::action;
+            if (!first_phase && !done(first)) {
+                anomaly(db, participant, r,
+                        std::string(to_string(r.op)) + " without a " +
+                            std::string(to_string(first)));
+                return success();
+            }
+            if (r.op == branch_op::confirm && done(branch_op::cancel))
+                anomaly(db, participant, r, "confirm after cancel");
+            if (r.op == branch_op::cancel && done(branch_op::confirm))
+                anomaly(db, participant, r, "cancel after confirm");
+            std::string violated;
+            outcome o = sql::protect(
+                db, [&] { return business(db, r, p); }, violated);
+            if (!violated.empty()) {
+                anomaly(db, participant, r, "constraint failed: " + violated);
+                return success();
+            }
+            if (o.is_success() && first_phase && p.c.try_throws && attempts->next(r) == 1)
+                throw std::runtime_error(std::string(to_string(r.op)) + " lost its answer (chaos)");
+            return o;
+        });
 }
 
 /// Runs a statement that must change exactly one row; if it changes none, the handler found the
@@ -234,7 +235,7 @@ outcome revoke(Db& db, const branch_request& r, award a) {
 // The handler sets. "stock" and "stock-saga" share a database, and so an attempt counter.
 
 template <class Db>
-detail::db_tcc_handlers<Db> accounts_handlers() {
+barrier_tcc_handlers<Db> accounts_handlers() {
     auto attempts = std::make_shared<attempt_counter>();
     return {
         .on_try = ledgered<transfer, Db>("accounts", attempts, freeze<Db>),
@@ -244,7 +245,7 @@ detail::db_tcc_handlers<Db> accounts_handlers() {
 }
 
 template <class Db>
-detail::db_tcc_handlers<Db> stock_handlers(std::shared_ptr<attempt_counter> attempts) {
+barrier_tcc_handlers<Db> stock_handlers(std::shared_ptr<attempt_counter> attempts) {
     return {
         .on_try = ledgered<items, Db>("stock", attempts, reserve<Db>),
         .on_confirm = ledgered<items, Db>("stock", attempts, sell_reserved<Db>),
@@ -253,7 +254,7 @@ detail::db_tcc_handlers<Db> stock_handlers(std::shared_ptr<attempt_counter> atte
 }
 
 template <class Db>
-detail::db_saga_handlers<Db> stock_saga_handlers(std::shared_ptr<attempt_counter> attempts) {
+barrier_saga_handlers<Db> stock_saga_handlers(std::shared_ptr<attempt_counter> attempts) {
     return {
         .on_action = ledgered<items, Db>("stock-saga", attempts, sell<Db>),
         .on_compensate = ledgered<items, Db>("stock-saga", attempts, take_back<Db>),
@@ -261,7 +262,7 @@ detail::db_saga_handlers<Db> stock_saga_handlers(std::shared_ptr<attempt_counter
 }
 
 template <class Db>
-detail::db_saga_handlers<Db> points_handlers() {
+barrier_saga_handlers<Db> points_handlers() {
     auto attempts = std::make_shared<attempt_counter>();
     return {
         .on_action = ledgered<award, Db>("points", attempts, grant<Db>),

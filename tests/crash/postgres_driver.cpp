@@ -28,7 +28,7 @@
 // (…), N taken over by another process, invariants hold". Exits non-zero with the violated
 // invariants otherwise, keeping the data directory (workload logs, fault logs).
 
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -82,28 +82,14 @@ struct settings : driver_settings {
 settings parse(int argc, char** argv) {
     settings s;
     command_line cl(argc, argv, usage);
-    while (const auto next = cl.next()) {
-        const std::string_view a = *next;
-        if (s.parse_common(cl, a))
-            continue;
-        if (a == "--processes")
-            s.processes = cl.number<int>();
-        else if (a == "--server")
-            s.server = std::string(cl.value());
-        else
-            usage("unknown argument " + std::string(a));
-    }
-    if (s.kills < 1)
-        usage("--kills must be at least 1");
-    if (s.processes < 2)
-        usage("--processes must be at least 2 (one survives each kill)");
-    if (s.check_every < 0)
-        usage("--check-every must not be negative");
-    if (!s.seed_given)
-        s.seed = std::random_device{}() % 1'000'000'000u;
-    if (s.workload.empty())
-        s.workload =
-            fs::read_symlink("/proc/self/exe").parent_path() / "dtx_crash_postgres_workload";
+    auto options = s.options();
+    options.push_back(value_option("--processes", s.processes));
+    options.push_back(value_option("--server", s.server));
+    parse_options(cl, options);
+    cl.require(s.processes >= 2, "--processes must be at least 2 (one survives each kill)");
+    cl.require(s.check_every >= 0, "--check-every must not be negative");
+    cl.require(s.kills >= 1, "--kills must be at least 1");
+    s.finish("dtx_crash_postgres_workload");
     return s;
 }
 

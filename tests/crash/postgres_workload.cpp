@@ -17,8 +17,8 @@
 // transactions in flight have ended.
 
 #include <dtx/coordinator.hpp>
-#include <dtx/postgres_barrier.hpp>
-#include <dtx/postgres_journal.hpp>
+#include <dtx/postgres/barrier.hpp>
+#include <dtx/postgres/journal.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -77,15 +77,13 @@ using namespace dtx;
 using namespace dtx::crash;
 using namespace std::chrono_literals;
 
-struct settings {
+struct settings : workload_settings {
     std::string server;
-    std::filesystem::path dir;
     int slot = 0;
-    std::uint64_t seed = 1;
-    int concurrency = 8;
-    fault_settings fault;
     bool drain = false;
     bool setup = false;
+
+    settings() { concurrency = 8; }
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -99,31 +97,14 @@ struct settings {
 settings parse(int argc, char** argv) {
     settings s;
     command_line cl(argc, argv, usage);
-    while (const auto next = cl.next()) {
-        const std::string_view a = *next;
-        if (parse_fault_option(cl, a, s.fault))
-            continue;
-        if (a == "--server")
-            s.server = std::string(cl.value());
-        else if (a == "--dir")
-            s.dir = std::string(cl.value());
-        else if (a == "--slot")
-            s.slot = cl.number<int>();
-        else if (a == "--seed")
-            s.seed = cl.number<std::uint64_t>();
-        else if (a == "--concurrency")
-            s.concurrency = cl.number<int>();
-        else if (a == "--drain")
-            s.drain = true;
-        else if (a == "--setup")
-            s.setup = true;
-        else
-            usage("unknown argument " + std::string(a));
-    }
-    if (s.server.empty() || s.dir.empty())
-        usage("--server and --dir are required");
-    if (s.concurrency < 1)
-        usage("--concurrency must be at least 1");
+    auto options = s.options();
+    options.push_back(value_option("--server", s.server));
+    options.push_back(value_option("--slot", s.slot));
+    options.push_back(flag_option("--drain", s.drain));
+    options.push_back(flag_option("--setup", s.setup));
+    parse_options(cl, options);
+    s.check(cl);
+    cl.require(!s.server.empty(), "--server is required");
     return s;
 }
 
@@ -141,14 +122,14 @@ coordinator_options postgres_options(const settings& s, fault_killer& killer) {
 }
 
 int run_workload(const settings& s) {
-    postgres_journal journal({.conninfo = pg_conninfo(s.server, pg_databases[0]),
-                              .retention = std::chrono::hours(24 * 365)});
+    postgres::journal journal({.conninfo = pg_conninfo(s.server, pg_databases[0]),
+                               .retention = std::chrono::hours(24 * 365)});
     const auto barrier = [&](const char* db) {
-        return postgres_barrier_options{.conninfo = pg_conninfo(s.server, db), .connections = 2};
+        return postgres::barrier_options{.conninfo = pg_conninfo(s.server, db), .connections = 2};
     };
-    postgres_barrier accounts(barrier(pg_databases[1]));
-    postgres_barrier stock(barrier(pg_databases[2]));
-    postgres_barrier points(barrier(pg_databases[3]));
+    postgres::barrier accounts(barrier(pg_databases[1]));
+    postgres::barrier stock(barrier(pg_databases[2]));
+    postgres::barrier points(barrier(pg_databases[3]));
     if (s.setup)
         return 0;
 

@@ -5,7 +5,7 @@
 
 #include <dtx/error.hpp>
 #include <dtx/outcome.hpp>
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
 
 #include <string>
 #include <string_view>

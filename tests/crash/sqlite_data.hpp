@@ -5,7 +5,7 @@
 // participants' databases, and reading what the processes left into a snapshot for the
 // invariants (invariants.hpp).
 
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
 
 #include <filesystem>
 #include <string>

@@ -17,8 +17,8 @@
 // `anomalies` (the driver fails on any).
 
 #include <dtx/coordinator.hpp>
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -42,12 +42,8 @@ using namespace dtx;
 using namespace dtx::crash;
 using namespace std::chrono_literals;
 
-struct settings {
-    std::filesystem::path dir;
-    std::uint64_t seed = 1;
+struct settings : workload_settings {
     long transactions = -1; // < 0: until killed
-    int concurrency = 16;
-    fault_settings fault;
     bool recover_only = false;
     bool print_points = false;
 };
@@ -62,29 +58,12 @@ struct settings {
 settings parse(int argc, char** argv) {
     settings s;
     command_line cl(argc, argv, usage);
-    while (const auto next = cl.next()) {
-        const std::string_view a = *next;
-        if (parse_fault_option(cl, a, s.fault))
-            continue;
-        if (a == "--dir")
-            s.dir = std::string(cl.value());
-        else if (a == "--seed")
-            s.seed = cl.number<std::uint64_t>();
-        else if (a == "--transactions")
-            s.transactions = cl.number();
-        else if (a == "--concurrency")
-            s.concurrency = cl.number<int>();
-        else if (a == "--recover-only")
-            s.recover_only = true;
-        else if (a == "--print-points")
-            s.print_points = true;
-        else
-            usage("unknown argument " + std::string(a));
-    }
-    if (s.dir.empty())
-        usage("--dir is required");
-    if (s.concurrency < 1)
-        usage("--concurrency must be at least 1");
+    auto options = s.options();
+    options.push_back(value_option("--transactions", s.transactions));
+    options.push_back(flag_option("--recover-only", s.recover_only));
+    options.push_back(flag_option("--print-points", s.print_points));
+    parse_options(cl, options);
+    s.check(cl);
     return s;
 }
 
@@ -93,10 +72,11 @@ int run_workload(const settings& s) {
     fault_killer killer(s.fault, s.dir / fault_log_file, live);
 
     const auto file = [&](const char* name) { return (s.dir / name).string(); };
-    sqlite_journal journal({.path = file(journal_file), .retention = std::chrono::hours(24 * 365)});
-    sqlite_barrier accounts({.path = file(accounts_file)});
-    sqlite_barrier stock({.path = file(stock_file)});
-    sqlite_barrier points({.path = file(points_file)});
+    sqlite::journal journal(
+        {.path = file(journal_file), .retention = std::chrono::hours(24 * 365)});
+    sqlite::barrier accounts({.path = file(accounts_file)});
+    sqlite::barrier stock({.path = file(stock_file)});
+    sqlite::barrier points({.path = file(points_file)});
 
     participant_registry reg;
     register_participants<sqlite::connection>(reg, accounts, stock, points);

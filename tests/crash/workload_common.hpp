@@ -46,26 +46,48 @@ struct fault_settings {
     long any = 0;
 };
 
-/// Reads "--fault POINT:N" or "--fault-any N" (the current option of `cl`) into `f`; false if
-/// `option` is neither.
-inline bool parse_fault_option(command_line& cl, std::string_view option, fault_settings& f) {
-    if (option == "--fault") {
-        const std::string_view v = cl.value();
-        const auto colon = v.rfind(':');
-        const auto n =
-            colon == std::string_view::npos ? std::nullopt : parse_number(v.substr(colon + 1));
-        if (!n)
-            cl.fail("--fault wants POINT:N");
-        f.point = std::string(v.substr(0, colon));
-        f.nth = *n;
-        return true;
-    }
-    if (option == "--fault-any") {
-        f.any = cl.number();
-        return true;
-    }
-    return false;
+/// The options "--fault POINT:N" and "--fault-any N", reading into `f`.
+inline std::vector<option> fault_options(fault_settings& f) {
+    return {
+        {"--fault",
+         [&f](command_line& cl) {
+             const std::string_view v = cl.value();
+             const auto colon = v.rfind(':');
+             const auto n =
+                 colon == std::string_view::npos ? std::nullopt : parse_number(v.substr(colon + 1));
+             if (!n)
+                 cl.fail("--fault wants POINT:N");
+             f.point = std::string(v.substr(0, colon));
+             f.nth = *n;
+         }},
+        value_option("--fault-any", f.any),
+    };
 }
+
+/// The options every workload takes: its data directory, seed, concurrency and fault.
+struct workload_settings {
+    std::filesystem::path dir;
+    std::uint64_t seed = 1;
+    int concurrency = 16;
+    fault_settings fault;
+
+    /// The options of every workload, reading into this; a workload appends its own.
+    std::vector<option> options() {
+        auto o = fault_options(fault);
+        o.insert(o.end(), {
+                              value_option("--dir", dir),
+                              value_option("--seed", seed),
+                              value_option("--concurrency", concurrency),
+                          });
+        return o;
+    }
+
+    /// After parsing: what every workload needs.
+    void check(command_line& cl) const {
+        cl.require(!dir.empty(), "--dir is required");
+        cl.require(concurrency >= 1, "--concurrency must be at least 1");
+    }
+};
 
 /// Names fault points, counts them, and kills the process at the chosen one.
 class fault_killer {

@@ -23,15 +23,15 @@ DTX_CHECK_ABI_NAMESPACE(http::url);
 #endif
 
 #ifdef DTX_CHECK_SQLITE
-#include <dtx/sqlite_barrier.hpp>
-#include <dtx/sqlite_journal.hpp>
-DTX_CHECK_ABI_NAMESPACE(sqlite_journal);
-DTX_CHECK_ABI_NAMESPACE(sqlite_barrier);
+#include <dtx/sqlite/barrier.hpp>
+#include <dtx/sqlite/journal.hpp>
+DTX_CHECK_ABI_NAMESPACE(sqlite::journal);
+DTX_CHECK_ABI_NAMESPACE(sqlite::barrier);
 #endif
 
 #ifdef DTX_CHECK_POSTGRES
-#include <dtx/postgres_barrier.hpp>
-#include <dtx/postgres_journal.hpp>
-DTX_CHECK_ABI_NAMESPACE(postgres_journal);
-DTX_CHECK_ABI_NAMESPACE(postgres_barrier);
+#include <dtx/postgres/barrier.hpp>
+#include <dtx/postgres/journal.hpp>
+DTX_CHECK_ABI_NAMESPACE(postgres::journal);
+DTX_CHECK_ABI_NAMESPACE(postgres::barrier);
 #endif

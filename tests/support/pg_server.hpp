@@ -5,7 +5,7 @@
 // object, on 127.0.0.1 and a free port, and stops it afterwards.
 
 #include <dtx/gid.hpp>
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 
 #include <cstdio>
 #include <filesystem>

@@ -1,12 +1,16 @@
 #ifndef DTX_DETAIL_BARRIER_LOGIC_HPP
 #define DTX_DETAIL_BARRIER_LOGIC_HPP
 
-// What the barrier decides before a handler runs, for any database. A store offers two
-// operations on the barrier table, inside the local transaction:
+// What the barrier decides before a handler runs, for any database, and what every barrier
+// offers on top of its own guard(). A store offers operations on the barrier table, inside the
+// local transaction:
 //   bool insert(slot, origin, state)   insert (gid, branch, slot) unless present; true if inserted
 //   std::optional<barrier_row> find(slot)
-// (sqlite_barrier.hpp has the rules in words.)
+//   void set_state(slot, state)        the end of external work: "done" or "failed"
+//   void forget_started(slot)          delete the row of external work that did not end
+// (<dtx/barrier.hpp> has the rules in words.)
 
+#include <dtx/barrier.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/version.hpp>
@@ -16,6 +20,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
 namespace detail {
@@ -62,43 +68,56 @@ std::optional<outcome> barrier_screen(Store& store, const branch_request& r, con
     return success();        // a duplicate of a completed operation
 }
 
-/// What a branch operation does to the participant's own tables, given a connection of type Db
-/// inside the barrier's local transaction.
-template <class Db>
-using db_handler = std::function<outcome(Db& db, const branch_request& r)>;
-
-template <class Db>
-struct db_tcc_handlers {
-    db_handler<Db> on_try;
-    db_handler<Db> on_confirm;
-    db_handler<Db> on_cancel;
+/// Thrown inside a local transaction to roll it back (the handler's changes and the barrier
+/// row) while answering `answer`.
+struct barrier_refusal {
+    outcome answer;
 };
 
-template <class Db>
-struct db_saga_handlers {
-    db_handler<Db> on_action;
-    db_handler<Db> on_compensate;
+/// A branch_request whose views point into strings it owns, for work done on another thread.
+/// Every field of the request is kept: a handler behind the barrier sees what it would see
+/// without one.
+struct owned_request {
+    explicit owned_request(const branch_request& r)
+        : gid(r.gid)
+        , branch_id(r.branch_id)
+        , op(r.op)
+        , payload(r.payload)
+        , traceparent(r.traceparent) {}
+    branch_request view() const { return {gid, branch_id, op, payload, traceparent}; }
+    std::string gid;
+    std::string branch_id;
+    branch_op op;
+    nlohmann::json payload;
+    std::string traceparent;
 };
 
-/// Wraps a handler taking the payload as a user type `T` (failure if it does not convert).
-template <class T, class Db, class F>
-db_handler<Db> typed_db(F handler) {
-    return [handler = std::move(handler)](Db& db, const branch_request& r) -> outcome {
-        outcome refusal;
-        std::optional<T> value = convert_payload<T>(r, refusal);
-        if (!value)
-            return refusal;
-        return handler(db, r, std::move(*value));
-    };
+/// One branch operation inside the barrier's local transaction: the barrier's answer, or else
+/// the handler's. A handler that does not answer success is thrown as barrier_refusal, so that
+/// its changes and the barrier row are rolled back together.
+template <class Store, class Db>
+outcome guarded_operation(Store& store, Db& db, const owned_request& r,
+                          const barrier_handler<Db>& handler) {
+    const branch_request req = r.view();
+    if (auto answer = barrier_screen(store, req, "done"))
+        return *answer;
+    outcome o = handler(db, req);
+    if (!o.is_success())
+        throw barrier_refusal{std::move(o)};
+    return o;
 }
 
-/// Gives a barrier (which has `guard(const branch_request&, const db_handler<Db>&)`) the
-/// handler sets for participant_registry::add_tcc and add_saga.
+/// Gives a barrier the handler sets for participant_registry::add_tcc and add_saga, and
+/// guard_external(). The barrier has
+///   asio::awaitable<outcome> guard(const branch_request&, const barrier_handler<Db>&);
+///   template <class R, class Fn> asio::awaitable<R> run(Fn fn);  // fn(Db&) in a transaction
+///   a type `store` built as store{Db&, const owned_request&}: the operations barrier_screen
+///   uses, and set_state(slot, state) and forget_started(slot) for external work.
 template <class Barrier, class Db>
 class barrier_registration {
 public:
-    tcc_handlers tcc(db_tcc_handlers<Db> h) {
-        auto shared = std::make_shared<db_tcc_handlers<Db>>(std::move(h));
+    tcc_handlers tcc(barrier_tcc_handlers<Db> h) {
+        auto shared = std::make_shared<barrier_tcc_handlers<Db>>(std::move(h));
         return {
             .on_try = [this,
                        shared](const branch_request& r) { return self().guard(r, shared->on_try); },
@@ -113,8 +132,8 @@ public:
         };
     }
 
-    saga_handlers saga(db_saga_handlers<Db> h) {
-        auto shared = std::make_shared<db_saga_handlers<Db>>(std::move(h));
+    saga_handlers saga(barrier_saga_handlers<Db> h) {
+        auto shared = std::make_shared<barrier_saga_handlers<Db>>(std::move(h));
         return {
             .on_action =
                 [this, shared](const branch_request& r) {
@@ -127,25 +146,43 @@ public:
         };
     }
 
+    /// Runs `work` (outside the participant's database) under the barrier: the barrier row is
+    /// committed before the work starts and its result after it. `work` must be idempotent: if
+    /// the process dies while it runs, a retry runs it again.
+    asio::awaitable<outcome> guard_external(const branch_request& r,
+                                            std::function<asio::awaitable<outcome>()> work) {
+        auto begin = [req = owned_request(r)](Db& db) {
+            typename Barrier::store s{db, req};
+            return barrier_screen(s, req.view(), "started");
+        };
+        const std::optional<outcome> decided =
+            co_await self().template run<std::optional<outcome>>(std::move(begin));
+        if (decided)
+            co_return *decided; // answered by the barrier: the work is not (re)done
+
+        outcome result = co_await work();
+        auto end = [req = owned_request(r), result](Db& db) {
+            typename Barrier::store s{db, req};
+            const char* slot = barrier_slot(req.op);
+            if (result.is_success())
+                s.set_state(slot, "done");
+            else if (result.is_failure())
+                s.set_state(slot, "failed");
+            else
+                s.forget_started(slot); // pending or unknown: the next attempt runs the work again
+            return 0;
+        };
+        co_await self().template run<int>(std::move(end));
+        co_return result;
+    }
+
 private:
     Barrier& self() { return static_cast<Barrier&>(*this); }
 };
 
-/// A branch_request whose views point into strings it owns, for work done on another thread.
-struct owned_request {
-    explicit owned_request(const branch_request& r)
-        : gid(r.gid)
-        , branch_id(r.branch_id)
-        , op(r.op)
-        , payload(r.payload) {}
-    branch_request view() const { return {gid, branch_id, op, payload}; }
-    std::string gid;
-    std::string branch_id;
-    branch_op op;
-    nlohmann::json payload;
-};
-
 } // namespace detail
 DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
 
 #endif

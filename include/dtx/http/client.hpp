@@ -137,7 +137,7 @@ struct response {
 };
 
 /// What a client has done so far, for tests and monitoring.
-struct client_statistics {
+struct client_stats {
     std::uint64_t requests = 0;    ///< requests completed with an answer
     std::uint64_t connections = 0; ///< connections opened
     std::uint64_t reused = 0;      ///< requests sent on a pooled connection
@@ -218,7 +218,7 @@ public:
 
     const asio::any_io_executor& executor() const noexcept { return ex_; }
     const client_options& options() const noexcept { return opts_; }
-    const client_statistics& statistics() const noexcept { return stats_; }
+    const client_stats& stats() const noexcept { return stats_; }
 
     std::size_t idle_connections() const noexcept {
         std::size_t n = 0;
@@ -434,7 +434,7 @@ private:
     asio::any_io_executor ex_;
     client_options opts_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> pools_;
-    client_statistics stats_;
+    client_stats stats_;
 };
 
 } // namespace detail
@@ -456,7 +456,7 @@ public:
 
     const asio::any_io_executor& get_executor() const noexcept { return core_->executor(); }
     const client_options& options() const noexcept { return core_->options(); }
-    const client_statistics& statistics() const noexcept { return core_->statistics(); }
+    const client_stats& stats() const noexcept { return core_->stats(); }
     /// Connections kept alive for reuse.
     std::size_t idle_connections() const noexcept { return core_->idle_connections(); }
     /// Closes the connections kept alive for reuse.

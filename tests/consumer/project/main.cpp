@@ -8,7 +8,7 @@
 #include <dtx/dtx.hpp>
 
 #ifdef DTX_CONSUMER_SQLITE
-#include <dtx/sqlite_journal.hpp>
+#include <dtx/sqlite/journal.hpp>
 
 #include <filesystem>
 #endif
@@ -68,9 +68,9 @@ int main() {
 #ifdef DTX_CONSUMER_SQLITE
     for (const char* f : {"consumer.db", "consumer.db-wal", "consumer.db-shm"})
         std::filesystem::remove(f);
-    dtx::sqlite_journal_options options;
+    dtx::sqlite::journal_options options;
     options.path = "consumer.db";
-    dtx::sqlite_journal journal(options);
+    dtx::sqlite::journal journal(options);
     const char* journal_name = "sqlite";
 #else
     dtx::memory_journal journal;

@@ -1,16 +1,17 @@
-#ifndef DTX_POSTGRES_DB_HPP
-#define DTX_POSTGRES_DB_HPP
+#ifndef DTX_POSTGRES_CONNECTION_HPP
+#define DTX_POSTGRES_CONNECTION_HPP
 
 // A thin RAII layer over libpq: a connection used by one thread, statements with text
-// parameters (prepared once per session if asked), and errors (dtx::error) that carry the
-// server's message and SQLSTATE. Participant handlers use it for their own tables inside the
-// PostgreSQL barrier's local transaction:
+// parameters (prepared once per session if asked), transactions, and errors (dtx::error) that
+// carry the server's message and SQLSTATE. Participant handlers use it for their own tables
+// inside the PostgreSQL barrier's local transaction:
 //
-//   auto r = db.exec("UPDATE stock SET available = available - $1::int WHERE sku = $2 AND available
-//   >= $1::int",
+//   auto r = db.exec("UPDATE stock SET available = available - $1::int "
+//                    "WHERE sku = $2 AND available >= $1::int",
 //                    {std::to_string(qty), sku});
 //   if (r.affected() == 0) return dtx::failure("out of stock");
 
+#include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>
 #include <dtx/version.hpp>
 
@@ -28,12 +29,14 @@
 DTX_NAMESPACE_BEGIN
 namespace postgres {
 
-/// A libpq connection used by one thread. Errors are dtx::error (journal_failed) naming the
-/// server's message.
+/// A libpq connection used by one thread. Errors are dtx::error naming the server's message,
+/// with errc::database_failed for a participant's database, errc::journal_failed for the
+/// journal's.
 class connection {
 public:
-    explicit connection(std::string conninfo)
-        : conninfo_(std::move(conninfo)) {
+    explicit connection(std::string conninfo, storage_role role = storage_role::participant)
+        : conninfo_(std::move(conninfo))
+        , role_(role) {
         connect();
     }
     connection(const connection&) = delete;
@@ -112,9 +115,16 @@ public:
         PQreset(conn_);
         prepared_.clear(); // a new session
         if (PQstatus(conn_) != CONNECTION_OK)
-            throw error(errc::journal_failed,
-                        "PostgreSQL: cannot reconnect: " + std::string(PQerrorMessage(conn_)));
+            throw failure("cannot reconnect: " + std::string(PQerrorMessage(conn_)));
         return true;
+    }
+
+    storage_role role() const noexcept { return role_; }
+
+    /// A dtx::error of this database's kind (`code` as for the journal: journal_failed,
+    /// journal_corrupt, journal_version), its message starting "PostgreSQL: ".
+    error failure(const std::string& what, errc code = errc::journal_failed) const {
+        return error(storage_errc(role_, code), "PostgreSQL: " + what);
     }
 
 private:
@@ -147,9 +157,8 @@ private:
         if (succeeded(r))
             return;
         const auto state = sqlstate(r);
-        throw error(errc::journal_failed,
-                    "PostgreSQL: " + std::string(PQerrorMessage(conn_)) +
-                        (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
+        throw failure(std::string(PQerrorMessage(conn_)) +
+                      (state.empty() ? "" : " (SQLSTATE " + std::string(state) + ")"));
     }
 
     bool prepared(const char* name) const {
@@ -175,7 +184,7 @@ private:
             std::string msg = PQerrorMessage(conn_);
             PQfinish(conn_);
             conn_ = nullptr;
-            throw error(errc::journal_failed, "PostgreSQL: cannot connect: " + msg);
+            throw failure("cannot connect: " + msg);
         }
         // Server notices ("already exists, skipping") are not errors: keep them off stderr.
         PQsetNoticeProcessor(
@@ -183,11 +192,15 @@ private:
     }
 
     std::string conninfo_;
+    storage_role role_;
     PGconn* conn_ = nullptr;
     std::vector<std::string> prepared_; // names prepared in this session (a few)
     bool prepare_ = true;
     std::uint64_t lost_statements_ = 0;
 };
+
+/// BEGIN ... COMMIT, rolled back if not committed (by an exception).
+using transaction = detail::transaction_scope<connection>;
 
 } // namespace postgres
 DTX_NAMESPACE_END

@@ -1,5 +1,5 @@
-#ifndef DTX_DETAIL_SQLITE_WORKER_HPP
-#define DTX_DETAIL_SQLITE_WORKER_HPP
+#ifndef DTX_SQLITE_DETAIL_WORKER_HPP
+#define DTX_SQLITE_DETAIL_WORKER_HPP
 
 // Runs functions against one SQLite connection on a thread of its own, and group-commits them.
 //
@@ -13,11 +13,14 @@
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
 #include <dtx/detail/batch_queue.hpp>
+#include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
 #include <dtx/version.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -89,6 +92,24 @@ public:
     /// True when nothing is queued (for work that should give way to submitted functions).
     bool idle() const { return queue_.idle(); }
 
+    /// Deletes old rows (on the worker thread, when idle): `delete_batch()` runs the statements
+    /// of one batch, whose last deletes at most `batch` rows; each batch is a transaction of its
+    /// own, and queued functions go first between batches. Adds the rows deleted to `cleaned`.
+    template <class DeleteBatch>
+    void clean(std::size_t batch, std::atomic<std::uint64_t>& cleaned, DeleteBatch delete_batch) {
+        delete_in_batches(
+            batch,
+            [&] {
+                sqlite::transaction tx(db_);
+                delete_batch();
+                const auto n = static_cast<std::size_t>(db_.changes());
+                tx.commit();
+                cleaned += n;
+                return n;
+            },
+            [this] { return !idle(); });
+    }
+
 private:
     struct job {
         virtual ~job() = default;
@@ -127,7 +148,7 @@ private:
 
     void push(std::unique_ptr<job> j, bool urgent) {
         if (!queue_.push(j, urgent))
-            throw error(errc::journal_failed, db_.path() + ": closing");
+            throw db_.failure(errc::journal_failed, "closing");
     }
 
     /// Runs the batch in one transaction, each function in a savepoint of its own.

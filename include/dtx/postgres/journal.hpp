@@ -3,7 +3,7 @@
 
 // The journal for several coordinator processes sharing one PostgreSQL database.
 //
-//   dtx::postgres_journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
+//   dtx::postgres::journal journal({.conninfo = "host=127.0.0.1 dbname=orders user=orders"});
 //
 // - Group commit: a thread of the journal's own holds the connection; the writes queued by every
 //   coroutine meanwhile go to the server as one statement, `SELECT dtx_apply($1::jsonb, now)`,
@@ -32,9 +32,10 @@
 // Link with libpq (CMake: dtx::postgres). The layout is in docs/journal.md.
 
 #include <dtx/detail/batch_queue.hpp>
+#include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
-#include <dtx/postgres_db.hpp>
+#include <dtx/postgres/connection.hpp>
 #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -50,9 +51,12 @@
 #include <utility>
 #include <vector>
 
-DTX_NAMESPACE_BEGIN
+#include <dtx/detail/push_warnings.hpp> // last: see the file
 
-struct postgres_journal_options {
+DTX_NAMESPACE_BEGIN
+namespace postgres {
+
+struct journal_options {
     /// libpq connection string, e.g. "host=127.0.0.1 port=5432 dbname=orders user=orders".
     std::string conninfo{};
     /// Most writes sent in one statement (one transaction, one commit).
@@ -72,7 +76,7 @@ struct postgres_journal_options {
     std::size_t connections = 1;
 };
 
-struct postgres_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< statements (transactions) that committed
     std::uint64_t operations = 0;     ///< writes, claims and reads in them
     std::uint64_t failed_batches = 0; ///< batches that failed (connection lost, server error)
@@ -81,7 +85,7 @@ struct postgres_journal_stats {
     std::uint64_t lost_statements = 0; ///< prepared statements the server had lost, prepared again
 };
 
-class postgres_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     static constexpr int schema_version = 3;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
@@ -90,16 +94,16 @@ public:
 
     /// Connects, and creates or migrates the schema. Throws dtx::error (journal_failed,
     /// journal_version) naming the reason.
-    explicit postgres_journal(postgres_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o)) {
         const std::size_t n = std::max<std::size_t>(opts_.connections, 1);
         for (std::size_t i = 0; i < n; ++i)
             shards_.push_back(std::make_unique<shard>(*this, i == 0));
     }
 
-    postgres_journal(const postgres_journal&) = delete;
-    postgres_journal& operator=(const postgres_journal&) = delete;
-    ~postgres_journal() override = default;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         auto j = std::make_unique<job>(job::kind::write, encode(w), std::string(w.gid));
@@ -110,12 +114,8 @@ public:
             push(to, j, false);
             co_return true;
         }
-        auto start = [&to, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(to, j);
-        };
-        const nlohmann::json answer =
-            co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of = submit(to, std::move(j));
+        const nlohmann::json answer = co_await std::move(answer_of);
         co_return answer.get<bool>();
     }
 
@@ -124,19 +124,13 @@ public:
         for (std::size_t i = 1; i < shards_.size(); ++i)
             co_await flush(*shards_[i]);
         nlohmann::json args = {{"owner", r.owner},
-                               {"now_ms", to_ms(r.now)},
+                               {"now_ms", detail::to_ms(r.now)},
                                {"lease_ms", r.lease.count()},
                                {"limit", r.limit},
                                {"take_over", r.take_over}};
-        auto j = std::make_unique<job>(job::kind::claim, args.dump());
-        shard& first = *shards_.front();
-        auto start = [&first,
-                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(first, j);
-        };
-        const nlohmann::json answer =
-            co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of =
+            submit(*shards_.front(), std::make_unique<job>(job::kind::claim, args.dump()));
+        const nlohmann::json answer = co_await std::move(answer_of);
         std::vector<transaction_record> out;
         for (const auto& t : answer)
             out.push_back(decode(t));
@@ -144,21 +138,16 @@ public:
     }
 
     asio::awaitable<std::optional<transaction_record>> find(std::string_view gid) override {
-        auto j = std::make_unique<job>(job::kind::find, std::string(gid));
-        auto start = [&to = shard_of(gid),
-                      j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(to, j);
-        };
-        const nlohmann::json answer =
-            co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of =
+            submit(shard_of(gid), std::make_unique<job>(job::kind::find, std::string(gid)));
+        const nlohmann::json answer = co_await std::move(answer_of);
         std::optional<transaction_record> out;
         if (!answer.is_null())
             out = decode(answer);
         co_return out;
     }
 
-    postgres_journal_stats stats() const {
+    journal_stats stats() const {
         std::lock_guard lock(mu_);
         return stats_;
     }
@@ -176,16 +165,12 @@ private:
         detail::deliver_fn<nlohmann::json> deliver; // empty for lazy writes
     };
 
-    static std::int64_t to_ms(wall_clock::time_point t) {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-    }
-
     /// A write as the JSON object dtx_apply takes (made on the caller's thread).
     static std::string encode(const journal_write& w) {
         nlohmann::json j = {{"gid", w.gid}};
         if (w.begin) {
             j["begin"] = {{"kind", to_string(w.begin->kind)},
-                          {"deadline_ms", to_ms(w.begin->deadline)}};
+                          {"deadline_ms", detail::to_ms(w.begin->deadline)}};
             if (w.begin->forward)
                 j["begin"]["forward"] = true;
         }
@@ -201,7 +186,7 @@ private:
         if (!w.done_branches.empty())
             j["done"] = w.done_branches;
         if (w.lease)
-            j["lease"] = {{"owner", w.lease->owner}, {"until_ms", to_ms(w.lease->until)}};
+            j["lease"] = {{"owner", w.lease->owner}, {"until_ms", detail::to_ms(w.lease->until)}};
         return j.dump();
     }
 
@@ -215,8 +200,7 @@ private:
                         "PostgreSQL journal: gid " + rec.gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
-        rec.deadline = wall_clock::time_point(std::chrono::duration_cast<wall_clock::duration>(
-            std::chrono::milliseconds(t.at("deadline_ms").get<std::int64_t>())));
+        rec.deadline = detail::from_ms(t.at("deadline_ms").get<std::int64_t>());
         rec.forward = t.value("forward", false);
         for (const auto& b : t.at("branches"))
             rec.branches.push_back(branch_record{b.at("id").get<std::string>(),
@@ -227,8 +211,8 @@ private:
 
     /// A connection and the thread that writes through it.
     struct shard {
-        shard(postgres_journal& j, bool first)
-            : db(j.opts_.conninfo)
+        shard(journal& j, bool first)
+            : db(j.opts_.conninfo, storage_role::journal)
             , ready(set_up(j, db, first))
             , queue(
                   {j.opts_.max_batch, j.opts_.cleanup_interval},
@@ -237,7 +221,7 @@ private:
                       if (first)
                           j.cleanup(*this);
                   }) {}
-        static bool set_up(postgres_journal& j, postgres::connection& db, bool first) {
+        static bool set_up(journal& j, postgres::connection& db, bool first) {
             db.set_prepares(j.opts_.prepare_statements);
             return !first || j.migrate(db); // the first creates or migrates the schema
         }
@@ -256,17 +240,23 @@ private:
 
     static void push(shard& to, std::unique_ptr<job>& j, bool urgent = true) {
         if (!to.queue.push(j, urgent))
-            throw error(errc::journal_failed, "PostgreSQL journal: closing");
+            throw to.db.failure("journal closing");
+    }
+
+    /// Queues `j` on `to` and returns its answer. (Not a coroutine: the caller co_awaits the
+    /// result in a statement of its own, so no temporary lives across the suspension.)
+    static asio::awaitable<nlohmann::json> submit(shard& to, std::unique_ptr<job> j) {
+        auto start = [&to, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
+            j->deliver = std::move(deliver);
+            push(to, j);
+        };
+        return detail::await_result<nlohmann::json>(std::move(start));
     }
 
     /// Returns once `sh` has applied everything queued on it before.
     static asio::awaitable<void> flush(shard& sh) {
-        auto j = std::make_unique<job>(job::kind::flush, std::string());
-        auto start = [&sh, j = std::move(j)](detail::deliver_fn<nlohmann::json> deliver) mutable {
-            j->deliver = std::move(deliver);
-            push(sh, j);
-        };
-        co_await detail::await_result<nlohmann::json>(std::move(start));
+        auto answer_of = submit(sh, std::make_unique<job>(job::kind::flush, std::string()));
+        co_await std::move(answer_of);
     }
 
     /// One batch: every write in one dtx_apply statement (dtx_apply_single for one write);
@@ -302,7 +292,7 @@ private:
         }
         if (!write_jobs.empty()) {
             try {
-                const std::string now = std::to_string(to_ms(wall_clock::now()));
+                const std::string now = std::to_string(detail::to_ms(wall_clock::now()));
                 std::vector<std::string> answers;
                 if (write_jobs.size() == 1) {
                     auto r = db.exec_prepared("dtx_apply_single",
@@ -395,39 +385,40 @@ private:
         return error(errc::journal_failed, "gid " + gid + ": " + answer);
     }
 
+    /// Deletes ended transactions older than the retention, a batch per statement, giving way
+    /// to queued writes between batches. Runs on the first connection's thread when it is idle.
     void cleanup(shard& sh) {
-        const std::string before = std::to_string(to_ms(wall_clock::now() - opts_.retention));
+        const std::string before =
+            std::to_string(detail::to_ms(wall_clock::now() - opts_.retention));
         const std::string batch = std::to_string(opts_.cleanup_batch);
-        for (;;) {
-            sh.db.ensure();
-            auto r = sh.db.exec(
-                "DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM dtx_transaction WHERE "
-                "ended_ms IS NOT NULL AND ended_ms < $1::bigint LIMIT $2::int FOR UPDATE SKIP "
-                "LOCKED) "
-                "RETURNING 1",
-                {before, batch});
-            {
+        detail::delete_in_batches(
+            opts_.cleanup_batch,
+            [&] {
+                sh.db.ensure();
+                auto r = sh.db.exec("DELETE FROM dtx_transaction WHERE gid IN (SELECT gid FROM "
+                                    "dtx_transaction WHERE ended_ms IS NOT NULL AND ended_ms < "
+                                    "$1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED) RETURNING 1",
+                                    {before, batch});
+                const auto n = static_cast<std::size_t>(r.rows());
                 std::lock_guard lock(mu_);
-                stats_.cleaned += static_cast<std::uint64_t>(r.rows());
-            }
-            if (r.rows() < static_cast<int>(opts_.cleanup_batch) || !sh.queue.idle())
-                break;
-        }
+                stats_.cleaned += n;
+                return n;
+            },
+            [&sh] { return !sh.queue.idle(); });
     }
 
     bool migrate(postgres::connection& db);
 
-    postgres_journal_options opts_;
+    journal_options opts_;
     mutable std::mutex mu_;
-    postgres_journal_stats stats_;
+    journal_stats stats_;
     std::vector<std::unique_ptr<shard>> shards_; // last: drained before the rest goes
 };
 
+} // namespace postgres
 DTX_NAMESPACE_END
 
 #include <dtx/detail/pop_warnings.hpp>
-#include <dtx/impl/postgres_journal_schema.hpp>
-
-#include <dtx/detail/push_warnings.hpp> // last: see the file
+#include <dtx/postgres/impl/journal_schema.hpp>
 
 #endif

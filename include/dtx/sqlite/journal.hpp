@@ -3,7 +3,7 @@
 
 // The embedded durable journal: one SQLite file beside the service.
 //
-//   dtx::sqlite_journal journal({.path = "orders.dtx.db"});
+//   dtx::sqlite::journal journal({.path = "orders.dtx.db"});
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
 // - WAL mode, `synchronous=FULL` by default: a write that completed survives power loss.
@@ -24,10 +24,11 @@
 //
 // Link with SQLite3 (CMake: dtx::sqlite). The file layout is in docs/journal.md.
 
-#include <dtx/detail/sqlite_worker.hpp>
+#include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>
 #include <dtx/journal.hpp>
-#include <dtx/sqlite_db.hpp>
+#include <dtx/sqlite/connection.hpp>
+#include <dtx/sqlite/detail/worker.hpp>
 #include <dtx/version.hpp>
 
 #include <algorithm>
@@ -43,8 +44,9 @@
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
 DTX_NAMESPACE_BEGIN
+namespace sqlite {
 
-struct sqlite_journal_options {
+struct journal_options {
     /// The database file; created with its schema if missing.
     std::string path{};
     /// FULL (true) or NORMAL (false); see the top of this header.
@@ -76,7 +78,7 @@ struct sqlite_journal_options {
 };
 
 /// Counters for monitoring and benchmarks.
-struct sqlite_journal_stats {
+struct journal_stats {
     std::uint64_t commits = 0;        ///< SQLite transactions committed (each one fsync with FULL)
     std::uint64_t operations = 0;     ///< writes, claims and reads in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not be committed
@@ -84,16 +86,16 @@ struct sqlite_journal_stats {
     std::uint64_t cleaned = 0;   ///< ended transactions deleted
 };
 
-class sqlite_journal final : public journal {
+class journal final : public dtx::journal {
 public:
     /// The schema version this dtx writes and the newest it reads.
     static constexpr int schema_version = 3;
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
-    explicit sqlite_journal(sqlite_journal_options o)
+    explicit journal(journal_options o)
         : opts_(std::move(o))
-        , db_(opts_.path)
+        , db_(opts_.path, storage_role::journal)
         , statements_(prepare())
         , worker_(db_, {.max_batch = opts_.max_batch,
                         .idle_interval = opts_.cleanup_interval,
@@ -101,11 +103,11 @@ public:
                         .spin = opts_.writer_spin,
                         .optimistic = true}) {}
 
-    sqlite_journal(const sqlite_journal&) = delete;
-    sqlite_journal& operator=(const sqlite_journal&) = delete;
+    journal(const journal&) = delete;
+    journal& operator=(const journal&) = delete;
 
     /// Makes every queued write durable, then closes the file.
-    ~sqlite_journal() override = default;
+    ~journal() override = default;
 
     asio::awaitable<bool> write(const journal_write& w, durability d) override {
         // Serialised here, on the caller's thread; the writer thread only runs SQL.
@@ -129,7 +131,7 @@ public:
         co_return co_await worker_.run<std::optional<transaction_record>>(std::move(fn));
     }
 
-    sqlite_journal_stats stats() const {
+    journal_stats stats() const {
         auto w = worker_.stats();
         return {w.commits, w.functions, w.failed_batches, w.lazy_lost, cleaned_.load()};
     }
@@ -196,8 +198,7 @@ private:
 
     statements prepare() {
         auto& db = db_;
-        db.check(sqlite3_busy_timeout(db.get(), static_cast<int>(opts_.busy_timeout.count())),
-                 "busy_timeout");
+        db.set_busy_timeout(opts_.busy_timeout);
         // Before the first read: in WAL mode, that read then locks the file for this connection.
         if (opts_.exclusive)
             db.exec("PRAGMA locking_mode=EXCLUSIVE");
@@ -210,23 +211,15 @@ private:
         } catch (const error&) {
             if ((sqlite3_errcode(db.get()) & 0xff) != SQLITE_BUSY)
                 throw;
-            throw error(errc::journal_failed,
-                        opts_.path +
-                            ": in use by another process (a SQLite journal belongs to "
-                            "one coordinator process; waited " +
-                            std::to_string(opts_.busy_timeout.count()) + " ms)");
+            throw db.failure(errc::journal_failed,
+                             "in use by another process (a SQLite journal belongs to one "
+                             "coordinator process; waited " +
+                                 std::to_string(opts_.busy_timeout.count()) + " ms)");
         }
         if (version > schema_version)
-            throw error(errc::journal_version,
-                        opts_.path + ": journal schema version " + std::to_string(version) +
-                            " is newer than this dtx reads (" + std::to_string(schema_version) +
-                            "); upgrade dtx");
-        {
-            sqlite::statement wal(db, "PRAGMA journal_mode=WAL");
-            if (!wal.step() || wal.text(0) != "wal")
-                throw error(errc::journal_failed, opts_.path + ": cannot switch to WAL mode");
-        }
-        db.exec(opts_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+            throw detail::newer_schema(db.role(), opts_.path + ": journal", version,
+                                       schema_version);
+        db.use_wal(opts_.synchronous_full);
         if (opts_.max_size_bytes) {
             std::int64_t page = 4096;
             sqlite::statement ps(db, "PRAGMA page_size");
@@ -361,19 +354,11 @@ private:
 
     // ---- applying operations (writer thread only) --------------------------------------------
 
-    static std::int64_t to_ms(wall_clock::time_point t) {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-    }
-    static wall_clock::time_point from_ms(std::int64_t ms) {
-        return wall_clock::time_point(
-            std::chrono::duration_cast<wall_clock::duration>(std::chrono::milliseconds(ms)));
-    }
-
     /// Applies one write, checking its conditions before it changes anything (a write that
     /// throws half-way is rolled back by the worker). Most writes take one or two statements.
     bool apply(const write_data& w) {
         auto& st = statements_;
-        const std::int64_t now = to_ms(wall_clock::now());
+        const std::int64_t now = detail::to_ms(wall_clock::now());
         if (w.begin) {
             if (w.status && w.status->from != tx_status::trying) {
                 if (exists(w.gid))
@@ -385,11 +370,11 @@ private:
             std::int64_t until = 0;
             if (w.lease) {
                 owner = w.lease->first;
-                until = to_ms(w.lease->second);
+                until = detail::to_ms(w.lease->second);
             }
             st.insert_tx
-                .bind(w.gid, to_string(w.begin->kind), to_string(status), to_ms(w.begin->deadline),
-                      now, owner, until, w.begin->forward)
+                .bind(w.gid, to_string(w.begin->kind), to_string(status),
+                      detail::to_ms(w.begin->deadline), now, owner, until, w.begin->forward)
                 .run();
             if (db_.changes() == 0)
                 throw duplicate(w.gid);
@@ -412,7 +397,7 @@ private:
             }
             if (w.lease) {
                 owner = w.lease->first;
-                until = to_ms(w.lease->second);
+                until = detail::to_ms(w.lease->second);
             }
             st.update_tx.bind(to, ended, owner, until, w.gid, from).run();
             if (db_.changes() == 0) {
@@ -449,7 +434,7 @@ private:
     std::vector<transaction_record> do_claim(const claim_data& c) {
         auto& st = statements_;
         std::vector<std::string> gids;
-        const std::int64_t now = to_ms(c.now);
+        const std::int64_t now = detail::to_ms(c.now);
         st.select_due.bind(now, c.take_over, static_cast<std::int64_t>(c.limit), open_offset,
                            c.take_over ? std::numeric_limits<std::int64_t>::max()
                                        : open_offset + now);
@@ -458,7 +443,7 @@ private:
         std::vector<transaction_record> out;
         out.reserve(gids.size());
         for (const auto& gid : gids) {
-            st.lease.bind(c.owner, to_ms(c.now + c.lease), gid).run();
+            st.lease.bind(c.owner, detail::to_ms(c.now + c.lease), gid).run();
             if (auto rec = load(gid))
                 out.push_back(std::move(*rec));
         }
@@ -480,7 +465,7 @@ private:
                         opts_.path + ": gid " + gid + ": unreadable kind or status");
         rec.kind = *kind;
         rec.status = *status;
-        rec.deadline = from_ms(select_tx_.integer(2));
+        rec.deadline = detail::from_ms(select_tx_.integer(2));
         rec.forward = select_tx_.integer(3) != 0;
         select_branches_.bind(gid);
         while (select_branches_.step()) {
@@ -502,27 +487,21 @@ private:
     /// Deletes ended transactions older than the retention, a batch per SQLite transaction,
     /// giving way to queued writes between batches. Runs on the worker thread when it is idle.
     void cleanup() {
-        const std::int64_t before = to_ms(wall_clock::now() - opts_.retention);
-        const auto batch = static_cast<std::int64_t>(opts_.cleanup_batch);
-        for (;;) {
-            sqlite::transaction tx(db_);
-            statements_.clean_branches.bind(before, batch).run();
-            statements_.clean_txs.bind(before, batch).run();
-            const int n = db_.changes();
-            tx.commit();
-            cleaned_ += static_cast<std::uint64_t>(n);
-            if (n < batch || !worker_.idle())
-                break;
-        }
+        const std::int64_t before = detail::to_ms(wall_clock::now() - opts_.retention);
+        worker_.clean(opts_.cleanup_batch, cleaned_, [&] {
+            statements_.clean_branches.bind(before, opts_.cleanup_batch).run();
+            statements_.clean_txs.bind(before, opts_.cleanup_batch).run();
+        });
     }
 
-    sqlite_journal_options opts_;
+    journal_options opts_;
     sqlite::connection db_;
     statements statements_;
     std::atomic<std::uint64_t> cleaned_{0};
     detail::sqlite_worker worker_; // last: stopped (queue drained) before the rest goes
 };
 
+} // namespace sqlite
 DTX_NAMESPACE_END
 
 #include <dtx/detail/pop_warnings.hpp>

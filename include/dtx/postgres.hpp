@@ -1,0 +1,17 @@
+#ifndef DTX_POSTGRES_HPP
+#define DTX_POSTGRES_HPP
+
+// PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
+// processes share, and the participant barrier over the participant's own PostgreSQL database.
+//
+//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); //
+//   <dtx/postgres/journal.hpp> dtx::postgres::barrier barrier({.conninfo = "host=db
+//   dbname=stock"});  // <dtx/postgres/barrier.hpp>
+//
+// <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
+
+#include <dtx/postgres/barrier.hpp>
+#include <dtx/postgres/connection.hpp>
+#include <dtx/postgres/journal.hpp>
+
+#endif
