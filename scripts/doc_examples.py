@@ -19,6 +19,9 @@ How a block is compiled
     its own objects of those names: they hide the prepared ones.
   - `...` stands for code left out: a line holding only `...` is dropped, any other `...` that
     is not a pack expansion (`args...`) becomes `{}`.
+  - A co_await expression must not build a braced list or a lambda (`co_await f({...})`,
+    `co_await f([&] {...})`): g++ 12 destroys such temporaries twice. Examples build them in a
+    statement of their own, as users should; the script refuses the others.
   - A block whose first line contains `// not compiled` is skipped (keep them few); --list shows
     them.
 
@@ -41,6 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP_MARK = "// not compiled"
 
 PRELUDE = r"""
+// The #line directives make g++ see the examples as code of the headers they come from, where a
+// lambda type in a template argument would be a real problem.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wsubobject-linkage"
+#endif
+
 #include <dtx/dtx.hpp>
 #include <dtx/http.hpp>
 #include <dtx/http/tls.hpp>
@@ -211,7 +220,7 @@ def elide(text: str) -> str:
         if i not in code:
             continue
         before = text[:i].rstrip(" \t")
-        if before and (before[-1].isalnum() or before[-1] in "_)]>"):
+        if before and (before[-1].isalnum() or before[-1] == "_"):
             continue  # a pack expansion
         line_start = text.rfind("\n", 0, i) + 1
         line_end = text.find("\n", i)
@@ -300,6 +309,37 @@ def split_items(text: str) -> list[Item]:
     return items
 
 
+# ---- the g++ 12 pitfall ----------------------------------------------------------------------
+
+AWAITED_TEMPORARY = re.compile(r"[(,]\s*(\{|\[[^\]]*\]\s*[({])")
+
+
+def awaited_temporaries(block: Block) -> list[str]:
+    """The co_await expressions of a block that build a braced list or a lambda."""
+    text = "\n".join(block.lines)
+    flat = "".join(c if in_code else " " for _, c, in_code in scan(text))
+    problems = []
+    for m in re.finditer(r"\bco_await\b", flat):
+        depth, end = 0, len(flat)
+        for j in range(m.end(), len(flat)):
+            c = flat[j]
+            if c in "([{":
+                depth += 1
+            elif c in ")]}":
+                depth -= 1
+                if depth < 0:
+                    end = j
+                    break
+            elif c == ";" and depth == 0:
+                end = j
+                break
+        if AWAITED_TEMPORARY.search(flat, m.end(), end):
+            line = block.line + text.count("\n", 0, m.start())
+            problems.append(f"{block.source}:{line}: a braced list or a lambda inside co_await, "
+                            "which g++ 12 destroys twice: build it in a statement of its own")
+    return problems
+
+
 # ---- writing the translation unit ------------------------------------------------------------
 
 
@@ -363,6 +403,11 @@ def main() -> int:
             print(f"{block.where():45} {len(block.lines):3} lines  {status}")
         skipped = sum(block.skipped for block in blocks)
         print(f"{len(blocks)} blocks, {len(blocks) - skipped} compiled, {skipped} not compiled")
+    problems = [p for b in blocks if not b.skipped for p in awaited_temporaries(b)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
     if args.output:
         text = translation_unit(blocks, args.output.resolve())
         if not args.output.exists() or args.output.read_text(encoding="utf-8") != text:

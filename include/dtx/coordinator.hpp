@@ -7,11 +7,17 @@
 //   dtx::participant_registry participants;      // names -> handlers (or URLs)
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
-//   dtx::tx_result r = co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", {{"sku", "A-1"}, {"qty", 2}});
-//       co_await tx.add_branch("payment", {{"account", 7}, {"amount", 40}});
-//   });
+//   auto order = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       const nlohmann::json item = {{"sku", "A-1"}, {"qty", 2}}; // any JSON, or a struct with
+//       co_await tx.add_branch("inventory", item);                 // to_json / from_json
+//       co_await tx.add_branch("payment", charge{.account = 7, .amount = 40});
+//   };
+//   dtx::tx_result r = co_await coord.tcc(order);
 //   if (r.committed()) ...
+//
+// (What a co_await expression takes is built in a statement of its own, as above: g++ 12
+// destroys some temporaries of a co_await expression twice, a braced list or a lambda among
+// them.)
 //
 // (Public coroutine functions take no default arguments: g++ 12 miscompiles a non-trivial default
 // argument of a call inside a co_await expression. Overloads stand in for them.)

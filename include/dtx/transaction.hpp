@@ -3,11 +3,14 @@
 
 // The handles a transaction body receives.
 //
-//   co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", reserve{"sku-1", 2});   // registered, then tried
-//       co_await tx.add_branches({{"payment", charge{42}},          // tried concurrently
-//                                 {"loyalty", points{7}}});
-//   });
+//   auto order = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       co_await tx.add_branch("inventory", reservation{"sku-1", 2}); // registered, then tried
+//       std::vector<dtx::branch_spec> more;                           // a named vector (g++ 12)
+//       more.push_back({"payment", charge{.account = 7, .amount = 42}});
+//       more.push_back({"loyalty", points{7}});
+//       co_await tx.add_branches(std::move(more)); // one journal write, tried concurrently
+//   };
+//   dtx::tx_result r = co_await coord.tcc(order);
 //
 // Adding a branch writes it to the journal and then sends its try (TCC) or action (saga). If that
 // does not succeed (failure, exception, timeout, deadline), add_branch throws dtx::error and the

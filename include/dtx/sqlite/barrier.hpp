@@ -5,15 +5,24 @@
 // requests, for a participant whose state is in a SQLite database.
 //
 //   dtx::sqlite::barrier inventory({.path = "inventory.db"});
-//   co_await inventory.run<int>([](dtx::sqlite::connection& db) { db.exec("CREATE TABLE ...");
-//   return 0; }); registry.add_tcc("inventory", inventory.tcc({
-//       .on_try = dtx::sqlite::typed_handler<reserve>([](dtx::sqlite::connection& db, const
-//       dtx::branch_request&, reserve r) {
-//           db.prepare("UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-//                      "WHERE sku = ?2 AND available >= ?1").bind(r.qty, r.sku).run();
-//           return db.changes() ? dtx::success() : dtx::failure("out of stock");
-//       }),
-//       .on_confirm = ..., .on_cancel = ...}));
+//   auto schema = [](dtx::sqlite::connection& db) {
+//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, "
+//               "available INTEGER NOT NULL, reserved INTEGER NOT NULL)");
+//       return 0;
+//   };
+//   co_await inventory.run<int>(schema); // a named lambda (g++ 12)
+//   participants.add_tcc("inventory", inventory.tcc({
+//       .on_try = dtx::sqlite::typed_handler<reservation>(
+//           [](dtx::sqlite::connection& db, const dtx::branch_request&, reservation r) {
+//               db.prepare("UPDATE stock SET available = available - ?1, "
+//                          "reserved = reserved + ?1 WHERE sku = ?2 AND available >= ?1")
+//                   .bind(r.qty, r.sku)
+//                   .run();
+//               return db.changes() ? dtx::success() : dtx::failure("out of stock");
+//           }),
+//       .on_confirm = ..., // reserved -= qty
+//       .on_cancel = ...,  // reserved -= qty, available += qty
+//   }));
 //
 // Each operation runs in one local transaction holding both a barrier row, keyed by (gid,
 // branch_id, op), and the handler's changes, so they commit or roll back together:
