@@ -14,7 +14,7 @@ How a block is compiled
     macro such as NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE) go to a namespace of the block's own;
     #include lines go to the top of the file; every other statement goes, in order, into a
     coroutine (asio::awaitable<void>) that can use the objects listed in PRELUDE below
-    (ioc, ex, journal, participants, coord, tx, saga, http, token, db...) and the example
+    (ioc, ex, journal, participants, coord, tx, saga, http, db, inventory, token, item...) and the example
     payload types (reservation, charge, points, parcel), all declared there. A block may declare
     its own objects of those names: they hide the prepared ones.
   - `...` stands for code left out: a line holding only `...` is dropped, any other `...` that
@@ -62,6 +62,7 @@ PRELUDE = r"""
 
 #include <chrono>
 #include <cstdint>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -100,7 +101,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(parcel, order_id)
         [[maybe_unused]] dtx::participant_registry &participants,                                  \
         [[maybe_unused]] dtx::coordinator &coord, [[maybe_unused]] dtx::tcc_transaction &tx,       \
         [[maybe_unused]] dtx::saga_transaction &saga, [[maybe_unused]] dtx::http::client &http,    \
-        [[maybe_unused]] dtx::sqlite::connection &db, [[maybe_unused]] dtx::sqlite::barrier &stock,\
+        [[maybe_unused]] dtx::sqlite::connection &db, [[maybe_unused]] dtx::sqlite::barrier &inventory,\
         [[maybe_unused]] std::string token, [[maybe_unused]] std::string incoming_traceparent,     \
         [[maybe_unused]] reservation item, [[maybe_unused]] charge amount
 
@@ -247,12 +248,13 @@ def first_word(text: str) -> str:
 
 
 def classify(text: str) -> str:
+    text = "".join(c if in_code else " " for _, c, in_code in scan(text))  # comments out
     word = first_word(text)
     if word.startswith("#"):
         return "include"
     if word in DECLARATION_KEYWORDS or re.fullmatch(r"[A-Z][A-Z0-9_]+", word):
         return "declaration"
-    stripped = re.sub(r"//[^\n]*", "", text).strip()
+    stripped = text.strip()
     if word not in STATEMENT_KEYWORDS and stripped.endswith("}") and not stripped.startswith("{"):
         brace, paren = stripped.find("{"), stripped.find("(")
         if 0 <= paren < brace and "=" not in stripped[:paren]:
