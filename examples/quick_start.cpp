@@ -60,11 +60,13 @@ int main() {
     dtx::coordinator coord(ioc.get_executor(), journal, participants);
 
     auto order = [&](int n_apples, int n_pears) -> asio::awaitable<void> {
-        dtx::tx_result r =
-            co_await coord.tcc([&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-                co_await tx.add_branch("apples", reservation{n_apples});
-                co_await tx.add_branch("pears", reservation{n_pears});
-            });
+        // The body is named before it is awaited: g++ 12 destroys a lambda temporary of a
+        // co_await expression twice (README, "A note for g++ 12 users").
+        auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+            co_await tx.add_branch("apples", reservation{n_apples});
+            co_await tx.add_branch("pears", reservation{n_pears});
+        };
+        dtx::tx_result r = co_await coord.tcc(body);
         std::cout << "order of " << n_apples << " apples and " << n_pears
                   << " pears: " << dtx::to_string(r.status) << "\n";
         if (!r.message.empty())

@@ -7,18 +7,20 @@
 //   dtx::participant_registry participants;      // names -> handlers (or URLs)
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
-//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       nlohmann::json stock = {{"sku", "A-1"}, {"qty", 2}};
-//       co_await tx.add_branch("inventory", stock);
-//       nlohmann::json charge = {{"account", 7}, {"amount", 40}};
-//       co_await tx.add_branch("payment", charge);
+//   auto order = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       const nlohmann::json item = {{"sku", "A-1"}, {"qty", 2}}; // any JSON, or a struct with
+//       co_await tx.add_branch("inventory", item);                 // to_json / from_json
+//       co_await tx.add_branch("payment", charge{.account = 7, .amount = 40});
 //   };
-//   dtx::tx_result r = co_await coord.tcc(body);
+//   dtx::tx_result r = co_await coord.tcc(order);
 //   if (r.committed()) ...
 //
-// (Payloads and bodies are named variables, and public coroutine functions take no default
-// arguments: g++ 12 miscompiles a braced list, a lambda temporary or a non-trivial default
-// argument inside a co_await expression. Overloads stand in for default arguments.)
+// (What a co_await expression takes is built in a statement of its own, as above: g++ 12
+// destroys some temporaries of a co_await expression twice, a braced list or a lambda among
+// them.)
+//
+// (Public coroutine functions take no default arguments: g++ 12 miscompiles a non-trivial default
+// argument of a call inside a co_await expression. Overloads stand in for them.)
 //
 // The journal and the registry must outlive the coordinator and every transaction and recovery
 // pass it started. A transaction runs to its end even if the coroutine awaiting it is cancelled:

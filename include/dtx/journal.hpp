@@ -32,8 +32,10 @@
 
 DTX_NAMESPACE_BEGIN
 
-/// Version of the record layout described in docs/journal.md. Durable journals store it and
-/// refuse to open a journal written with a newer one.
+/// Version of the record layout described in docs/journal.md: what every journal holds, whatever
+/// its storage. Durable journals do not store it: each stores the version of its own schema, a new
+/// one with every change of this layout (and with a change of storage alone), and refuses a
+/// journal whose schema is newer than it knows.
 inline constexpr int journal_format_version = 2;
 
 using wall_clock = std::chrono::system_clock;

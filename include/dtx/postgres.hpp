@@ -4,9 +4,8 @@
 // PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
 // processes share, and the participant barrier over the participant's own PostgreSQL database.
 //
-//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); //
-//   <dtx/postgres/journal.hpp> dtx::postgres::barrier barrier({.conninfo = "host=db
-//   dbname=stock"});  // <dtx/postgres/barrier.hpp>
+//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); // postgres/journal.hpp
+//   dtx::postgres::barrier barrier({.conninfo = "host=db dbname=stock"});  // postgres/barrier.hpp
 //
 // <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
 

@@ -3,18 +3,14 @@
 
 // The handles a transaction body receives.
 //
-//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", reserve{"sku-1", 2});   // registered, then tried
-//       std::vector<dtx::branch_spec> both;                         // tried concurrently
-//       both.push_back({"payment", charge{42}});
-//       both.push_back({"loyalty", points{7}});
-//       co_await tx.add_branches(std::move(both));
+//   auto order = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       co_await tx.add_branch("inventory", reservation{"sku-1", 2}); // registered, then tried
+//       std::vector<dtx::branch_spec> more;                           // a named vector (g++ 12)
+//       more.push_back({"payment", charge{.account = 7, .amount = 42}});
+//       more.push_back({"loyalty", points{7}});
+//       co_await tx.add_branches(std::move(more)); // one journal write, tried concurrently
 //   };
-//   co_await coord.tcc(body);
-//
-// (The list of branches and the body are named variables: g++ 12 miscompiles a braced list or a
-// lambda written inside a co_await expression. A payload is a struct with `to_json`, as here, or
-// a nlohmann::json built in a statement of its own.)
+//   dtx::tx_result r = co_await coord.tcc(order);
 //
 // Adding a branch writes it to the journal and then sends its try (TCC) or action (saga). If that
 // does not succeed (failure, exception, timeout, deadline), add_branch throws dtx::error and the

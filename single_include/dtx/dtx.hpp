@@ -1238,8 +1238,10 @@ DTX_NAMESPACE_END
 
 DTX_NAMESPACE_BEGIN
 
-/// Version of the record layout described in docs/journal.md. Durable journals store it and
-/// refuse to open a journal written with a newer one.
+/// Version of the record layout described in docs/journal.md: what every journal holds, whatever
+/// its storage. Durable journals do not store it: each stores the version of its own schema, a new
+/// one with every change of this layout (and with a change of storage alone), and refuses a
+/// journal whose schema is newer than it knows.
 inline constexpr int journal_format_version = 2;
 
 using wall_clock = std::chrono::system_clock;
@@ -3359,18 +3361,14 @@ DTX_NAMESPACE_END
 
 // The handles a transaction body receives.
 //
-//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       co_await tx.add_branch("inventory", reserve{"sku-1", 2});   // registered, then tried
-//       std::vector<dtx::branch_spec> both;                         // tried concurrently
-//       both.push_back({"payment", charge{42}});
-//       both.push_back({"loyalty", points{7}});
-//       co_await tx.add_branches(std::move(both));
+//   auto order = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       co_await tx.add_branch("inventory", reservation{"sku-1", 2}); // registered, then tried
+//       std::vector<dtx::branch_spec> more;                           // a named vector (g++ 12)
+//       more.push_back({"payment", charge{.account = 7, .amount = 42}});
+//       more.push_back({"loyalty", points{7}});
+//       co_await tx.add_branches(std::move(more)); // one journal write, tried concurrently
 //   };
-//   co_await coord.tcc(body);
-//
-// (The list of branches and the body are named variables: g++ 12 miscompiles a braced list or a
-// lambda written inside a co_await expression. A payload is a struct with `to_json`, as here, or
-// a nlohmann::json built in a statement of its own.)
+//   dtx::tx_result r = co_await coord.tcc(order);
 //
 // Adding a branch writes it to the journal and then sends its try (TCC) or action (saga). If that
 // does not succeed (failure, exception, timeout, deadline), add_branch throws dtx::error and the
@@ -3476,18 +3474,20 @@ DTX_NAMESPACE_END
 //   dtx::participant_registry participants;      // names -> handlers (or URLs)
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
 //
-//   auto body = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
-//       nlohmann::json stock = {{"sku", "A-1"}, {"qty", 2}};
-//       co_await tx.add_branch("inventory", stock);
-//       nlohmann::json charge = {{"account", 7}, {"amount", 40}};
-//       co_await tx.add_branch("payment", charge);
+//   auto order = [&](dtx::tcc_transaction& tx) -> asio::awaitable<void> {
+//       const nlohmann::json item = {{"sku", "A-1"}, {"qty", 2}}; // any JSON, or a struct with
+//       co_await tx.add_branch("inventory", item);                 // to_json / from_json
+//       co_await tx.add_branch("payment", charge{.account = 7, .amount = 40});
 //   };
-//   dtx::tx_result r = co_await coord.tcc(body);
+//   dtx::tx_result r = co_await coord.tcc(order);
 //   if (r.committed()) ...
 //
-// (Payloads and bodies are named variables, and public coroutine functions take no default
-// arguments: g++ 12 miscompiles a braced list, a lambda temporary or a non-trivial default
-// argument inside a co_await expression. Overloads stand in for default arguments.)
+// (What a co_await expression takes is built in a statement of its own, as above: g++ 12
+// destroys some temporaries of a co_await expression twice, a braced list or a lambda among
+// them.)
+//
+// (Public coroutine functions take no default arguments: g++ 12 miscompiles a non-trivial default
+// argument of a call inside a co_await expression. Overloads stand in for them.)
 //
 // The journal and the registry must outlive the coordinator and every transaction and recovery
 // pass it started. A transaction runs to its end even if the coroutine awaiting it is cancelled:
@@ -4785,8 +4785,7 @@ DTX_NAMESPACE_END
 // processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
 //
 //   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
-//   srv.start();                  // POST
-//   /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
+//   srv.start(); // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
 //   ...
 //   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
 //
@@ -5127,9 +5126,10 @@ DTX_NAMESPACE_END
 // The HTTP client that calls remote participants: POST requests over kept-alive connections.
 //
 //   dtx::http::client http(ioc.get_executor());
-//   dtx::http::response r = co_await
-//   http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
-//                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
+//   const dtx::http::url stock = dtx::http::make_url("http://127.0.0.1:8081/dtx/stock");
+//   const std::string body = R"({"sku":"A-1","qty":3})";
+//   dtx::http::response r =
+//       co_await http.post(stock, "gid=g-1&trans_type=tcc&branch_id=01&op=try", body);
 //
 // Connections are pooled per scheme and endpoint (host:port): a request takes the most recently
 // used idle connection, and gives it back when the answer allows keep-alive. A connection the
@@ -5632,7 +5632,8 @@ DTX_NAMESPACE_END
 //   dtx::participant_registry participants;
 //   participants.set_resolver(dtx::http::url_resolver(http));
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
-//   ... co_await tx.add_branch("http://127.0.0.1:8081/dtx/inventory", item);
+//   // and in a transaction's body:
+//   co_await tx.add_branch("http://127.0.0.1:8081/dtx/inventory", item);
 //
 // A call POSTs the branch payload to `<URL>?gid=..&trans_type=..&branch_id=..&op=..` with the
 // transaction's W3C `traceparent` header. 200 is success, 409 failure, 425 pending; any other
@@ -5795,8 +5796,8 @@ DTX_NAMESPACE_END
 //   asio::ssl::context tls(asio::ssl::context::tls_server);
 //   tls.use_certificate_chain_file("server.pem");
 //   tls.use_private_key_file("server.key", asio::ssl::context::pem);
-//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls =
-//   dtx::http::make_server_tls(tls)});
+//   dtx::http::server srv(ioc, participants,
+//                         {.port = 8443, .tls = dtx::http::make_server_tls(tls)});
 //
 // The handshake is bounded by server_options::handshake_timeout (a client that connects and never
 // shakes hands is dropped; until then it counts against max_connections). A plain HTTP request
@@ -6832,9 +6833,13 @@ DTX_NAMESPACE_END
 // errors (dtx::error) that name the database file and SQLite's own message. Participant handlers
 // use it for their own tables inside the barrier's local transaction:
 //
-//   db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
-//              "WHERE sku = ?2 AND available >= ?1").bind(qty, sku).run();
-//   if (db.changes() == 0) return dtx::failure("out of stock");
+//   dtx::outcome reserve(dtx::sqlite::connection& db, const std::string& sku, int qty) {
+//       db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
+//                  "WHERE sku = ?2 AND available >= ?1")
+//           .bind(qty, sku)
+//           .run();
+//       return db.changes() == 1 ? dtx::success() : dtx::failure("out of stock");
+//   }
 //
 // Statements bind every SQLite type: any integer type (an unsigned value above INT64_MAX is an
 // error, never a wrap), float and double, text (std::string_view, std::string, const char*),
@@ -7327,23 +7332,24 @@ DTX_NAMESPACE_END
 // <dtx/barrier.hpp>.
 //
 //   dtx::sqlite::barrier inventory({.path = "inventory.db"});
-//   auto create = [](dtx::sqlite::connection& db) {
-//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER)");
+//   auto schema = [](dtx::sqlite::connection& db) {
+//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, "
+//               "available INTEGER NOT NULL, reserved INTEGER NOT NULL)");
 //       return 0;
 //   };
-//   co_await inventory.run<int>(create);
-//   auto reserve_stock = [](dtx::sqlite::connection& db, const dtx::branch_request&, reserve r) {
-//       db.prepare("UPDATE stock SET available = available - ?1 WHERE sku = ?2 AND "
-//                  "available >= ?1")
-//           .bind(r.qty, r.sku)
-//           .run();
-//       return db.changes() ? dtx::success() : dtx::failure("out of stock");
-//   };
-//   registry.add_tcc("inventory", inventory.tcc({
-//                                     .on_try = dtx::sqlite::typed_handler<reserve>(reserve_stock),
-//                                     .on_confirm = ...,
-//                                     .on_cancel = ...,
-//                                 }));
+//   co_await inventory.run<int>(schema); // a named lambda (g++ 12)
+//   participants.add_tcc("inventory", inventory.tcc({
+//       .on_try = dtx::sqlite::typed_handler<reservation>(
+//           [](dtx::sqlite::connection& db, const dtx::branch_request&, reservation r) {
+//               db.prepare("UPDATE stock SET available = available - ?1, "
+//                          "reserved = reserved + ?1 WHERE sku = ?2 AND available >= ?1")
+//                   .bind(r.qty, r.sku)
+//                   .run();
+//               return db.changes() ? dtx::success() : dtx::failure("out of stock");
+//           }),
+//       .on_confirm = ..., // reserved -= qty
+//       .on_cancel = ...,  // reserved -= qty, available += qty
+//   }));
 //
 // Local transactions of concurrent requests are group-committed by one database thread (BEGIN
 // IMMEDIATE, one writer at a time: no lock-upgrade deadlocks between concurrent retries).
@@ -8114,10 +8120,12 @@ DTX_NAMESPACE_END
 // carry the server's message and SQLSTATE. Participant handlers use it for their own tables
 // inside the PostgreSQL barrier's local transaction:
 //
-//   auto r = db.exec("UPDATE stock SET available = available - $1::int "
-//                    "WHERE sku = $2 AND available >= $1::int",
-//                    {std::to_string(qty), sku});
-//   if (r.affected() == 0) return dtx::failure("out of stock");
+//   dtx::outcome reserve(dtx::postgres::connection& db, const std::string& sku, int qty) {
+//       auto r = db.exec("UPDATE stock SET available = available - $1::int "
+//                        "WHERE sku = $2 AND available >= $1::int",
+//                        {std::to_string(qty), sku});
+//       return r.affected() == 1 ? dtx::success() : dtx::failure("out of stock");
+//   }
 
 // #include <dtx/detail/storage.hpp>
 // #include <dtx/error.hpp>
@@ -8323,18 +8331,18 @@ DTX_NAMESPACE_END
 // and local transactions; its rules are in <dtx/barrier.hpp>.
 //
 //   dtx::postgres::barrier payments({.conninfo = "dbname=payments"});
-//   auto freeze = [](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
-//       auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, "
-//                        "frozen = frozen + $1::bigint WHERE id = $2::bigint AND "
-//                        "balance >= $1::bigint",
-//                        {std::to_string(c.amount), std::to_string(c.account)});
-//       return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
-//   };
-//   registry.add_tcc("payment", payments.tcc({
-//                                   .on_try = dtx::postgres::typed_handler<charge>(freeze),
-//                                   .on_confirm = ...,
-//                                   .on_cancel = ...,
-//                               }));
+//   participants.add_tcc("payment", payments.tcc({
+//       .on_try = dtx::postgres::typed_handler<charge>(
+//           [](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
+//               auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, "
+//                                "frozen = frozen + $1::bigint "
+//                                "WHERE id = $2::bigint AND balance >= $1::bigint",
+//                                {std::to_string(c.amount), std::to_string(c.account)});
+//               return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
+//           }),
+//       .on_confirm = ..., // frozen -= amount
+//       .on_cancel = ...,  // balance += amount, frozen -= amount
+//   }));
 //
 // Each operation is one local transaction (READ COMMITTED) on one of a small pool of
 // connections, each driven by a thread of its own: the barrier row (INSERT ... ON CONFLICT DO
@@ -9036,9 +9044,8 @@ DTX_NAMESPACE_END
 // PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
 // processes share, and the participant barrier over the participant's own PostgreSQL database.
 //
-//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); //
-//   <dtx/postgres/journal.hpp> dtx::postgres::barrier barrier({.conninfo = "host=db
-//   dbname=stock"});  // <dtx/postgres/barrier.hpp>
+//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); // postgres/journal.hpp
+//   dtx::postgres::barrier barrier({.conninfo = "host=db dbname=stock"});  // postgres/barrier.hpp
 //
 // <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
 

@@ -4,9 +4,10 @@
 // The HTTP client that calls remote participants: POST requests over kept-alive connections.
 //
 //   dtx::http::client http(ioc.get_executor());
-//   dtx::http::response r = co_await
-//   http.post(dtx::http::make_url("http://127.0.0.1:8081/dtx/stock"),
-//                                              "gid=...&trans_type=tcc&branch_id=01&op=try", body);
+//   const dtx::http::url stock = dtx::http::make_url("http://127.0.0.1:8081/dtx/stock");
+//   const std::string body = R"({"sku":"A-1","qty":3})";
+//   dtx::http::response r =
+//       co_await http.post(stock, "gid=g-1&trans_type=tcc&branch_id=01&op=try", body);
 //
 // Connections are pooled per scheme and endpoint (host:port): a request takes the most recently
 // used idle connection, and gives it back when the answer allows keep-alive. A connection the

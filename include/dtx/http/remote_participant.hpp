@@ -11,7 +11,8 @@
 //   dtx::participant_registry participants;
 //   participants.set_resolver(dtx::http::url_resolver(http));
 //   dtx::coordinator coord(ioc.get_executor(), journal, participants);
-//   ... co_await tx.add_branch("http://127.0.0.1:8081/dtx/inventory", item);
+//   // and in a transaction's body:
+//   co_await tx.add_branch("http://127.0.0.1:8081/dtx/inventory", item);
 //
 // A call POSTs the branch payload to `<URL>?gid=..&trans_type=..&branch_id=..&op=..` with the
 // transaction's W3C `traceparent` header. 200 is success, 409 failure, 425 pending; any other

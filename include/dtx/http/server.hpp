@@ -5,8 +5,7 @@
 // processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
 //
 //   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
-//   srv.start();                  // POST
-//   /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
+//   srv.start(); // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
 //   ...
 //   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
 //

@@ -9,8 +9,8 @@
 //   asio::ssl::context tls(asio::ssl::context::tls_server);
 //   tls.use_certificate_chain_file("server.pem");
 //   tls.use_private_key_file("server.key", asio::ssl::context::pem);
-//   dtx::http::server srv(ioc, participants, {.port = 8443, .tls =
-//   dtx::http::make_server_tls(tls)});
+//   dtx::http::server srv(ioc, participants,
+//                         {.port = 8443, .tls = dtx::http::make_server_tls(tls)});
 //
 // The handshake is bounded by server_options::handshake_timeout (a client that connects and never
 // shakes hands is dropped; until then it counts against max_connections). A plain HTTP request

@@ -5,18 +5,18 @@
 // and local transactions; its rules are in <dtx/barrier.hpp>.
 //
 //   dtx::postgres::barrier payments({.conninfo = "dbname=payments"});
-//   auto freeze = [](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
-//       auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, "
-//                        "frozen = frozen + $1::bigint WHERE id = $2::bigint AND "
-//                        "balance >= $1::bigint",
-//                        {std::to_string(c.amount), std::to_string(c.account)});
-//       return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
-//   };
-//   registry.add_tcc("payment", payments.tcc({
-//                                   .on_try = dtx::postgres::typed_handler<charge>(freeze),
-//                                   .on_confirm = ...,
-//                                   .on_cancel = ...,
-//                               }));
+//   participants.add_tcc("payment", payments.tcc({
+//       .on_try = dtx::postgres::typed_handler<charge>(
+//           [](dtx::postgres::connection& db, const dtx::branch_request&, charge c) {
+//               auto r = db.exec("UPDATE account SET balance = balance - $1::bigint, "
+//                                "frozen = frozen + $1::bigint "
+//                                "WHERE id = $2::bigint AND balance >= $1::bigint",
+//                                {std::to_string(c.amount), std::to_string(c.account)});
+//               return r.affected() ? dtx::success() : dtx::failure("insufficient funds");
+//           }),
+//       .on_confirm = ..., // frozen -= amount
+//       .on_cancel = ...,  // balance += amount, frozen -= amount
+//   }));
 //
 // Each operation is one local transaction (READ COMMITTED) on one of a small pool of
 // connections, each driven by a thread of its own: the barrier row (INSERT ... ON CONFLICT DO

@@ -6,10 +6,12 @@
 // carry the server's message and SQLSTATE. Participant handlers use it for their own tables
 // inside the PostgreSQL barrier's local transaction:
 //
-//   auto r = db.exec("UPDATE stock SET available = available - $1::int "
-//                    "WHERE sku = $2 AND available >= $1::int",
-//                    {std::to_string(qty), sku});
-//   if (r.affected() == 0) return dtx::failure("out of stock");
+//   dtx::outcome reserve(dtx::postgres::connection& db, const std::string& sku, int qty) {
+//       auto r = db.exec("UPDATE stock SET available = available - $1::int "
+//                        "WHERE sku = $2 AND available >= $1::int",
+//                        {std::to_string(qty), sku});
+//       return r.affected() == 1 ? dtx::success() : dtx::failure("out of stock");
+//   }
 
 #include <dtx/detail/storage.hpp>
 #include <dtx/error.hpp>

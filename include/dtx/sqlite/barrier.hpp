@@ -5,23 +5,24 @@
 // <dtx/barrier.hpp>.
 //
 //   dtx::sqlite::barrier inventory({.path = "inventory.db"});
-//   auto create = [](dtx::sqlite::connection& db) {
-//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER)");
+//   auto schema = [](dtx::sqlite::connection& db) {
+//       db.exec("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, "
+//               "available INTEGER NOT NULL, reserved INTEGER NOT NULL)");
 //       return 0;
 //   };
-//   co_await inventory.run<int>(create);
-//   auto reserve_stock = [](dtx::sqlite::connection& db, const dtx::branch_request&, reserve r) {
-//       db.prepare("UPDATE stock SET available = available - ?1 WHERE sku = ?2 AND "
-//                  "available >= ?1")
-//           .bind(r.qty, r.sku)
-//           .run();
-//       return db.changes() ? dtx::success() : dtx::failure("out of stock");
-//   };
-//   registry.add_tcc("inventory", inventory.tcc({
-//                                     .on_try = dtx::sqlite::typed_handler<reserve>(reserve_stock),
-//                                     .on_confirm = ...,
-//                                     .on_cancel = ...,
-//                                 }));
+//   co_await inventory.run<int>(schema); // a named lambda (g++ 12)
+//   participants.add_tcc("inventory", inventory.tcc({
+//       .on_try = dtx::sqlite::typed_handler<reservation>(
+//           [](dtx::sqlite::connection& db, const dtx::branch_request&, reservation r) {
+//               db.prepare("UPDATE stock SET available = available - ?1, "
+//                          "reserved = reserved + ?1 WHERE sku = ?2 AND available >= ?1")
+//                   .bind(r.qty, r.sku)
+//                   .run();
+//               return db.changes() ? dtx::success() : dtx::failure("out of stock");
+//           }),
+//       .on_confirm = ..., // reserved -= qty
+//       .on_cancel = ...,  // reserved -= qty, available += qty
+//   }));
 //
 // Local transactions of concurrent requests are group-committed by one database thread (BEGIN
 // IMMEDIATE, one writer at a time: no lock-upgrade deadlocks between concurrent retries).

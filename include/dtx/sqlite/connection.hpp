@@ -5,9 +5,13 @@
 // errors (dtx::error) that name the database file and SQLite's own message. Participant handlers
 // use it for their own tables inside the barrier's local transaction:
 //
-//   db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
-//              "WHERE sku = ?2 AND available >= ?1").bind(qty, sku).run();
-//   if (db.changes() == 0) return dtx::failure("out of stock");
+//   dtx::outcome reserve(dtx::sqlite::connection& db, const std::string& sku, int qty) {
+//       db.prepare("UPDATE stock SET reserved = reserved + ?1, available = available - ?1 "
+//                  "WHERE sku = ?2 AND available >= ?1")
+//           .bind(qty, sku)
+//           .run();
+//       return db.changes() == 1 ? dtx::success() : dtx::failure("out of stock");
+//   }
 //
 // Statements bind every SQLite type: any integer type (an unsigned value above INT64_MAX is an
 // error, never a wrap), float and double, text (std::string_view, std::string, const char*),
