@@ -2,6 +2,7 @@
 // plain Beast (its own query parsing, no dtx server code): outcomes per status, connection reuse,
 // reconnects, timeouts, cancellation, and whole TCC transactions, sagas and recovery over HTTP;
 // then the same coordinator against dtx's own server.
+#include <dtx/detail/utf8.hpp>
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
