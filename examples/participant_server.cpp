@@ -17,7 +17,8 @@
 
 namespace asio = dtx::asio;
 
-// The payloads: {"qty": 3} for the warehouse, {"amount": 40} for the payment desk.
+// The payloads: {"qty": 3} for the warehouse, {"amount": 40} for the payment desk. typed<T>
+// refuses numbers that do not fit an int exactly (2.9, 4294967295, true).
 struct reservation {
     int qty = 0;
 };
@@ -44,6 +45,8 @@ struct warehouse {
                                                reservation res) -> asio::awaitable<dtx::outcome> {
                     if (reserved.contains(key(r)))
                         co_return dtx::success(); // a repeat
+                    if (res.qty < 1)              // a negative reservation would add stock
+                        co_return dtx::failure("qty must be at least 1");
                     if (res.qty > stock)
                         co_return dtx::failure("only " + std::to_string(stock) + " left");
                     stock -= res.qty;
