@@ -416,7 +416,9 @@ TEST_CASE("typed<T>: a number that does not fit its field exactly is a failure n
         {R"({"weight":16777217})", "'weight'"},       // 2^24 + 1 has no float
         {R"({"lines":[{"sku":"a","qty":1},{"sku":"b","qty":-4294967297}]})", "'lines[1].qty'"},
     };
-    for (const auto& [payload, field] : refused) {
+    for (const auto& kase : refused) {
+        const char* payload = kase.first;
+        const char* field = kase.second;
         CAPTURE(payload);
         const outcome no = answer(payload);
         CHECK(no.is_failure());

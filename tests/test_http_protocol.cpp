@@ -183,7 +183,9 @@ TEST_CASE("dtx reads any answer exactly as DTM does") {
         {404, ""},
         {503, "busy"},
     };
-    for (const auto& [status, body] : answers) {
+    for (const auto& kase : answers) {
+        const unsigned status = kase.first;
+        const std::string& body = kase.second;
         CAPTURE(status);
         CAPTURE(body);
         CHECK(dtx_reads(status, body) == dtm_reads(status, body));

@@ -90,7 +90,9 @@ TEST_CASE("participant URLs: every refusal says why, and the reasons differ") {
         {"http://a%20b/x", "the host holds"},
         {"http://a:99999/x", "not a number from 1 to 65535"},
     };
-    for (const auto& [text, why] : cases) {
+    for (const auto& kase : cases) {
+        const char* text = kase.first;
+        const char* why = kase.second;
         CAPTURE(text);
         CHECK_FALSE(http::parse_url(text));
         try {
