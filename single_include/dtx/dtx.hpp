@@ -3708,7 +3708,7 @@ struct server_options {
     std::string address = "127.0.0.1";
     /// Port to listen on; 0 picks a free one (`server::port()` tells which).
     std::uint16_t port = 0;
-    /// Participants are served at POST {base_path}/{participant name}.
+    /// Participants are served at POST (or GET) {base_path}/{participant name}.
     std::string base_path = "/dtx";
     /// GET here answers 200 {"status":"ok"} (503 {"status":"stopping"} during shutdown). It needs
     /// no token, so that load balancers can ask. Empty: no health endpoint.
@@ -4499,7 +4499,8 @@ DTX_NAMESPACE_END
 //
 // Routes: POST {base_path}/{participant name} runs one branch operation on a participant
 // registered under that name (the registry's resolver is never asked, so a request cannot make
-// the server call a URL); GET {health_path} answers 200 {"status":"ok"}. Answers:
+// the server call a URL); GET there does the same with a null payload, as DTM calls a branch
+// whose payload is empty; GET {health_path} answers 200 {"status":"ok"}. Answers:
 //
 //   200 / 409 / 425    success / failure / pending, bodies as in protocol.hpp
 //   400                bad query, ids, op, JSON body, or a participant of the other kind

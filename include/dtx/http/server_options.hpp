@@ -71,7 +71,7 @@ struct server_options {
     std::string address = "127.0.0.1";
     /// Port to listen on; 0 picks a free one (`server::port()` tells which).
     std::uint16_t port = 0;
-    /// Participants are served at POST {base_path}/{participant name}.
+    /// Participants are served at POST (or GET) {base_path}/{participant name}.
     std::string base_path = "/dtx";
     /// GET here answers 200 {"status":"ok"} (503 {"status":"stopping"} during shutdown). It needs
     /// no token, so that load balancers can ask. Empty: no health endpoint.
