@@ -464,7 +464,8 @@ TEST_CASE("a failure message reads as a failure for DTM too: ONGOING in it is es
     CHECK(body["message"] == "caf\xEF\xBF\xBD \xEF\xBF\xBD");
 }
 
-TEST_CASE("a handler's exception reaches the log as valid UTF-8 on one line") {
+TEST_CASE("a handler's exception, the path and the traceparent reach the log as valid UTF-8 on "
+          "one line") {
     running_server s;
     raw_client c(s.port());
     const answer a = c.exchange(call(
@@ -472,6 +473,14 @@ TEST_CASE("a handler's exception reaches the log as valid UTF-8 on one line") {
     CHECK(a.result_int() == 500);
     REQUIRE(eventually([&] { return s.log().size() == 1; }));
     CHECK(s.log()[0].exception == "bad\\r\\n200 forged entry \xC3\xBF");
+
+    // Bytes of a path and a header that are not UTF-8, or a C1 control, reach the log escaped.
+    const answer b =
+        c.exchange(post("/dtx/st\xFFock\xC2\x85?" + try_query, "{}", "traceparent: 00-\xFF\r\n"));
+    CHECK(b.result_int() == 404);
+    REQUIRE(eventually([&] { return s.log().size() == 2; }));
+    CHECK(s.log()[1].path == "/dtx/st\xEF\xBF\xBDock\\u0085");
+    CHECK(s.log()[1].traceparent == "00-\xEF\xBF\xBD");
 }
 
 TEST_CASE("duplicate requests all reach the participant: idempotency is its job") {
