@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <set>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "support/model.hpp"
 
@@ -65,6 +67,20 @@ struct order {
     int qty = 0;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(order, sku, qty)
+
+/// Every kind of number a payload field may be.
+struct numbers {
+    int qty = 0;
+    unsigned units = 0;
+    std::uint8_t small = 0;
+    std::int64_t big = 0;
+    double price = 0;
+    float weight = 0;
+    bool gift = false;
+    std::vector<order> lines;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(numbers, qty, units, small, big, price, weight,
+                                                gift, lines)
 
 // ---- journal writes, built in plain functions --------------------------------------------------
 
@@ -374,6 +390,69 @@ TEST_CASE("typed<T>: a good payload reaches the handler converted; a bad one is 
               std::string::npos);
     }
     CHECK(received.size() == 1); // the handler saw only the good payload
+}
+
+TEST_CASE("typed<T>: a number that does not fit its field exactly is a failure naming the field") {
+    asio::io_context ioc;
+    std::vector<numbers> received;
+    branch_handler h =
+        typed<numbers>([&](const branch_request&, numbers n) -> asio::awaitable<outcome> {
+            received.push_back(std::move(n));
+            co_return success();
+        });
+    const auto answer = [&](const char* payload) {
+        const nlohmann::json p = nlohmann::json::parse(payload);
+        return run(ioc, h(branch_request{"g-5", "03", branch_op::try_, p}));
+    };
+    const std::pair<const char*, const char*> refused[] = {
+        {R"({"qty":4294967295})", "'qty'"},           // wraps to -1
+        {R"({"qty":2147483648})", "'qty'"},           // wraps to INT_MIN
+        {R"({"qty":2.9})", "'qty'"},                  // truncated to 2
+        {R"({"qty":true})", "'qty'"},                 // a boolean read as 1
+        {R"({"units":-1})", "'units'"},               // wraps to 4294967295
+        {R"({"small":300})", "'small'"},              // wraps to 44
+        {R"({"big":9.5})", "'big'"},                  // a fraction
+        {R"({"price":9007199254740993})", "'price'"}, // 2^53 + 1 has no double
+        {R"({"weight":16777217})", "'weight'"},       // 2^24 + 1 has no float
+        {R"({"lines":[{"sku":"a","qty":1},{"sku":"b","qty":-4294967297}]})", "'lines[1].qty'"},
+    };
+    for (const auto& kase : refused) {
+        const char* payload = kase.first;
+        const char* field = kase.second;
+        CAPTURE(payload);
+        const outcome no = answer(payload);
+        CHECK(no.is_failure());
+        CHECK(no.message().find("gid g-5 branch 03: try payload field " + std::string(field) +
+                                " does not fit its type exactly") != std::string::npos);
+    }
+    CHECK(received.empty());
+
+    // Numbers that fit are taken: an integral double for an int, an integer for a double, a
+    // decimal a float rounds, the limits of each type; members T does not have are ignored.
+    const char* accepted[] = {
+        R"({"qty":2.0,"price":3,"weight":0.1,"units":4294967295,"small":255})",
+        R"({"qty":-2147483648,"big":-9223372036854775808,"price":0.1,"gift":true})",
+        R"({"lines":[{"sku":"a","qty":7}],"other":4294967295,"flag":true})",
+    };
+    for (const char* payload : accepted) {
+        CAPTURE(payload);
+        CHECK(answer(payload).is_success());
+    }
+    REQUIRE(received.size() == 3);
+    CHECK(received[0].qty == 2);
+    CHECK(received[0].price == 3.0);
+    CHECK(received[0].units == 4294967295u);
+    CHECK(received[1].qty == INT_MIN);
+    CHECK(received[2].lines.at(0).qty == 7);
+
+    // A payload that is a number itself.
+    branch_handler count = typed<int>(
+        [](const branch_request&, int) -> asio::awaitable<outcome> { co_return success(); });
+    const nlohmann::json huge = 4294967295u;
+    const outcome no = run(ioc, count(branch_request{"g-6", "01", branch_op::action, huge}));
+    CHECK(no.is_failure());
+    CHECK(no.message().find("action payload number does not fit its type exactly") !=
+          std::string::npos);
 }
 
 TEST_CASE("typed<T>: the handler's own answer is passed through") {

@@ -2,6 +2,7 @@
 // plain Beast (its own query parsing, no dtx server code): outcomes per status, connection reuse,
 // reconnects, timeouts, cancellation, and whole TCC transactions, sagas and recovery over HTTP;
 // then the same coordinator against dtx's own server.
+#include <dtx/detail/utf8.hpp>
 #include <dtx/http/client.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
@@ -44,6 +45,7 @@ enum class reply {
     pending,     ///< 425 {"dtm_result":"ONGOING"}
     error,       ///< 500 {"error":"boom"}
     big,         ///< 200 with a 64 KiB body
+    custom,      ///< state::custom_status with state::custom_body
     hang,        ///< never answers (waits for the next request on the connection)
     drop,        ///< closes the connection without an answer
 };
@@ -107,6 +109,8 @@ public:
         bool answer_close = false; ///< answers carry Connection: close
         bool http10 = false;       ///< answers are HTTP/1.0 without keep-alive
         bool quiet_close = false;  ///< closes each connection after its answer, without saying so
+        unsigned custom_status = 200; ///< for reply::custom
+        std::string custom_body;      ///< for reply::custom
         std::vector<received> requests;
         std::size_t accepted = 0;
         std::size_t closed_by_client = 0;
@@ -214,6 +218,9 @@ private:
             case reply::big:
                 res.result(200), res.body() = std::string(64 * 1024, ' ');
                 break;
+            case reply::custom:
+                res.result(st->custom_status), res.body() = st->custom_body;
+                break;
             default:
                 break;
             }
@@ -298,100 +305,6 @@ struct url_registry {
 
 } // namespace
 
-TEST_CASE("participant URLs: parsed in a normal form, or refused with a reason that does not "
-          "repeat them") {
-    auto u = http::parse_url("http://127.0.0.1:8081/dtx/inventory");
-    REQUIRE(u);
-    CHECK(u->host == "127.0.0.1");
-    CHECK(u->port == 8081);
-    CHECK(u->target == "/dtx/inventory");
-    CHECK(u->endpoint() == "127.0.0.1:8081");
-    CHECK(u->text() == "http://127.0.0.1:8081/dtx/inventory");
-
-    u = http::parse_url("HTTP://Stock.example");
-    REQUIRE(u);
-    CHECK(u->port == 80);
-    CHECK(u->target == "/");
-    CHECK(u->host_header() == "Stock.example");
-    CHECK(u->text() == "http://Stock.example/");
-
-    u = http::parse_url("http://[::1]:9000?tenant=7");
-    REQUIRE(u);
-    CHECK(u->host == "::1");
-    CHECK(u->target == "/?tenant=7");
-    CHECK(u->endpoint() == "[::1]:9000");
-
-    u = http::parse_url("HTTPS://Stock.example/dtx/stock");
-    REQUIRE(u);
-    CHECK(u->tls);
-    CHECK(u->port == 443);
-    CHECK(u->host_header() == "Stock.example");
-    CHECK(u->text() == "https://Stock.example/dtx/stock");
-    u = http::parse_url("https://127.0.0.1:80/x");
-    REQUIRE(u);
-    CHECK(u->host_header() == "127.0.0.1:80");
-    CHECK(u->text() == "https://127.0.0.1:80/x");
-    CHECK(u != http::parse_url("http://127.0.0.1:80/x"));
-
-    for (const char* bad :
-         {"https://", "https://user:pw@a/x", "ftp://a", "inventory", "http://", "http://:80/x",
-          "http://a:0/x", "http://a:65536/x", "http://a:/x", "http://a:8x/x", "http://user:pw@a/x",
-          "http://a/x#frag", "http://a/x y", "http://[::1/x", "http://a b/x", "http://[::1]x/"}) {
-        CAPTURE(bad);
-        CHECK_FALSE(http::parse_url(bad));
-    }
-    try {
-        http::make_url("ftp://secret-host/x");
-        FAIL("ftp was accepted");
-    } catch (const std::invalid_argument& e) {
-        CHECK(contains(e.what(), "not an http:// or https:// URL"));
-        CHECK_FALSE(contains(e.what(), "secret-host"));
-    }
-    try {
-        http::make_url("http://user:hunter2@a/x");
-        FAIL("user info was accepted");
-    } catch (const std::invalid_argument& e) {
-        CHECK_FALSE(contains(e.what(), "hunter2"));
-    }
-}
-
-TEST_CASE("trace context: a UUID gid gives the trace id, an incoming traceparent is continued") {
-    const std::string gid = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
-    const trace_context t = trace_context::for_gid(gid);
-    CHECK(t.traceparent().size() == 55);
-    CHECK(t.traceparent().substr(0, 3) == "00-");
-    CHECK(t.trace_id() == "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b");
-    CHECK(t.traceparent().substr(52) == "-01");
-    CHECK(trace_context::for_gid(gid).parent_id() != t.parent_id()); // a new span each time
-    CHECK(trace_context::for_gid("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B").trace_id() ==
-          t.trace_id());
-
-    const trace_context other = trace_context::for_gid("order-17");
-    CHECK(other.traceparent().size() == 55);
-    CHECK(other.trace_id().find_first_not_of("0123456789abcdef") == std::string_view::npos);
-    CHECK(other.trace_id() != trace_context::for_gid("order-17").trace_id()); // random
-    CHECK_FALSE(trace_context());
-    CHECK(trace_context().traceparent().empty());
-
-    const std::string incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-    auto c = trace_context::continuing(incoming);
-    REQUIRE(c);
-    CHECK(c->trace_id() == "4bf92f3577b34da6a3ce929d0e0e4736");
-    CHECK(c->parent_id() != "00f067aa0ba902b7");
-    CHECK(c->traceparent().substr(52) == "-00"); // the caller's flags
-    CHECK(
-        trace_context::continuing("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"));
-    for (const char* bad : {"", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
-                            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-                            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-                            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}) {
-        CAPTURE(bad);
-        CHECK_FALSE(trace_context::continuing(bad));
-    }
-}
-
 TEST_CASE("answers map to outcomes: 200 success, 409 failure, 425 pending, anything else unknown") {
     fixture f;
     http::client client(f.ioc.get_executor());
@@ -437,6 +350,53 @@ TEST_CASE("answers map to outcomes: 200 success, 409 failure, 425 pending, anyth
     CHECK(contains(call_error(f, q), "reading the answer"));
     CHECK(call(f, p, branch_op::try_, {}) == success()); // the default limit is larger
     CHECK(f.server->accepted == 2);                      // one connection per client, kept alive
+}
+
+TEST_CASE("answers are read in DTM's order: ONGOING first, then FAILURE, then exactly 200") {
+    fixture f;
+    http::client client(f.ioc.get_executor());
+    http::remote_participant p(client, http::make_url(f.server.url("/dtx/stock")));
+    f.server->decide = [](const received&) { return reply::custom; };
+    auto answered = [&](unsigned status, std::string body) {
+        f.server->custom_status = status;
+        f.server->custom_body = std::move(body);
+        try {
+            return std::optional<outcome>(call(f, p, branch_op::try_, {}));
+        } catch (const dtx::error&) {
+            return std::optional<outcome>();
+        }
+    };
+    // A 409 whose body holds ONGOING is pending, as DTM reads it.
+    CHECK(answered(409, R"({"dtm_result":"FAILURE","message":"ONGOING"})") == pending("ONGOING"));
+    CHECK(answered(200, R"({"dtm_result":"ONGOING"})")->is_pending());
+    CHECK(answered(500, "ONGOING")->is_pending());
+    CHECK(answered(503, "FAILURE")->is_failure());
+    // DTM's WrapHandler puts its text under "error".
+    CHECK(answered(409, R"({"error":"insufficient balance"})") == failure("insufficient balance"));
+    CHECK(answered(425, R"({"dtm_result":"ONGOING","message":"in review"})") ==
+          pending("in review"));
+    // Success is exactly 200.
+    CHECK(answered(200, "null") == success());
+    CHECK_FALSE(answered(201, R"({"dtm_result":"SUCCESS"})"));
+    CHECK_FALSE(answered(204, ""));
+}
+
+TEST_CASE("an unknown answer's excerpt in the error is valid UTF-8, cut on a character boundary") {
+    fixture f;
+    http::client client(f.ioc.get_executor());
+    http::remote_participant p(client, http::make_url(f.server.url("/dtx/stock")));
+    f.server->decide = [](const received&) { return reply::custom; };
+    f.server->custom_status = 503;
+    f.server->custom_body = std::string(199, 'x') + "\xC3\xA9"; // 'é' across the 200th byte
+    std::string e = call_error(f, p);
+    CHECK(contains(e, "answered 503 " + std::string(199, 'x') + "..."));
+    CHECK(dtx::detail::valid_utf8(e));
+    CHECK_NOTHROW((void)nlohmann::json(e).dump()); // as a stored reason is written later
+
+    f.server->custom_body = "bad \xFF\xC3 bytes\r\nforged: line";
+    e = call_error(f, p);
+    CHECK(contains(e, "answered 503 bad \xEF\xBF\xBD\xEF\xBF\xBD bytes\\r\\nforged: line"));
+    CHECK(dtx::detail::valid_utf8(e));
 }
 
 TEST_CASE("kept-alive connections are reused; Connection: close and HTTP/1.0 answers close them") {

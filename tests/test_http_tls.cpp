@@ -684,3 +684,46 @@ TEST_CASE("async_stop called twice, at once and after the end: both callers comp
     w.run(w.server->async_stop(10s)); // after the end: at once
     CHECK(w.server->connections() == 0);
 }
+
+TEST_CASE("the client ends the TLS connections it closes with close_notify") {
+    tls_world w;
+    const auto ctx = server_context(certificates().server);
+    tcp::acceptor acceptor(w.ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    const http::url to = http::make_url(
+        "https://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/x");
+
+    // A bare TLS server: answers one request (keeping the connection alive or not), then reads on
+    // and tells how the client ended the connection.
+    const auto serve_one = [&](bool keep_alive) -> asio::awaitable<boost::system::error_code> {
+        ssl::stream<tcp::socket> stream(co_await acceptor.async_accept(asio::use_awaitable), *ctx);
+        co_await stream.async_handshake(ssl::stream_base::server, asio::use_awaitable);
+        beast::flat_buffer buffer;
+        beast::http::request<beast::http::string_body> req;
+        co_await beast::http::async_read(stream, buffer, req, asio::use_awaitable);
+        beast::http::response<beast::http::string_body> res{beast::http::status::ok, 11};
+        res.body() = R"({"dtm_result":"SUCCESS"})";
+        res.keep_alive(keep_alive);
+        res.prepare_payload();
+        co_await beast::http::async_write(stream, res, asio::use_awaitable);
+        beast::http::request<beast::http::string_body> next;
+        auto [ec, n] = co_await beast::http::async_read(stream, buffer, next,
+                                                        asio::as_tuple(asio::use_awaitable));
+        co_return ec;
+    };
+    http::client client(w.ioc.get_executor(), {.tls = trusting_tls()});
+    for (const bool keep_alive : {true, false}) {
+        CAPTURE(keep_alive);
+        std::optional<boost::system::error_code> end;
+        asio::co_spawn(w.ioc, serve_one(keep_alive),
+                       [&](std::exception_ptr e, boost::system::error_code ec) {
+                           REQUIRE(!e);
+                           end = ec;
+                       });
+        CHECK(w.run(client.post(to, try_query, "{}")).status == 200);
+        CHECK(client.idle_connections() == (keep_alive ? 1u : 0u));
+        client.close_idle(); // a pooled connection; the other was closed after its answer
+        REQUIRE(w.run_until([&] { return end.has_value(); }));
+        CHECK(*end != ssl::error::stream_truncated);
+        CHECK(*end == beast::http::error::end_of_stream); // close_notify, then the TCP close
+    }
+}

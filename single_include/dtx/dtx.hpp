@@ -1542,7 +1542,10 @@ DTX_NAMESPACE_END
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -1594,15 +1597,106 @@ struct saga_handlers {
 
 namespace detail {
 
-/// The payload as a `T`, or empty with `refusal` set to a failure naming gid, branch and problem.
+// nlohmann's conversions to arithmetic types cast: 4294967295 into an int is -1, 2.9 is 2, true
+// is 1, -1 into an unsigned is 4294967295. typed<T> must refuse such a payload instead of running
+// the handler with a number the caller never sent. nlohmann offers no checked conversion and no
+// hook for one, and the fields of T are known only to its own from_json. So the value is turned
+// back into JSON with to_json, and every number of the payload is compared with the number
+// in the same place of the result: a number that changed did not fit its field. Integers must
+// come back equal in value (so 2.0 fits an int, 3 fits a double); a fraction must come back as
+// the same double, or as the same float (a float field rounds decimals, which is not narrowing);
+// a boolean must come back a boolean. Members the payload has and T ignores are not compared.
+// (A fraction beyond an integer field's range is converted by nlohmann with a cast whose result
+// C++ leaves undefined; whatever it gives on the hardware, it is not the payload's number.)
+
+/// True if the integer `i` (a JSON integer) equals the double `d` exactly.
+inline bool integer_equals(const nlohmann::json& i, double d) noexcept {
+    if (!std::isfinite(d) || std::trunc(d) != d)
+        return false;
+    if (i.is_number_unsigned())
+        return d >= 0 && d < 18446744073709551616.0 &&
+               static_cast<std::uint64_t>(d) == i.get<std::uint64_t>();
+    return d >= -9223372036854775808.0 && d < 9223372036854775808.0 &&
+           static_cast<std::int64_t>(d) == i.get<std::int64_t>();
+}
+
+/// True if the payload's number or boolean `in` came back from conversion as `back` unchanged.
+inline bool same_number(const nlohmann::json& in, const nlohmann::json& back) noexcept {
+    if (in.is_boolean() || back.is_boolean())
+        return in.type() == back.type();
+    if (in.is_number_float() && back.is_number_float()) {
+        const double a = in.get<double>(), b = back.get<double>();
+        constexpr double float_max = std::numeric_limits<float>::max();
+        return a == b ||
+               (std::isfinite(b) && std::abs(a) <= float_max && std::abs(b) <= float_max &&
+                static_cast<float>(a) == static_cast<float>(b));
+    }
+    if (in.is_number_float())
+        return integer_equals(back, in.get<double>());
+    if (back.is_number_float())
+        return integer_equals(in, back.get<double>());
+    const auto negative = [](const nlohmann::json& j) {
+        return !j.is_number_unsigned() && j.get<std::int64_t>() < 0;
+    };
+    if (negative(in) || negative(back))
+        return negative(in) && negative(back) && in.get<std::int64_t>() == back.get<std::int64_t>();
+    return in.get<std::uint64_t>() == back.get<std::uint64_t>();
+}
+
+/// The path (`items[2].qty`) of the first number of `in` that `back` does not hold exactly, or
+/// empty if there is none; `path` is the path of `in` itself.
+inline std::optional<std::string> narrowed_number(const nlohmann::json& in,
+                                                  const nlohmann::json& back, std::string path) {
+    if (in.is_object() && back.is_object()) {
+        for (auto it = in.begin(); it != in.end(); ++it) {
+            const auto there = back.find(it.key());
+            if (there == back.end())
+                continue;
+            auto found =
+                narrowed_number(*it, *there, path.empty() ? it.key() : path + "." + it.key());
+            if (found)
+                return found;
+        }
+        return std::nullopt;
+    }
+    if (in.is_array() && back.is_array() && in.size() == back.size()) {
+        for (std::size_t i = 0; i < in.size(); ++i) {
+            auto found = narrowed_number(in[i], back[i], path + "[" + std::to_string(i) + "]");
+            if (found)
+                return found;
+        }
+        return std::nullopt;
+    }
+    const bool numeric = in.is_number() || in.is_boolean();
+    const bool back_numeric = back.is_number() || back.is_boolean();
+    if (numeric && back_numeric && !same_number(in, back))
+        return path;
+    return std::nullopt;
+}
+
+/// The payload as a `T`, or empty with `refusal` set to a failure naming gid, branch and problem:
+/// a payload that does not convert, or a number that does not fit its field exactly (see above).
 template <class T>
 std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
+    static_assert(std::is_constructible_v<nlohmann::json, const T&>,
+                  "typed<T> converts T back to JSON to check that every number fits its field: "
+                  "give T a to_json as well as a from_json (NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE "
+                  "defines both)");
+    const auto refuse = [&](const std::string& why) {
+        refusal = failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) +
+                          ": " + std::string(to_string(r.op)) + " payload " + why);
+    };
     try {
-        return r.payload.template get<T>();
+        std::optional<T> value = r.payload.template get<T>();
+        const nlohmann::json back = *value;
+        if (const auto field = narrowed_number(r.payload, back, {})) {
+            refuse((field->empty() ? std::string("number") : "field '" + *field + "'") +
+                   " does not fit its type exactly");
+            return std::nullopt;
+        }
+        return value;
     } catch (const nlohmann::json::exception& e) {
-        refusal =
-            failure("gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + ": " +
-                    std::string(to_string(r.op)) + " payload does not convert: " + e.what());
+        refuse(std::string("does not convert: ") + e.what());
         return std::nullopt;
     }
 }
@@ -1610,8 +1704,10 @@ std::optional<T> convert_payload(const branch_request& r, outcome& refusal) {
 } // namespace detail
 
 /// Wraps a handler that takes the payload as a user type `T` (anything nlohmann::json converts
-/// to, e.g. a struct with `from_json`), returning a branch_handler. A payload that does not
-/// convert is answered with `failure`, naming the gid, branch and the conversion error.
+/// to and from, e.g. a struct declared with NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE). A payload that
+/// does not convert, or whose numbers do not fit T's fields exactly (4294967295 or true for an
+/// int, 2.9 for an int, -1 for an unsigned), is answered with `failure`, naming the gid, branch
+/// and the field or the conversion error; the handler is not called.
 template <class T, class F>
 auto typed(F handler) {
     if constexpr (std::is_invocable_v<const F&, const branch_request&, T>) {
@@ -3642,6 +3738,150 @@ DTX_NAMESPACE_END
 
 #if defined(DTX_WITH_HTTP)
 
+// ---- dtx/detail/utf8.hpp -------------------------------------------------------------------------
+#ifndef DTX_DETAIL_UTF8_HPP
+#define DTX_DETAIL_UTF8_HPP
+
+// Text that came from outside (a participant's answer, a gid, a handler's exception) is made
+// valid UTF-8 here before dtx stores, logs or returns it: JSON libraries refuse invalid UTF-8
+// (nlohmann's dump() throws), so one bad byte in a stored reason would break every later read of
+// it. Text meant for a log also has its control characters escaped, so that it cannot start a
+// line of its own (a forged log entry).
+
+// #include <dtx/version.hpp>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// The length (1 to 4) of the well-formed UTF-8 sequence at the start of `s`, or 0 if it does
+/// not start with one. Well-formed as Unicode's table 3-7 says: no overlong forms, no surrogates,
+/// nothing above U+10FFFF.
+inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
+    if (s.empty())
+        return 0;
+    const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const auto tail = [&](std::size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
+    const unsigned char lead = b(0);
+    if (lead < 0x80)
+        return 1;
+    if (lead < 0xC2 || lead > 0xF4)
+        return 0;
+    if (s.size() < 2)
+        return 0;
+    const unsigned char second = b(1);
+    if (lead < 0xE0)
+        return tail(1) ? 2 : 0;
+    // The second byte's range excludes overlongs (E0, F0), surrogates (ED) and > U+10FFFF (F4).
+    const unsigned char low = lead == 0xE0 ? 0xA0 : lead == 0xF0 ? 0x90 : 0x80;
+    const unsigned char high = lead == 0xED ? 0x9F : lead == 0xF4 ? 0x8F : 0xBF;
+    if (second < low || second > high)
+        return 0;
+    if (lead < 0xF0)
+        return tail(2) ? 3 : 0;
+    return tail(2) && tail(3) ? 4 : 0;
+}
+
+/// The code point of the well-formed sequence of `length` bytes at the start of `s`.
+inline char32_t utf8_code_point(std::string_view s, std::size_t length) noexcept {
+    const auto b = [&](std::size_t i) {
+        return static_cast<char32_t>(static_cast<unsigned char>(s[i]));
+    };
+    switch (length) {
+    case 1:
+        return b(0);
+    case 2:
+        return (b(0) & 0x1F) << 6 | (b(1) & 0x3F);
+    case 3:
+        return (b(0) & 0x0F) << 12 | (b(1) & 0x3F) << 6 | (b(2) & 0x3F);
+    default:
+        return (b(0) & 0x07) << 18 | (b(1) & 0x3F) << 12 | (b(2) & 0x3F) << 6 | (b(3) & 0x3F);
+    }
+}
+
+/// True if `s` is well-formed UTF-8.
+inline bool valid_utf8(std::string_view s) noexcept {
+    while (!s.empty()) {
+        const std::size_t n = utf8_sequence_length(s);
+        if (n == 0)
+            return false;
+        s.remove_prefix(n);
+    }
+    return true;
+}
+
+/// True for the characters that break a line or control a terminal: C0 controls, DEL, C1
+/// controls, and the line and paragraph separators U+2028 and U+2029.
+inline bool control_character(char32_t c) noexcept {
+    return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029;
+}
+
+/// What safe_text does with control characters.
+enum class text_controls {
+    keep,   ///< kept as they are (a message may have several lines)
+    escape, ///< written as \n, \r, \t or \uXXXX (a log line stays one line)
+};
+
+/// `s` as valid UTF-8: each byte that does not start a well-formed sequence becomes U+FFFD. At
+/// most `max` bytes of it are kept, cut on a character boundary, and "..." is appended when
+/// something was cut. With text_controls::escape, control characters are escaped.
+inline std::string safe_text(std::string_view s, std::size_t max = std::string_view::npos,
+                             text_controls controls = text_controls::keep) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(s.size() < max ? s.size() : max);
+    while (!s.empty()) {
+        const std::size_t n = utf8_sequence_length(s);
+        std::string_view piece = n ? s.substr(0, n) : std::string_view("\xEF\xBF\xBD"); // U+FFFD
+        char escaped[6];
+        if (n && controls == text_controls::escape) {
+            const char32_t c = utf8_code_point(s, n);
+            if (control_character(c)) {
+                const char short_form = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : 0;
+                escaped[0] = '\\';
+                if (short_form) {
+                    escaped[1] = short_form;
+                    piece = std::string_view(escaped, 2);
+                } else {
+                    escaped[1] = 'u';
+                    for (int i = 0; i < 4; ++i)
+                        escaped[2 + i] = hex[(c >> (12 - 4 * i)) & 15];
+                    piece = std::string_view(escaped, 6);
+                }
+            }
+        }
+        if (max - out.size() < piece.size()) {
+            out += "...";
+            return out;
+        }
+        out += piece;
+        s.remove_prefix(n ? n : 1);
+    }
+    return out;
+}
+
+/// `s` itself if it is valid UTF-8 without control characters (no copy), else its safe_text with
+/// control characters escaped, kept in `storage`. For log fields that are views.
+inline std::string_view loggable_text(std::string_view s, std::string& storage) {
+    for (std::string_view rest = s; !rest.empty();) {
+        const std::size_t n = utf8_sequence_length(rest);
+        if (n == 0 || control_character(utf8_code_point(rest, n))) {
+            storage = safe_text(s, std::string_view::npos, text_controls::escape);
+            return storage;
+        }
+        rest.remove_prefix(n);
+    }
+    return s;
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/http/protocol.hpp -----------------------------------------------------------------------
 #ifndef DTX_HTTP_PROTOCOL_HPP
 #define DTX_HTTP_PROTOCOL_HPP
@@ -3654,15 +3894,21 @@ DTX_NAMESPACE_END
 //   Content-Type: application/json
 //   <the branch payload>
 //
+// (DTM sends GET without a body when the payload is empty; the server takes it as a null
+// payload.)
+//
 //   200 {"dtm_result":"SUCCESS"}                      success
 //   409 {"dtm_result":"FAILURE","message":"..."}      failure (a business "no")
 //   425 {"dtm_result":"ONGOING"}                      pending: ask again later
 //   anything else, a timeout, a broken connection      unknown: retried
 //
-// As DTM's own clients do, an answer whose body contains FAILURE (or ONGOING) counts as failure
-// (or pending) whatever its status. So error bodies never contain those words, and never echo
-// what the request sent (which could).
+// Answers are read as DTM reads them (client/dtmcli/utils.go, HTTPResp2DtmError): 425 or a body
+// containing ONGOING is pending; then 409 or a body containing FAILURE is a failure; then anything
+// but exactly 200 is unknown. So error bodies never contain those words and never echo what the
+// request sent (which could), and a failure message that holds ONGOING is sent with that word
+// escaped inside its JSON string (the same text once parsed), so that DTM too reads a failure.
 
+// #include <dtx/detail/utf8.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/transaction_status.hpp>
 // #include <dtx/version.hpp>
@@ -3679,8 +3925,9 @@ DTX_NAMESPACE_END
 DTX_NAMESPACE_BEGIN
 namespace http {
 
-/// Longest gid and branch id accepted (DTM's own limits are lower).
+/// Longest gid accepted, in characters (DTM stores gids as varchar(128)).
 inline constexpr std::size_t max_gid_size = 128;
+/// Longest branch id accepted, in bytes (DTM's are at most 20).
 inline constexpr std::size_t max_branch_id_size = 64;
 
 /// The query of a branch call, validated.
@@ -3750,7 +3997,24 @@ inline void percent_encode_into(std::string& out, std::string_view in) {
     }
 }
 
-/// Printable ASCII without spaces: what ids may hold.
+/// What a gid may hold: 1 to max_gid_size characters of valid UTF-8 without control characters
+/// (dtx::detail::control_character); spaces and punctuation are fine. DTM's gids are any text
+/// without '\n', '\r' and ';' (it strips those: client/dtmcli/dtmimp/utils.go, Escape), so every
+/// gid DTM sends passes, except invalid UTF-8 or other control characters, which dtx keeps out of
+/// its journals and logs.
+inline bool valid_gid(std::string_view s) noexcept {
+    std::size_t characters = 0;
+    while (!s.empty()) {
+        const std::size_t n = dtx::detail::utf8_sequence_length(s);
+        if (n == 0 || dtx::detail::control_character(dtx::detail::utf8_code_point(s, n)) ||
+            ++characters > max_gid_size)
+            return false;
+        s.remove_prefix(n);
+    }
+    return characters > 0;
+}
+
+/// Printable ASCII without spaces: what branch ids may hold.
 inline bool valid_id(std::string_view s, std::size_t max) noexcept {
     if (s.empty() || s.size() > max)
         return false;
@@ -3802,10 +4066,10 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
 
     branch_query q;
     q.gid = std::move(*values[0]);
-    if (!detail::valid_id(q.gid, max_gid_size))
+    if (!detail::valid_gid(q.gid))
         return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " +
                                               std::to_string(max_gid_size) +
-                                              " printable characters without spaces");
+                                              " characters of UTF-8 without control characters");
     const auto kind = parse_tx_kind(*values[1]);
     if (!kind)
         return detail::bad("invalid_trans_type",
@@ -3845,36 +4109,33 @@ inline std::string branch_query_string(std::string_view gid, std::string_view br
     return q;
 }
 
-/// A JSON string literal of `s` (quotes included), escaped for JSON.
+/// A JSON string literal of `s` (quotes included), escaped for JSON. A byte of `s` that does not
+/// start a well-formed UTF-8 sequence is written as U+FFFD, so the literal is always valid JSON.
 inline std::string json_quote(std::string_view s) {
+    static constexpr char digits[] = "0123456789abcdef";
     std::string out = "\"";
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        case '\n':
+    while (!s.empty()) {
+        const std::size_t n = dtx::detail::utf8_sequence_length(s);
+        const unsigned char c = static_cast<unsigned char>(s.front());
+        if (n == 0) {
+            out += "\xEF\xBF\xBD"; // U+FFFD
+        } else if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c == '\n') {
             out += "\\n";
-            break;
-        case '\r':
+        } else if (c == '\r') {
             out += "\\r";
-            break;
-        case '\t':
+        } else if (c == '\t') {
             out += "\\t";
-            break;
-        default:
-            if (c < 0x20) {
-                static constexpr char digits[] = "0123456789abcdef";
-                out += "\\u00";
-                out += digits[c >> 4];
-                out += digits[c & 15];
-            } else {
-                out += static_cast<char>(c);
-            }
+        } else if (c < 0x20) {
+            out += "\\u00";
+            out += digits[c >> 4];
+            out += digits[c & 15];
+        } else {
+            out += s.substr(0, n);
         }
+        s.remove_prefix(n ? n : 1);
     }
     out += '"';
     return out;
@@ -3886,14 +4147,46 @@ struct answer {
     std::string body;
 };
 
-/// What a participant server answers for `o`. The failure message goes in the body; it is the
-/// participant's own text, so a FAILURE inside it changes nothing (the answer is a failure).
+namespace detail {
+
+/// The JSON string literal of a failure message for a 409 body, with every ONGOING
+/// written as ONGOIN\u0047, which parses back to the same text but is no longer the word DTM
+/// looks for in the body before it looks at the status.
+inline std::string failure_message_literal(std::string_view message) {
+    std::string quoted = json_quote(message);
+    constexpr std::string_view word = "ONGOING";
+    for (std::size_t at = quoted.find(word); at != std::string::npos;
+         at = quoted.find(word, at + word.size()))
+        quoted.replace(at + word.size() - 1, 1, "\\u0047");
+    return quoted;
+}
+
+/// The text of an answer body's "message" (dtx, DTM's WrapHandler2) or "error" (DTM's
+/// WrapHandler) string; `otherwise` if it has neither.
+inline std::string answer_message(std::string_view body, std::string otherwise) {
+    const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (json.is_object()) {
+        for (const char* key : {"message", "error"}) {
+            auto it = json.find(key);
+            if (it != json.end() && it->is_string())
+                return it->get<std::string>(); // valid UTF-8: the parser checked it
+        }
+    }
+    return otherwise;
+}
+
+} // namespace detail
+
+/// What a participant server answers for `o`. The failure message goes in the body, as valid
+/// UTF-8; a FAILURE inside it changes nothing (the answer is a failure) and an ONGOING inside it
+/// is escaped (see failure_message_literal).
 inline answer answer_for(const outcome& o) {
     switch (o.kind()) {
     case outcome_kind::success:
         return {200, R"({"dtm_result":"SUCCESS"})"};
     case outcome_kind::failure:
-        return {409, R"({"dtm_result":"FAILURE","message":)" + json_quote(o.message()) + "}"};
+        return {409, R"({"dtm_result":"FAILURE","message":)" +
+                         detail::failure_message_literal(o.message()) + "}"};
     case outcome_kind::pending:
         return {425, R"({"dtm_result":"ONGOING"})"};
     }
@@ -3905,28 +4198,18 @@ inline std::string error_body(std::string_view code, std::string_view message) {
     return R"({"error":)" + json_quote(code) + R"(,"message":)" + json_quote(message) + "}";
 }
 
-/// How a client reads an answer: the outcome, or empty for unknown (to be retried). The status
-/// decides first (409 failure, 425 pending); otherwise, as DTM's clients do, a body containing
-/// FAILURE or ONGOING is a failure or pending answer; otherwise 2xx is success.
+/// How a client reads an answer: the outcome, or empty for unknown (to be retried). In DTM's
+/// order (client/dtmcli/utils.go, HTTPResp2DtmError): 425 or a body containing ONGOING is
+/// pending; else 409 or a body containing FAILURE is a failure; else anything but exactly 200 is
+/// unknown (201 and 204 too). The outcome keeps the participant's message if the body has one.
 inline std::optional<outcome> outcome_of(unsigned status, std::string_view body) {
-    const bool failed =
-        status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
-    if (failed) {
-        std::string message = "participant answered FAILURE";
-        // Keep the participant's own message if the body carries one.
-        const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-        if (json.is_object()) {
-            auto it = json.find("message");
-            if (it != json.end() && it->is_string())
-                message = it->get<std::string>();
-        }
-        return failure(std::move(message));
-    }
     if (status == 425 || body.find("ONGOING") != std::string_view::npos)
-        return pending("participant answered ONGOING");
-    if (status >= 200 && status < 300)
-        return success();
-    return std::nullopt;
+        return pending(detail::answer_message(body, "participant answered ONGOING"));
+    if (status == 409 || body.find("FAILURE") != std::string_view::npos)
+        return failure(detail::answer_message(body, "participant answered FAILURE"));
+    if (status != 200)
+        return std::nullopt;
+    return success();
 }
 
 } // namespace http
@@ -3954,10 +4237,6 @@ DTX_NAMESPACE_END
 #include <string>
 #include <string_view>
 
-namespace boost::asio::ssl {
-class context;
-} // namespace boost::asio::ssl
-
 DTX_NAMESPACE_BEGIN
 namespace http {
 
@@ -3966,22 +4245,25 @@ struct server_state;
 struct server_connection;
 } // namespace detail
 
-/// HTTPS for a server (server_options::tls), made by make_server_tls() of <dtx/http/tls.hpp>,
-/// which brings OpenSSL (CMake: dtx::tls). A server without it speaks plain HTTP and its
-/// includers pay nothing for TLS.
-struct server_tls {
-    using coroutine = boost::asio::awaitable<void> (*)(std::shared_ptr<detail::server_state>,
-                                                       std::shared_ptr<detail::server_connection>);
-    /// Certificate chain, key and verification settings; it must outlive the server.
-    boost::asio::ssl::context* context = nullptr;
+/// HTTPS settings of a server (server_options::tls): made by make_server_tls() of
+/// <dtx/http/tls.hpp>, which brings OpenSSL (CMake: dtx::tls). A server without them speaks plain
+/// HTTP and its includers pay nothing for TLS.
+class server_tls {
+public:
+    virtual ~server_tls() = default;
     /// Serves a connection: the handshake, then its requests.
-    coroutine serve = nullptr;
+    virtual boost::asio::awaitable<void>
+    serve(std::shared_ptr<detail::server_state> st,
+          std::shared_ptr<detail::server_connection> c) const = 0;
     /// Answers a connection over the limit: the handshake, then 503.
-    coroutine refuse = nullptr;
+    virtual boost::asio::awaitable<void>
+    refuse(std::shared_ptr<detail::server_state> st,
+           std::shared_ptr<detail::server_connection> c) const = 0;
 };
 
 /// One request the server answered (or gave up on), for a log hook. The views are valid during
-/// the call only. Fields the request did not get as far as are empty.
+/// the call only. Fields the request did not get as far as are empty. Every text is valid UTF-8
+/// without control characters (what a request sent otherwise is escaped).
 struct log_record {
     std::string_view method;
     /// The path of the request target (without the query).
@@ -4009,7 +4291,7 @@ struct server_options {
     std::string address = "127.0.0.1";
     /// Port to listen on; 0 picks a free one (`server::port()` tells which).
     std::uint16_t port = 0;
-    /// Participants are served at POST {base_path}/{participant name}.
+    /// Participants are served at POST (or GET) {base_path}/{participant name}.
     std::string base_path = "/dtx";
     /// GET here answers 200 {"status":"ok"} (503 {"status":"stopping"} during shutdown). It needs
     /// no token, so that load balancers can ask. Empty: no health endpoint.
@@ -4045,8 +4327,9 @@ struct server_options {
     /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
     std::optional<std::string> bearer_token{};
 
-    /// Serve HTTPS with these settings (see server_tls); empty: plain HTTP.
-    std::optional<server_tls> tls{};
+    /// Serve HTTPS with these settings (make_server_tls of <dtx/http/tls.hpp>); empty: plain
+    /// HTTP.
+    std::shared_ptr<const server_tls> tls{};
 
     /// Called once per request, after its answer was written (or the client went away). Runs on
     /// the server's executor: keep it short.
@@ -4070,6 +4353,7 @@ DTX_NAMESPACE_END
 // that names the problem without repeating what the request sent.
 
 // #include <dtx/detail/config.hpp>
+// #include <dtx/detail/utf8.hpp>
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/http/server_options.hpp>
 // #include <dtx/participant_registry.hpp>
@@ -4109,7 +4393,7 @@ struct request_notes {
     std::optional<branch_query> query;
     /// The error code of the answer's body, if the answer is an error.
     std::string error;
-    /// What the participant's handler threw.
+    /// What the participant's handler threw, as valid UTF-8 with control characters escaped.
     std::string exception;
 };
 
@@ -4249,7 +4533,8 @@ public:
             const outcome o = co_await c.target->call(br);
             a = answer_for(o);
         } catch (const std::exception& e) {
-            notes.exception = e.what();
+            notes.exception = dtx::detail::safe_text(e.what(), std::string_view::npos,
+                                                     dtx::detail::text_controls::escape);
         } catch (...) {
             notes.exception = "an exception that is not a std::exception";
         }
@@ -4312,8 +4597,11 @@ private:
                 {404, "unknown_participant", "no participant is registered under this name"}, v,
                 notes);
         notes.participant = std::move(*name);
-        if (req.method() != bh::verb::post)
-            return not_allowed("POST", "branch calls use POST", v, notes);
+        // DTM calls with GET and no body when a branch's payload is empty
+        // (dtmsvr/trans_status.go, determineHTTPRequestMethod).
+        if (req.method() != bh::verb::post && req.method() != bh::verb::get)
+            return not_allowed("GET, POST", "branch calls use POST (or GET without a body)", v,
+                               notes);
 
         auto parsed = parse_branch_query(query);
         if (auto* p = std::get_if<problem>(&parsed))
@@ -4516,10 +4804,11 @@ inline void log_request(const server_state& st, const beast::http::request_heade
     if (!st.opts.on_request)
         return;
     log_record r;
+    std::string path, traceparent; // what the request sent, made fit for a log if it is not
     if (head) {
         r.method = head->method_string();
-        r.path = split_target(head->target()).first;
-        r.traceparent = (*head)["traceparent"];
+        r.path = dtx::detail::loggable_text(split_target(head->target()).first, path);
+        r.traceparent = dtx::detail::loggable_text((*head)["traceparent"], traceparent);
     }
     r.participant = notes.participant;
     if (notes.query) {
@@ -4722,14 +5011,15 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
     socket.set_option(tcp::no_delay(true), ignored);
     auto c = std::make_shared<server_connection>(std::move(socket));
     c->refused = over;
-    c->tls = st->opts.tls.has_value();
+    c->tls = st->opts.tls != nullptr;
     ++(over ? st->refusing : st->served);
     st->connections.push_front(c);
     c->pos = st->connections.begin();
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
     auto token = asio::bind_cancellation_slot(c->signal.slot(), std::move(keep));
     if (c->tls)
-        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c),
+        asio::co_spawn(st->executor,
+                       over ? st->opts.tls->refuse(st, c) : st->opts.tls->serve(st, c),
                        std::move(token));
     else if (over)
         asio::co_spawn(st->executor, refuse(st, c), std::move(token));
@@ -4791,7 +5081,8 @@ DTX_NAMESPACE_END
 //
 // Routes: POST {base_path}/{participant name} runs one branch operation on a participant
 // registered under that name (the registry's resolver is never asked, so a request cannot make
-// the server call a URL); GET {health_path} answers 200 {"status":"ok"}. Answers:
+// the server call a URL); GET there does the same with a null payload, as DTM calls a branch
+// whose payload is empty; GET {health_path} answers 200 {"status":"ok"}. Answers:
 //
 //   200 / 409 / 425    success / failure / pending, bodies as in protocol.hpp
 //   400                bad query, ids, op, JSON body, or a participant of the other kind
@@ -5143,8 +5434,9 @@ DTX_NAMESPACE_END
 // the request at once and closes its connection, which is never reused after an error.
 //
 // https:// URLs need TLS settings (client_options::tls, from <dtx/http/tls.hpp>, which brings
-// OpenSSL); TLS connections are pooled and reused like plain ones. A client without them refuses
-// an https:// URL with an error, and its includers pay nothing for TLS.
+// OpenSSL); TLS connections are pooled and reused like plain ones, and a pooled one is closed with
+// TLS close_notify. A client without them refuses an https:// URL with an error, and its
+// includers pay nothing for TLS.
 //
 // Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
@@ -5215,6 +5507,9 @@ public:
     virtual asio::awaitable<io_result> write(http_request& req) = 0;
     virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer,
                                             response_parser& parser) = 0;
+    /// Sends TLS close_notify, without waiting for the server's and without blocking (if the
+    /// socket cannot take it at once, it is not sent).
+    virtual void close_notify() noexcept = 0;
 };
 
 } // namespace detail
@@ -5356,7 +5651,7 @@ public:
     void close_idle() {
         for (auto& [key, idle] : pools_)
             for (auto& c : idle)
-                close(*c);
+                close_cleanly(*c);
         pools_.clear();
     }
 
@@ -5428,7 +5723,7 @@ public:
                 if (answer.keep_alive())
                     self->give_back(key, std::move(c));
                 else
-                    close(*c);
+                    close_cleanly(*c);
                 co_return out;
             }
             const bool nothing_arrived = !parser.got_some() && c->buffer.size() == 0;
@@ -5444,10 +5739,18 @@ public:
     }
 
 private:
+    /// Closes `c` at once (after an error: the TLS session may be mid-record).
     static void close(connection& c) noexcept {
         boost::system::error_code ignored;
         c.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
         c.stream.socket().close(ignored);
+    }
+    /// Closes `c` between requests: a TLS session ends with close_notify, so that the server
+    /// can tell the end from a truncation (an attack, or a crash).
+    static void close_cleanly(connection& c) noexcept {
+        if (c.tls)
+            c.tls->close_notify();
+        close(c);
     }
 
     /// True if nothing was received on the idle connection `c` and the server has not closed it.
@@ -5482,7 +5785,7 @@ private:
             idle.pop_back();
             if (now - c->idle_since < opts_.idle_timeout && still_open(*c))
                 return c;
-            close(*c);
+            close_cleanly(*c);
         }
         return nullptr;
     }
@@ -5501,7 +5804,7 @@ private:
         if (idle.size() - drop >= opts_.max_idle_per_endpoint)
             ++drop;
         for (std::size_t i = 0; i < drop; ++i)
-            close(*idle[i]);
+            close_cleanly(*idle[i]);
         idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(drop));
         c->idle_since = now;
         idle.push_back(std::move(c));
@@ -5636,11 +5939,14 @@ DTX_NAMESPACE_END
 //   co_await tx.add_branch("http://127.0.0.1:8081/dtx/inventory", item);
 //
 // A call POSTs the branch payload to `<URL>?gid=..&trans_type=..&branch_id=..&op=..` with the
-// transaction's W3C `traceparent` header. 200 is success, 409 failure, 425 pending; any other
-// answer, no answer, or a broken connection is an unknown result (an exception naming gid, branch,
-// URL and cause), which the coordinator retries or cancels as for any participant.
+// transaction's W3C `traceparent` header. Answers are read as DTM reads them (protocol.hpp,
+// outcome_of): 425 or a body containing ONGOING is pending, then 409 or a body containing FAILURE
+// is a failure, then exactly 200 is success; any other answer, no answer, or a broken connection
+// is an unknown result (an exception naming gid, branch, URL and cause, as valid UTF-8), which
+// the coordinator retries or cancels as for any participant.
 
 // #include <dtx/detail/config.hpp>
+// #include <dtx/detail/utf8.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/http/client.hpp>
 // #include <dtx/http/protocol.hpp>
@@ -5664,20 +5970,6 @@ DTX_NAMESPACE_END
 
 DTX_NAMESPACE_BEGIN
 namespace http {
-
-namespace detail {
-
-/// At most `max` characters of an answer body, on one line, for an error text.
-inline std::string body_excerpt(std::string_view body, std::size_t max = 200) {
-    std::string out;
-    for (unsigned char c : body.substr(0, max))
-        out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
-    if (body.size() > max)
-        out += "...";
-    return out;
-}
-
-} // namespace detail
 
 class remote_participant final : public participant {
 public:
@@ -5706,7 +5998,7 @@ public:
         if (!o)
             throw error(errc::branch_error, where(r) + "POST " + url_.text() + ": answered " +
                                                 std::to_string(answer.status) + " " +
-                                                detail::body_excerpt(answer.body));
+                                                excerpt(answer.body));
         co_return std::move(*o);
     }
 
@@ -5717,10 +6009,17 @@ private:
         : core_(std::move(core))
         , url_(std::move(address)) {}
 
+    /// Error texts are stored (tx_result::message) and logged: what came from outside goes in
+    /// as valid UTF-8 on one line.
+    static std::string one_line(std::string_view s, std::size_t max = std::string_view::npos) {
+        return dtx::detail::safe_text(s, max, dtx::detail::text_controls::escape);
+    }
     static std::string where(const branch_request& r) {
-        return "gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + " " +
+        return "gid " + one_line(r.gid) + " branch " + one_line(r.branch_id) + " " +
                std::string(to_string(r.op)) + ": ";
     }
+    /// The start of an answer's body.
+    static std::string excerpt(std::string_view body) { return one_line(body, 200); }
 
     std::shared_ptr<detail::client_core> core_;
     url url_;
@@ -5897,9 +6196,10 @@ inline asio::awaitable<void> send_close_notify(server_state& st, server_connecti
 
 /// Serves a TLS connection: the handshake, then its requests as over plain HTTP.
 inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st,
-                                       std::shared_ptr<server_connection> c) {
+                                       std::shared_ptr<server_connection> c,
+                                       asio::ssl::context& context) {
     const connection_end end(*st, *c);
-    server_tls_stream stream(c->socket, *st->opts.tls->context);
+    server_tls_stream stream(c->socket, context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
     if (!ready)
         co_return;
@@ -5914,9 +6214,10 @@ inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st,
 
 /// Answers a TLS connection over the limit with 503 (after the handshake) and closes it.
 inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st,
-                                        std::shared_ptr<server_connection> c) {
+                                        std::shared_ptr<server_connection> c,
+                                        asio::ssl::context& context) {
     const connection_end end(*st, *c);
-    server_tls_stream stream(c->socket, *st->opts.tls->context);
+    server_tls_stream stream(c->socket, context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
     if (!ready)
         co_return;
@@ -5926,6 +6227,24 @@ inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st,
     co_await send_close_notify(*st, *c, stream);
     co_await linger_close(*st, *c);
 }
+
+class openssl_server_tls final : public server_tls {
+public:
+    explicit openssl_server_tls(asio::ssl::context& context)
+        : context_(context) {}
+
+    asio::awaitable<void> serve(std::shared_ptr<server_state> st,
+                                std::shared_ptr<server_connection> c) const override {
+        return serve_tls(std::move(st), std::move(c), context_);
+    }
+    asio::awaitable<void> refuse(std::shared_ptr<server_state> st,
+                                 std::shared_ptr<server_connection> c) const override {
+        return refuse_tls(std::move(st), std::move(c), context_);
+    }
+
+private:
+    asio::ssl::context& context_;
+};
 
 // ---- client ------------------------------------------------------------------------------------
 
@@ -5990,6 +6309,15 @@ public:
         co_return out;
     }
 
+    void close_notify() noexcept override {
+        // The server's close_notify is not awaited (it would come only after its next read), as
+        // the server side does in send_close_notify; a non-blocking socket bounds the write.
+        SSL_set_shutdown(stream_.native_handle(), SSL_RECEIVED_SHUTDOWN);
+        boost::system::error_code ignored;
+        stream_.next_layer().socket().non_blocking(true, ignored);
+        stream_.shutdown(ignored);
+    }
+
 private:
     /// What `ec` does not say about a failed handshake: the certificate check's reason, or a
     /// guess at a server that does not speak TLS. Empty if there is nothing to add.
@@ -6038,8 +6366,8 @@ void load_tls_setting(const std::string& what, F load) {
 
 /// HTTPS for a server (server_options::tls) with `context` (certificate chain, private key, and
 /// for mutual TLS the verification of client certificates). `context` must outlive the server.
-inline server_tls make_server_tls(asio::ssl::context& context) {
-    return server_tls{&context, &detail::serve_tls, &detail::refuse_tls};
+inline std::shared_ptr<const server_tls> make_server_tls(asio::ssl::context& context) {
+    return std::make_shared<detail::openssl_server_tls>(context);
 }
 
 /// What a client trusts and, for mutual TLS, shows.

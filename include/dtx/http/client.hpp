@@ -21,8 +21,9 @@
 // the request at once and closes its connection, which is never reused after an error.
 //
 // https:// URLs need TLS settings (client_options::tls, from <dtx/http/tls.hpp>, which brings
-// OpenSSL); TLS connections are pooled and reused like plain ones. A client without them refuses
-// an https:// URL with an error, and its includers pay nothing for TLS.
+// OpenSSL); TLS connections are pooled and reused like plain ones, and a pooled one is closed with
+// TLS close_notify. A client without them refuses an https:// URL with an error, and its
+// includers pay nothing for TLS.
 //
 // Threads: like an Asio I/O object, a client works on one executor (the coordinator's), and its
 // requests are awaited by coroutines running there. It must outlive them, and be destroyed before
@@ -89,6 +90,9 @@ public:
     virtual asio::awaitable<io_result> write(http_request& req) = 0;
     virtual asio::awaitable<io_result> read(beast::flat_buffer& buffer,
                                             response_parser& parser) = 0;
+    /// Sends TLS close_notify, without waiting for the server's and without blocking (if the
+    /// socket cannot take it at once, it is not sent).
+    virtual void close_notify() noexcept = 0;
 };
 
 } // namespace detail
@@ -230,7 +234,7 @@ public:
     void close_idle() {
         for (auto& [key, idle] : pools_)
             for (auto& c : idle)
-                close(*c);
+                close_cleanly(*c);
         pools_.clear();
     }
 
@@ -302,7 +306,7 @@ public:
                 if (answer.keep_alive())
                     self->give_back(key, std::move(c));
                 else
-                    close(*c);
+                    close_cleanly(*c);
                 co_return out;
             }
             const bool nothing_arrived = !parser.got_some() && c->buffer.size() == 0;
@@ -318,10 +322,18 @@ public:
     }
 
 private:
+    /// Closes `c` at once (after an error: the TLS session may be mid-record).
     static void close(connection& c) noexcept {
         boost::system::error_code ignored;
         c.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
         c.stream.socket().close(ignored);
+    }
+    /// Closes `c` between requests: a TLS session ends with close_notify, so that the server
+    /// can tell the end from a truncation (an attack, or a crash).
+    static void close_cleanly(connection& c) noexcept {
+        if (c.tls)
+            c.tls->close_notify();
+        close(c);
     }
 
     /// True if nothing was received on the idle connection `c` and the server has not closed it.
@@ -356,7 +368,7 @@ private:
             idle.pop_back();
             if (now - c->idle_since < opts_.idle_timeout && still_open(*c))
                 return c;
-            close(*c);
+            close_cleanly(*c);
         }
         return nullptr;
     }
@@ -375,7 +387,7 @@ private:
         if (idle.size() - drop >= opts_.max_idle_per_endpoint)
             ++drop;
         for (std::size_t i = 0; i < drop; ++i)
-            close(*idle[i]);
+            close_cleanly(*idle[i]);
         idle.erase(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(drop));
         c->idle_since = now;
         idle.push_back(std::move(c));

@@ -9,15 +9,21 @@
 //   Content-Type: application/json
 //   <the branch payload>
 //
+// (DTM sends GET without a body when the payload is empty; the server takes it as a null
+// payload.)
+//
 //   200 {"dtm_result":"SUCCESS"}                      success
 //   409 {"dtm_result":"FAILURE","message":"..."}      failure (a business "no")
 //   425 {"dtm_result":"ONGOING"}                      pending: ask again later
 //   anything else, a timeout, a broken connection      unknown: retried
 //
-// As DTM's own clients do, an answer whose body contains FAILURE (or ONGOING) counts as failure
-// (or pending) whatever its status. So error bodies never contain those words, and never echo
-// what the request sent (which could).
+// Answers are read as DTM reads them (client/dtmcli/utils.go, HTTPResp2DtmError): 425 or a body
+// containing ONGOING is pending; then 409 or a body containing FAILURE is a failure; then anything
+// but exactly 200 is unknown. So error bodies never contain those words and never echo what the
+// request sent (which could), and a failure message that holds ONGOING is sent with that word
+// escaped inside its JSON string (the same text once parsed), so that DTM too reads a failure.
 
+#include <dtx/detail/utf8.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/transaction_status.hpp>
 #include <dtx/version.hpp>
@@ -34,8 +40,9 @@
 DTX_NAMESPACE_BEGIN
 namespace http {
 
-/// Longest gid and branch id accepted (DTM's own limits are lower).
+/// Longest gid accepted, in characters (DTM stores gids as varchar(128)).
 inline constexpr std::size_t max_gid_size = 128;
+/// Longest branch id accepted, in bytes (DTM's are at most 20).
 inline constexpr std::size_t max_branch_id_size = 64;
 
 /// The query of a branch call, validated.
@@ -105,7 +112,24 @@ inline void percent_encode_into(std::string& out, std::string_view in) {
     }
 }
 
-/// Printable ASCII without spaces: what ids may hold.
+/// What a gid may hold: 1 to max_gid_size characters of valid UTF-8 without control characters
+/// (dtx::detail::control_character); spaces and punctuation are fine. DTM's gids are any text
+/// without '\n', '\r' and ';' (it strips those: client/dtmcli/dtmimp/utils.go, Escape), so every
+/// gid DTM sends passes, except invalid UTF-8 or other control characters, which dtx keeps out of
+/// its journals and logs.
+inline bool valid_gid(std::string_view s) noexcept {
+    std::size_t characters = 0;
+    while (!s.empty()) {
+        const std::size_t n = dtx::detail::utf8_sequence_length(s);
+        if (n == 0 || dtx::detail::control_character(dtx::detail::utf8_code_point(s, n)) ||
+            ++characters > max_gid_size)
+            return false;
+        s.remove_prefix(n);
+    }
+    return characters > 0;
+}
+
+/// Printable ASCII without spaces: what branch ids may hold.
 inline bool valid_id(std::string_view s, std::size_t max) noexcept {
     if (s.empty() || s.size() > max)
         return false;
@@ -157,10 +181,10 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
 
     branch_query q;
     q.gid = std::move(*values[0]);
-    if (!detail::valid_id(q.gid, max_gid_size))
+    if (!detail::valid_gid(q.gid))
         return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " +
                                               std::to_string(max_gid_size) +
-                                              " printable characters without spaces");
+                                              " characters of UTF-8 without control characters");
     const auto kind = parse_tx_kind(*values[1]);
     if (!kind)
         return detail::bad("invalid_trans_type",
@@ -200,36 +224,33 @@ inline std::string branch_query_string(std::string_view gid, std::string_view br
     return q;
 }
 
-/// A JSON string literal of `s` (quotes included), escaped for JSON.
+/// A JSON string literal of `s` (quotes included), escaped for JSON. A byte of `s` that does not
+/// start a well-formed UTF-8 sequence is written as U+FFFD, so the literal is always valid JSON.
 inline std::string json_quote(std::string_view s) {
+    static constexpr char digits[] = "0123456789abcdef";
     std::string out = "\"";
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        case '\n':
+    while (!s.empty()) {
+        const std::size_t n = dtx::detail::utf8_sequence_length(s);
+        const unsigned char c = static_cast<unsigned char>(s.front());
+        if (n == 0) {
+            out += "\xEF\xBF\xBD"; // U+FFFD
+        } else if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c == '\n') {
             out += "\\n";
-            break;
-        case '\r':
+        } else if (c == '\r') {
             out += "\\r";
-            break;
-        case '\t':
+        } else if (c == '\t') {
             out += "\\t";
-            break;
-        default:
-            if (c < 0x20) {
-                static constexpr char digits[] = "0123456789abcdef";
-                out += "\\u00";
-                out += digits[c >> 4];
-                out += digits[c & 15];
-            } else {
-                out += static_cast<char>(c);
-            }
+        } else if (c < 0x20) {
+            out += "\\u00";
+            out += digits[c >> 4];
+            out += digits[c & 15];
+        } else {
+            out += s.substr(0, n);
         }
+        s.remove_prefix(n ? n : 1);
     }
     out += '"';
     return out;
@@ -241,14 +262,46 @@ struct answer {
     std::string body;
 };
 
-/// What a participant server answers for `o`. The failure message goes in the body; it is the
-/// participant's own text, so a FAILURE inside it changes nothing (the answer is a failure).
+namespace detail {
+
+/// The JSON string literal of a failure message for a 409 body, with every ONGOING
+/// written as ONGOIN\u0047, which parses back to the same text but is no longer the word DTM
+/// looks for in the body before it looks at the status.
+inline std::string failure_message_literal(std::string_view message) {
+    std::string quoted = json_quote(message);
+    constexpr std::string_view word = "ONGOING";
+    for (std::size_t at = quoted.find(word); at != std::string::npos;
+         at = quoted.find(word, at + word.size()))
+        quoted.replace(at + word.size() - 1, 1, "\\u0047");
+    return quoted;
+}
+
+/// The text of an answer body's "message" (dtx, DTM's WrapHandler2) or "error" (DTM's
+/// WrapHandler) string; `otherwise` if it has neither.
+inline std::string answer_message(std::string_view body, std::string otherwise) {
+    const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (json.is_object()) {
+        for (const char* key : {"message", "error"}) {
+            auto it = json.find(key);
+            if (it != json.end() && it->is_string())
+                return it->get<std::string>(); // valid UTF-8: the parser checked it
+        }
+    }
+    return otherwise;
+}
+
+} // namespace detail
+
+/// What a participant server answers for `o`. The failure message goes in the body, as valid
+/// UTF-8; a FAILURE inside it changes nothing (the answer is a failure) and an ONGOING inside it
+/// is escaped (see failure_message_literal).
 inline answer answer_for(const outcome& o) {
     switch (o.kind()) {
     case outcome_kind::success:
         return {200, R"({"dtm_result":"SUCCESS"})"};
     case outcome_kind::failure:
-        return {409, R"({"dtm_result":"FAILURE","message":)" + json_quote(o.message()) + "}"};
+        return {409, R"({"dtm_result":"FAILURE","message":)" +
+                         detail::failure_message_literal(o.message()) + "}"};
     case outcome_kind::pending:
         return {425, R"({"dtm_result":"ONGOING"})"};
     }
@@ -260,28 +313,18 @@ inline std::string error_body(std::string_view code, std::string_view message) {
     return R"({"error":)" + json_quote(code) + R"(,"message":)" + json_quote(message) + "}";
 }
 
-/// How a client reads an answer: the outcome, or empty for unknown (to be retried). The status
-/// decides first (409 failure, 425 pending); otherwise, as DTM's clients do, a body containing
-/// FAILURE or ONGOING is a failure or pending answer; otherwise 2xx is success.
+/// How a client reads an answer: the outcome, or empty for unknown (to be retried). In DTM's
+/// order (client/dtmcli/utils.go, HTTPResp2DtmError): 425 or a body containing ONGOING is
+/// pending; else 409 or a body containing FAILURE is a failure; else anything but exactly 200 is
+/// unknown (201 and 204 too). The outcome keeps the participant's message if the body has one.
 inline std::optional<outcome> outcome_of(unsigned status, std::string_view body) {
-    const bool failed =
-        status == 409 || (status != 425 && body.find("FAILURE") != std::string_view::npos);
-    if (failed) {
-        std::string message = "participant answered FAILURE";
-        // Keep the participant's own message if the body carries one.
-        const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-        if (json.is_object()) {
-            auto it = json.find("message");
-            if (it != json.end() && it->is_string())
-                message = it->get<std::string>();
-        }
-        return failure(std::move(message));
-    }
     if (status == 425 || body.find("ONGOING") != std::string_view::npos)
-        return pending("participant answered ONGOING");
-    if (status >= 200 && status < 300)
-        return success();
-    return std::nullopt;
+        return pending(detail::answer_message(body, "participant answered ONGOING"));
+    if (status == 409 || body.find("FAILURE") != std::string_view::npos)
+        return failure(detail::answer_message(body, "participant answered FAILURE"));
+    if (status != 200)
+        return std::nullopt;
+    return success();
 }
 
 } // namespace http

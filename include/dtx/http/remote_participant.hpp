@@ -15,11 +15,14 @@
 //   co_await tx.add_branch("http://127.0.0.1:8081/dtx/inventory", item);
 //
 // A call POSTs the branch payload to `<URL>?gid=..&trans_type=..&branch_id=..&op=..` with the
-// transaction's W3C `traceparent` header. 200 is success, 409 failure, 425 pending; any other
-// answer, no answer, or a broken connection is an unknown result (an exception naming gid, branch,
-// URL and cause), which the coordinator retries or cancels as for any participant.
+// transaction's W3C `traceparent` header. Answers are read as DTM reads them (protocol.hpp,
+// outcome_of): 425 or a body containing ONGOING is pending, then 409 or a body containing FAILURE
+// is a failure, then exactly 200 is success; any other answer, no answer, or a broken connection
+// is an unknown result (an exception naming gid, branch, URL and cause, as valid UTF-8), which
+// the coordinator retries or cancels as for any participant.
 
 #include <dtx/detail/config.hpp>
+#include <dtx/detail/utf8.hpp>
 #include <dtx/error.hpp>
 #include <dtx/http/client.hpp>
 #include <dtx/http/protocol.hpp>
@@ -39,20 +42,6 @@
 
 DTX_NAMESPACE_BEGIN
 namespace http {
-
-namespace detail {
-
-/// At most `max` characters of an answer body, on one line, for an error text.
-inline std::string body_excerpt(std::string_view body, std::size_t max = 200) {
-    std::string out;
-    for (unsigned char c : body.substr(0, max))
-        out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
-    if (body.size() > max)
-        out += "...";
-    return out;
-}
-
-} // namespace detail
 
 class remote_participant final : public participant {
 public:
@@ -81,7 +70,7 @@ public:
         if (!o)
             throw error(errc::branch_error, where(r) + "POST " + url_.text() + ": answered " +
                                                 std::to_string(answer.status) + " " +
-                                                detail::body_excerpt(answer.body));
+                                                excerpt(answer.body));
         co_return std::move(*o);
     }
 
@@ -92,10 +81,17 @@ private:
         : core_(std::move(core))
         , url_(std::move(address)) {}
 
+    /// Error texts are stored (tx_result::message) and logged: what came from outside goes in
+    /// as valid UTF-8 on one line.
+    static std::string one_line(std::string_view s, std::size_t max = std::string_view::npos) {
+        return dtx::detail::safe_text(s, max, dtx::detail::text_controls::escape);
+    }
     static std::string where(const branch_request& r) {
-        return "gid " + std::string(r.gid) + " branch " + std::string(r.branch_id) + " " +
+        return "gid " + one_line(r.gid) + " branch " + one_line(r.branch_id) + " " +
                std::string(to_string(r.op)) + ": ";
     }
+    /// The start of an answer's body.
+    static std::string excerpt(std::string_view body) { return one_line(body, 200); }
 
     std::shared_ptr<detail::client_core> core_;
     url url_;

@@ -11,7 +11,8 @@
 //
 // Routes: POST {base_path}/{participant name} runs one branch operation on a participant
 // registered under that name (the registry's resolver is never asked, so a request cannot make
-// the server call a URL); GET {health_path} answers 200 {"status":"ok"}. Answers:
+// the server call a URL); GET there does the same with a null payload, as DTM calls a branch
+// whose payload is empty; GET {health_path} answers 200 {"status":"ok"}. Answers:
 //
 //   200 / 409 / 425    success / failure / pending, bodies as in protocol.hpp
 //   400                bad query, ids, op, JSON body, or a participant of the other kind

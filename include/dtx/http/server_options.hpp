@@ -17,10 +17,6 @@
 #include <string>
 #include <string_view>
 
-namespace boost::asio::ssl {
-class context;
-} // namespace boost::asio::ssl
-
 DTX_NAMESPACE_BEGIN
 namespace http {
 
@@ -29,22 +25,25 @@ struct server_state;
 struct server_connection;
 } // namespace detail
 
-/// HTTPS for a server (server_options::tls), made by make_server_tls() of <dtx/http/tls.hpp>,
-/// which brings OpenSSL (CMake: dtx::tls). A server without it speaks plain HTTP and its
-/// includers pay nothing for TLS.
-struct server_tls {
-    using coroutine = boost::asio::awaitable<void> (*)(std::shared_ptr<detail::server_state>,
-                                                       std::shared_ptr<detail::server_connection>);
-    /// Certificate chain, key and verification settings; it must outlive the server.
-    boost::asio::ssl::context* context = nullptr;
+/// HTTPS settings of a server (server_options::tls): made by make_server_tls() of
+/// <dtx/http/tls.hpp>, which brings OpenSSL (CMake: dtx::tls). A server without them speaks plain
+/// HTTP and its includers pay nothing for TLS.
+class server_tls {
+public:
+    virtual ~server_tls() = default;
     /// Serves a connection: the handshake, then its requests.
-    coroutine serve = nullptr;
+    virtual boost::asio::awaitable<void>
+    serve(std::shared_ptr<detail::server_state> st,
+          std::shared_ptr<detail::server_connection> c) const = 0;
     /// Answers a connection over the limit: the handshake, then 503.
-    coroutine refuse = nullptr;
+    virtual boost::asio::awaitable<void>
+    refuse(std::shared_ptr<detail::server_state> st,
+           std::shared_ptr<detail::server_connection> c) const = 0;
 };
 
 /// One request the server answered (or gave up on), for a log hook. The views are valid during
-/// the call only. Fields the request did not get as far as are empty.
+/// the call only. Fields the request did not get as far as are empty. Every text is valid UTF-8
+/// without control characters (what a request sent otherwise is escaped).
 struct log_record {
     std::string_view method;
     /// The path of the request target (without the query).
@@ -72,7 +71,7 @@ struct server_options {
     std::string address = "127.0.0.1";
     /// Port to listen on; 0 picks a free one (`server::port()` tells which).
     std::uint16_t port = 0;
-    /// Participants are served at POST {base_path}/{participant name}.
+    /// Participants are served at POST (or GET) {base_path}/{participant name}.
     std::string base_path = "/dtx";
     /// GET here answers 200 {"status":"ok"} (503 {"status":"stopping"} during shutdown). It needs
     /// no token, so that load balancers can ask. Empty: no health endpoint.
@@ -108,8 +107,9 @@ struct server_options {
     /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
     std::optional<std::string> bearer_token{};
 
-    /// Serve HTTPS with these settings (see server_tls); empty: plain HTTP.
-    std::optional<server_tls> tls{};
+    /// Serve HTTPS with these settings (make_server_tls of <dtx/http/tls.hpp>); empty: plain
+    /// HTTP.
+    std::shared_ptr<const server_tls> tls{};
 
     /// Called once per request, after its answer was written (or the client went away). Runs on
     /// the server's executor: keep it short.

@@ -106,9 +106,10 @@ inline asio::awaitable<void> send_close_notify(server_state& st, server_connecti
 
 /// Serves a TLS connection: the handshake, then its requests as over plain HTTP.
 inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st,
-                                       std::shared_ptr<server_connection> c) {
+                                       std::shared_ptr<server_connection> c,
+                                       asio::ssl::context& context) {
     const connection_end end(*st, *c);
-    server_tls_stream stream(c->socket, *st->opts.tls->context);
+    server_tls_stream stream(c->socket, context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
     if (!ready)
         co_return;
@@ -123,9 +124,10 @@ inline asio::awaitable<void> serve_tls(std::shared_ptr<server_state> st,
 
 /// Answers a TLS connection over the limit with 503 (after the handshake) and closes it.
 inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st,
-                                        std::shared_ptr<server_connection> c) {
+                                        std::shared_ptr<server_connection> c,
+                                        asio::ssl::context& context) {
     const connection_end end(*st, *c);
-    server_tls_stream stream(c->socket, *st->opts.tls->context);
+    server_tls_stream stream(c->socket, context);
     const bool ready = co_await accept_handshake(*st, *c, stream);
     if (!ready)
         co_return;
@@ -135,6 +137,24 @@ inline asio::awaitable<void> refuse_tls(std::shared_ptr<server_state> st,
     co_await send_close_notify(*st, *c, stream);
     co_await linger_close(*st, *c);
 }
+
+class openssl_server_tls final : public server_tls {
+public:
+    explicit openssl_server_tls(asio::ssl::context& context)
+        : context_(context) {}
+
+    asio::awaitable<void> serve(std::shared_ptr<server_state> st,
+                                std::shared_ptr<server_connection> c) const override {
+        return serve_tls(std::move(st), std::move(c), context_);
+    }
+    asio::awaitable<void> refuse(std::shared_ptr<server_state> st,
+                                 std::shared_ptr<server_connection> c) const override {
+        return refuse_tls(std::move(st), std::move(c), context_);
+    }
+
+private:
+    asio::ssl::context& context_;
+};
 
 // ---- client ------------------------------------------------------------------------------------
 
@@ -199,6 +219,15 @@ public:
         co_return out;
     }
 
+    void close_notify() noexcept override {
+        // The server's close_notify is not awaited (it would come only after its next read), as
+        // the server side does in send_close_notify; a non-blocking socket bounds the write.
+        SSL_set_shutdown(stream_.native_handle(), SSL_RECEIVED_SHUTDOWN);
+        boost::system::error_code ignored;
+        stream_.next_layer().socket().non_blocking(true, ignored);
+        stream_.shutdown(ignored);
+    }
+
 private:
     /// What `ec` does not say about a failed handshake: the certificate check's reason, or a
     /// guess at a server that does not speak TLS. Empty if there is nothing to add.
@@ -247,8 +276,8 @@ void load_tls_setting(const std::string& what, F load) {
 
 /// HTTPS for a server (server_options::tls) with `context` (certificate chain, private key, and
 /// for mutual TLS the verification of client certificates). `context` must outlive the server.
-inline server_tls make_server_tls(asio::ssl::context& context) {
-    return server_tls{&context, &detail::serve_tls, &detail::refuse_tls};
+inline std::shared_ptr<const server_tls> make_server_tls(asio::ssl::context& context) {
+    return std::make_shared<detail::openssl_server_tls>(context);
 }
 
 /// What a client trusts and, for mutual TLS, shows.

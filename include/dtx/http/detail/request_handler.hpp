@@ -9,6 +9,7 @@
 // that names the problem without repeating what the request sent.
 
 #include <dtx/detail/config.hpp>
+#include <dtx/detail/utf8.hpp>
 #include <dtx/http/protocol.hpp>
 #include <dtx/http/server_options.hpp>
 #include <dtx/participant_registry.hpp>
@@ -44,7 +45,7 @@ struct request_notes {
     std::optional<branch_query> query;
     /// The error code of the answer's body, if the answer is an error.
     std::string error;
-    /// What the participant's handler threw.
+    /// What the participant's handler threw, as valid UTF-8 with control characters escaped.
     std::string exception;
 };
 
@@ -184,7 +185,8 @@ public:
             const outcome o = co_await c.target->call(br);
             a = answer_for(o);
         } catch (const std::exception& e) {
-            notes.exception = e.what();
+            notes.exception = dtx::detail::safe_text(e.what(), std::string_view::npos,
+                                                     dtx::detail::text_controls::escape);
         } catch (...) {
             notes.exception = "an exception that is not a std::exception";
         }
@@ -247,8 +249,11 @@ private:
                 {404, "unknown_participant", "no participant is registered under this name"}, v,
                 notes);
         notes.participant = std::move(*name);
-        if (req.method() != bh::verb::post)
-            return not_allowed("POST", "branch calls use POST", v, notes);
+        // DTM calls with GET and no body when a branch's payload is empty
+        // (dtmsvr/trans_status.go, determineHTTPRequestMethod).
+        if (req.method() != bh::verb::post && req.method() != bh::verb::get)
+            return not_allowed("GET, POST", "branch calls use POST (or GET without a body)", v,
+                               notes);
 
         auto parsed = parse_branch_query(query);
         if (auto* p = std::get_if<problem>(&parsed))

@@ -142,10 +142,11 @@ inline void log_request(const server_state& st, const beast::http::request_heade
     if (!st.opts.on_request)
         return;
     log_record r;
+    std::string path, traceparent; // what the request sent, made fit for a log if it is not
     if (head) {
         r.method = head->method_string();
-        r.path = split_target(head->target()).first;
-        r.traceparent = (*head)["traceparent"];
+        r.path = dtx::detail::loggable_text(split_target(head->target()).first, path);
+        r.traceparent = dtx::detail::loggable_text((*head)["traceparent"], traceparent);
     }
     r.participant = notes.participant;
     if (notes.query) {
@@ -348,14 +349,15 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
     socket.set_option(tcp::no_delay(true), ignored);
     auto c = std::make_shared<server_connection>(std::move(socket));
     c->refused = over;
-    c->tls = st->opts.tls.has_value();
+    c->tls = st->opts.tls != nullptr;
     ++(over ? st->refusing : st->served);
     st->connections.push_front(c);
     c->pos = st->connections.begin();
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
     auto token = asio::bind_cancellation_slot(c->signal.slot(), std::move(keep));
     if (c->tls)
-        asio::co_spawn(st->executor, (over ? st->opts.tls->refuse : st->opts.tls->serve)(st, c),
+        asio::co_spawn(st->executor,
+                       over ? st->opts.tls->refuse(st, c) : st->opts.tls->serve(st, c),
                        std::move(token));
     else if (over)
         asio::co_spawn(st->executor, refuse(st, c), std::move(token));
