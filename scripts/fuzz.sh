@@ -4,7 +4,9 @@
 #   scripts/fuzz.sh            # 60 s per target
 #   scripts/fuzz.sh 600        # 10 minutes per target
 #
-# Targets (fuzz/): fuzz_http_request (arbitrary bytes as one request to the participant server).
+# Targets (fuzz/): fuzz_http_request (arbitrary bytes as one request to the participant server),
+# fuzz_http_stream (pipelined requests with random framing through a connection's loop: no request
+# is served that the framing did not delimit).
 # The corpus grows in build/fuzz/corpus/<target> (seeded from fuzz/corpus/<target>); a crash is
 # saved as build/fuzz/crash-<hash>, and `build/fuzz/fuzz/<target> <that file>` replays it.
 #
@@ -27,18 +29,23 @@ cmake -S "$ROOT" -B "$build" -G Ninja \
   -DDTX_BUILD_EXAMPLES=OFF \
   -DDTX_BUILD_BENCH=OFF \
   -DDTX_WERROR=ON >/dev/null
-cmake --build "$build" --target fuzz_http_request --parallel "${DTX_BUILD_JOBS:-$(nproc)}"
+targets=(fuzz_http_request fuzz_http_stream)
+cmake --build "$build" --target "${targets[@]}" --parallel "${DTX_BUILD_JOBS:-$(nproc)}"
 
-for target in fuzz_http_request; do
+for target in "${targets[@]}"; do
   name=${target#fuzz_}
   corpus="$build/corpus/$name"
   mkdir -p "$corpus"
+  dict=()
+  if [[ -f "$ROOT/fuzz/$name.dict" ]]; then
+    dict=(-dict="$ROOT/fuzz/$name.dict")
+  fi
   echo "fuzz.sh: $target for $seconds s"
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
     "$build/fuzz/$target" \
     -max_total_time="$seconds" \
     -timeout=10 \
-    -dict="$ROOT/fuzz/$name.dict" \
+    "${dict[@]}" \
     -artifact_prefix="$build/" \
     -print_final_stats=1 \
     "$corpus" "$ROOT/fuzz/corpus/$name"

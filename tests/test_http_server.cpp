@@ -18,6 +18,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -26,8 +27,13 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 // The plain HTTP headers bring no TLS: an includer that does not ask for it (tls.hpp) pays nothing.
 #if defined(OPENSSL_SSL_H) || defined(HEADER_SSL_H) || defined(BOOST_ASIO_SSL_STREAM_HPP)
@@ -54,8 +60,9 @@ struct received {
 };
 
 /// Handlers that answer what the payload asks for: {"answer": "success" | "failure" | "pending" |
-/// "throw" | "wait"} (anything else: success; "failure" only to a try or action). "wait" holds
-/// the call until the test releases it (or it is cancelled).
+/// "throw" | "wait" | "stubborn"} (anything else: success; "failure" only to a try or action).
+/// "wait" holds the call until the test releases it (or it is cancelled); "stubborn" ignores
+/// cancellation and waits for the release.
 class participants_under_test {
 public:
     participants_under_test() {
@@ -107,6 +114,10 @@ private:
                 throw std::runtime_error(r.payload.value("message", "FAILURE inside the handler"));
             if (answer == "wait")
                 co_await wait();
+            if (answer == "stubborn") {
+                co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+                co_await wait();
+            }
             co_return success();
         };
     }
@@ -168,6 +179,7 @@ public:
     }
 
     std::uint16_t port() const { return server_->port(); }
+    const http::server_options& options() const { return server_->options(); }
 
     /// Runs `f` on the server's thread and returns its result.
     template <class F>
@@ -221,12 +233,47 @@ private:
 
 using answer = beast::http::response<beast::http::string_body>;
 
+/// Reads from a socket that give up after its receive timeout (SO_RCVTIMEO), with an error: Asio's
+/// own reads wait in poll() without a limit once a receive times out.
+struct timed_reads {
+    tcp::socket& socket;
+
+    template <class Buffers>
+    std::size_t read_some(const Buffers& buffers, boost::system::error_code& ec) {
+        const asio::mutable_buffer b = *asio::buffer_sequence_begin(buffers);
+        ec = {};
+        if (b.size() == 0)
+            return 0;
+        const ssize_t n = ::recv(socket.native_handle(), b.data(), b.size(), 0);
+        if (n > 0)
+            return static_cast<std::size_t>(n);
+        ec = n == 0 ? boost::system::error_code(asio::error::eof)
+                    : boost::system::error_code(errno, boost::system::system_category());
+        return 0;
+    }
+
+    template <class Buffers>
+    std::size_t read_some(const Buffers& buffers) {
+        boost::system::error_code ec;
+        const std::size_t n = read_some(buffers, ec);
+        if (ec)
+            throw boost::system::system_error(ec);
+        return n;
+    }
+};
+
+/// Gives `socket` a receive timeout of 10 s: a server that never answers fails the test (through
+/// timed_reads) instead of hanging it.
+void limit_reads(tcp::socket& socket) {
+    timeval tv{10, 0};
+    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
 class raw_client {
 public:
     explicit raw_client(std::uint16_t port) {
         socket_.connect({asio::ip::make_address("127.0.0.1"), port});
-        timeval tv{10, 0}; // a server that never answers fails the test instead of hanging it
-        ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        limit_reads(socket_);
     }
 
     void send(std::string_view bytes) {
@@ -235,7 +282,8 @@ public:
 
     answer read() {
         answer a;
-        beast::http::read(socket_, buffer_, a);
+        timed_reads reads{socket_};
+        beast::http::read(reads, buffer_, a);
         return a;
     }
 
@@ -248,8 +296,9 @@ public:
     bool closed() {
         boost::system::error_code ec;
         std::array<char, 512> sink;
+        timed_reads reads{socket_};
         while (!ec)
-            asio::read(socket_, asio::buffer(sink), ec);
+            reads.read_some(asio::buffer(sink), ec);
         return ec == asio::error::eof || ec == asio::error::connection_reset;
     }
 
@@ -823,13 +872,15 @@ TEST_CASE("requests need the bearer token when one is set; the health endpoint d
     CHECK(s.parts.calls().size() == 2);
 }
 
-TEST_CASE("connections over max_connections get 503; the others are served") {
+TEST_CASE("connections over max_connections get 503 while all are busy; the others are served") {
     http::server_options o;
     o.max_connections = 2;
+    o.max_connections_per_client = 2;
     running_server s(o);
     raw_client a(s.port()), b(s.port());
-    CHECK(a.exchange(call("stock", try_query)).result_int() == 200);
-    CHECK(b.exchange(call("stock", try_query)).result_int() == 200);
+    a.send(call("stock", try_query, R"({"answer":"wait"})"));
+    b.send(call("stock", try_query, R"({"answer":"wait"})"));
+    REQUIRE(eventually([&] { return s.parts.waiting() == 2; }));
     {
         raw_client over(s.port());
         over.send(call("stock", try_query));
@@ -838,6 +889,12 @@ TEST_CASE("connections over max_connections get 503; the others are served") {
         CHECK(error_of(r) == "overloaded");
         CHECK(over.closed());
     }
+    s.on_server([&] {
+        s.parts.release();
+        return 0;
+    });
+    CHECK(a.read().result_int() == 200);
+    CHECK(b.read().result_int() == 200);
     CHECK(a.exchange(call("stock", try_query)).result_int() == 200);
     CHECK(s.parts.calls().size() == 3);
 }
@@ -852,6 +909,32 @@ TEST_CASE("a handler over handler_timeout is cancelled and answered 503") {
     CHECK(error_of(a) == "handler_timeout");
     CHECK(s.parts.cancelled() == 1);
     CHECK(c.exchange(call("stock", try_query)).result_int() == 200); // the connection goes on
+}
+
+TEST_CASE("a handler that ignores cancellation is answered 503 at handler_timeout all the same; "
+          "its connection closes and the server goes on") {
+    http::server_options o;
+    o.handler_timeout = 100ms;
+    running_server s(o);
+    raw_client c(s.port());
+    const auto t0 = std::chrono::steady_clock::now();
+    const answer a = c.exchange(call("stock", try_query, R"({"answer":"stubborn"})"));
+    CHECK(a.result_int() == 503);
+    CHECK(error_of(a) == "handler_timeout");
+    CHECK(!a.keep_alive());
+    CHECK(c.closed());
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK(s.parts.waiting() == 1); // still running on its own
+    raw_client d(s.port());
+    CHECK(d.exchange(call("stock", try_query)).result_int() == 200);
+    std::future<void> stopped = s.begin_stop(10s);
+    CHECK(stopped.wait_for(100ms) == std::future_status::timeout); // the stop waits for it
+    s.on_server([&] {
+        s.parts.release();
+        return 0;
+    });
+    stopped.get();
+    CHECK(s.parts.waiting() == 0);
 }
 
 TEST_CASE("graceful shutdown: no new connections, idle ones closed, requests in flight finish") {
@@ -966,4 +1049,361 @@ TEST_CASE("a coordinator reaches the server's participants through the HTTP clie
     CHECK(ops[refused.gid + "/02"] == v{branch_op::try_, branch_op::cancel});
     CHECK(ops[saga.gid + "/01"] == v{branch_op::action});
     CHECK(client.stats().connections < 5); // kept alive between calls
+}
+
+// ---- hardening: framing, authentication before the body, and limits ---------------------------
+
+namespace {
+
+/// Resident memory of this process, where the servers of these tests run (from /proc).
+std::size_t resident_bytes() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind("VmRSS:", 0) == 0)
+            return std::stoul(line.substr(6)) * 1024; // in kB
+    return 0;
+}
+
+std::string head_of_post(std::string_view extra_headers, std::string_view version = "1.1") {
+    return "POST /dtx/stock?" + try_query + " HTTP/" + std::string(version) + "\r\nHost: x\r\n" +
+           std::string(extra_headers) + "\r\n";
+}
+
+} // namespace
+
+TEST_CASE("a Transfer-Encoding other than chunked alone is refused, and its body is never served "
+          "as a request") {
+    running_server s;
+    const std::string smuggled = call("stock", try_query);
+    for (std::string te : {"identity", "xchunked", "chunked, identity", "chunked;x=1"}) {
+        CAPTURE(te);
+        raw_client c(s.port());
+        const answer a = c.exchange(head_of_post("Transfer-Encoding: " + te + "\r\n") + smuggled);
+        CHECK(a.result_int() == 400);
+        CHECK(error_of(a) == "bad_transfer_encoding");
+        CHECK(!a.keep_alive());
+        CHECK(c.closed());
+    }
+    const std::string chunked_body = "9\r\n{\"qty\":1}\r\n0\r\n\r\n";
+    for (std::string te : {"Transfer-Encoding: gzip, chunked\r\n",
+                           "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"}) {
+        CAPTURE(te);
+        raw_client c(s.port());
+        const answer a = c.exchange(head_of_post(te) + chunked_body + smuggled);
+        CHECK(a.result_int() == 501);
+        CHECK(error_of(a) == "unsupported_transfer_coding");
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port()); // chunked twice, and chunked in HTTP/1.0: framing unknown
+        const answer a =
+            c.exchange(head_of_post("Transfer-Encoding: chunked, chunked\r\n") + chunked_body);
+        CHECK(a.result_int() == 400);
+        CHECK(c.closed());
+        raw_client d(s.port());
+        const answer b =
+            d.exchange(head_of_post("Transfer-Encoding: chunked\r\n", "1.0") + chunked_body);
+        CHECK(b.result_int() == 400);
+        CHECK(d.closed());
+    }
+    CHECK(s.parts.calls().empty());
+    raw_client c(s.port());
+    CHECK(c.exchange(head_of_post("Transfer-Encoding: Chunked\r\n") + chunked_body).result_int() ==
+          200);
+    CHECK(s.parts.calls().size() == 1);
+}
+
+TEST_CASE("requests without the token are refused on their header: no 100 Continue, no body "
+          "read, and the server's memory stays flat") {
+    http::server_options o;
+    o.bearer_token = "s3cret-token";
+    running_server s(o);
+    const std::string head =
+        head_of_post("Content-Length: " + std::to_string(o.body_limit) + "\r\n");
+    {
+        raw_client c(s.port());
+        const answer a =
+            c.exchange(head.substr(0, head.size() - 2) + "Expect: 100-continue\r\n\r\n");
+        CHECK(a.result_int() == 401); // not 100
+        CHECK(c.closed());
+    }
+    {
+        raw_client c(s.port()); // with the token, 100 Continue as before
+        c.send(head.substr(0, head.size() - 2) +
+               "Authorization: Bearer s3cret-token\r\nExpect: 100-continue\r\n\r\n");
+        CHECK(c.read().result_int() == 100);
+    }
+    // Each client sends all of its body but the last byte: a server that reads bodies before it
+    // checks the token holds about body_limit for each of them until read_timeout.
+    const std::string body(o.body_limit - 1, 'x');
+    const std::size_t before = resident_bytes();
+    constexpr int n = 100;
+    asio::io_context io;
+    std::vector<tcp::socket> clients;
+    for (int i = 0; i < n; ++i) {
+        tcp::socket& socket = clients.emplace_back(io);
+        socket.connect({asio::ip::make_address("127.0.0.1"), s.port()});
+        limit_reads(socket);
+        boost::system::error_code ec; // the server may close before it has all of it
+        asio::write(socket, asio::buffer(head), ec);
+        asio::write(socket, asio::buffer(body), ec);
+    }
+    auto refused = [&] {
+        const auto log = s.log();
+        return std::count_if(log.begin(), log.end(), [](auto& e) { return e.status == 401; });
+    };
+    for (int i = 0; i < 3000 && refused() < n + 1; ++i)
+        std::this_thread::sleep_for(1ms);
+    const std::size_t after = resident_bytes();
+    const double mib = 1024.0 * 1024.0;
+    MESSAGE("resident memory with " << n << " unauthenticated bodies of " << o.body_limit
+                                    << " bytes: " << before / mib << " MiB before, " << after / mib
+                                    << " MiB after");
+    // The server keeps per connection a coroutine frame, a read buffer of a few KiB and no body:
+    // under 1 MiB for the 100, plus what the allocator keeps; the bodies would be 100 MiB.
+    CHECK(after < before + 16 * 1024 * 1024);
+    for (auto& socket : clients) {
+        beast::flat_buffer buffer;
+        answer a;
+        boost::system::error_code ec;
+        timed_reads reads{socket};
+        beast::http::read(reads, buffer, a, ec);
+        CHECK(!ec);
+        CHECK(a.result_int() == 401);
+        if (ec)
+            break;
+    }
+    CHECK(s.parts.calls().empty());
+}
+
+TEST_CASE("the bodies of all connections together stay within body_budget") {
+    http::server_options o;
+    o.body_limit = 1000;
+    o.body_budget = 1000;
+    running_server s(o);
+    raw_client a(s.port());
+    a.send(head_of_post("Content-Length: 800\r\nExpect: 100-continue\r\n"));
+    REQUIRE(a.read().result_int() == 100); // its 800 bytes are reserved
+    {
+        raw_client b(s.port());
+        const answer r = b.exchange(call("stock", try_query, std::string(300, ' ') + "{}"));
+        CHECK(r.result_int() == 503);
+        CHECK(error_of(r) == "overloaded");
+        CHECK(b.closed());
+    }
+    CHECK(a.exchange(std::string(798, ' ') + "{}").result_int() == 200);
+    raw_client b(s.port());
+    CHECK(b.exchange(call("stock", try_query, std::string(300, ' ') + "{}")).result_int() == 200);
+}
+
+TEST_CASE("out of descriptors, the server answers 503 and serves again once descriptors are "
+          "free") {
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) { // the server, with room for about 20 connections
+        ::close(pipe_fds[0]);
+        try {
+            int open = 0;
+            for (int fd = 0; fd < 4096; ++fd)
+                open += ::fcntl(fd, F_GETFD) != -1;
+            rlimit limit{};
+            ::getrlimit(RLIMIT_NOFILE, &limit);
+            limit.rlim_cur = static_cast<rlim_t>(open + 24);
+            ::setrlimit(RLIMIT_NOFILE, &limit);
+            asio::io_context ioc;
+            participants_under_test parts;
+            http::server_options o;
+            o.max_connections = 1000; // more than fit: the descriptors run out first
+            o.max_connections_per_client = 1000;
+            http::server srv(ioc, parts.registry, o);
+            srv.start();
+            const std::uint16_t port = srv.port();
+            if (::write(pipe_fds[1], &port, sizeof port) != sizeof port)
+                ::_exit(2);
+            ioc.run();
+        } catch (...) {
+        }
+        ::_exit(1);
+    }
+    ::close(pipe_fds[1]);
+    std::uint16_t port = 0;
+    const bool started = ::read(pipe_fds[0], &port, sizeof port) == sizeof port;
+    ::close(pipe_fds[0]);
+    struct reap {
+        pid_t pid;
+        ~reap() {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+    } const reaper{child};
+    REQUIRE(started);
+
+    std::vector<std::unique_ptr<raw_client>> served;
+    int refused = 0;
+    bool all_answered = true;
+    for (int i = 0; i < 40 && all_answered; ++i) {
+        auto c = std::make_unique<raw_client>(port);
+        try {
+            const answer a = c->exchange(call("stock", try_query));
+            if (a.result_int() == 200)
+                served.push_back(std::move(c));
+            else if (a.result_int() == 503 && error_of(a) == "overloaded")
+                ++refused;
+        } catch (const std::exception& e) {
+            MESSAGE("connection " << i << " got no answer: " << std::string(e.what()));
+            all_answered = false;
+        }
+    }
+    MESSAGE(served.size() << " connections served, " << refused << " refused");
+    CHECK(all_answered);
+    CHECK(served.size() >= 5);
+    CHECK(refused >= 1);
+    CHECK(served.size() + static_cast<std::size_t>(refused) == 40);
+    served.clear(); // their descriptors come free
+    bool again = false;
+    for (int i = 0; i < 50 && !again; ++i) {
+        try {
+            raw_client c(port);
+            again = c.exchange(call("stock", try_query)).result_int() == 200;
+        } catch (const std::exception&) {
+        }
+        if (!again)
+            std::this_thread::sleep_for(100ms);
+    }
+    CHECK(again);
+}
+
+TEST_CASE("limits a production service keeps: their defaults") {
+    const http::server_options o;
+    CHECK(o.handler_timeout == std::optional<std::chrono::milliseconds>(30s));
+    CHECK(o.max_requests_per_connection == 1000);
+    CHECK(o.max_connection_lifetime == 1h);
+    CHECK(o.body_budget == 64u * 1024 * 1024);
+    rlimit limit{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
+    running_server s; // max_connections derived from the descriptor limit
+    const std::size_t max = s.options().max_connections;
+    CHECK(max >= 1);
+    CHECK(max <= limit.rlim_cur * 3 / 4);
+    CHECK(s.options().max_connections_per_client >= 1);
+    CHECK(s.options().max_connections_per_client <= max / 2);
+}
+
+TEST_CASE("a connection is closed after max_requests_per_connection answers and after "
+          "max_connection_lifetime") {
+    {
+        http::server_options o;
+        o.max_requests_per_connection = 3;
+        running_server s(o);
+        raw_client c(s.port());
+        CHECK(c.exchange(call("stock", try_query)).keep_alive());
+        CHECK(c.exchange(call("stock", try_query)).keep_alive());
+        const answer last = c.exchange(call("stock", try_query));
+        CHECK(last.result_int() == 200);
+        CHECK(!last.keep_alive());
+        CHECK(c.closed());
+    }
+    {
+        http::server_options o;
+        o.max_connection_lifetime = 300ms;
+        running_server s(o);
+        raw_client c(s.port());
+        CHECK(c.exchange(call("stock", try_query)).keep_alive());
+        const auto t0 = std::chrono::steady_clock::now();
+        CHECK(c.closed()); // idle: closed when its lifetime ends, long before idle_timeout
+        CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+        raw_client d(s.port()); // busy: its answer says Connection: close
+        d.send(call("stock", try_query, R"({"answer":"wait"})"));
+        REQUIRE(eventually([&] { return s.parts.waiting() == 1; }));
+        std::this_thread::sleep_for(400ms);
+        s.on_server([&] {
+            s.parts.release();
+            return 0;
+        });
+        const answer a = d.read();
+        CHECK(a.result_int() == 200);
+        CHECK(!a.keep_alive());
+    }
+}
+
+TEST_CASE("one client cannot hold more than max_connections_per_client connections") {
+    http::server_options o;
+    o.max_connections = 10;
+    o.max_connections_per_client = 2;
+    running_server s(o);
+    raw_client a(s.port()), b(s.port());
+    a.send(call("stock", try_query, R"({"answer":"wait"})"));
+    b.send(call("stock", try_query, R"({"answer":"wait"})"));
+    REQUIRE(eventually([&] { return s.parts.waiting() == 2; }));
+    {
+        raw_client over(s.port());
+        const answer r = over.exchange(call("stock", try_query));
+        CHECK(r.result_int() == 503);
+        CHECK(error_of(r) == "too_many_connections");
+        CHECK(over.closed());
+    }
+    s.on_server([&] {
+        s.parts.release();
+        return 0;
+    });
+    CHECK(a.read().result_int() == 200);
+    CHECK(b.read().result_int() == 200);
+    CHECK(b.exchange(call("stock", try_query)).result_int() == 200); // a has waited longer
+    raw_client c(s.port()); // a and b are idle now: the older one makes room
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(a.closed());
+    CHECK(b.exchange(call("stock", try_query)).result_int() == 200);
+}
+
+TEST_CASE("a full server closes its oldest idle connection to admit a new client") {
+    http::server_options o;
+    o.max_connections = 2;
+    o.max_connections_per_client = 2;
+    running_server s(o);
+    raw_client a(s.port());
+    CHECK(a.exchange(call("stock", try_query)).result_int() == 200);
+    raw_client b(s.port());
+    CHECK(b.exchange(call("stock", try_query)).result_int() == 200);
+    raw_client c(s.port());
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(a.closed());
+    CHECK(b.exchange(call("stock", try_query)).result_int() == 200);
+    CHECK(s.parts.calls().size() == 4);
+}
+
+TEST_CASE("HTTP/1.1 without Host, two Host or Authorization fields, and differing Content-Lengths "
+          "get 400") {
+    http::server_options o;
+    o.bearer_token = "t";
+    running_server s(o);
+    const std::string token = "Authorization: Bearer t\r\n";
+    const std::string target = "/dtx/stock?" + try_query;
+    struct bad_request {
+        std::string bytes, error;
+    };
+    for (const bad_request& r :
+         {bad_request{"POST " + target + " HTTP/1.1\r\n" + token + "Content-Length: 2\r\n\r\n{}",
+                      "bad_host"},
+          bad_request{"POST " + target + " HTTP/1.1\r\nHost: x\r\nHost: y\r\n" + token +
+                          "Content-Length: 2\r\n\r\n{}",
+                      "bad_host"},
+          bad_request{post(target, "{}", token + "Authorization: Bearer u\r\n"),
+                      "duplicate_authorization"},
+          bad_request{post(target, "{}", "Authorization: Bearer u\r\n" + token),
+                      "duplicate_authorization"},
+          bad_request{post(target, "{}", token + "Content-Length: 3\r\n"), "malformed_request"}}) {
+        CAPTURE(r.bytes);
+        raw_client c(s.port());
+        const answer a = c.exchange(r.bytes);
+        CHECK(a.result_int() == 400);
+        CHECK(error_of(a) == r.error);
+        CHECK(c.closed());
+    }
+    CHECK(s.parts.calls().empty());
+    raw_client c(s.port());
+    CHECK(c.exchange(post(target, "{}", token + "Content-Length: 2\r\n")).result_int() == 200);
+    CHECK(c.exchange("POST " + target + " HTTP/1.0\r\n" + token + "Content-Length: 2\r\n\r\n{}")
+              .result_int() == 200);
 }

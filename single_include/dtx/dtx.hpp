@@ -3882,6 +3882,101 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/detail/descriptor_reserve.hpp ------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_DESCRIPTOR_RESERVE_HPP
+#define DTX_HTTP_DETAIL_DESCRIPTOR_RESERVE_HPP
+
+// The server and the process's file descriptor limit: default connection caps that fit it, and
+// one descriptor held in reserve so that a server out of descriptors can still accept a client to
+// answer it 503, instead of leaving it waiting in the backlog.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/version.hpp>
+
+#include <algorithm>
+#include <cstddef>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#define DTX_HTTP_POSIX_DESCRIPTORS 1
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// Connections served at once when the options leave it to the server (see server_options).
+inline constexpr std::size_t max_connections_cap = 10'000;
+
+/// The soft limit on open descriptors of this process (RLIMIT_NOFILE), or 0 if there is none
+/// or it cannot be known.
+inline std::size_t descriptor_limit() noexcept {
+#ifdef DTX_HTTP_POSIX_DESCRIPTORS
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+        return 0;
+    return static_cast<std::size_t>(limit.rlim_cur);
+#else
+    return 0;
+#endif
+}
+
+/// The default of max_connections for a process allowed `descriptors` open descriptors (0: no
+/// limit): three quarters of them, at most max_connections_cap; the other quarter stays for the
+/// rest of the process (journal files, outgoing calls, the 503 answers to refused clients).
+inline std::size_t default_max_connections(std::size_t descriptors) noexcept {
+    if (descriptors == 0)
+        return max_connections_cap;
+    return std::clamp<std::size_t>(descriptors / 4 * 3, 1, max_connections_cap);
+}
+
+/// Refused connections answered 503 at once, at most (beyond, they are closed without an answer):
+/// they hold descriptors too, for the answer and a short linger.
+inline std::size_t max_refusing(std::size_t max_connections) noexcept {
+    return std::max<std::size_t>(8, max_connections / 16);
+}
+
+/// One descriptor held in reserve (open on /dev/null). When an accept fails for want of
+/// descriptors, the server frees it, accepts the waiting client with it, answers 503 and closes
+/// that connection; then takes it again as soon as a descriptor is free.
+class descriptor_reserve {
+public:
+    descriptor_reserve() = default;
+    descriptor_reserve(const descriptor_reserve&) = delete;
+    descriptor_reserve& operator=(const descriptor_reserve&) = delete;
+    ~descriptor_reserve() { release(); }
+
+    bool held() const noexcept { return fd_ != -1; }
+
+    /// Takes the descriptor if it is not held: false if the process has none to spare.
+    bool take() noexcept {
+#ifdef DTX_HTTP_POSIX_DESCRIPTORS
+        if (fd_ == -1)
+            fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+#endif
+        return held();
+    }
+
+    void release() noexcept {
+#ifdef DTX_HTTP_POSIX_DESCRIPTORS
+        if (fd_ != -1)
+            ::close(fd_);
+#endif
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#undef DTX_HTTP_POSIX_DESCRIPTORS
+
+#endif
+
 // ---- dtx/http/protocol.hpp -----------------------------------------------------------------------
 #ifndef DTX_HTTP_PROTOCOL_HPP
 #define DTX_HTTP_PROTOCOL_HPP
@@ -4301,6 +4396,13 @@ struct server_options {
     std::uint32_t header_limit = 8 * 1024;
     /// Largest body; beyond: 413.
     std::uint64_t body_limit = 1024 * 1024;
+    /// Bytes of request bodies all connections together may hold at once: a request takes its
+    /// Content-Length (a chunked one: body_limit) from it before its body is read, and gives it
+    /// back once answered. When it cannot, the answer is 503 (`overloaded`) and the connection
+    /// closes, without reading the body. 64 MiB: 64 bodies of the largest size at once, while a
+    /// branch call's body is usually under a KiB, and the server's memory stays bounded whatever
+    /// max_connections is. At least body_limit (start() throws std::invalid_argument otherwise).
+    std::uint64_t body_budget = 64 * 1024 * 1024;
     /// Deepest nesting of arrays and objects in a body; beyond: 400 (json_too_deep), so that a
     /// handler that walks its payload recursively cannot run out of stack.
     std::size_t json_depth_limit = 64;
@@ -4316,10 +4418,36 @@ struct server_options {
     std::chrono::milliseconds handshake_timeout = std::chrono::seconds{5};
     /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
     /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
-    /// Empty: no limit (the coordinator's own call timeout still applies on its side).
-    std::optional<std::chrono::milliseconds> handler_timeout{};
-    /// Connections served at once. Beyond, a new connection is answered 503 and closed.
-    std::size_t max_connections = 1024;
+    /// 30 s: far beyond a branch call's usual milliseconds and three times a dtx coordinator's
+    /// call_timeout (10 s), whose caller has given up by then, so that a hung handler cannot hold
+    /// its connection forever. A handler that ignores the cancellation is answered for all the
+    /// same, at most a second later (min(1 s, handler_timeout)); it runs on, its connection is
+    /// closed, and async_stop() waits for it. Empty: no limit (the handler runs in its
+    /// connection's coroutine, cancelled only by a stop).
+    std::optional<std::chrono::milliseconds> handler_timeout = std::chrono::seconds{30};
+    /// Connections served at once. Beyond, a new connection takes the place of the one that has
+    /// waited longest for its next request (which is closed); if every connection is busy, the
+    /// new one is answered 503 and closed. 0 (the default): derived from the process's limit on
+    /// open descriptors (RLIMIT_NOFILE's soft limit) when start() is called: three quarters of it,
+    /// at most 10,000 (768 at the usual limit of 1,024), leaving the rest of the process
+    /// descriptors for its files, its outgoing calls and the 503 answers. If the descriptors run
+    /// out all the same, a client is answered 503 with a descriptor the server keeps in reserve.
+    /// options() tells the value in use.
+    std::size_t max_connections = 0;
+    /// Connections one client address may hold at once. Beyond, a new one from that address
+    /// takes the place of its connection that has waited longest for its next request, or is
+    /// answered 503 (`too_many_connections`). 0 (the default): half of max_connections, so that
+    /// one client cannot take the whole server. Behind a proxy that gathers every client under
+    /// its own address, set it to max_connections.
+    std::size_t max_connections_per_client = 0;
+    /// Requests served on one connection; the last answer says Connection: close. 1,000 (as
+    /// nginx's keepalive_requests): a client reconnects rarely, and a connection's memory and a
+    /// load balancer's view of it are renewed now and then.
+    std::size_t max_requests_per_connection = 1000;
+    /// Longest life of a connection, from its accept: an answer after it says Connection: close,
+    /// and an idle connection is closed when it ends. One hour (as nginx's keepalive_time): long
+    /// lived connections cannot pin a client to this instance forever.
+    std::chrono::milliseconds max_connection_lifetime = std::chrono::hours{1};
     /// Default time `async_stop()` lets requests in flight finish.
     std::chrono::milliseconds shutdown_grace = std::chrono::seconds{5};
 
@@ -4655,56 +4783,137 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/http/detail/server_connection.hpp -------------------------------------------------------
-#ifndef DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
-#define DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
+// ---- dtx/http/detail/header_checks.hpp -----------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_HEADER_CHECKS_HPP
+#define DTX_HTTP_DETAIL_HEADER_CHECKS_HPP
 
-// The participant server's coroutines: the accept loop, one coroutine per connection, and the
-// refusal of connections over the limit.
-//
-// The request loop is a template on its stream: here it runs on the TCP socket itself; tls.hpp
-// instantiates it for an ssl::stream over that socket, after a handshake, so that a plain server
-// neither includes OpenSSL nor goes through another layer.
-//
-// Every phase of a connection (waiting for a request, reading it, the participant's handler,
-// writing the answer, the final drain) is timed by one deadline_watch entry that the server's
-// single timer serves. Socket operations are bound to the connection's `io` signal, so that a
-// timeout cancels them without touching the coroutine's own cancellation state; the handler phase
-// uses the coroutine's `signal`, which cancels whatever the participant awaits. A forced stop
-// emits both and closes the socket.
+// What the participant server decides on a request's header alone, before it reads the body or
+// sends 100 Continue: framing it cannot read safely, a missing or ambiguous Host or Authorization,
+// and a missing or wrong bearer token. A body is never read for a request refused here, so a
+// client without the token cannot make the server hold memory.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/http/detail/request_handler.hpp>
+// #include <dtx/http/server_options.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/message.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// Why the framing of a request with Transfer-Encoding cannot be trusted, or empty if it is the
+/// one coding the server reads: exactly `chunked`. RFC 9112 §6.3: when chunked is not the final
+/// coding the body's length is unknown (400, and the connection closes, or what follows could be
+/// read as a request of its own); chunked twice is not allowed (§7); in HTTP/1.0 the field is a
+/// sign of a faulty intermediary (§6.1). A final chunked after other codings (`gzip, chunked`)
+/// frames the body, but the server would have to decode codings it does not implement: 501, as
+/// §6.1 says for a coding a server does not understand. `read_as_chunked`: the parser reads the
+/// body as chunked; a list this check accepts and the parser reads otherwise is refused too.
+inline std::optional<problem> transfer_coding_problem(const beast::http::request_header<>& head,
+                                                      bool read_as_chunked) {
+    namespace bh = beast::http;
+    std::size_t codings = 0;
+    std::size_t chunked = 0;
+    bool chunked_last = false;
+    for (auto it = head.find(bh::field::transfer_encoding);
+         it != head.end() && it->name() == bh::field::transfer_encoding; ++it) {
+        std::string_view list = it->value();
+        while (!list.empty()) { // a list: codings separated by commas, with optional whitespace
+            const std::size_t comma = list.find(',');
+            std::string_view coding = list.substr(0, comma);
+            list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+            while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t'))
+                coding.remove_prefix(1);
+            while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
+                coding.remove_suffix(1);
+            if (coding.empty())
+                continue;
+            ++codings;
+            chunked_last = beast::iequals(coding, "chunked");
+            chunked += chunked_last ? 1 : 0;
+        }
+    }
+    if (head.find(bh::field::transfer_encoding) == head.end())
+        return std::nullopt;
+    if (head.version() < 11)
+        return bad("bad_transfer_encoding", "Transfer-Encoding is not allowed in HTTP/1.0");
+    if (!chunked_last || chunked > 1 || (codings == 1 && !read_as_chunked))
+        return bad("bad_transfer_encoding",
+                   "the body's length cannot be known: Transfer-Encoding must end in chunked, "
+                   "once");
+    if (codings > 1)
+        return problem{501, "unsupported_transfer_coding",
+                       "the only transfer coding the server reads is chunked alone"};
+    return std::nullopt;
+}
+
+/// The reason to refuse `head` before its body is read, or empty if the request may go on
+/// (`read_as_chunked`: as transfer_coding_problem). Framing problems come first: the connection
+/// cannot go on after them.
+inline std::optional<problem> header_problem(const beast::http::request_header<>& head,
+                                             bool read_as_chunked, const server_options& opts) {
+    namespace bh = beast::http;
+    if (auto p = transfer_coding_problem(head, read_as_chunked))
+        return p;
+    const std::size_t hosts = head.count(bh::field::host);
+    if (hosts > 1 || (hosts == 0 && head.version() >= 11))
+        return bad("bad_host", "an HTTP/1.1 request must have exactly one Host header field");
+    if (head.count(bh::field::authorization) > 1)
+        return bad("duplicate_authorization", "the request has more than one Authorization field");
+    if (opts.bearer_token &&
+        (opts.health_path.empty() || split_target(head.target()).first != opts.health_path)) {
+        if (!bearer_matches(head[bh::field::authorization], *opts.bearer_token))
+            return problem{401, "unauthorized", "a valid bearer token is required"};
+    }
+    return std::nullopt;
+}
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/http/detail/server_state.hpp ------------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_SERVER_STATE_HPP
+#define DTX_HTTP_DETAIL_SERVER_STATE_HPP
+
+// What the participant server knows about itself and each of its connections: the connections
+// served and refused (in all and per client address), the handlers running, the bytes of bodies
+// held, the deadlines of every phase. The coroutines that use it are in server_connection.hpp.
 //
 // Not thread-safe: everything runs on the server's executor (one thread, or a strand).
 
 // #include <dtx/detail/deadline_watch.hpp>
+// #include <dtx/http/detail/descriptor_reserve.hpp>
 // #include <dtx/http/detail/request_handler.hpp>
+// #include <dtx/http/server_options.hpp>
+// #include <dtx/participant_registry.hpp>
 // #include <dtx/version.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/write.hpp>
 
-#include <array>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <optional>
-#include <string_view>
-
-// #include <dtx/detail/push_warnings.hpp> // last: see the file
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
 
 DTX_NAMESPACE_BEGIN
 namespace http::detail {
@@ -4712,26 +4921,51 @@ namespace http::detail {
 using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 using request_parser = beast::http::request_parser<beast::http::string_body>;
-
-/// Longest time a closing connection reads what its client still sends, so that the client
-/// reads the answer before the close (closing with unread input would reset the connection).
-inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
+/// Why a connection is answered 503 at once instead of being served.
+enum class refusal {
+    none,
+    full,              // max_connections are served and none of them is idle
+    client_full,       // its address holds max_connections_per_client, none of them idle
+    out_of_descriptors // the process has no descriptor for it: accepted with the one in reserve
+};
 
 struct server_connection {
-    explicit server_connection(tcp::socket s)
-        : socket(std::move(s)) {}
+    server_connection(tcp::socket s, asio::ip::address from)
+        : socket(std::move(s))
+        , peer(std::move(from)) {}
 
     tcp::socket socket;
+    asio::ip::address peer;
     asio::cancellation_signal signal; // the coroutine's cancellation slot: cancels the handler
     asio::cancellation_signal io;     // bound to each socket operation
     dtx::detail::watch_entry deadline;
     std::list<std::shared_ptr<server_connection>>::iterator pos;
-    bool idle = false;    // waiting for the next request on a kept-alive connection, or a handshake
-    bool refused = false; // over the connection limit: answered 503 and closed
-    bool tls = false;     // a stop ends an idle TLS connection through its coroutine (close_notify)
+    steady::time_point accepted = steady::now();
+    steady::time_point idle_since{}; // while waiting for the next request
+    bool idle = false; // waiting for the next request on a kept-alive connection, or a handshake
+    bool between_requests = false;   // idle after an answer: may be closed to admit a new client
+    bool evicted = false;            // closed to admit a new client; no longer counted as served
+    refusal refused = refusal::none; // answered 503 and closed
+    bool tls = false; // a stop ends an idle TLS connection through its coroutine (close_notify)
 };
 
-struct server_state {
+/// A participant's handler answering one request, in a coroutine of its own, so that its
+/// connection can answer at the handler timeout even if the handler ignores cancellation.
+struct handler_run {
+    handler_run(const asio::any_io_executor& ex, std::shared_ptr<const beast_request> r)
+        : req(std::move(r))
+        , finished(ex, steady::time_point::max()) {}
+
+    std::shared_ptr<const beast_request> req;
+    request_notes notes;
+    std::optional<beast_response> res;
+    asio::cancellation_signal cancel;
+    asio::steady_timer finished; // cancelled when the handler has returned
+    bool done = false;
+    std::list<std::shared_ptr<handler_run>>::iterator pos; // in server_state::handlers
+};
+
+struct server_state : std::enable_shared_from_this<server_state> {
     server_state(asio::any_io_executor ex, const participant_registry& participants,
                  server_options o)
         : executor(ex)
@@ -4748,8 +4982,12 @@ struct server_state {
     tcp::acceptor acceptor;
     dtx::detail::deadline_watch watch;
     std::list<std::shared_ptr<server_connection>> connections; // served and refused
+    std::list<std::shared_ptr<handler_run>> handlers;          // running, answered or not
     std::size_t served = 0;
     std::size_t refusing = 0;
+    std::map<asio::ip::address, std::size_t> served_per_client;
+    std::uint64_t body_bytes = 0; // reserved by the requests being read or answered
+    descriptor_reserve reserve;
     bool stopping = false;
     bool stop_done = false;
     asio::steady_timer drained; // a stop waits on it; the last connection to end cancels it
@@ -4774,6 +5012,174 @@ inline auto io_token(server_connection& c) {
     return asio::bind_cancellation_slot(c.io.slot(), asio::as_tuple(asio::use_awaitable));
 }
 
+/// Counts `c` out of the served connections (when it ends, or is closed to make room).
+inline void stop_counting(server_state& st, server_connection& c) {
+    --st.served;
+    const auto it = st.served_per_client.find(c.peer);
+    if (it != st.served_per_client.end() && --it->second == 0)
+        st.served_per_client.erase(it);
+}
+
+/// A request's share of server_options::body_budget, the bytes of bodies all connections may
+/// hold at once: taken before the body is read, given back with the request.
+class body_reservation {
+public:
+    explicit body_reservation(server_state& st)
+        : st_(st) {}
+    body_reservation(const body_reservation&) = delete;
+    body_reservation& operator=(const body_reservation&) = delete;
+    ~body_reservation() { st_.body_bytes -= bytes_; }
+
+    /// Takes `n` more bytes: false if the budget has not that many left.
+    bool take(std::uint64_t n) {
+        if (n > st_.opts.body_budget - st_.body_bytes)
+            return false;
+        st_.body_bytes += n;
+        bytes_ += n;
+        return true;
+    }
+
+private:
+    server_state& st_;
+    std::uint64_t bytes_ = 0;
+};
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/http/detail/connection_admission.hpp ----------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_CONNECTION_ADMISSION_HPP
+#define DTX_HTTP_DETAIL_CONNECTION_ADMISSION_HPP
+
+// Which new connection the participant server serves when it is full: a client over its share
+// (max_connections_per_client), or any client when max_connections are served, takes the place of
+// the connection that has waited longest for its next request; only when none waits is it
+// refused. So idle keep-alive connections cannot starve new clients, and one client cannot take
+// the whole server.
+
+// #include <dtx/http/detail/server_state.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/ip/address.hpp>
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// The connection that has waited longest for its next request (from `peer` only, if given),
+/// or null if none waits.
+inline server_connection* oldest_idle(const server_state& st, const asio::ip::address* peer) {
+    server_connection* oldest = nullptr;
+    for (const auto& c : st.connections)
+        if (c->between_requests && !c->evicted && (!peer || c->peer == *peer) &&
+            (!oldest || c->idle_since < oldest->idle_since))
+            oldest = c.get();
+    return oldest;
+}
+
+/// Closes the idle connection `c` so that a new client can be served in its place.
+inline void evict(server_state& st, server_connection& c) {
+    c.evicted = true;
+    stop_counting(st, c);
+    if (c.tls) {
+        c.io.emit(asio::cancellation_type::terminal); // its coroutine says close_notify
+    } else {
+        boost::system::error_code ignored;
+        c.socket.close(ignored); // its descriptor is free at once
+    }
+}
+
+/// Why a new connection from `peer` cannot be served, after closing an idle connection to make
+/// room if one must and can be closed.
+inline refusal admission(server_state& st, const asio::ip::address& peer) {
+    const auto from_peer = st.served_per_client.find(peer);
+    const bool client_full = from_peer != st.served_per_client.end() &&
+                             from_peer->second >= st.opts.max_connections_per_client;
+    const bool full = st.served >= st.opts.max_connections;
+    if (!client_full && !full)
+        return refusal::none;
+    server_connection* idle = oldest_idle(st, client_full ? &peer : nullptr);
+    if (!idle)
+        return full && !oldest_idle(st, nullptr) ? refusal::full : refusal::client_full;
+    evict(st, *idle); // the client's own if it holds its share, else anyone's
+    return refusal::none;
+}
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/http/detail/server_connection.hpp -------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
+#define DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
+
+// The participant server's coroutines: the accept loop, one coroutine per connection, and the
+// refusal of connections over the limit.
+//
+// The request loop is a template on its stream: here it runs on the TCP socket itself; tls.hpp
+// instantiates it for an ssl::stream over that socket, after a handshake, so that a plain server
+// neither includes OpenSSL nor goes through another layer.
+//
+// Every phase of a connection (waiting for a request, reading it, the participant's handler,
+// writing the answer, the final drain) is timed by one deadline_watch entry that the server's
+// single timer serves. Socket operations are bound to the connection's `io` signal, so that a
+// timeout cancels them without touching the coroutine's own cancellation state. With a
+// handler_timeout, the participant's handler runs in a coroutine of its own (handler_run), so that
+// its connection can answer at the timeout even if the handler ignores its cancellation; without
+// one, it runs in the connection's coroutine, whose `signal` cancels whatever it awaits. A forced
+// stop emits every signal and closes the sockets.
+//
+// Not thread-safe: everything runs on the server's executor (one thread, or a strand).
+
+// #include <dtx/http/detail/connection_admission.hpp>
+// #include <dtx/http/detail/descriptor_reserve.hpp>
+// #include <dtx/http/detail/header_checks.hpp>
+// #include <dtx/http/detail/request_handler.hpp>
+// #include <dtx/http/detail/server_state.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// Longest time a closing connection reads what its client still sends, so that the client
+/// reads the answer before the close (closing with unread input would reset the connection).
+inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
+
+/// Largest body of a request refused on its header (401) that is still read, so that the
+/// connection can go on; a larger one, or one not yet sent (100-continue), closes it instead.
+inline constexpr std::uint64_t refused_body_drain_limit = 4096;
+
 /// Unlinks a connection when its coroutine ends, however it ends.
 class connection_end {
 public:
@@ -4786,9 +5192,12 @@ public:
         st_.watch.remove(c_.deadline);
         boost::system::error_code ignored;
         c_.socket.close(ignored);
-        --(c_.refused ? st_.refusing : st_.served);
+        if (c_.refused != refusal::none)
+            --st_.refusing;
+        else if (!c_.evicted)
+            stop_counting(st_, c_);
         st_.connections.erase(c_.pos); // may destroy c_
-        if (st_.stopping && st_.connections.empty()) {
+        if (st_.stopping && st_.connections.empty() && st_.handlers.empty()) {
             st_.drained.cancel();
             st_.watch.release_if_idle();
         }
@@ -4832,27 +5241,61 @@ inline bool expects_continue(const beast::http::request_header<>& head) {
     return beast::iequals(expect, "100-continue");
 }
 
-/// Reads one request into `parser` within the phase's deadline; a timeout is
-/// asio::error::timed_out.
+/// How reading a request ended.
+struct read_result {
+    /// The read failed; asio::error::timed_out if the phase's deadline passed.
+    boost::system::error_code ec;
+    /// Refused on its header, before its body was read or 100 Continue sent.
+    std::optional<problem> refused;
+    /// The refused request's body was read all the same (it was small): the connection may go on.
+    bool body_read = false;
+};
+
+/// Reads one request into `parser` within the phase's deadline. Its header is checked first
+/// (header_problem) and its body's bytes taken from the budget (`body`): a request refused then
+/// is answered without its body being read.
 template <class Stream>
-asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c,
-                                                        Stream& stream, beast::flat_buffer& buffer,
-                                                        request_parser& parser) {
-    auto [ec, n] = co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
-    if (!ec && !parser.is_done()) {
-        if (expects_continue(parser.get())) {
-            // Clients that ask wait for this before they send the body.
-            beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
-                                                                 11};
-            auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
-            ec = wec;
+asio::awaitable<read_result> read_request(server_state& st, server_connection& c, Stream& stream,
+                                          beast::flat_buffer& buffer, request_parser& parser,
+                                          body_reservation& body) {
+    read_result r;
+    std::size_t n = 0;
+    std::tie(r.ec, n) =
+        co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
+    if (!r.ec) {
+        const beast::http::request_header<>& head = parser.get();
+        r.refused = header_problem(head, parser.chunked(), st.opts);
+        const auto length = parser.content_length(); // a boost::optional
+        if (!r.refused && !parser.is_done() && !body.take(length.value_or(st.opts.body_limit)))
+            r.refused = problem{503, "overloaded",
+                                "the server holds as many request bodies as it may; try again "
+                                "later"};
+        if (r.refused) {
+            r.body_read = parser.is_done();
+            if (!r.body_read && r.refused->status == 401 && length &&
+                *length <= refused_body_drain_limit && !expects_continue(head)) {
+                std::tie(r.ec, n) =
+                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
+                r.body_read = !r.ec;
+                if (r.ec)
+                    r.refused.reset();
+            }
+        } else if (!parser.is_done()) {
+            if (expects_continue(head)) {
+                // Clients that ask wait for this before they send the body.
+                beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
+                                                                     11};
+                auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
+                r.ec = wec;
+            }
+            if (!r.ec)
+                std::tie(r.ec, n) =
+                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
         }
-        if (!ec)
-            std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
     }
-    if (phase_expired(st, c) && ec)
-        ec = asio::error::timed_out;
-    co_return ec;
+    if (phase_expired(st, c) && r.ec)
+        r.ec = asio::error::timed_out;
+    co_return r;
 }
 
 /// Writes `res` within the read timeout.
@@ -4883,24 +5326,64 @@ inline asio::awaitable<void> linger_close(server_state& st, server_connection& c
     c.socket.close(ignored);
 }
 
-/// Runs the participant's handler for `req`, within the handler timeout if there is one.
-inline asio::awaitable<beast_response> answer(server_state& st, server_connection& c,
-                                              const beast_request& req, request_notes& notes) {
-    if (st.opts.handler_timeout)
-        watch_phase(st, c, *st.opts.handler_timeout, c.signal);
-    else
-        st.watch.remove(c.deadline);
-    beast_response res = co_await st.handler.handle(req, notes, st.stopping);
-    if (phase_expired(st, c)) {
-        co_await asio::this_coro::reset_cancellation_state(); // the timeout's: the connection goes
-                                                              // on
-        const problem late{503, "handler_timeout",
-                           "the participant's handler did not finish within " +
-                               std::to_string(st.opts.handler_timeout->count()) +
-                               " ms; the result is unknown"};
-        res = error_response(late, req.version(), notes);
+/// Longest wait for a handler to return once cancelled at its timeout, before its connection
+/// answers without it (and closes, since the handler is still running).
+inline constexpr std::chrono::milliseconds handler_cancel_grace = std::chrono::seconds{1};
+
+inline asio::awaitable<void> run_handler(std::shared_ptr<server_state> st,
+                                         std::shared_ptr<handler_run> run) {
+    run->res = co_await st->handler.handle(*run->req, run->notes, st->stopping);
+    run->done = true;
+    run->finished.cancel();
+    st->handlers.erase(run->pos);
+    if (st->stopping && st->connections.empty() && st->handlers.empty()) {
+        st->drained.cancel();
+        st->watch.release_if_idle();
     }
-    co_return res;
+}
+
+/// The answer to `req` and whether the connection may go on after it: the participant's
+/// handler's, or 503 at the handler timeout. A handler that ignores the timeout's cancellation
+/// is left to finish on its own, and its connection closes.
+inline asio::awaitable<std::pair<beast_response, bool>>
+answer(server_state& st, server_connection& c, const std::shared_ptr<const beast_request>& req,
+       request_notes& notes) {
+    if (!st.opts.handler_timeout) {
+        st.watch.remove(c.deadline);
+        co_return std::pair{co_await st.handler.handle(*req, notes, st.stopping), true};
+    }
+    auto run = std::make_shared<handler_run>(st.executor, req);
+    st.handlers.push_front(run);
+    run->pos = st.handlers.begin();
+    asio::co_spawn(st.executor, run_handler(st.shared_from_this(), run),
+                   asio::bind_cancellation_slot(run->cancel.slot(), [run](std::exception_ptr) {}));
+    // co_spawn runs the handler at once up to its first wait: it may have finished already.
+    watch_phase(st, c, *st.opts.handler_timeout, c.io);
+    if (!run->done)
+        co_await run->finished.async_wait(io_token(c));
+    const bool expired = phase_expired(st, c);
+    if (!run->done) { // the timeout, or a forced stop
+        run->cancel.emit(asio::cancellation_type::terminal);
+        watch_phase(st, c, std::min(handler_cancel_grace, *st.opts.handler_timeout), c.io);
+        if (!run->done)
+            co_await run->finished.async_wait(io_token(c));
+        phase_expired(st, c);
+    }
+    notes = run->notes; // a copy: a handler still running may write to its own
+    if (run->done && !expired)
+        co_return std::pair{std::move(*run->res), true};
+    const problem late{503, "handler_timeout",
+                       "the participant's handler did not finish within " +
+                           std::to_string(st.opts.handler_timeout->count()) +
+                           " ms; the result is unknown"};
+    co_return std::pair{error_response(late, req->version(), notes), run->done};
+}
+
+/// True if the connection may serve another request after its answer number `answered` + 1
+/// (else that answer says Connection: close).
+inline bool may_go_on(const server_state& st, const server_connection& c, std::size_t answered) {
+    return !st.stopping && answered + 1 < st.opts.max_requests_per_connection &&
+           steady::now() - c.accepted < st.opts.max_connection_lifetime;
 }
 
 /// How the request loop left a connection.
@@ -4916,17 +5399,23 @@ template <class Stream>
 asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c, Stream& stream) {
     const server_options& o = st.opts;
     beast::flat_buffer buffer;
-    for (bool first = true;; first = false) {
-        if (!first) {
+    for (std::size_t answered = 0;; ++answered) {
+        if (answered > 0) {
             if (buffer.size() == 0) {
-                watch_phase(st, c, o.idle_timeout, c.io);
-                c.idle = true;
+                // Idle until the next request, but not past the connection's lifetime.
+                const auto lifetime_left = c.accepted + o.max_connection_lifetime - steady::now();
+                watch_phase(
+                    st, c, std::min<std::chrono::nanoseconds>(o.idle_timeout, lifetime_left), c.io);
+                c.idle = c.between_requests = true;
+                c.idle_since = steady::now();
                 // The first bytes of the next request go into the buffer: one read, as the
                 // parser's.
                 auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), io_token(c));
                 buffer.commit(n);
-                c.idle = false;
+                c.idle = c.between_requests = false;
                 const bool expired = phase_expired(st, c);
+                if (c.evicted)
+                    co_return loop_end::done; // closed to make room for a new client
                 if (ec && ec != asio::error::operation_aborted)
                     co_return loop_end::close;
                 if (ec || expired || st.stopping)
@@ -4935,10 +5424,12 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
             watch_phase(st, c, o.read_timeout, c.io);
         }
         const steady::time_point started = steady::now();
+        body_reservation body(st); // given back after the request and its answer
         request_parser parser;
         parser.header_limit(o.header_limit);
         parser.body_limit(o.body_limit);
-        const boost::system::error_code ec = co_await read_request(st, c, stream, buffer, parser);
+        const auto [ec, refused, body_read] =
+            co_await read_request(st, c, stream, buffer, parser, body);
         request_notes notes;
         if (ec) {
             const std::optional<problem> p =
@@ -4957,12 +5448,29 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
             const loop_end how = wec ? loop_end::close : loop_end::linger;
             co_return how;
         }
-        const beast_request req = parser.release();
-        beast_response res = co_await answer(st, c, req, notes);
-        const bool keep = req.keep_alive() && !st.stopping;
+        if (refused) {
+            const beast::http::request_header<>& head = parser.get();
+            beast_response res = error_response(*refused, head.version(), notes);
+            if (refused->status == 401)
+                res.set(beast::http::field::www_authenticate, "Bearer");
+            // Only a request whose body was read leaves the connection where the next one starts.
+            const bool keep = body_read && refused->status == 401 && parser.keep_alive() &&
+                              may_go_on(st, c, answered);
+            res.keep_alive(keep);
+            const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
+            log_request(st, &head, notes, wec ? 0 : refused->status, started);
+            if (wec)
+                co_return loop_end::close;
+            if (!keep)
+                co_return loop_end::linger;
+            continue;
+        }
+        const auto req = std::make_shared<const beast_request>(parser.release());
+        auto [res, clean] = co_await answer(st, c, req, notes);
+        const bool keep = clean && req->keep_alive() && may_go_on(st, c, answered);
         res.keep_alive(keep);
         const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
-        log_request(st, &req, notes, wec ? 0 : res.result_int(), started);
+        log_request(st, req.get(), notes, wec ? 0 : res.result_int(), started);
         if (wec)
             co_return loop_end::close;
         if (!keep)
@@ -4985,8 +5493,16 @@ template <class Stream>
 asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, Stream& stream) {
     const steady::time_point started = steady::now();
     request_notes notes;
-    const problem full{503, "overloaded",
-                       "the server is serving its maximum number of connections; try again later"};
+    const problem full =
+        c.refused == refusal::client_full
+            ? problem{503, "too_many_connections",
+                      "this client holds as many connections as the server allows one client; "
+                      "reuse them"}
+        : c.refused == refusal::out_of_descriptors
+            ? problem{503, "overloaded",
+                      "the server has no file descriptor left for a connection; try again later"}
+            : problem{503, "overloaded",
+                      "the server is serving its maximum number of connections; try again later"};
     beast_response res = error_response(full, 11, notes);
     res.keep_alive(false);
     const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
@@ -5003,16 +5519,28 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st,
         co_await linger_close(*st, *c);
 }
 
-inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket) {
-    const bool over = st->served >= st->opts.max_connections;
-    if (over && st->refusing >= st->opts.max_connections)
+/// Serves a new connection, or answers it 503 (`refused`: why, if already known).
+inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket,
+                             refusal refused = refusal::none) {
+    boost::system::error_code ec;
+    const asio::ip::address peer = socket.remote_endpoint(ec).address();
+    if (ec)
+        return; // gone already
+    if (refused == refusal::none)
+        refused = admission(*st, peer);
+    if (refused != refusal::none && st->refusing >= max_refusing(st->opts.max_connections))
         return; // not even a 503 for this one
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    auto c = std::make_shared<server_connection>(std::move(socket));
-    c->refused = over;
+    socket.set_option(tcp::no_delay(true), ec);
+    auto c = std::make_shared<server_connection>(std::move(socket), peer);
+    c->refused = refused;
     c->tls = st->opts.tls != nullptr;
-    ++(over ? st->refusing : st->served);
+    const bool over = refused != refusal::none;
+    if (over) {
+        ++st->refusing;
+    } else {
+        ++st->served;
+        ++st->served_per_client[peer];
+    }
     st->connections.push_front(c);
     c->pos = st->connections.begin();
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
@@ -5027,12 +5555,36 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
         asio::co_spawn(st->executor, serve(st, c), std::move(token));
 }
 
+/// True if `ec` says the process or the system has no descriptor left.
+inline bool out_of_descriptors(const boost::system::error_code& ec) {
+    return ec == asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open ||
+           ec == boost::system::errc::too_many_files_open_in_system;
+}
+
+/// Accepts the client waiting in the backlog with the descriptor held in reserve, to answer it
+/// 503: a client is told the server is overloaded rather than left waiting. The reserve is taken
+/// again by the accept loop once a descriptor is free.
+inline void refuse_with_reserve(const std::shared_ptr<server_state>& st) {
+    if (!st->reserve.held())
+        return;
+    st->reserve.release();
+    boost::system::error_code ec;
+    st->acceptor.non_blocking(true, ec); // if the client has gone since, do not wait for another
+    tcp::socket socket(st->executor);
+    st->acceptor.accept(socket, ec);
+    if (!ec)
+        spawn_connection(st, std::move(socket), refusal::out_of_descriptors);
+}
+
 inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
     for (;;) {
+        st->reserve.take(); // if it was used, and a descriptor is free again
         auto [ec, socket] = co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
         if (st->stopping)
             co_return;
         if (ec) {
+            if (out_of_descriptors(ec))
+                refuse_with_reserve(st);
             // Out of descriptors or memory, or a connection reset before it was accepted: wait a
             // little rather than spin, then go on.
             asio::steady_timer pause(st->executor, std::chrono::milliseconds(20));
@@ -5055,6 +5607,9 @@ inline void force_close(server_state& st) {
         c->io.emit(asio::cancellation_type::terminal);
         c->socket.close(ignored);
     }
+    const std::vector<std::shared_ptr<handler_run>> running(st.handlers.begin(), st.handlers.end());
+    for (auto& run : running)
+        run->cancel.emit(asio::cancellation_type::terminal);
 }
 
 } // namespace http::detail
@@ -5085,14 +5640,19 @@ DTX_NAMESPACE_END
 // whose payload is empty; GET {health_path} answers 200 {"status":"ok"}. Answers:
 //
 //   200 / 409 / 425    success / failure / pending, bodies as in protocol.hpp
-//   400                bad query, ids, op, JSON body, or a participant of the other kind
-//   401                bearer token required and missing or wrong
+//   400                bad query, ids, op, JSON body, or a participant of the other kind; no
+//                      Host, two Host or Authorization fields, a Transfer-Encoding other than
+//                      chunked (the connection closes)
+//   401                bearer token required and missing or wrong (decided on the header: the
+//                      body is not read)
 //   404                no such route, or no participant under that name
 //   405                wrong method on a known route (with an Allow header)
 //   408                the request did not arrive within read_timeout (the connection closes)
 //   413 / 431          body / request line and header fields over their limits (connection closes)
 //   500                the participant's handler threw: an unknown result, retried
-//   503                over max_connections, or the handler_timeout passed: unknown, retried
+//   501                a transfer coding before chunked (gzip, chunked): the connection closes
+//   503                over max_connections (or per client), out of descriptors, over the
+//                      body_budget, or the handler_timeout passed: unknown, retried
 //
 // Every error body is {"error":"<code>","message":"..."} and never repeats request values.
 // Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and participants run
@@ -5119,9 +5679,11 @@ DTX_NAMESPACE_END
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 
 // #include <dtx/detail/push_warnings.hpp> // last: see the file
 #if defined(__GNUC__) && !defined(__clang__)
@@ -5162,8 +5724,17 @@ public:
     }
 
     /// Binds options().address and options().port, listens, and starts accepting. Throws
-    /// boost::system::system_error if the address cannot be bound. Call once.
+    /// boost::system::system_error if the address cannot be bound, std::invalid_argument if
+    /// body_budget is under body_limit. Call once. Limits left to the server (max_connections,
+    /// max_connections_per_client) are set now, from the process's descriptor limit.
     void start() {
+        server_options& o = st_->opts;
+        if (o.body_budget < o.body_limit)
+            throw std::invalid_argument("dtx::http::server: body_budget is under body_limit");
+        if (o.max_connections == 0)
+            o.max_connections = detail::default_max_connections(detail::descriptor_limit());
+        if (o.max_connections_per_client == 0)
+            o.max_connections_per_client = std::max<std::size_t>(1, o.max_connections / 2);
         const detail::tcp::endpoint ep{asio::ip::make_address(st_->opts.address), st_->opts.port};
         auto& acceptor = st_->acceptor;
         acceptor.open(ep.protocol());
@@ -5185,8 +5756,9 @@ public:
     /// Stops the server: closes the listening socket (new connections are refused) and idle
     /// kept-alive connections (over TLS, after a close_notify), lets the requests in flight
     /// finish within `grace` (their answers say Connection: close), then cancels the handlers
-    /// still running and closes everything. Completes when every connection has ended: a handler
-    /// that ignores cancellation delays it until it returns. A stop is not cancelled by its
+    /// still running and closes everything. Completes when every connection and every handler has
+    /// ended (also one whose connection answered without it at handler_timeout): a handler that
+    /// ignores cancellation delays it until it returns. A stop is not cancelled by its
     /// caller's cancellation. Calling it again, during or after a stop, waits for that stop.
     asio::awaitable<void> async_stop(std::chrono::milliseconds grace) {
         const std::shared_ptr<detail::server_state> st = st_;
@@ -5207,13 +5779,13 @@ public:
             else
                 c->socket.close(ignored);
         }
-        if (!st->connections.empty()) {
+        if (!st->connections.empty() || !st->handlers.empty()) {
             st->drained.expires_after(grace);
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }
-        if (!st->connections.empty())
+        if (!st->connections.empty() || !st->handlers.empty())
             detail::force_close(*st);
-        while (!st->connections.empty()) {
+        while (!st->connections.empty() || !st->handlers.empty()) {
             st->drained.expires_at(std::chrono::steady_clock::time_point::max());
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }

@@ -15,14 +15,19 @@
 // whose payload is empty; GET {health_path} answers 200 {"status":"ok"}. Answers:
 //
 //   200 / 409 / 425    success / failure / pending, bodies as in protocol.hpp
-//   400                bad query, ids, op, JSON body, or a participant of the other kind
-//   401                bearer token required and missing or wrong
+//   400                bad query, ids, op, JSON body, or a participant of the other kind; no
+//                      Host, two Host or Authorization fields, a Transfer-Encoding other than
+//                      chunked (the connection closes)
+//   401                bearer token required and missing or wrong (decided on the header: the
+//                      body is not read)
 //   404                no such route, or no participant under that name
 //   405                wrong method on a known route (with an Allow header)
 //   408                the request did not arrive within read_timeout (the connection closes)
 //   413 / 431          body / request line and header fields over their limits (connection closes)
 //   500                the participant's handler threw: an unknown result, retried
-//   503                over max_connections, or the handler_timeout passed: unknown, retried
+//   501                a transfer coding before chunked (gzip, chunked): the connection closes
+//   503                over max_connections (or per client), out of descriptors, over the
+//                      body_budget, or the handler_timeout passed: unknown, retried
 //
 // Every error body is {"error":"<code>","message":"..."} and never repeats request values.
 // Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and participants run
@@ -49,9 +54,11 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
@@ -88,8 +95,17 @@ public:
     }
 
     /// Binds options().address and options().port, listens, and starts accepting. Throws
-    /// boost::system::system_error if the address cannot be bound. Call once.
+    /// boost::system::system_error if the address cannot be bound, std::invalid_argument if
+    /// body_budget is under body_limit. Call once. Limits left to the server (max_connections,
+    /// max_connections_per_client) are set now, from the process's descriptor limit.
     void start() {
+        server_options& o = st_->opts;
+        if (o.body_budget < o.body_limit)
+            throw std::invalid_argument("dtx::http::server: body_budget is under body_limit");
+        if (o.max_connections == 0)
+            o.max_connections = detail::default_max_connections(detail::descriptor_limit());
+        if (o.max_connections_per_client == 0)
+            o.max_connections_per_client = std::max<std::size_t>(1, o.max_connections / 2);
         const detail::tcp::endpoint ep{asio::ip::make_address(st_->opts.address), st_->opts.port};
         auto& acceptor = st_->acceptor;
         acceptor.open(ep.protocol());
@@ -111,8 +127,9 @@ public:
     /// Stops the server: closes the listening socket (new connections are refused) and idle
     /// kept-alive connections (over TLS, after a close_notify), lets the requests in flight
     /// finish within `grace` (their answers say Connection: close), then cancels the handlers
-    /// still running and closes everything. Completes when every connection has ended: a handler
-    /// that ignores cancellation delays it until it returns. A stop is not cancelled by its
+    /// still running and closes everything. Completes when every connection and every handler has
+    /// ended (also one whose connection answered without it at handler_timeout): a handler that
+    /// ignores cancellation delays it until it returns. A stop is not cancelled by its
     /// caller's cancellation. Calling it again, during or after a stop, waits for that stop.
     asio::awaitable<void> async_stop(std::chrono::milliseconds grace) {
         const std::shared_ptr<detail::server_state> st = st_;
@@ -133,13 +150,13 @@ public:
             else
                 c->socket.close(ignored);
         }
-        if (!st->connections.empty()) {
+        if (!st->connections.empty() || !st->handlers.empty()) {
             st->drained.expires_after(grace);
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }
-        if (!st->connections.empty())
+        if (!st->connections.empty() || !st->handlers.empty())
             detail::force_close(*st);
-        while (!st->connections.empty()) {
+        while (!st->connections.empty() || !st->handlers.empty()) {
             st->drained.expires_at(std::chrono::steady_clock::time_point::max());
             co_await st->drained.async_wait(asio::as_tuple(asio::use_awaitable));
         }

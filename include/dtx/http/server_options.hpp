@@ -81,6 +81,13 @@ struct server_options {
     std::uint32_t header_limit = 8 * 1024;
     /// Largest body; beyond: 413.
     std::uint64_t body_limit = 1024 * 1024;
+    /// Bytes of request bodies all connections together may hold at once: a request takes its
+    /// Content-Length (a chunked one: body_limit) from it before its body is read, and gives it
+    /// back once answered. When it cannot, the answer is 503 (`overloaded`) and the connection
+    /// closes, without reading the body. 64 MiB: 64 bodies of the largest size at once, while a
+    /// branch call's body is usually under a KiB, and the server's memory stays bounded whatever
+    /// max_connections is. At least body_limit (start() throws std::invalid_argument otherwise).
+    std::uint64_t body_budget = 64 * 1024 * 1024;
     /// Deepest nesting of arrays and objects in a body; beyond: 400 (json_too_deep), so that a
     /// handler that walks its payload recursively cannot run out of stack.
     std::size_t json_depth_limit = 64;
@@ -96,10 +103,36 @@ struct server_options {
     std::chrono::milliseconds handshake_timeout = std::chrono::seconds{5};
     /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
     /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
-    /// Empty: no limit (the coordinator's own call timeout still applies on its side).
-    std::optional<std::chrono::milliseconds> handler_timeout{};
-    /// Connections served at once. Beyond, a new connection is answered 503 and closed.
-    std::size_t max_connections = 1024;
+    /// 30 s: far beyond a branch call's usual milliseconds and three times a dtx coordinator's
+    /// call_timeout (10 s), whose caller has given up by then, so that a hung handler cannot hold
+    /// its connection forever. A handler that ignores the cancellation is answered for all the
+    /// same, at most a second later (min(1 s, handler_timeout)); it runs on, its connection is
+    /// closed, and async_stop() waits for it. Empty: no limit (the handler runs in its
+    /// connection's coroutine, cancelled only by a stop).
+    std::optional<std::chrono::milliseconds> handler_timeout = std::chrono::seconds{30};
+    /// Connections served at once. Beyond, a new connection takes the place of the one that has
+    /// waited longest for its next request (which is closed); if every connection is busy, the
+    /// new one is answered 503 and closed. 0 (the default): derived from the process's limit on
+    /// open descriptors (RLIMIT_NOFILE's soft limit) when start() is called: three quarters of it,
+    /// at most 10,000 (768 at the usual limit of 1,024), leaving the rest of the process
+    /// descriptors for its files, its outgoing calls and the 503 answers. If the descriptors run
+    /// out all the same, a client is answered 503 with a descriptor the server keeps in reserve.
+    /// options() tells the value in use.
+    std::size_t max_connections = 0;
+    /// Connections one client address may hold at once. Beyond, a new one from that address
+    /// takes the place of its connection that has waited longest for its next request, or is
+    /// answered 503 (`too_many_connections`). 0 (the default): half of max_connections, so that
+    /// one client cannot take the whole server. Behind a proxy that gathers every client under
+    /// its own address, set it to max_connections.
+    std::size_t max_connections_per_client = 0;
+    /// Requests served on one connection; the last answer says Connection: close. 1,000 (as
+    /// nginx's keepalive_requests): a client reconnects rarely, and a connection's memory and a
+    /// load balancer's view of it are renewed now and then.
+    std::size_t max_requests_per_connection = 1000;
+    /// Longest life of a connection, from its accept: an answer after it says Connection: close,
+    /// and an idle connection is closed when it ends. One hour (as nginx's keepalive_time): long
+    /// lived connections cannot pin a client to this instance forever.
+    std::chrono::milliseconds max_connection_lifetime = std::chrono::hours{1};
     /// Default time `async_stop()` lets requests in flight finish.
     std::chrono::milliseconds shutdown_grace = std::chrono::seconds{5};
 

@@ -11,20 +11,26 @@
 // Every phase of a connection (waiting for a request, reading it, the participant's handler,
 // writing the answer, the final drain) is timed by one deadline_watch entry that the server's
 // single timer serves. Socket operations are bound to the connection's `io` signal, so that a
-// timeout cancels them without touching the coroutine's own cancellation state; the handler phase
-// uses the coroutine's `signal`, which cancels whatever the participant awaits. A forced stop
-// emits both and closes the socket.
+// timeout cancels them without touching the coroutine's own cancellation state. With a
+// handler_timeout, the participant's handler runs in a coroutine of its own (handler_run), so that
+// its connection can answer at the timeout even if the handler ignores its cancellation; without
+// one, it runs in the connection's coroutine, whose `signal` cancels whatever it awaits. A forced
+// stop emits every signal and closes the sockets.
 //
 // Not thread-safe: everything runs on the server's executor (one thread, or a strand).
 
-#include <dtx/detail/deadline_watch.hpp>
+#include <dtx/http/detail/connection_admission.hpp>
+#include <dtx/http/detail/descriptor_reserve.hpp>
+#include <dtx/http/detail/header_checks.hpp>
 #include <dtx/http/detail/request_handler.hpp>
+#include <dtx/http/detail/server_state.hpp>
 #include <dtx/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -37,7 +43,7 @@
 
 #include <array>
 #include <chrono>
-#include <list>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -47,70 +53,13 @@
 DTX_NAMESPACE_BEGIN
 namespace http::detail {
 
-using tcp = asio::ip::tcp;
-using steady = std::chrono::steady_clock;
-using request_parser = beast::http::request_parser<beast::http::string_body>;
-
 /// Longest time a closing connection reads what its client still sends, so that the client
 /// reads the answer before the close (closing with unread input would reset the connection).
 inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
 
-struct server_connection {
-    explicit server_connection(tcp::socket s)
-        : socket(std::move(s)) {}
-
-    tcp::socket socket;
-    asio::cancellation_signal signal; // the coroutine's cancellation slot: cancels the handler
-    asio::cancellation_signal io;     // bound to each socket operation
-    dtx::detail::watch_entry deadline;
-    std::list<std::shared_ptr<server_connection>>::iterator pos;
-    bool idle = false;    // waiting for the next request on a kept-alive connection, or a handshake
-    bool refused = false; // over the connection limit: answered 503 and closed
-    bool tls = false;     // a stop ends an idle TLS connection through its coroutine (close_notify)
-};
-
-struct server_state {
-    server_state(asio::any_io_executor ex, const participant_registry& participants,
-                 server_options o)
-        : executor(ex)
-        , opts(std::move(o))
-        , handler(participants, opts)
-        , acceptor(ex)
-        , watch(ex)
-        , drained(ex)
-        , stopped(ex, steady::time_point::max()) {}
-
-    asio::any_io_executor executor;
-    server_options opts;
-    request_handler handler;
-    tcp::acceptor acceptor;
-    dtx::detail::deadline_watch watch;
-    std::list<std::shared_ptr<server_connection>> connections; // served and refused
-    std::size_t served = 0;
-    std::size_t refusing = 0;
-    bool stopping = false;
-    bool stop_done = false;
-    asio::steady_timer drained; // a stop waits on it; the last connection to end cancels it
-    asio::steady_timer stopped; // later calls of async_stop wait on it; the first cancels it
-};
-
-/// Times the next phase of `c`: past `limit`, `sig` is emitted.
-inline void watch_phase(server_state& st, server_connection& c, std::chrono::nanoseconds limit,
-                        asio::cancellation_signal& sig) {
-    st.watch.remove(c.deadline);
-    st.watch.add(c.deadline, steady::now() + limit, sig);
-}
-
-/// Ends the timed phase of `c`: true if its deadline passed.
-inline bool phase_expired(server_state& st, server_connection& c) {
-    st.watch.remove(c.deadline);
-    return c.deadline.expired();
-}
-
-/// The completion token of a socket operation of `c`: error codes as values, cancelled by `io`.
-inline auto io_token(server_connection& c) {
-    return asio::bind_cancellation_slot(c.io.slot(), asio::as_tuple(asio::use_awaitable));
-}
+/// Largest body of a request refused on its header (401) that is still read, so that the
+/// connection can go on; a larger one, or one not yet sent (100-continue), closes it instead.
+inline constexpr std::uint64_t refused_body_drain_limit = 4096;
 
 /// Unlinks a connection when its coroutine ends, however it ends.
 class connection_end {
@@ -124,9 +73,12 @@ public:
         st_.watch.remove(c_.deadline);
         boost::system::error_code ignored;
         c_.socket.close(ignored);
-        --(c_.refused ? st_.refusing : st_.served);
+        if (c_.refused != refusal::none)
+            --st_.refusing;
+        else if (!c_.evicted)
+            stop_counting(st_, c_);
         st_.connections.erase(c_.pos); // may destroy c_
-        if (st_.stopping && st_.connections.empty()) {
+        if (st_.stopping && st_.connections.empty() && st_.handlers.empty()) {
             st_.drained.cancel();
             st_.watch.release_if_idle();
         }
@@ -170,27 +122,61 @@ inline bool expects_continue(const beast::http::request_header<>& head) {
     return beast::iequals(expect, "100-continue");
 }
 
-/// Reads one request into `parser` within the phase's deadline; a timeout is
-/// asio::error::timed_out.
+/// How reading a request ended.
+struct read_result {
+    /// The read failed; asio::error::timed_out if the phase's deadline passed.
+    boost::system::error_code ec;
+    /// Refused on its header, before its body was read or 100 Continue sent.
+    std::optional<problem> refused;
+    /// The refused request's body was read all the same (it was small): the connection may go on.
+    bool body_read = false;
+};
+
+/// Reads one request into `parser` within the phase's deadline. Its header is checked first
+/// (header_problem) and its body's bytes taken from the budget (`body`): a request refused then
+/// is answered without its body being read.
 template <class Stream>
-asio::awaitable<boost::system::error_code> read_request(server_state& st, server_connection& c,
-                                                        Stream& stream, beast::flat_buffer& buffer,
-                                                        request_parser& parser) {
-    auto [ec, n] = co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
-    if (!ec && !parser.is_done()) {
-        if (expects_continue(parser.get())) {
-            // Clients that ask wait for this before they send the body.
-            beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
-                                                                 11};
-            auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
-            ec = wec;
+asio::awaitable<read_result> read_request(server_state& st, server_connection& c, Stream& stream,
+                                          beast::flat_buffer& buffer, request_parser& parser,
+                                          body_reservation& body) {
+    read_result r;
+    std::size_t n = 0;
+    std::tie(r.ec, n) =
+        co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
+    if (!r.ec) {
+        const beast::http::request_header<>& head = parser.get();
+        r.refused = header_problem(head, parser.chunked(), st.opts);
+        const auto length = parser.content_length(); // a boost::optional
+        if (!r.refused && !parser.is_done() && !body.take(length.value_or(st.opts.body_limit)))
+            r.refused = problem{503, "overloaded",
+                                "the server holds as many request bodies as it may; try again "
+                                "later"};
+        if (r.refused) {
+            r.body_read = parser.is_done();
+            if (!r.body_read && r.refused->status == 401 && length &&
+                *length <= refused_body_drain_limit && !expects_continue(head)) {
+                std::tie(r.ec, n) =
+                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
+                r.body_read = !r.ec;
+                if (r.ec)
+                    r.refused.reset();
+            }
+        } else if (!parser.is_done()) {
+            if (expects_continue(head)) {
+                // Clients that ask wait for this before they send the body.
+                beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
+                                                                     11};
+                auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
+                r.ec = wec;
+            }
+            if (!r.ec)
+                std::tie(r.ec, n) =
+                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
         }
-        if (!ec)
-            std::tie(ec, n) = co_await beast::http::async_read(stream, buffer, parser, io_token(c));
     }
-    if (phase_expired(st, c) && ec)
-        ec = asio::error::timed_out;
-    co_return ec;
+    if (phase_expired(st, c) && r.ec)
+        r.ec = asio::error::timed_out;
+    co_return r;
 }
 
 /// Writes `res` within the read timeout.
@@ -221,24 +207,64 @@ inline asio::awaitable<void> linger_close(server_state& st, server_connection& c
     c.socket.close(ignored);
 }
 
-/// Runs the participant's handler for `req`, within the handler timeout if there is one.
-inline asio::awaitable<beast_response> answer(server_state& st, server_connection& c,
-                                              const beast_request& req, request_notes& notes) {
-    if (st.opts.handler_timeout)
-        watch_phase(st, c, *st.opts.handler_timeout, c.signal);
-    else
-        st.watch.remove(c.deadline);
-    beast_response res = co_await st.handler.handle(req, notes, st.stopping);
-    if (phase_expired(st, c)) {
-        co_await asio::this_coro::reset_cancellation_state(); // the timeout's: the connection goes
-                                                              // on
-        const problem late{503, "handler_timeout",
-                           "the participant's handler did not finish within " +
-                               std::to_string(st.opts.handler_timeout->count()) +
-                               " ms; the result is unknown"};
-        res = error_response(late, req.version(), notes);
+/// Longest wait for a handler to return once cancelled at its timeout, before its connection
+/// answers without it (and closes, since the handler is still running).
+inline constexpr std::chrono::milliseconds handler_cancel_grace = std::chrono::seconds{1};
+
+inline asio::awaitable<void> run_handler(std::shared_ptr<server_state> st,
+                                         std::shared_ptr<handler_run> run) {
+    run->res = co_await st->handler.handle(*run->req, run->notes, st->stopping);
+    run->done = true;
+    run->finished.cancel();
+    st->handlers.erase(run->pos);
+    if (st->stopping && st->connections.empty() && st->handlers.empty()) {
+        st->drained.cancel();
+        st->watch.release_if_idle();
     }
-    co_return res;
+}
+
+/// The answer to `req` and whether the connection may go on after it: the participant's
+/// handler's, or 503 at the handler timeout. A handler that ignores the timeout's cancellation
+/// is left to finish on its own, and its connection closes.
+inline asio::awaitable<std::pair<beast_response, bool>>
+answer(server_state& st, server_connection& c, const std::shared_ptr<const beast_request>& req,
+       request_notes& notes) {
+    if (!st.opts.handler_timeout) {
+        st.watch.remove(c.deadline);
+        co_return std::pair{co_await st.handler.handle(*req, notes, st.stopping), true};
+    }
+    auto run = std::make_shared<handler_run>(st.executor, req);
+    st.handlers.push_front(run);
+    run->pos = st.handlers.begin();
+    asio::co_spawn(st.executor, run_handler(st.shared_from_this(), run),
+                   asio::bind_cancellation_slot(run->cancel.slot(), [run](std::exception_ptr) {}));
+    // co_spawn runs the handler at once up to its first wait: it may have finished already.
+    watch_phase(st, c, *st.opts.handler_timeout, c.io);
+    if (!run->done)
+        co_await run->finished.async_wait(io_token(c));
+    const bool expired = phase_expired(st, c);
+    if (!run->done) { // the timeout, or a forced stop
+        run->cancel.emit(asio::cancellation_type::terminal);
+        watch_phase(st, c, std::min(handler_cancel_grace, *st.opts.handler_timeout), c.io);
+        if (!run->done)
+            co_await run->finished.async_wait(io_token(c));
+        phase_expired(st, c);
+    }
+    notes = run->notes; // a copy: a handler still running may write to its own
+    if (run->done && !expired)
+        co_return std::pair{std::move(*run->res), true};
+    const problem late{503, "handler_timeout",
+                       "the participant's handler did not finish within " +
+                           std::to_string(st.opts.handler_timeout->count()) +
+                           " ms; the result is unknown"};
+    co_return std::pair{error_response(late, req->version(), notes), run->done};
+}
+
+/// True if the connection may serve another request after its answer number `answered` + 1
+/// (else that answer says Connection: close).
+inline bool may_go_on(const server_state& st, const server_connection& c, std::size_t answered) {
+    return !st.stopping && answered + 1 < st.opts.max_requests_per_connection &&
+           steady::now() - c.accepted < st.opts.max_connection_lifetime;
 }
 
 /// How the request loop left a connection.
@@ -254,17 +280,23 @@ template <class Stream>
 asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c, Stream& stream) {
     const server_options& o = st.opts;
     beast::flat_buffer buffer;
-    for (bool first = true;; first = false) {
-        if (!first) {
+    for (std::size_t answered = 0;; ++answered) {
+        if (answered > 0) {
             if (buffer.size() == 0) {
-                watch_phase(st, c, o.idle_timeout, c.io);
-                c.idle = true;
+                // Idle until the next request, but not past the connection's lifetime.
+                const auto lifetime_left = c.accepted + o.max_connection_lifetime - steady::now();
+                watch_phase(
+                    st, c, std::min<std::chrono::nanoseconds>(o.idle_timeout, lifetime_left), c.io);
+                c.idle = c.between_requests = true;
+                c.idle_since = steady::now();
                 // The first bytes of the next request go into the buffer: one read, as the
                 // parser's.
                 auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), io_token(c));
                 buffer.commit(n);
-                c.idle = false;
+                c.idle = c.between_requests = false;
                 const bool expired = phase_expired(st, c);
+                if (c.evicted)
+                    co_return loop_end::done; // closed to make room for a new client
                 if (ec && ec != asio::error::operation_aborted)
                     co_return loop_end::close;
                 if (ec || expired || st.stopping)
@@ -273,10 +305,12 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
             watch_phase(st, c, o.read_timeout, c.io);
         }
         const steady::time_point started = steady::now();
+        body_reservation body(st); // given back after the request and its answer
         request_parser parser;
         parser.header_limit(o.header_limit);
         parser.body_limit(o.body_limit);
-        const boost::system::error_code ec = co_await read_request(st, c, stream, buffer, parser);
+        const auto [ec, refused, body_read] =
+            co_await read_request(st, c, stream, buffer, parser, body);
         request_notes notes;
         if (ec) {
             const std::optional<problem> p =
@@ -295,12 +329,29 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
             const loop_end how = wec ? loop_end::close : loop_end::linger;
             co_return how;
         }
-        const beast_request req = parser.release();
-        beast_response res = co_await answer(st, c, req, notes);
-        const bool keep = req.keep_alive() && !st.stopping;
+        if (refused) {
+            const beast::http::request_header<>& head = parser.get();
+            beast_response res = error_response(*refused, head.version(), notes);
+            if (refused->status == 401)
+                res.set(beast::http::field::www_authenticate, "Bearer");
+            // Only a request whose body was read leaves the connection where the next one starts.
+            const bool keep = body_read && refused->status == 401 && parser.keep_alive() &&
+                              may_go_on(st, c, answered);
+            res.keep_alive(keep);
+            const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
+            log_request(st, &head, notes, wec ? 0 : refused->status, started);
+            if (wec)
+                co_return loop_end::close;
+            if (!keep)
+                co_return loop_end::linger;
+            continue;
+        }
+        const auto req = std::make_shared<const beast_request>(parser.release());
+        auto [res, clean] = co_await answer(st, c, req, notes);
+        const bool keep = clean && req->keep_alive() && may_go_on(st, c, answered);
         res.keep_alive(keep);
         const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
-        log_request(st, &req, notes, wec ? 0 : res.result_int(), started);
+        log_request(st, req.get(), notes, wec ? 0 : res.result_int(), started);
         if (wec)
             co_return loop_end::close;
         if (!keep)
@@ -323,8 +374,16 @@ template <class Stream>
 asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, Stream& stream) {
     const steady::time_point started = steady::now();
     request_notes notes;
-    const problem full{503, "overloaded",
-                       "the server is serving its maximum number of connections; try again later"};
+    const problem full =
+        c.refused == refusal::client_full
+            ? problem{503, "too_many_connections",
+                      "this client holds as many connections as the server allows one client; "
+                      "reuse them"}
+        : c.refused == refusal::out_of_descriptors
+            ? problem{503, "overloaded",
+                      "the server has no file descriptor left for a connection; try again later"}
+            : problem{503, "overloaded",
+                      "the server is serving its maximum number of connections; try again later"};
     beast_response res = error_response(full, 11, notes);
     res.keep_alive(false);
     const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
@@ -341,16 +400,28 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_state> st,
         co_await linger_close(*st, *c);
 }
 
-inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket) {
-    const bool over = st->served >= st->opts.max_connections;
-    if (over && st->refusing >= st->opts.max_connections)
+/// Serves a new connection, or answers it 503 (`refused`: why, if already known).
+inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socket socket,
+                             refusal refused = refusal::none) {
+    boost::system::error_code ec;
+    const asio::ip::address peer = socket.remote_endpoint(ec).address();
+    if (ec)
+        return; // gone already
+    if (refused == refusal::none)
+        refused = admission(*st, peer);
+    if (refused != refusal::none && st->refusing >= max_refusing(st->opts.max_connections))
         return; // not even a 503 for this one
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    auto c = std::make_shared<server_connection>(std::move(socket));
-    c->refused = over;
+    socket.set_option(tcp::no_delay(true), ec);
+    auto c = std::make_shared<server_connection>(std::move(socket), peer);
+    c->refused = refused;
     c->tls = st->opts.tls != nullptr;
-    ++(over ? st->refusing : st->served);
+    const bool over = refused != refusal::none;
+    if (over) {
+        ++st->refusing;
+    } else {
+        ++st->served;
+        ++st->served_per_client[peer];
+    }
     st->connections.push_front(c);
     c->pos = st->connections.begin();
     auto keep = [c](std::exception_ptr) {}; // the signals live until the coroutine has completed
@@ -365,12 +436,36 @@ inline void spawn_connection(const std::shared_ptr<server_state>& st, tcp::socke
         asio::co_spawn(st->executor, serve(st, c), std::move(token));
 }
 
+/// True if `ec` says the process or the system has no descriptor left.
+inline bool out_of_descriptors(const boost::system::error_code& ec) {
+    return ec == asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open ||
+           ec == boost::system::errc::too_many_files_open_in_system;
+}
+
+/// Accepts the client waiting in the backlog with the descriptor held in reserve, to answer it
+/// 503: a client is told the server is overloaded rather than left waiting. The reserve is taken
+/// again by the accept loop once a descriptor is free.
+inline void refuse_with_reserve(const std::shared_ptr<server_state>& st) {
+    if (!st->reserve.held())
+        return;
+    st->reserve.release();
+    boost::system::error_code ec;
+    st->acceptor.non_blocking(true, ec); // if the client has gone since, do not wait for another
+    tcp::socket socket(st->executor);
+    st->acceptor.accept(socket, ec);
+    if (!ec)
+        spawn_connection(st, std::move(socket), refusal::out_of_descriptors);
+}
+
 inline asio::awaitable<void> accept_loop(std::shared_ptr<server_state> st) {
     for (;;) {
+        st->reserve.take(); // if it was used, and a descriptor is free again
         auto [ec, socket] = co_await st->acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
         if (st->stopping)
             co_return;
         if (ec) {
+            if (out_of_descriptors(ec))
+                refuse_with_reserve(st);
             // Out of descriptors or memory, or a connection reset before it was accepted: wait a
             // little rather than spin, then go on.
             asio::steady_timer pause(st->executor, std::chrono::milliseconds(20));
@@ -393,6 +488,9 @@ inline void force_close(server_state& st) {
         c->io.emit(asio::cancellation_type::terminal);
         c->socket.close(ignored);
     }
+    const std::vector<std::shared_ptr<handler_run>> running(st.handlers.begin(), st.handlers.end());
+    for (auto& run : running)
+        run->cancel.emit(asio::cancellation_type::terminal);
 }
 
 } // namespace http::detail
