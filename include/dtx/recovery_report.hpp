@@ -1,8 +1,10 @@
 #ifndef DTX_RECOVERY_REPORT_HPP
 #define DTX_RECOVERY_REPORT_HPP
 
-// What a recovery pass did (coordinator::recover); its settings are in recovery_options.hpp.
+// What a recovery pass did (coordinator::recover). Its settings are in recovery_options.hpp,
+// included here for code that found them here before.
 
+#include <dtx/recovery_options.hpp>
 #include <dtx/version.hpp>
 
 #include <cstddef>

@@ -760,8 +760,10 @@ DTX_NAMESPACE_END
 #ifndef DTX_RECOVERY_REPORT_HPP
 #define DTX_RECOVERY_REPORT_HPP
 
-// What a recovery pass did (coordinator::recover); its settings are in recovery_options.hpp.
+// What a recovery pass did (coordinator::recover). Its settings are in recovery_options.hpp,
+// included here for code that found them here before.
 
+// #include <dtx/recovery_options.hpp>
 // #include <dtx/version.hpp>
 
 #include <cstddef>
