@@ -100,22 +100,29 @@ inline beast::http::request<beast::http::string_body> branch_call_request() {
 }
 
 /// One client connection to 127.0.0.1:`port` sending `count` branch calls one after another,
-/// recording each one's round trip in `latency_ns`.
+/// recording each one's round trip in `latency_ns`. When an answer closes the connection (a
+/// server's max_requests_per_connection), the next call opens a new one, as a client pool does.
 inline asio::awaitable<void> keep_alive_client(std::uint16_t port, std::size_t count,
                                                std::vector<std::uint32_t>* latency_ns) {
     tcp::socket s(co_await asio::this_coro::executor);
     const tcp::endpoint to{asio::ip::make_address("127.0.0.1"), port};
-    co_await s.async_connect(to, asio::use_awaitable);
-    s.set_option(tcp::no_delay(true));
     const auto req = branch_call_request();
     beast::flat_buffer buffer;
     for (std::size_t i = 0; i < count; ++i) {
+        if (!s.is_open()) {
+            co_await s.async_connect(to, asio::use_awaitable);
+            s.set_option(tcp::no_delay(true));
+        }
         const auto t0 = std::chrono::steady_clock::now();
         co_await beast::http::async_write(s, req, asio::use_awaitable);
         beast::http::response<beast::http::string_body> res;
         co_await beast::http::async_read(s, buffer, res, asio::use_awaitable);
         if (res.result_int() != 200)
             throw std::runtime_error("answer " + std::to_string(res.result_int()));
+        if (!res.keep_alive()) {
+            s.close();
+            buffer.clear();
+        }
         const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now() - t0)
                             .count();

@@ -145,7 +145,9 @@ std::string make_request(FuzzedDataProvider& in, const std::string& id, bool out
         r += "Content-Length: " + length + "\r\nTransfer-Encoding: chunked\r\n";
         break;
     default:
-        r += "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n";
+        r += in.ConsumeBool() ? "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+                              : "Transfer-Encoding: gzip\r\nX-Between: 1\r\n"
+                                "Transfer-Encoding: chunked\r\n";
         framed = chunked(body, in);
         break;
     }
@@ -195,8 +197,10 @@ std::optional<std::size_t> chunked_length(std::string_view s) {
 /// The comma-separated elements of every `f` field of `head`, trimmed.
 std::vector<std::string> elements(const beast::http::request_header<>& head, beast::http::field f) {
     std::vector<std::string> out;
-    for (auto it = head.find(f); it != head.end() && it->name() == f; ++it) {
-        std::string_view list = it->value();
+    for (const auto& field : head) {
+        if (field.name() != f)
+            continue;
+        std::string_view list = field.value();
         while (!list.empty()) {
             const std::size_t comma = list.find(',');
             std::string_view e = list.substr(0, comma);

@@ -205,6 +205,14 @@ public:
     }
     void stop(std::chrono::milliseconds grace) { begin_stop(grace).get(); }
 
+    /// Lets every call waiting in a handler answer.
+    void release_waiting() {
+        on_server([this] {
+            parts.release();
+            return 0;
+        });
+    }
+
     struct log_entry {
         std::string method, path, participant, gid, branch_id;
         std::optional<branch_op> op;
@@ -333,6 +341,13 @@ std::string call(std::string_view participant, std::string_view query,
 }
 
 const std::string try_query = "gid=g1&trans_type=tcc&branch_id=01&op=try";
+
+/// Sends each of `clients` a call that waits in its handler; returns once all of them wait.
+void hold_in_handlers(running_server& s, std::initializer_list<raw_client*> clients) {
+    for (raw_client* c : clients)
+        c->send(call("stock", try_query, R"({"answer":"wait"})"));
+    REQUIRE(eventually([&] { return s.parts.waiting() == static_cast<int>(clients.size()); }));
+}
 
 /// The error code of an error answer's body.
 std::string error_of(const answer& a) {
@@ -878,9 +893,7 @@ TEST_CASE("connections over max_connections get 503 while all are busy; the othe
     o.max_connections_per_client = 2;
     running_server s(o);
     raw_client a(s.port()), b(s.port());
-    a.send(call("stock", try_query, R"({"answer":"wait"})"));
-    b.send(call("stock", try_query, R"({"answer":"wait"})"));
-    REQUIRE(eventually([&] { return s.parts.waiting() == 2; }));
+    hold_in_handlers(s, {&a, &b});
     {
         raw_client over(s.port());
         over.send(call("stock", try_query));
@@ -889,10 +902,7 @@ TEST_CASE("connections over max_connections get 503 while all are busy; the othe
         CHECK(error_of(r) == "overloaded");
         CHECK(over.closed());
     }
-    s.on_server([&] {
-        s.parts.release();
-        return 0;
-    });
+    s.release_waiting();
     CHECK(a.read().result_int() == 200);
     CHECK(b.read().result_int() == 200);
     CHECK(a.exchange(call("stock", try_query)).result_int() == 200);
@@ -929,12 +939,23 @@ TEST_CASE("a handler that ignores cancellation is answered 503 at handler_timeou
     CHECK(d.exchange(call("stock", try_query)).result_int() == 200);
     std::future<void> stopped = s.begin_stop(10s);
     CHECK(stopped.wait_for(100ms) == std::future_status::timeout); // the stop waits for it
-    s.on_server([&] {
-        s.parts.release();
-        return 0;
-    });
+    s.release_waiting();
     stopped.get();
     CHECK(s.parts.waiting() == 0);
+}
+
+TEST_CASE("without a handler_timeout, handlers run in their connection's coroutine and a stop "
+          "past its grace cancels them") {
+    http::server_options o;
+    o.handler_timeout.reset();
+    running_server s(o);
+    raw_client c(s.port());
+    CHECK(c.exchange(call("stock", try_query)).result_int() == 200);
+    c.send(call("stock", try_query, R"({"answer":"wait"})"));
+    REQUIRE(eventually([&] { return s.parts.waiting() == 1; }));
+    s.stop(50ms);
+    CHECK(s.parts.cancelled() == 1);
+    CHECK(c.closed());
 }
 
 TEST_CASE("graceful shutdown: no new connections, idle ones closed, requests in flight finish") {
@@ -1085,8 +1106,10 @@ TEST_CASE("a Transfer-Encoding other than chunked alone is refused, and its body
         CHECK(c.closed());
     }
     const std::string chunked_body = "9\r\n{\"qty\":1}\r\n0\r\n\r\n";
-    for (std::string te : {"Transfer-Encoding: gzip, chunked\r\n",
-                           "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"}) {
+    for (std::string te :
+         {"Transfer-Encoding: gzip, chunked\r\n",
+          "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+          "Transfer-Encoding: gzip\r\nX-Between: 1\r\nTransfer-Encoding: chunked\r\n"}) {
         CAPTURE(te);
         raw_client c(s.port());
         const answer a = c.exchange(head_of_post(te) + chunked_body + smuggled);
@@ -1318,10 +1341,7 @@ TEST_CASE("a connection is closed after max_requests_per_connection answers and 
         d.send(call("stock", try_query, R"({"answer":"wait"})"));
         REQUIRE(eventually([&] { return s.parts.waiting() == 1; }));
         std::this_thread::sleep_for(400ms);
-        s.on_server([&] {
-            s.parts.release();
-            return 0;
-        });
+        s.release_waiting();
         const answer a = d.read();
         CHECK(a.result_int() == 200);
         CHECK(!a.keep_alive());
@@ -1334,9 +1354,7 @@ TEST_CASE("one client cannot hold more than max_connections_per_client connectio
     o.max_connections_per_client = 2;
     running_server s(o);
     raw_client a(s.port()), b(s.port());
-    a.send(call("stock", try_query, R"({"answer":"wait"})"));
-    b.send(call("stock", try_query, R"({"answer":"wait"})"));
-    REQUIRE(eventually([&] { return s.parts.waiting() == 2; }));
+    hold_in_handlers(s, {&a, &b});
     {
         raw_client over(s.port());
         const answer r = over.exchange(call("stock", try_query));
@@ -1344,10 +1362,7 @@ TEST_CASE("one client cannot hold more than max_connections_per_client connectio
         CHECK(error_of(r) == "too_many_connections");
         CHECK(over.closed());
     }
-    s.on_server([&] {
-        s.parts.release();
-        return 0;
-    });
+    s.release_waiting();
     CHECK(a.read().result_int() == 200);
     CHECK(b.read().result_int() == 200);
     CHECK(b.exchange(call("stock", try_query)).result_int() == 200); // a has waited longer

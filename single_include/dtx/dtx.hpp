@@ -4824,9 +4824,12 @@ inline std::optional<problem> transfer_coding_problem(const beast::http::request
     std::size_t codings = 0;
     std::size_t chunked = 0;
     bool chunked_last = false;
-    for (auto it = head.find(bh::field::transfer_encoding);
-         it != head.end() && it->name() == bh::field::transfer_encoding; ++it) {
-        std::string_view list = it->value();
+    // Every Transfer-Encoding field, in order: find() and equal_range() walk the fields in their
+    // order, other fields between them included.
+    for (const auto& field : head) {
+        if (field.name() != bh::field::transfer_encoding)
+            continue;
+        std::string_view list = field.value();
         while (!list.empty()) { // a list: codings separated by commas, with optional whitespace
             const std::size_t comma = list.find(',');
             std::string_view coding = list.substr(0, comma);
