@@ -8,9 +8,7 @@
 struct reserve {
     int qty = 0;
 };
-inline void from_json(const nlohmann::json& j, reserve& r) {
-    j.at("qty").get_to(r.qty);
-}
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(reserve, qty)
 
 inline dtx::outcome barrier_side(dtx::sqlite::connection&, const dtx::branch_request&, reserve) {
     return dtx::success();
