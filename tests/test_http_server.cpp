@@ -357,6 +357,21 @@ std::string error_of(const answer& a) {
     return j.value("error", "");
 }
 
+/// The request handler's answer to `req`, without a server (`stopping`: during a shutdown).
+http::detail::beast_response handled(const participant_registry& participants,
+                                     const http::detail::beast_request& req, bool stopping) {
+    const http::server_options o;
+    const http::detail::request_handler h(participants, o);
+    http::detail::request_notes notes;
+    asio::io_context ioc;
+    std::optional<http::detail::beast_response> res;
+    asio::co_spawn(ioc, h.handle(req, notes, stopping),
+                   [&](std::exception_ptr, http::detail::beast_response r) { res = std::move(r); });
+    ioc.run();
+    REQUIRE(res);
+    return std::move(*res);
+}
+
 } // namespace
 
 TEST_CASE("calls written as DTM's coordinator writes them get DTM's answers") {
@@ -512,18 +527,9 @@ TEST_CASE("a failure message reads as a failure for DTM too: ONGOING in it is es
                           },
                           .on_confirm = unused,
                           .on_cancel = unused});
-    const http::server_options o;
-    const http::detail::request_handler h(reg, o);
-    http::detail::beast_request req{beast::http::verb::post, "/dtx/bytes?" + try_query, 11};
-    http::detail::request_notes notes;
-    asio::io_context ioc;
-    std::optional<http::detail::beast_response> res;
-    asio::co_spawn(ioc, h.handle(req, notes, false),
-                   [&](std::exception_ptr, http::detail::beast_response r) { res = std::move(r); });
-    ioc.run();
-    REQUIRE(res);
-    CHECK(res->result_int() == 409);
-    const auto body = nlohmann::json::parse(res->body(), nullptr, false);
+    const auto res = handled(reg, {beast::http::verb::post, "/dtx/bytes?" + try_query, 11}, false);
+    CHECK(res.result_int() == 409);
+    const auto body = nlohmann::json::parse(res.body(), nullptr, false);
     REQUIRE(body.is_object());
     CHECK(body["message"] == "caf\xEF\xBF\xBD \xEF\xBF\xBD");
 }
@@ -641,19 +647,9 @@ TEST_CASE("the health endpoint answers GET") {
     CHECK(a.body() == R"({"status":"ok"})");
     // During a shutdown it says so (checked on the request handler, as new connections are
     // refused).
-    participant_registry none;
-    const http::server_options o;
-    const http::detail::request_handler h(none, o);
-    http::detail::beast_request req{beast::http::verb::get, "/health", 11};
-    http::detail::request_notes notes;
-    asio::io_context ioc;
-    std::optional<http::detail::beast_response> res;
-    asio::co_spawn(ioc, h.handle(req, notes, true),
-                   [&](std::exception_ptr, http::detail::beast_response r) { res = std::move(r); });
-    ioc.run();
-    REQUIRE(res);
-    CHECK(res->result_int() == 503);
-    CHECK(res->body() == R"({"status":"stopping"})");
+    const auto res = handled(participant_registry{}, {beast::http::verb::get, "/health", 11}, true);
+    CHECK(res.result_int() == 503);
+    CHECK(res.body() == R"({"status":"stopping"})");
 }
 
 TEST_CASE("a handler that throws gets 500 (unknown: retried) and the server goes on") {
