@@ -12,10 +12,9 @@
 //   conditional UPDATE of that row, which checks the status and the lease owner before it
 //   changes anything, so a refused write needs no subtransaction. A batch whose writes concern
 //   different transactions (the journal checks) goes to `dtx_apply_distinct`: one INSERT and one
-//   UPDATE for all of them; a batch of one write
-//   (low concurrency) calls `dtx_apply_single`, one INSERT or UPDATE without the batch's
-//   machinery. Only the end changes an indexed column; the other updates are HOT (no new index
-//   entries). The statements are prepared once per session (prepared again if a pooler lost
+//   UPDATE for all of them; a batch of one write (low concurrency) calls `dtx_apply_single`, one
+//   INSERT or UPDATE without the batch's machinery. Only the end changes an indexed column; the
+//   other updates are HOT (no new index entries). The statements are prepared once per session (prepared again if a pooler lost
 //   them). With `connections` > 1, each connection has its thread and takes the transactions
 //   whose gid hashes to it: a transaction's writes stay in order, and one connection applies
 //   its batch while another waits for its commit.
