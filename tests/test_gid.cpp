@@ -97,3 +97,57 @@ TEST_CASE("make_gid: gids made on two threads at once are all unique") {
     CHECK(std::is_sorted(x.begin(), x.end()));
     CHECK(std::is_sorted(y.begin(), y.end()));
 }
+
+TEST_CASE("valid_gid: what DTM sends is accepted; invalid UTF-8, control characters and more "
+          "than 128 characters are not") {
+    CHECK(valid_gid(make_gid()));
+    CHECK(valid_gid("order-42"));
+    CHECK(valid_gid("order 42; retried"));   // spaces and punctuation
+    CHECK(valid_gid("заказ-42"));            // UTF-8
+    CHECK(valid_gid(std::string(128, 'x'))); // 128 characters
+    std::string accents;
+    for (int i = 0; i < 128; ++i)
+        accents += "é"; // 128 characters in 256 bytes
+    CHECK(valid_gid(accents));
+    CHECK_FALSE(valid_gid(accents + "é"));
+    CHECK_FALSE(valid_gid(""));
+    CHECK_FALSE(valid_gid(std::string(129, 'x')));
+    CHECK_FALSE(valid_gid("order\n42"));
+    CHECK_FALSE(valid_gid("order\t42"));
+    CHECK_FALSE(valid_gid("order\x7f"));
+    CHECK_FALSE(valid_gid("order\xff"));
+    CHECK_FALSE(valid_gid("order\xc3")); // a cut sequence
+}
+
+TEST_CASE("a transaction with a caller-chosen gid that is not valid is refused before anything "
+          "is journaled or sent") {
+    asio::io_context ioc;
+    memory_journal journal;
+    participant_registry registry;
+    int calls = 0;
+    registry.add_tcc("p", {.on_try = [&](const branch_request&) -> asio::awaitable<outcome> {
+                               ++calls;
+                               co_return success();
+                           },
+                           .on_confirm = [&](const branch_request&) -> asio::awaitable<outcome> {
+                               co_return success();
+                           },
+                           .on_cancel = [&](const branch_request&) -> asio::awaitable<outcome> {
+                               co_return success();
+                           }});
+    coordinator coord(ioc.get_executor(), journal, registry, fast_options());
+    auto body = [](tcc_transaction& tx) -> asio::awaitable<void> {
+        nlohmann::json payload = {{"qty", 1}};
+        co_await tx.add_branch("p", std::move(payload));
+    };
+    for (std::string bad :
+         {std::string("order\n42"), std::string("a\xff"), std::string(129, 'x')}) {
+        CAPTURE(bad.size());
+        CHECK_THROWS_AS(run(ioc, coord.tcc(body, tx_options{.gid = bad})), std::invalid_argument);
+    }
+    CHECK(calls == 0);
+    CHECK(journal.all().empty());
+    const tx_result ok = run(ioc, coord.tcc(body, tx_options{.gid = "order 42; retried"}));
+    CHECK(ok.status == tx_status::confirmed);
+    CHECK(calls == 1);
+}

@@ -7,7 +7,11 @@
 // ids from one thread strictly increasing within a millisecond, then 62 random bits. So gids sort
 // by creation time as plain strings (which keeps journal indexes append-mostly) and are unique
 // across processes without coordination.
+//
+// A gid chosen by the caller (tx_options::gid, an order id say) may be any text that valid_gid()
+// accepts: what DTM accepts too, so that DTM and dtx services can call each other.
 
+#include <dtx/detail/utf8.hpp>
 #include <dtx/version.hpp>
 
 #include <array>
@@ -15,6 +19,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <string_view>
 
 DTX_NAMESPACE_BEGIN
 
@@ -81,6 +86,26 @@ inline std::string make_gid() {
         s[pos++] = hex[b[i] & 0xf];
     }
     return s;
+}
+
+/// Longest gid, in characters (DTM stores gids as varchar(128)).
+inline constexpr std::size_t max_gid_size = 128;
+
+/// What a gid may hold: 1 to max_gid_size characters of valid UTF-8 without control characters
+/// (dtx::detail::control_character); spaces and punctuation are fine. DTM's gids are any text
+/// without '\n', '\r' and ';' (it strips those: client/dtmcli/dtmimp/utils.go, Escape), so every
+/// gid DTM sends passes, except invalid UTF-8 or other control characters, which dtx keeps out of
+/// its journals and logs.
+inline bool valid_gid(std::string_view s) noexcept {
+    std::size_t characters = 0;
+    while (!s.empty()) {
+        const std::size_t n = detail::utf8_sequence_length(s);
+        if (n == 0 || detail::control_character(detail::utf8_code_point(s, n)) ||
+            ++characters > max_gid_size)
+            return false;
+        s.remove_prefix(n);
+    }
+    return characters > 0;
 }
 
 DTX_NAMESPACE_END

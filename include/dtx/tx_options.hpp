@@ -13,7 +13,8 @@
 DTX_NAMESPACE_BEGIN
 
 struct tx_options {
-    /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused.
+    /// The transaction's gid; empty: a new one is made. A gid the journal already holds is refused;
+    /// one that valid_gid() (<dtx/gid.hpp>) refuses throws std::invalid_argument.
     std::string gid{};
     /// Overrides coordinator_options::transaction_timeout for this transaction.
     std::optional<std::chrono::milliseconds> timeout{};

@@ -16,7 +16,9 @@
 #include <dtx/detail/config.hpp>
 #include <dtx/detail/deadline_watch.hpp>
 #include <dtx/detail/tx_state.hpp>
+#include <dtx/detail/utf8.hpp>
 #include <dtx/fault_injection.hpp>
+#include <dtx/gid.hpp>
 #include <dtx/journal.hpp>
 #include <dtx/participant_registry.hpp>
 #include <dtx/recovery_options.hpp>
@@ -39,6 +41,7 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,6 +87,13 @@ public:
 
     std::shared_ptr<tx_state> make_state(tx_kind kind, tx_options o) const {
         auto st = std::make_shared<tx_state>();
+        if (!o.gid.empty() && !valid_gid(o.gid))
+            // Every participant server would refuse it (400), and phase 2 would retry forever.
+            throw std::invalid_argument(
+                "tx_options::gid \"" +
+                detail::safe_text(o.gid, 200, detail::text_controls::escape) +
+                "\" is not a valid gid: 1 to " + std::to_string(max_gid_size) +
+                " characters of UTF-8 without control characters");
         st->gid = o.gid.empty() ? make_gid() : std::move(o.gid);
         st->kind = kind;
         st->deadline = wall_clock::now() + o.timeout.value_or(opts_.transaction_timeout);

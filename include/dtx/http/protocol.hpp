@@ -24,6 +24,7 @@
 // escaped inside its JSON string (the same text once parsed), so that DTM too reads a failure.
 
 #include <dtx/detail/utf8.hpp>
+#include <dtx/gid.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/transaction_status.hpp>
 #include <dtx/version.hpp>
@@ -40,8 +41,8 @@
 DTX_NAMESPACE_BEGIN
 namespace http {
 
-/// Longest gid accepted, in characters (DTM stores gids as varchar(128)).
-inline constexpr std::size_t max_gid_size = 128;
+/// Longest gid accepted, in characters: dtx::max_gid_size (<dtx/gid.hpp>).
+using dtx::max_gid_size;
 /// Longest branch id accepted, in bytes (DTM's are at most 20).
 inline constexpr std::size_t max_branch_id_size = 64;
 
@@ -112,23 +113,6 @@ inline void percent_encode_into(std::string& out, std::string_view in) {
     }
 }
 
-/// What a gid may hold: 1 to max_gid_size characters of valid UTF-8 without control characters
-/// (dtx::detail::control_character); spaces and punctuation are fine. DTM's gids are any text
-/// without '\n', '\r' and ';' (it strips those: client/dtmcli/dtmimp/utils.go, Escape), so every
-/// gid DTM sends passes, except invalid UTF-8 or other control characters, which dtx keeps out of
-/// its journals and logs.
-inline bool valid_gid(std::string_view s) noexcept {
-    std::size_t characters = 0;
-    while (!s.empty()) {
-        const std::size_t n = dtx::detail::utf8_sequence_length(s);
-        if (n == 0 || dtx::detail::control_character(dtx::detail::utf8_code_point(s, n)) ||
-            ++characters > max_gid_size)
-            return false;
-        s.remove_prefix(n);
-    }
-    return characters > 0;
-}
-
 /// Printable ASCII without spaces: what branch ids may hold.
 inline bool valid_id(std::string_view s, std::size_t max) noexcept {
     if (s.empty() || s.size() > max)
@@ -181,7 +165,7 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
 
     branch_query q;
     q.gid = std::move(*values[0]);
-    if (!detail::valid_gid(q.gid))
+    if (!valid_gid(q.gid))
         return detail::bad("invalid_gid", "query parameter 'gid' must be 1 to " +
                                               std::to_string(max_gid_size) +
                                               " characters of UTF-8 without control characters");
