@@ -11,7 +11,10 @@
 #         single_include/dtx/dtx.hpp is what scripts/amalgamate.py makes of
 #         include/; g++, RelWithDebInfo, -Werror; tests, examples and
 #         benchmarks built against the single header; each header of include/
-#         compiled alone; consumer tests (tests/consumer)   -> build/gcc
+#         compiled alone; the code of README.md and of the header comments
+#         compiled (tests/doc_examples); helpers mixed up fail to compile with
+#         one readable error (tests/compile_fail); consumer tests
+#         (tests/consumer)                                   -> build/gcc
 #   asan  clang++, ASan+UBSan, Debug at -O1, -Werror; tests and examples built
 #         against include/ (no benchmarks)                   -> build/clang-asan
 #         then a short libFuzzer run of each fuzz target       -> build/fuzz
