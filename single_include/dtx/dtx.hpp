@@ -7068,7 +7068,8 @@ DTX_NAMESPACE_END
 // inside the local transaction, receives the connection, and returns an outcome (no coroutine).
 // The barrier turns a set of them into a participant's handlers:
 //
-//   registry.add_tcc("stock", barrier.tcc({.on_try = ..., .on_confirm = ..., .on_cancel = ...}));
+//   participants.add_tcc("stock", inventory.tcc({.on_try = ..., .on_confirm = ...,
+//                                                 .on_cancel = ...}));
 //
 // `dtx::typed<T>` wraps a participant's handler; the barrier's `typed_handler<T>` wraps a barrier
 // handler. Given a handler of the other kind, each fails to compile with one message naming the
