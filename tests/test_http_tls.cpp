@@ -453,6 +453,90 @@ TEST_CASE("a client that never shakes hands does not hold up the others") {
     CHECK(w.calls() == 3);
 }
 
+/// A raw TLS connection that has sent one request and read its answer, then stays idle.
+struct idle_tls_client {
+    ssl::stream<tcp::socket> stream;
+    beast::flat_buffer buffer;
+
+    idle_tls_client(tls_world& w, ssl::context& ctx)
+        : stream(w.ioc, ctx) {
+        w.run([&]() -> asio::awaitable<void> {
+            co_await stream.next_layer().async_connect(
+                {asio::ip::make_address("127.0.0.1"), w.server->port()}, asio::use_awaitable);
+            co_await stream.async_handshake(ssl::stream_base::client, asio::use_awaitable);
+        }());
+    }
+    /// Sends one branch call; the answer's status.
+    unsigned call(tls_world& w) {
+        return w.run([&]() -> asio::awaitable<unsigned> {
+            beast::http::request<beast::http::string_body> req{beast::http::verb::post,
+                                                               "/dtx/stock?" + try_query, 11};
+            req.set(beast::http::field::host, "127.0.0.1");
+            req.body() = R"({"qty":1})";
+            req.prepare_payload();
+            co_await beast::http::async_write(stream, req, asio::use_awaitable);
+            beast::http::response<beast::http::string_body> res;
+            co_await beast::http::async_read(stream, buffer, res, asio::use_awaitable);
+            co_return res.result_int();
+        }());
+    }
+    /// How the server ended the connection: eof after a close_notify, stream_truncated without.
+    boost::system::error_code end(tls_world& w) {
+        return w.run([&]() -> asio::awaitable<boost::system::error_code> {
+            beast::http::response<beast::http::string_body> res;
+            auto [ec, n] = co_await beast::http::async_read(stream, buffer, res,
+                                                            asio::as_tuple(asio::use_awaitable));
+            co_return ec;
+        }());
+    }
+};
+
+TEST_CASE("over TLS, a full server closes its oldest idle connection with close_notify to admit "
+          "a new client; a client over its share is told 503") {
+    tls_world w;
+    w.start({.max_connections = 2, .max_connections_per_client = 2});
+    const auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+    ctx->set_verify_mode(ssl::verify_none);
+    idle_tls_client a(w, *ctx), b(w, *ctx);
+    CHECK(a.call(w) == 200);
+    CHECK(b.call(w) == 200);
+    REQUIRE(w.server->connections() == 2);
+
+    http::client third(w.ioc.get_executor(), {.tls = trusting_tls()});
+    const http::url to = http::make_url(w.url("stock"));
+    CHECK(w.run(third.post(to, try_query, R"({"qty":1})")).status == 200);
+    const boost::system::error_code a_end = a.end(w);
+    CAPTURE(a_end.message());
+    CHECK(a_end == beast::http::error::end_of_stream); // a close_notify, not a cut connection
+    CHECK(b.call(w) == 200);                           // the younger one is kept
+
+    // Both places busy (b's request and the third client's wait in their handlers): a new TLS
+    // client shakes hands and is told 503 over TLS, not cut off.
+    third.close_idle();
+    REQUIRE(w.run_until([&] { return w.server->connections() == 1; }));
+    b.stream.next_layer().close();
+    REQUIRE(w.run_until([&] { return w.server->connections() == 0; }));
+    http::client busy(w.ioc.get_executor(), {.tls = trusting_tls()});
+    const http::url slow = http::make_url(w.url("slow"));
+    std::optional<http::response> answers[2];
+    for (auto& answer : answers)
+        asio::co_spawn(w.ioc, busy.post(slow, try_query, "{}"),
+                       [&answer](std::exception_ptr e, http::response r) {
+                           if (!e)
+                               answer = std::move(r);
+                       });
+    REQUIRE(w.run_until([&] { return w.waiting == 2; }));
+    http::client over(w.ioc.get_executor(), {.tls = trusting_tls()});
+    const http::response refused = w.run(over.post(to, try_query, R"({"qty":1})"));
+    CHECK(refused.status == 503);
+    CHECK(contains(refused.body, "overloaded"));
+    for (auto* gate : w.gates)
+        gate->cancel();
+    REQUIRE(w.run_until([&] { return answers[0] && answers[1]; }));
+    CHECK(answers[0]->status == 200);
+    CHECK(answers[1]->status == 200);
+}
+
 TEST_CASE(
     "mutual TLS: a server that requires a client certificate serves the client that shows one") {
     tls_world w;
