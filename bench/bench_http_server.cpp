@@ -5,7 +5,9 @@
 //
 //   bench_http_server [requests per run (default 200000)]
 //
-// One JSON line per concurrency: requests/s of both, and dtx's extra microseconds per request.
+// One JSON line per concurrency: requests/s of both, and dtx's extra microseconds per request;
+// and the same server without handler_timeout, for what the default timeout costs. The sides are
+// measured in five alternating slices; the line gives their medians.
 // Where OpenSSL is available (dtx::tls), the same again over HTTPS ("tls": true): a
 // dtx::http::server with make_server_tls against the bare server behind an ssl::stream, clients
 // keeping their TLS connections alive (one handshake per connection, TLS 1.3, P-256 certificate).
@@ -15,9 +17,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -48,17 +52,34 @@ double measure(std::uint16_t port, std::size_t connections, std::size_t total) {
     return bench::http::measure_requests(ports, connections, total).seconds;
 }
 
-void print(bool tls, std::size_t connections, std::size_t total, double base, double dtx) {
+/// Seconds per request of each side, measured in `slices` alternating slices (baseline, dtx, dtx
+/// without handler_timeout, again and again), so that a drift of the machine touches all three.
+struct sides {
+    std::vector<double> base, dtx, untimed;
+};
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+void print(bool tls, std::size_t connections, std::size_t total, const sides& s) {
+    const double base = median(s.base), dtx = median(s.dtx), untimed = median(s.untimed);
     nlohmann::ordered_json line;
     line["bench"] = "http_server";
     line["tls"] = tls;
     line["connections"] = connections;
     line["requests"] = total;
-    line["dtx_req_per_s"] = static_cast<long>(total / dtx);
-    line["baseline_req_per_s"] = static_cast<long>(total / base);
+    line["slices"] = s.base.size();
+    line["dtx_req_per_s"] = std::lround(1 / dtx);
+    line["baseline_req_per_s"] = std::lround(1 / base);
     line["ratio"] =
         std::round(base / dtx * 100) / 100; // dtx's rate as a fraction of the baseline's
-    line["extra_us_per_request"] = std::round((dtx - base) / static_cast<double>(total) * 1e7) / 10;
+    line["extra_us_per_request"] = std::round((dtx - base) * 1e7) / 10;
+    // The default handler_timeout (30 s) arms a timer and runs the handler in a coroutine of its
+    // own; the same server without it, for what that costs.
+    line["no_handler_timeout_req_per_s"] = std::lround(1 / untimed);
+    line["handler_timeout_us_per_request"] = std::round((dtx - untimed) * 1e7) / 10;
     std::cout << line.dump() << std::endl;
 }
 
@@ -98,23 +119,30 @@ asio::awaitable<void> bare_tls_accept(tcp::acceptor& a, ssl::context& ctx) {
     }
 }
 
-/// One TLS connection sending `count` branch calls one after another.
+/// One TLS client sending `count` branch calls one after another. When an answer closes the
+/// connection (the server's max_requests_per_connection), it shakes hands anew, as a pool does.
 asio::awaitable<void> tls_client(std::uint16_t port, std::size_t count, ssl::context& ctx,
                                  std::size_t* answered) {
-    tls_stream stream(co_await asio::this_coro::executor, ctx);
     const tcp::endpoint to{asio::ip::make_address("127.0.0.1"), port};
-    co_await stream.next_layer().async_connect(to, asio::use_awaitable);
-    stream.next_layer().set_option(tcp::no_delay(true));
-    co_await stream.async_handshake(ssl::stream_base::client, asio::use_awaitable);
     const auto req = bench::http::branch_call_request();
+    std::optional<tls_stream> stream;
     beast::flat_buffer buffer;
     for (std::size_t i = 0; i < count; ++i) {
-        co_await beast::http::async_write(stream, req, asio::use_awaitable);
+        if (!stream) {
+            stream.emplace(co_await asio::this_coro::executor, ctx);
+            co_await stream->next_layer().async_connect(to, asio::use_awaitable);
+            stream->next_layer().set_option(tcp::no_delay(true));
+            co_await stream->async_handshake(ssl::stream_base::client, asio::use_awaitable);
+            buffer.clear();
+        }
+        co_await beast::http::async_write(*stream, req, asio::use_awaitable);
         beast::http::response<beast::http::string_body> res;
-        co_await beast::http::async_read(stream, buffer, res, asio::use_awaitable);
+        co_await beast::http::async_read(*stream, buffer, res, asio::use_awaitable);
         if (res.result_int() != 200)
             throw std::runtime_error("answer " + std::to_string(res.result_int()));
         ++*answered;
+        if (!res.keep_alive())
+            stream.reset();
     }
 }
 
@@ -167,6 +195,8 @@ int main(int argc, char** argv) {
     participants.add_tcc("stock", {.on_try = ok, .on_confirm = ok, .on_cancel = ok});
     dtx::http::server server(server_ioc, participants);
     server.start();
+    dtx::http::server untimed(server_ioc, participants, {.handler_timeout = std::nullopt});
+    untimed.start();
     tcp::acceptor bare(server_ioc, {asio::ip::make_address("127.0.0.1"), 0});
     asio::co_spawn(server_ioc, bench::http::bare_accept(bare), asio::detached);
 #ifdef DTX_BENCH_HAVE_TLS
@@ -181,34 +211,51 @@ int main(int argc, char** argv) {
     dtx::http::server tls_server(server_ioc, participants,
                                  {.tls = dtx::http::make_server_tls(server_tls)});
     tls_server.start();
+    dtx::http::server untimed_tls(
+        server_ioc, participants,
+        {.handler_timeout = std::nullopt, .tls = dtx::http::make_server_tls(server_tls)});
+    untimed_tls.start();
     tcp::acceptor bare_tls(server_ioc, {asio::ip::make_address("127.0.0.1"), 0});
     asio::co_spawn(server_ioc, bare_tls_accept(bare_tls, server_tls), asio::detached);
 #endif
     std::thread server_thread([&] { server_ioc.run(); });
 
+    constexpr std::size_t slices = 5;
     for (std::size_t connections : {1, 16, 64}) {
         measure(server.port(), connections, total / 10); // warm up
-        const double base = measure(bare.local_endpoint().port(), connections, total);
-        const double dtx = measure(server.port(), connections, total);
-        print(false, connections, total, base, dtx);
+        const std::size_t n = total / slices;
+        sides s;
+        for (std::size_t i = 0; i < slices; ++i) {
+            s.base.push_back(measure(bare.local_endpoint().port(), connections, n) / n);
+            s.dtx.push_back(measure(server.port(), connections, n) / n);
+            s.untimed.push_back(measure(untimed.port(), connections, n) / n);
+        }
+        print(false, connections, total, s);
     }
 
 #ifdef DTX_BENCH_HAVE_TLS
     for (std::size_t connections : {1, 16, 64}) {
         measure_tls(tls_server.port(), connections, total / 10, client_tls); // warm up
-        const double base =
-            measure_tls(bare_tls.local_endpoint().port(), connections, total, client_tls);
-        const double dtx = measure_tls(tls_server.port(), connections, total, client_tls);
-        print(true, connections, total, base, dtx);
+        const std::size_t n = total / slices;
+        sides s;
+        for (std::size_t i = 0; i < slices; ++i) {
+            s.base.push_back(
+                measure_tls(bare_tls.local_endpoint().port(), connections, n, client_tls) / n);
+            s.dtx.push_back(measure_tls(tls_server.port(), connections, n, client_tls) / n);
+            s.untimed.push_back(measure_tls(untimed_tls.port(), connections, n, client_tls) / n);
+        }
+        print(true, connections, total, s);
     }
 #endif
 
     asio::post(server_ioc, [&] {
         bare.close();
         asio::co_spawn(server_ioc, server.async_stop(), asio::detached);
+        asio::co_spawn(server_ioc, untimed.async_stop(), asio::detached);
 #ifdef DTX_BENCH_HAVE_TLS
         bare_tls.close();
         asio::co_spawn(server_ioc, tls_server.async_stop(), asio::detached);
+        asio::co_spawn(server_ioc, untimed_tls.async_stop(), asio::detached);
 #endif
         guard.reset();
     });
