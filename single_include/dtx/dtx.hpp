@@ -9166,6 +9166,60 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/sqlite/detail/schema.hpp ----------------------------------------------------------------
+#ifndef DTX_SQLITE_DETAIL_SCHEMA_HPP
+#define DTX_SQLITE_DETAIL_SCHEMA_HPP
+
+// The versioned tables that dtx keeps in a participant's own SQLite database (the barrier's, the
+// outbox's, the inbox's): each set has its version in the table dtx_meta, under its own key, so
+// that they live side by side in one file and are created or migrated independently.
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// Sets up the connection (busy timeout, WAL with synchronous FULL or NORMAL) and brings the
+/// tables of `name` ("barrier": version key "barrier_version") to version `latest`:
+/// `migrate(from)` runs in one transaction when the stored version `from` is older. A version
+/// newer than `latest` is refused (dtx::error, *_version code).
+template <class Migrate>
+void prepare_participant_tables(sqlite::connection& db, std::chrono::milliseconds busy_timeout,
+                                bool synchronous_full, const std::string& name, int latest,
+                                Migrate migrate) {
+    db.set_busy_timeout(busy_timeout);
+    db.use_wal(synchronous_full);
+    sqlite::transaction tx(db);
+    db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
+            "NULL) WITHOUT ROWID");
+    const std::string key = name + "_version";
+    int version = 0;
+    {
+        sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = ?");
+        v.bind(key);
+        if (v.step())
+            version = static_cast<int>(v.integer(0));
+    }
+    if (version > latest)
+        throw newer_schema(db.role(), db.path() + ": " + name, version, latest);
+    if (version < latest) {
+        migrate(version);
+        sqlite::statement set(db, "INSERT OR REPLACE INTO dtx_meta (key, value) VALUES (?, ?)");
+        set.bind(key, latest).run();
+    }
+    tx.commit();
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/sqlite/detail/worker.hpp ----------------------------------------------------------------
 #ifndef DTX_SQLITE_DETAIL_WORKER_HPP
 #define DTX_SQLITE_DETAIL_WORKER_HPP
@@ -9436,6 +9490,7 @@ DTX_NAMESPACE_END
 // #include <dtx/error.hpp>
 // #include <dtx/participant.hpp>
 // #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/schema.hpp>
 // #include <dtx/sqlite/detail/worker.hpp>
 // #include <dtx/version.hpp>
 
@@ -9585,37 +9640,21 @@ private:
     }
 
     bool prepare() {
-        auto& db = db_;
-        db.set_busy_timeout(opts_.busy_timeout);
-        db.use_wal(opts_.synchronous_full);
-        sqlite::transaction tx(db);
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
-                "NULL) WITHOUT ROWID");
-        int version = 0;
-        {
-            sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            if (v.step())
-                version = static_cast<int>(v.integer(0));
-        }
-        if (version > schema_version)
-            throw detail::newer_schema(db.role(), opts_.path + ": barrier", version,
-                                       schema_version);
-        if (version < 1) {
-            db.exec(R"sql(
-                CREATE TABLE IF NOT EXISTS dtx_barrier (
-                    gid        TEXT NOT NULL,
-                    branch_id  TEXT NOT NULL,
-                    op         TEXT NOT NULL,
-                    origin     TEXT NOT NULL,
-                    state      TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    PRIMARY KEY (gid, branch_id, op)
-                ) WITHOUT ROWID;
-                CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_ms);
-                INSERT OR REPLACE INTO dtx_meta (key, value) VALUES ('barrier_version', 1);
-            )sql");
-        }
-        tx.commit();
+        detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
+                                           "barrier", schema_version, [&](int) {
+                                               db_.exec(R"sql(
+                    CREATE TABLE IF NOT EXISTS dtx_barrier (
+                        gid        TEXT NOT NULL,
+                        branch_id  TEXT NOT NULL,
+                        op         TEXT NOT NULL,
+                        origin     TEXT NOT NULL,
+                        state      TEXT NOT NULL,
+                        created_ms INTEGER NOT NULL,
+                        PRIMARY KEY (gid, branch_id, op)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_ms);
+                )sql");
+                                           });
         return true;
     }
 
