@@ -76,7 +76,7 @@ public:
     /// Deletes a dead letter; false if there is none with that id.
     virtual asio::awaitable<bool> discard(std::string id) = 0;
 
-    /// Deletes at most `batch` messages delivered before `before`; returns how many.
+    /// Deletes at most `batch` messages delivered at or before `before`; returns how many.
     virtual asio::awaitable<std::size_t>
     clean_delivered(std::chrono::system_clock::time_point before, std::size_t batch) = 0;
 

@@ -85,15 +85,15 @@ public:
     publish_each(std::span<const envelope> batch, Fn& fn) {
         std::vector<delivery_result> results(batch.size());
         asio::cancellation_signal own;
-        co_await detail::when_all(
-            own, batch.size(),
-            [&](std::size_t i, asio::cancellation_signal&) -> asio::awaitable<void> {
-                try {
-                    results[i] = co_await fn(batch[i]);
-                } catch (const std::exception& e) {
-                    results[i] = delivery_result::retry_later(e.what());
-                }
-            });
+        // A named lambda: g++ 12 destroys one built in a co_await expression twice.
+        auto one = [&](std::size_t i, asio::cancellation_signal&) -> asio::awaitable<void> {
+            try {
+                results[i] = co_await fn(batch[i]);
+            } catch (const std::exception& e) {
+                results[i] = delivery_result::retry_later(e.what());
+            }
+        };
+        co_await detail::when_all(own, batch.size(), one);
         co_return results;
     }
 

@@ -1389,15 +1389,15 @@ public:
     publish_each(std::span<const envelope> batch, Fn& fn) {
         std::vector<delivery_result> results(batch.size());
         asio::cancellation_signal own;
-        co_await detail::when_all(
-            own, batch.size(),
-            [&](std::size_t i, asio::cancellation_signal&) -> asio::awaitable<void> {
-                try {
-                    results[i] = co_await fn(batch[i]);
-                } catch (const std::exception& e) {
-                    results[i] = delivery_result::retry_later(e.what());
-                }
-            });
+        // A named lambda: g++ 12 destroys one built in a co_await expression twice.
+        auto one = [&](std::size_t i, asio::cancellation_signal&) -> asio::awaitable<void> {
+            try {
+                results[i] = co_await fn(batch[i]);
+            } catch (const std::exception& e) {
+                results[i] = delivery_result::retry_later(e.what());
+            }
+        };
+        co_await detail::when_all(own, batch.size(), one);
         co_return results;
     }
 
@@ -1554,7 +1554,7 @@ public:
     /// Deletes a dead letter; false if there is none with that id.
     virtual asio::awaitable<bool> discard(std::string id) = 0;
 
-    /// Deletes at most `batch` messages delivered before `before`; returns how many.
+    /// Deletes at most `batch` messages delivered at or before `before`; returns how many.
     virtual asio::awaitable<std::size_t>
     clean_delivered(std::chrono::system_clock::time_point before, std::size_t batch) = 0;
 
@@ -9790,9 +9790,12 @@ public:
                                      "the consumer name is empty, too long or not plain text"};
         consume_result r;
         try {
-            r = co_await worker_.run<consume_result>(
-                [consumer = std::move(consumer), e = std::move(e), &handler](
-                    sqlite::connection& db) { return consume_now(db, consumer, e, handler); });
+            // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+            auto job = [consumer = std::move(consumer), e = std::move(e),
+                        &handler](sqlite::connection& db) {
+                return consume_now(db, consumer, e, handler);
+            };
+            r = co_await worker_.run<consume_result>(std::move(job));
         } catch (const refusal& x) {
             r = x.result;
         } catch (const std::exception& x) {
@@ -10530,11 +10533,12 @@ public:
 
     asio::awaitable<void> settle(std::string owner,
                                  std::vector<outbox_settlement> settlements) override {
-        co_await worker_.run<int>(
-            [owner = std::move(owner), s = std::move(settlements)](sqlite::connection& db) {
-                settle_now(db, owner, s);
-                return 0;
-            });
+        // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+        auto job = [owner = std::move(owner), s = std::move(settlements)](sqlite::connection& db) {
+            settle_now(db, owner, s);
+            return 0;
+        };
+        co_await worker_.run<int>(std::move(job));
     }
 
     asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,
@@ -10576,7 +10580,7 @@ public:
                                                  std::size_t batch) override {
         return worker_.run<std::size_t>([before, batch](sqlite::connection& db) {
             db.prepare("DELETE FROM dtx_outbox WHERE seq IN (SELECT seq FROM dtx_outbox "
-                       "WHERE state = 1 AND done_ms < ? LIMIT ?)")
+                       "WHERE state = 1 AND done_ms <= ? LIMIT ?)")
                 .bind(detail::to_ms(before), batch)
                 .run();
             return static_cast<std::size_t>(db.changes());

@@ -96,9 +96,12 @@ public:
                                      "the consumer name is empty, too long or not plain text"};
         consume_result r;
         try {
-            r = co_await worker_.run<consume_result>(
-                [consumer = std::move(consumer), e = std::move(e), &handler](
-                    sqlite::connection& db) { return consume_now(db, consumer, e, handler); });
+            // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+            auto job = [consumer = std::move(consumer), e = std::move(e),
+                        &handler](sqlite::connection& db) {
+                return consume_now(db, consumer, e, handler);
+            };
+            r = co_await worker_.run<consume_result>(std::move(job));
         } catch (const refusal& x) {
             r = x.result;
         } catch (const std::exception& x) {

@@ -119,11 +119,12 @@ public:
 
     asio::awaitable<void> settle(std::string owner,
                                  std::vector<outbox_settlement> settlements) override {
-        co_await worker_.run<int>(
-            [owner = std::move(owner), s = std::move(settlements)](sqlite::connection& db) {
-                settle_now(db, owner, s);
-                return 0;
-            });
+        // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+        auto job = [owner = std::move(owner), s = std::move(settlements)](sqlite::connection& db) {
+            settle_now(db, owner, s);
+            return 0;
+        };
+        co_await worker_.run<int>(std::move(job));
     }
 
     asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,
@@ -165,7 +166,7 @@ public:
                                                  std::size_t batch) override {
         return worker_.run<std::size_t>([before, batch](sqlite::connection& db) {
             db.prepare("DELETE FROM dtx_outbox WHERE seq IN (SELECT seq FROM dtx_outbox "
-                       "WHERE state = 1 AND done_ms < ? LIMIT ?)")
+                       "WHERE state = 1 AND done_ms <= ? LIMIT ?)")
                 .bind(detail::to_ms(before), batch)
                 .run();
             return static_cast<std::size_t>(db.changes());
