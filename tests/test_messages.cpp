@@ -1,11 +1,17 @@
 // Messages: the envelope and its parser, delivery schedules, the alert throttle, and the relay
 // (over the SQLite outbox): wake at commit, per-key order across retries, poison messages,
-// dead letters, requeue and discard, cleanup.
+// dead letters, requeue and discard, cleanup; the HTTP publisher, into an HTTP consumer's inbox.
 #include <dtx/delivery_alert.hpp>
 #include <dtx/delivery_schedule.hpp>
 #include <dtx/envelope.hpp>
+#include <dtx/http/publisher.hpp>
 #include <dtx/relay.hpp>
+#include <dtx/sqlite/inbox.hpp>
 #include <dtx/sqlite/outbox.hpp>
+
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http.hpp>
 
 #include <doctest/doctest.h>
 
@@ -338,4 +344,135 @@ TEST_CASE("relay: a delayed message waits for its time; delivered rows are clean
     CHECK(std::chrono::steady_clock::now() - start >= 140ms);
     s.add({"x", "y"});
     REQUIRE(s.wait([&] { return s.r->stats().cleaned == 3; }));
+}
+
+TEST_CASE("http publisher: what each answer means") {
+    auto status_of = [](unsigned status) {
+        return http::publisher::result_of("http://x/e", status, "body").status;
+    };
+    for (unsigned s : {200u, 201u, 202u, 204u})
+        CHECK(status_of(s) == delivery_status::delivered);
+    for (unsigned s : {400u, 401u, 403u, 404u, 409u, 410u, 413u, 422u})
+        CHECK(status_of(s) == delivery_status::rejected);
+    for (unsigned s : {100u, 302u, 408u, 425u, 429u, 500u, 502u, 503u, 504u})
+        CHECK(status_of(s) == delivery_status::retry);
+    delivery_result r = http::publisher::result_of("http://x/e", 503, "down\xff\n");
+    CHECK(r.error == "POST http://x/e: HTTP 503: down\xef\xbf\xbd\\n");
+}
+
+namespace {
+
+/// A consumer over HTTP written here with plain Beast: each POST body goes to an inbox, and the
+/// answer is 200, 422 or 503 as the inbox says (what an application route will do).
+struct http_consumer {
+    asio::ip::tcp::acceptor acceptor;
+    sqlite::inbox inbox;
+    sqlite::inbox_handler handler;
+    int unavailable = 0;                  ///< answer 503 to this many requests first
+    std::vector<std::string> message_ids; ///< the Dtx-Message-Id header of each request
+
+    http_consumer(asio::io_context& ioc, const std::string& db, sqlite::inbox_handler h)
+        : acceptor(ioc, {asio::ip::make_address("127.0.0.1"), 0})
+        , inbox({.path = db})
+        , handler(std::move(h)) {
+        asio::co_spawn(ioc, accept(), asio::detached);
+    }
+    std::string url() const {
+        return "http://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/events";
+    }
+
+    asio::awaitable<void> accept() {
+        for (;;) {
+            auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return;
+            asio::co_spawn(acceptor.get_executor(), serve(std::move(socket)), asio::detached);
+        }
+    }
+    asio::awaitable<void> serve(asio::ip::tcp::socket socket) {
+        namespace bhttp = boost::beast::http;
+        boost::beast::flat_buffer buffer;
+        for (;;) {
+            bhttp::request<bhttp::string_body> req;
+            auto [ec, n] = co_await bhttp::async_read(socket, buffer, req,
+                                                      asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return;
+            message_ids.emplace_back(req["Dtx-Message-Id"]);
+            bhttp::response<bhttp::string_body> res;
+            if (unavailable > 0) {
+                --unavailable;
+                res.result(503);
+                res.body() = "starting";
+            } else {
+                consume_result r = co_await inbox.consume("shipping", req.body(), handler);
+                res.result(r.status == consume_status::rejected ? 422
+                           : r.status == consume_status::retry  ? 503
+                                                                : 200);
+                res.body() = std::string(to_string(r.status)) + " " + r.error;
+            }
+            res.keep_alive(req.keep_alive());
+            res.prepare_payload();
+            auto [wec, w] =
+                co_await bhttp::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
+            if (wec)
+                co_return;
+        }
+    }
+};
+
+} // namespace
+
+TEST_CASE("http publisher: outbox to an HTTP consumer's inbox, with a retry and a poison message") {
+    setup s({.schedule = delivery_schedule::fixed({20ms, 20ms, 20ms}), .poll_interval = 10s});
+    int shipped = 0;
+    http_consumer consumer(s.ioc, s.dir.file("shipping.db"),
+                           [&](sqlite::connection&, const envelope& e) {
+                               if (e.payload.value("poison", false))
+                                   return failure("cannot ship that");
+                               ++shipped;
+                               return success();
+                           });
+    consumer.unavailable = 1;
+    http::client client(s.ioc.get_executor());
+    http::publisher pub(client);
+    relay r(s.ioc.get_executor(), s.outbox, pub, {.poll_interval = 10s});
+    auto add = [&](sqlite::connection& db) {
+        std::vector<std::string> ids;
+        for (int i = 0; i < 3; ++i)
+            ids.push_back(s.outbox.add(db, {.destination = consumer.url(),
+                                            .key = "order-" + std::to_string(i),
+                                            .payload = {{"poison", i == 1}}}));
+        ids.push_back(s.outbox.add(db, {.destination = "ftp://nowhere", .key = "x"}));
+        return ids;
+    };
+    auto ids = run(s.ioc, s.outbox.run<std::vector<std::string>>(add));
+    r.start();
+    REQUIRE(s.wait([&] { return r.stats().delivered == 2 && r.stats().dead_letters == 2; }));
+    CHECK(shipped == 2);
+    CHECK(r.stats().retried == 1); // the 503
+    auto dead = run(s.ioc, r.dead_letters());
+    REQUIRE(dead.size() == 2);
+    CHECK(dead[0].message.id == ids[1]);
+    CHECK(dead[0].last_error.find("HTTP 422: rejected cannot ship that") != std::string::npos);
+    CHECK(dead[1].message.id == ids[3]);
+    CHECK(dead[1].last_error.find("not an http") != std::string::npos);
+    CHECK(std::find(consumer.message_ids.begin(), consumer.message_ids.end(), ids[0]) !=
+          consumer.message_ids.end());
+    run(s.ioc, stopped(r));
+    consumer.acceptor.close();
+}
+
+TEST_CASE("http publisher: a destination that does not answer is retried") {
+    asio::io_context ioc;
+    http::client client(ioc.get_executor(), {.connect_timeout = 500ms});
+    http::publisher pub(client);
+    asio::ip::tcp::acceptor closed(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    const auto port = closed.local_endpoint().port();
+    closed.close();
+    envelope e = sample_envelope();
+    e.destination = "http://127.0.0.1:" + std::to_string(port) + "/events";
+    delivery_result r = run(ioc, pub.deliver(e));
+    CHECK(r.status == delivery_status::retry);
+    CHECK(r.error.find("127.0.0.1") != std::string::npos);
 }
