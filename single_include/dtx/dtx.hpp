@@ -9816,7 +9816,7 @@ DTX_NAMESPACE_END
 //     `retry`: the producer tries again later.
 //
 //   dtx::sqlite::inbox shipping({.path = "shipping.db"});
-//   auto ship = [](dtx::sqlite::connection& db, const dtx::envelope& e) {
+//   dtx::sqlite::inbox_handler ship = [](dtx::sqlite::connection& db, const dtx::envelope& e) {
 //       db.prepare("INSERT INTO parcels (order_id) VALUES (?)")
 //           .bind(e.payload.value("order", std::string()))
 //           .run();
@@ -10636,7 +10636,7 @@ public:
     asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
                                         std::size_t max) override {
         return worker_.run<outbox_claim>(
-            [this, owner = std::move(owner), lease, max](sqlite::connection& db) {
+            [owner = std::move(owner), lease, max](sqlite::connection& db) {
                 return claim_now(db, owner, lease, max);
             });
     }

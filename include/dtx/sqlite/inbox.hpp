@@ -16,7 +16,7 @@
 //     `retry`: the producer tries again later.
 //
 //   dtx::sqlite::inbox shipping({.path = "shipping.db"});
-//   auto ship = [](dtx::sqlite::connection& db, const dtx::envelope& e) {
+//   dtx::sqlite::inbox_handler ship = [](dtx::sqlite::connection& db, const dtx::envelope& e) {
 //       db.prepare("INSERT INTO parcels (order_id) VALUES (?)")
 //           .bind(e.payload.value("order", std::string()))
 //           .run();

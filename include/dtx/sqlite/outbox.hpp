@@ -112,7 +112,7 @@ public:
     asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
                                         std::size_t max) override {
         return worker_.run<outbox_claim>(
-            [this, owner = std::move(owner), lease, max](sqlite::connection& db) {
+            [owner = std::move(owner), lease, max](sqlite::connection& db) {
                 return claim_now(db, owner, lease, max);
             });
     }
