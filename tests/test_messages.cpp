@@ -9,9 +9,7 @@
 #include <dtx/sqlite/inbox.hpp>
 #include <dtx/sqlite/outbox.hpp>
 
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/http.hpp>
 
 #include <doctest/doctest.h>
 
@@ -19,6 +17,7 @@
 #include <map>
 #include <set>
 
+#include "support/inbox_server.hpp"
 #include "support/model.hpp"
 
 using namespace dtx;
@@ -360,79 +359,18 @@ TEST_CASE("http publisher: what each answer means") {
     CHECK(r.error == "POST http://x/e: HTTP 503: down\xef\xbf\xbd\\n");
 }
 
-namespace {
-
-/// A consumer over HTTP written here with plain Beast: each POST body goes to an inbox, and the
-/// answer is 200, 422 or 503 as the inbox says (what an application route will do).
-struct http_consumer {
-    asio::ip::tcp::acceptor acceptor;
-    sqlite::inbox inbox;
-    sqlite::inbox_handler handler;
-    int unavailable = 0;                  ///< answer 503 to this many requests first
-    std::vector<std::string> message_ids; ///< the Dtx-Message-Id header of each request
-
-    http_consumer(asio::io_context& ioc, const std::string& db, sqlite::inbox_handler h)
-        : acceptor(ioc, {asio::ip::make_address("127.0.0.1"), 0})
-        , inbox({.path = db})
-        , handler(std::move(h)) {
-        asio::co_spawn(ioc, accept(), asio::detached);
-    }
-    std::string url() const {
-        return "http://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/events";
-    }
-
-    asio::awaitable<void> accept() {
-        for (;;) {
-            auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-            if (ec)
-                co_return;
-            asio::co_spawn(acceptor.get_executor(), serve(std::move(socket)), asio::detached);
-        }
-    }
-    asio::awaitable<void> serve(asio::ip::tcp::socket socket) {
-        namespace bhttp = boost::beast::http;
-        boost::beast::flat_buffer buffer;
-        for (;;) {
-            bhttp::request<bhttp::string_body> req;
-            auto [ec, n] = co_await bhttp::async_read(socket, buffer, req,
-                                                      asio::as_tuple(asio::use_awaitable));
-            if (ec)
-                co_return;
-            message_ids.emplace_back(req["Dtx-Message-Id"]);
-            bhttp::response<bhttp::string_body> res;
-            if (unavailable > 0) {
-                --unavailable;
-                res.result(503);
-                res.body() = "starting";
-            } else {
-                consume_result r = co_await inbox.consume("shipping", req.body(), handler);
-                res.result(r.status == consume_status::rejected ? 422
-                           : r.status == consume_status::retry  ? 503
-                                                                : 200);
-                res.body() = std::string(to_string(r.status)) + " " + r.error;
-            }
-            res.keep_alive(req.keep_alive());
-            res.prepare_payload();
-            auto [wec, w] =
-                co_await bhttp::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
-            if (wec)
-                co_return;
-        }
-    }
-};
-
-} // namespace
-
 TEST_CASE("http publisher: outbox to an HTTP consumer's inbox, with a retry and a poison message") {
     setup s({.schedule = delivery_schedule::fixed({20ms, 20ms, 20ms}), .poll_interval = 10s});
     int shipped = 0;
-    http_consumer consumer(s.ioc, s.dir.file("shipping.db"),
-                           [&](sqlite::connection&, const envelope& e) {
-                               if (e.payload.value("poison", false))
-                                   return failure("cannot ship that");
-                               ++shipped;
-                               return success();
-                           });
+    sqlite::inbox inbox({.path = s.dir.file("shipping.db")});
+    sqlite::inbox_handler ship = [&](sqlite::connection&, const envelope& e) {
+        if (e.payload.value("poison", false))
+            return failure("cannot ship that");
+        ++shipped;
+        return success();
+    };
+    inbox_server consumer(
+        s.ioc, [&](std::string_view body) { return inbox.consume("shipping", body, ship); });
     consumer.unavailable = 1;
     http::client client(s.ioc.get_executor());
     http::publisher pub(client);
@@ -460,7 +398,7 @@ TEST_CASE("http publisher: outbox to an HTTP consumer's inbox, with a retry and 
     CHECK(std::find(consumer.message_ids.begin(), consumer.message_ids.end(), ids[0]) !=
           consumer.message_ids.end());
     run(s.ioc, stopped(r));
-    consumer.acceptor.close();
+    consumer.close();
 }
 
 TEST_CASE("http publisher: a destination that does not answer is retried") {
