@@ -21,6 +21,7 @@
 //   if (!parsed)
 //       std::cout << "400: " << parsed.error << "\n";
 
+#include <dtx/detail/json_depth.hpp>
 #include <dtx/detail/utf8.hpp>
 #include <dtx/message.hpp>
 #include <dtx/version.hpp>
@@ -66,30 +67,6 @@ struct envelope_parse {
 
 namespace detail {
 
-/// True if the JSON text nests arrays and objects deeper than `limit` (checked before parsing,
-/// so that no recursive walk ever meets a deep document).
-inline bool json_text_too_deep(std::string_view text, std::size_t limit) noexcept {
-    std::size_t depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (in_string) {
-            if (c == '\\')
-                ++i;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > limit)
-                return true;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-    return false;
-}
-
 inline envelope_parse envelope_error(std::string why) {
     return {std::nullopt, "malformed message envelope: " + std::move(why)};
 }
@@ -105,7 +82,7 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
     if (text.size() > max_text)
         return detail::envelope_error("the envelope is " + std::to_string(text.size()) +
                                       " bytes, more than " + std::to_string(max_text));
-    if (detail::json_text_too_deep(text, limits.max_depth + 1))
+    if (detail::nested_deeper_than(text, limits.max_depth + 1))
         return detail::envelope_error("it nests deeper than " + std::to_string(limits.max_depth) +
                                       " levels");
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);

@@ -20,6 +20,7 @@
 // check_message() is what every outbox applies before it stores one: the limits below, and text
 // that is valid UTF-8 without control characters (ids, keys and header values end up in logs).
 
+#include <dtx/detail/json_depth.hpp>
 #include <dtx/detail/utf8.hpp>
 #include <dtx/gid.hpp>
 #include <dtx/version.hpp>
@@ -77,23 +78,6 @@ inline bool plain_text(std::string_view s) noexcept {
 inline bool header_name_char(char c) noexcept {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
            c == '_' || c == '.';
-}
-
-/// The nesting depth of the JSON value `j`, counted without recursion beyond `limit` + 1.
-inline std::size_t json_depth(const nlohmann::json& j, std::size_t limit) {
-    if (!j.is_structured())
-        return 0;
-    if (limit == 0)
-        return 1;
-    std::size_t deepest = 0;
-    for (const auto& child : j) {
-        const std::size_t d = json_depth(child, limit - 1);
-        if (d > deepest)
-            deepest = d;
-        if (deepest >= limit)
-            break;
-    }
-    return deepest + 1;
 }
 
 } // namespace detail

@@ -308,6 +308,70 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/detail/json_depth.hpp -------------------------------------------------------------------
+#ifndef DTX_DETAIL_JSON_DEPTH_HPP
+#define DTX_DETAIL_JSON_DEPTH_HPP
+
+// How deep JSON nests. Deep nesting parses fine, but whatever walks a value recursively (dump(),
+// conversions, a handler) would exhaust its stack: text from outside is checked before it is
+// parsed, and values before they are stored.
+
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// True if the JSON text `body` nests arrays and objects deeper than `limit`. Strings are
+/// skipped; the text need not be valid.
+inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcept {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+        const char c = body[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limit)
+                return true;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return false;
+}
+
+/// The nesting depth of the JSON value `j`, counted without recursion beyond `limit` + 1.
+inline std::size_t json_depth(const nlohmann::json& j, std::size_t limit) {
+    if (!j.is_structured())
+        return 0;
+    if (limit == 0)
+        return 1;
+    std::size_t deepest = 0;
+    for (const auto& child : j) {
+        const std::size_t d = json_depth(child, limit - 1);
+        if (d > deepest)
+            deepest = d;
+        if (deepest >= limit)
+            break;
+    }
+    return deepest + 1;
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/detail/utf8.hpp -------------------------------------------------------------------------
 #ifndef DTX_DETAIL_UTF8_HPP
 #define DTX_DETAIL_UTF8_HPP
@@ -854,6 +918,7 @@ DTX_NAMESPACE_END
 // check_message() is what every outbox applies before it stores one: the limits below, and text
 // that is valid UTF-8 without control characters (ids, keys and header values end up in logs).
 
+// #include <dtx/detail/json_depth.hpp>
 // #include <dtx/detail/utf8.hpp>
 // #include <dtx/gid.hpp>
 // #include <dtx/version.hpp>
@@ -911,23 +976,6 @@ inline bool plain_text(std::string_view s) noexcept {
 inline bool header_name_char(char c) noexcept {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
            c == '_' || c == '.';
-}
-
-/// The nesting depth of the JSON value `j`, counted without recursion beyond `limit` + 1.
-inline std::size_t json_depth(const nlohmann::json& j, std::size_t limit) {
-    if (!j.is_structured())
-        return 0;
-    if (limit == 0)
-        return 1;
-    std::size_t deepest = 0;
-    for (const auto& child : j) {
-        const std::size_t d = json_depth(child, limit - 1);
-        if (d > deepest)
-            deepest = d;
-        if (deepest >= limit)
-            break;
-    }
-    return deepest + 1;
 }
 
 } // namespace detail
@@ -996,6 +1044,7 @@ DTX_NAMESPACE_END
 //   if (!parsed)
 //       std::cout << "400: " << parsed.error << "\n";
 
+// #include <dtx/detail/json_depth.hpp>
 // #include <dtx/detail/utf8.hpp>
 // #include <dtx/message.hpp>
 // #include <dtx/version.hpp>
@@ -1041,30 +1090,6 @@ struct envelope_parse {
 
 namespace detail {
 
-/// True if the JSON text nests arrays and objects deeper than `limit` (checked before parsing,
-/// so that no recursive walk ever meets a deep document).
-inline bool json_text_too_deep(std::string_view text, std::size_t limit) noexcept {
-    std::size_t depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (in_string) {
-            if (c == '\\')
-                ++i;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > limit)
-                return true;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-    return false;
-}
-
 inline envelope_parse envelope_error(std::string why) {
     return {std::nullopt, "malformed message envelope: " + std::move(why)};
 }
@@ -1080,7 +1105,7 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
     if (text.size() > max_text)
         return detail::envelope_error("the envelope is " + std::to_string(text.size()) +
                                       " bytes, more than " + std::to_string(max_text));
-    if (detail::json_text_too_deep(text, limits.max_depth + 1))
+    if (detail::nested_deeper_than(text, limits.max_depth + 1))
         return detail::envelope_error("it nests deeper than " + std::to_string(limits.max_depth) +
                                       " levels");
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
@@ -9443,6 +9468,15 @@ public:
             [this] { return !idle(); });
     }
 
+    /// clean() for rows older than `retention`: `delete_sql` deletes a batch, given the cutoff
+    /// (milliseconds since the epoch) and the batch size as its two parameters.
+    void clean_older_than(const char* delete_sql, std::chrono::milliseconds retention,
+                          std::size_t batch, std::atomic<std::uint64_t>& cleaned) {
+        const std::int64_t before = to_ms(std::chrono::system_clock::now()) - retention.count();
+        auto& del = db_.prepare(delete_sql);
+        clean(batch, cleaned, [&] { del.bind(before, batch).run(); });
+    }
+
 private:
     struct job {
         virtual ~job() = default;
@@ -9771,13 +9805,10 @@ private:
     /// Deletes barrier rows older than the retention, a batch per transaction, giving way to
     /// queued operations between batches. Runs on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before =
-            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
-        auto& del = db_.prepare(
+        worker_.clean_older_than(
             "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
-            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
-        worker_.clean(opts_.cleanup_batch, cleaned_,
-                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
+            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
     }
 
     barrier_options opts_;
@@ -9973,13 +10004,10 @@ private:
 
     /// Deletes inbox rows older than the retention, on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before =
-            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
-        auto& del = db_.prepare("DELETE FROM dtx_inbox WHERE (consumer, message_id) IN "
-                                "(SELECT consumer, message_id FROM dtx_inbox WHERE received_ms < ? "
-                                "LIMIT ?)");
-        worker_.clean(opts_.cleanup_batch, cleaned_,
-                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
+        worker_.clean_older_than(
+            "DELETE FROM dtx_inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id "
+            "FROM dtx_inbox WHERE received_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
     }
 
     inbox_options opts_;

@@ -200,13 +200,10 @@ private:
     /// Deletes barrier rows older than the retention, a batch per transaction, giving way to
     /// queued operations between batches. Runs on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before =
-            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
-        auto& del = db_.prepare(
+        worker_.clean_older_than(
             "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
-            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
-        worker_.clean(opts_.cleanup_batch, cleaned_,
-                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
+            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
     }
 
     barrier_options opts_;

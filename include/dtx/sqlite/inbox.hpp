@@ -169,13 +169,10 @@ private:
 
     /// Deletes inbox rows older than the retention, on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before =
-            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
-        auto& del = db_.prepare("DELETE FROM dtx_inbox WHERE (consumer, message_id) IN "
-                                "(SELECT consumer, message_id FROM dtx_inbox WHERE received_ms < ? "
-                                "LIMIT ?)");
-        worker_.clean(opts_.cleanup_batch, cleaned_,
-                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
+        worker_.clean_older_than(
+            "DELETE FROM dtx_inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id "
+            "FROM dtx_inbox WHERE received_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
     }
 
     inbox_options opts_;
