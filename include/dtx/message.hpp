@@ -15,7 +15,8 @@
 // - `key` orders messages: those with the same key are delivered in commit order, also across
 //   retries; messages with different keys never wait for each other. An empty key orders
 //   nothing.
-// - `deliver_at` delays the first attempt until then.
+// - `deliver_at` delays the first attempt until then (later messages of its key wait for it, as
+//   per-key order says).
 //
 // check_message() is what every outbox applies before it stores one: the limits below, and text
 // that is valid UTF-8 without control characters (ids, keys and header values end up in logs).
