@@ -414,3 +414,30 @@ TEST_CASE("http publisher: a destination that does not answer is retried") {
     CHECK(r.status == delivery_status::retry);
     CHECK(r.error.find("127.0.0.1") != std::string::npos);
 }
+
+TEST_CASE("relay: a slow destination holds back only its own keys") {
+    setup s({.poll_interval = 10s});
+    struct slow_publisher : publisher {
+        std::vector<std::string> delivered;
+        asio::awaitable<std::vector<delivery_result>>
+        publish(std::span<const envelope> batch) override {
+            if (!batch.empty() && batch[0].key == "slow") {
+                asio::steady_timer t(co_await asio::this_coro::executor, 1500ms);
+                co_await t.async_wait(asio::use_awaitable);
+            }
+            for (const envelope& e : batch)
+                delivered.push_back(e.key);
+            co_return std::vector<delivery_result>(batch.size(), delivery_result::delivered());
+        }
+    } pub;
+    relay r(s.ioc.get_executor(), s.outbox, pub, {.poll_interval = 10s});
+    r.start();
+    s.add({"slow"});
+    s.wait([] { return false; }, 50ms); // its batch is under way
+    s.add({"a", "b"});
+    REQUIRE(s.wait([&] { return pub.delivered.size() == 2; }, 1s));
+    CHECK(pub.delivered == std::vector<std::string>{"a", "b"});
+    REQUIRE(s.wait([&] { return pub.delivered.size() == 3; }, 5s));
+    run(s.ioc, stopped(r));
+    CHECK(r.stats().delivered == 3);
+}

@@ -81,7 +81,8 @@ public:
     clean_delivered(std::chrono::system_clock::time_point before, std::size_t batch) = 0;
 
     /// Sets the function called (on any thread, without blocking) after a commit that added
-    /// messages; empty to remove it.
+    /// messages; empty to remove it. One relay per outbox object sets it (several relays, in one
+    /// process or several, each have an outbox object of their own over the same database).
     virtual void on_commit(std::function<void()> wake) = 0;
 };
 

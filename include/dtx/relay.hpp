@@ -16,11 +16,12 @@
 //     path has no poll delay. It also polls every `poll_interval` (the fallback: messages left
 //     by a relay that died, leases that expired), and sleeps no longer than until the next
 //     message that is due (a retry, a delayed message).
-//   - It claims due messages in batches with a lease (owner + lease-until), so several relays
-//     (processes) can share one outbox: a message is delivered by one relay at a time. A relay
-//     that dies holding a lease leaves its messages to be claimed again once the lease expires,
-//     which makes delivery at least once, never at most once: consumers deduplicate by message
-//     id (<dtx/sqlite/inbox.hpp>).
+//   - It claims due messages in batches with a lease (owner + lease-until) and publishes each batch
+//     on its own, up to `max_in_flight` messages at once, so a slow destination never holds back
+//     the keys of other batches. Several relays (processes) can share one outbox: a message is
+//     delivered by one relay at a time. A relay that dies holding a lease leaves its messages to
+//     be claimed again once the lease expires, which makes delivery at least once, never at most
+//     once: consumers deduplicate by message id (<dtx/sqlite/inbox.hpp>).
 //   - A batch holds at most the first undelivered message of each key, so it is published all at
 //     once, and a message waits for every earlier message of its key: in flight, waiting for a
 //     retry or parked. Different keys never wait for each other.
@@ -78,6 +79,9 @@ struct relay_options {
     delivery_schedule schedule{};
     /// Messages claimed (and published) at once.
     std::size_t batch = 64;
+    /// Messages being published at once, in batches of their own: a slow destination holds back
+    /// only its own keys, while the others' messages are claimed and published meanwhile.
+    std::size_t max_in_flight = 1024;
     /// How long a claimed message is this relay's alone; longer than a publish can take.
     std::chrono::milliseconds lease{std::chrono::seconds(60)};
     /// The fallback poll; commits wake the relay at once.
@@ -141,7 +145,8 @@ public:
         });
     }
 
-    /// Stops after the batch under way (its publishes and their settlement) completes.
+    /// Stops claiming, and completes once the deliveries under way (their publishes and
+    /// settlements) have finished.
     asio::awaitable<void> stop() {
         signal_->stopping = true;
         signal_->wake();
@@ -204,28 +209,42 @@ private:
             signal->woken = false;
             std::optional<system_clock::time_point> next_due;
             bool claimed_any = false;
-            try {
-                outbox_claim c = co_await store_.claim(opts_.owner, opts_.lease, opts_.batch);
-                count([&](relay_stats& s) {
-                    (after_wake ? s.wakes : s.polls) += 1;
-                    s.claimed += c.messages.size();
-                });
-                next_due = c.next_due;
-                if (!c.messages.empty()) {
-                    claimed_any = true;
-                    co_await deliver(c.messages);
+            const std::size_t room =
+                opts_.max_in_flight > in_flight_ ? opts_.max_in_flight - in_flight_ : 0;
+            if (room > 0) {
+                try {
+                    outbox_claim c = co_await store_.claim(opts_.owner, opts_.lease,
+                                                           std::min(opts_.batch, room));
+                    count([&](relay_stats& s) {
+                        (after_wake ? s.wakes : s.polls) += 1;
+                        s.claimed += c.messages.size();
+                    });
+                    next_due = c.next_due;
+                    if (!c.messages.empty()) {
+                        claimed_any = true;
+                        // Delivered on its own, so that a slow destination holds back only the
+                        // keys in its batch: the loop claims the other keys' messages meanwhile.
+                        in_flight_ += c.messages.size();
+                        asio::co_spawn(strand_, deliver(std::move(c.messages)),
+                                       [signal](std::exception_ptr) { signal->wake(); });
+                    }
+                } catch (const std::exception&) {
+                    count([](relay_stats& s) { ++s.store_errors; });
                 }
-            } catch (const std::exception&) {
-                count([](relay_stats& s) { ++s.store_errors; });
             }
             if (std::chrono::steady_clock::now() >= next_cleanup) {
                 co_await clean();
                 next_cleanup = std::chrono::steady_clock::now() + opts_.cleanup_interval;
             }
-            // After a batch, the next messages of its keys may be due: claim again at once.
+            // More messages may be due at once: claim again until a claim finds none. A batch's
+            // settlement wakes the loop, for the next messages of its keys.
             if (claimed_any || signal->stopping)
                 continue;
-            after_wake = co_await sleep(next_due);
+            after_wake = co_await sleep(room > 0 ? next_due : std::nullopt);
+        }
+        while (in_flight_ > 0) { // let the deliveries under way finish
+            signal->woken = false;
+            co_await sleep(std::nullopt);
         }
     }
 
@@ -244,7 +263,8 @@ private:
         co_return signal_->woken.load();
     }
 
-    asio::awaitable<void> deliver(const std::vector<envelope>& batch) {
+    /// Publishes a claimed batch and records what became of it.
+    asio::awaitable<void> deliver(std::vector<envelope> batch) {
         std::vector<delivery_result> results;
         try {
             results = co_await publisher_.publish(batch);
@@ -264,6 +284,7 @@ private:
             // The leases expire and the messages are delivered again: at least once.
             count([](relay_stats& s) { ++s.store_errors; });
         }
+        in_flight_ -= batch.size();
     }
 
     outbox_settlement decide(const envelope& e, delivery_result r, system_clock::time_point now) {
@@ -324,6 +345,7 @@ private:
     alert_throttle alerts_;
     std::shared_ptr<wake_signal> signal_;
     std::atomic<bool> running_{false};
+    std::size_t in_flight_ = 0; // messages claimed and not yet settled (on the strand)
     mutable std::mutex stats_mu_;
     relay_stats stats_;
 };
