@@ -5,7 +5,8 @@
 //
 //   auto events = dtx::delivery_schedule::backoff({.immediate = 3, .max_attempts = 20});
 //   auto webhooks = dtx::delivery_schedule::notifications();
-//   auto custom = dtx::delivery_schedule::fixed({std::chrono::seconds(5), std::chrono::minutes(1)});
+//   auto custom =
+//       dtx::delivery_schedule::fixed({std::chrono::seconds(5), std::chrono::minutes(1)});
 //
 // - backoff(): a few immediate tries (a dropped connection, a restarting consumer), then capped
 //   exponential backoff with jitter: the n-th delay is drawn from [cap/2, cap], where cap =

@@ -16,10 +16,11 @@
 // function_publisher turns a coroutine `asio::awaitable<delivery_result>(const envelope&)` into a
 // publisher that runs it for every envelope of a batch concurrently:
 //
-//   dtx::function_publisher local([](const dtx::envelope& e) -> asio::awaitable<dtx::delivery_result> {
+//   auto print = [](const dtx::envelope& e) -> asio::awaitable<dtx::delivery_result> {
 //       std::cout << e.id << "\n";
 //       co_return dtx::delivery_result::delivered();
-//   });
+//   };
+//   dtx::function_publisher local(print);
 
 #include <dtx/detail/config.hpp>
 #include <dtx/detail/utf8.hpp>

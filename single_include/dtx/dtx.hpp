@@ -1342,10 +1342,11 @@ DTX_NAMESPACE_END
 // function_publisher turns a coroutine `asio::awaitable<delivery_result>(const envelope&)` into a
 // publisher that runs it for every envelope of a batch concurrently:
 //
-//   dtx::function_publisher local([](const dtx::envelope& e) -> asio::awaitable<dtx::delivery_result> {
+//   auto print = [](const dtx::envelope& e) -> asio::awaitable<dtx::delivery_result> {
 //       std::cout << e.id << "\n";
 //       co_return dtx::delivery_result::delivered();
-//   });
+//   };
+//   dtx::function_publisher local(print);
 
 // #include <dtx/detail/config.hpp>
 // #include <dtx/detail/utf8.hpp>
@@ -1738,7 +1739,8 @@ DTX_NAMESPACE_END
 //
 //   auto events = dtx::delivery_schedule::backoff({.immediate = 3, .max_attempts = 20});
 //   auto webhooks = dtx::delivery_schedule::notifications();
-//   auto custom = dtx::delivery_schedule::fixed({std::chrono::seconds(5), std::chrono::minutes(1)});
+//   auto custom =
+//       dtx::delivery_schedule::fixed({std::chrono::seconds(5), std::chrono::minutes(1)});
 //
 // - backoff(): a few immediate tries (a dropped connection, a restarting consumer), then capped
 //   exponential backoff with jitter: the n-th delay is drawn from [cap/2, cap], where cap =
@@ -9877,7 +9879,8 @@ DTX_NAMESPACE_END
 //           .run();
 //       return dtx::success();
 //   };
-//   std::string body = R"({"id":"m-1","destination":"d","payload":{},"attempt":1,"produced_at":0})";
+//   std::string body =
+//       R"({"id":"m-1","destination":"d","payload":{},"attempt":1,"produced_at":0})";
 //   dtx::consume_result r = co_await shipping.consume("shipping", body, ship);
 //
 // consume() is transport-agnostic: an HTTP route gives it the request body, a broker consumer the

@@ -22,7 +22,8 @@
 //           .run();
 //       return dtx::success();
 //   };
-//   std::string body = R"({"id":"m-1","destination":"d","payload":{},"attempt":1,"produced_at":0})";
+//   std::string body =
+//       R"({"id":"m-1","destination":"d","payload":{},"attempt":1,"produced_at":0})";
 //   dtx::consume_result r = co_await shipping.consume("shipping", body, ship);
 //
 // consume() is transport-agnostic: an HTTP route gives it the request body, a broker consumer the
