@@ -209,8 +209,10 @@ int consumer(const args& a) {
     {
         sqlite::connection db(a.dir + "/consumer.db");
         db.set_busy_timeout(5s);
-        db.exec("CREATE TABLE IF NOT EXISTS received (n INTEGER PRIMARY KEY, msg_id TEXT, key "
-                "TEXT, seq INTEGER); CREATE TABLE IF NOT EXISTS anomalies (what TEXT)");
+        db.exec(
+            "CREATE TABLE IF NOT EXISTS received (n INTEGER PRIMARY KEY, msg_id TEXT, key "
+            "TEXT, seq INTEGER); CREATE INDEX IF NOT EXISTS received_key ON received (key, seq); "
+            "CREATE TABLE IF NOT EXISTS anomalies (what TEXT)");
     }
     sqlite::inbox_handler handle = [](sqlite::connection& db, const envelope& e) {
         const std::string key = e.payload.at("key").get<std::string>();
