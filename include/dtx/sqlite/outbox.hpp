@@ -38,13 +38,16 @@
 #include <dtx/sqlite/detail/worker.hpp>
 #include <dtx/version.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
@@ -220,31 +223,42 @@ private:
     static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,
                                   std::chrono::milliseconds lease, std::size_t max) {
         const auto now = detail::to_ms(std::chrono::system_clock::now());
-        outbox_claim c;
+        // Keys held back: by a dead letter, or by an earlier pending message (in flight, waiting
+        // for a retry or for its time). Pending messages are read in commit order from their
+        // covering index, so only the first of each key is a candidate.
+        std::unordered_set<std::string> held;
+        auto& parked = db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state = 2");
+        for (parked.bind(); parked.step();)
+            held.emplace(parked.text(0));
         std::vector<std::int64_t> seqs;
-        {
-            // The head of each key only: no earlier message of its key is pending or parked.
-            auto& st = db.prepare(
-                "SELECT id, destination, msg_key, headers, payload, attempts, created_ms, seq "
-                "FROM dtx_outbox AS o WHERE state = 0 AND due_ms <= ?1 "
-                "AND (lease_ms IS NULL OR lease_ms <= ?1) AND (msg_key = '' OR NOT EXISTS "
-                "(SELECT 1 FROM dtx_outbox AS p WHERE p.msg_key = o.msg_key AND p.state <> 1 "
-                "AND p.seq < o.seq)) ORDER BY seq LIMIT ?2");
-            st.bind(now, max);
-            while (st.step()) {
-                c.messages.push_back(read_envelope(st));
-                ++c.messages.back().attempt;
-                seqs.push_back(st.integer(7));
-            }
+        std::optional<std::int64_t> next_due;
+        auto& pending = db.prepare("SELECT seq, msg_key, due_ms, lease_ms FROM dtx_outbox "
+                                   "WHERE state = 0 ORDER BY seq");
+        for (pending.bind(); seqs.size() < max && pending.step();) {
+            const std::string_view key = pending.text(1);
+            if (!key.empty() && !held.emplace(key).second)
+                continue; // an earlier message of its key is pending or parked
+            const std::int64_t lease_end = pending.is_null(3) ? 0 : pending.integer(3);
+            const std::int64_t ready = std::max(pending.integer(2), lease_end);
+            if (ready <= now)
+                seqs.push_back(pending.integer(0));
+            else if (!next_due || ready < *next_due)
+                next_due = ready;
         }
+        outbox_claim c;
+        if (next_due)
+            c.next_due = detail::from_ms(*next_due);
+        auto& row = db.prepare("SELECT id, destination, msg_key, headers, payload, attempts, "
+                               "created_ms FROM dtx_outbox WHERE seq = ?");
         auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?, lease_ms = ?, attempts = "
                                      "attempts + 1 WHERE seq = ? AND state = 0");
-        for (std::int64_t seq : seqs)
+        for (std::int64_t seq : seqs) {
+            if (!row.bind(seq).step())
+                continue;
+            c.messages.push_back(read_envelope(row));
+            ++c.messages.back().attempt;
             lease_row.bind(owner, now + lease.count(), seq).run();
-        auto& due = db.prepare("SELECT MIN(due_ms) FROM dtx_outbox WHERE state = 0 AND due_ms > ?");
-        due.bind(now);
-        if (due.step() && !due.is_null(0))
-            c.next_due = detail::from_ms(due.integer(0));
+        }
         return c;
     }
 
@@ -296,12 +310,8 @@ private:
                         created_ms  INTEGER NOT NULL,
                         done_ms     INTEGER
                     );
-                    CREATE INDEX IF NOT EXISTS dtx_outbox_pending ON dtx_outbox (seq)
-                        WHERE state = 0;
-                    CREATE INDEX IF NOT EXISTS dtx_outbox_due ON dtx_outbox (due_ms)
-                        WHERE state = 0;
-                    CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq)
-                        WHERE state <> 1;
+                    CREATE INDEX IF NOT EXISTS dtx_outbox_pending
+                        ON dtx_outbox (seq, msg_key, due_ms, lease_ms) WHERE state = 0;
                     CREATE INDEX IF NOT EXISTS dtx_outbox_done ON dtx_outbox (state, done_ms)
                         WHERE state <> 0;
                 )sql");
