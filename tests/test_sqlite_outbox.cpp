@@ -135,7 +135,8 @@ TEST_CASE("outbox: add refuses a message outside a transaction or over the limit
         int refused = 0;
         for (message m : {message{.destination = ""}, message{.destination = "d", .key = "a\nb"},
                           message{.id = "x;\x01", .destination = "d"},
-                          message{.destination = "d", .headers = {{"bad name", "v"}}}}) {
+                          message{.destination = "d", .headers = {{"bad name", "v"}}},
+                          message{.destination = "d", .payload = "\xff"}}) {
             try {
                 outbox.add(c, m);
             } catch (const std::invalid_argument&) {
@@ -144,7 +145,7 @@ TEST_CASE("outbox: add refuses a message outside a transaction or over the limit
         }
         return refused;
     };
-    CHECK(run(ioc, outbox.run<int>(bad)) == 4);
+    CHECK(run(ioc, outbox.run<int>(bad)) == 5);
     CHECK(count(ioc, outbox, "1") == 0);
 }
 
@@ -327,6 +328,9 @@ TEST_CASE("inbox: what cannot be processed is rejected, what fails now is retrie
     CHECK(r.status == consume_status::rejected);
     CHECK(r.error.find("\"id\"") != std::string::npos);
     CHECK(run(ioc, inbox.consume("bad\nname", e, h)).status == consume_status::rejected);
+    sqlite::inbox_handler odd = [](sqlite::connection&, const envelope&) -> outcome { throw 42; };
+    CHECK(run(ioc, inbox.consume("shipping", envelope{.id = "m-odd", .destination = "d"}, odd))
+              .status == consume_status::retry);
     CHECK(parcels() == 1);
 }
 

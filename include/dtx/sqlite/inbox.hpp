@@ -107,6 +107,8 @@ public:
             r = x.result;
         } catch (const std::exception& x) {
             r = {consume_status::retry, detail::safe_text(x.what(), 2048)};
+        } catch (...) {
+            r = {consume_status::retry, "the handler threw something that is not an exception"};
         }
         co_return r;
     }

@@ -88,7 +88,13 @@ public:
                                    db.path() + "; add messages inside the business transaction");
         if (m.id.empty())
             m.id = make_message_id();
-        const std::string payload = m.payload.dump();
+        std::string payload;
+        try {
+            payload = m.payload.dump();
+        } catch (const nlohmann::json::exception&) {
+            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id +
+                                        ": the payload holds text that is not valid UTF-8");
+        }
         if (std::string problem = check_message(m, payload.size(), opts_.limits); !problem.empty())
             throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id + ": " +
                                         problem);
