@@ -6,7 +6,7 @@
 #
 # Targets (fuzz/): fuzz_http_request (arbitrary bytes as one request to the participant server),
 # fuzz_http_stream (pipelined requests with random framing through a connection's loop: no request
-# is served that the framing did not delimit).
+# is served that the framing did not delimit), fuzz_envelope (arbitrary bytes as a message envelope).
 # The corpus grows in build/fuzz/corpus/<target> (seeded from fuzz/corpus/<target>); a crash is
 # saved as build/fuzz/crash-<hash>, and `build/fuzz/fuzz/<target> <that file>` replays it.
 #
@@ -29,7 +29,7 @@ cmake -S "$ROOT" -B "$build" -G Ninja \
   -DDTX_BUILD_EXAMPLES=OFF \
   -DDTX_BUILD_BENCH=OFF \
   -DDTX_WERROR=ON >/dev/null
-targets=(fuzz_http_request fuzz_http_stream)
+targets=(fuzz_http_request fuzz_http_stream fuzz_envelope)
 cmake --build "$build" --target "${targets[@]}" --parallel "${DTX_BUILD_JOBS:-$(nproc)}"
 
 for target in "${targets[@]}"; do

@@ -22,6 +22,11 @@
 #                                           # transactions by default (DTX_SOAK_TRANSACTIONS),
 #                                           # checked every 100 kills (other arguments go to
 #                                           # dtx_http_chaos, e.g. --seed 42)
+#
+#   scripts/soak.sh --messages              # the messages crash test instead: a producer with its
+#                                           # outbox and relay, a consumer behind an inbox, 2000
+#                                           # kills by default, checked at the end (other
+#                                           # arguments go to dtx_messages_crash)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,7 +37,12 @@ WORKLOAD=dtx_crash_workload
 KILLS=${DTX_SOAK_KILLS:-2000}
 CHECK_EVERY=250
 EXTRA=()
-if [ "${1:-}" = --postgres ]; then
+ARGS=()
+if [ "${1:-}" = --messages ]; then
+  shift
+  DRIVER=dtx_messages_crash
+  WORKLOAD=dtx_messages_crash # plays every role itself
+elif [ "${1:-}" = --postgres ]; then
   shift
   DRIVER=dtx_crash_postgres_driver
   WORKLOAD=dtx_crash_postgres_workload
@@ -55,7 +65,10 @@ fi
   cmake --build "$BUILD" --parallel "$(nproc)" --target "$DRIVER" "$WORKLOAD"
 } >&2
 
+if [ "$DRIVER" != dtx_messages_crash ]; then
+  ARGS=(--check-every "$CHECK_EVERY" --workload "$BUILD/tests/crash/$WORKLOAD")
+fi
 start=$SECONDS
-"$BUILD/tests/crash/$DRIVER" --kills "$KILLS" --check-every "$CHECK_EVERY" \
-  --workload "$BUILD/tests/crash/$WORKLOAD" ${EXTRA[@]+"${EXTRA[@]}"} "$@"
+"$BUILD/tests/crash/$DRIVER" --kills "$KILLS" ${ARGS[@]+"${ARGS[@]}"} \
+  ${EXTRA[@]+"${EXTRA[@]}"} "$@"
 echo "soak: $((SECONDS - start)) s" >&2

@@ -1,12 +1,14 @@
 #ifndef DTX_HTTP_HPP
 #define DTX_HTTP_HPP
 
-// The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast. Needs
-// Boost (Asio, Beast) and nlohmann::json, nothing else. HTTPS is a further opt-in part:
-// <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this header does not include.
+// The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast, and the
+// relay's publisher of messages. Needs Boost (Asio, Beast) and nlohmann::json, nothing else.
+// HTTPS is a further opt-in part: <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this
+// header does not include.
 
 #include <dtx/http/client.hpp>
 #include <dtx/http/protocol.hpp>
+#include <dtx/http/publisher.hpp>
 #include <dtx/http/remote_participant.hpp>
 #include <dtx/http/server.hpp>
 #include <dtx/http/server_options.hpp>

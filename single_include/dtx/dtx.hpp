@@ -53,6 +53,87 @@
 
 #endif
 
+// ---- dtx/delivery_alert.hpp ----------------------------------------------------------------------
+#ifndef DTX_DELIVERY_ALERT_HPP
+#define DTX_DELIVERY_ALERT_HPP
+
+// The alert hook of the relay, and its cooldown.
+//
+// A destination that is down makes every one of its messages fail, again and again; an alert per
+// failure (DTM's way) buries the one that matters, and an alert only once (CAP's way) hides a
+// second outage. So alerts are counted per destination: the first one in a window (`cooldown`)
+// calls the hook, the others of that window are only counted, and the next call of the hook says
+// how many were held back.
+//
+//   dtx::relay_options o;
+//   o.alert_cooldown = std::chrono::minutes(5);
+//   o.on_alert = [](const dtx::delivery_alert& a) {
+//       std::cerr << "messages to " << a.destination << " failing: " << a.error << " ("
+//                 << a.suppressed << " more alerts held back)\n";
+//   };
+
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+
+/// What the alert hook hears.
+struct delivery_alert {
+    std::string_view destination;
+    std::string_view message_id;
+    std::string_view error;   ///< the last error, valid UTF-8
+    unsigned attempts;        ///< attempts of this message so far
+    bool dead_letter;         ///< the message was parked (its last attempt, or rejected)
+    std::uint64_t suppressed; ///< alerts for this destination held back since the last call
+};
+
+/// Calls a hook at most once per cooldown window and destination.
+class alert_throttle {
+public:
+    using clock = std::chrono::steady_clock;
+
+    alert_throttle(std::chrono::milliseconds cooldown,
+                   std::function<void(const delivery_alert&)> hook)
+        : cooldown_(cooldown)
+        , hook_(std::move(hook)) {}
+
+    /// Reports `a` (its `suppressed` is filled in here): true if the hook was called.
+    bool report(delivery_alert a, clock::time_point now = clock::now()) {
+        if (!hook_)
+            return false;
+        auto [it, first] = windows_.try_emplace(std::string(a.destination));
+        window& w = it->second;
+        if (!first && now - w.opened < cooldown_) {
+            ++w.suppressed;
+            return false;
+        }
+        w.opened = now;
+        a.suppressed = w.suppressed;
+        w.suppressed = 0;
+        hook_(a);
+        return true;
+    }
+
+private:
+    struct window {
+        clock::time_point opened{};
+        std::uint64_t suppressed = 0;
+    };
+    std::chrono::milliseconds cooldown_;
+    std::function<void(const delivery_alert&)> hook_;
+    std::map<std::string, window, std::less<>> windows_;
+};
+
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/detail/config.hpp -----------------------------------------------------------------------
 #ifndef DTX_DETAIL_CONFIG_HPP
 #define DTX_DETAIL_CONFIG_HPP
@@ -220,6 +301,70 @@ private:
 inline watch_entry::~watch_entry() {
     if (watch_)
         watch_->remove(*this);
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/detail/json_depth.hpp -------------------------------------------------------------------
+#ifndef DTX_DETAIL_JSON_DEPTH_HPP
+#define DTX_DETAIL_JSON_DEPTH_HPP
+
+// How deep JSON nests. Deep nesting parses fine, but whatever walks a value recursively (dump(),
+// conversions, a handler) would exhaust its stack: text from outside is checked before it is
+// parsed, and values before they are stored.
+
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// True if the JSON text `body` nests arrays and objects deeper than `limit`. Strings are
+/// skipped; the text need not be valid.
+inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcept {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+        const char c = body[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limit)
+                return true;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return false;
+}
+
+/// The nesting depth of the JSON value `j`, counted without recursion beyond `limit` + 1.
+inline std::size_t json_depth(const nlohmann::json& j, std::size_t limit) {
+    if (!j.is_structured())
+        return 0;
+    if (limit == 0)
+        return 1;
+    std::size_t deepest = 0;
+    for (const auto& child : j) {
+        const std::size_t d = json_depth(child, limit - 1);
+        if (d > deepest)
+            deepest = d;
+        if (deepest >= limit)
+            break;
+    }
+    return deepest + 1;
 }
 
 } // namespace detail
@@ -750,6 +895,283 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/message.hpp -----------------------------------------------------------------------------
+#ifndef DTX_MESSAGE_HPP
+#define DTX_MESSAGE_HPP
+
+// A message: what a service adds to its outbox, in the same local transaction as its business
+// change, for the relay to deliver at least once after the commit (see <dtx/relay.hpp>).
+//
+//   dtx::message m{.destination = "http://127.0.0.1:8090/orders/events",
+//                  .key = "order-42",
+//                  .payload = {{"event", "order_completed"}, {"order", 42}}};
+//
+// - `id` is made when the message is added (make_message_id(): UUIDv7 text, so ids sort by
+//   creation time and are unique across processes). Give one yourself only for an idempotency
+//   key of your own; consumers deduplicate by it (<dtx/sqlite/inbox.hpp>).
+// - `destination` says where the publisher sends it (for the HTTP publisher, a URL).
+// - `key` orders messages: those with the same key are delivered in commit order, also across
+//   retries; messages with different keys never wait for each other. An empty key orders
+//   nothing.
+// - `deliver_at` delays the first attempt until then (later messages of its key wait for it, as
+//   per-key order says).
+//
+// check_message() is what every outbox applies before it stores one: the limits below, and text
+// that is valid UTF-8 without control characters (ids, keys and header values end up in logs).
+
+// #include <dtx/detail/json_depth.hpp>
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/gid.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+
+struct message {
+    std::string id{}; ///< empty: made when the message is added
+    std::string destination{};
+    std::string key{};
+    nlohmann::json payload{};
+    std::map<std::string, std::string> headers{};
+    std::optional<std::chrono::system_clock::time_point> deliver_at{};
+};
+
+/// A new message id: UUIDv7 text, like a gid.
+inline std::string make_message_id() {
+    return make_gid();
+}
+
+/// The sizes every message (and every envelope a consumer receives) must keep to.
+struct message_limits {
+    std::size_t max_destination = 2048; ///< bytes
+    std::size_t max_key = 256;          ///< bytes
+    std::size_t max_headers = 64;
+    std::size_t max_header_name = 128;   ///< bytes, letters, digits and "-_."
+    std::size_t max_header_value = 4096; ///< bytes
+    std::size_t max_payload = 1 << 20;   ///< bytes of the payload's JSON text
+    std::size_t max_depth = 64;          ///< nesting of the payload's arrays and objects
+};
+
+namespace detail {
+
+/// True if `s` is valid UTF-8 without control characters (the rule for gids, without the
+/// length limit).
+inline bool plain_text(std::string_view s) noexcept {
+    while (!s.empty()) {
+        const std::size_t n = utf8_sequence_length(s);
+        if (n == 0 || control_character(utf8_code_point(s, n)))
+            return false;
+        s.remove_prefix(n);
+    }
+    return true;
+}
+
+inline bool header_name_char(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+}
+
+} // namespace detail
+
+/// What is wrong with `m` (its id included, so call it once the id is set), or an empty string
+/// if nothing is. `payload_size` is the size of the payload's JSON text.
+inline std::string check_message(const message& m, std::size_t payload_size,
+                                 const message_limits& limits = {}) {
+    if (!valid_gid(m.id))
+        return "the message id is empty, longer than 128 characters or not plain text";
+    if (m.destination.empty() || m.destination.size() > limits.max_destination ||
+        !detail::plain_text(m.destination))
+        return "the destination is empty, longer than " + std::to_string(limits.max_destination) +
+               " bytes or not plain text";
+    if (m.key.size() > limits.max_key || !detail::plain_text(m.key))
+        return "the key is longer than " + std::to_string(limits.max_key) +
+               " bytes or not plain text";
+    if (m.headers.size() > limits.max_headers)
+        return "more than " + std::to_string(limits.max_headers) + " headers";
+    for (const auto& [name, value] : m.headers) {
+        if (name.empty() || name.size() > limits.max_header_name)
+            return "a header name is empty or longer than " +
+                   std::to_string(limits.max_header_name) + " bytes";
+        for (char c : name)
+            if (!detail::header_name_char(c))
+                return "header name '" +
+                       detail::safe_text(name, 64, detail::text_controls::escape) +
+                       "' holds a character other than letters, digits and -_.";
+        if (value.size() > limits.max_header_value || !detail::plain_text(value))
+            return "the value of header '" + name + "' is longer than " +
+                   std::to_string(limits.max_header_value) + " bytes or not plain text";
+    }
+    if (payload_size > limits.max_payload)
+        return "the payload is " + std::to_string(payload_size) + " bytes, more than " +
+               std::to_string(limits.max_payload);
+    if (detail::json_depth(m.payload, limits.max_depth) > limits.max_depth)
+        return "the payload nests deeper than " + std::to_string(limits.max_depth) + " levels";
+    return {};
+}
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/envelope.hpp ----------------------------------------------------------------------------
+#ifndef DTX_ENVELOPE_HPP
+#define DTX_ENVELOPE_HPP
+
+// The envelope: a message as it travels from the relay to a consumer, whatever the transport (an
+// HTTP body, a broker record's value). One JSON object:
+//
+//   {"id":"0190a1b2-...","key":"order-42","destination":"http://shop/events",
+//    "headers":{"type":"order_completed"},"payload":{"order":42},
+//    "attempt":1,"produced_at":1767225600000}
+//
+// `attempt` counts deliveries of this message (1 the first time; a consumer seeing 2 or more
+// knows it may have processed it before), `produced_at` is when it was added (milliseconds since
+// the epoch). Fields a newer dtx adds are ignored.
+//
+// parse_envelope() reads what arrives from outside, so it trusts nothing: a text that is not
+// such an object, a missing or malformed id, a field of the wrong type or over the limits of
+// <dtx/message.hpp> gives an error that says which, and never an exception.
+//
+//   dtx::envelope_parse parsed = dtx::parse_envelope(R"({"id":"m-1","destination":"d",
+//       "payload":{},"attempt":1,"produced_at":0})");
+//   if (!parsed)
+//       std::cout << "400: " << parsed.error << "\n";
+
+// #include <dtx/detail/json_depth.hpp>
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+
+struct envelope {
+    std::string id{};
+    std::string key{};
+    std::string destination{};
+    std::map<std::string, std::string> headers{};
+    nlohmann::json payload{};
+    unsigned attempt = 1;
+    std::int64_t produced_at = 0; ///< milliseconds since the epoch
+
+    /// The envelope's JSON text.
+    std::string to_json() const {
+        nlohmann::json j{{"id", id},
+                         {"key", key},
+                         {"destination", destination},
+                         {"headers", headers},
+                         {"payload", payload},
+                         {"attempt", attempt},
+                         {"produced_at", produced_at}};
+        return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+};
+
+/// What parse_envelope() found: the envelope, or why there is none.
+struct envelope_parse {
+    std::optional<envelope> value{};
+    std::string error{};
+    explicit operator bool() const noexcept { return value.has_value(); }
+};
+
+namespace detail {
+
+inline envelope_parse envelope_error(std::string why) {
+    return {std::nullopt, "malformed message envelope: " + std::move(why)};
+}
+
+} // namespace detail
+
+/// Reads an envelope from its JSON text, checking it against `limits`.
+inline envelope_parse parse_envelope(std::string_view text, const message_limits& limits = {}) {
+    // The envelope adds at most the sizes of its other fields to the payload.
+    const std::size_t max_text =
+        limits.max_payload + limits.max_destination + limits.max_key +
+        limits.max_headers * (limits.max_header_name + limits.max_header_value + 8) + 1024;
+    if (text.size() > max_text)
+        return detail::envelope_error("the envelope is " + std::to_string(text.size()) +
+                                      " bytes, more than " + std::to_string(max_text));
+    if (detail::nested_deeper_than(text, limits.max_depth + 1))
+        return detail::envelope_error("it nests deeper than " + std::to_string(limits.max_depth) +
+                                      " levels");
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded())
+        return detail::envelope_error("not JSON");
+    if (!j.is_object())
+        return detail::envelope_error("not a JSON object");
+
+    message m;
+    envelope e;
+    auto text_field = [&](const char* name, std::string& out, bool required) -> bool {
+        auto it = j.find(name);
+        if (it == j.end() || it->is_null())
+            return !required;
+        if (!it->is_string())
+            return false;
+        out = it->get<std::string>();
+        return true;
+    };
+    if (!text_field("id", m.id, true))
+        return detail::envelope_error("\"id\" is missing or not a string");
+    if (!text_field("destination", m.destination, true))
+        return detail::envelope_error("\"destination\" is missing or not a string");
+    if (!text_field("key", m.key, false))
+        return detail::envelope_error("\"key\" is not a string");
+    if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
+        if (!it->is_object())
+            return detail::envelope_error("\"headers\" is not an object");
+        for (const auto& [name, value] : it->items()) {
+            if (!value.is_string())
+                return detail::envelope_error("header values must be strings");
+            m.headers.emplace(name, value.get<std::string>());
+        }
+    }
+    if (auto it = j.find("payload"); it != j.end())
+        m.payload = std::move(*it);
+    for (const char* name : {"attempt", "produced_at"}) {
+        auto it = j.find(name);
+        if (it == j.end() || !it->is_number_integer() ||
+            (it->is_number_integer() && it->get<std::int64_t>() < 0))
+            return detail::envelope_error(std::string("\"") + name +
+                                          "\" is missing or not a non-negative integer");
+    }
+    const auto attempt = j["attempt"].get<std::int64_t>();
+    if (attempt < 1 || attempt > 1'000'000)
+        return detail::envelope_error("\"attempt\" is not between 1 and 1000000");
+    const std::size_t payload_size =
+        m.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
+    if (std::string problem = check_message(m, payload_size, limits); !problem.empty())
+        return detail::envelope_error(std::move(problem));
+
+    e.id = std::move(m.id);
+    e.key = std::move(m.key);
+    e.destination = std::move(m.destination);
+    e.headers = std::move(m.headers);
+    e.payload = std::move(m.payload);
+    e.attempt = static_cast<unsigned>(attempt);
+    e.produced_at = j["produced_at"].get<std::int64_t>();
+    return {std::move(e), {}};
+}
+
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/outcome.hpp -----------------------------------------------------------------------------
 #ifndef DTX_OUTCOME_HPP
 #define DTX_OUTCOME_HPP
@@ -901,6 +1323,278 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/publisher.hpp ---------------------------------------------------------------------------
+#ifndef DTX_PUBLISHER_HPP
+#define DTX_PUBLISHER_HPP
+
+// A publisher hands messages to their destination for the relay (<dtx/relay.hpp>): over HTTP
+// (dtx::http::publisher, <dtx/http/publisher.hpp>), to a broker, or to a function in the same
+// process. The relay gives it a batch of envelopes, at most one per key, so it may send them all
+// at once; it answers each with a delivery_result, in the batch's order:
+//   - delivered: the destination has it (for a consumer with an inbox: processed, or a duplicate
+//     of one processed before). The relay marks it delivered, and only then.
+//   - retry later: not now (a network error, a timeout, a consumer that is down or answered 5xx);
+//     the relay tries again on its delivery_schedule, and parks it after the last attempt.
+//   - rejected: it can never be delivered (a consumer answered that it cannot process it); the
+//     relay parks it as a dead letter at once.
+// A publisher that throws answers "retry later" for the whole batch, with the exception's text.
+//
+// function_publisher turns a coroutine `asio::awaitable<delivery_result>(const envelope&)` into a
+// publisher that runs it for every envelope of a batch concurrently:
+//
+//   auto print = [](const dtx::envelope& e) -> asio::awaitable<dtx::delivery_result> {
+//       std::cout << e.id << "\n";
+//       co_return dtx::delivery_result::delivered();
+//   };
+//   dtx::function_publisher local(print);
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/detail/when_all.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+
+enum class delivery_status : std::uint8_t { delivered, retry, rejected };
+
+/// What became of one message handed to a publisher.
+struct delivery_result {
+    delivery_status status = delivery_status::retry;
+    std::string error{}; ///< why it was not delivered, valid UTF-8 (kept as the last error)
+
+    static delivery_result delivered() { return {delivery_status::delivered, {}}; }
+    static delivery_result retry_later(std::string_view why) {
+        return {delivery_status::retry, detail::safe_text(why, 2048)};
+    }
+    static delivery_result rejected(std::string_view why) {
+        return {delivery_status::rejected, detail::safe_text(why, 2048)};
+    }
+};
+
+class publisher {
+public:
+    virtual ~publisher() = default;
+    /// Delivers `batch` (at most one envelope per key) and answers one result per envelope, in
+    /// order.
+    virtual asio::awaitable<std::vector<delivery_result>>
+    publish(std::span<const envelope> batch) = 0;
+};
+
+/// A publisher that runs a coroutine for each envelope of a batch, all at once.
+class function_publisher : public publisher {
+public:
+    using function = std::function<asio::awaitable<delivery_result>(const envelope&)>;
+
+    explicit function_publisher(function fn)
+        : fn_(std::move(fn)) {}
+
+    asio::awaitable<std::vector<delivery_result>>
+    publish(std::span<const envelope> batch) override {
+        co_return co_await publish_each(batch, fn_);
+    }
+
+    /// Runs `fn` for each envelope of `batch` concurrently; one that throws answers retry later.
+    template <class Fn>
+    static asio::awaitable<std::vector<delivery_result>>
+    publish_each(std::span<const envelope> batch, Fn& fn) {
+        std::vector<delivery_result> results(batch.size());
+        asio::cancellation_signal own;
+        // A named lambda: g++ 12 destroys one built in a co_await expression twice.
+        auto one = [&](std::size_t i, asio::cancellation_signal&) -> asio::awaitable<void> {
+            try {
+                results[i] = co_await fn(batch[i]);
+            } catch (const std::exception& e) {
+                results[i] = delivery_result::retry_later(e.what());
+            }
+        };
+        co_await detail::when_all(own, batch.size(), one);
+        co_return results;
+    }
+
+private:
+    function fn_;
+};
+
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/consume_result.hpp ----------------------------------------------------------------------
+#ifndef DTX_CONSUME_RESULT_HPP
+#define DTX_CONSUME_RESULT_HPP
+
+// What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>) made of a message, whatever the
+// transport that brought it; the transport answers the producer's relay from it (for HTTP: 200
+// for processed and duplicate, 422 for rejected, 503 for retry).
+
+// #include <dtx/publisher.hpp>
+// #include <dtx/version.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+
+enum class consume_status : std::uint8_t {
+    processed, ///< the handler ran and its transaction committed with the inbox row
+    duplicate, ///< processed before: acknowledged without running the handler
+    rejected,  ///< it can never be processed (malformed, or the handler answered failure)
+    retry,     ///< not now (the handler answered pending or threw, the database failed)
+};
+
+struct consume_result {
+    consume_status status = consume_status::retry;
+    std::string error{}; ///< why, for rejected and retry; valid UTF-8
+
+    /// What the producer's relay makes of it.
+    delivery_result delivery() const {
+        switch (status) {
+        case consume_status::processed:
+        case consume_status::duplicate:
+            return delivery_result::delivered();
+        case consume_status::rejected:
+            return delivery_result::rejected(error);
+        case consume_status::retry:
+            break;
+        }
+        return delivery_result::retry_later(error);
+    }
+};
+
+inline std::string_view to_string(consume_status s) noexcept {
+    switch (s) {
+    case consume_status::processed:
+        return "processed";
+    case consume_status::duplicate:
+        return "duplicate";
+    case consume_status::rejected:
+        return "rejected";
+    case consume_status::retry:
+        return "retry";
+    }
+    return "?";
+}
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/outbox_store.hpp ------------------------------------------------------------------------
+#ifndef DTX_OUTBOX_STORE_HPP
+#define DTX_OUTBOX_STORE_HPP
+
+// What the relay (<dtx/relay.hpp>) needs from an outbox, whatever its database: SQLite
+// (dtx::sqlite::outbox, <dtx/sqlite/outbox.hpp>) implements it, and so can any other.
+//
+// Every outbox row is in one of three states: pending (waiting for delivery or for its next
+// attempt, possibly leased to a relay that is delivering it), delivered (kept until the
+// retention passes, then cleaned), or parked (a dead letter). The rules an implementation keeps:
+//   - claim() leases due pending messages to one relay (owner, lease-until), so that two relays
+//     never deliver the same message at once while the lease holds; a lease that expired (its
+//     relay died) may be claimed again. Claims never depend on a cursor over ids or on a window
+//     of time: a message is claimable exactly when it is pending, due and not leased.
+//   - Per-key order: a message is claimable only if no earlier message with the same non-empty
+//     key is pending (in flight or waiting for a retry) or parked (see <dtx/relay.hpp> for why a
+//     dead letter holds its key). "Earlier" is commit order.
+//   - claim() counts an attempt for each message it leases (a relay that dies mid-delivery has
+//     used one), and the envelopes carry that count.
+//   - settle() applies only to messages still leased by that owner.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/publisher.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+
+/// Messages leased to a relay, and when the earliest pending message not among them is due.
+struct outbox_claim {
+    std::vector<envelope> messages{};
+    std::optional<std::chrono::system_clock::time_point> next_due{};
+};
+
+/// What a relay decided for a message it had claimed.
+struct outbox_settlement {
+    std::string id{};
+    delivery_status status = delivery_status::delivered; ///< rejected: park it
+    std::string error{};
+    std::chrono::system_clock::time_point retry_at{}; ///< for delivery_status::retry
+};
+
+/// A parked message: the envelope (its attempt: attempts made), its last error and when.
+struct dead_letter {
+    envelope message{};
+    std::string last_error{};
+    std::chrono::system_clock::time_point parked_at{};
+};
+
+class outbox_store {
+public:
+    virtual ~outbox_store() = default;
+
+    /// Leases up to `max` due messages to `owner` until now + `lease`, in commit order.
+    virtual asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
+                                                std::size_t max) = 0;
+    /// Records what became of claimed messages, in one write.
+    virtual asio::awaitable<void> settle(std::string owner,
+                                         std::vector<outbox_settlement> settlements) = 0;
+
+    /// Up to `limit` dead letters, oldest first, after the one with id `after` (empty: from the
+    /// first).
+    virtual asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,
+                                                                   std::string after) = 0;
+    /// Makes a dead letter pending again, due now, with its attempts reset; false if there is no
+    /// dead letter with that id.
+    virtual asio::awaitable<bool> requeue(std::string id) = 0;
+    /// Deletes a dead letter; false if there is none with that id.
+    virtual asio::awaitable<bool> discard(std::string id) = 0;
+
+    /// Deletes at most `batch` messages delivered at or before `before`; returns how many.
+    virtual asio::awaitable<std::size_t>
+    clean_delivered(std::chrono::system_clock::time_point before, std::size_t batch) = 0;
+
+    /// Sets the function called (on any thread, without blocking) after a commit that added
+    /// messages; empty to remove it. One relay per outbox object sets it (several relays, in one
+    /// process or several, each have an outbox object of their own over the same database).
+    virtual void on_commit(std::function<void()> wake) = 0;
+};
+
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/recovery_options.hpp --------------------------------------------------------------------
 #ifndef DTX_RECOVERY_OPTIONS_HPP
 #define DTX_RECOVERY_OPTIONS_HPP
@@ -1034,6 +1728,504 @@ struct retry_policy {
 };
 
 DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/delivery_schedule.hpp -------------------------------------------------------------------
+#ifndef DTX_DELIVERY_SCHEDULE_HPP
+#define DTX_DELIVERY_SCHEDULE_HPP
+
+// When the relay tries a message again after a failed delivery, and when it gives up.
+//
+//   auto events = dtx::delivery_schedule::backoff({.immediate = 3, .max_attempts = 20});
+//   auto webhooks = dtx::delivery_schedule::notifications();
+//   auto custom =
+//       dtx::delivery_schedule::fixed({std::chrono::seconds(5), std::chrono::minutes(1)});
+//
+// - backoff(): a few immediate tries (a dropped connection, a restarting consumer), then capped
+//   exponential backoff with jitter: the n-th delay is drawn from [cap/2, cap], where cap =
+//   min(max, initial * multiplier^n) (retry_policy's cap), so the retries of many messages after
+//   an outage spread out while none comes back at once.
+// - fixed(): exactly the delays given, no jitter; one attempt more than delays.
+// - notifications(): the payment providers' schedule for result notifications to a merchant:
+//   15 s, 15 s, 30 s, 3 min, 10 min, 20 min, 30 min x3, 1 h, 3 h x3, 6 h x2, 24 h (about two days
+//   in all, 17 attempts).
+//
+// After `max_attempts()` failed attempts a message is a dead letter: parked with its last error,
+// until an operator requeues or discards it. `horizon()` bounds the time from the first attempt
+// to the last; an inbox must remember message ids for longer than that.
+
+// #include <dtx/gid.hpp>
+// #include <dtx/retry_policy.hpp>
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+
+class delivery_schedule {
+public:
+    struct backoff_options {
+        /// Attempts after the first that follow at once.
+        unsigned immediate = 2;
+        std::chrono::milliseconds initial{1'000};
+        std::chrono::milliseconds max{std::chrono::minutes(10)};
+        double multiplier = 2.0;
+        /// Attempts in all, the first included; after that many failures, a dead letter.
+        unsigned max_attempts = 25;
+    };
+
+    /// The default: backoff({}).
+    delivery_schedule()
+        : delivery_schedule(backoff({})) {}
+
+    static delivery_schedule backoff(backoff_options o) {
+        delivery_schedule s(o.max_attempts);
+        s.immediate_ = o.immediate;
+        s.policy_.initial_backoff = o.initial;
+        s.policy_.max_backoff = o.max;
+        s.policy_.multiplier = o.multiplier;
+        return s;
+    }
+
+    /// Exactly these delays between attempts: delays.size() + 1 attempts in all.
+    static delivery_schedule fixed(std::vector<std::chrono::milliseconds> delays) {
+        delivery_schedule s(static_cast<unsigned>(delays.size()) + 1);
+        s.fixed_ = std::move(delays);
+        s.is_fixed_ = true;
+        return s;
+    }
+    static delivery_schedule fixed(std::initializer_list<std::chrono::milliseconds> delays) {
+        return fixed(std::vector<std::chrono::milliseconds>(delays));
+    }
+
+    /// The payment providers' schedule for result notifications (see above).
+    static delivery_schedule notifications() {
+        using std::chrono::hours;
+        using std::chrono::minutes;
+        using std::chrono::seconds;
+        return fixed({seconds(15), seconds(15), seconds(30), minutes(3), minutes(10), minutes(20),
+                      minutes(30), minutes(30), minutes(30), hours(1), hours(3), hours(3), hours(3),
+                      hours(6), hours(6), hours(24)});
+    }
+
+    unsigned max_attempts() const noexcept { return max_attempts_; }
+
+    /// The delay before the next attempt once `failed` attempts (1 or more) have failed, or
+    /// nothing if none is left: the message is a dead letter.
+    std::optional<std::chrono::milliseconds> delay_after(unsigned failed) const {
+        if (failed == 0)
+            return std::chrono::milliseconds(0);
+        if (failed >= max_attempts_)
+            return std::nullopt;
+        if (is_fixed_)
+            return fixed_[failed - 1];
+        if (failed <= immediate_)
+            return std::chrono::milliseconds(0);
+        const auto cap = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             policy_.backoff_cap(failed - immediate_))
+                             .count();
+        const auto half = cap / 2;
+        return std::chrono::milliseconds(
+            half + static_cast<std::int64_t>(detail::random_u64() %
+                                             static_cast<std::uint64_t>(cap - half + 1)));
+    }
+
+    /// The longest time from the first attempt to the last (jitter at its highest).
+    std::chrono::milliseconds horizon() const {
+        std::chrono::milliseconds total{0};
+        for (unsigned failed = 1; failed < max_attempts_; ++failed) {
+            if (is_fixed_)
+                total += fixed_[failed - 1];
+            else if (failed > immediate_)
+                total += std::chrono::duration_cast<std::chrono::milliseconds>(
+                    policy_.backoff_cap(failed - immediate_));
+        }
+        return total;
+    }
+
+private:
+    explicit delivery_schedule(unsigned max_attempts)
+        : max_attempts_(max_attempts == 0 ? 1 : max_attempts) {}
+
+    unsigned max_attempts_;
+    unsigned immediate_ = 0;
+    bool is_fixed_ = false;
+    std::vector<std::chrono::milliseconds> fixed_{};
+    retry_policy policy_{};
+};
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/relay.hpp -------------------------------------------------------------------------------
+#ifndef DTX_RELAY_HPP
+#define DTX_RELAY_HPP
+
+// The relay: delivers the committed messages of an outbox (<dtx/outbox_store.hpp>) through a
+// publisher (<dtx/publisher.hpp>), at least once, in commit order per key.
+//
+//   dtx::sqlite::outbox outbox({.path = "orders.db"});
+//   dtx::http::publisher webhooks(http);
+//   dtx::relay relay(ex, outbox, webhooks, {.schedule = dtx::delivery_schedule::notifications()});
+//   relay.start();
+//   ...
+//   co_await relay.stop(); // lets the deliveries under way finish
+//
+// How it works:
+//   - The outbox wakes the relay when a transaction that added messages commits, so the normal
+//     path has no poll delay. It also polls every `poll_interval` (the fallback: messages left
+//     by a relay that died, leases that expired), and sleeps no longer than until the next
+//     message that is due (a retry, a delayed message).
+//   - It claims due messages in batches with a lease (owner + lease-until) and publishes each batch
+//     on its own, up to `max_in_flight` messages at once, so a slow destination never holds back
+//     the keys of other batches. Several relays (processes) can share one outbox: a message is
+//     delivered by one relay at a time. A relay that dies holding a lease leaves its messages to
+//     be claimed again once the lease expires, which makes delivery at least once, never at most
+//     once: consumers deduplicate by message id (<dtx/sqlite/inbox.hpp>).
+//   - A batch holds at most the first undelivered message of each key, so it is published all at
+//     once, and a message waits for every earlier message of its key: in flight, waiting for a
+//     retry or parked. Different keys never wait for each other.
+//   - A message is marked delivered only after the publisher said so. A failed one is tried
+//     again on the `schedule`; after its last attempt, or at once when the destination rejects
+//     it, it is parked as a dead letter with its last error. dead_letters(), requeue() and
+//     discard() are the operator's tools.
+//   - Delivered messages are deleted after `retention`, in batches of `cleanup_batch` rows.
+//
+// A dead letter holds its key: later messages with the same key wait until it is requeued (and
+// delivered) or discarded. Order per key is a promise the consumer builds on ("shipped" after
+// "paid"); delivering past a parked message would break it silently, at the moment something
+// is already wrong, for exactly the entity involved. Parking the key keeps the damage to that one
+// entity, is visible (dead letter, alert), and lets an operator decide: fix and requeue (order
+// kept), or discard (skip it knowingly). Other keys flow meanwhile.
+//
+// Alerts (<dtx/delivery_alert.hpp>): every dead letter, and every retry from the `alert_after`-th
+// failed attempt of a message on, is reported to `on_alert`, at most once per `alert_cooldown`
+// and destination.
+//
+// Threads: the relay works on a strand of `ex`; start(), stop(), wake() and stats() may be
+// called from any thread. It must outlive its run: destroy it after stop() completed.
+
+// #include <dtx/delivery_alert.hpp>
+// #include <dtx/delivery_schedule.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/gid.hpp>
+// #include <dtx/outbox_store.hpp>
+// #include <dtx/publisher.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+
+struct relay_options {
+    delivery_schedule schedule{};
+    /// Messages claimed (and published) at once.
+    std::size_t batch = 64;
+    /// Messages being published at once, in batches of their own: a slow destination holds back
+    /// only its own keys, while the others' messages are claimed and published meanwhile.
+    std::size_t max_in_flight = 1024;
+    /// How long a claimed message is this relay's alone; longer than a publish can take.
+    std::chrono::milliseconds lease{std::chrono::seconds(60)};
+    /// The fallback poll; commits wake the relay at once.
+    std::chrono::milliseconds poll_interval{std::chrono::seconds(5)};
+    /// How long delivered messages are kept.
+    std::chrono::milliseconds retention{std::chrono::hours(24)};
+    std::size_t cleanup_batch = 500;
+    std::chrono::milliseconds cleanup_interval{std::chrono::minutes(1)};
+    /// Retries alert from this many failed attempts of a message on (0: only dead letters).
+    unsigned alert_after = 5;
+    std::chrono::milliseconds alert_cooldown{std::chrono::minutes(5)};
+    std::function<void(const delivery_alert&)> on_alert{};
+    /// The lease owner's name (empty: a new UUIDv7); unique among the relays of an outbox.
+    std::string owner{};
+};
+
+/// Counters for monitoring and tests.
+struct relay_stats {
+    std::uint64_t claimed = 0;      ///< messages claimed (attempts started)
+    std::uint64_t delivered = 0;    ///< messages the publisher delivered
+    std::uint64_t retried = 0;      ///< failed attempts with another one scheduled
+    std::uint64_t rejected = 0;     ///< messages the destination rejected (parked at once)
+    std::uint64_t dead_letters = 0; ///< messages parked (rejected or out of attempts)
+    std::uint64_t alerts = 0;       ///< calls of the alert hook
+    std::uint64_t alerts_suppressed = 0;
+    std::uint64_t cleaned = 0;      ///< delivered messages deleted
+    std::uint64_t wakes = 0;        ///< claims that followed a commit's wake-up
+    std::uint64_t polls = 0;        ///< claims that followed a timeout (poll or due message)
+    std::uint64_t store_errors = 0; ///< claims, settlements or cleanups that threw
+};
+
+class relay {
+public:
+    relay(asio::any_io_executor ex, outbox_store& store, publisher& pub, relay_options o = {})
+        : strand_(asio::make_strand(ex))
+        , store_(store)
+        , publisher_(pub)
+        , opts_(std::move(o))
+        , alerts_(opts_.alert_cooldown, opts_.on_alert)
+        , signal_(std::make_shared<wake_signal>(strand_)) {
+        if (opts_.owner.empty())
+            opts_.owner = make_gid();
+        if (opts_.batch == 0)
+            opts_.batch = 1;
+        store_.on_commit([s = std::weak_ptr<wake_signal>(signal_)] {
+            if (auto p = s.lock())
+                p->wake();
+        });
+    }
+    relay(const relay&) = delete;
+    relay& operator=(const relay&) = delete;
+    ~relay() { store_.on_commit({}); }
+
+    /// Starts delivering, on the relay's strand.
+    void start() {
+        signal_->stopping = false;
+        running_ = true;
+        asio::co_spawn(strand_, loop(), [this](std::exception_ptr) {
+            running_ = false;
+            signal_->finished.cancel();
+        });
+    }
+
+    /// Stops claiming, and completes once the deliveries under way (their publishes and
+    /// settlements) have finished.
+    asio::awaitable<void> stop() {
+        signal_->stopping = true;
+        signal_->wake();
+        co_await asio::post(strand_, asio::use_awaitable);
+        while (running_)
+            co_await signal_->finished.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+
+    /// Makes the relay claim at once (the outbox calls it after its commits).
+    void wake() { signal_->wake(); }
+
+    relay_stats stats() const {
+        std::lock_guard lock(stats_mu_);
+        return stats_;
+    }
+    const std::string& owner() const noexcept { return opts_.owner; }
+
+    /// The operator's tools (see <dtx/outbox_store.hpp>); a requeued message goes out at once.
+    asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit = 100,
+                                                           std::string after = {}) {
+        return store_.dead_letters(limit, std::move(after));
+    }
+    asio::awaitable<bool> requeue(std::string id) {
+        const bool found = co_await store_.requeue(std::move(id));
+        if (found)
+            wake();
+        co_return found;
+    }
+    asio::awaitable<bool> discard(std::string id) {
+        const bool found = co_await store_.discard(std::move(id));
+        if (found)
+            wake(); // its key may have been waiting behind it
+        co_return found;
+    }
+
+private:
+    using system_clock = std::chrono::system_clock;
+
+    /// Wake-ups from any thread: the flag says one came, the post cuts the current wait short.
+    struct wake_signal : std::enable_shared_from_this<wake_signal> {
+        explicit wake_signal(const asio::strand<asio::any_io_executor>& s)
+            : timer(s)
+            , finished(s, std::chrono::steady_clock::time_point::max()) {}
+        void wake() {
+            if (!woken.exchange(true))
+                asio::post(timer.get_executor(),
+                           [self = shared_from_this()] { self->timer.cancel(); });
+        }
+        std::atomic<bool> woken{false};
+        std::atomic<bool> stopping{false};
+        asio::steady_timer timer;
+        asio::steady_timer finished; // cancelled when the loop ends
+    };
+
+    asio::awaitable<void> loop() {
+        auto signal = signal_; // the loop's own reference: a late post finds it alive
+        auto next_cleanup = std::chrono::steady_clock::now() + opts_.cleanup_interval;
+        bool after_wake = true;
+        while (!signal->stopping) {
+            signal->woken = false;
+            std::optional<system_clock::time_point> next_due;
+            bool claimed_any = false;
+            const std::size_t room =
+                opts_.max_in_flight > in_flight_ ? opts_.max_in_flight - in_flight_ : 0;
+            if (room > 0) {
+                try {
+                    outbox_claim c = co_await store_.claim(opts_.owner, opts_.lease,
+                                                           std::min(opts_.batch, room));
+                    count([&](relay_stats& s) {
+                        (after_wake ? s.wakes : s.polls) += 1;
+                        s.claimed += c.messages.size();
+                    });
+                    next_due = c.next_due;
+                    if (!c.messages.empty()) {
+                        claimed_any = true;
+                        // Delivered on its own, so that a slow destination holds back only the
+                        // keys in its batch: the loop claims the other keys' messages meanwhile.
+                        in_flight_ += c.messages.size();
+                        asio::co_spawn(strand_, deliver(std::move(c.messages)),
+                                       [signal](std::exception_ptr) { signal->wake(); });
+                    }
+                } catch (const std::exception&) {
+                    count([](relay_stats& s) { ++s.store_errors; });
+                }
+            }
+            if (std::chrono::steady_clock::now() >= next_cleanup) {
+                co_await clean();
+                next_cleanup = std::chrono::steady_clock::now() + opts_.cleanup_interval;
+            }
+            // More messages may be due at once: claim again until a claim finds none. A batch's
+            // settlement wakes the loop, for the next messages of its keys.
+            if (claimed_any || signal->stopping)
+                continue;
+            after_wake = co_await sleep(room > 0 ? next_due : std::nullopt);
+        }
+        while (in_flight_ > 0) { // let the deliveries under way finish
+            signal->woken = false;
+            co_await sleep(std::nullopt);
+        }
+    }
+
+    /// Waits for a wake-up, the poll interval or `due`: true if woken.
+    asio::awaitable<bool> sleep(std::optional<system_clock::time_point> due) {
+        auto wait = opts_.poll_interval;
+        if (due) {
+            const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
+                *due - system_clock::now() + std::chrono::milliseconds(1));
+            wait = std::max(std::chrono::milliseconds(0), std::min(wait, until));
+        }
+        if (signal_->woken)
+            co_return true;
+        signal_->timer.expires_after(wait);
+        co_await signal_->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_return signal_->woken.load();
+    }
+
+    /// Publishes a claimed batch and records what became of it.
+    asio::awaitable<void> deliver(std::vector<envelope> batch) {
+        std::vector<delivery_result> results;
+        try {
+            results = co_await publisher_.publish(batch);
+        } catch (const std::exception& e) {
+            results.assign(batch.size(), delivery_result::retry_later(e.what()));
+        }
+        results.resize(batch.size(),
+                       delivery_result::retry_later("the publisher gave no result for it"));
+        std::vector<outbox_settlement> settled;
+        settled.reserve(batch.size());
+        const auto now = system_clock::now();
+        for (std::size_t i = 0; i < batch.size(); ++i)
+            settled.push_back(decide(batch[i], std::move(results[i]), now));
+        try {
+            co_await store_.settle(opts_.owner, std::move(settled));
+        } catch (const std::exception&) {
+            // The leases expire and the messages are delivered again: at least once.
+            count([](relay_stats& s) { ++s.store_errors; });
+        }
+        in_flight_ -= batch.size();
+    }
+
+    outbox_settlement decide(const envelope& e, delivery_result r, system_clock::time_point now) {
+        outbox_settlement s{e.id, r.status, std::move(r.error), {}};
+        if (s.status == delivery_status::delivered) {
+            count([](relay_stats& st) { ++st.delivered; });
+            return s;
+        }
+        std::optional<std::chrono::milliseconds> delay;
+        if (s.status == delivery_status::retry)
+            delay = opts_.schedule.delay_after(e.attempt);
+        if (delay) {
+            s.retry_at = now + *delay;
+            count([](relay_stats& st) { ++st.retried; });
+            if (opts_.alert_after != 0 && e.attempt >= opts_.alert_after)
+                alert(e, s.error, false);
+            return s;
+        }
+        const bool rejected = s.status == delivery_status::rejected;
+        s.status = delivery_status::rejected; // park it
+        count([&](relay_stats& st) {
+            st.rejected += rejected;
+            ++st.dead_letters;
+        });
+        alert(e, s.error, true);
+        return s;
+    }
+
+    void alert(const envelope& e, const std::string& error, bool dead_letter) {
+        const bool called = alerts_.report({e.destination, e.id, error, e.attempt, dead_letter, 0});
+        count([&](relay_stats& s) { (called ? s.alerts : s.alerts_suppressed) += 1; });
+    }
+
+    asio::awaitable<void> clean() {
+        const auto before = system_clock::now() - opts_.retention;
+        try {
+            for (;;) {
+                const std::size_t n = co_await store_.clean_delivered(before, opts_.cleanup_batch);
+                count([&](relay_stats& s) { s.cleaned += n; });
+                if (n < opts_.cleanup_batch || signal_->stopping || signal_->woken)
+                    break;
+            }
+        } catch (const std::exception&) {
+            count([](relay_stats& s) { ++s.store_errors; });
+        }
+    }
+
+    template <class F>
+    void count(F f) {
+        std::lock_guard lock(stats_mu_);
+        f(stats_);
+    }
+
+    asio::strand<asio::any_io_executor> strand_;
+    outbox_store& store_;
+    publisher& publisher_;
+    relay_options opts_;
+    alert_throttle alerts_;
+    std::shared_ptr<wake_signal> signal_;
+    std::atomic<bool> running_{false};
+    std::size_t in_flight_ = 0; // messages claimed and not yet settled (on the strand)
+    mutable std::mutex stats_mu_;
+    relay_stats stats_;
+};
+
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif
 
@@ -3893,22 +5085,31 @@ DTX_NAMESPACE_END
 #define DTX_DTX_HPP
 
 // The core of dtx: TCC and sagas as coroutines, the journal interface and its in-memory
-// implementation, and recovery. Needs Boost.Asio and nlohmann::json, nothing else.
+// implementation, recovery, and the delivery side of messages (the relay, publishers, schedules).
+// Needs Boost.Asio and nlohmann::json, nothing else.
 
 // #include <dtx/branch_spec.hpp>
+// #include <dtx/consume_result.hpp>
 // #include <dtx/coordinator.hpp>
 // #include <dtx/coordinator_options.hpp>
+// #include <dtx/delivery_alert.hpp>
+// #include <dtx/delivery_schedule.hpp>
+// #include <dtx/envelope.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/fault_injection.hpp>
 // #include <dtx/gid.hpp>
 // #include <dtx/journal.hpp>
 // #include <dtx/memory_journal.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/outbox_store.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/participant.hpp>
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/payload.hpp>
+// #include <dtx/publisher.hpp>
 // #include <dtx/recovery_options.hpp>
 // #include <dtx/recovery_report.hpp>
+// #include <dtx/relay.hpp>
 // #include <dtx/retry_policy.hpp>
 // #include <dtx/transaction.hpp>
 // #include <dtx/transaction_status.hpp>
@@ -6518,6 +7719,114 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/publisher.hpp ----------------------------------------------------------------------
+#ifndef DTX_HTTP_PUBLISHER_HPP
+#define DTX_HTTP_PUBLISHER_HPP
+
+// The relay's publisher over HTTP: POSTs each message's envelope (<dtx/envelope.hpp>) as the JSON
+// body to its destination, a URL, through a dtx::http::client (kept-alive connections, its
+// timeouts, TLS for https:// URLs when the client has TLS settings).
+//
+//   dtx::http::client http(ioc.get_executor());
+//   dtx::http::publisher webhooks(http);
+//   dtx::sqlite::outbox outbox({.path = "orders.db"});
+//   dtx::relay relay(ex, outbox, webhooks);
+//
+// The answer decides:
+//   - 2xx: delivered;
+//   - 4xx, except 408, 425 and 429: rejected, the message is parked at once (the consumer says it
+//     can never take it: malformed, unknown, forbidden);
+//   - anything else (408, 425, 429, 5xx, 1xx, 3xx), no answer, a timeout or a broken connection:
+//     retried on the relay's schedule.
+// The error kept with the message names the URL, the status and the start of the answer's body,
+// as valid UTF-8. A destination that is not an http:// or https:// URL is rejected.
+//
+// The request also carries the message id in the header `Dtx-Message-Id`, so that a receiver can
+// deduplicate without reading the body. The client may send a request a second time when a
+// kept-alive connection closes under it; that is harmless, as every delivery may be repeated.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/http/client.hpp>
+// #include <dtx/http/url.hpp>
+// #include <dtx/publisher.hpp>
+// #include <dtx/version.hpp>
+
+#include <array>
+#include <exception>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http {
+
+class publisher final : public dtx::publisher {
+public:
+    /// Publishes through `c`, which must outlive it and work on the relay's executor.
+    explicit publisher(client& c)
+        : client_(c) {}
+
+    asio::awaitable<std::vector<delivery_result>>
+    publish(std::span<const envelope> batch) override {
+        auto one = [this](const envelope& e) { return deliver(e); };
+        co_return co_await function_publisher::publish_each(batch, one);
+    }
+
+    /// Delivers one envelope.
+    asio::awaitable<delivery_result> deliver(const envelope& e) {
+        const std::optional<url> to = parse_url(e.destination);
+        if (!to)
+            co_return delivery_result::rejected("the destination '" +
+                                                dtx::detail::safe_text(e.destination, 256) +
+                                                "' is not an http:// or https:// URL");
+        const std::string body = e.to_json();
+        const std::array<header, 1> headers{header{"Dtx-Message-Id", e.id}};
+        const std::string_view no_query;
+        response r;
+        try {
+            r = co_await client_.post(*to, no_query, body, headers);
+        } catch (const std::exception& x) {
+            co_return delivery_result::retry_later(x.what());
+        }
+        co_return result_of(to->text(), r.status, r.body);
+    }
+
+    /// What an answer with `status` and `body` from `where` means for a message.
+    static delivery_result result_of(std::string_view where, unsigned status,
+                                     std::string_view body) {
+        if (status >= 200 && status < 300)
+            return delivery_result::delivered();
+        std::string why = "POST " + std::string(where) + ": HTTP " + std::to_string(status);
+        if (!body.empty())
+            why += ": " + dtx::detail::safe_text(body, 512, dtx::detail::text_controls::escape);
+        const bool permanent =
+            status >= 400 && status < 500 && status != 408 && status != 425 && status != 429;
+        return permanent ? delivery_result::rejected(why) : delivery_result::retry_later(why);
+    }
+
+private:
+    client& client_;
+};
+
+} // namespace http
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
 // ---- dtx/http/remote_participant.hpp -------------------------------------------------------------
 #ifndef DTX_HTTP_REMOTE_PARTICIPANT_HPP
 #define DTX_HTTP_REMOTE_PARTICIPANT_HPP
@@ -6664,12 +7973,14 @@ DTX_NAMESPACE_END
 #ifndef DTX_HTTP_HPP
 #define DTX_HTTP_HPP
 
-// The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast. Needs
-// Boost (Asio, Beast) and nlohmann::json, nothing else. HTTPS is a further opt-in part:
-// <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this header does not include.
+// The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast, and the
+// relay's publisher of messages. Needs Boost (Asio, Beast) and nlohmann::json, nothing else.
+// HTTPS is a further opt-in part: <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this
+// header does not include.
 
 // #include <dtx/http/client.hpp>
 // #include <dtx/http/protocol.hpp>
+// #include <dtx/http/publisher.hpp>
 // #include <dtx/http/remote_participant.hpp>
 // #include <dtx/http/server.hpp>
 // #include <dtx/http/server_options.hpp>
@@ -8016,6 +9327,60 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/sqlite/detail/schema.hpp ----------------------------------------------------------------
+#ifndef DTX_SQLITE_DETAIL_SCHEMA_HPP
+#define DTX_SQLITE_DETAIL_SCHEMA_HPP
+
+// The versioned tables that dtx keeps in a participant's own SQLite database (the barrier's, the
+// outbox's, the inbox's): each set has its version in the table dtx_meta, under its own key, so
+// that they live side by side in one file and are created or migrated independently.
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/version.hpp>
+
+#include <chrono>
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// Sets up the connection (busy timeout, WAL with synchronous FULL or NORMAL) and brings the
+/// tables of `name` ("barrier": version key "barrier_version") to version `latest`:
+/// `migrate(from)` runs in one transaction when the stored version `from` is older. A version
+/// newer than `latest` is refused (dtx::error, *_version code).
+template <class Migrate>
+void prepare_participant_tables(sqlite::connection& db, std::chrono::milliseconds busy_timeout,
+                                bool synchronous_full, const std::string& name, int latest,
+                                Migrate migrate) {
+    db.set_busy_timeout(busy_timeout);
+    db.use_wal(synchronous_full);
+    sqlite::transaction tx(db);
+    db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
+            "NULL) WITHOUT ROWID");
+    const std::string key = name + "_version";
+    int version = 0;
+    {
+        sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = ?");
+        v.bind(key);
+        if (v.step())
+            version = static_cast<int>(v.integer(0));
+    }
+    if (version > latest)
+        throw newer_schema(db.role(), db.path() + ": " + name, version, latest);
+    if (version < latest) {
+        migrate(version);
+        sqlite::statement set(db, "INSERT OR REPLACE INTO dtx_meta (key, value) VALUES (?, ?)");
+        set.bind(key, latest).run();
+    }
+    tx.commit();
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/sqlite/detail/worker.hpp ----------------------------------------------------------------
 #ifndef DTX_SQLITE_DETAIL_WORKER_HPP
 #define DTX_SQLITE_DETAIL_WORKER_HPP
@@ -8127,6 +9492,15 @@ public:
                 return n;
             },
             [this] { return !idle(); });
+    }
+
+    /// clean() for rows older than `retention`: `delete_sql` deletes a batch, given the cutoff
+    /// (milliseconds since the epoch) and the batch size as its two parameters.
+    void clean_older_than(const char* delete_sql, std::chrono::milliseconds retention,
+                          std::size_t batch, std::atomic<std::uint64_t>& cleaned) {
+        const std::int64_t before = to_ms(std::chrono::system_clock::now()) - retention.count();
+        auto& del = db_.prepare(delete_sql);
+        clean(batch, cleaned, [&] { del.bind(before, batch).run(); });
     }
 
 private:
@@ -8286,6 +9660,7 @@ DTX_NAMESPACE_END
 // #include <dtx/error.hpp>
 // #include <dtx/participant.hpp>
 // #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/schema.hpp>
 // #include <dtx/sqlite/detail/worker.hpp>
 // #include <dtx/version.hpp>
 
@@ -8435,53 +9810,236 @@ private:
     }
 
     bool prepare() {
-        auto& db = db_;
-        db.set_busy_timeout(opts_.busy_timeout);
-        db.use_wal(opts_.synchronous_full);
-        sqlite::transaction tx(db);
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
-                "NULL) WITHOUT ROWID");
-        int version = 0;
-        {
-            sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            if (v.step())
-                version = static_cast<int>(v.integer(0));
-        }
-        if (version > schema_version)
-            throw detail::newer_schema(db.role(), opts_.path + ": barrier", version,
-                                       schema_version);
-        if (version < 1) {
-            db.exec(R"sql(
-                CREATE TABLE IF NOT EXISTS dtx_barrier (
-                    gid        TEXT NOT NULL,
-                    branch_id  TEXT NOT NULL,
-                    op         TEXT NOT NULL,
-                    origin     TEXT NOT NULL,
-                    state      TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    PRIMARY KEY (gid, branch_id, op)
-                ) WITHOUT ROWID;
-                CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_ms);
-                INSERT OR REPLACE INTO dtx_meta (key, value) VALUES ('barrier_version', 1);
-            )sql");
-        }
-        tx.commit();
+        detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
+                                           "barrier", schema_version, [&](int) {
+                                               db_.exec(R"sql(
+                    CREATE TABLE IF NOT EXISTS dtx_barrier (
+                        gid        TEXT NOT NULL,
+                        branch_id  TEXT NOT NULL,
+                        op         TEXT NOT NULL,
+                        origin     TEXT NOT NULL,
+                        state      TEXT NOT NULL,
+                        created_ms INTEGER NOT NULL,
+                        PRIMARY KEY (gid, branch_id, op)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_ms);
+                )sql");
+                                           });
         return true;
     }
 
     /// Deletes barrier rows older than the retention, a batch per transaction, giving way to
     /// queued operations between batches. Runs on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before =
-            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
-        auto& del = db_.prepare(
+        worker_.clean_older_than(
             "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
-            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
-        worker_.clean(opts_.cleanup_batch, cleaned_,
-                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
+            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
     }
 
     barrier_options opts_;
+    sqlite::connection db_;
+    bool ready_;
+    std::atomic<std::uint64_t> cleaned_{0};
+    detail::sqlite_worker worker_; // last: drained before the rest goes
+};
+
+} // namespace sqlite
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/sqlite/inbox.hpp ------------------------------------------------------------------------
+#ifndef DTX_SQLITE_INBOX_HPP
+#define DTX_SQLITE_INBOX_HPP
+
+// The inbox: an idempotent consumer of messages over a SQLite database. Delivery is at least
+// once, so a consumer sees some messages twice; the inbox makes processing exactly once. The
+// handler runs inside a local transaction together with an inbox row keyed by (consumer, message
+// id):
+//   - a message already processed by that consumer is acknowledged (duplicate) without running
+//     the handler again;
+//   - two copies arriving at once do not both run: the row is written in the handler's own write
+//     transaction (one writer at a time), so the second finds it;
+//   - a handler answering dtx::failure() says the message can never be processed (a malformed
+//     payload, an unknown order): its changes are rolled back and the result is `rejected`, which
+//     makes the producer park it as a dead letter instead of retrying it forever;
+//   - a handler answering dtx::pending() or throwing is rolled back too, and the result is
+//     `retry`: the producer tries again later.
+//
+//   dtx::sqlite::inbox shipping({.path = "shipping.db"});
+//   dtx::sqlite::inbox_handler ship = [](dtx::sqlite::connection& db, const dtx::envelope& e) {
+//       db.prepare("INSERT INTO parcels (order_id) VALUES (?)")
+//           .bind(e.payload.value("order", std::string()))
+//           .run();
+//       return dtx::success();
+//   };
+//   std::string body =
+//       R"({"id":"m-1","destination":"d","payload":{},"attempt":1,"produced_at":0})";
+//   dtx::consume_result r = co_await shipping.consume("shipping", body, ship);
+//
+// consume() is transport-agnostic: an HTTP route gives it the request body, a broker consumer the
+// record's value; result.delivery() is what to answer the producer.
+//
+// Inbox rows are deleted in batches once older than `retention`, which must exceed the
+// producer's retry horizon (delivery_schedule::horizon(), plus the time an operator may take to
+// requeue a dead letter): a copy arriving after its row was cleaned would be processed again.
+// The default, 30 days, covers the default schedules (backoff about 4 hours, notifications about
+// 2 days).
+
+// #include <dtx/consume_result.hpp>
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/schema.hpp>
+// #include <dtx/sqlite/detail/worker.hpp>
+// #include <dtx/version.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <string>
+#include <string_view>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
+
+struct inbox_options {
+    /// The consumer's database: its own tables and the inbox's (dtx_inbox, dtx_meta).
+    std::string path{};
+    bool synchronous_full = true;
+    std::chrono::milliseconds busy_timeout{5'000};
+    std::size_t max_batch = 256;
+    std::chrono::milliseconds retention = std::chrono::hours(24 * 30);
+    std::size_t cleanup_batch = 1000;
+    std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
+    message_limits limits{};
+};
+
+/// What a consumer does with a message: runs on the inbox's database thread inside the local
+/// transaction that also holds the inbox row. success() commits, failure() rejects, pending()
+/// or an exception asks for a retry.
+using inbox_handler = std::function<outcome(sqlite::connection&, const envelope&)>;
+
+class inbox {
+public:
+    static constexpr int schema_version = 1;
+
+    explicit inbox(inbox_options o)
+        : opts_(std::move(o))
+        , db_(opts_.path, storage_role::participant)
+        , ready_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch,
+                        .idle_interval = opts_.cleanup_interval,
+                        .on_idle = [this](sqlite::connection&) { cleanup(); }}) {}
+
+    inbox(const inbox&) = delete;
+    inbox& operator=(const inbox&) = delete;
+
+    /// Processes `e` once for `consumer` (a name of 1 to 128 characters, like a gid).
+    asio::awaitable<consume_result> consume(std::string consumer, envelope e,
+                                            inbox_handler handler) {
+        if (!valid_gid(consumer))
+            co_return consume_result{consume_status::rejected,
+                                     "the consumer name is empty, too long or not plain text"};
+        consume_result r;
+        try {
+            // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+            auto job = [consumer = std::move(consumer), e = std::move(e),
+                        &handler](sqlite::connection& db) {
+                return consume_now(db, consumer, e, handler);
+            };
+            r = co_await worker_.run<consume_result>(std::move(job));
+        } catch (const refusal& x) {
+            r = x.result;
+        } catch (const std::exception& x) {
+            r = {consume_status::retry, detail::safe_text(x.what(), 2048)};
+        } catch (...) {
+            r = {consume_status::retry, "the handler threw something that is not an exception"};
+        }
+        co_return r;
+    }
+
+    /// Parses `body` as an envelope first: a malformed one is rejected, and nothing runs.
+    asio::awaitable<consume_result> consume(std::string consumer, std::string_view body,
+                                            inbox_handler handler) {
+        envelope_parse parsed = parse_envelope(body, opts_.limits);
+        if (!parsed)
+            co_return consume_result{consume_status::rejected, std::move(parsed.error)};
+        co_return co_await consume(std::move(consumer), std::move(*parsed.value),
+                                   std::move(handler));
+    }
+
+    /// Runs `fn(connection&)` in a local transaction on the database thread (schema setup,
+    /// queries).
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return worker_.run<R>(std::move(fn));
+    }
+
+    std::uint64_t cleaned() const noexcept { return cleaned_.load(); }
+    const std::string& path() const noexcept { return opts_.path; }
+
+private:
+    /// Thrown out of the job to roll back its savepoint: the handler's changes and the row.
+    struct refusal {
+        consume_result result;
+    };
+
+    static consume_result consume_now(sqlite::connection& db, const std::string& consumer,
+                                      const envelope& e, const inbox_handler& handler) {
+        db.prepare("INSERT OR IGNORE INTO dtx_inbox (consumer, message_id, received_ms) "
+                   "VALUES (?, ?, ?)")
+            .bind(consumer, e.id, detail::to_ms(std::chrono::system_clock::now()))
+            .run();
+        if (db.changes() == 0)
+            return {consume_status::duplicate, {}};
+        const outcome o = handler(db, e);
+        if (o.is_success())
+            return {consume_status::processed, {}};
+        throw refusal{{o.is_failure() ? consume_status::rejected : consume_status::retry,
+                       detail::safe_text(o.message(), 2048)}};
+    }
+
+    bool prepare() {
+        detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full, "inbox",
+                                           schema_version, [&](int) {
+                                               db_.exec(R"sql(
+                    CREATE TABLE IF NOT EXISTS dtx_inbox (
+                        consumer    TEXT NOT NULL,
+                        message_id  TEXT NOT NULL,
+                        received_ms INTEGER NOT NULL,
+                        PRIMARY KEY (consumer, message_id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS dtx_inbox_received ON dtx_inbox (received_ms);
+                )sql");
+                                           });
+        return true;
+    }
+
+    /// Deletes inbox rows older than the retention, on the database thread when it is idle.
+    void cleanup() {
+        worker_.clean_older_than(
+            "DELETE FROM dtx_inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id "
+            "FROM dtx_inbox WHERE received_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
+    }
+
+    inbox_options opts_;
     sqlite::connection db_;
     bool ready_;
     std::atomic<std::uint64_t> cleaned_{0};
@@ -9016,21 +10574,375 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/sqlite/outbox.hpp -----------------------------------------------------------------------
+#ifndef DTX_SQLITE_OUTBOX_HPP
+#define DTX_SQLITE_OUTBOX_HPP
+
+// The transactional outbox in a SQLite database: messages (<dtx/message.hpp>) added in the same
+// local transaction as the business change, so that they exist exactly when it committed. A
+// relay (<dtx/relay.hpp>) delivers them.
+//
+//   dtx::sqlite::outbox outbox({.path = "orders.db"});
+//   auto place = [&](dtx::sqlite::connection& db) {
+//       db.prepare("UPDATE stock SET available = available - 1 WHERE sku = ?").bind("A-1").run();
+//       outbox.add(db, {.destination = "http://127.0.0.1:8090/events", .key = "A-1",
+//                       .payload = {{"sold", "A-1"}}});
+//       return 0;
+//   };
+//   co_await outbox.run<int>(place); // one local transaction: the update and the message
+//
+// Two ways to add messages:
+//   - run(fn) runs fn(connection&) in a local transaction on the outbox's database thread, where
+//     concurrent ones are group-committed (one fsync for many), like the barrier's run();
+//   - add(db, m) adds to a transaction that is open on any connection to the same database file:
+//     the barrier's, inside a barrier handler (a TCC confirm that emits an event), or your own.
+// Either way, the relay is woken when that transaction commits (a SQLite commit hook on the
+// connection; it replaces any commit hook of yours on it, and the outbox must outlive every
+// connection it added messages on). Adding a message costs one INSERT in the transaction, and no
+// fsync of its own.
+//
+// The tables (dtx_outbox; version in dtx_meta under "outbox_version") live beside the business
+// tables and the barrier's. A message's order among those of its key is its commit order: SQLite
+// has one writer at a time, so row ids increase in commit order.
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/outbox_store.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/detail/schema.hpp>
+// #include <dtx/sqlite/detail/worker.hpp>
+// #include <dtx/version.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
+
+struct outbox_options {
+    /// The service's database: its own tables and the outbox's (dtx_outbox, dtx_meta).
+    std::string path{};
+    bool synchronous_full = true;
+    std::chrono::milliseconds busy_timeout{5'000};
+    std::size_t max_batch = 256;
+    message_limits limits{};
+};
+
+class outbox final : public outbox_store {
+public:
+    static constexpr int schema_version = 1;
+
+    /// Opens the database and creates the outbox's table if needed. Throws dtx::error
+    /// (database_corrupt, database_version, database_failed) with the path and reason.
+    explicit outbox(outbox_options o)
+        : opts_(std::move(o))
+        , db_(opts_.path, storage_role::participant)
+        , ready_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch}) {}
+
+    outbox(const outbox&) = delete;
+    outbox& operator=(const outbox&) = delete;
+
+    /// Adds `m` to the transaction open on `db` (a connection to this outbox's database) and
+    /// returns its id (made here if `m.id` is empty). Throws std::invalid_argument for a message
+    /// over the limits, std::logic_error if no transaction is open, dtx::error from SQLite.
+    std::string add(sqlite::connection& db, message m) {
+        if (sqlite3_get_autocommit(db.get()))
+            throw std::logic_error("dtx::sqlite::outbox::add: no transaction is open on " +
+                                   db.path() + "; add messages inside the business transaction");
+        if (m.id.empty())
+            m.id = make_message_id();
+        std::string payload;
+        try {
+            payload = m.payload.dump();
+        } catch (const nlohmann::json::exception&) {
+            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id +
+                                        ": the payload holds text that is not valid UTF-8");
+        }
+        if (std::string problem = check_message(m, payload.size(), opts_.limits); !problem.empty())
+            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id + ": " +
+                                        problem);
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        const auto due = m.deliver_at ? detail::to_ms(*m.deliver_at) : now;
+        db.prepare("INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, "
+                   "attempts, due_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?)")
+            .bind(m.id, m.destination, m.key,
+                  m.headers.empty() ? std::string("{}") : nlohmann::json(m.headers).dump(), payload,
+                  due, now)
+            .run();
+        signal_->pending = true;
+        sqlite3_commit_hook(db.get(), &commit_hook, signal_.get());
+        return m.id;
+    }
+
+    /// Runs `fn(connection&)` in a local transaction on the database thread and returns its
+    /// result (`R` default-constructible). Messages it adds are woken at its commit.
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return worker_.run<R>(std::move(fn));
+    }
+
+    asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
+                                        std::size_t max) override {
+        return worker_.run<outbox_claim>(
+            [owner = std::move(owner), lease, max](sqlite::connection& db) {
+                return claim_now(db, owner, lease, max);
+            });
+    }
+
+    asio::awaitable<void> settle(std::string owner,
+                                 std::vector<outbox_settlement> settlements) override {
+        // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+        auto job = [owner = std::move(owner), s = std::move(settlements)](sqlite::connection& db) {
+            settle_now(db, owner, s);
+            return 0;
+        };
+        co_await worker_.run<int>(std::move(job));
+    }
+
+    asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,
+                                                           std::string after) override {
+        return worker_.run<std::vector<dead_letter>>(
+            [limit, after = std::move(after)](sqlite::connection& db) {
+                auto& st = db.prepare(
+                    "SELECT id, destination, msg_key, headers, payload, attempts, created_ms, seq, "
+                    "last_error, done_ms FROM dtx_outbox WHERE state = 2 "
+                    "AND seq > COALESCE((SELECT seq FROM dtx_outbox WHERE id = ?), -1) "
+                    "ORDER BY seq LIMIT ?");
+                st.bind(after, limit);
+                std::vector<dead_letter> out;
+                while (st.step())
+                    out.push_back({read_envelope(st), std::string(st.text(8)),
+                                   detail::from_ms(st.integer(9))});
+                return out;
+            });
+    }
+
+    asio::awaitable<bool> requeue(std::string id) override {
+        return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
+            db.prepare("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = ?, done_ms = NULL "
+                       "WHERE id = ? AND state = 2")
+                .bind(detail::to_ms(std::chrono::system_clock::now()), id)
+                .run();
+            return db.changes() == 1;
+        });
+    }
+
+    asio::awaitable<bool> discard(std::string id) override {
+        return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
+            db.prepare("DELETE FROM dtx_outbox WHERE id = ? AND state = 2").bind(id).run();
+            return db.changes() == 1;
+        });
+    }
+
+    asio::awaitable<std::size_t> clean_delivered(std::chrono::system_clock::time_point before,
+                                                 std::size_t batch) override {
+        return worker_.run<std::size_t>([before, batch](sqlite::connection& db) {
+            db.prepare("DELETE FROM dtx_outbox WHERE seq IN (SELECT seq FROM dtx_outbox "
+                       "WHERE state = 1 AND done_ms <= ? LIMIT ?)")
+                .bind(detail::to_ms(before), batch)
+                .run();
+            return static_cast<std::size_t>(db.changes());
+        });
+    }
+
+    void on_commit(std::function<void()> wake) override {
+        std::lock_guard lock(signal_->mu);
+        signal_->wake = std::move(wake);
+    }
+
+    const std::string& path() const noexcept { return opts_.path; }
+    detail::sqlite_worker_stats stats() const { return worker_.stats(); }
+
+private:
+    /// Whom a commit that added messages wakes.
+    struct commit_signal {
+        std::atomic<bool> pending{false};
+        std::mutex mu;
+        std::function<void()> wake;
+    };
+
+    static int commit_hook(void* p) {
+        auto* s = static_cast<commit_signal*>(p);
+        if (s->pending.exchange(false)) {
+            std::lock_guard lock(s->mu);
+            if (s->wake)
+                s->wake();
+        }
+        return 0; // 0: let the commit go on
+    }
+
+    /// The envelope of a row read as id, destination, msg_key, headers, payload, attempts,
+    /// created_ms (and more columns after them).
+    static envelope read_envelope(sqlite::statement& st) {
+        envelope e;
+        e.id = st.text(0);
+        e.destination = st.text(1);
+        e.key = st.text(2);
+        auto headers = nlohmann::json::parse(st.text(3), nullptr, false);
+        if (headers.is_object())
+            for (const auto& [name, value] : headers.items())
+                if (value.is_string())
+                    e.headers.emplace(name, value.get<std::string>());
+        e.payload = nlohmann::json::parse(st.text(4), nullptr, false);
+        e.attempt = static_cast<unsigned>(st.integer(5));
+        e.produced_at = st.integer(6);
+        return e;
+    }
+
+    static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,
+                                  std::chrono::milliseconds lease, std::size_t max) {
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        // Keys held back: by a dead letter, or by an earlier pending message (in flight, waiting
+        // for a retry or for its time). Pending messages are read in commit order from their
+        // covering index, so only the first of each key is a candidate.
+        std::unordered_set<std::string> held;
+        auto& parked = db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state = 2");
+        for (parked.bind(); parked.step();)
+            held.emplace(parked.text(0));
+        std::vector<std::int64_t> seqs;
+        std::optional<std::int64_t> next_due;
+        auto& pending = db.prepare("SELECT seq, msg_key, due_ms, lease_ms FROM dtx_outbox "
+                                   "WHERE state = 0 ORDER BY seq");
+        for (pending.bind(); seqs.size() < max && pending.step();) {
+            const std::string_view key = pending.text(1);
+            if (!key.empty() && !held.emplace(key).second)
+                continue; // an earlier message of its key is pending or parked
+            const std::int64_t lease_end = pending.is_null(3) ? 0 : pending.integer(3);
+            const std::int64_t ready = std::max(pending.integer(2), lease_end);
+            if (ready <= now)
+                seqs.push_back(pending.integer(0));
+            else if (!next_due || ready < *next_due)
+                next_due = ready;
+        }
+        outbox_claim c;
+        if (next_due)
+            c.next_due = detail::from_ms(*next_due);
+        auto& row = db.prepare("SELECT id, destination, msg_key, headers, payload, attempts, "
+                               "created_ms FROM dtx_outbox WHERE seq = ?");
+        auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?, lease_ms = ?, attempts = "
+                                     "attempts + 1 WHERE seq = ? AND state = 0");
+        for (std::int64_t seq : seqs) {
+            if (!row.bind(seq).step())
+                continue;
+            c.messages.push_back(read_envelope(row));
+            ++c.messages.back().attempt;
+            lease_row.bind(owner, now + lease.count(), seq).run();
+        }
+        return c;
+    }
+
+    static void settle_now(sqlite::connection& db, const std::string& owner,
+                           const std::vector<outbox_settlement>& settlements) {
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        auto& delivered = db.prepare(
+            "UPDATE dtx_outbox SET state = 1, done_ms = ?, owner = NULL, lease_ms = NULL, "
+            "last_error = NULL WHERE id = ? AND owner = ? AND state = 0");
+        auto& retry = db.prepare("UPDATE dtx_outbox SET due_ms = ?, last_error = ?, owner = NULL, "
+                                 "lease_ms = NULL WHERE id = ? AND owner = ? AND state = 0");
+        auto& park = db.prepare("UPDATE dtx_outbox SET state = 2, done_ms = ?, last_error = ?, "
+                                "owner = NULL, lease_ms = NULL WHERE id = ? AND owner = ? AND "
+                                "state = 0");
+        for (const auto& s : settlements) {
+            switch (s.status) {
+            case delivery_status::delivered:
+                delivered.bind(now, s.id, owner).run();
+                break;
+            case delivery_status::retry:
+                retry.bind(detail::to_ms(s.retry_at), s.error, s.id, owner).run();
+                break;
+            case delivery_status::rejected:
+                park.bind(now, s.error, s.id, owner).run();
+                break;
+            }
+        }
+    }
+
+    bool prepare() {
+        detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
+                                           "outbox", schema_version, [&](int) {
+                                               // state: 0 pending, 1 delivered, 2 parked (a dead
+                                               // letter).
+                                               db_.exec(R"sql(
+                    CREATE TABLE IF NOT EXISTS dtx_outbox (
+                        seq         INTEGER PRIMARY KEY,
+                        id          TEXT NOT NULL UNIQUE,
+                        destination TEXT NOT NULL,
+                        msg_key     TEXT NOT NULL,
+                        headers     TEXT NOT NULL,
+                        payload     TEXT NOT NULL,
+                        state       INTEGER NOT NULL,
+                        attempts    INTEGER NOT NULL,
+                        due_ms      INTEGER NOT NULL,
+                        owner       TEXT,
+                        lease_ms    INTEGER,
+                        last_error  TEXT,
+                        created_ms  INTEGER NOT NULL,
+                        done_ms     INTEGER
+                    );
+                    CREATE INDEX IF NOT EXISTS dtx_outbox_pending
+                        ON dtx_outbox (seq, msg_key, due_ms, lease_ms) WHERE state = 0;
+                    CREATE INDEX IF NOT EXISTS dtx_outbox_done ON dtx_outbox (state, done_ms)
+                        WHERE state <> 0;
+                )sql");
+                                           });
+        return true;
+    }
+
+    outbox_options opts_;
+    sqlite::connection db_;
+    bool ready_;
+    std::shared_ptr<commit_signal> signal_ = std::make_shared<commit_signal>();
+    detail::sqlite_worker worker_; // last: drained before the rest goes
+};
+
+} // namespace sqlite
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
 // ---- dtx/sqlite.hpp ------------------------------------------------------------------------------
 #ifndef DTX_SQLITE_HPP
 #define DTX_SQLITE_HPP
 
 // SQLite (opt-in; CMake: dtx::sqlite, links SQLite3): the embedded durable journal, one file
-// beside the coordinator, and the participant barrier over the participant's own database.
+// beside the coordinator, the participant barrier over the participant's own database, and the
+// transactional outbox and the inbox of messages.
 //
 //   dtx::sqlite::journal journal({.path = "orders.dtx.db"});        // <dtx/sqlite/journal.hpp>
 //   dtx::sqlite::barrier barrier({.path = "inventory.db"});         // <dtx/sqlite/barrier.hpp>
+//   dtx::sqlite::outbox outbox({.path = "orders.db"});              // <dtx/sqlite/outbox.hpp>
+//   dtx::sqlite::inbox inbox({.path = "shipping.db"});              // <dtx/sqlite/inbox.hpp>
 //
 // <dtx/sqlite/connection.hpp> is the small SQLite wrapper that barrier handlers receive.
 
 // #include <dtx/sqlite/barrier.hpp>
 // #include <dtx/sqlite/connection.hpp>
+// #include <dtx/sqlite/inbox.hpp>
 // #include <dtx/sqlite/journal.hpp>
+// #include <dtx/sqlite/outbox.hpp>
 
 #endif
 #endif // defined(DTX_WITH_SQLITE)

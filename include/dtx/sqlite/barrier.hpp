@@ -33,6 +33,7 @@
 #include <dtx/error.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/sqlite/connection.hpp>
+#include <dtx/sqlite/detail/schema.hpp>
 #include <dtx/sqlite/detail/worker.hpp>
 #include <dtx/version.hpp>
 
@@ -178,50 +179,31 @@ private:
     }
 
     bool prepare() {
-        auto& db = db_;
-        db.set_busy_timeout(opts_.busy_timeout);
-        db.use_wal(opts_.synchronous_full);
-        sqlite::transaction tx(db);
-        db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key TEXT PRIMARY KEY, value INTEGER NOT "
-                "NULL) WITHOUT ROWID");
-        int version = 0;
-        {
-            sqlite::statement v(db, "SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-            if (v.step())
-                version = static_cast<int>(v.integer(0));
-        }
-        if (version > schema_version)
-            throw detail::newer_schema(db.role(), opts_.path + ": barrier", version,
-                                       schema_version);
-        if (version < 1) {
-            db.exec(R"sql(
-                CREATE TABLE IF NOT EXISTS dtx_barrier (
-                    gid        TEXT NOT NULL,
-                    branch_id  TEXT NOT NULL,
-                    op         TEXT NOT NULL,
-                    origin     TEXT NOT NULL,
-                    state      TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    PRIMARY KEY (gid, branch_id, op)
-                ) WITHOUT ROWID;
-                CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_ms);
-                INSERT OR REPLACE INTO dtx_meta (key, value) VALUES ('barrier_version', 1);
-            )sql");
-        }
-        tx.commit();
+        detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
+                                           "barrier", schema_version, [&](int) {
+                                               db_.exec(R"sql(
+                    CREATE TABLE IF NOT EXISTS dtx_barrier (
+                        gid        TEXT NOT NULL,
+                        branch_id  TEXT NOT NULL,
+                        op         TEXT NOT NULL,
+                        origin     TEXT NOT NULL,
+                        state      TEXT NOT NULL,
+                        created_ms INTEGER NOT NULL,
+                        PRIMARY KEY (gid, branch_id, op)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_ms);
+                )sql");
+                                           });
         return true;
     }
 
     /// Deletes barrier rows older than the retention, a batch per transaction, giving way to
     /// queued operations between batches. Runs on the database thread when it is idle.
     void cleanup() {
-        const std::int64_t before =
-            detail::to_ms(std::chrono::system_clock::now()) - opts_.retention.count();
-        auto& del = db_.prepare(
+        worker_.clean_older_than(
             "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN "
-            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)");
-        worker_.clean(opts_.cleanup_batch, cleaned_,
-                      [&] { del.bind(before, opts_.cleanup_batch).run(); });
+            "(SELECT gid, branch_id, op FROM dtx_barrier WHERE created_ms < ? LIMIT ?)",
+            opts_.retention, opts_.cleanup_batch, cleaned_);
     }
 
     barrier_options opts_;

@@ -110,6 +110,15 @@ public:
             [this] { return !idle(); });
     }
 
+    /// clean() for rows older than `retention`: `delete_sql` deletes a batch, given the cutoff
+    /// (milliseconds since the epoch) and the batch size as its two parameters.
+    void clean_older_than(const char* delete_sql, std::chrono::milliseconds retention,
+                          std::size_t batch, std::atomic<std::uint64_t>& cleaned) {
+        const std::int64_t before = to_ms(std::chrono::system_clock::now()) - retention.count();
+        auto& del = db_.prepare(delete_sql);
+        clean(batch, cleaned, [&] { del.bind(before, batch).run(); });
+    }
+
 private:
     struct job {
         virtual ~job() = default;

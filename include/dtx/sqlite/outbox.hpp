@@ -1,0 +1,340 @@
+#ifndef DTX_SQLITE_OUTBOX_HPP
+#define DTX_SQLITE_OUTBOX_HPP
+
+// The transactional outbox in a SQLite database: messages (<dtx/message.hpp>) added in the same
+// local transaction as the business change, so that they exist exactly when it committed. A
+// relay (<dtx/relay.hpp>) delivers them.
+//
+//   dtx::sqlite::outbox outbox({.path = "orders.db"});
+//   auto place = [&](dtx::sqlite::connection& db) {
+//       db.prepare("UPDATE stock SET available = available - 1 WHERE sku = ?").bind("A-1").run();
+//       outbox.add(db, {.destination = "http://127.0.0.1:8090/events", .key = "A-1",
+//                       .payload = {{"sold", "A-1"}}});
+//       return 0;
+//   };
+//   co_await outbox.run<int>(place); // one local transaction: the update and the message
+//
+// Two ways to add messages:
+//   - run(fn) runs fn(connection&) in a local transaction on the outbox's database thread, where
+//     concurrent ones are group-committed (one fsync for many), like the barrier's run();
+//   - add(db, m) adds to a transaction that is open on any connection to the same database file:
+//     the barrier's, inside a barrier handler (a TCC confirm that emits an event), or your own.
+// Either way, the relay is woken when that transaction commits (a SQLite commit hook on the
+// connection; it replaces any commit hook of yours on it, and the outbox must outlive every
+// connection it added messages on). Adding a message costs one INSERT in the transaction, and no
+// fsync of its own.
+//
+// The tables (dtx_outbox; version in dtx_meta under "outbox_version") live beside the business
+// tables and the barrier's. A message's order among those of its key is its commit order: SQLite
+// has one writer at a time, so row ids increase in commit order.
+
+#include <dtx/detail/storage.hpp>
+#include <dtx/envelope.hpp>
+#include <dtx/error.hpp>
+#include <dtx/message.hpp>
+#include <dtx/outbox_store.hpp>
+#include <dtx/sqlite/connection.hpp>
+#include <dtx/sqlite/detail/schema.hpp>
+#include <dtx/sqlite/detail/worker.hpp>
+#include <dtx/version.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <dtx/detail/push_warnings.hpp> // last: see the file
+
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
+
+struct outbox_options {
+    /// The service's database: its own tables and the outbox's (dtx_outbox, dtx_meta).
+    std::string path{};
+    bool synchronous_full = true;
+    std::chrono::milliseconds busy_timeout{5'000};
+    std::size_t max_batch = 256;
+    message_limits limits{};
+};
+
+class outbox final : public outbox_store {
+public:
+    static constexpr int schema_version = 1;
+
+    /// Opens the database and creates the outbox's table if needed. Throws dtx::error
+    /// (database_corrupt, database_version, database_failed) with the path and reason.
+    explicit outbox(outbox_options o)
+        : opts_(std::move(o))
+        , db_(opts_.path, storage_role::participant)
+        , ready_(prepare())
+        , worker_(db_, {.max_batch = opts_.max_batch}) {}
+
+    outbox(const outbox&) = delete;
+    outbox& operator=(const outbox&) = delete;
+
+    /// Adds `m` to the transaction open on `db` (a connection to this outbox's database) and
+    /// returns its id (made here if `m.id` is empty). Throws std::invalid_argument for a message
+    /// over the limits, std::logic_error if no transaction is open, dtx::error from SQLite.
+    std::string add(sqlite::connection& db, message m) {
+        if (sqlite3_get_autocommit(db.get()))
+            throw std::logic_error("dtx::sqlite::outbox::add: no transaction is open on " +
+                                   db.path() + "; add messages inside the business transaction");
+        if (m.id.empty())
+            m.id = make_message_id();
+        std::string payload;
+        try {
+            payload = m.payload.dump();
+        } catch (const nlohmann::json::exception&) {
+            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id +
+                                        ": the payload holds text that is not valid UTF-8");
+        }
+        if (std::string problem = check_message(m, payload.size(), opts_.limits); !problem.empty())
+            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id + ": " +
+                                        problem);
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        const auto due = m.deliver_at ? detail::to_ms(*m.deliver_at) : now;
+        db.prepare("INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, "
+                   "attempts, due_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?)")
+            .bind(m.id, m.destination, m.key,
+                  m.headers.empty() ? std::string("{}") : nlohmann::json(m.headers).dump(), payload,
+                  due, now)
+            .run();
+        signal_->pending = true;
+        sqlite3_commit_hook(db.get(), &commit_hook, signal_.get());
+        return m.id;
+    }
+
+    /// Runs `fn(connection&)` in a local transaction on the database thread and returns its
+    /// result (`R` default-constructible). Messages it adds are woken at its commit.
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return worker_.run<R>(std::move(fn));
+    }
+
+    asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
+                                        std::size_t max) override {
+        return worker_.run<outbox_claim>(
+            [owner = std::move(owner), lease, max](sqlite::connection& db) {
+                return claim_now(db, owner, lease, max);
+            });
+    }
+
+    asio::awaitable<void> settle(std::string owner,
+                                 std::vector<outbox_settlement> settlements) override {
+        // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+        auto job = [owner = std::move(owner), s = std::move(settlements)](sqlite::connection& db) {
+            settle_now(db, owner, s);
+            return 0;
+        };
+        co_await worker_.run<int>(std::move(job));
+    }
+
+    asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,
+                                                           std::string after) override {
+        return worker_.run<std::vector<dead_letter>>(
+            [limit, after = std::move(after)](sqlite::connection& db) {
+                auto& st = db.prepare(
+                    "SELECT id, destination, msg_key, headers, payload, attempts, created_ms, seq, "
+                    "last_error, done_ms FROM dtx_outbox WHERE state = 2 "
+                    "AND seq > COALESCE((SELECT seq FROM dtx_outbox WHERE id = ?), -1) "
+                    "ORDER BY seq LIMIT ?");
+                st.bind(after, limit);
+                std::vector<dead_letter> out;
+                while (st.step())
+                    out.push_back({read_envelope(st), std::string(st.text(8)),
+                                   detail::from_ms(st.integer(9))});
+                return out;
+            });
+    }
+
+    asio::awaitable<bool> requeue(std::string id) override {
+        return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
+            db.prepare("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = ?, done_ms = NULL "
+                       "WHERE id = ? AND state = 2")
+                .bind(detail::to_ms(std::chrono::system_clock::now()), id)
+                .run();
+            return db.changes() == 1;
+        });
+    }
+
+    asio::awaitable<bool> discard(std::string id) override {
+        return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
+            db.prepare("DELETE FROM dtx_outbox WHERE id = ? AND state = 2").bind(id).run();
+            return db.changes() == 1;
+        });
+    }
+
+    asio::awaitable<std::size_t> clean_delivered(std::chrono::system_clock::time_point before,
+                                                 std::size_t batch) override {
+        return worker_.run<std::size_t>([before, batch](sqlite::connection& db) {
+            db.prepare("DELETE FROM dtx_outbox WHERE seq IN (SELECT seq FROM dtx_outbox "
+                       "WHERE state = 1 AND done_ms <= ? LIMIT ?)")
+                .bind(detail::to_ms(before), batch)
+                .run();
+            return static_cast<std::size_t>(db.changes());
+        });
+    }
+
+    void on_commit(std::function<void()> wake) override {
+        std::lock_guard lock(signal_->mu);
+        signal_->wake = std::move(wake);
+    }
+
+    const std::string& path() const noexcept { return opts_.path; }
+    detail::sqlite_worker_stats stats() const { return worker_.stats(); }
+
+private:
+    /// Whom a commit that added messages wakes.
+    struct commit_signal {
+        std::atomic<bool> pending{false};
+        std::mutex mu;
+        std::function<void()> wake;
+    };
+
+    static int commit_hook(void* p) {
+        auto* s = static_cast<commit_signal*>(p);
+        if (s->pending.exchange(false)) {
+            std::lock_guard lock(s->mu);
+            if (s->wake)
+                s->wake();
+        }
+        return 0; // 0: let the commit go on
+    }
+
+    /// The envelope of a row read as id, destination, msg_key, headers, payload, attempts,
+    /// created_ms (and more columns after them).
+    static envelope read_envelope(sqlite::statement& st) {
+        envelope e;
+        e.id = st.text(0);
+        e.destination = st.text(1);
+        e.key = st.text(2);
+        auto headers = nlohmann::json::parse(st.text(3), nullptr, false);
+        if (headers.is_object())
+            for (const auto& [name, value] : headers.items())
+                if (value.is_string())
+                    e.headers.emplace(name, value.get<std::string>());
+        e.payload = nlohmann::json::parse(st.text(4), nullptr, false);
+        e.attempt = static_cast<unsigned>(st.integer(5));
+        e.produced_at = st.integer(6);
+        return e;
+    }
+
+    static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,
+                                  std::chrono::milliseconds lease, std::size_t max) {
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        // Keys held back: by a dead letter, or by an earlier pending message (in flight, waiting
+        // for a retry or for its time). Pending messages are read in commit order from their
+        // covering index, so only the first of each key is a candidate.
+        std::unordered_set<std::string> held;
+        auto& parked = db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state = 2");
+        for (parked.bind(); parked.step();)
+            held.emplace(parked.text(0));
+        std::vector<std::int64_t> seqs;
+        std::optional<std::int64_t> next_due;
+        auto& pending = db.prepare("SELECT seq, msg_key, due_ms, lease_ms FROM dtx_outbox "
+                                   "WHERE state = 0 ORDER BY seq");
+        for (pending.bind(); seqs.size() < max && pending.step();) {
+            const std::string_view key = pending.text(1);
+            if (!key.empty() && !held.emplace(key).second)
+                continue; // an earlier message of its key is pending or parked
+            const std::int64_t lease_end = pending.is_null(3) ? 0 : pending.integer(3);
+            const std::int64_t ready = std::max(pending.integer(2), lease_end);
+            if (ready <= now)
+                seqs.push_back(pending.integer(0));
+            else if (!next_due || ready < *next_due)
+                next_due = ready;
+        }
+        outbox_claim c;
+        if (next_due)
+            c.next_due = detail::from_ms(*next_due);
+        auto& row = db.prepare("SELECT id, destination, msg_key, headers, payload, attempts, "
+                               "created_ms FROM dtx_outbox WHERE seq = ?");
+        auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?, lease_ms = ?, attempts = "
+                                     "attempts + 1 WHERE seq = ? AND state = 0");
+        for (std::int64_t seq : seqs) {
+            if (!row.bind(seq).step())
+                continue;
+            c.messages.push_back(read_envelope(row));
+            ++c.messages.back().attempt;
+            lease_row.bind(owner, now + lease.count(), seq).run();
+        }
+        return c;
+    }
+
+    static void settle_now(sqlite::connection& db, const std::string& owner,
+                           const std::vector<outbox_settlement>& settlements) {
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        auto& delivered = db.prepare(
+            "UPDATE dtx_outbox SET state = 1, done_ms = ?, owner = NULL, lease_ms = NULL, "
+            "last_error = NULL WHERE id = ? AND owner = ? AND state = 0");
+        auto& retry = db.prepare("UPDATE dtx_outbox SET due_ms = ?, last_error = ?, owner = NULL, "
+                                 "lease_ms = NULL WHERE id = ? AND owner = ? AND state = 0");
+        auto& park = db.prepare("UPDATE dtx_outbox SET state = 2, done_ms = ?, last_error = ?, "
+                                "owner = NULL, lease_ms = NULL WHERE id = ? AND owner = ? AND "
+                                "state = 0");
+        for (const auto& s : settlements) {
+            switch (s.status) {
+            case delivery_status::delivered:
+                delivered.bind(now, s.id, owner).run();
+                break;
+            case delivery_status::retry:
+                retry.bind(detail::to_ms(s.retry_at), s.error, s.id, owner).run();
+                break;
+            case delivery_status::rejected:
+                park.bind(now, s.error, s.id, owner).run();
+                break;
+            }
+        }
+    }
+
+    bool prepare() {
+        detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
+                                           "outbox", schema_version, [&](int) {
+                                               // state: 0 pending, 1 delivered, 2 parked (a dead
+                                               // letter).
+                                               db_.exec(R"sql(
+                    CREATE TABLE IF NOT EXISTS dtx_outbox (
+                        seq         INTEGER PRIMARY KEY,
+                        id          TEXT NOT NULL UNIQUE,
+                        destination TEXT NOT NULL,
+                        msg_key     TEXT NOT NULL,
+                        headers     TEXT NOT NULL,
+                        payload     TEXT NOT NULL,
+                        state       INTEGER NOT NULL,
+                        attempts    INTEGER NOT NULL,
+                        due_ms      INTEGER NOT NULL,
+                        owner       TEXT,
+                        lease_ms    INTEGER,
+                        last_error  TEXT,
+                        created_ms  INTEGER NOT NULL,
+                        done_ms     INTEGER
+                    );
+                    CREATE INDEX IF NOT EXISTS dtx_outbox_pending
+                        ON dtx_outbox (seq, msg_key, due_ms, lease_ms) WHERE state = 0;
+                    CREATE INDEX IF NOT EXISTS dtx_outbox_done ON dtx_outbox (state, done_ms)
+                        WHERE state <> 0;
+                )sql");
+                                           });
+        return true;
+    }
+
+    outbox_options opts_;
+    sqlite::connection db_;
+    bool ready_;
+    std::shared_ptr<commit_signal> signal_ = std::make_shared<commit_signal>();
+    detail::sqlite_worker worker_; // last: drained before the rest goes
+};
+
+} // namespace sqlite
+DTX_NAMESPACE_END
+
+#include <dtx/detail/pop_warnings.hpp>
+
+#endif
