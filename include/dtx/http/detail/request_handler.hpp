@@ -267,8 +267,7 @@ public:
     /// that throws is answered 500 (for a participant, an unknown result: the coordinator asks
     /// again). `stopping`: the server is shutting down (the health endpoint says so).
     asio::awaitable<beast_response> handle(const beast_request& req, request_notes& notes,
-                                           bool stopping,
-                                           const asio::ip::address& peer = {}) const {
+                                           bool stopping, asio::ip::address peer = {}) const {
         auto routed = route(req, notes, stopping);
         if (auto* early = std::get_if<beast_response>(&routed))
             co_return std::move(*early);
