@@ -1,7 +1,8 @@
-// libFuzzer target: arbitrary bytes as one HTTP request, through what the participant server does
-// with a request: Beast's parser with the server's limits, then the request handler and a
-// participant. Every answer must have a status the protocol knows, a JSON body, and no FAILURE or
-// ONGOING in a body that is not that outcome (a coordinator would read it as one).
+// libFuzzer target: arbitrary bytes as one HTTP request, through what the server does with a
+// request: Beast's parser with the server's limits, then the request handler and a participant or
+// an application route. Every answer must have a status the protocol knows, a JSON body in valid
+// UTF-8, and no FAILURE or ONGOING in a body that is not that outcome (a coordinator would read it
+// as one); every path parameter and query value a route reads must be valid UTF-8.
 //
 //   scripts/fuzz.sh [seconds]     builds with clang (-fsanitize=fuzzer,address,undefined), runs
 
@@ -39,6 +40,21 @@ awaitable<dtx::outcome> answer_as_asked(const dtx::branch_request& r) {
     co_return dtx::success();
 }
 
+/// A route's handler: answers the sizes of what it reads, after checking that it is UTF-8.
+awaitable<http::reply> read_route(const http::request& r) {
+    std::size_t size = 0;
+    for (const auto& [name, value] : r.params())
+        size += value.size();
+    if (const auto q = r.query("q"))
+        size += q->size();
+    for (const auto& [name, value] : r.params())
+        if (!dtx::detail::valid_utf8(value))
+            std::abort();
+    if (r.method() == http::verb::post)
+        size += r.json().size();
+    co_return http::reply::json(201, {{"size", size}});
+}
+
 struct harness {
     harness() {
         opts.header_limit = 2048;
@@ -48,6 +64,9 @@ struct harness {
                                        .on_cancel = answer_as_asked});
         participants.add_saga("pay ment",
                               {.on_action = answer_as_asked, .on_compensate = answer_as_asked});
+        handler.add_route(http::verb::get, "/orders/{id}", read_route, {});
+        handler.add_route(http::verb::post, "/orders/{id}/items/{item}", read_route, {});
+        handler.add_route(http::verb::get, "/search", read_route, {});
     }
 
     /// The server's answer to `bytes` as one request; empty if it would answer nothing (the
@@ -75,7 +94,7 @@ struct harness {
             auto p = http::detail::read_problem(ec, opts);
             if (!p)
                 return std::nullopt;
-            return http::detail::error_response(*p, 11, notes);
+            return http::detail::problem_response(*p, 11, notes);
         }
         if (!parser.is_done())
             return std::nullopt;
@@ -107,6 +126,7 @@ void check(const http::detail::beast_response& res) {
     const unsigned status = res.result_int();
     switch (status) {
     case 200:
+    case 201:
     case 400:
     case 401:
     case 404:
@@ -122,8 +142,8 @@ void check(const http::detail::beast_response& res) {
         fail("unexpected status", res);
     }
     const auto body = nlohmann::json::parse(res.body(), nullptr, /*allow_exceptions=*/false);
-    if (!body.is_object())
-        fail("body is not a JSON object", res);
+    if (!body.is_object() || !dtx::detail::valid_utf8(res.body()))
+        fail("body is not a JSON object in UTF-8", res);
     if (status != 409 && res.body().find("FAILURE") != std::string::npos)
         fail("FAILURE outside a 409", res);
     if (status != 425 && res.body().find("ONGOING") != std::string::npos)

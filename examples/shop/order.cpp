@@ -2,11 +2,16 @@
 //
 //   shop order --port P --db orders.db --journal orders.dtx.db
 //              --inventory-url URL --payment-url URL --loyalty-url URL --shipment-url URL
-//              [--call-timeout-ms 2000] [--retry-max-ms 1000] [--tx-timeout-ms 30000] [--pause-at
-//              OP[:WHO]]
+//              [--customers alice,bob,carol,dave,erin] [--merchant shop]
+//              [--call-timeout-ms 2000] [--retry-max-ms 1000] [--tx-timeout-ms 30000]
+//              [--pause-at OP[:WHO]]
 //
-//   POST /orders {"order_id":"o-1","customer":"alice","sku":"apple","qty":3,"ship_to":"Berlin"} GET
-//   /orders/{id}   the order and its state GET  /health
+// The API is two application routes on a dtx::http::server (so it has the server's limits,
+// timeouts and JSON errors), plus the server's health endpoint:
+//
+//   POST /orders       {"order_id":"o-1","customer":"alice","sku":"apple","qty":3,"ship_to":"Berlin"}
+//   GET  /orders/{id}  the order and its state
+//   GET  /health
 //
 // An order is two transactions, chained by the order's state in orders.db:
 //   checkout (TCC):       order new -> reserving -> paid | cancelled; inventory reserves the stock,
@@ -23,74 +28,21 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <memory>
 #include <set>
 #include <unordered_map>
 
+#include "order_record.hpp"
 #include "shop.hpp"
 
 namespace shop {
 namespace {
 
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-using tcp = asio::ip::tcp;
+namespace http = dtx::http;
 using dtx::sqlite::connection;
-
-struct order_record {
-    std::string id, customer, sku, ship_to, state, reason, checkout_gid, fulfilment_gid;
-    std::int64_t qty = 0, amount = 0, points = 0;
-};
-void to_json(nlohmann::json& j, const order_record& o) {
-    j = {{"id", o.id},
-         {"customer", o.customer},
-         {"sku", o.sku},
-         {"qty", o.qty},
-         {"amount", o.amount},
-         {"points", o.points},
-         {"ship_to", o.ship_to},
-         {"state", o.state},
-         {"reason", o.reason},
-         {"checkout_gid", o.checkout_gid},
-         {"fulfilment_gid", o.fulfilment_gid}};
-}
-
-constexpr const char* order_columns =
-    "id, customer, sku, qty, amount, points, ship_to, state, reason, checkout_gid, fulfilment_gid";
-
-order_record read_order(dtx::sqlite::statement& st) {
-    order_record o;
-    o.id = st.text(0);
-    o.customer = st.text(1);
-    o.sku = st.text(2);
-    o.qty = st.integer(3);
-    o.amount = st.integer(4);
-    o.points = st.integer(5);
-    o.ship_to = st.text(6);
-    o.state = st.text(7);
-    o.reason = st.text(8);
-    o.checkout_gid = st.text(9);
-    o.fulfilment_gid = st.text(10);
-    return o;
-}
-
-std::optional<order_record> find_order(connection& c, const std::string& id) {
-    auto& st = c.prepare(std::string("SELECT ") + order_columns + " FROM orders WHERE id = ?");
-    st.bind(id);
-    std::optional<order_record> o;
-    if (st.step())
-        o = read_order(st);
-    st.bind();
-    return o;
-}
 
 /// Moves the order of `s` from state s.from to `to`; failure if it is not in s.from.
 dtx::outcome move_order(connection& c, const order_step& s, const std::string& from,
@@ -113,15 +65,6 @@ dtx::outcome move_order_or_throw(connection& c, const order_step& s, const std::
     return o;
 }
 
-struct reply {
-    unsigned status = 200;
-    nlohmann::json body;
-};
-
-reply refuse(unsigned status, const std::string& code, const std::string& message) {
-    return {status, {{"error", code}, {"message", message}}};
-}
-
 class order_service {
 public:
     order_service(asio::io_context& ioc, const settings& s)
@@ -137,8 +80,11 @@ public:
         , orders_((prepare(), dtx::sqlite::barrier_options{.path = db_path_}))
         , journal_({.path = s.require("journal")})
         , http_(ioc.get_executor())
-        , acceptor_(ioc)
+        , api_(ioc, api_options(port_))
         , reconcile_timer_(ioc) {
+        for (const std::string& c : split(s.get("customers", "alice,bob,carol,dave,erin")))
+            customers_.insert(c);
+        merchant_ = s.get("merchant", "shop");
         participants_.add_tcc("order",
                               orders_.tcc({
                                   .on_try = dtx::sqlite::typed_handler<order_step>(
@@ -186,12 +132,6 @@ public:
 
     /// Finishes what the previous run left, then serves the API.
     asio::awaitable<void> run() {
-        // Bound first (a port in use fails before anything starts), listening once recovered.
-        const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port_);
-        acceptor_.open(ep.protocol());
-        acceptor_.set_option(tcp::acceptor::reuse_address(true));
-        acceptor_.bind(ep);
-
         const dtx::recovery_report rep =
             co_await coord_->recover(dtx::recovery_options{.take_over = true});
         log_.line("recovery at startup: " + std::to_string(rep.claimed) +
@@ -207,33 +147,24 @@ public:
         });
         asio::co_spawn(ioc_, reconcile_loop(), asio::detached);
 
-        acceptor_.listen();
-        log_.line(
-            "order API at http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) +
-            "/orders (database " + db_path_ +
-            (pause_.armed() ? ", fault point " + pause_.op + ":" + pause_.who : "") + ")");
-        for (;;) {
-            auto [ec, socket] =
-                co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
-            if (ec) {
-                if (!acceptor_.is_open())
-                    co_return;
-                continue;
-            }
-            asio::co_spawn(ioc_, serve(std::move(socket)), asio::detached);
-        }
+        // Served once recovered, so that the API never shows an order recovery is still moving.
+        api_.route(http::verb::post, "/orders",
+                   [this](const http::request& r) { return create(r); });
+        api_.route(http::verb::get, "/orders/{id}",
+                   [this](const http::request& r) { return show(r.param("id")); });
+        api_.start();
+        log_.line("order API at http://127.0.0.1:" + std::to_string(api_.port()) +
+                  "/orders (database " + db_path_ +
+                  (pause_.armed() ? ", fault point " + pause_.op + ":" + pause_.who : "") + ")");
     }
 
-    /// Stops accepting, closes idle connections and stops the background tasks; transactions in
-    /// flight go on to their end, then io_context::run returns.
+    /// Stops the API (requests in flight get half a second) and the background tasks;
+    /// transactions in flight go on to their end, then io_context::run returns.
     void stop() {
         log_.line("stopping");
         stopping_ = true;
-        boost::system::error_code ignored;
-        acceptor_.close(ignored);
+        asio::co_spawn(ioc_, api_.async_stop(std::chrono::milliseconds(500)), asio::detached);
         reconcile_timer_.cancel();
-        for (auto* s : connections_)
-            s->socket().close(ignored);
         coord_->stop();
     }
 
@@ -445,40 +376,41 @@ private:
 
     // ---- the public API -----------------------------------------------------------------------
 
-    asio::awaitable<reply> create(const std::string& body, std::string traceparent) {
-        nlohmann::json in = nlohmann::json::parse(body, nullptr, false);
-        if (!in.is_object())
-            co_return refuse(400, "invalid_json", "the body must be a JSON object");
-        order_record o;
-        try {
-            o.id = in.value("order_id", dtx::make_gid());
-            o.customer = in.at("customer").get<std::string>();
-            o.sku = in.at("sku").get<std::string>();
-            o.qty = in.at("qty").get<std::int64_t>();
-            o.ship_to = in.value("ship_to", std::string("Berlin"));
-        } catch (const nlohmann::json::exception& e) {
-            co_return refuse(400, "invalid_order",
-                             std::string("customer, sku and qty are required: ") + e.what());
-        }
-        const std::optional<std::int64_t> price = price_of(o.sku);
-        if (!price)
-            co_return refuse(400, "unknown_sku", "no such product: " + o.sku);
-        if (o.qty <= 0 || o.qty > 1'000'000'000 || o.customer.empty() || o.id.empty() ||
-            o.id.size() > 64)
-            co_return refuse(400, "invalid_order",
-                             "qty must be 1 to 10^9; customer and order_id (up to 64) non-empty");
-        o.amount = *price * o.qty;
-        o.points = points_for(o.amount);
+    /// The options of the API's server: the limits of dtx::http::server, and a log line for every
+    /// request refused or failed.
+    http::server_options api_options(std::uint16_t port) {
+        http::server_options o;
+        o.port = port;
+        o.body_limit = 64 * 1024; // an order is a few short fields
+        o.on_request = [this](const http::log_record& r) {
+            if (r.status < 400 && r.status != 0)
+                return;
+            log_.line("API " + std::string(r.method) + " " + std::string(r.path) + " -> " +
+                      std::to_string(r.status) + " " + std::string(r.error) +
+                      (r.exception.empty() ? "" : " (" + std::string(r.exception) + ")"));
+        };
+        return o;
+    }
+
+    /// POST /orders: stores the order, runs its transactions, and answers the order (200 once it
+    /// is final; 202 if its transactions take longer than answer_wait, which go on). order_id is
+    /// an idempotency key: the same order again answers what became of the first; another order
+    /// under the same id is 409.
+    asio::awaitable<http::reply> create(const http::request& req) {
+        order_record o = parse_order(req.json(), customers_, merchant_);
         o.state = "new";
         o.checkout_gid = dtx::make_gid();
         o.fulfilment_gid = dtx::make_gid();
-        if (in_flight_.contains(o.id))
-            co_return refuse(409, "order_in_progress", "order " + o.id + " is being processed");
-        in_flight_.insert(
-            o.id); // before the row exists: the reconciler must never take a live order
+        if (in_flight_.contains(o.id)) { // a repeat while the first is being stored or processed
+            const std::optional<order_record> stored = co_await load(o.id);
+            if (!stored)
+                throw http::error_reply(409, "order_in_progress",
+                                        "order " + o.id + " is being stored; ask again");
+            co_return answer_repeat(*stored, o);
+        }
+        in_flight_.insert(o.id); // before the row exists: the reconciler must never take it
 
-        // The order is durable before its first transaction begins; a repeated POST of the same
-        // order_id answers what became of the first.
+        // The order is durable before its first transaction begins.
         const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
                                         .count();
@@ -486,8 +418,8 @@ private:
             if (std::optional<order_record> old = find_order(c, o.id))
                 return *old;
             c.prepare("INSERT INTO orders (id, customer, sku, qty, amount, points, ship_to, state, "
-                      "checkout_gid, "
-                      "fulfilment_gid, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                      "checkout_gid, fulfilment_gid, created_ms) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 .bind(o.id, o.customer, o.sku, o.qty, o.amount, o.points, o.ship_to, o.state,
                       o.checkout_gid, o.fulfilment_gid, now_ms)
                 .run();
@@ -500,87 +432,53 @@ private:
             in_flight_.erase(o.id);
             throw;
         }
-        if (stored.checkout_gid != o.checkout_gid) {
+        if (stored.checkout_gid != o.checkout_gid) { // stored before
             in_flight_.erase(o.id);
-            reply again{is_final_state(stored.state) ? 200u : 202u, stored};
-            co_return again;
+            co_return answer_repeat(stored, o);
         }
+        std::string traceparent(req.traceparent());
         if (traceparent.empty())
             traceparent = dtx::trace_context::for_gid(o.checkout_gid).traceparent();
-        co_await process(o, traceparent);
+        // The transactions run on their own: a client that goes away, or the server's
+        // handler_timeout, cancels this wait, never them.
+        auto done = std::make_shared<asio::steady_timer>(ioc_, answer_wait);
+        asio::co_spawn(ioc_, process(o, traceparent),
+                       [done](std::exception_ptr) { done->cancel(); });
+        co_await done->async_wait(asio::as_tuple(asio::use_awaitable));
         co_return co_await show(o.id);
     }
 
-    asio::awaitable<reply> show(std::string id) {
+    /// The answer to an order_id that is stored already: the stored order if `asked` is the same
+    /// order, else 409.
+    static http::reply answer_repeat(const order_record& stored, const order_record& asked) {
+        if (stored.customer != asked.customer || stored.sku != asked.sku ||
+            stored.qty != asked.qty || stored.ship_to != asked.ship_to)
+            throw http::error_reply(409, "order_id_conflict",
+                                    "order " + stored.id +
+                                        " exists with another customer, sku, qty or ship_to");
+        return answer_order(stored);
+    }
+
+    static http::reply answer_order(const order_record& o) {
+        return http::reply::json(is_final_state(o.state) ? 200 : 202, o);
+    }
+
+    asio::awaitable<std::optional<order_record>> load(std::string id) {
         auto job = [id](connection& c) { return find_order(c, id); };
-        const std::optional<order_record> o =
-            co_await orders_.run<std::optional<order_record>>(std::move(job));
+        co_return co_await orders_.run<std::optional<order_record>>(std::move(job));
+    }
+
+    /// GET /orders/{id}.
+    asio::awaitable<http::reply> show(std::string id) {
+        const std::optional<order_record> o = co_await load(id);
         if (!o)
-            co_return refuse(404, "unknown_order", "no order " + id);
-        reply r{is_final_state(o->state) ? 200u : 202u, *o};
-        co_return r;
+            throw http::error_reply(404, "unknown_order", "no order " + id);
+        co_return answer_order(*o);
     }
 
-    asio::awaitable<reply> handle(const bhttp::request<bhttp::string_body>& req) {
-        const std::string target(req.target());
-        const bool get = req.method() == bhttp::verb::get;
-        if (target == "/health") {
-            if (!get)
-                co_return refuse(405, "method_not_allowed", "GET " + target);
-            reply ok{200, {{"status", "ok"}}};
-            co_return ok;
-        }
-        if (target == "/orders") {
-            if (req.method() != bhttp::verb::post)
-                co_return refuse(405, "method_not_allowed", "POST " + target);
-            std::string traceparent(req["traceparent"]);
-            if (!dtx::trace_context::continuing(traceparent))
-                traceparent.clear();
-            co_return co_await create(req.body(), std::move(traceparent));
-        }
-        if (target.rfind("/orders/", 0) == 0 && target.size() > 8) {
-            if (!get)
-                co_return refuse(405, "method_not_allowed", "GET " + target);
-            co_return co_await show(target.substr(8));
-        }
-        co_return refuse(404, "not_found", "routes: POST /orders, GET /orders/{id}, GET /health");
-    }
-
-    asio::awaitable<void> serve(tcp::socket socket) {
-        beast::tcp_stream stream(std::move(socket));
-        connections_.insert(&stream);
-        beast::flat_buffer buffer;
-        for (;;) {
-            bhttp::request_parser<bhttp::string_body> parser;
-            parser.body_limit(64 * 1024);
-            stream.expires_after(std::chrono::seconds(60));
-            auto [ec, n] = co_await bhttp::async_read(stream, buffer, parser,
-                                                      asio::as_tuple(asio::use_awaitable));
-            if (ec)
-                break;
-            stream.expires_never();
-            const auto& req = parser.get();
-            reply r;
-            try {
-                r = co_await handle(req);
-            } catch (const std::exception& e) {
-                r = refuse(500, "internal_error", e.what());
-            }
-            bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status),
-                                                    req.version()};
-            res.set(bhttp::field::content_type, "application/json");
-            res.keep_alive(req.keep_alive() && !stopping_);
-            res.body() = r.body.dump() + "\n";
-            res.prepare_payload();
-            auto [wec, written] =
-                co_await bhttp::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
-            if (wec || !res.keep_alive())
-                break;
-        }
-        connections_.erase(&stream);
-        boost::system::error_code ignored;
-        stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    }
+    /// Longest wait of POST /orders for the order's transactions, under the server's
+    /// handler_timeout (30 s); then it answers 202 with the order's state.
+    static constexpr std::chrono::seconds answer_wait{20};
 
     asio::io_context& ioc_;
     event_log log_;
@@ -593,11 +491,12 @@ private:
     dtx::http::client http_;
     dtx::participant_registry participants_;
     std::unique_ptr<dtx::coordinator> coord_;
-    tcp::acceptor acceptor_;
+    http::server api_;
+    std::set<std::string> customers_;
+    std::string merchant_;
     asio::steady_timer reconcile_timer_;
     std::unordered_map<std::string, live_tx> live_; // gid -> its order, while it runs here
     std::set<std::string> in_flight_;               // orders whose transactions run here now
-    std::set<beast::tcp_stream*> connections_;
     bool stopping_ = false;
 };
 

@@ -142,12 +142,16 @@ check_logs() {
 if [[ $mode == load ]]; then
   customers=64
   accounts=shop=0
-  for ((i = 0; i < customers; i++)); do accounts+=",c$i=1000000000"; done
+  names=
+  for ((i = 0; i < customers; i++)); do
+    accounts+=",c$i=1000000000"
+    names+="${names:+,}c$i"
+  done
   start inventory --seed apple=100000000,pear=100000000,plum=100000000
   start payment --seed "$accounts"
   start loyalty
   start shipment
-  start order
+  start order --customers "$names"
   status=0
   "$shop" load --url "$(url order)" --orders "$orders" --concurrency "$concurrency" --customers "$customers" || status=1
   audit --json yes || status=1
@@ -213,6 +217,41 @@ note "checkout (TCC): order, inventory and payment tried at once; then fulfilmen
 place '{"order_id":"o-1","customer":"alice","sku":"apple","qty":3}'
 expect o-1 completed
 trace "$last_answer"
+
+say "Refused at the door: orders the API answers 400 or 409 before any transaction"
+# refused STATUS CODE BODY: posts BODY and expects STATUS with error CODE.
+refused() {
+  local answer status
+  answer=$(curl -s -w '\n%{http_code}' -X POST -H 'content-type: application/json' -d "$3" "$(url order)/orders")
+  status=${answer##*$'\n'}
+  answer=${answer%$'\n'*}
+  note "${3//$'\xff'/\\xff} -> $status $answer"
+  [[ $status == "$1" && $answer == *"\"error\":\"$2\""* ]] || fail "expected $1 $2"
+}
+refused 400 invalid_qty '{"customer":"alice","sku":"apple","qty":2.5}'
+refused 400 invalid_qty '{"customer":"alice","sku":"apple","qty":-3}'
+refused 400 unknown_customer '{"customer":"mallory","sku":"apple","qty":1}'
+refused 400 merchant_cannot_order '{"customer":"shop","sku":"apple","qty":1}'
+refused 409 order_id_conflict '{"order_id":"o-1","customer":"alice","sku":"apple","qty":4}'
+refused 400 invalid_json $'{"order_id":"o-\xff","customer":"alice","sku":"apple","qty":1}'
+answer=$(post_order '{"order_id":"o-1","customer":"alice","sku":"apple","qty":3}')
+note "o-1 again with the same body: the same order, $(state_of "$answer") (order_id is an idempotency key)"
+[[ $(state_of "$answer") == completed ]] || fail "a repeated o-1 answered: $answer"
+# raw REQUEST: sends bytes no URL can hold (curl would encode them) and prints the status line.
+raw() {
+  local line
+  exec 3<>"/dev/tcp/127.0.0.1/${port[order]}"
+  printf '%b' "$1" >&3
+  IFS= read -r -t 10 line <&3 || true
+  exec 3<&-
+  echo "${line%$'\r'}"
+}
+for path in '/orders/\xff' '/orders/caf%C3' '/orders/%0A'; do
+  line=$(raw "GET $path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+  note "GET $path -> $line"
+  [[ $line == "HTTP/1.1 400 Bad Request" ]] || fail "GET $path answered '$line'"
+done
+curl -sf -o /dev/null "$(url order)/health" || fail "the order service stopped answering"
 
 say "2. bob orders 50 pears: refused for lack of stock, cancelled everywhere"
 place '{"order_id":"o-2","customer":"bob","sku":"pear","qty":50}'

@@ -10,6 +10,7 @@
 #include <dtx/http/protocol.hpp>
 #include <dtx/http/publisher.hpp>
 #include <dtx/http/remote_participant.hpp>
+#include <dtx/http/route.hpp>
 #include <dtx/http/server.hpp>
 #include <dtx/http/server_options.hpp>
 #include <dtx/http/url.hpp>

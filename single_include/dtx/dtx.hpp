@@ -5216,6 +5216,129 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/detail/request_target.hpp ----------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_REQUEST_TARGET_HPP
+#define DTX_HTTP_DETAIL_REQUEST_TARGET_HPP
+
+// Reading a request target: its path and query, the path's segments, percent-decoding, and the
+// query's name=value pairs. The branch protocol, the participant server and application routes
+// all read targets through these.
+
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/version.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+inline int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/// Percent-decodes `in`; empty if an escape is malformed. In a query '+' is a space (as in
+/// forms); in a path segment it is itself.
+inline std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = true) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        const char c = in[i];
+        if (c == '+' && plus_is_space) {
+            out += ' ';
+        } else if (c == '%') {
+            if (i + 2 >= in.size())
+                return std::nullopt;
+            const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return std::nullopt;
+            out += static_cast<char>(hi * 16 + lo);
+            i += 2;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+/// `in` percent-decoded, if that is valid UTF-8 without control characters: what a path segment
+/// or a query value of an application route may hold. Empty otherwise.
+inline std::optional<std::string> decode_text(std::string_view in, bool plus_is_space) {
+    std::optional<std::string> out = percent_decode(in, plus_is_space);
+    if (!out)
+        return std::nullopt;
+    for (std::string_view rest = *out; !rest.empty();) {
+        const std::size_t n = dtx::detail::utf8_sequence_length(rest);
+        if (n == 0 || dtx::detail::control_character(dtx::detail::utf8_code_point(rest, n)))
+            return std::nullopt;
+        rest.remove_prefix(n);
+    }
+    return out;
+}
+
+/// The path and query of a request target (origin form, or absolute form as proxies send).
+inline std::pair<std::string_view, std::string_view> split_target(std::string_view target) {
+    for (std::string_view scheme : {std::string_view{"http://"}, std::string_view{"https://"}}) {
+        if (target.substr(0, scheme.size()) != scheme)
+            continue;
+        const std::size_t slash = target.find_first_of("/?", scheme.size());
+        target = slash == std::string_view::npos ? std::string_view{"/"} : target.substr(slash);
+        break;
+    }
+    const std::size_t q = target.find('?');
+    if (q == std::string_view::npos)
+        return {target, {}};
+    return {target.substr(0, q), target.substr(q + 1)};
+}
+
+/// The segments of `path` as sent: "/" has none, "/a/b" has "a" and "b", "/a/" has "a" and "".
+inline std::vector<std::string_view> path_segments(std::string_view path) {
+    std::vector<std::string_view> out;
+    if (!path.empty() && path.front() == '/')
+        path.remove_prefix(1);
+    if (path.empty())
+        return out;
+    for (;;) {
+        const std::size_t slash = path.find('/');
+        out.push_back(path.substr(0, slash));
+        if (slash == std::string_view::npos)
+            return out;
+        path.remove_prefix(slash + 1);
+    }
+}
+
+/// Takes the next name=value pair (both as sent) off the front of `query`; empty once none is
+/// left. Empty pairs (`a=1&&b=2`) are skipped; a pair without '=' has an empty value.
+inline std::optional<std::pair<std::string_view, std::string_view>>
+next_query_pair(std::string_view& query) {
+    while (!query.empty()) {
+        const std::size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (pair.empty())
+            continue;
+        const std::size_t eq = pair.find('=');
+        return std::pair{pair.substr(0, eq),
+                         eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1)};
+    }
+    return std::nullopt;
+}
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/http/protocol.hpp -----------------------------------------------------------------------
 #ifndef DTX_HTTP_PROTOCOL_HPP
 #define DTX_HTTP_PROTOCOL_HPP
@@ -5244,6 +5367,7 @@ DTX_NAMESPACE_END
 
 // #include <dtx/detail/utf8.hpp>
 // #include <dtx/gid.hpp>
+// #include <dtx/http/detail/request_target.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/transaction_status.hpp>
 // #include <dtx/version.hpp>
@@ -5283,40 +5407,6 @@ struct problem {
 
 namespace detail {
 
-inline int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/// Percent-decodes `in`; empty if an escape is malformed. In a query '+' is a space (as in
-/// forms); in a path segment it is itself.
-inline std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = true) {
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        const char c = in[i];
-        if (c == '+' && plus_is_space) {
-            out += ' ';
-        } else if (c == '%') {
-            if (i + 2 >= in.size())
-                return std::nullopt;
-            const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return std::nullopt;
-            out += static_cast<char>(hi * 16 + lo);
-            i += 2;
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
 inline void percent_encode_into(std::string& out, std::string_view in) {
     static constexpr char digits[] = "0123456789ABCDEF";
     for (unsigned char c : in) {
@@ -5353,16 +5443,8 @@ inline problem bad(std::string code, std::string message) {
 inline std::variant<branch_query, problem> parse_branch_query(std::string_view query) {
     constexpr std::array<std::string_view, 4> names{"gid", "trans_type", "branch_id", "op"};
     std::array<std::optional<std::string>, 4> values;
-    while (!query.empty()) {
-        const std::size_t amp = query.find('&');
-        const std::string_view pair = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty())
-            continue;
-        const std::size_t eq = pair.find('=');
-        const std::string_view key = pair.substr(0, eq);
-        const std::string_view raw =
-            eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    while (const auto pair = detail::next_query_pair(query)) {
+        const auto [key, raw] = *pair;
         for (std::size_t i = 0; i < names.size(); ++i) {
             if (key != names[i])
                 continue;
@@ -5535,11 +5617,517 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/detail/json_body.hpp ---------------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_JSON_BODY_HPP
+#define DTX_HTTP_DETAIL_JSON_BODY_HPP
+
+// Reading a request body as JSON, the same way for a participant's payload and for an application
+// route's request::json(): too deep a nesting and invalid JSON are refused with a problem (400)
+// that names what is wrong without repeating the body.
+
+// #include <dtx/http/protocol.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <variant>
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// True if the JSON text `body` nests arrays and objects deeper than `limit`. Deep nesting parses
+/// fine, but a handler that walks the payload recursively (dump(), conversions) would exhaust its
+/// stack; this scan stops the request first. Strings are skipped; the text need not be valid.
+inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcept {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < body.size(); ++i) {
+        const char c = body[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limit)
+                return true;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return false;
+}
+
+/// `body` parsed as JSON (strings are valid UTF-8: the parser checks them), or why it cannot be:
+/// 400 json_too_deep beyond `depth_limit` levels, 400 invalid_json otherwise.
+inline std::variant<nlohmann::json, problem> parse_json_body(std::string_view body,
+                                                             std::size_t depth_limit) {
+    if (nested_deeper_than(body, depth_limit))
+        return bad("json_too_deep", "the body nests arrays and objects deeper than " +
+                                        std::to_string(depth_limit) + " levels");
+    nlohmann::json value = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (value.is_discarded())
+        return bad("invalid_json", "the body is not valid JSON");
+    return value;
+}
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/http/route.hpp --------------------------------------------------------------------------
+#ifndef DTX_HTTP_ROUTE_HPP
+#define DTX_HTTP_ROUTE_HPP
+
+// Application routes: a service's own HTTP API, served by dtx::http::server beside its
+// participants, with the same limits, authentication, timeouts, log hook and JSON errors
+// (server.hpp, docs/protocol.md). A route is a method, a path pattern and a coroutine that
+// answers a request:
+//
+//   dtx::http::server api(ioc, {.port = 8080}); // application routes only (or: ioc, participants, options)
+//   api.route(dtx::http::verb::get, "/orders/{id}",
+//             [](const dtx::http::request& req) -> asio::awaitable<dtx::http::reply> {
+//                 const std::string& id = req.param("id"); // percent-decoded, valid UTF-8
+//                 if (id == "o-0")
+//                     throw dtx::http::error_reply(404, "unknown_order", "no such order");
+//                 co_return dtx::http::reply::json(200, {{"id", id}, {"state", "paid"}});
+//             });
+//   api.route(dtx::http::verb::post, "/orders",
+//             [](const dtx::http::request& req) -> asio::awaitable<dtx::http::reply> {
+//                 const nlohmann::json order = req.json(); // 400 if the body is not JSON
+//                 co_return dtx::http::reply::json(201, order);
+//             },
+//             {.body_limit = 16 * 1024});
+//   api.route(dtx::http::verb::get, "/version",
+//             [](const dtx::http::request&) -> asio::awaitable<dtx::http::reply> {
+//                 co_return dtx::http::reply::text(200, "1.0\n");
+//             },
+//             {.require_token = false}); // public even when the server has a bearer_token
+//   api.start();
+//
+// Patterns. A pattern is a path of segments: literal text (`orders`) or a parameter (`{id}`: one
+// whole, non-empty segment, its name made of letters, digits and '_'). A request matches a
+// pattern with as many segments, segment by segment, after each of its segments is
+// percent-decoded; a literal segment beats a parameter where two patterns match (`/orders/new`
+// before `/orders/{id}`). route() throws std::invalid_argument for an invalid pattern, for one
+// registered twice for a method (`/orders/{id}` and `/orders/{key}` are the same pattern), and
+// for one that could take a path of the participants (base_path and below) or the health
+// endpoint; and std::logic_error once the server has started.
+//
+// What the server answers before a handler runs:
+//   400 bad_path            a segment of the path is not percent-encoded UTF-8 without control
+//                           characters (a raw 0xFF byte, %FF, %0A): every parameter a handler
+//                           reads is valid UTF-8
+//   401 unauthorized        the server has a bearer_token and the route does not say
+//                           require_token = false (decided on the header: the body is not read)
+//   404 not_found           no route has this path
+//   405 method_not_allowed  routes have this path with other methods, listed in Allow
+//   413 body_too_large      over the route's body_limit (or the server's), decided on the header
+//                           when the request has a Content-Length
+// and every answer of server.hpp's table (400 on framing, 408, 431, 503...).
+//
+// What a handler answers: the reply it returns; a throw of error_reply, its status with
+// the JSON body {"error":code,"message":text}; any other exception, 500 {"error":"internal",...}
+// with the exception's text in the log hook's `exception` only, never in the answer; a handler
+// still running at the server's handler_timeout is cancelled (Asio cancellation) and answered 503
+// handler_timeout. Every text the server builds is valid UTF-8: reply::json() and text()
+// replace invalid UTF-8 with U+FFFD rather than throw; a reply the handler builds by hand is
+// sent as it is, and one with a status outside 200-599 or a header field with line breaks is
+// answered 500 instead. The connection goes on after all of these.
+//
+// Handlers run on the server's executor, one request of a connection at a time (pipelined
+// requests are answered in order); the request and its views are valid until the handler's
+// coroutine completes.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/http/detail/json_body.hpp>
+// #include <dtx/http/detail/request_target.hpp>
+// #include <dtx/http/protocol.hpp>
+// #include <dtx/trace_context.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+namespace http {
+
+/// HTTP methods: verb::get, verb::post, verb::put, verb::delete_, verb::patch...
+using verb = boost::beast::http::verb;
+
+/// Thrown by a route's handler (or by request::json(), request::query()) to answer with an error:
+/// `status` (400 to 599) and the JSON body {"error":code,"message":message}. The message is sent
+/// to the client: it should name what is wrong without repeating what the request sent.
+class error_reply : public std::exception {
+public:
+    /// Throws std::invalid_argument if `status` is not 400 to 599.
+    error_reply(unsigned status, std::string code, std::string message)
+        : problem_{status, std::move(code), std::move(message)} {
+        if (status < 400 || status > 599)
+            throw std::invalid_argument("dtx::http::error_reply: status must be 400 to 599");
+    }
+    explicit error_reply(problem p)
+        : error_reply(p.status, std::move(p.code), std::move(p.message)) {}
+
+    unsigned status() const noexcept { return problem_.status; }
+    const std::string& code() const noexcept { return problem_.code; }
+    const std::string& message() const noexcept { return problem_.message; }
+    const char* what() const noexcept override { return problem_.message.c_str(); }
+    const problem& details() const noexcept { return problem_; }
+
+private:
+    problem problem_;
+};
+
+/// What a route's handler answers.
+struct reply {
+    unsigned status = 200;
+    /// Sent as it is (see json() and text() for bodies that are always valid UTF-8).
+    std::string body{};
+    std::string content_type = "application/json";
+    /// Further header fields (Location, Cache-Control...). The server sets Content-Length,
+    /// Connection and Content-Type itself.
+    std::vector<std::pair<std::string, std::string>> headers{};
+
+    /// `value` as JSON; a string in it that is not valid UTF-8 is sent with U+FFFD in place of
+    /// its bad bytes (nlohmann's dump() would throw).
+    static reply json(unsigned status, const nlohmann::json& value) {
+        return {status,
+                value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                "application/json",
+                {}};
+    }
+
+    /// `text` as text/plain in UTF-8 (bytes that are not valid UTF-8 become U+FFFD).
+    static reply text(unsigned status, std::string_view text) {
+        return {status, dtx::detail::safe_text(text), "text/plain; charset=utf-8", {}};
+    }
+};
+
+/// A request as a route's handler reads it. Made by the server (a test of a handler can make one
+/// too); views into the server's request, valid while the handler runs.
+class request {
+public:
+    using message_type = boost::beast::http::request<boost::beast::http::string_body>;
+    /// The path parameters: name and percent-decoded value, in the pattern's order.
+    using parameters = std::vector<std::pair<std::string, std::string>>;
+
+    request(const message_type& message, std::string_view route, parameters params,
+            boost::asio::ip::address client = {}, std::size_t json_depth_limit = 64)
+        : message_(&message)
+        , route_(route)
+        , params_(std::move(params))
+        , client_(std::move(client))
+        , json_depth_limit_(json_depth_limit) {}
+
+    verb method() const noexcept { return message_->method(); }
+    std::string_view method_string() const noexcept { return message_->method_string(); }
+    /// The request target as sent: path and query, percent-encoded.
+    std::string_view target() const noexcept { return message_->target(); }
+    /// The path of the target as sent (percent-encoded, without the query). Use param() for the
+    /// parts of it that vary: decoding the whole path would mix up '/' and "%2F".
+    std::string_view path() const noexcept { return detail::split_target(target()).first; }
+    /// The pattern of the route that matched, e.g. "/orders/{id}".
+    std::string_view route() const noexcept { return route_; }
+
+    /// The value of the path parameter `name` (percent-decoded, valid UTF-8 without control
+    /// characters, not empty). Throws std::out_of_range if the route's pattern has no such
+    /// parameter: a mistake in the program, answered 500.
+    const std::string& param(std::string_view name) const {
+        for (const auto& [key, value] : params_)
+            if (key == name)
+                return value;
+        throw std::out_of_range("dtx::http::request: the route " + std::string(route_) +
+                                " has no parameter " + std::string(name));
+    }
+    const parameters& params() const noexcept { return params_; }
+
+    /// The query parameter `name`, percent-decoded ('+' is a space), or empty if the query does
+    /// not have it. Throws error_reply (400) if it is given twice, or is not percent-encoded
+    /// UTF-8 without control characters.
+    std::optional<std::string> query(std::string_view name) const {
+        std::string_view rest = detail::split_target(target()).second;
+        std::optional<std::string> found;
+        while (const auto pair = detail::next_query_pair(rest)) {
+            if (pair->first != name)
+                continue;
+            if (found)
+                throw error_reply(400, "duplicate_parameter",
+                                  "query parameter '" + safe_name(name) + "' is given twice");
+            found = detail::decode_text(pair->second, true);
+            if (!found)
+                throw error_reply(400, "bad_encoding",
+                                  "query parameter '" + safe_name(name) +
+                                      "' is not percent-encoded UTF-8 without control "
+                                      "characters");
+        }
+        return found;
+    }
+
+    /// The value of header field `name` as sent (empty if the request has none).
+    std::string_view header(std::string_view name) const { return (*message_)[name]; }
+    std::string_view header(boost::beast::http::field name) const { return (*message_)[name]; }
+    const std::string& body() const noexcept { return message_->body(); }
+
+    /// The body parsed as JSON. Throws error_reply: 400 invalid_json (an empty body too), or
+    /// 400 json_too_deep beyond the server's json_depth_limit.
+    nlohmann::json json() const {
+        auto parsed = detail::parse_json_body(body(), json_depth_limit_);
+        if (auto* p = std::get_if<problem>(&parsed))
+            throw error_reply(std::move(*p));
+        return std::move(std::get<nlohmann::json>(parsed));
+    }
+
+    /// The client's address (the proxy's, behind a proxy).
+    const boost::asio::ip::address& client() const noexcept { return client_; }
+    /// The request's W3C traceparent header if it has a valid one, else empty.
+    std::string_view traceparent() const noexcept {
+        const std::string_view t = (*message_)["traceparent"];
+        return trace_context::continuing(t) ? t : std::string_view{};
+    }
+    /// The whole Beast message, for what the accessors above do not give.
+    const message_type& message() const noexcept { return *message_; }
+
+private:
+    static std::string safe_name(std::string_view name) {
+        return dtx::detail::safe_text(name, 64, dtx::detail::text_controls::escape);
+    }
+
+    const message_type* message_;
+    std::string_view route_;
+    parameters params_;
+    boost::asio::ip::address client_;
+    std::size_t json_depth_limit_;
+};
+
+/// A route's handler: answers a request (or throws, see the top of this file).
+using route_handler = std::function<boost::asio::awaitable<reply>(const request&)>;
+
+/// Settings of one route (server::route).
+struct route_options {
+    /// If the server has a bearer_token: whether this route needs it. false: anyone may call the
+    /// route, as the health endpoint.
+    bool require_token = true;
+    /// Largest body of a request to this route, at most the server's body_limit (the default);
+    /// beyond: 413.
+    std::optional<std::uint64_t> body_limit{};
+};
+
+} // namespace http
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/http/detail/router.hpp ------------------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_ROUTER_HPP
+#define DTX_HTTP_DETAIL_ROUTER_HPP
+
+// The application routes of a server (route.hpp): patterns checked when a route is added, and
+// the route a request's method and path select, with its path parameters.
+//
+// Not thread-safe: routes are added before the server starts, then only read.
+
+// #include <dtx/http/detail/request_target.hpp>
+// #include <dtx/http/route.hpp>
+// #include <dtx/version.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// A segment of a pattern: literal text, or a parameter's name.
+struct pattern_segment {
+    std::string text;
+    bool parameter = false;
+};
+
+struct route_entry {
+    verb method;
+    std::string pattern;
+    std::vector<pattern_segment> segments;
+    route_handler handler;
+    route_options options;
+};
+
+inline bool parameter_name_char(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/// The segments of `pattern`; throws std::invalid_argument if it is not a valid pattern.
+inline std::vector<pattern_segment> parse_pattern(std::string_view pattern) {
+    const auto invalid = [&](const char* why) {
+        return std::invalid_argument(
+            "dtx::http::server: route pattern '" +
+            dtx::detail::safe_text(pattern, 200, dtx::detail::text_controls::escape) + "': " + why);
+    };
+    if (pattern.empty() || pattern.front() != '/')
+        throw invalid("must start with '/'");
+    std::vector<pattern_segment> out;
+    for (std::string_view s : path_segments(pattern)) {
+        if (s.size() >= 2 && s.front() == '{' && s.back() == '}') {
+            const std::string_view name = s.substr(1, s.size() - 2);
+            if (name.empty() || !std::all_of(name.begin(), name.end(), parameter_name_char))
+                throw invalid("a parameter's name is letters, digits and '_'");
+            for (const pattern_segment& seen : out)
+                if (seen.parameter && seen.text == name)
+                    throw invalid("a parameter's name is used twice");
+            out.push_back({std::string(name), true});
+            continue;
+        }
+        if (s.empty())
+            throw invalid("a segment is empty");
+        for (char c : s)
+            if (c == '{' || c == '}' || c == '%' || c == '?' || c == '#' ||
+                static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+                throw invalid("a literal segment holds '{', '}', '%', '?', '#', a space or a "
+                              "control character (a parameter is a whole segment: {name})");
+        if (!dtx::detail::valid_utf8(s))
+            throw invalid("a literal segment is not valid UTF-8");
+        out.push_back({std::string(s), false});
+    }
+    return out;
+}
+
+/// True if a path of the segments `path` (decoded) could be taken by `pattern`: all of it, or
+/// with `prefix`, its first segments (the pattern has at least as many).
+inline bool could_take(const std::vector<pattern_segment>& pattern,
+                       const std::vector<std::string_view>& path, bool prefix) {
+    if (pattern.size() < path.size() || (!prefix && pattern.size() != path.size()))
+        return false;
+    for (std::size_t i = 0; i < path.size(); ++i)
+        if (!pattern[i].parameter ? pattern[i].text != path[i] : path[i].empty())
+            return false;
+    return true;
+}
+
+/// What a request's method and path select.
+struct route_match {
+    /// The route, if one has this method and path.
+    const route_entry* entry = nullptr;
+    request::parameters params;
+    /// Otherwise the methods of the routes that have this path ("GET, POST"), or empty (404).
+    std::string allow;
+    /// A segment of the path is not percent-encoded UTF-8 without control characters.
+    bool bad_path = false;
+};
+
+class router {
+public:
+    /// Adds a route; throws std::invalid_argument if another one has the same method and pattern.
+    void add(route_entry e) {
+        for (const route_entry& r : routes_)
+            if (r.method == e.method && same_shape(r.segments, e.segments))
+                throw std::invalid_argument("dtx::http::server: route " +
+                                            std::string(to_string(e.method)) + " " + e.pattern +
+                                            " is registered twice");
+        routes_.push_back(std::move(e));
+    }
+
+    bool empty() const noexcept { return routes_.empty(); }
+
+    route_match match(verb method, std::string_view path) const {
+        route_match m;
+        if (routes_.empty())
+            return m;
+        const std::vector<std::string_view> raw = path_segments(path);
+        std::vector<std::string> decoded;
+        decoded.reserve(raw.size());
+        for (std::string_view s : raw) {
+            std::optional<std::string> d = decode_text(s, false);
+            if (!d) {
+                m.bad_path = true;
+                return m;
+            }
+            decoded.push_back(std::move(*d));
+        }
+        const std::vector<std::string_view> segments(decoded.begin(), decoded.end());
+        std::set<std::string_view> allowed;
+        for (const route_entry& r : routes_) {
+            if (!could_take(r.segments, segments, false))
+                continue;
+            if (r.method != method)
+                allowed.insert(to_string(r.method));
+            else if (!m.entry || more_literal(r.segments, m.entry->segments))
+                m.entry = &r;
+        }
+        if (!m.entry) {
+            for (std::string_view a : allowed)
+                m.allow += (m.allow.empty() ? "" : ", ") + std::string(a);
+            return m;
+        }
+        for (std::size_t i = 0; i < segments.size(); ++i)
+            if (m.entry->segments[i].parameter)
+                m.params.emplace_back(m.entry->segments[i].text, std::move(decoded[i]));
+        return m;
+    }
+
+private:
+    static bool same_shape(const std::vector<pattern_segment>& a,
+                           const std::vector<pattern_segment>& b) {
+        if (a.size() != b.size())
+            return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (a[i].parameter != b[i].parameter || (!a[i].parameter && a[i].text != b[i].text))
+                return false;
+        return true;
+    }
+
+    /// True if `a` has a literal where `b` has a parameter, at the first segment they differ.
+    static bool more_literal(const std::vector<pattern_segment>& a,
+                             const std::vector<pattern_segment>& b) {
+        for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+            if (a[i].parameter != b[i].parameter)
+                return !a[i].parameter;
+        return false;
+    }
+
+    std::vector<route_entry> routes_;
+};
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/http/server_options.hpp -----------------------------------------------------------------
 #ifndef DTX_HTTP_SERVER_OPTIONS_HPP
 #define DTX_HTTP_SERVER_OPTIONS_HPP
 
-// Settings of an HTTP participant server, and what it tells its log hook about each request.
+// Settings of an HTTP server (participants and application routes), and what it tells its log
+// hook about each request.
 
 // #include <dtx/transaction_status.hpp>
 // #include <dtx/version.hpp>
@@ -5588,6 +6176,8 @@ struct log_record {
     std::string_view path;
     /// The participant named in the path, once it was found.
     std::string_view participant;
+    /// The pattern of the application route that matched (e.g. "/orders/{id}"), once found.
+    std::string_view route;
     std::string_view gid;
     std::string_view branch_id;
     std::optional<branch_op> op;
@@ -5595,8 +6185,8 @@ struct log_record {
     unsigned status = 0;
     /// The error code of the answer's body (4xx, 5xx), e.g. "invalid_gid"; empty otherwise.
     std::string_view error;
-    /// What a participant's handler threw (the answer is 500), for the log only: it is never
-    /// sent to the client.
+    /// What a handler (a participant's or a route's) threw, or why a route's response could not
+    /// be sent (the answer is 500), for the log only: it is never sent to the client.
     std::string_view exception;
     /// The request's W3C `traceparent` header, if it had one.
     std::string_view traceparent;
@@ -5617,7 +6207,7 @@ struct server_options {
 
     /// Largest request line plus header fields; beyond: 431.
     std::uint32_t header_limit = 8 * 1024;
-    /// Largest body; beyond: 413.
+    /// Largest body; beyond: 413. An application route may have a smaller one (route_options).
     std::uint64_t body_limit = 1024 * 1024;
     /// Bytes of request bodies all connections together may hold at once: a request takes its
     /// Content-Length (a chunked one: body_limit) from it before its body is read, and gives it
@@ -5639,8 +6229,9 @@ struct server_options {
     /// With TLS: longest time for the handshake, from the connection's accept; beyond, the
     /// connection is closed (it counts against max_connections until then).
     std::chrono::milliseconds handshake_timeout = std::chrono::seconds{5};
-    /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
-    /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
+    /// Longest time a handler (a participant's or an application route's) may take; beyond: the
+    /// handler is cancelled (through Asio's cancellation slot) and the answer is 503, for a
+    /// participant an unknown result the coordinator retries.
     /// 30 s: far beyond a branch call's usual milliseconds and three times a dtx coordinator's
     /// call_timeout (10 s), whose caller has given up by then, so that a hung handler cannot hold
     /// its connection forever. A handler that ignores the cancellation is answered for all the
@@ -5674,8 +6265,9 @@ struct server_options {
     /// Default time `async_stop()` lets requests in flight finish.
     std::chrono::milliseconds shutdown_grace = std::chrono::seconds{5};
 
-    /// If set, every request except the health endpoint must carry `Authorization: Bearer
-    /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
+    /// If set, every request except the health endpoint and the application routes registered
+    /// with require_token = false must carry `Authorization: Bearer <token>` with this token;
+    /// otherwise it is answered 401, before its body is read. Compared in constant time.
     std::optional<std::string> bearer_token{};
 
     /// Serve HTTPS with these settings (make_server_tls of <dtx/http/tls.hpp>); empty: plain
@@ -5696,21 +6288,26 @@ DTX_NAMESPACE_END
 #ifndef DTX_HTTP_DETAIL_REQUEST_HANDLER_HPP
 #define DTX_HTTP_DETAIL_REQUEST_HANDLER_HPP
 
-// What the participant server does with one request, without sockets: a parsed request in, an
-// answer out. The server drives it for every request it reads; the fuzz target drives it with
-// requests parsed from arbitrary bytes.
+// What the server does with one request, without sockets: a parsed request in, an answer out:
+// the health endpoint, a participant's branch call, or an application route. The server drives it
+// for every request it reads; the fuzz target drives it with requests parsed from arbitrary bytes.
 //
 // Every refusal is a JSON error body from protocol.hpp's error_body: a stable code and a message
 // that names the problem without repeating what the request sent.
 
 // #include <dtx/detail/config.hpp>
 // #include <dtx/detail/utf8.hpp>
+// #include <dtx/http/detail/json_body.hpp>
+// #include <dtx/http/detail/request_target.hpp>
+// #include <dtx/http/detail/router.hpp>
 // #include <dtx/http/protocol.hpp>
+// #include <dtx/http/route.hpp>
 // #include <dtx/http/server_options.hpp>
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/trace_context.hpp>
 // #include <dtx/version.hpp>
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/message.hpp>
@@ -5719,7 +6316,11 @@ DTX_NAMESPACE_END
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdint>
+#include <exception>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -5744,8 +6345,10 @@ struct request_notes {
     std::optional<branch_query> query;
     /// The error code of the answer's body, if the answer is an error.
     std::string error;
-    /// What the participant's handler threw, as valid UTF-8 with control characters escaped.
+    /// What the handler threw, as valid UTF-8 with control characters escaped.
     std::string exception;
+    /// The pattern of the application route that matched.
+    std::string route;
 };
 
 /// An answer with a JSON body. `version` is the request's (10 or 11).
@@ -5760,23 +6363,28 @@ inline beast_response json_response(unsigned status, std::string body, unsigned 
 }
 
 /// An error answer; `notes.error` records its code.
-inline beast_response error_response(const problem& p, unsigned version, request_notes& notes) {
+inline beast_response problem_response(const problem& p, unsigned version, request_notes& notes) {
     notes.error = p.code;
     return json_response(p.status, error_body(p.code, p.message), version);
 }
 
+inline problem body_too_large(std::uint64_t limit) {
+    return {413, "body_too_large", "the body exceeds " + std::to_string(limit) + " bytes"};
+}
+
 /// The answer for a request the server could not read, or empty if there is nobody to answer
 /// (the client went away, or the connection failed).
+/// `body_limit`: the request's, if its route has one of its own.
 inline std::optional<problem> read_problem(const boost::system::error_code& ec,
-                                           const server_options& opts) {
+                                           const server_options& opts,
+                                           std::optional<std::uint64_t> body_limit = {}) {
     using he = beast::http::error;
     if (ec == he::header_limit)
         return problem{431, "header_too_large",
                        "the request line and header fields exceed " +
                            std::to_string(opts.header_limit) + " bytes"};
     if (ec == he::body_limit)
-        return problem{413, "body_too_large",
-                       "the body exceeds " + std::to_string(opts.body_limit) + " bytes"};
+        return body_too_large(body_limit.value_or(opts.body_limit));
     if (ec.category() == beast::http::make_error_code(he::bad_method).category() &&
         ec != he::end_of_stream && ec != he::partial_message && ec != he::need_more &&
         ec != he::buffer_overflow)
@@ -5818,64 +6426,144 @@ inline bool bearer_matches(std::string_view authorization, std::string_view toke
     return same_secret(rest, token);
 }
 
-/// The path and query of a request target (origin form, or absolute form as proxies send).
-inline std::pair<std::string_view, std::string_view> split_target(std::string_view target) {
-    for (std::string_view scheme : {std::string_view{"http://"}, std::string_view{"https://"}}) {
-        if (target.substr(0, scheme.size()) != scheme)
-            continue;
-        const std::size_t slash = target.find_first_of("/?", scheme.size());
-        target = slash == std::string_view::npos ? std::string_view{"/"} : target.substr(slash);
-        break;
+/// What a handler threw, for the log only: valid UTF-8 with control characters escaped.
+inline std::string exception_text(const std::exception_ptr& e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+        return dtx::detail::safe_text(x.what(), std::string_view::npos,
+                                      dtx::detail::text_controls::escape);
+    } catch (...) {
+        return "an exception that is not a std::exception";
     }
-    const std::size_t q = target.find('?');
-    if (q == std::string_view::npos)
-        return {target, {}};
-    return {target.substr(0, q), target.substr(q + 1)};
 }
 
-/// True if the JSON text `body` nests arrays and objects deeper than `limit`. Deep nesting parses
-/// fine, but a handler that walks the payload recursively (dump(), conversions) would exhaust its
-/// stack; this scan stops the request first. Strings are skipped; the text need not be valid.
-inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcept {
-    std::size_t depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < body.size(); ++i) {
-        const char c = body[i];
-        if (in_string) {
-            if (c == '\\')
-                ++i;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > limit)
-                return true;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-    return false;
+/// The answer when an application route's handler failed (threw, or answered what cannot be
+/// sent): the reason is in the log only.
+inline problem internal_problem() {
+    return {500, "internal", "the request could not be handled"};
 }
+
+/// Why an application route's reply cannot be sent as it is, or empty.
+inline std::optional<std::string> unsendable(const reply& r) {
+    namespace bh = beast::http;
+    if (r.status < 200 || r.status > 599)
+        return "has a status outside 200 to 599";
+    if ((r.status == 204 || r.status == 304) && !r.body.empty())
+        return "has a body with status 204 or 304";
+    const auto clean = [](std::string_view v) {
+        return std::none_of(v.begin(), v.end(), [](char c) {
+            const auto u = static_cast<unsigned char>(c);
+            return (u < 0x20 && c != '\t') || u == 0x7f;
+        });
+    };
+    const auto token = [](std::string_view n) {
+        constexpr std::string_view extra = "!#$%&'*+-.^_`|~";
+        return !n.empty() && std::all_of(n.begin(), n.end(), [&](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   extra.find(c) != std::string_view::npos;
+        });
+    };
+    if (!clean(r.content_type))
+        return "has a content type with a control character";
+    for (const auto& [name, value] : r.headers) {
+        if (!token(name) || !clean(value))
+            return "has a header field whose name is not a token or whose value holds a control "
+                   "character";
+        const bh::field f = bh::string_to_field(name);
+        if (f == bh::field::content_length || f == bh::field::transfer_encoding ||
+            f == bh::field::connection)
+            return "sets Content-Length, Transfer-Encoding or Connection, which the server sets";
+    }
+    return std::nullopt;
+}
+
+/// An application route's reply as an HTTP answer, or 500 if it cannot be sent as it is.
+inline beast_response route_answer(reply r, unsigned version, request_notes& notes) {
+    if (const auto why = unsendable(r)) {
+        notes.exception = "the handler's reply " + *why;
+        return problem_response(internal_problem(), version, notes);
+    }
+    beast_response res{static_cast<beast::http::status>(r.status), version == 10 ? 10u : 11u};
+    res.set(beast::http::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers)
+        res.set(name, value);
+    res.body() = std::move(r.body);
+    if (r.status != 204 && r.status != 304)
+        res.prepare_payload();
+    return res;
+}
+
+/// What a request's method and path ask of its header: the bearer token, and a body limit.
+struct header_rules {
+    bool token_required = false;
+    std::uint64_t body_limit = 0;
+};
 
 class request_handler {
 public:
-    request_handler(const participant_registry& participants, const server_options& opts)
+    /// `participants`: null for a server of application routes only.
+    request_handler(const participant_registry* participants, const server_options& opts)
         : participants_(participants)
         , opts_(opts)
         , base_(opts.base_path) {
         while (!base_.empty() && base_.back() == '/')
             base_.pop_back();
     }
+    request_handler(const participant_registry& participants, const server_options& opts)
+        : request_handler(&participants, opts) {}
 
-    /// The answer to `req`. Never throws for anything a request holds; a participant's handler
-    /// that throws is answered 500 (an unknown result: the coordinator asks again). `stopping`:
-    /// the server is shutting down (the health endpoint says so).
+    /// Adds an application route (server::route, which says what is refused).
+    void add_route(verb method, std::string_view pattern, route_handler handler,
+                   route_options options) {
+        const auto refuse = [&](const std::string& why) {
+            return std::invalid_argument(
+                "dtx::http::server: route " +
+                dtx::detail::safe_text(pattern, 200, dtx::detail::text_controls::escape) + ": " +
+                why);
+        };
+        if (method == verb::unknown)
+            throw refuse("unknown method");
+        if (!handler)
+            throw refuse("no handler");
+        if (options.body_limit && *options.body_limit > opts_.body_limit)
+            throw refuse("its body_limit is over the server's");
+        std::vector<pattern_segment> segments = parse_pattern(pattern);
+        if (!opts_.health_path.empty() &&
+            could_take(segments, path_segments(opts_.health_path), false))
+            throw refuse("it could take the health endpoint's path");
+        if (participants_ && could_take(segments, path_segments(base_), true))
+            throw refuse("it could take the participants' paths (base_path and below)");
+        routes_.add({method, std::string(pattern), std::move(segments), std::move(handler),
+                     std::move(options)});
+    }
+
+    /// What the request line of a request asks of its header, decided before its body is read.
+    header_rules rules_for(verb method, std::string_view target) const {
+        const std::string_view path = split_target(target).first;
+        header_rules rules{opts_.bearer_token.has_value(), opts_.body_limit};
+        if (!opts_.health_path.empty() && path == opts_.health_path) {
+            rules.token_required = false;
+        } else if (!participants_ || !under_base(path)) {
+            const route_match m = routes_.match(method, path);
+            if (m.entry && !m.entry->options.require_token)
+                rules.token_required = false;
+            if (m.entry && m.entry->options.body_limit)
+                rules.body_limit = *m.entry->options.body_limit;
+        }
+        return rules;
+    }
+
+    /// The answer to `req` from `peer`. Never throws for anything a request holds; a handler
+    /// that throws is answered 500 (for a participant, an unknown result: the coordinator asks
+    /// again). `stopping`: the server is shutting down (the health endpoint says so).
     asio::awaitable<beast_response> handle(const beast_request& req, request_notes& notes,
-                                           bool stopping) const {
+                                           bool stopping, asio::ip::address peer = {}) const {
         auto routed = route(req, notes, stopping);
         if (auto* early = std::get_if<beast_response>(&routed))
             co_return std::move(*early);
+        if (auto* r = std::get_if<route_call>(&routed))
+            co_return co_await call_route(*r, req, peer, notes);
         const branch_call& c = std::get<branch_call>(routed);
         const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload,
                                 c.traceparent};
@@ -5883,16 +6571,13 @@ public:
         try {
             const outcome o = co_await c.target->call(br);
             a = answer_for(o);
-        } catch (const std::exception& e) {
-            notes.exception = dtx::detail::safe_text(e.what(), std::string_view::npos,
-                                                     dtx::detail::text_controls::escape);
         } catch (...) {
-            notes.exception = "an exception that is not a std::exception";
+            notes.exception = exception_text(std::current_exception());
         }
         if (!a) {
             const problem threw{500, "handler_error",
                                 "the participant's handler threw; the result is unknown"};
-            co_return error_response(threw, req.version(), notes);
+            co_return problem_response(threw, req.version(), notes);
         }
         co_return json_response(a->status, std::move(a->body), req.version());
     }
@@ -5906,8 +6591,39 @@ private:
         std::string_view traceparent; // the request's, if it is a valid one
     };
 
-    std::variant<beast_response, branch_call> route(const beast_request& req, request_notes& notes,
-                                                    bool stopping) const {
+    /// A request for an application route.
+    struct route_call {
+        const route_entry* entry;
+        request::parameters params;
+    };
+
+    bool under_base(std::string_view path) const {
+        return path.substr(0, base_.size()) == base_ &&
+               (path.size() == base_.size() || path[base_.size()] == '/');
+    }
+
+    asio::awaitable<beast_response> call_route(const route_call& r, const beast_request& req,
+                                               const asio::ip::address& peer,
+                                               request_notes& notes) const {
+        const request view(req, r.entry->pattern, r.params, peer, opts_.json_depth_limit);
+        std::optional<reply> res;
+        std::optional<problem> refused;
+        try {
+            res = co_await r.entry->handler(view);
+        } catch (const error_reply& e) {
+            refused = e.details();
+        } catch (...) {
+            notes.exception = exception_text(std::current_exception());
+        }
+        if (refused)
+            co_return problem_response(*refused, req.version(), notes);
+        if (!res)
+            co_return problem_response(internal_problem(), req.version(), notes);
+        co_return route_answer(std::move(*res), req.version(), notes);
+    }
+
+    std::variant<beast_response, branch_call, route_call>
+    route(const beast_request& req, request_notes& notes, bool stopping) const {
         namespace bh = beast::http;
         const unsigned v = req.version();
         const auto [path, query] = split_target(req.target());
@@ -5919,32 +6635,28 @@ private:
                 return json_response(503, R"({"status":"stopping"})", v);
             return json_response(200, R"({"status":"ok"})", v);
         }
-        if (opts_.bearer_token &&
+        if (rules_for(req.method(), req.target()).token_required &&
             !bearer_matches(req[bh::field::authorization], *opts_.bearer_token)) {
-            beast_response res =
-                error_response({401, "unauthorized", "a valid bearer token is required"}, v, notes);
+            beast_response res = problem_response(
+                {401, "unauthorized", "a valid bearer token is required"}, v, notes);
             res.set(bh::field::www_authenticate, "Bearer");
             return res;
         }
-        const std::string_view rest = path.size() > base_.size() &&
-                                              path.substr(0, base_.size()) == base_ &&
-                                              path[base_.size()] == '/'
-                                          ? path.substr(base_.size() + 1)
-                                          : std::string_view{};
+        if (!participants_ || !under_base(path))
+            return route_application(req, path, notes);
+        const std::string_view rest =
+            path.size() > base_.size() ? path.substr(base_.size() + 1) : std::string_view{};
         if (rest.empty() || rest.find('/') != std::string_view::npos)
-            return error_response(
-                {404, "not_found",
-                 "no route for this path (branch calls go to " + base_ + "/<participant>)"},
-                v, notes);
+            return not_found(v, notes);
         std::optional<std::string> name = percent_decode(rest, false);
         if (!name)
-            return error_response(bad("bad_encoding",
-                                      "the participant name in the path is not valid "
-                                      "percent-encoding"),
-                                  v, notes);
-        participant* target = participants_.find_registered(*name);
+            return problem_response(bad("bad_encoding",
+                                        "the participant name in the path is not valid "
+                                        "percent-encoding"),
+                                    v, notes);
+        participant* target = participants_->find_registered(*name);
         if (!target)
-            return error_response(
+            return problem_response(
                 {404, "unknown_participant", "no participant is registered under this name"}, v,
                 notes);
         notes.participant = std::move(*name);
@@ -5956,25 +6668,21 @@ private:
 
         auto parsed = parse_branch_query(query);
         if (auto* p = std::get_if<problem>(&parsed))
-            return error_response(*p, v, notes);
+            return problem_response(*p, v, notes);
         branch_query& q = std::get<branch_query>(parsed);
         notes.query = q;
         if (const auto kind = target->kind(); kind && *kind != q.kind)
-            return error_response(bad("wrong_participant_kind", "the participant takes part in " +
-                                                                    std::string(to_string(*kind)) +
-                                                                    " transactions, not " +
-                                                                    std::string(to_string(q.kind))),
-                                  v, notes);
+            return problem_response(bad("wrong_participant_kind",
+                                        "the participant takes part in " +
+                                            std::string(to_string(*kind)) + " transactions, not " +
+                                            std::string(to_string(q.kind))),
+                                    v, notes);
         nlohmann::json payload; // an empty body is a null payload
         if (!req.body().empty()) {
-            if (nested_deeper_than(req.body(), opts_.json_depth_limit))
-                return error_response(
-                    bad("json_too_deep", "the body nests arrays and objects deeper than " +
-                                             std::to_string(opts_.json_depth_limit) + " levels"),
-                    v, notes);
-            payload = nlohmann::json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
-            if (payload.is_discarded())
-                return error_response(bad("invalid_json", "the body is not valid JSON"), v, notes);
+            auto body = parse_json_body(req.body(), opts_.json_depth_limit);
+            if (auto* p = std::get_if<problem>(&body))
+                return problem_response(*p, v, notes);
+            payload = std::move(std::get<nlohmann::json>(body));
         }
         // A malformed trace context is dropped, as the W3C rules say.
         std::string_view traceparent = req["traceparent"];
@@ -5983,17 +6691,43 @@ private:
         return branch_call{target, std::move(q), std::move(payload), traceparent};
     }
 
-    static beast_response not_allowed(const char* allow, std::string message, unsigned version,
+    std::variant<beast_response, branch_call, route_call>
+    route_application(const beast_request& req, std::string_view path, request_notes& notes) const {
+        const unsigned v = req.version();
+        route_match m = routes_.match(req.method(), path);
+        if (m.bad_path)
+            return problem_response(bad("bad_path", "a segment of the path is not percent-encoded "
+                                                    "UTF-8 without control characters"),
+                                    v, notes);
+        if (m.entry) {
+            notes.route = m.entry->pattern;
+            return route_call{m.entry, std::move(m.params)};
+        }
+        if (!m.allow.empty())
+            return not_allowed(m.allow, "the route does not answer this method", v, notes);
+        return not_found(v, notes);
+    }
+
+    beast_response not_found(unsigned version, request_notes& notes) const {
+        return problem_response({404, "not_found",
+                                 participants_ ? "no route for this path (branch calls go to " +
+                                                     base_ + "/<participant>)"
+                                               : std::string("no route for this path")},
+                                version, notes);
+    }
+
+    static beast_response not_allowed(std::string_view allow, std::string message, unsigned version,
                                       request_notes& notes) {
         beast_response res =
-            error_response({405, "method_not_allowed", std::move(message)}, version, notes);
+            problem_response({405, "method_not_allowed", std::move(message)}, version, notes);
         res.set(beast::http::field::allow, allow);
         return res;
     }
 
-    const participant_registry& participants_;
+    const participant_registry* participants_;
     const server_options& opts_;
     std::string base_;
+    router routes_;
 };
 
 } // namespace http::detail
@@ -6010,9 +6744,9 @@ DTX_NAMESPACE_END
 #ifndef DTX_HTTP_DETAIL_HEADER_CHECKS_HPP
 #define DTX_HTTP_DETAIL_HEADER_CHECKS_HPP
 
-// What the participant server decides on a request's header alone, before it reads the body or
-// sends 100 Continue: framing it cannot read safely, a missing or ambiguous Host or Authorization,
-// and a missing or wrong bearer token. A body is never read for a request refused here, so a
+// What the server decides on a request's header alone, before it reads the body or sends 100
+// Continue: framing it cannot read safely, a missing or ambiguous Host or Authorization, a
+// missing or wrong bearer token. A body is never read for a request refused here, so a
 // client without the token cannot make the server hold memory.
 
 // #include <dtx/detail/config.hpp>
@@ -6081,10 +6815,12 @@ inline std::optional<problem> transfer_coding_problem(const beast::http::request
 }
 
 /// The reason to refuse `head` before its body is read, or empty if the request may go on
-/// (`read_as_chunked`: as transfer_coding_problem). Framing problems come first: the connection
-/// cannot go on after them.
+/// (`read_as_chunked`: as transfer_coding_problem; `rules`: what its route asks, from
+/// request_handler::rules_for). Framing problems come first: the connection cannot go on after
+/// them.
 inline std::optional<problem> header_problem(const beast::http::request_header<>& head,
-                                             bool read_as_chunked, const server_options& opts) {
+                                             bool read_as_chunked, const server_options& opts,
+                                             const header_rules& rules) {
     namespace bh = beast::http;
     if (auto p = transfer_coding_problem(head, read_as_chunked))
         return p;
@@ -6093,11 +6829,8 @@ inline std::optional<problem> header_problem(const beast::http::request_header<>
         return bad("bad_host", "an HTTP/1.1 request must have exactly one Host header field");
     if (head.count(bh::field::authorization) > 1)
         return bad("duplicate_authorization", "the request has more than one Authorization field");
-    if (opts.bearer_token &&
-        (opts.health_path.empty() || split_target(head.target()).first != opts.health_path)) {
-        if (!bearer_matches(head[bh::field::authorization], *opts.bearer_token))
-            return problem{401, "unauthorized", "a valid bearer token is required"};
-    }
+    if (rules.token_required && !bearer_matches(head[bh::field::authorization], *opts.bearer_token))
+        return problem{401, "unauthorized", "a valid bearer token is required"};
     return std::nullopt;
 }
 
@@ -6110,7 +6843,7 @@ DTX_NAMESPACE_END
 #ifndef DTX_HTTP_DETAIL_SERVER_STATE_HPP
 #define DTX_HTTP_DETAIL_SERVER_STATE_HPP
 
-// What the participant server knows about itself and each of its connections: the connections
+// What the server knows about itself and each of its connections: the connections
 // served and refused (in all and per client address), the handlers running, the bytes of bodies
 // held, the deadlines of every phase. The coroutines that use it are in server_connection.hpp.
 //
@@ -6175,14 +6908,17 @@ struct server_connection {
     bool tls = false; // a stop ends an idle TLS connection through its coroutine (close_notify)
 };
 
-/// A participant's handler answering one request, in a coroutine of its own, so that its
-/// connection can answer at the handler timeout even if the handler ignores cancellation.
+/// A handler (a participant's or a route's) answering one request, in a coroutine of its own, so
+/// that its connection can answer at the handler timeout even if the handler ignores cancellation.
 struct handler_run {
-    handler_run(const asio::any_io_executor& ex, std::shared_ptr<const beast_request> r)
+    handler_run(const asio::any_io_executor& ex, std::shared_ptr<const beast_request> r,
+                asio::ip::address from)
         : req(std::move(r))
+        , peer(std::move(from))
         , finished(ex, steady::time_point::max()) {}
 
     std::shared_ptr<const beast_request> req;
+    asio::ip::address peer;
     request_notes notes;
     std::optional<beast_response> res;
     asio::cancellation_signal cancel;
@@ -6192,7 +6928,8 @@ struct handler_run {
 };
 
 struct server_state : std::enable_shared_from_this<server_state> {
-    server_state(asio::any_io_executor ex, const participant_registry& participants,
+    /// `participants`: null for a server of application routes only.
+    server_state(asio::any_io_executor ex, const participant_registry* participants,
                  server_options o)
         : executor(ex)
         , opts(std::move(o))
@@ -6338,11 +7075,132 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/detail/read_request.hpp ------------------------------------------------------------
+#ifndef DTX_HTTP_DETAIL_READ_REQUEST_HPP
+#define DTX_HTTP_DETAIL_READ_REQUEST_HPP
+
+// Reading one request on a server connection: its header first, checked (header_checks.hpp) and
+// its body's bytes taken from the body budget, before the body is read or 100 Continue is sent,
+// so that a request refused on its header costs the server no body.
+//
+// Not thread-safe: everything runs on the server's executor (one thread, or a strand).
+
+// #include <dtx/http/detail/header_checks.hpp>
+// #include <dtx/http/detail/request_handler.hpp>
+// #include <dtx/http/detail/server_state.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http::detail {
+
+/// Largest body of a request refused on its header (401) that is still read, so that the
+/// connection can go on; a larger one, or one not yet sent (100-continue), closes it instead.
+inline constexpr std::uint64_t refused_body_drain_limit = 4096;
+
+/// True if the client waits for 100 Continue before it sends the body.
+inline bool expects_continue(const beast::http::request_header<>& head) {
+    const std::string_view expect = head[beast::http::field::expect];
+    return beast::iequals(expect, "100-continue");
+}
+
+/// How reading a request ended.
+struct read_result {
+    /// The read failed; asio::error::timed_out if the phase's deadline passed.
+    boost::system::error_code ec;
+    /// Refused on its header, before its body was read or 100 Continue sent.
+    std::optional<problem> refused;
+    /// The refused request's body was read all the same (it was small): the connection may go on.
+    bool body_read = false;
+    /// The request's body limit: its route's, or the server's.
+    std::uint64_t body_limit = 0;
+};
+
+/// Reads one request into `parser` within the phase's deadline. Its header is checked first
+/// (header_problem) and its body's bytes taken from the budget (`body`): a request refused then
+/// is answered without its body being read.
+template <class Stream>
+asio::awaitable<read_result> read_request(server_state& st, server_connection& c, Stream& stream,
+                                          beast::flat_buffer& buffer, request_parser& parser,
+                                          body_reservation& body) {
+    read_result r;
+    std::size_t n = 0;
+    std::tie(r.ec, n) =
+        co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
+    if (!r.ec) {
+        const beast::http::request_header<>& head = parser.get();
+        const header_rules rules = st.handler.rules_for(head.method(), head.target());
+        r.body_limit = rules.body_limit;
+        r.refused = header_problem(head, parser.chunked(), st.opts, rules);
+        const auto length = parser.content_length(); // a boost::optional
+        if (!r.refused && length && *length > rules.body_limit)
+            r.refused = body_too_large(rules.body_limit);
+        parser.body_limit(rules.body_limit); // what a chunked body may add up to
+        if (!r.refused && !parser.is_done() && !body.take(length.value_or(rules.body_limit)))
+            r.refused = problem{503, "overloaded",
+                                "the server holds as many request bodies as it may; try again "
+                                "later"};
+        if (r.refused) {
+            r.body_read = parser.is_done();
+            if (!r.body_read && r.refused->status == 401 && length &&
+                *length <= refused_body_drain_limit && !expects_continue(head)) {
+                std::tie(r.ec, n) =
+                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
+                r.body_read = !r.ec;
+                if (r.ec)
+                    r.refused.reset();
+            }
+        } else if (!parser.is_done()) {
+            if (expects_continue(head)) {
+                // Clients that ask wait for this before they send the body.
+                beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
+                                                                     11};
+                auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
+                r.ec = wec;
+            }
+            if (!r.ec)
+                std::tie(r.ec, n) =
+                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
+        }
+    }
+    if (phase_expired(st, c) && r.ec)
+        r.ec = asio::error::timed_out;
+    co_return r;
+}
+
+} // namespace http::detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
 // ---- dtx/http/detail/server_connection.hpp -------------------------------------------------------
 #ifndef DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
 #define DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
 
-// The participant server's coroutines: the accept loop, one coroutine per connection, and the
+// The server's coroutines: the accept loop, one coroutine per connection, and the
 // refusal of connections over the limit.
 //
 // The request loop is a template on its stream: here it runs on the TCP socket itself; tls.hpp
@@ -6363,6 +7221,7 @@ DTX_NAMESPACE_END
 // #include <dtx/http/detail/connection_admission.hpp>
 // #include <dtx/http/detail/descriptor_reserve.hpp>
 // #include <dtx/http/detail/header_checks.hpp>
+// #include <dtx/http/detail/read_request.hpp>
 // #include <dtx/http/detail/request_handler.hpp>
 // #include <dtx/http/detail/server_state.hpp>
 // #include <dtx/version.hpp>
@@ -6401,10 +7260,6 @@ namespace http::detail {
 /// Longest time a closing connection reads what its client still sends, so that the client
 /// reads the answer before the close (closing with unread input would reset the connection).
 inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
-
-/// Largest body of a request refused on its header (401) that is still read, so that the
-/// connection can go on; a larger one, or one not yet sent (100-continue), closes it instead.
-inline constexpr std::uint64_t refused_body_drain_limit = 4096;
 
 /// Unlinks a connection when its coroutine ends, however it ends.
 class connection_end {
@@ -6446,6 +7301,7 @@ inline void log_request(const server_state& st, const beast::http::request_heade
         r.traceparent = dtx::detail::loggable_text((*head)["traceparent"], traceparent);
     }
     r.participant = notes.participant;
+    r.route = notes.route;
     if (notes.query) {
         r.gid = notes.query->gid;
         r.branch_id = notes.query->branch_id;
@@ -6460,68 +7316,6 @@ inline void log_request(const server_state& st, const beast::http::request_heade
     } catch (...) {
         // A log hook that throws must not take the connection down.
     }
-}
-
-inline bool expects_continue(const beast::http::request_header<>& head) {
-    const std::string_view expect = head[beast::http::field::expect];
-    return beast::iequals(expect, "100-continue");
-}
-
-/// How reading a request ended.
-struct read_result {
-    /// The read failed; asio::error::timed_out if the phase's deadline passed.
-    boost::system::error_code ec;
-    /// Refused on its header, before its body was read or 100 Continue sent.
-    std::optional<problem> refused;
-    /// The refused request's body was read all the same (it was small): the connection may go on.
-    bool body_read = false;
-};
-
-/// Reads one request into `parser` within the phase's deadline. Its header is checked first
-/// (header_problem) and its body's bytes taken from the budget (`body`): a request refused then
-/// is answered without its body being read.
-template <class Stream>
-asio::awaitable<read_result> read_request(server_state& st, server_connection& c, Stream& stream,
-                                          beast::flat_buffer& buffer, request_parser& parser,
-                                          body_reservation& body) {
-    read_result r;
-    std::size_t n = 0;
-    std::tie(r.ec, n) =
-        co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
-    if (!r.ec) {
-        const beast::http::request_header<>& head = parser.get();
-        r.refused = header_problem(head, parser.chunked(), st.opts);
-        const auto length = parser.content_length(); // a boost::optional
-        if (!r.refused && !parser.is_done() && !body.take(length.value_or(st.opts.body_limit)))
-            r.refused = problem{503, "overloaded",
-                                "the server holds as many request bodies as it may; try again "
-                                "later"};
-        if (r.refused) {
-            r.body_read = parser.is_done();
-            if (!r.body_read && r.refused->status == 401 && length &&
-                *length <= refused_body_drain_limit && !expects_continue(head)) {
-                std::tie(r.ec, n) =
-                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
-                r.body_read = !r.ec;
-                if (r.ec)
-                    r.refused.reset();
-            }
-        } else if (!parser.is_done()) {
-            if (expects_continue(head)) {
-                // Clients that ask wait for this before they send the body.
-                beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
-                                                                     11};
-                auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
-                r.ec = wec;
-            }
-            if (!r.ec)
-                std::tie(r.ec, n) =
-                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
-        }
-    }
-    if (phase_expired(st, c) && r.ec)
-        r.ec = asio::error::timed_out;
-    co_return r;
 }
 
 /// Writes `res` within the read timeout.
@@ -6558,7 +7352,7 @@ inline constexpr std::chrono::milliseconds handler_cancel_grace = std::chrono::s
 
 inline asio::awaitable<void> run_handler(std::shared_ptr<server_state> st,
                                          std::shared_ptr<handler_run> run) {
-    run->res = co_await st->handler.handle(*run->req, run->notes, st->stopping);
+    run->res = co_await st->handler.handle(*run->req, run->notes, st->stopping, run->peer);
     run->done = true;
     run->finished.cancel();
     st->handlers.erase(run->pos);
@@ -6576,9 +7370,9 @@ answer(server_state& st, server_connection& c, const std::shared_ptr<const beast
        request_notes& notes) {
     if (!st.opts.handler_timeout) {
         st.watch.remove(c.deadline);
-        co_return std::pair{co_await st.handler.handle(*req, notes, st.stopping), true};
+        co_return std::pair{co_await st.handler.handle(*req, notes, st.stopping, c.peer), true};
     }
-    auto run = std::make_shared<handler_run>(st.executor, req);
+    auto run = std::make_shared<handler_run>(st.executor, req, c.peer);
     st.handlers.push_front(run);
     run->pos = st.handlers.begin();
     asio::co_spawn(st.executor, run_handler(st.shared_from_this(), run),
@@ -6598,11 +7392,13 @@ answer(server_state& st, server_connection& c, const std::shared_ptr<const beast
     notes = run->notes; // a copy: a handler still running may write to its own
     if (run->done && !expired)
         co_return std::pair{std::move(*run->res), true};
+    const std::string within =
+        " did not finish within " + std::to_string(st.opts.handler_timeout->count()) + " ms";
     const problem late{503, "handler_timeout",
-                       "the participant's handler did not finish within " +
-                           std::to_string(st.opts.handler_timeout->count()) +
-                           " ms; the result is unknown"};
-    co_return std::pair{error_response(late, req->version(), notes), run->done};
+                       notes.route.empty()
+                           ? "the participant's handler" + within + "; the result is unknown"
+                           : "the handler" + within};
+    co_return std::pair{problem_response(late, req->version(), notes), run->done};
 }
 
 /// True if the connection may serve another request after its answer number `answered` + 1
@@ -6654,12 +7450,12 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         request_parser parser;
         parser.header_limit(o.header_limit);
         parser.body_limit(o.body_limit);
-        const auto [ec, refused, body_read] =
+        const auto [ec, refused, body_read, body_limit] =
             co_await read_request(st, c, stream, buffer, parser, body);
         request_notes notes;
         if (ec) {
             const std::optional<problem> p =
-                ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
+                ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o, body_limit);
             const beast::http::request_header<>* head =
                 parser.is_header_done() ? &parser.get() : nullptr;
             if (!p) {
@@ -6667,7 +7463,7 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
                     log_request(st, head, notes, 0, started); // gone mid-request
                 co_return loop_end::close;
             }
-            beast_response res = error_response(*p, head ? head->version() : 11, notes);
+            beast_response res = problem_response(*p, head ? head->version() : 11, notes);
             res.keep_alive(false);
             const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
             log_request(st, head, notes, wec ? 0 : p->status, started);
@@ -6676,7 +7472,7 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         }
         if (refused) {
             const beast::http::request_header<>& head = parser.get();
-            beast_response res = error_response(*refused, head.version(), notes);
+            beast_response res = problem_response(*refused, head.version(), notes);
             if (refused->status == 401)
                 res.set(beast::http::field::www_authenticate, "Bearer");
             // Only a request whose body was read leaves the connection where the next one starts.
@@ -6729,7 +7525,7 @@ asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, 
                       "the server has no file descriptor left for a connection; try again later"}
             : problem{503, "overloaded",
                       "the server is serving its maximum number of connections; try again later"};
-    beast_response res = error_response(full, 11, notes);
+    beast_response res = problem_response(full, 11, notes);
     res.keep_alive(false);
     const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
     log_request(st, nullptr, notes, ec ? 0 : 503, started);
@@ -6852,13 +7648,24 @@ DTX_NAMESPACE_END
 #ifndef DTX_HTTP_SERVER_HPP
 #define DTX_HTTP_SERVER_HPP
 
-// The HTTP participant server: serves the participants of a registry to coordinators in other
-// processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
+// The HTTP server: serves the participants of a registry to coordinators in other processes,
+// with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users), and a service's
+// own API as application routes (route.hpp), all with the same limits.
 //
 //   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
 //   srv.start(); // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
 //   ...
 //   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
+//
+// Application routes are added before start(), and answered as route.hpp says (a server of
+// routes only is made without a registry):
+//
+//   dtx::http::server api(ioc, {.port = 8080});
+//   api.route(dtx::http::verb::get, "/ping",
+//             [](const dtx::http::request&) -> asio::awaitable<dtx::http::reply> {
+//                 co_return dtx::http::reply::json(200, {{"pong", true}});
+//             });
+//   api.start();
 //
 // Routes: POST {base_path}/{participant name} runs one branch operation on a participant
 // registered under that name (the registry's resolver is never asked, so a request cannot make
@@ -6872,25 +7679,27 @@ DTX_NAMESPACE_END
 //   401                bearer token required and missing or wrong (decided on the header: the
 //                      body is not read)
 //   404                no such route, or no participant under that name
-//   405                wrong method on a known route (with an Allow header)
+//   405                wrong method on a known route (with an Allow header listing the methods)
 //   408                the request did not arrive within read_timeout (the connection closes)
 //   413 / 431          body / request line and header fields over their limits (connection closes)
-//   500                the participant's handler threw: an unknown result, retried
+//   500                the handler threw: for a participant an unknown result, retried
 //   501                a transfer coding before chunked (gzip, chunked): the connection closes
 //   503                over max_connections (or per client), out of descriptors, over the
 //                      body_budget, or the handler_timeout passed: unknown, retried
 //
 // Every error body is {"error":"<code>","message":"..."} and never repeats request values.
-// Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and participants run
-// on the server's executor. Like an Asio I/O object, a server works on one executor that does
-// not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
-// its participants) must outlive the server's last request: until async_stop() has completed.
+// Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and handlers
+// (participants and routes) run on the server's executor. Like an Asio I/O object, a server works
+// on one executor that does not run handlers concurrently: a single-threaded io_context's, or a
+// strand. The registry (and its participants), and what route handlers refer to, must outlive the
+// server's last request: until async_stop() has completed.
 //
 // Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS:
 // server_options::tls, from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
 
 // #include <dtx/detail/config.hpp>
 // #include <dtx/http/detail/server_connection.hpp>
+// #include <dtx/http/route.hpp>
 // #include <dtx/http/server_options.hpp>
 // #include <dtx/participant_registry.hpp>
 // #include <dtx/version.hpp>
@@ -6910,6 +7719,7 @@ DTX_NAMESPACE_END
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <string_view>
 
 // #include <dtx/detail/push_warnings.hpp> // last: see the file
 #if defined(__GNUC__) && !defined(__clang__)
@@ -6922,10 +7732,11 @@ namespace http {
 
 class server {
 public:
-    /// A server for the participants of `participants`, on `ex`. Nothing happens until start().
+    /// A server for the participants of `participants` (and the application routes added with
+    /// route()), on `ex`. Nothing happens until start().
     server(asio::any_io_executor ex, const participant_registry& participants,
            server_options options)
-        : st_(std::make_shared<detail::server_state>(std::move(ex), participants,
+        : st_(std::make_shared<detail::server_state>(std::move(ex), &participants,
                                                      std::move(options))) {}
     server(asio::any_io_executor ex, const participant_registry& participants)
         : server(std::move(ex), participants, server_options{}) {}
@@ -6933,6 +7744,12 @@ public:
         : server(ioc.get_executor(), participants, std::move(options)) {}
     server(asio::io_context& ioc, const participant_registry& participants)
         : server(ioc.get_executor(), participants, server_options{}) {}
+
+    /// A server of application routes only (route()): no participants, base_path is not served.
+    server(asio::any_io_executor ex, server_options options)
+        : st_(std::make_shared<detail::server_state>(std::move(ex), nullptr, std::move(options))) {}
+    server(asio::io_context& ioc, server_options options)
+        : server(ioc.get_executor(), std::move(options)) {}
 
     server(const server&) = delete;
     server& operator=(const server&) = delete;
@@ -6949,11 +7766,25 @@ public:
         st_->watch.release_if_idle();
     }
 
+    /// Serves `handler` for requests with `method` whose path matches `pattern` (route.hpp says
+    /// how, and what a handler reads and answers), with the server's limits and those of
+    /// `options`. Call before start(). Throws std::invalid_argument for an invalid pattern, one
+    /// registered twice for `method`, one that could take the health endpoint's path or the
+    /// participants' (base_path and below), or a body_limit over options().body_limit;
+    /// std::logic_error after start().
+    void route(verb method, std::string_view pattern, route_handler handler,
+               route_options options = {}) {
+        if (started_)
+            throw std::logic_error("dtx::http::server: routes are added before start()");
+        st_->handler.add_route(method, pattern, std::move(handler), std::move(options));
+    }
+
     /// Binds options().address and options().port, listens, and starts accepting. Throws
     /// boost::system::system_error if the address cannot be bound, std::invalid_argument if
     /// body_budget is under body_limit. Call once. Limits left to the server (max_connections,
     /// max_connections_per_client) are set now, from the process's descriptor limit.
     void start() {
+        started_ = true;
         server_options& o = st_->opts;
         if (o.body_budget < o.body_limit)
             throw std::invalid_argument("dtx::http::server: body_budget is under body_limit");
@@ -7026,6 +7857,7 @@ public:
 private:
     std::shared_ptr<detail::server_state> st_;
     std::uint16_t port_ = 0;
+    bool started_ = false;
 };
 
 } // namespace http
@@ -7982,6 +8814,7 @@ DTX_NAMESPACE_END
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/http/publisher.hpp>
 // #include <dtx/http/remote_participant.hpp>
+// #include <dtx/http/route.hpp>
 // #include <dtx/http/server.hpp>
 // #include <dtx/http/server_options.hpp>
 // #include <dtx/http/url.hpp>
@@ -8081,7 +8914,7 @@ inline asio::awaitable<bool> accept_handshake(server_state& st, server_connectio
         request_notes notes;
         const problem plain{400, "https_required",
                             "this port serves HTTPS: the request was plain HTTP"};
-        beast_response res = error_response(plain, 11, notes);
+        beast_response res = problem_response(plain, 11, notes);
         res.keep_alive(false);
         const boost::system::error_code wec = co_await write_answer(st, c, c.socket, res);
         log_request(st, nullptr, notes, wec ? 0 : plain.status, started);

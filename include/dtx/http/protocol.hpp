@@ -25,6 +25,7 @@
 
 #include <dtx/detail/utf8.hpp>
 #include <dtx/gid.hpp>
+#include <dtx/http/detail/request_target.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/transaction_status.hpp>
 #include <dtx/version.hpp>
@@ -64,40 +65,6 @@ struct problem {
 
 namespace detail {
 
-inline int hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/// Percent-decodes `in`; empty if an escape is malformed. In a query '+' is a space (as in
-/// forms); in a path segment it is itself.
-inline std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = true) {
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        const char c = in[i];
-        if (c == '+' && plus_is_space) {
-            out += ' ';
-        } else if (c == '%') {
-            if (i + 2 >= in.size())
-                return std::nullopt;
-            const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return std::nullopt;
-            out += static_cast<char>(hi * 16 + lo);
-            i += 2;
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
 inline void percent_encode_into(std::string& out, std::string_view in) {
     static constexpr char digits[] = "0123456789ABCDEF";
     for (unsigned char c : in) {
@@ -134,16 +101,8 @@ inline problem bad(std::string code, std::string message) {
 inline std::variant<branch_query, problem> parse_branch_query(std::string_view query) {
     constexpr std::array<std::string_view, 4> names{"gid", "trans_type", "branch_id", "op"};
     std::array<std::optional<std::string>, 4> values;
-    while (!query.empty()) {
-        const std::size_t amp = query.find('&');
-        const std::string_view pair = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty())
-            continue;
-        const std::size_t eq = pair.find('=');
-        const std::string_view key = pair.substr(0, eq);
-        const std::string_view raw =
-            eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    while (const auto pair = detail::next_query_pair(query)) {
+        const auto [key, raw] = *pair;
         for (std::size_t i = 0; i < names.size(); ++i) {
             if (key != names[i])
                 continue;

@@ -1,13 +1,24 @@
 #ifndef DTX_HTTP_SERVER_HPP
 #define DTX_HTTP_SERVER_HPP
 
-// The HTTP participant server: serves the participants of a registry to coordinators in other
-// processes, with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users).
+// The HTTP server: serves the participants of a registry to coordinators in other processes,
+// with DTM's branch conventions (protocol.hpp; docs/protocol.md for curl users), and a service's
+// own API as application routes (route.hpp), all with the same limits.
 //
 //   dtx::http::server srv(ioc.get_executor(), participants, {.port = 8081});
 //   srv.start(); // POST /dtx/<participant>?gid=..&trans_type=..&branch_id=..&op=..
 //   ...
 //   co_await srv.async_stop();    // stop accepting, let requests in flight finish, close
+//
+// Application routes are added before start(), and answered as route.hpp says (a server of
+// routes only is made without a registry):
+//
+//   dtx::http::server api(ioc, {.port = 8080});
+//   api.route(dtx::http::verb::get, "/ping",
+//             [](const dtx::http::request&) -> asio::awaitable<dtx::http::reply> {
+//                 co_return dtx::http::reply::json(200, {{"pong", true}});
+//             });
+//   api.start();
 //
 // Routes: POST {base_path}/{participant name} runs one branch operation on a participant
 // registered under that name (the registry's resolver is never asked, so a request cannot make
@@ -21,25 +32,27 @@
 //   401                bearer token required and missing or wrong (decided on the header: the
 //                      body is not read)
 //   404                no such route, or no participant under that name
-//   405                wrong method on a known route (with an Allow header)
+//   405                wrong method on a known route (with an Allow header listing the methods)
 //   408                the request did not arrive within read_timeout (the connection closes)
 //   413 / 431          body / request line and header fields over their limits (connection closes)
-//   500                the participant's handler threw: an unknown result, retried
+//   500                the handler threw: for a participant an unknown result, retried
 //   501                a transfer coding before chunked (gzip, chunked): the connection closes
 //   503                over max_connections (or per client), out of descriptors, over the
 //                      body_budget, or the handler_timeout passed: unknown, retried
 //
 // Every error body is {"error":"<code>","message":"..."} and never repeats request values.
-// Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and participants run
-// on the server's executor. Like an Asio I/O object, a server works on one executor that does
-// not run handlers concurrently: a single-threaded io_context's, or a strand. The registry (and
-// its participants) must outlive the server's last request: until async_stop() has completed.
+// Connections are kept alive as HTTP/1.1 says; one coroutine serves each, and handlers
+// (participants and routes) run on the server's executor. Like an Asio I/O object, a server works
+// on one executor that does not run handlers concurrently: a single-threaded io_context's, or a
+// strand. The registry (and its participants), and what route handlers refer to, must outlive the
+// server's last request: until async_stop() has completed.
 //
 // Link with dtx::http (CMake). Nothing but Boost (Asio, Beast) is needed. HTTPS:
 // server_options::tls, from <dtx/http/tls.hpp> (dtx::tls, OpenSSL).
 
 #include <dtx/detail/config.hpp>
 #include <dtx/http/detail/server_connection.hpp>
+#include <dtx/http/route.hpp>
 #include <dtx/http/server_options.hpp>
 #include <dtx/participant_registry.hpp>
 #include <dtx/version.hpp>
@@ -59,6 +72,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <string_view>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
@@ -67,10 +81,11 @@ namespace http {
 
 class server {
 public:
-    /// A server for the participants of `participants`, on `ex`. Nothing happens until start().
+    /// A server for the participants of `participants` (and the application routes added with
+    /// route()), on `ex`. Nothing happens until start().
     server(asio::any_io_executor ex, const participant_registry& participants,
            server_options options)
-        : st_(std::make_shared<detail::server_state>(std::move(ex), participants,
+        : st_(std::make_shared<detail::server_state>(std::move(ex), &participants,
                                                      std::move(options))) {}
     server(asio::any_io_executor ex, const participant_registry& participants)
         : server(std::move(ex), participants, server_options{}) {}
@@ -78,6 +93,12 @@ public:
         : server(ioc.get_executor(), participants, std::move(options)) {}
     server(asio::io_context& ioc, const participant_registry& participants)
         : server(ioc.get_executor(), participants, server_options{}) {}
+
+    /// A server of application routes only (route()): no participants, base_path is not served.
+    server(asio::any_io_executor ex, server_options options)
+        : st_(std::make_shared<detail::server_state>(std::move(ex), nullptr, std::move(options))) {}
+    server(asio::io_context& ioc, server_options options)
+        : server(ioc.get_executor(), std::move(options)) {}
 
     server(const server&) = delete;
     server& operator=(const server&) = delete;
@@ -94,11 +115,25 @@ public:
         st_->watch.release_if_idle();
     }
 
+    /// Serves `handler` for requests with `method` whose path matches `pattern` (route.hpp says
+    /// how, and what a handler reads and answers), with the server's limits and those of
+    /// `options`. Call before start(). Throws std::invalid_argument for an invalid pattern, one
+    /// registered twice for `method`, one that could take the health endpoint's path or the
+    /// participants' (base_path and below), or a body_limit over options().body_limit;
+    /// std::logic_error after start().
+    void route(verb method, std::string_view pattern, route_handler handler,
+               route_options options = {}) {
+        if (started_)
+            throw std::logic_error("dtx::http::server: routes are added before start()");
+        st_->handler.add_route(method, pattern, std::move(handler), std::move(options));
+    }
+
     /// Binds options().address and options().port, listens, and starts accepting. Throws
     /// boost::system::system_error if the address cannot be bound, std::invalid_argument if
     /// body_budget is under body_limit. Call once. Limits left to the server (max_connections,
     /// max_connections_per_client) are set now, from the process's descriptor limit.
     void start() {
+        started_ = true;
         server_options& o = st_->opts;
         if (o.body_budget < o.body_limit)
             throw std::invalid_argument("dtx::http::server: body_budget is under body_limit");
@@ -171,6 +206,7 @@ public:
 private:
     std::shared_ptr<detail::server_state> st_;
     std::uint16_t port_ = 0;
+    bool started_ = false;
 };
 
 } // namespace http

@@ -1,7 +1,8 @@
 #ifndef DTX_HTTP_SERVER_OPTIONS_HPP
 #define DTX_HTTP_SERVER_OPTIONS_HPP
 
-// Settings of an HTTP participant server, and what it tells its log hook about each request.
+// Settings of an HTTP server (participants and application routes), and what it tells its log
+// hook about each request.
 
 #include <dtx/transaction_status.hpp>
 #include <dtx/version.hpp>
@@ -50,6 +51,8 @@ struct log_record {
     std::string_view path;
     /// The participant named in the path, once it was found.
     std::string_view participant;
+    /// The pattern of the application route that matched (e.g. "/orders/{id}"), once found.
+    std::string_view route;
     std::string_view gid;
     std::string_view branch_id;
     std::optional<branch_op> op;
@@ -57,8 +60,8 @@ struct log_record {
     unsigned status = 0;
     /// The error code of the answer's body (4xx, 5xx), e.g. "invalid_gid"; empty otherwise.
     std::string_view error;
-    /// What a participant's handler threw (the answer is 500), for the log only: it is never
-    /// sent to the client.
+    /// What a handler (a participant's or a route's) threw, or why a route's response could not
+    /// be sent (the answer is 500), for the log only: it is never sent to the client.
     std::string_view exception;
     /// The request's W3C `traceparent` header, if it had one.
     std::string_view traceparent;
@@ -79,7 +82,7 @@ struct server_options {
 
     /// Largest request line plus header fields; beyond: 431.
     std::uint32_t header_limit = 8 * 1024;
-    /// Largest body; beyond: 413.
+    /// Largest body; beyond: 413. An application route may have a smaller one (route_options).
     std::uint64_t body_limit = 1024 * 1024;
     /// Bytes of request bodies all connections together may hold at once: a request takes its
     /// Content-Length (a chunked one: body_limit) from it before its body is read, and gives it
@@ -101,8 +104,9 @@ struct server_options {
     /// With TLS: longest time for the handshake, from the connection's accept; beyond, the
     /// connection is closed (it counts against max_connections until then).
     std::chrono::milliseconds handshake_timeout = std::chrono::seconds{5};
-    /// Longest time a participant's handler may take; beyond: the handler is cancelled (through
-    /// Asio's cancellation slot) and the answer is 503, an unknown result the coordinator retries.
+    /// Longest time a handler (a participant's or an application route's) may take; beyond: the
+    /// handler is cancelled (through Asio's cancellation slot) and the answer is 503, for a
+    /// participant an unknown result the coordinator retries.
     /// 30 s: far beyond a branch call's usual milliseconds and three times a dtx coordinator's
     /// call_timeout (10 s), whose caller has given up by then, so that a hung handler cannot hold
     /// its connection forever. A handler that ignores the cancellation is answered for all the
@@ -136,8 +140,9 @@ struct server_options {
     /// Default time `async_stop()` lets requests in flight finish.
     std::chrono::milliseconds shutdown_grace = std::chrono::seconds{5};
 
-    /// If set, every request except the health endpoint must carry `Authorization: Bearer
-    /// <token>` with this token; otherwise it is answered 401. Compared in constant time.
+    /// If set, every request except the health endpoint and the application routes registered
+    /// with require_token = false must carry `Authorization: Bearer <token>` with this token;
+    /// otherwise it is answered 401, before its body is read. Compared in constant time.
     std::optional<std::string> bearer_token{};
 
     /// Serve HTTPS with these settings (make_server_tls of <dtx/http/tls.hpp>); empty: plain

@@ -83,7 +83,7 @@ inline asio::awaitable<bool> accept_handshake(server_state& st, server_connectio
         request_notes notes;
         const problem plain{400, "https_required",
                             "this port serves HTTPS: the request was plain HTTP"};
-        beast_response res = error_response(plain, 11, notes);
+        beast_response res = problem_response(plain, 11, notes);
         res.keep_alive(false);
         const boost::system::error_code wec = co_await write_answer(st, c, c.socket, res);
         log_request(st, nullptr, notes, wec ? 0 : plain.status, started);

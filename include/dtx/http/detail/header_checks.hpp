@@ -1,9 +1,9 @@
 #ifndef DTX_HTTP_DETAIL_HEADER_CHECKS_HPP
 #define DTX_HTTP_DETAIL_HEADER_CHECKS_HPP
 
-// What the participant server decides on a request's header alone, before it reads the body or
-// sends 100 Continue: framing it cannot read safely, a missing or ambiguous Host or Authorization,
-// and a missing or wrong bearer token. A body is never read for a request refused here, so a
+// What the server decides on a request's header alone, before it reads the body or sends 100
+// Continue: framing it cannot read safely, a missing or ambiguous Host or Authorization, a
+// missing or wrong bearer token. A body is never read for a request refused here, so a
 // client without the token cannot make the server hold memory.
 
 #include <dtx/detail/config.hpp>
@@ -72,10 +72,12 @@ inline std::optional<problem> transfer_coding_problem(const beast::http::request
 }
 
 /// The reason to refuse `head` before its body is read, or empty if the request may go on
-/// (`read_as_chunked`: as transfer_coding_problem). Framing problems come first: the connection
-/// cannot go on after them.
+/// (`read_as_chunked`: as transfer_coding_problem; `rules`: what its route asks, from
+/// request_handler::rules_for). Framing problems come first: the connection cannot go on after
+/// them.
 inline std::optional<problem> header_problem(const beast::http::request_header<>& head,
-                                             bool read_as_chunked, const server_options& opts) {
+                                             bool read_as_chunked, const server_options& opts,
+                                             const header_rules& rules) {
     namespace bh = beast::http;
     if (auto p = transfer_coding_problem(head, read_as_chunked))
         return p;
@@ -84,11 +86,8 @@ inline std::optional<problem> header_problem(const beast::http::request_header<>
         return bad("bad_host", "an HTTP/1.1 request must have exactly one Host header field");
     if (head.count(bh::field::authorization) > 1)
         return bad("duplicate_authorization", "the request has more than one Authorization field");
-    if (opts.bearer_token &&
-        (opts.health_path.empty() || split_target(head.target()).first != opts.health_path)) {
-        if (!bearer_matches(head[bh::field::authorization], *opts.bearer_token))
-            return problem{401, "unauthorized", "a valid bearer token is required"};
-    }
+    if (rules.token_required && !bearer_matches(head[bh::field::authorization], *opts.bearer_token))
+        return problem{401, "unauthorized", "a valid bearer token is required"};
     return std::nullopt;
 }
 

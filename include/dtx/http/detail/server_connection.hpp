@@ -1,7 +1,7 @@
 #ifndef DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
 #define DTX_HTTP_DETAIL_SERVER_CONNECTION_HPP
 
-// The participant server's coroutines: the accept loop, one coroutine per connection, and the
+// The server's coroutines: the accept loop, one coroutine per connection, and the
 // refusal of connections over the limit.
 //
 // The request loop is a template on its stream: here it runs on the TCP socket itself; tls.hpp
@@ -22,6 +22,7 @@
 #include <dtx/http/detail/connection_admission.hpp>
 #include <dtx/http/detail/descriptor_reserve.hpp>
 #include <dtx/http/detail/header_checks.hpp>
+#include <dtx/http/detail/read_request.hpp>
 #include <dtx/http/detail/request_handler.hpp>
 #include <dtx/http/detail/server_state.hpp>
 #include <dtx/version.hpp>
@@ -56,10 +57,6 @@ namespace http::detail {
 /// Longest time a closing connection reads what its client still sends, so that the client
 /// reads the answer before the close (closing with unread input would reset the connection).
 inline constexpr std::chrono::milliseconds linger_limit = std::chrono::seconds{2};
-
-/// Largest body of a request refused on its header (401) that is still read, so that the
-/// connection can go on; a larger one, or one not yet sent (100-continue), closes it instead.
-inline constexpr std::uint64_t refused_body_drain_limit = 4096;
 
 /// Unlinks a connection when its coroutine ends, however it ends.
 class connection_end {
@@ -101,6 +98,7 @@ inline void log_request(const server_state& st, const beast::http::request_heade
         r.traceparent = dtx::detail::loggable_text((*head)["traceparent"], traceparent);
     }
     r.participant = notes.participant;
+    r.route = notes.route;
     if (notes.query) {
         r.gid = notes.query->gid;
         r.branch_id = notes.query->branch_id;
@@ -115,68 +113,6 @@ inline void log_request(const server_state& st, const beast::http::request_heade
     } catch (...) {
         // A log hook that throws must not take the connection down.
     }
-}
-
-inline bool expects_continue(const beast::http::request_header<>& head) {
-    const std::string_view expect = head[beast::http::field::expect];
-    return beast::iequals(expect, "100-continue");
-}
-
-/// How reading a request ended.
-struct read_result {
-    /// The read failed; asio::error::timed_out if the phase's deadline passed.
-    boost::system::error_code ec;
-    /// Refused on its header, before its body was read or 100 Continue sent.
-    std::optional<problem> refused;
-    /// The refused request's body was read all the same (it was small): the connection may go on.
-    bool body_read = false;
-};
-
-/// Reads one request into `parser` within the phase's deadline. Its header is checked first
-/// (header_problem) and its body's bytes taken from the budget (`body`): a request refused then
-/// is answered without its body being read.
-template <class Stream>
-asio::awaitable<read_result> read_request(server_state& st, server_connection& c, Stream& stream,
-                                          beast::flat_buffer& buffer, request_parser& parser,
-                                          body_reservation& body) {
-    read_result r;
-    std::size_t n = 0;
-    std::tie(r.ec, n) =
-        co_await beast::http::async_read_header(stream, buffer, parser, io_token(c));
-    if (!r.ec) {
-        const beast::http::request_header<>& head = parser.get();
-        r.refused = header_problem(head, parser.chunked(), st.opts);
-        const auto length = parser.content_length(); // a boost::optional
-        if (!r.refused && !parser.is_done() && !body.take(length.value_or(st.opts.body_limit)))
-            r.refused = problem{503, "overloaded",
-                                "the server holds as many request bodies as it may; try again "
-                                "later"};
-        if (r.refused) {
-            r.body_read = parser.is_done();
-            if (!r.body_read && r.refused->status == 401 && length &&
-                *length <= refused_body_drain_limit && !expects_continue(head)) {
-                std::tie(r.ec, n) =
-                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
-                r.body_read = !r.ec;
-                if (r.ec)
-                    r.refused.reset();
-            }
-        } else if (!parser.is_done()) {
-            if (expects_continue(head)) {
-                // Clients that ask wait for this before they send the body.
-                beast::http::response<beast::http::empty_body> go_on{beast::http::status::continue_,
-                                                                     11};
-                auto [wec, wn] = co_await beast::http::async_write(stream, go_on, io_token(c));
-                r.ec = wec;
-            }
-            if (!r.ec)
-                std::tie(r.ec, n) =
-                    co_await beast::http::async_read(stream, buffer, parser, io_token(c));
-        }
-    }
-    if (phase_expired(st, c) && r.ec)
-        r.ec = asio::error::timed_out;
-    co_return r;
 }
 
 /// Writes `res` within the read timeout.
@@ -213,7 +149,7 @@ inline constexpr std::chrono::milliseconds handler_cancel_grace = std::chrono::s
 
 inline asio::awaitable<void> run_handler(std::shared_ptr<server_state> st,
                                          std::shared_ptr<handler_run> run) {
-    run->res = co_await st->handler.handle(*run->req, run->notes, st->stopping);
+    run->res = co_await st->handler.handle(*run->req, run->notes, st->stopping, run->peer);
     run->done = true;
     run->finished.cancel();
     st->handlers.erase(run->pos);
@@ -231,9 +167,9 @@ answer(server_state& st, server_connection& c, const std::shared_ptr<const beast
        request_notes& notes) {
     if (!st.opts.handler_timeout) {
         st.watch.remove(c.deadline);
-        co_return std::pair{co_await st.handler.handle(*req, notes, st.stopping), true};
+        co_return std::pair{co_await st.handler.handle(*req, notes, st.stopping, c.peer), true};
     }
-    auto run = std::make_shared<handler_run>(st.executor, req);
+    auto run = std::make_shared<handler_run>(st.executor, req, c.peer);
     st.handlers.push_front(run);
     run->pos = st.handlers.begin();
     asio::co_spawn(st.executor, run_handler(st.shared_from_this(), run),
@@ -253,11 +189,13 @@ answer(server_state& st, server_connection& c, const std::shared_ptr<const beast
     notes = run->notes; // a copy: a handler still running may write to its own
     if (run->done && !expired)
         co_return std::pair{std::move(*run->res), true};
+    const std::string within =
+        " did not finish within " + std::to_string(st.opts.handler_timeout->count()) + " ms";
     const problem late{503, "handler_timeout",
-                       "the participant's handler did not finish within " +
-                           std::to_string(st.opts.handler_timeout->count()) +
-                           " ms; the result is unknown"};
-    co_return std::pair{error_response(late, req->version(), notes), run->done};
+                       notes.route.empty()
+                           ? "the participant's handler" + within + "; the result is unknown"
+                           : "the handler" + within};
+    co_return std::pair{problem_response(late, req->version(), notes), run->done};
 }
 
 /// True if the connection may serve another request after its answer number `answered` + 1
@@ -309,12 +247,12 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         request_parser parser;
         parser.header_limit(o.header_limit);
         parser.body_limit(o.body_limit);
-        const auto [ec, refused, body_read] =
+        const auto [ec, refused, body_read, body_limit] =
             co_await read_request(st, c, stream, buffer, parser, body);
         request_notes notes;
         if (ec) {
             const std::optional<problem> p =
-                ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o);
+                ec == asio::error::timed_out ? timeout_problem(o) : read_problem(ec, o, body_limit);
             const beast::http::request_header<>* head =
                 parser.is_header_done() ? &parser.get() : nullptr;
             if (!p) {
@@ -322,7 +260,7 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
                     log_request(st, head, notes, 0, started); // gone mid-request
                 co_return loop_end::close;
             }
-            beast_response res = error_response(*p, head ? head->version() : 11, notes);
+            beast_response res = problem_response(*p, head ? head->version() : 11, notes);
             res.keep_alive(false);
             const boost::system::error_code wec = co_await write_answer(st, c, stream, res);
             log_request(st, head, notes, wec ? 0 : p->status, started);
@@ -331,7 +269,7 @@ asio::awaitable<loop_end> serve_requests(server_state& st, server_connection& c,
         }
         if (refused) {
             const beast::http::request_header<>& head = parser.get();
-            beast_response res = error_response(*refused, head.version(), notes);
+            beast_response res = problem_response(*refused, head.version(), notes);
             if (refused->status == 401)
                 res.set(beast::http::field::www_authenticate, "Bearer");
             // Only a request whose body was read leaves the connection where the next one starts.
@@ -384,7 +322,7 @@ asio::awaitable<bool> answer_overloaded(server_state& st, server_connection& c, 
                       "the server has no file descriptor left for a connection; try again later"}
             : problem{503, "overloaded",
                       "the server is serving its maximum number of connections; try again later"};
-    beast_response res = error_response(full, 11, notes);
+    beast_response res = problem_response(full, 11, notes);
     res.keep_alive(false);
     const boost::system::error_code ec = co_await write_answer(st, c, stream, res);
     log_request(st, nullptr, notes, ec ? 0 : 503, started);

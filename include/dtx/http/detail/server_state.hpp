@@ -1,7 +1,7 @@
 #ifndef DTX_HTTP_DETAIL_SERVER_STATE_HPP
 #define DTX_HTTP_DETAIL_SERVER_STATE_HPP
 
-// What the participant server knows about itself and each of its connections: the connections
+// What the server knows about itself and each of its connections: the connections
 // served and refused (in all and per client address), the handlers running, the bytes of bodies
 // held, the deadlines of every phase. The coroutines that use it are in server_connection.hpp.
 //
@@ -66,14 +66,17 @@ struct server_connection {
     bool tls = false; // a stop ends an idle TLS connection through its coroutine (close_notify)
 };
 
-/// A participant's handler answering one request, in a coroutine of its own, so that its
-/// connection can answer at the handler timeout even if the handler ignores cancellation.
+/// A handler (a participant's or a route's) answering one request, in a coroutine of its own, so
+/// that its connection can answer at the handler timeout even if the handler ignores cancellation.
 struct handler_run {
-    handler_run(const asio::any_io_executor& ex, std::shared_ptr<const beast_request> r)
+    handler_run(const asio::any_io_executor& ex, std::shared_ptr<const beast_request> r,
+                asio::ip::address from)
         : req(std::move(r))
+        , peer(std::move(from))
         , finished(ex, steady::time_point::max()) {}
 
     std::shared_ptr<const beast_request> req;
+    asio::ip::address peer;
     request_notes notes;
     std::optional<beast_response> res;
     asio::cancellation_signal cancel;
@@ -83,7 +86,8 @@ struct handler_run {
 };
 
 struct server_state : std::enable_shared_from_this<server_state> {
-    server_state(asio::any_io_executor ex, const participant_registry& participants,
+    /// `participants`: null for a server of application routes only.
+    server_state(asio::any_io_executor ex, const participant_registry* participants,
                  server_options o)
         : executor(ex)
         , opts(std::move(o))
