@@ -5625,6 +5625,7 @@ DTX_NAMESPACE_END
 // route's request::json(): too deep a nesting and invalid JSON are refused with a problem (400)
 // that names what is wrong without repeating the body.
 
+// #include <dtx/detail/json_depth.hpp>
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/version.hpp>
 
@@ -5638,36 +5639,11 @@ DTX_NAMESPACE_END
 DTX_NAMESPACE_BEGIN
 namespace http::detail {
 
-/// True if the JSON text `body` nests arrays and objects deeper than `limit`. Deep nesting parses
-/// fine, but a handler that walks the payload recursively (dump(), conversions) would exhaust its
-/// stack; this scan stops the request first. Strings are skipped; the text need not be valid.
-inline bool nested_deeper_than(std::string_view body, std::size_t limit) noexcept {
-    std::size_t depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < body.size(); ++i) {
-        const char c = body[i];
-        if (in_string) {
-            if (c == '\\')
-                ++i;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > limit)
-                return true;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-    return false;
-}
-
 /// `body` parsed as JSON (strings are valid UTF-8: the parser checks them), or why it cannot be:
 /// 400 json_too_deep beyond `depth_limit` levels, 400 invalid_json otherwise.
 inline std::variant<nlohmann::json, problem> parse_json_body(std::string_view body,
                                                              std::size_t depth_limit) {
-    if (nested_deeper_than(body, depth_limit))
+    if (dtx::detail::nested_deeper_than(body, depth_limit))
         return bad("json_too_deep", "the body nests arrays and objects deeper than " +
                                         std::to_string(depth_limit) + " levels");
     nlohmann::json value = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
