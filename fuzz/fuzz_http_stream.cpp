@@ -293,7 +293,7 @@ struct harness {
 
     /// Serves `bytes` as one connection's input, then its end, through the server's loop.
     void serve(std::string_view bytes) {
-        auto st = std::make_shared<hd::server_state>(ioc.get_executor(), participants, opts);
+        auto st = std::make_shared<hd::server_state>(ioc.get_executor(), &participants, opts);
         hd::server_connection c(hd::tcp::socket(ioc), {});
         beast::test::stream server_end(ioc);
         beast::test::stream client_end(ioc);
