@@ -34,8 +34,8 @@
 #include <vector>
 
 #include "../support/pg_server.hpp"
-#include "child_process.hpp"
 #include "child_main.hpp"
+#include "child_process.hpp"
 
 namespace {
 
@@ -253,7 +253,7 @@ std::vector<std::string> check(const std::string& conninfo, const std::string& d
         bad.push_back(std::to_string(n) + " messages pending after the drain");
     parked = static_cast<std::size_t>(
         db.exec("SELECT COUNT(*) FROM dtx_outbox WHERE state = 2").integer(0, 0));
-    if (auto n = db.exec("SELECT COUNT(*) FROM dtx_outbox o JOIN poison p USING (id) "
+    if (auto n = db.exec("SELECT COUNT(*) FROM dtx_outbox o JOIN poison p ON p.msg_id = o.id "
                          "WHERE o.state <> 2")
                      .integer(0, 0))
         bad.push_back(std::to_string(n) + " poison messages not parked");
