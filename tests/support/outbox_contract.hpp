@@ -51,6 +51,31 @@ void check_commit_and_rollback(Outbox& outbox, const std::function<std::int64_t(
     run(ioc, stopped(r));
 }
 
+/// add() refuses a message outside a transaction (on `idle`, a connection with none open) or
+/// over the limits, and stores nothing. `rows()` counts the outbox's rows.
+template <class Outbox, class Connection>
+void check_add_refuses(Outbox& outbox, Connection& idle,
+                       const std::function<std::int64_t()>& rows) {
+    asio::io_context ioc;
+    CHECK_THROWS_AS(outbox.add(idle, {.destination = "d"}), std::logic_error);
+    auto bad = [&](auto& c) {
+        int refused = 0;
+        for (message m : {message{.destination = ""}, message{.destination = "d", .key = "a\nb"},
+                          message{.id = "x;\x01", .destination = "d"},
+                          message{.destination = "d", .headers = {{"bad name", "v"}}},
+                          message{.destination = "d", .payload = "\xff"}}) {
+            try {
+                outbox.add(c, m);
+            } catch (const std::invalid_argument&) {
+                ++refused;
+            }
+        }
+        return refused;
+    };
+    CHECK(run(ioc, outbox.template run<int>(bad)) == 5);
+    CHECK(rows() == 0);
+}
+
 /// Two relays (two outbox objects over one database: two processes' worth) never deliver a
 /// message at once, nor twice, and keep the order of each key.
 template <class Outbox>
