@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "support/model.hpp"
+#include "support/outbox_contract.hpp"
+#include "support/relay_test.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -33,29 +35,6 @@ struct temp_dir {
     std::string file(const char* name) const { return (dir / name).string(); }
 };
 
-template <class Pred>
-asio::awaitable<int> eventually(Pred done, std::chrono::milliseconds limit) {
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!done() && std::chrono::steady_clock::now() < end) {
-        t.expires_after(2ms);
-        co_await t.async_wait(asio::use_awaitable);
-    }
-    co_return done() ? 1 : 0;
-}
-
-asio::awaitable<int> settled(sqlite::outbox& o, std::string owner, outbox_settlement s) {
-    std::vector<outbox_settlement> one;
-    one.push_back(std::move(s));
-    co_await o.settle(std::move(owner), std::move(one));
-    co_return 0;
-}
-
-asio::awaitable<int> stopped(relay& r) {
-    co_await r.stop();
-    co_return 0;
-}
-
 std::int64_t count(asio::io_context& ioc, sqlite::outbox& o, const char* where) {
     const std::string sql = std::string("SELECT COUNT(*) FROM dtx_outbox WHERE ") + where;
     return run(ioc, o.run<std::int64_t>([sql](sqlite::connection& db) {
@@ -65,44 +44,13 @@ std::int64_t count(asio::io_context& ioc, sqlite::outbox& o, const char* where) 
     }));
 }
 
-/// Ids delivered, in order.
-struct log_publisher : publisher {
-    std::vector<std::string> delivered;
-    asio::awaitable<std::vector<delivery_result>>
-    publish(std::span<const envelope> batch) override {
-        for (const envelope& e : batch)
-            delivered.push_back(e.id);
-        co_return std::vector<delivery_result>(batch.size(), delivery_result::delivered());
-    }
-};
-
 } // namespace
 
 TEST_CASE("outbox: a rolled-back transaction sends nothing, a committed one is delivered") {
     temp_dir dir;
     asio::io_context ioc;
     sqlite::outbox outbox({.path = dir.file("orders.db")});
-    log_publisher pub;
-    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
-    r.start();
-    auto failing = [&](sqlite::connection& db) -> int {
-        db.exec("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)");
-        db.exec("INSERT INTO orders DEFAULT VALUES");
-        outbox.add(db, {.destination = "d", .key = "k"});
-        throw std::runtime_error("the business change fails after the message was added");
-    };
-    CHECK_THROWS_AS(run(ioc, outbox.run<int>(failing)), std::runtime_error);
-    auto good = [&](sqlite::connection& db) {
-        db.exec("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)");
-        db.exec("INSERT INTO orders DEFAULT VALUES");
-        return outbox.add(db, {.destination = "d", .key = "k"});
-    };
-    const std::string id = run(ioc, outbox.run<std::string>(good));
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
-    run(ioc, eventually([] { return false; }, 50ms));
-    CHECK(pub.delivered == std::vector<std::string>{id});
-    CHECK(count(ioc, outbox, "1") == 1);
-    run(ioc, stopped(r));
+    check_commit_and_rollback(outbox, [&] { return count(ioc, outbox, "1"); });
 }
 
 TEST_CASE("outbox: a message added in a barrier handler goes out when the barrier commits") {
@@ -130,95 +78,21 @@ TEST_CASE("outbox: add refuses a message outside a transaction or over the limit
     asio::io_context ioc;
     sqlite::outbox outbox({.path = dir.file("orders.db")});
     sqlite::connection db(dir.file("orders.db"));
-    CHECK_THROWS_AS(outbox.add(db, {.destination = "d"}), std::logic_error);
-    auto bad = [&](sqlite::connection& c) {
-        int refused = 0;
-        for (message m : {message{.destination = ""}, message{.destination = "d", .key = "a\nb"},
-                          message{.id = "x;\x01", .destination = "d"},
-                          message{.destination = "d", .headers = {{"bad name", "v"}}},
-                          message{.destination = "d", .payload = "\xff"}}) {
-            try {
-                outbox.add(c, m);
-            } catch (const std::invalid_argument&) {
-                ++refused;
-            }
-        }
-        return refused;
-    };
-    CHECK(run(ioc, outbox.run<int>(bad)) == 5);
-    CHECK(count(ioc, outbox, "1") == 0);
+    check_add_refuses(outbox, db, [&] { return count(ioc, outbox, "1"); });
 }
 
 TEST_CASE("outbox: two relays on one file never deliver a message at once, nor twice") {
     temp_dir dir;
-    asio::io_context ioc;
     sqlite::outbox a({.path = dir.file("orders.db")});
     sqlite::outbox b({.path = dir.file("orders.db")});
-    std::set<std::string> in_flight;
-    std::map<std::string, int> deliveries;
-    std::map<std::string, std::vector<int>> order; // per key, the sequence numbers delivered
-    int overlaps = 0;
-    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
-        overlaps += !in_flight.insert(e.id).second;
-        asio::steady_timer t(co_await asio::this_coro::executor, 1ms);
-        co_await t.async_wait(asio::use_awaitable);
-        in_flight.erase(e.id);
-        ++deliveries[e.id];
-        order[e.key].push_back(e.payload.at("n").get<int>());
-        co_return delivery_result::delivered();
-    });
-    relay ra(ioc.get_executor(), a, pub, {.batch = 8, .poll_interval = 10s});
-    relay rb(ioc.get_executor(), b, pub, {.batch = 8, .poll_interval = 10s});
-    ra.start();
-    rb.start();
-    const int keys = 10, per_key = 20;
-    for (int n = 0; n < per_key; ++n) {
-        auto add = [&, n](sqlite::connection& db) {
-            for (int k = 0; k < keys; ++k)
-                (n % 2 ? a : b)
-                    .add(db, {.destination = "d",
-                              .key = "k" + std::to_string(k),
-                              .payload = {{"n", n}}});
-            return 0;
-        };
-        run(ioc, (n % 2 ? a : b).run<int>(add));
-    }
-    CHECK(run(ioc, eventually([&] { return deliveries.size() == keys * per_key; }, 20s)));
-    run(ioc, eventually([] { return false; }, 50ms));
-    CHECK(overlaps == 0);
-    for (const auto& [id, times] : deliveries)
-        CHECK(times == 1);
-    for (const auto& [key, ns] : order) {
-        std::vector<int> expected(per_key);
-        for (int i = 0; i < per_key; ++i)
-            expected[static_cast<std::size_t>(i)] = i;
-        CHECK(ns == expected);
-    }
-    CHECK(ra.stats().delivered > 0);
-    CHECK(rb.stats().delivered > 0);
-    run(ioc, stopped(ra));
-    run(ioc, stopped(rb));
+    check_two_relays(a, b);
 }
 
 TEST_CASE("outbox: a lease left by a relay that died is taken over when it expires") {
     temp_dir dir;
     asio::io_context ioc;
     sqlite::outbox outbox({.path = dir.file("orders.db")});
-    auto add = [&](sqlite::connection& db) { return outbox.add(db, {.destination = "d"}); };
-    const std::string id = run(ioc, outbox.run<std::string>(add));
-    outbox_claim dead = run(ioc, outbox.claim("dead-relay", 200ms, 10));
-    REQUIRE(dead.messages.size() == 1);
-    CHECK(dead.messages[0].attempt == 1);
-    CHECK(run(ioc, outbox.claim("other", 200ms, 10)).messages.empty()); // leased
-    log_publisher pub;
-    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 50ms});
-    r.start();
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
-    CHECK(pub.delivered[0] == id);
-    // The dead relay's late settlement no longer applies: the message stays delivered once.
-    run(ioc, settled(outbox, "dead-relay", {id, delivery_status::rejected, "late", {}}));
-    CHECK(count(ioc, outbox, "state = 1") == 1);
-    run(ioc, stopped(r));
+    check_lease_takeover(outbox, [&] { return count(ioc, outbox, "state = 1"); });
 }
 
 TEST_CASE("inbox: each message is processed once, also when copies arrive together") {
@@ -347,28 +221,7 @@ TEST_CASE("inbox: rows older than the retention are cleaned") {
 
 TEST_CASE("outbox to inbox: the relay delivers into an idempotent consumer") {
     temp_dir dir;
-    asio::io_context ioc;
     sqlite::outbox outbox({.path = dir.file("orders.db")});
     sqlite::inbox inbox({.path = dir.file("shipping.db")});
-    int ran = 0;
-    sqlite::inbox_handler h = [&](sqlite::connection&, const envelope&) {
-        ++ran;
-        return success();
-    };
-    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
-        // Every message arrives twice, as after a relay that died before marking it delivered.
-        co_await inbox.consume("shipping", e, h);
-        co_return (co_await inbox.consume("shipping", e, h)).delivery();
-    });
-    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
-    r.start();
-    auto add = [&](sqlite::connection& db) {
-        for (int i = 0; i < 5; ++i)
-            outbox.add(db, {.destination = "shipping", .key = "k"});
-        return 0;
-    };
-    run(ioc, outbox.run<int>(add));
-    CHECK(run(ioc, eventually([&] { return r.stats().delivered == 5; }, 5s)));
-    CHECK(ran == 5);
-    run(ioc, stopped(r));
+    check_outbox_to_inbox<sqlite::inbox_handler>(outbox, inbox);
 }

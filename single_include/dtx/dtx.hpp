@@ -9783,6 +9783,85 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/detail/inbox_logic.hpp ------------------------------------------------------------------
+#ifndef DTX_DETAIL_INBOX_LOGIC_HPP
+#define DTX_DETAIL_INBOX_LOGIC_HPP
+
+// What every inbox (SQLite's, PostgreSQL's) does around its database: the consumer name's check,
+// the handler's outcome as a consume_result, and the errors of the job as a retry.
+
+// #include <dtx/consume_result.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/utf8.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/gid.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <exception>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// Thrown out of an inbox's job to roll back its transaction: the handler's changes and the
+/// inbox row.
+struct inbox_refusal {
+    consume_result result;
+};
+
+/// The result of a handler that ran in the transaction holding the inbox row: processed for
+/// success; otherwise throws inbox_refusal (rejected for failure, retry for pending).
+inline consume_result inbox_answer(const outcome& o) {
+    if (o.is_success())
+        return {consume_status::processed, {}};
+    throw inbox_refusal{{o.is_failure() ? consume_status::rejected : consume_status::retry,
+                         safe_text(o.message(), 2048)}};
+}
+
+/// Runs `start()` (an awaitable job that inserts the inbox row and runs the handler) for
+/// `consumer`, a name of 1 to 128 characters like a gid; a refusal or exception becomes its
+/// result.
+template <class Start>
+asio::awaitable<consume_result> consume_guarded(std::string_view consumer, const Start& start) {
+    if (!valid_gid(consumer))
+        co_return consume_result{consume_status::rejected,
+                                 "the consumer name is empty, too long or not plain text"};
+    consume_result r;
+    try {
+        r = co_await start();
+    } catch (const inbox_refusal& x) {
+        r = x.result;
+    } catch (const std::exception& x) {
+        r = {consume_status::retry, safe_text(x.what(), 2048)};
+    } catch (...) {
+        r = {consume_status::retry, "the handler threw something that is not an exception"};
+    }
+    co_return r;
+}
+
+/// `inbox.consume(consumer, envelope, handler)` for the envelope in `body`; a malformed one is
+/// rejected, and nothing runs.
+template <class Inbox, class Handler>
+asio::awaitable<consume_result> consume_body(Inbox& inbox, std::string consumer,
+                                             std::string_view body, Handler handler,
+                                             const message_limits& limits) {
+    envelope_parse parsed = parse_envelope(body, limits);
+    if (!parsed)
+        co_return consume_result{consume_status::rejected, std::move(parsed.error)};
+    co_return co_await inbox.consume(std::move(consumer), std::move(*parsed.value),
+                                     std::move(handler));
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/detail/storage.hpp ----------------------------------------------------------------------
 #ifndef DTX_DETAIL_STORAGE_HPP
 #define DTX_DETAIL_STORAGE_HPP
@@ -9820,6 +9899,21 @@ inline error newer_schema(storage_role role, const std::string& what, int versio
                  what + " schema version " + std::to_string(version) +
                      " is newer than this dtx reads (" + std::to_string(supported) +
                      "); upgrade dtx");
+}
+
+/// Brings a set of versioned tables (a participant database's barrier, outbox or inbox tables,
+/// whatever the database) from version `stored` to `latest`: `migrate(stored)` then
+/// `set_version()` when older, nothing when current; a newer version (written by a newer dtx) is
+/// refused with newer_schema(). Runs inside the caller's transaction.
+template <class Migrate, class SetVersion>
+void bring_to_version(storage_role role, const std::string& what, int stored, int latest,
+                      Migrate migrate, SetVersion set_version) {
+    if (stored > latest)
+        throw newer_schema(role, what, stored, latest);
+    if (stored < latest) {
+        migrate(stored);
+        set_version();
+    }
 }
 
 /// Deletes old rows a batch at a time, each batch in a database transaction of its own:
@@ -9862,6 +9956,83 @@ private:
     Connection& c_;
     bool open_ = true;
 };
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/detail/outbox_logic.hpp -----------------------------------------------------------------
+#ifndef DTX_DETAIL_OUTBOX_LOGIC_HPP
+#define DTX_DETAIL_OUTBOX_LOGIC_HPP
+
+// What every outbox (SQLite's, PostgreSQL's) does to a message before its INSERT, and to the
+// columns it reads back: the id, the checks of <dtx/message.hpp>, the JSON texts.
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// A message's columns as an outbox stores them.
+struct outbox_row {
+    std::string payload; ///< JSON text
+    std::string headers; ///< JSON object text
+    std::int64_t due_ms = 0;
+    std::int64_t created_ms = 0;
+};
+
+/// Gives `m` an id if it has none, checks it against `limits` and returns its columns. Throws
+/// std::invalid_argument (its message starting with `who`) for a message over the limits.
+inline outbox_row outbox_columns(message& m, const message_limits& limits, const char* who) {
+    if (m.id.empty())
+        m.id = make_message_id();
+    outbox_row row;
+    try {
+        row.payload = m.payload.dump();
+    } catch (const nlohmann::json::exception&) {
+        throw std::invalid_argument(std::string(who) + ": message " + m.id +
+                                    ": the payload holds text that is not valid UTF-8");
+    }
+    if (std::string problem = check_message(m, row.payload.size(), limits); !problem.empty())
+        throw std::invalid_argument(std::string(who) + ": message " + m.id + ": " + problem);
+    row.headers = m.headers.empty() ? std::string("{}") : nlohmann::json(m.headers).dump();
+    row.created_ms = to_ms(std::chrono::system_clock::now());
+    row.due_ms = m.deliver_at ? to_ms(*m.deliver_at) : row.created_ms;
+    return row;
+}
+
+/// The envelope of a stored row; `attempts` as stored.
+inline envelope outbox_envelope(std::string_view id, std::string_view destination,
+                                std::string_view key, std::string_view headers,
+                                std::string_view payload, std::int64_t attempts,
+                                std::int64_t created_ms) {
+    envelope e;
+    e.id = id;
+    e.destination = destination;
+    e.key = key;
+    auto h = nlohmann::json::parse(headers, nullptr, false);
+    if (h.is_object())
+        for (const auto& [name, value] : h.items())
+            if (value.is_string())
+                e.headers.emplace(name, value.get<std::string>());
+    e.payload = nlohmann::json::parse(payload, nullptr, false);
+    e.attempt = static_cast<unsigned>(attempts);
+    e.produced_at = created_ms;
+    return e;
+}
 
 } // namespace detail
 DTX_NAMESPACE_END
@@ -10175,13 +10346,10 @@ void prepare_participant_tables(sqlite::connection& db, std::chrono::millisecond
         if (v.step())
             version = static_cast<int>(v.integer(0));
     }
-    if (version > latest)
-        throw newer_schema(db.role(), db.path() + ": " + name, version, latest);
-    if (version < latest) {
-        migrate(version);
+    bring_to_version(db.role(), db.path() + ": " + name, version, latest, migrate, [&] {
         sqlite::statement set(db, "INSERT OR REPLACE INTO dtx_meta (key, value) VALUES (?, ?)");
         set.bind(key, latest).run();
-    }
+    });
     tx.commit();
 }
 
@@ -10702,6 +10870,7 @@ DTX_NAMESPACE_END
 // 2 days).
 
 // #include <dtx/consume_result.hpp>
+// #include <dtx/detail/inbox_logic.hpp>
 // #include <dtx/detail/storage.hpp>
 // #include <dtx/envelope.hpp>
 // #include <dtx/error.hpp>
@@ -10762,35 +10931,18 @@ public:
     /// Processes `e` once for `consumer` (a name of 1 to 128 characters, like a gid).
     asio::awaitable<consume_result> consume(std::string consumer, envelope e,
                                             inbox_handler handler) {
-        if (!valid_gid(consumer))
-            co_return consume_result{consume_status::rejected,
-                                     "the consumer name is empty, too long or not plain text"};
-        consume_result r;
-        try {
-            // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
-            auto job = [consumer = std::move(consumer), e = std::move(e),
-                        &handler](sqlite::connection& db) {
-                return consume_now(db, consumer, e, handler);
-            };
-            r = co_await worker_.run<consume_result>(std::move(job));
-        } catch (const refusal& x) {
-            r = x.result;
-        } catch (const std::exception& x) {
-            r = {consume_status::retry, detail::safe_text(x.what(), 2048)};
-        } catch (...) {
-            r = {consume_status::retry, "the handler threw something that is not an exception"};
-        }
-        co_return r;
+        auto start = [&] {
+            return worker_.run<consume_result>(
+                [&](sqlite::connection& db) { return consume_now(db, consumer, e, handler); });
+        };
+        co_return co_await detail::consume_guarded(consumer, start);
     }
 
     /// Parses `body` as an envelope first: a malformed one is rejected, and nothing runs.
     asio::awaitable<consume_result> consume(std::string consumer, std::string_view body,
                                             inbox_handler handler) {
-        envelope_parse parsed = parse_envelope(body, opts_.limits);
-        if (!parsed)
-            co_return consume_result{consume_status::rejected, std::move(parsed.error)};
-        co_return co_await consume(std::move(consumer), std::move(*parsed.value),
-                                   std::move(handler));
+        return detail::consume_body(*this, std::move(consumer), body, std::move(handler),
+                                    opts_.limits);
     }
 
     /// Runs `fn(connection&)` in a local transaction on the database thread (schema setup,
@@ -10804,11 +10956,6 @@ public:
     const std::string& path() const noexcept { return opts_.path; }
 
 private:
-    /// Thrown out of the job to roll back its savepoint: the handler's changes and the row.
-    struct refusal {
-        consume_result result;
-    };
-
     static consume_result consume_now(sqlite::connection& db, const std::string& consumer,
                                       const envelope& e, const inbox_handler& handler) {
         db.prepare("INSERT OR IGNORE INTO dtx_inbox (consumer, message_id, received_ms) "
@@ -10817,11 +10964,7 @@ private:
             .run();
         if (db.changes() == 0)
             return {consume_status::duplicate, {}};
-        const outcome o = handler(db, e);
-        if (o.is_success())
-            return {consume_status::processed, {}};
-        throw refusal{{o.is_failure() ? consume_status::rejected : consume_status::retry,
-                       detail::safe_text(o.message(), 2048)}};
+        return detail::inbox_answer(handler(db, e));
     }
 
     bool prepare() {
@@ -11414,6 +11557,7 @@ DTX_NAMESPACE_END
 // tables and the barrier's. A message's order among those of its key is its commit order: SQLite
 // has one writer at a time, so row ids increase in commit order.
 
+// #include <dtx/detail/outbox_logic.hpp>
 // #include <dtx/detail/storage.hpp>
 // #include <dtx/envelope.hpp>
 // #include <dtx/error.hpp>
@@ -11476,25 +11620,11 @@ public:
         if (sqlite3_get_autocommit(db.get()))
             throw std::logic_error("dtx::sqlite::outbox::add: no transaction is open on " +
                                    db.path() + "; add messages inside the business transaction");
-        if (m.id.empty())
-            m.id = make_message_id();
-        std::string payload;
-        try {
-            payload = m.payload.dump();
-        } catch (const nlohmann::json::exception&) {
-            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id +
-                                        ": the payload holds text that is not valid UTF-8");
-        }
-        if (std::string problem = check_message(m, payload.size(), opts_.limits); !problem.empty())
-            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id + ": " +
-                                        problem);
-        const auto now = detail::to_ms(std::chrono::system_clock::now());
-        const auto due = m.deliver_at ? detail::to_ms(*m.deliver_at) : now;
+        const detail::outbox_row row =
+            detail::outbox_columns(m, opts_.limits, "dtx::sqlite::outbox::add");
         db.prepare("INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, "
                    "attempts, due_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?)")
-            .bind(m.id, m.destination, m.key,
-                  m.headers.empty() ? std::string("{}") : nlohmann::json(m.headers).dump(), payload,
-                  due, now)
+            .bind(m.id, m.destination, m.key, row.headers, row.payload, row.due_ms, row.created_ms)
             .run();
         signal_->pending = true;
         sqlite3_commit_hook(db.get(), &commit_hook, signal_.get());
@@ -11601,19 +11731,8 @@ private:
     /// The envelope of a row read as id, destination, msg_key, headers, payload, attempts,
     /// created_ms (and more columns after them).
     static envelope read_envelope(sqlite::statement& st) {
-        envelope e;
-        e.id = st.text(0);
-        e.destination = st.text(1);
-        e.key = st.text(2);
-        auto headers = nlohmann::json::parse(st.text(3), nullptr, false);
-        if (headers.is_object())
-            for (const auto& [name, value] : headers.items())
-                if (value.is_string())
-                    e.headers.emplace(name, value.get<std::string>());
-        e.payload = nlohmann::json::parse(st.text(4), nullptr, false);
-        e.attempt = static_cast<unsigned>(st.integer(5));
-        e.produced_at = st.integer(6);
-        return e;
+        return detail::outbox_envelope(st.text(0), st.text(1), st.text(2), st.text(3), st.text(4),
+                                       st.integer(5), st.integer(6));
     }
 
     static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,
@@ -11781,6 +11900,7 @@ DTX_NAMESPACE_END
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -11820,6 +11940,9 @@ public:
         PGresult* raw() const noexcept { return r_; }
         /// Rows changed by an INSERT, UPDATE or DELETE.
         int affected() const { return std::atoi(PQcmdTuples(r_)); }
+        std::int64_t integer(int row, int col) const {
+            return std::strtoll(PQgetvalue(r_, row, col), nullptr, 10);
+        }
         std::string_view text(int row, int col) const {
             return {PQgetvalue(r_, row, col), static_cast<std::size_t>(PQgetlength(r_, row, col))};
         }
@@ -11883,6 +12006,29 @@ public:
     }
 
     storage_role role() const noexcept { return role_; }
+    PGconn* get() const noexcept { return conn_; }
+    /// True while a transaction block is open (BEGIN without COMMIT or ROLLBACK yet).
+    bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+
+    /// Calls `fn` once the transaction open on this connection commits through
+    /// postgres::transaction; forgotten if it rolls back. A second call with the same `tag` in
+    /// one transaction replaces the first (the outbox wakes its relay once per commit).
+    void after_commit(const void* tag, std::function<void()> fn) {
+        for (auto& [t, f] : after_commit_)
+            if (t == tag) {
+                f = std::move(fn);
+                return;
+            }
+        after_commit_.emplace_back(tag, std::move(fn));
+    }
+    /// Runs (committed) or drops the functions of after_commit().
+    void transaction_ended(bool committed) {
+        auto fns = std::move(after_commit_);
+        after_commit_.clear();
+        if (committed)
+            for (auto& entry : fns)
+                entry.second();
+    }
 
     /// A dtx::error of this database's kind (`code` as for the journal: journal_failed,
     /// journal_corrupt, journal_version), its message starting "PostgreSQL: ".
@@ -11958,14 +12104,343 @@ private:
     storage_role role_;
     PGconn* conn_ = nullptr;
     std::vector<std::string> prepared_; // names prepared in this session (a few)
+    std::vector<std::pair<const void*, std::function<void()>>> after_commit_;
     bool prepare_ = true;
     std::uint64_t lost_statements_ = 0;
 };
 
-/// BEGIN ... COMMIT, rolled back if not committed (by an exception).
-using transaction = detail::transaction_scope<connection>;
+/// BEGIN ... COMMIT, rolled back if not committed (by an exception). What was registered with
+/// connection::after_commit() runs after the commit.
+class transaction {
+public:
+    explicit transaction(connection& c)
+        : c_(c)
+        , scope_(c) {}
+    transaction(const transaction&) = delete;
+    transaction& operator=(const transaction&) = delete;
+    ~transaction() {
+        if (open_)
+            c_.transaction_ended(false);
+    }
+    void commit() {
+        scope_.commit();
+        open_ = false;
+        c_.transaction_ended(true);
+    }
+
+private:
+    connection& c_;
+    detail::transaction_scope<connection> scope_;
+    bool open_ = true;
+};
 
 } // namespace postgres
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/postgres/detail/listener.hpp ------------------------------------------------------------
+#ifndef DTX_POSTGRES_DETAIL_LISTENER_HPP
+#define DTX_POSTGRES_DETAIL_LISTENER_HPP
+
+// A connection of its own that LISTENs on a channel, on a thread of its own, and calls a function
+// for each batch of notifications: how a commit in another process wakes this one. A NOTIFY sent
+// in a transaction is delivered when, and only if, it commits. A lost connection is
+// re-established (then the function is called once: notifications may have been missed).
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/version.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <poll.h>
+#include <unistd.h>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+class pg_listener {
+public:
+    /// Starts listening on `channel` (a plain identifier) before it returns; `notified()` runs on
+    /// the listener's thread. Throws dtx::error if it cannot connect.
+    pg_listener(const std::string& conninfo, std::string channel, std::function<void()> notified)
+        : db_(std::make_unique<postgres::connection>(conninfo, storage_role::participant))
+        , listen_("LISTEN " + std::move(channel))
+        , notified_(std::move(notified)) {
+        db_->exec(listen_.c_str());
+        if (::pipe(stop_) != 0)
+            throw db_->failure("cannot create the listener's pipe");
+        thread_ = std::thread([this] { loop(); });
+    }
+    pg_listener(const pg_listener&) = delete;
+    pg_listener& operator=(const pg_listener&) = delete;
+    ~pg_listener() {
+        const char c = 0;
+        [[maybe_unused]] auto n = ::write(stop_[1], &c, 1);
+        thread_.join();
+        ::close(stop_[0]);
+        ::close(stop_[1]);
+    }
+
+    std::uint64_t notifications() const noexcept { return notifications_.load(); }
+    std::uint64_t reconnects() const noexcept { return reconnects_.load(); }
+
+private:
+    void loop() {
+        for (;;) {
+            // While the connection is lost, only the stop pipe is watched, and a reconnection is
+            // tried every second.
+            PGconn* c = db_->get();
+            const int sock = PQstatus(c) == CONNECTION_OK ? PQsocket(c) : -1;
+            pollfd fds[2] = {{stop_[0], POLLIN, 0}, {sock, POLLIN, 0}};
+            const int n = ::poll(fds, sock < 0 ? 1 : 2, sock < 0 ? 1000 : -1);
+            if (n < 0 && errno != EINTR)
+                return;
+            if (fds[0].revents != 0)
+                return; // stopping
+            if (sock < 0) {
+                recover();
+                continue;
+            }
+            if (n <= 0 || fds[1].revents == 0)
+                continue;
+            if (PQconsumeInput(c) == 0) {
+                recover();
+                continue;
+            }
+            bool any = false;
+            while (PGnotify* note = PQnotifies(c)) {
+                PQfreemem(note);
+                any = true;
+                ++notifications_;
+            }
+            if (any)
+                notified_();
+        }
+    }
+
+    /// Reconnects and listens again, or leaves the connection lost for the next round.
+    void recover() {
+        try {
+            PQreset(db_->get());
+            if (PQstatus(db_->get()) != CONNECTION_OK)
+                return;
+            db_->exec(listen_.c_str());
+            ++reconnects_;
+            notified_();
+        } catch (...) { // still down: tried again in a second
+        }
+    }
+
+    std::unique_ptr<postgres::connection> db_;
+    std::string listen_;
+    std::function<void()> notified_;
+    int stop_[2] = {-1, -1};
+    std::atomic<std::uint64_t> notifications_{0};
+    std::atomic<std::uint64_t> reconnects_{0};
+    std::thread thread_; // last: started once the rest is ready
+};
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/postgres/detail/pool.hpp ----------------------------------------------------------------
+#ifndef DTX_POSTGRES_DETAIL_POOL_HPP
+#define DTX_POSTGRES_DETAIL_POOL_HPP
+
+// The connections on which the PostgreSQL barrier, outbox and inbox run local transactions:
+// each driven by a thread of its own, jobs spread over them in turn; PostgreSQL's own group
+// commit shares WAL flushes between concurrent commits. The first connection also does the
+// periodic work (a cleanup) when its thread is idle.
+
+// #include <dtx/detail/batch_queue.hpp>
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/version.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+class pg_pool {
+public:
+    /// `on_idle(db, busy)` runs on the first connection's thread every `idle_interval`; it
+    /// should stop early when `busy()` says jobs are waiting.
+    using idle_fn = std::function<void(postgres::connection&, const std::function<bool()>& busy)>;
+
+    pg_pool(const std::string& conninfo, std::size_t connections,
+            std::chrono::milliseconds idle_interval = std::chrono::minutes(1), idle_fn on_idle = {})
+        : on_idle_(std::move(on_idle)) {
+        for (std::size_t i = 0; i < std::max<std::size_t>(connections, 1); ++i)
+            lanes_.push_back(std::make_unique<lane>(*this, conninfo, idle_interval, i == 0));
+    }
+    pg_pool(const pg_pool&) = delete;
+    pg_pool& operator=(const pg_pool&) = delete;
+
+    /// Runs `fn(connection&)` on one of the threads, its connection re-established if it was
+    /// lost, and returns its result.
+    template <class R, class Fn>
+    asio::awaitable<R> submit(Fn fn) {
+        auto start = [this, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
+            auto& l = *lanes_[next_++ % lanes_.size()];
+            job j = [this, fn = std::move(fn),
+                     deliver = std::move(deliver)](postgres::connection& db) mutable {
+                R result{};
+                std::exception_ptr e;
+                try {
+                    db.ensure(); // a lost connection is re-established, or this job hears why
+                    result = fn(db);
+                    ++operations_;
+                } catch (...) {
+                    e = std::current_exception();
+                }
+                deliver(e, std::move(result));
+            };
+            if (!l.queue.push(j))
+                throw l.db.failure("closing");
+        };
+        return await_result<R>(std::move(start));
+    }
+
+    /// Runs `fn(connection&)` in a local transaction on one of the threads.
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return submit<R>([this, fn = std::move(fn)](postgres::connection& db) mutable {
+            return in_transaction(db, [&] { return fn(db); });
+        });
+    }
+
+    /// `f()` between BEGIN and COMMIT on `db`, rolled back if it throws.
+    template <class F>
+    std::invoke_result_t<F&> in_transaction(postgres::connection& db, F&& f) {
+        postgres::transaction tx(db);
+        auto result = f();
+        tx.commit();
+        ++commits_;
+        return result;
+    }
+
+    std::uint64_t commits() const noexcept { return commits_.load(); }
+    std::uint64_t operations() const noexcept { return operations_.load(); }
+
+private:
+    using job = std::function<void(postgres::connection&)>;
+
+    /// One connection and the thread that uses it.
+    struct lane {
+        lane(pg_pool& p, const std::string& conninfo, std::chrono::milliseconds idle_interval,
+             bool first)
+            : db(conninfo, storage_role::participant)
+            , queue(
+                  {64, idle_interval},
+                  [this](std::vector<job>& jobs) {
+                      for (auto& j : jobs)
+                          j(db); // each job reports its own errors
+                  },
+                  [this, &p, first] {
+                      if (first && p.on_idle_) {
+                          db.ensure();
+                          p.on_idle_(db, [this] { return !queue.idle(); });
+                      }
+                  }) {}
+        postgres::connection db;
+        batch_queue<job> queue; // last: stopped before the connection goes
+    };
+
+    idle_fn on_idle_;
+    std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> operations_{0};
+    std::atomic<std::size_t> next_{0};
+    std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
+};
+
+/// Deletes rows of `table` whose `time_column` (timestamptz) is older than `retention`, at most
+/// `batch` per statement, rows that another transaction holds skipped, until a batch is not full
+/// or `busy()`; adds the count to `cleaned`. `key` names the columns of the primary key.
+inline void pg_clean_older_than(postgres::connection& db, const char* table, const char* key,
+                                const char* time_column, std::chrono::milliseconds retention,
+                                std::size_t batch, std::atomic<std::uint64_t>& cleaned,
+                                const std::function<bool()>& busy) {
+    const std::string sql = std::string("DELETE FROM ") + table + " WHERE (" + key +
+                            ") IN (SELECT " + key + " FROM " + table + " WHERE " + time_column +
+                            " < now() - $1::bigint * interval '1 millisecond' LIMIT $2::int FOR "
+                            "UPDATE SKIP LOCKED)";
+    const std::string ms = std::to_string(retention.count());
+    const std::string n = std::to_string(batch);
+    delete_in_batches(
+        batch,
+        [&] {
+            const auto deleted = static_cast<std::size_t>(db.exec(sql.c_str(), {ms, n}).affected());
+            cleaned += deleted;
+            return deleted;
+        },
+        busy);
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/postgres/detail/schema.hpp --------------------------------------------------------------
+#ifndef DTX_POSTGRES_DETAIL_SCHEMA_HPP
+#define DTX_POSTGRES_DETAIL_SCHEMA_HPP
+
+// The versioned tables that dtx keeps in a participant's own PostgreSQL database (the barrier's,
+// the outbox's, the inbox's): each set has its version in the table dtx_meta under its own key,
+// so that they live side by side and are created or migrated independently, by one process at a
+// time (an advisory lock), whichever opens them first.
+
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/version.hpp>
+
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// Brings the tables of `name` ("barrier": version key "barrier_version") to version `latest`
+/// in one transaction: `migrate(from)` runs when the stored version `from` is older. A version
+/// newer than `latest` is refused (dtx::error, *_version code).
+template <class Migrate>
+void prepare_participant_tables(postgres::connection& db, const std::string& name, int latest,
+                                Migrate migrate) {
+    postgres::transaction tx(db);
+    db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' participant tables' migrations
+    db.exec("CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
+    const std::string key = name + "_version";
+    auto v = db.exec("SELECT value FROM dtx_meta WHERE key = $1", {key});
+    const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
+    bring_to_version(db.role(), "PostgreSQL " + name + ":", version, latest, migrate, [&] {
+        db.exec("INSERT INTO dtx_meta (key, value) VALUES ($1, $2::int) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                {key, std::to_string(latest)});
+    });
+    tx.commit();
+}
+
+} // namespace detail
 DTX_NAMESPACE_END
 
 #endif
@@ -12002,10 +12477,11 @@ DTX_NAMESPACE_END
 
 // #include <dtx/barrier.hpp>
 // #include <dtx/detail/barrier_logic.hpp>
-// #include <dtx/detail/batch_queue.hpp>
 // #include <dtx/detail/storage.hpp>
 // #include <dtx/participant.hpp>
 // #include <dtx/postgres/connection.hpp>
+// #include <dtx/postgres/detail/pool.hpp>
+// #include <dtx/postgres/detail/schema.hpp>
 // #include <dtx/version.hpp>
 
 #include <atomic>
@@ -12057,16 +12533,14 @@ public:
     /// Connects the pool and creates the barrier table if needed. Throws dtx::error
     /// (database_failed, database_version).
     explicit barrier(barrier_options o)
-        : opts_(std::move(o)) {
-        if (opts_.connections == 0)
-            opts_.connections = 1;
-        {
-            postgres::connection db(opts_.conninfo, storage_role::participant);
-            migrate(db);
-        }
-        for (std::size_t i = 0; i < opts_.connections; ++i)
-            lanes_.push_back(std::make_unique<lane>(*this, i == 0));
-    }
+        : opts_(std::move(o))
+        , ready_(migrate())
+        , pool_(opts_.conninfo, opts_.connections, opts_.cleanup_interval,
+                [this](postgres::connection& db, const std::function<bool()>& busy) {
+                    detail::pg_clean_older_than(db, "dtx_barrier", "gid, branch_id, op",
+                                                "created_at", opts_.retention, opts_.cleanup_batch,
+                                                cleaned_, busy);
+                }) {}
     barrier(const barrier&) = delete;
     barrier& operator=(const barrier&) = delete;
 
@@ -12074,16 +12548,14 @@ public:
     /// setup, queries) and returns its result.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        return submit<R>([this, fn = std::move(fn)](postgres::connection& db) mutable {
-            return in_transaction(db, [&] { return fn(db); });
-        });
+        return pool_.run<R>(std::move(fn));
     }
 
     /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
     asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         auto fn = [this, req = owned_request(r), &handler](postgres::connection& db) {
             try {
-                return in_transaction(db, [&] {
+                return pool_.in_transaction(db, [&] {
                     store s{db, req};
                     return detail::guarded_operation(s, db, req, handler);
                 });
@@ -12091,7 +12563,7 @@ public:
                 return std::move(x.answer);
             }
         };
-        co_return co_await submit<outcome>(std::move(fn));
+        co_return co_await pool_.submit<outcome>(std::move(fn));
     }
 
     // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
@@ -12100,64 +12572,11 @@ public:
     //   asio::awaitable<outcome> guard_external(const branch_request& r,
     //                                           std::function<asio::awaitable<outcome>()> work);
 
-    barrier_stats stats() const { return {commits_.load(), operations_.load(), cleaned_.load()}; }
+    barrier_stats stats() const { return {pool_.commits(), pool_.operations(), cleaned_.load()}; }
 
 private:
     friend class detail::barrier_registration<barrier, postgres::connection>;
-    using job = std::function<void(postgres::connection&)>;
     using owned_request = detail::owned_request;
-
-    /// One connection and the thread that uses it.
-    struct lane {
-        lane(barrier& b, bool cleans)
-            : db(b.opts_.conninfo, storage_role::participant)
-            , queue(
-                  {64, b.opts_.cleanup_interval},
-                  [this](std::vector<job>& jobs) {
-                      for (auto& j : jobs)
-                          j(db); // each job reports its own errors
-                  },
-                  [this, &b, cleans] {
-                      if (cleans)
-                          b.cleanup(*this);
-                  }) {}
-        postgres::connection db;
-        detail::batch_queue<job> queue; // last: stopped before the connection goes
-    };
-
-    /// Runs `fn(connection&)` on one of the threads, its connection re-established if it was
-    /// lost, and returns its result.
-    template <class R, class Fn>
-    asio::awaitable<R> submit(Fn fn) {
-        auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
-            auto& l = *lanes_[next_++ % lanes_.size()];
-            job j = [this, fn = std::move(fn),
-                     deliver = std::move(deliver)](postgres::connection& db) mutable {
-                R result{};
-                std::exception_ptr e;
-                try {
-                    db.ensure(); // a lost connection is re-established, or this job hears why
-                    result = fn(db);
-                    ++operations_;
-                } catch (...) {
-                    e = std::current_exception();
-                }
-                deliver(e, std::move(result));
-            };
-            if (!l.queue.push(j))
-                throw l.db.failure("barrier closing");
-        };
-        return detail::await_result<R>(std::move(start));
-    }
-
-    template <class F>
-    std::invoke_result_t<F&> in_transaction(postgres::connection& db, F&& f) {
-        postgres::transaction tx(db);
-        auto result = f();
-        tx.commit();
-        ++commits_;
-        return result;
-    }
 
     /// The barrier table of one request, for detail::barrier_screen.
     struct store {
@@ -12190,55 +12609,190 @@ private:
         }
     };
 
-    static void migrate(postgres::connection& db) {
-        postgres::transaction tx(db);
-        db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
-        db.exec(
-            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
-        auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-        const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
-        if (version > schema_version)
-            throw detail::newer_schema(db.role(), "PostgreSQL barrier:", version, schema_version);
-        if (version < 1) {
+    bool migrate() {
+        postgres::connection db(opts_.conninfo, storage_role::participant);
+        detail::prepare_participant_tables(db, "barrier", schema_version, [&](int) {
             db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
-                    "NOT NULL, "
-                    "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
+                    "NOT NULL, op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
                     "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
                     "branch_id, op))");
             db.exec("CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
-            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
-                    "ON CONFLICT (key) DO UPDATE SET value = 1");
-        }
-        tx.commit();
-    }
-
-    /// Deletes barrier rows older than the retention, a batch per statement, giving way to
-    /// queued operations between batches. Runs on the first thread when it is idle.
-    void cleanup(lane& l) {
-        const std::string ms = std::to_string(opts_.retention.count());
-        const std::string batch = std::to_string(opts_.cleanup_batch);
-        detail::delete_in_batches(
-            opts_.cleanup_batch,
-            [&] {
-                l.db.ensure();
-                auto r = l.db.exec(
-                    "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
-                    "branch_id, op FROM dtx_barrier WHERE created_at < now() - $1::bigint * "
-                    "interval '1 millisecond' LIMIT $2::int FOR UPDATE SKIP LOCKED)",
-                    {ms, batch});
-                const auto n = static_cast<std::size_t>(r.affected());
-                cleaned_ += n;
-                return n;
-            },
-            [&l] { return !l.queue.idle(); });
+        });
+        return true;
     }
 
     barrier_options opts_;
-    std::atomic<std::uint64_t> commits_{0};
-    std::atomic<std::uint64_t> operations_{0};
+    bool ready_;
     std::atomic<std::uint64_t> cleaned_{0};
-    std::atomic<std::size_t> next_{0};
-    std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
+    detail::pg_pool pool_; // last: its threads stop first
+};
+} // namespace postgres
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/postgres/inbox.hpp ----------------------------------------------------------------------
+#ifndef DTX_POSTGRES_INBOX_HPP
+#define DTX_POSTGRES_INBOX_HPP
+
+// The inbox: an idempotent consumer of messages over a PostgreSQL database, for any number of
+// consumer processes. Delivery is at least once, so a consumer sees some messages twice; the
+// inbox makes processing exactly once. The handler runs inside a local transaction together with
+// an inbox row keyed by (consumer, message id):
+//   - a message already processed by that consumer is acknowledged (duplicate) without running
+//     the handler again;
+//   - two copies arriving at once (on two connections, in two processes) do not both run: the
+//     second INSERT of the row waits on the primary key for the first transaction to end, then
+//     finds the row (duplicate), or inserts it if the first rolled back;
+//   - a handler answering dtx::failure() says the message can never be processed (a malformed
+//     payload, an unknown order): its changes are rolled back and the result is `rejected`, which
+//     makes the producer park it as a dead letter instead of retrying it forever;
+//   - a handler answering dtx::pending() or throwing is rolled back too, and the result is
+//     `retry`: the producer tries again later.
+//
+//   dtx::postgres::inbox shipping({.conninfo = "host=127.0.0.1 dbname=shipping"});
+//   dtx::postgres::inbox_handler ship = [](dtx::postgres::connection& db,
+//                                          const dtx::envelope& e) {
+//       db.exec("INSERT INTO parcels (order_id) VALUES ($1)",
+//               {e.payload.value("order", std::string())});
+//       return dtx::success();
+//   };
+//   std::string body =
+//       R"({"id":"m-1","destination":"d","payload":{},"attempt":1,"produced_at":0})";
+//   dtx::consume_result r = co_await shipping.consume("shipping", body, ship);
+//
+// consume() is transport-agnostic: an HTTP route gives it the request body, a broker consumer the
+// record's value; result.delivery() is what to answer the producer.
+//
+// Inbox rows are deleted in small batches once older than `retention`, which must exceed the
+// producer's retry horizon (delivery_schedule::horizon(), plus the time an operator may take to
+// requeue a dead letter): a copy arriving after its row was cleaned would be processed again.
+// The default, 30 days, covers the default schedules (backoff about 4 hours, notifications about
+// 2 days).
+//
+// Link with libpq (CMake: dtx::postgres).
+
+// #include <dtx/consume_result.hpp>
+// #include <dtx/detail/inbox_logic.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/postgres/detail/pool.hpp>
+// #include <dtx/postgres/detail/schema.hpp>
+// #include <dtx/version.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace postgres {
+
+struct inbox_options {
+    /// The consumer's database: its own tables and the inbox's (dtx_inbox, dtx_meta).
+    std::string conninfo{};
+    /// Connections (and threads) running handlers' transactions concurrently.
+    std::size_t connections = 4;
+    std::chrono::milliseconds retention = std::chrono::hours(24 * 30);
+    std::size_t cleanup_batch = 1000;
+    std::chrono::milliseconds cleanup_interval = std::chrono::minutes(1);
+    message_limits limits{};
+};
+
+/// What a consumer does with a message: runs on one of the inbox's threads inside the local
+/// transaction that also holds the inbox row. success() commits, failure() rejects, pending()
+/// or an exception asks for a retry.
+using inbox_handler = std::function<outcome(postgres::connection&, const envelope&)>;
+
+class inbox {
+public:
+    static constexpr int schema_version = 1;
+
+    /// Connects and creates the inbox's table if needed. Throws dtx::error (database_failed,
+    /// database_version) with the reason.
+    explicit inbox(inbox_options o)
+        : opts_(std::move(o))
+        , ready_(migrate())
+        , pool_(opts_.conninfo, opts_.connections, opts_.cleanup_interval,
+                [this](postgres::connection& db, const std::function<bool()>& busy) {
+                    detail::pg_clean_older_than(db, "dtx_inbox", "consumer, message_id",
+                                                "received_at", opts_.retention, opts_.cleanup_batch,
+                                                cleaned_, busy);
+                }) {}
+
+    inbox(const inbox&) = delete;
+    inbox& operator=(const inbox&) = delete;
+
+    /// Processes `e` once for `consumer` (a name of 1 to 128 characters, like a gid).
+    asio::awaitable<consume_result> consume(std::string consumer, envelope e,
+                                            inbox_handler handler) {
+        auto start = [&] {
+            return pool_.submit<consume_result>([&](postgres::connection& db) {
+                return pool_.in_transaction(db,
+                                            [&] { return consume_now(db, consumer, e, handler); });
+            });
+        };
+        co_return co_await detail::consume_guarded(consumer, start);
+    }
+
+    /// Parses `body` as an envelope first: a malformed one is rejected, and nothing runs.
+    asio::awaitable<consume_result> consume(std::string consumer, std::string_view body,
+                                            inbox_handler handler) {
+        return detail::consume_body(*this, std::move(consumer), body, std::move(handler),
+                                    opts_.limits);
+    }
+
+    /// Runs `fn(connection&)` in a local transaction on one of the inbox's connections (schema
+    /// setup, queries).
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return pool_.run<R>(std::move(fn));
+    }
+
+    std::uint64_t cleaned() const noexcept { return cleaned_.load(); }
+
+private:
+    static consume_result consume_now(postgres::connection& db, const std::string& consumer,
+                                      const envelope& e, const inbox_handler& handler) {
+        const auto inserted = db.exec_prepared("dtx_inbox_insert",
+                                               "INSERT INTO dtx_inbox (consumer, message_id) "
+                                               "VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                               {consumer, e.id})
+                                  .affected();
+        if (inserted == 0)
+            return {consume_status::duplicate, {}};
+        return detail::inbox_answer(handler(db, e));
+    }
+
+    bool migrate() {
+        postgres::connection db(opts_.conninfo, storage_role::participant);
+        detail::prepare_participant_tables(db, "inbox", schema_version, [&](int) {
+            db.exec("CREATE TABLE IF NOT EXISTS dtx_inbox (consumer text NOT NULL, message_id "
+                    "text NOT NULL, received_at timestamptz NOT NULL DEFAULT now(), "
+                    "PRIMARY KEY (consumer, message_id))");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_inbox_received ON dtx_inbox (received_at)");
+        });
+        return true;
+    }
+
+    inbox_options opts_;
+    bool ready_;
+    std::atomic<std::uint64_t> cleaned_{0};
+    detail::pg_pool pool_; // last: its threads stop first
 };
 
 } // namespace postgres
@@ -12683,24 +13237,6 @@ DTX_NAMESPACE_END
 
 #endif
 
-// ---- dtx/postgres.hpp ----------------------------------------------------------------------------
-#ifndef DTX_POSTGRES_HPP
-#define DTX_POSTGRES_HPP
-
-// PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
-// processes share, and the participant barrier over the participant's own PostgreSQL database.
-//
-//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); // postgres/journal.hpp
-//   dtx::postgres::barrier barrier({.conninfo = "host=db dbname=stock"});  // postgres/barrier.hpp
-//
-// <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
-
-// #include <dtx/postgres/barrier.hpp>
-// #include <dtx/postgres/connection.hpp>
-// #include <dtx/postgres/journal.hpp>
-
-#endif
-
 // ---- dtx/postgres/impl/journal_schema.hpp --------------------------------------------------------
 #ifndef DTX_POSTGRES_IMPL_JOURNAL_SCHEMA_HPP
 #define DTX_POSTGRES_IMPL_JOURNAL_SCHEMA_HPP
@@ -12974,6 +13510,402 @@ END $$)sql");
 
 } // namespace postgres
 DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/postgres/outbox.hpp ---------------------------------------------------------------------
+#ifndef DTX_POSTGRES_OUTBOX_HPP
+#define DTX_POSTGRES_OUTBOX_HPP
+
+// The transactional outbox in a PostgreSQL database: messages (<dtx/message.hpp>) added in the
+// same local transaction as the business change, so that they exist exactly when it committed.
+// A relay (<dtx/relay.hpp>) delivers them; several relays, in any number of processes, can share
+// one database.
+//
+//   dtx::postgres::outbox outbox({.conninfo = "host=127.0.0.1 dbname=orders"});
+//   auto place = [&](dtx::postgres::connection& db) {
+//       db.exec("UPDATE stock SET available = available - 1 WHERE sku = $1", {"A-1"});
+//       outbox.add(db, {.destination = "http://127.0.0.1:8090/events", .key = "A-1",
+//                       .payload = {{"sold", "A-1"}}});
+//       return 0;
+//   };
+//   co_await outbox.run<int>(place); // one local transaction: the update and the message
+//
+// Two ways to add messages:
+//   - run(fn) runs fn(connection&) in a local transaction on one of the outbox's connections;
+//   - add(db, m) adds to a transaction open on any connection to the same database: the
+//     PostgreSQL barrier's, inside a barrier handler (a TCC confirm that emits an event), or your
+//     own.
+// Adding a message costs one statement in the transaction (SELECT dtx_outbox_add(...)), and no
+// commit of its own.
+//
+// Waking the relay at commit, not at its next poll:
+//   - in this process, when the transaction commits through postgres::transaction (run(), the
+//     barrier's handlers, or your own postgres::transaction);
+//   - in every process, by NOTIFY dtx_outbox, sent in the adding transaction: PostgreSQL delivers
+//     it when, and only if, that transaction commits. Each outbox with a relay LISTENs on a
+//     connection of its own. The relay's poll is only the fallback (a lost connection, a relay
+//     that died holding leases).
+//
+// Relays claim due messages with `FOR UPDATE SKIP LOCKED` and a lease (owner, lease-until): a
+// message is claimable when it is pending, due, not leased, and no earlier message of its key is
+// pending or parked. No cursor over ids, no window of time: on PostgreSQL rows become visible
+// out of sequence order (a transaction that took id 10 may commit after the one that took 11),
+// which is how `id > last` relays lose messages and time-window lookbacks resend them.
+//
+// Order per key is commit order. A sequence number alone does not give it: two transactions
+// adding to one key may commit in the opposite order of their numbers. So adding a message with
+// a non-empty key first takes a transaction-level advisory lock on that key (held until commit or
+// rollback) and only then draws the message's sequence number: a second transaction adding to
+// the same key waits until the first has ended, and its number is larger. Among the messages of a
+// key, sequence order is then commit order; a message whose number is smaller than a visible
+// one's of its key has committed already (or rolled back: then it never existed), so no
+// uncommitted message can be overtaken, and claims never have to guess. The costs:
+//   - transactions adding messages with the same key run their commit one after the other, from
+//     the add to the commit (keys are usually the entity the transaction updates, whose row
+//     lock serialises them anyway);
+//   - a transaction adding several keys takes their locks in the order it adds them: add them in
+//     one consistent order (sorted), as with row locks, or PostgreSQL may abort one of two
+//     transactions that add the same two keys in opposite orders (deadlock detected, 40P01);
+//   - the lock is on a 32-bit hash of the key: two keys that collide share their lock (not their
+//     order), which costs waiting, never correctness.
+// The sequence must keep its default cache of 1 (numbers in the order they are drawn).
+//
+// The tables (dtx_outbox, the function dtx_outbox_add; version in dtx_meta under
+// "outbox_version") live beside the business tables and the barrier's.
+//
+// Link with libpq (CMake: dtx::postgres).
+
+// #include <dtx/detail/outbox_logic.hpp>
+// #include <dtx/detail/storage.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/outbox_store.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/postgres/detail/listener.hpp>
+// #include <dtx/postgres/detail/pool.hpp>
+// #include <dtx/postgres/detail/schema.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace postgres {
+
+struct outbox_options {
+    /// The service's database: its own tables and the outbox's (dtx_outbox, dtx_meta).
+    std::string conninfo{};
+    /// Connections (and threads) for run(), claims and settlements.
+    std::size_t connections = 2;
+    /// add() sends NOTIFY dtx_outbox, which wakes the relays of every process at the commit.
+    /// PostgreSQL serialises the commits of transactions that sent a NOTIFY (a lock on its
+    /// notification queue): at thousands of such commits a second, set it false and let other
+    /// processes' relays poll (this process's relay is still woken at once).
+    bool notify = true;
+    /// LISTEN for commits of other processes (on one more connection, once a relay is set).
+    bool listen = true;
+    message_limits limits{};
+};
+
+class outbox final : public outbox_store {
+public:
+    static constexpr int schema_version = 1;
+    /// The NOTIFY channel of commits that added messages.
+    static constexpr const char* channel = "dtx_outbox";
+
+    /// Connects and creates the outbox's table if needed. Throws dtx::error (database_failed,
+    /// database_version) with the reason.
+    explicit outbox(outbox_options o)
+        : opts_(std::move(o))
+        , ready_(migrate())
+        , pool_(opts_.conninfo, opts_.connections) {}
+
+    outbox(const outbox&) = delete;
+    outbox& operator=(const outbox&) = delete;
+
+    /// Adds `m` to the transaction open on `db` (a connection to this outbox's database) and
+    /// returns its id (made here if `m.id` is empty). Throws std::invalid_argument for a message
+    /// over the limits, std::logic_error if no transaction is open, dtx::error from PostgreSQL.
+    std::string add(postgres::connection& db, message m) {
+        if (!db.in_transaction())
+            throw std::logic_error("dtx::postgres::outbox::add: no transaction is open; add "
+                                   "messages inside the business transaction");
+        const detail::outbox_row row =
+            detail::outbox_columns(m, opts_.limits, "dtx::postgres::outbox::add");
+        db.exec_prepared("dtx_outbox_add",
+                         "SELECT dtx_outbox_add($1, $2, $3, $4, $5, $6::bigint, $7::bigint, "
+                         "$8::boolean)",
+                         {m.id, m.destination, m.key, row.headers, row.payload,
+                          std::to_string(row.due_ms), std::to_string(row.created_ms),
+                          opts_.notify ? "true" : "false"});
+        db.after_commit(signal_.get(), [s = signal_] { s->fire(); });
+        return m.id;
+    }
+
+    /// Runs `fn(connection&)` in a local transaction on one of the outbox's connections and
+    /// returns its result (`R` default-constructible). Messages it adds are woken at its commit.
+    template <class R, class Fn>
+    asio::awaitable<R> run(Fn fn) {
+        return pool_.run<R>(std::move(fn));
+    }
+
+    asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
+                                        std::size_t max) override {
+        return pool_.submit<outbox_claim>(
+            [owner = std::move(owner), lease, max](postgres::connection& db) {
+                return claim_now(db, owner, lease, max);
+            });
+    }
+
+    asio::awaitable<void> settle(std::string owner,
+                                 std::vector<outbox_settlement> settlements) override {
+        nlohmann::json rows = nlohmann::json::array();
+        for (const auto& s : settlements)
+            rows.push_back({{"id", s.id},
+                            {"state", s.status == delivery_status::delivered ? 1
+                                      : s.status == delivery_status::retry   ? 0
+                                                                             : 2},
+                            {"error", s.status == delivery_status::delivered ? "" : s.error},
+                            {"retry_at", detail::to_ms(s.retry_at)}});
+        // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
+        auto job = [owner = std::move(owner),
+                    text = rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)](
+                       postgres::connection& db) {
+            db.exec_prepared(
+                "dtx_outbox_settle",
+                "UPDATE dtx_outbox t SET state = s.state, "
+                "due_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.due_ms END, "
+                "done_ms = CASE WHEN s.state = 0 THEN NULL ELSE $2::bigint END, "
+                "last_error = NULLIF(s.error, ''), owner = NULL, lease_ms = NULL "
+                "FROM jsonb_to_recordset($3::jsonb) AS s(id text, state smallint, error text, "
+                "retry_at bigint) WHERE t.id = s.id AND t.owner = $1 AND t.state = 0",
+                {owner, std::to_string(detail::to_ms(std::chrono::system_clock::now())), text});
+            return 0;
+        };
+        co_await pool_.submit<int>(std::move(job));
+    }
+
+    asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,
+                                                           std::string after) override {
+        return pool_.submit<std::vector<dead_letter>>([limit, after = std::move(after)](
+                                                          postgres::connection& db) {
+            auto r =
+                db.exec("SELECT id, destination, msg_key, headers, payload, attempts, created_ms, "
+                        "last_error, done_ms FROM dtx_outbox WHERE state = 2 AND seq > "
+                        "COALESCE((SELECT seq FROM dtx_outbox WHERE id = $1), -1) ORDER BY seq "
+                        "LIMIT $2::bigint",
+                        {after, std::to_string(limit)});
+            std::vector<dead_letter> out;
+            for (int i = 0; i < r.rows(); ++i)
+                out.push_back({read_envelope(r, i), std::string(r.text(i, 7)),
+                               detail::from_ms(r.integer(i, 8))});
+            return out;
+        });
+    }
+
+    asio::awaitable<bool> requeue(std::string id) override {
+        return pool_.submit<bool>([id = std::move(id)](postgres::connection& db) {
+            const auto now = std::to_string(detail::to_ms(std::chrono::system_clock::now()));
+            return db.exec("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = $2::bigint, "
+                           "done_ms = NULL WHERE id = $1 AND state = 2",
+                           {id, now})
+                       .affected() == 1;
+        });
+    }
+
+    asio::awaitable<bool> discard(std::string id) override {
+        return pool_.submit<bool>([id = std::move(id)](postgres::connection& db) {
+            return db.exec("DELETE FROM dtx_outbox WHERE id = $1 AND state = 2", {id}).affected() ==
+                   1;
+        });
+    }
+
+    asio::awaitable<std::size_t> clean_delivered(std::chrono::system_clock::time_point before,
+                                                 std::size_t batch) override {
+        return pool_.submit<std::size_t>([before, batch](postgres::connection& db) {
+            return static_cast<std::size_t>(
+                db.exec("DELETE FROM dtx_outbox WHERE seq IN (SELECT seq FROM dtx_outbox WHERE "
+                        "state = 1 AND done_ms <= $1::bigint LIMIT $2::bigint FOR UPDATE SKIP "
+                        "LOCKED)",
+                        {std::to_string(detail::to_ms(before)), std::to_string(batch)})
+                    .affected());
+        });
+    }
+
+    /// Also starts listening for other processes' commits (outbox_options::listen), the first
+    /// time it is given a function; throws dtx::error if the listening connection fails.
+    void on_commit(std::function<void()> wake) override {
+        std::lock_guard lock(signal_->mu);
+        if (wake && opts_.listen && !listener_)
+            listener_ = std::make_unique<detail::pg_listener>(opts_.conninfo, channel,
+                                                              [s = signal_] { s->fire(); });
+        signal_->wake = std::move(wake);
+    }
+
+    /// Notifications heard from commits (this process's included).
+    std::uint64_t notifications() const {
+        std::lock_guard lock(signal_->mu);
+        return listener_ ? listener_->notifications() : 0;
+    }
+
+private:
+    /// Whom a commit that added messages wakes.
+    struct commit_signal {
+        mutable std::mutex mu;
+        std::function<void()> wake;
+        void fire() {
+            std::lock_guard lock(mu);
+            if (wake)
+                wake();
+        }
+    };
+
+    /// Rows read as id, destination, msg_key, headers, payload, attempts, created_ms, ...
+    static envelope read_envelope(const postgres::connection::result& r, int i) {
+        return detail::outbox_envelope(r.text(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                       r.text(i, 4), r.integer(i, 5), r.integer(i, 6));
+    }
+
+    // A message is the first of its key when no earlier message of that key is pending (in
+    // flight, waiting for a retry or for its time) or parked; with the advisory lock of add(),
+    // "earlier" (a smaller seq) is "committed earlier".
+#define DTX_OUTBOX_FIRST_OF_KEY                                                                    \
+    "(o.msg_key = '' OR NOT EXISTS (SELECT 1 FROM dtx_outbox e WHERE e.msg_key = o.msg_key AND "   \
+    "e.seq < o.seq AND e.state <> 1))"
+
+    static outbox_claim claim_now(postgres::connection& db, const std::string& owner,
+                                  std::chrono::milliseconds lease, std::size_t max) {
+        const auto now = detail::to_ms(std::chrono::system_clock::now());
+        const std::string now_text = std::to_string(now);
+        // One statement: the candidates locked (rows another relay is claiming skipped), leased
+        // and counted. A row leased meanwhile is re-checked on its newest version and left out.
+        auto r = db.exec_prepared(
+            "dtx_outbox_claim",
+            "WITH c AS (SELECT o.seq FROM dtx_outbox o WHERE o.state = 0 AND o.due_ms <= "
+            "$2::bigint AND (o.lease_ms IS NULL OR o.lease_ms <= $2::bigint) "
+            "AND " DTX_OUTBOX_FIRST_OF_KEY " ORDER BY o.seq LIMIT $3::bigint FOR UPDATE SKIP "
+            "LOCKED) UPDATE dtx_outbox t SET owner = $1, lease_ms = $4::bigint, attempts = "
+            "t.attempts + 1 FROM c WHERE t.seq = c.seq RETURNING t.id, t.destination, t.msg_key, "
+            "t.headers, t.payload, t.attempts, t.created_ms, t.seq",
+            {owner, now_text, std::to_string(max), std::to_string(now + lease.count())});
+        std::vector<std::pair<std::int64_t, envelope>> rows;
+        for (int i = 0; i < r.rows(); ++i)
+            rows.emplace_back(r.integer(i, 7), read_envelope(r, i));
+        std::sort(rows.begin(), rows.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        outbox_claim c;
+        for (auto& row : rows)
+            c.messages.push_back(std::move(row.second));
+        if (!c.messages.empty())
+            return c; // the relay claims again at once; next_due would be a scan for nothing
+        // When the first message that is not ready (a retry, a delayed message, a lease that
+        // ends) will be: the relay sleeps until then at the most.
+        auto next = db.exec_prepared(
+            "dtx_outbox_next_due",
+            "SELECT min(GREATEST(o.due_ms, COALESCE(o.lease_ms, 0))) FROM dtx_outbox o WHERE "
+            "o.state = 0 AND GREATEST(o.due_ms, COALESCE(o.lease_ms, 0)) > $1::bigint "
+            "AND " DTX_OUTBOX_FIRST_OF_KEY,
+            {now_text});
+        if (next.rows() == 1 && !next.is_null(0, 0))
+            c.next_due = detail::from_ms(next.integer(0, 0));
+        return c;
+    }
+#undef DTX_OUTBOX_FIRST_OF_KEY
+
+    bool migrate() {
+        postgres::connection db(opts_.conninfo, storage_role::participant);
+        detail::prepare_participant_tables(db, "outbox", schema_version, [&](int) {
+            // state: 0 pending, 1 delivered, 2 parked (a dead letter).
+            db.exec("CREATE TABLE IF NOT EXISTS dtx_outbox (seq bigserial PRIMARY KEY, "
+                    "id text NOT NULL UNIQUE, destination text NOT NULL, msg_key text NOT NULL, "
+                    "headers text NOT NULL, payload text NOT NULL, state smallint NOT NULL, "
+                    "attempts integer NOT NULL, due_ms bigint NOT NULL, owner text, "
+                    "lease_ms bigint, last_error text, created_ms bigint NOT NULL, "
+                    "done_ms bigint)");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_pending ON dtx_outbox (seq) "
+                    "WHERE state = 0");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq) "
+                    "WHERE state <> 1");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_delivered ON dtx_outbox (done_ms) "
+                    "WHERE state = 1");
+            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_parked ON dtx_outbox (seq) "
+                    "WHERE state = 2");
+            // The key's lock before the sequence number: see the top of this file. 7270713 is
+            // the outbox's class of advisory locks (two-int locks do not meet one-bigint ones).
+            db.exec(R"sql(
+CREATE OR REPLACE FUNCTION dtx_outbox_add(p_id text, p_destination text, p_key text,
+    p_headers text, p_payload text, p_due bigint, p_created bigint, p_notify boolean)
+    RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_key <> '' THEN
+        PERFORM pg_advisory_xact_lock(7270713, hashtext(p_key));
+    END IF;
+    INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, attempts,
+                            due_ms, created_ms)
+        VALUES (p_id, p_destination, p_key, p_headers, p_payload, 0, 0, p_due, p_created);
+    IF p_notify THEN
+        PERFORM pg_notify('dtx_outbox', '');
+    END IF;
+END
+$$)sql");
+        });
+        return true;
+    }
+
+    outbox_options opts_;
+    bool ready_;
+    std::shared_ptr<commit_signal> signal_ = std::make_shared<commit_signal>();
+    std::unique_ptr<detail::pg_listener> listener_; // guarded by signal_->mu
+    detail::pg_pool pool_;                          // last: its threads stop first
+};
+
+} // namespace postgres
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/postgres.hpp ----------------------------------------------------------------------------
+#ifndef DTX_POSTGRES_HPP
+#define DTX_POSTGRES_HPP
+
+// PostgreSQL (opt-in; CMake: dtx::postgres, links libpq): the journal that several coordinator
+// processes share, the participant barrier over the participant's own PostgreSQL database, and
+// the messages' outbox and inbox in that database.
+//
+//   dtx::postgres::journal journal({.conninfo = "host=db dbname=orders"}); // postgres/journal.hpp
+//   dtx::postgres::barrier barrier({.conninfo = "host=db dbname=stock"});  // postgres/barrier.hpp
+//   dtx::postgres::outbox outbox({.conninfo = "host=db dbname=stock"});    // postgres/outbox.hpp
+//   dtx::postgres::inbox inbox({.conninfo = "host=db dbname=shipping"});   // postgres/inbox.hpp
+//
+// <dtx/postgres/connection.hpp> is the small libpq wrapper that barrier handlers receive.
+
+// #include <dtx/postgres/barrier.hpp>
+// #include <dtx/postgres/connection.hpp>
+// #include <dtx/postgres/inbox.hpp>
+// #include <dtx/postgres/journal.hpp>
+// #include <dtx/postgres/outbox.hpp>
 
 #endif
 #endif // defined(DTX_WITH_POSTGRES)

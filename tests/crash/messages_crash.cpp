@@ -41,6 +41,7 @@
 
 #include "../support/inbox_server.hpp"
 #include "child_process.hpp"
+#include "child_main.hpp"
 
 namespace {
 
@@ -57,49 +58,25 @@ struct args {
 };
 
 args parse(int argc, char** argv) {
+    const crash::command_line c(
+        argc, argv,
+        {"--role", "--dir", "--kill-at", "--nth", "--port", "--kills", "--seed", "--break"},
+        {"--drain", "--keep"});
     args a;
-    for (int i = 1; i < argc; ++i) {
-        const std::string k = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc)
-                throw std::invalid_argument(k + " needs a value");
-            return argv[++i];
-        };
-        if (k == "--role")
-            a.role = next();
-        else if (k == "--dir")
-            a.dir = next();
-        else if (k == "--kill-at")
-            a.kill_at = next();
-        else if (k == "--nth")
-            a.nth = std::stoi(next());
-        else if (k == "--port")
-            a.port = static_cast<unsigned short>(std::stoi(next()));
-        else if (k == "--kills")
-            a.kills = std::stoi(next());
-        else if (k == "--seed")
-            a.seed = std::stoull(next());
-        else if (k == "--break")
-            a.broken = next();
-        else if (k == "--drain")
-            a.drain = true;
-        else if (k == "--keep")
-            a.keep = true;
-        else
-            throw std::invalid_argument("unknown argument " + k);
-    }
+    a.role = c.text("--role", a.role);
+    a.dir = c.text("--dir");
+    a.kill_at = c.text("--kill-at");
+    a.nth = c.number("--nth", 0);
+    a.port = static_cast<unsigned short>(c.number("--port", 0));
+    a.kills = c.number("--kills", a.kills);
+    a.seed = c.seed(a.seed);
+    a.broken = c.text("--break");
+    a.drain = c.has("--drain");
+    a.keep = c.has("--keep");
     return a;
 }
 
-/// Kills this process at the nth passage of the named point it was started with.
-struct kill_point {
-    std::string name;
-    int left;
-    void pass(const char* here) {
-        if (name == here && --left == 0)
-            std::raise(SIGKILL);
-    }
-};
+using crash::kill_point;
 
 std::int64_t scalar(sqlite::connection& db, const std::string& sql) {
     sqlite::statement st(db, sql.c_str());
@@ -138,7 +115,6 @@ int producer(const args& a) {
     const std::string url = "http://127.0.0.1:" + std::to_string(a.port) + "/events";
     std::ofstream rolled_back(a.dir + "/rolled_back.log", std::ios::app);
     std::mt19937_64 rng(a.seed);
-    int exit_code = 0;
     auto work = [&]() -> asio::awaitable<void> {
         auto schema = [](sqlite::connection& db) {
             db.exec("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, msg_id TEXT, "
@@ -188,18 +164,7 @@ int producer(const args& a) {
         }
         co_await r.stop();
     };
-    asio::co_spawn(ioc, work(), [&](std::exception_ptr e) {
-        if (e) {
-            try {
-                std::rethrow_exception(e);
-            } catch (const std::exception& x) {
-                std::cerr << "producer: " << x.what() << "\n";
-            }
-            exit_code = 1;
-        }
-    });
-    ioc.run();
-    return exit_code;
+    return crash::run_to_end(ioc, work(), "producer");
 }
 
 int consumer(const args& a) {

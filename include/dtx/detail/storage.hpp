@@ -36,6 +36,21 @@ inline error newer_schema(storage_role role, const std::string& what, int versio
                      "); upgrade dtx");
 }
 
+/// Brings a set of versioned tables (a participant database's barrier, outbox or inbox tables,
+/// whatever the database) from version `stored` to `latest`: `migrate(stored)` then
+/// `set_version()` when older, nothing when current; a newer version (written by a newer dtx) is
+/// refused with newer_schema(). Runs inside the caller's transaction.
+template <class Migrate, class SetVersion>
+void bring_to_version(storage_role role, const std::string& what, int stored, int latest,
+                      Migrate migrate, SetVersion set_version) {
+    if (stored > latest)
+        throw newer_schema(role, what, stored, latest);
+    if (stored < latest) {
+        migrate(stored);
+        set_version();
+    }
+}
+
 /// Deletes old rows a batch at a time, each batch in a database transaction of its own:
 /// `delete_batch()` deletes at most `batch` rows and returns how many it deleted. Stops at a
 /// batch that was not full, or when `give_way()` says other work is waiting.

@@ -29,10 +29,11 @@
 
 #include <dtx/barrier.hpp>
 #include <dtx/detail/barrier_logic.hpp>
-#include <dtx/detail/batch_queue.hpp>
 #include <dtx/detail/storage.hpp>
 #include <dtx/participant.hpp>
 #include <dtx/postgres/connection.hpp>
+#include <dtx/postgres/detail/pool.hpp>
+#include <dtx/postgres/detail/schema.hpp>
 #include <dtx/version.hpp>
 
 #include <atomic>
@@ -80,16 +81,14 @@ public:
     /// Connects the pool and creates the barrier table if needed. Throws dtx::error
     /// (database_failed, database_version).
     explicit barrier(barrier_options o)
-        : opts_(std::move(o)) {
-        if (opts_.connections == 0)
-            opts_.connections = 1;
-        {
-            postgres::connection db(opts_.conninfo, storage_role::participant);
-            migrate(db);
-        }
-        for (std::size_t i = 0; i < opts_.connections; ++i)
-            lanes_.push_back(std::make_unique<lane>(*this, i == 0));
-    }
+        : opts_(std::move(o))
+        , ready_(migrate())
+        , pool_(opts_.conninfo, opts_.connections, opts_.cleanup_interval,
+                [this](postgres::connection& db, const std::function<bool()>& busy) {
+                    detail::pg_clean_older_than(db, "dtx_barrier", "gid, branch_id, op",
+                                                "created_at", opts_.retention, opts_.cleanup_batch,
+                                                cleaned_, busy);
+                }) {}
     barrier(const barrier&) = delete;
     barrier& operator=(const barrier&) = delete;
 
@@ -97,16 +96,14 @@ public:
     /// setup, queries) and returns its result.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        return submit<R>([this, fn = std::move(fn)](postgres::connection& db) mutable {
-            return in_transaction(db, [&] { return fn(db); });
-        });
+        return pool_.run<R>(std::move(fn));
     }
 
     /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
     asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
         auto fn = [this, req = owned_request(r), &handler](postgres::connection& db) {
             try {
-                return in_transaction(db, [&] {
+                return pool_.in_transaction(db, [&] {
                     store s{db, req};
                     return detail::guarded_operation(s, db, req, handler);
                 });
@@ -114,7 +111,7 @@ public:
                 return std::move(x.answer);
             }
         };
-        co_return co_await submit<outcome>(std::move(fn));
+        co_return co_await pool_.submit<outcome>(std::move(fn));
     }
 
     // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
@@ -123,64 +120,11 @@ public:
     //   asio::awaitable<outcome> guard_external(const branch_request& r,
     //                                           std::function<asio::awaitable<outcome>()> work);
 
-    barrier_stats stats() const { return {commits_.load(), operations_.load(), cleaned_.load()}; }
+    barrier_stats stats() const { return {pool_.commits(), pool_.operations(), cleaned_.load()}; }
 
 private:
     friend class detail::barrier_registration<barrier, postgres::connection>;
-    using job = std::function<void(postgres::connection&)>;
     using owned_request = detail::owned_request;
-
-    /// One connection and the thread that uses it.
-    struct lane {
-        lane(barrier& b, bool cleans)
-            : db(b.opts_.conninfo, storage_role::participant)
-            , queue(
-                  {64, b.opts_.cleanup_interval},
-                  [this](std::vector<job>& jobs) {
-                      for (auto& j : jobs)
-                          j(db); // each job reports its own errors
-                  },
-                  [this, &b, cleans] {
-                      if (cleans)
-                          b.cleanup(*this);
-                  }) {}
-        postgres::connection db;
-        detail::batch_queue<job> queue; // last: stopped before the connection goes
-    };
-
-    /// Runs `fn(connection&)` on one of the threads, its connection re-established if it was
-    /// lost, and returns its result.
-    template <class R, class Fn>
-    asio::awaitable<R> submit(Fn fn) {
-        auto start = [this, fn = std::move(fn)](detail::deliver_fn<R> deliver) mutable {
-            auto& l = *lanes_[next_++ % lanes_.size()];
-            job j = [this, fn = std::move(fn),
-                     deliver = std::move(deliver)](postgres::connection& db) mutable {
-                R result{};
-                std::exception_ptr e;
-                try {
-                    db.ensure(); // a lost connection is re-established, or this job hears why
-                    result = fn(db);
-                    ++operations_;
-                } catch (...) {
-                    e = std::current_exception();
-                }
-                deliver(e, std::move(result));
-            };
-            if (!l.queue.push(j))
-                throw l.db.failure("barrier closing");
-        };
-        return detail::await_result<R>(std::move(start));
-    }
-
-    template <class F>
-    std::invoke_result_t<F&> in_transaction(postgres::connection& db, F&& f) {
-        postgres::transaction tx(db);
-        auto result = f();
-        tx.commit();
-        ++commits_;
-        return result;
-    }
 
     /// The barrier table of one request, for detail::barrier_screen.
     struct store {
@@ -213,57 +157,23 @@ private:
         }
     };
 
-    static void migrate(postgres::connection& db) {
-        postgres::transaction tx(db);
-        db.exec("SELECT pg_advisory_xact_lock(7270712)"); // 'dtx' barrier migrations
-        db.exec(
-            "CREATE TABLE IF NOT EXISTS dtx_meta (key text PRIMARY KEY, value integer NOT NULL)");
-        auto v = db.exec("SELECT value FROM dtx_meta WHERE key = 'barrier_version'");
-        const int version = v.rows() ? std::stoi(std::string(v.text(0, 0))) : 0;
-        if (version > schema_version)
-            throw detail::newer_schema(db.role(), "PostgreSQL barrier:", version, schema_version);
-        if (version < 1) {
+    bool migrate() {
+        postgres::connection db(opts_.conninfo, storage_role::participant);
+        detail::prepare_participant_tables(db, "barrier", schema_version, [&](int) {
             db.exec("CREATE TABLE IF NOT EXISTS dtx_barrier (gid text NOT NULL, branch_id text "
-                    "NOT NULL, "
-                    "op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
+                    "NOT NULL, op text NOT NULL, origin text NOT NULL, state text NOT NULL, "
                     "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (gid, "
                     "branch_id, op))");
             db.exec("CREATE INDEX IF NOT EXISTS dtx_barrier_created ON dtx_barrier (created_at)");
-            db.exec("INSERT INTO dtx_meta (key, value) VALUES ('barrier_version', 1) "
-                    "ON CONFLICT (key) DO UPDATE SET value = 1");
-        }
-        tx.commit();
-    }
-
-    /// Deletes barrier rows older than the retention, a batch per statement, giving way to
-    /// queued operations between batches. Runs on the first thread when it is idle.
-    void cleanup(lane& l) {
-        const std::string ms = std::to_string(opts_.retention.count());
-        const std::string batch = std::to_string(opts_.cleanup_batch);
-        detail::delete_in_batches(
-            opts_.cleanup_batch,
-            [&] {
-                l.db.ensure();
-                auto r = l.db.exec(
-                    "DELETE FROM dtx_barrier WHERE (gid, branch_id, op) IN (SELECT gid, "
-                    "branch_id, op FROM dtx_barrier WHERE created_at < now() - $1::bigint * "
-                    "interval '1 millisecond' LIMIT $2::int FOR UPDATE SKIP LOCKED)",
-                    {ms, batch});
-                const auto n = static_cast<std::size_t>(r.affected());
-                cleaned_ += n;
-                return n;
-            },
-            [&l] { return !l.queue.idle(); });
+        });
+        return true;
     }
 
     barrier_options opts_;
-    std::atomic<std::uint64_t> commits_{0};
-    std::atomic<std::uint64_t> operations_{0};
+    bool ready_;
     std::atomic<std::uint64_t> cleaned_{0};
-    std::atomic<std::size_t> next_{0};
-    std::vector<std::unique_ptr<lane>> lanes_; // last: their threads stop first
+    detail::pg_pool pool_; // last: its threads stop first
 };
-
 } // namespace postgres
 DTX_NAMESPACE_END
 

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -59,6 +60,9 @@ public:
         PGresult* raw() const noexcept { return r_; }
         /// Rows changed by an INSERT, UPDATE or DELETE.
         int affected() const { return std::atoi(PQcmdTuples(r_)); }
+        std::int64_t integer(int row, int col) const {
+            return std::strtoll(PQgetvalue(r_, row, col), nullptr, 10);
+        }
         std::string_view text(int row, int col) const {
             return {PQgetvalue(r_, row, col), static_cast<std::size_t>(PQgetlength(r_, row, col))};
         }
@@ -122,6 +126,29 @@ public:
     }
 
     storage_role role() const noexcept { return role_; }
+    PGconn* get() const noexcept { return conn_; }
+    /// True while a transaction block is open (BEGIN without COMMIT or ROLLBACK yet).
+    bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+
+    /// Calls `fn` once the transaction open on this connection commits through
+    /// postgres::transaction; forgotten if it rolls back. A second call with the same `tag` in
+    /// one transaction replaces the first (the outbox wakes its relay once per commit).
+    void after_commit(const void* tag, std::function<void()> fn) {
+        for (auto& [t, f] : after_commit_)
+            if (t == tag) {
+                f = std::move(fn);
+                return;
+            }
+        after_commit_.emplace_back(tag, std::move(fn));
+    }
+    /// Runs (committed) or drops the functions of after_commit().
+    void transaction_ended(bool committed) {
+        auto fns = std::move(after_commit_);
+        after_commit_.clear();
+        if (committed)
+            for (auto& entry : fns)
+                entry.second();
+    }
 
     /// A dtx::error of this database's kind (`code` as for the journal: journal_failed,
     /// journal_corrupt, journal_version), its message starting "PostgreSQL: ".
@@ -197,12 +224,35 @@ private:
     storage_role role_;
     PGconn* conn_ = nullptr;
     std::vector<std::string> prepared_; // names prepared in this session (a few)
+    std::vector<std::pair<const void*, std::function<void()>>> after_commit_;
     bool prepare_ = true;
     std::uint64_t lost_statements_ = 0;
 };
 
-/// BEGIN ... COMMIT, rolled back if not committed (by an exception).
-using transaction = detail::transaction_scope<connection>;
+/// BEGIN ... COMMIT, rolled back if not committed (by an exception). What was registered with
+/// connection::after_commit() runs after the commit.
+class transaction {
+public:
+    explicit transaction(connection& c)
+        : c_(c)
+        , scope_(c) {}
+    transaction(const transaction&) = delete;
+    transaction& operator=(const transaction&) = delete;
+    ~transaction() {
+        if (open_)
+            c_.transaction_ended(false);
+    }
+    void commit() {
+        scope_.commit();
+        open_ = false;
+        c_.transaction_ended(true);
+    }
+
+private:
+    connection& c_;
+    detail::transaction_scope<connection> scope_;
+    bool open_ = true;
+};
 
 } // namespace postgres
 DTX_NAMESPACE_END

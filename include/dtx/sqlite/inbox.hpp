@@ -36,6 +36,7 @@
 // 2 days).
 
 #include <dtx/consume_result.hpp>
+#include <dtx/detail/inbox_logic.hpp>
 #include <dtx/detail/storage.hpp>
 #include <dtx/envelope.hpp>
 #include <dtx/error.hpp>
@@ -92,35 +93,18 @@ public:
     /// Processes `e` once for `consumer` (a name of 1 to 128 characters, like a gid).
     asio::awaitable<consume_result> consume(std::string consumer, envelope e,
                                             inbox_handler handler) {
-        if (!valid_gid(consumer))
-            co_return consume_result{consume_status::rejected,
-                                     "the consumer name is empty, too long or not plain text"};
-        consume_result r;
-        try {
-            // A named job: g++ 12 destroys a lambda built in a co_await expression twice.
-            auto job = [consumer = std::move(consumer), e = std::move(e),
-                        &handler](sqlite::connection& db) {
-                return consume_now(db, consumer, e, handler);
-            };
-            r = co_await worker_.run<consume_result>(std::move(job));
-        } catch (const refusal& x) {
-            r = x.result;
-        } catch (const std::exception& x) {
-            r = {consume_status::retry, detail::safe_text(x.what(), 2048)};
-        } catch (...) {
-            r = {consume_status::retry, "the handler threw something that is not an exception"};
-        }
-        co_return r;
+        auto start = [&] {
+            return worker_.run<consume_result>(
+                [&](sqlite::connection& db) { return consume_now(db, consumer, e, handler); });
+        };
+        co_return co_await detail::consume_guarded(consumer, start);
     }
 
     /// Parses `body` as an envelope first: a malformed one is rejected, and nothing runs.
     asio::awaitable<consume_result> consume(std::string consumer, std::string_view body,
                                             inbox_handler handler) {
-        envelope_parse parsed = parse_envelope(body, opts_.limits);
-        if (!parsed)
-            co_return consume_result{consume_status::rejected, std::move(parsed.error)};
-        co_return co_await consume(std::move(consumer), std::move(*parsed.value),
-                                   std::move(handler));
+        return detail::consume_body(*this, std::move(consumer), body, std::move(handler),
+                                    opts_.limits);
     }
 
     /// Runs `fn(connection&)` in a local transaction on the database thread (schema setup,
@@ -134,11 +118,6 @@ public:
     const std::string& path() const noexcept { return opts_.path; }
 
 private:
-    /// Thrown out of the job to roll back its savepoint: the handler's changes and the row.
-    struct refusal {
-        consume_result result;
-    };
-
     static consume_result consume_now(sqlite::connection& db, const std::string& consumer,
                                       const envelope& e, const inbox_handler& handler) {
         db.prepare("INSERT OR IGNORE INTO dtx_inbox (consumer, message_id, received_ms) "
@@ -147,11 +126,7 @@ private:
             .run();
         if (db.changes() == 0)
             return {consume_status::duplicate, {}};
-        const outcome o = handler(db, e);
-        if (o.is_success())
-            return {consume_status::processed, {}};
-        throw refusal{{o.is_failure() ? consume_status::rejected : consume_status::retry,
-                       detail::safe_text(o.message(), 2048)}};
+        return detail::inbox_answer(handler(db, e));
     }
 
     bool prepare() {

@@ -28,6 +28,7 @@
 // tables and the barrier's. A message's order among those of its key is its commit order: SQLite
 // has one writer at a time, so row ids increase in commit order.
 
+#include <dtx/detail/outbox_logic.hpp>
 #include <dtx/detail/storage.hpp>
 #include <dtx/envelope.hpp>
 #include <dtx/error.hpp>
@@ -86,25 +87,11 @@ public:
         if (sqlite3_get_autocommit(db.get()))
             throw std::logic_error("dtx::sqlite::outbox::add: no transaction is open on " +
                                    db.path() + "; add messages inside the business transaction");
-        if (m.id.empty())
-            m.id = make_message_id();
-        std::string payload;
-        try {
-            payload = m.payload.dump();
-        } catch (const nlohmann::json::exception&) {
-            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id +
-                                        ": the payload holds text that is not valid UTF-8");
-        }
-        if (std::string problem = check_message(m, payload.size(), opts_.limits); !problem.empty())
-            throw std::invalid_argument("dtx::sqlite::outbox::add: message " + m.id + ": " +
-                                        problem);
-        const auto now = detail::to_ms(std::chrono::system_clock::now());
-        const auto due = m.deliver_at ? detail::to_ms(*m.deliver_at) : now;
+        const detail::outbox_row row =
+            detail::outbox_columns(m, opts_.limits, "dtx::sqlite::outbox::add");
         db.prepare("INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, "
                    "attempts, due_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?)")
-            .bind(m.id, m.destination, m.key,
-                  m.headers.empty() ? std::string("{}") : nlohmann::json(m.headers).dump(), payload,
-                  due, now)
+            .bind(m.id, m.destination, m.key, row.headers, row.payload, row.due_ms, row.created_ms)
             .run();
         signal_->pending = true;
         sqlite3_commit_hook(db.get(), &commit_hook, signal_.get());
@@ -211,19 +198,8 @@ private:
     /// The envelope of a row read as id, destination, msg_key, headers, payload, attempts,
     /// created_ms (and more columns after them).
     static envelope read_envelope(sqlite::statement& st) {
-        envelope e;
-        e.id = st.text(0);
-        e.destination = st.text(1);
-        e.key = st.text(2);
-        auto headers = nlohmann::json::parse(st.text(3), nullptr, false);
-        if (headers.is_object())
-            for (const auto& [name, value] : headers.items())
-                if (value.is_string())
-                    e.headers.emplace(name, value.get<std::string>());
-        e.payload = nlohmann::json::parse(st.text(4), nullptr, false);
-        e.attempt = static_cast<unsigned>(st.integer(5));
-        e.produced_at = st.integer(6);
-        return e;
+        return detail::outbox_envelope(st.text(0), st.text(1), st.text(2), st.text(3), st.text(4),
+                                       st.integer(5), st.integer(6));
     }
 
     static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,

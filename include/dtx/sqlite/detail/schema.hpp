@@ -36,13 +36,10 @@ void prepare_participant_tables(sqlite::connection& db, std::chrono::millisecond
         if (v.step())
             version = static_cast<int>(v.integer(0));
     }
-    if (version > latest)
-        throw newer_schema(db.role(), db.path() + ": " + name, version, latest);
-    if (version < latest) {
-        migrate(version);
+    bring_to_version(db.role(), db.path() + ": " + name, version, latest, migrate, [&] {
         sqlite::statement set(db, "INSERT OR REPLACE INTO dtx_meta (key, value) VALUES (?, ?)");
         set.bind(key, latest).run();
-    }
+    });
     tx.commit();
 }
 

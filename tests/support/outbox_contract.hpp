@@ -1,0 +1,184 @@
+#ifndef DTX_TESTS_SUPPORT_OUTBOX_CONTRACT_HPP
+#define DTX_TESTS_SUPPORT_OUTBOX_CONTRACT_HPP
+
+// What every outbox and inbox owes the relay and the consumers, whatever the database, as doctest
+// checks. Each takes fresh objects over an empty database; `Outbox::run` and `Outbox::add` are
+// called with the database's own connection type, hence the generic lambdas.
+
+#include <dtx/relay.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "model.hpp"
+#include "relay_test.hpp"
+
+namespace dtx::test {
+
+/// A rolled-back transaction sends nothing, a committed one is delivered, once. `rows()` counts
+/// the outbox's rows.
+template <class Outbox>
+void check_commit_and_rollback(Outbox& outbox, const std::function<std::int64_t()>& rows) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    log_publisher pub;
+    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
+    r.start();
+    auto failing = [&](auto& db) -> int {
+        db.exec("CREATE TABLE IF NOT EXISTS orders (note TEXT)");
+        db.exec("INSERT INTO orders VALUES ('x')");
+        outbox.add(db, {.destination = "d", .key = "k"});
+        throw std::runtime_error("the business change fails after the message was added");
+    };
+    CHECK_THROWS_AS(run(ioc, outbox.template run<int>(failing)), std::runtime_error);
+    auto good = [&](auto& db) {
+        db.exec("CREATE TABLE IF NOT EXISTS orders (note TEXT)");
+        db.exec("INSERT INTO orders VALUES ('x')");
+        return outbox.add(db, {.destination = "d", .key = "k"});
+    };
+    const std::string id = run(ioc, outbox.template run<std::string>(good));
+    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
+    run(ioc, eventually([] { return false; }, 50ms));
+    CHECK(pub.delivered == std::vector<std::string>{id});
+    CHECK(rows() == 1);
+    run(ioc, stopped(r));
+}
+
+/// add() refuses a message outside a transaction (on `idle`, a connection with none open) or
+/// over the limits, and stores nothing. `rows()` counts the outbox's rows.
+template <class Outbox, class Connection>
+void check_add_refuses(Outbox& outbox, Connection& idle,
+                       const std::function<std::int64_t()>& rows) {
+    asio::io_context ioc;
+    CHECK_THROWS_AS(outbox.add(idle, {.destination = "d"}), std::logic_error);
+    auto bad = [&](auto& c) {
+        int refused = 0;
+        for (message m : {message{.destination = ""}, message{.destination = "d", .key = "a\nb"},
+                          message{.id = "x;\x01", .destination = "d"},
+                          message{.destination = "d", .headers = {{"bad name", "v"}}},
+                          message{.destination = "d", .payload = "\xff"}}) {
+            try {
+                outbox.add(c, m);
+            } catch (const std::invalid_argument&) {
+                ++refused;
+            }
+        }
+        return refused;
+    };
+    CHECK(run(ioc, outbox.template run<int>(bad)) == 5);
+    CHECK(rows() == 0);
+}
+
+/// Two relays (two outbox objects over one database: two processes' worth) never deliver a
+/// message at once, nor twice, and keep the order of each key.
+template <class Outbox>
+void check_two_relays(Outbox& a, Outbox& b) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    std::set<std::string> in_flight;
+    std::map<std::string, int> deliveries;
+    std::map<std::string, std::vector<int>> order; // per key, the sequence numbers delivered
+    int overlaps = 0;
+    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
+        overlaps += !in_flight.insert(e.id).second;
+        asio::steady_timer t(co_await asio::this_coro::executor, 1ms);
+        co_await t.async_wait(asio::use_awaitable);
+        in_flight.erase(e.id);
+        ++deliveries[e.id];
+        order[e.key].push_back(e.payload.at("n").get<int>());
+        co_return delivery_result::delivered();
+    });
+    relay ra(ioc.get_executor(), a, pub, {.batch = 8, .poll_interval = 10s});
+    relay rb(ioc.get_executor(), b, pub, {.batch = 8, .poll_interval = 10s});
+    ra.start();
+    rb.start();
+    const int keys = 10, per_key = 20;
+    for (int n = 0; n < per_key; ++n) {
+        Outbox& by = n % 2 ? a : b;
+        auto add = [&, n](auto& db) {
+            for (int k = 0; k < keys; ++k)
+                by.add(db,
+                       {.destination = "d", .key = "k" + std::to_string(k), .payload = {{"n", n}}});
+            return 0;
+        };
+        run(ioc, by.template run<int>(add));
+    }
+    CHECK(run(ioc, eventually([&] { return deliveries.size() == keys * per_key; }, 20s)));
+    run(ioc, eventually([] { return false; }, 50ms));
+    CHECK(overlaps == 0);
+    for (const auto& [id, times] : deliveries)
+        CHECK(times == 1);
+    std::vector<int> expected(per_key);
+    for (int i = 0; i < per_key; ++i)
+        expected[static_cast<std::size_t>(i)] = i;
+    for (const auto& [key, ns] : order)
+        CHECK(ns == expected);
+    CHECK(ra.stats().delivered > 0);
+    CHECK(rb.stats().delivered > 0);
+    run(ioc, stopped(ra));
+    run(ioc, stopped(rb));
+}
+
+/// A lease left by a relay that died is taken over when it expires, and the dead relay's late
+/// settlement no longer applies. `delivered()` counts the outbox's delivered rows.
+template <class Outbox>
+void check_lease_takeover(Outbox& outbox, const std::function<std::int64_t()>& delivered) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    auto add = [&](auto& db) { return outbox.add(db, {.destination = "d"}); };
+    const std::string id = run(ioc, outbox.template run<std::string>(add));
+    outbox_claim dead = run(ioc, outbox.claim("dead-relay", 200ms, 10));
+    REQUIRE(dead.messages.size() == 1);
+    CHECK(dead.messages[0].attempt == 1);
+    outbox_claim other = run(ioc, outbox.claim("other", 200ms, 10));
+    CHECK(other.messages.empty()); // leased
+    log_publisher pub;
+    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 50ms});
+    r.start();
+    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
+    CHECK(pub.delivered[0] == id);
+    run(ioc, settled(outbox, "dead-relay", {id, delivery_status::rejected, "late", {}}));
+    CHECK(delivered() == 1);
+    run(ioc, stopped(r));
+}
+
+/// The relay delivers into an idempotent consumer: every message arrives twice, as after a relay
+/// that died before marking it delivered, and is processed once. `Handler` is the inbox's
+/// handler type.
+template <class Handler, class Outbox, class Inbox>
+void check_outbox_to_inbox(Outbox& outbox, Inbox& inbox) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    std::atomic<int> ran{0};
+    Handler h = [&](auto&, const envelope&) {
+        ++ran;
+        return success();
+    };
+    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
+        co_await inbox.consume("shipping", e, h);
+        consume_result again = co_await inbox.consume("shipping", e, h);
+        co_return again.delivery();
+    });
+    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
+    r.start();
+    auto add = [&](auto& db) {
+        for (int i = 0; i < 5; ++i)
+            outbox.add(db, {.destination = "shipping", .key = "k"});
+        return 0;
+    };
+    run(ioc, outbox.template run<int>(add));
+    CHECK(run(ioc, eventually([&] { return r.stats().delivered == 5; }, 5s)));
+    CHECK(ran == 5);
+    run(ioc, stopped(r));
+}
+
+} // namespace dtx::test
+
+#endif
