@@ -297,7 +297,8 @@ private:
         if (s.status == delivery_status::retry)
             delay = opts_.schedule.delay_after(e.attempt);
         if (delay) {
-            s.retry_at = now + *delay;
+            // Rounded up to a whole millisecond, the finest an outbox keeps: never retried early.
+            s.retry_at = std::chrono::ceil<std::chrono::milliseconds>(now + *delay);
             count([](relay_stats& st) { ++st.retried; });
             if (opts_.alert_after != 0 && e.attempt >= opts_.alert_after)
                 alert(e, s.error, false);
