@@ -1943,9 +1943,9 @@ DTX_NAMESPACE_END
 //     once, and a message waits for every earlier message of its key: in flight, waiting for a
 //     retry or parked. Different keys never wait for each other.
 //   - A message is marked delivered only after the publisher said so. A failed one is tried
-//     again on the `schedule`; after its last attempt, or at once when the destination rejects
-//     it, it is parked as a dead letter with its last error. dead_letters(), requeue() and
-//     discard() are the operator's tools.
+//     again on the `schedule` (or on its own, which `schedule_for` picks); after its last
+//     attempt, or at once when the destination rejects it, it is parked as a dead letter with its
+//     last error. dead_letters(), requeue() and discard() are the operator's tools.
 //   - Delivered messages are deleted after `retention`, in batches of `cleanup_batch` rows.
 //
 // A dead letter holds its key: later messages with the same key wait until it is requeued (and
@@ -1998,6 +1998,10 @@ DTX_NAMESPACE_BEGIN
 
 struct relay_options {
     delivery_schedule schedule{};
+    /// The schedule of a message that should not follow `schedule`, or null: messages of several
+    /// kinds share an outbox and its relay, each retried on its own schedule (notifications do
+    /// so: <dtx/notification.hpp>). The schedules it returns must live as long as the relay.
+    std::function<const delivery_schedule*(const envelope&)> schedule_for{};
     /// Messages claimed (and published) at once.
     std::size_t batch = 64;
     /// Messages being published at once, in batches of their own: a slow destination holds back
@@ -2215,8 +2219,10 @@ private:
             return s;
         }
         std::optional<std::chrono::milliseconds> delay;
-        if (s.status == delivery_status::retry)
-            delay = opts_.schedule.delay_after(e.attempt);
+        if (s.status == delivery_status::retry) {
+            const delivery_schedule* own = opts_.schedule_for ? opts_.schedule_for(e) : nullptr;
+            delay = (own ? *own : opts_.schedule).delay_after(e.attempt);
+        }
         if (delay) {
             // Rounded up to a whole millisecond, the finest an outbox keeps: never retried early.
             s.retry_at = std::chrono::ceil<std::chrono::milliseconds>(now + *delay);
@@ -2278,6 +2284,122 @@ DTX_NAMESPACE_END
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+#endif
+
+// ---- dtx/notification.hpp ------------------------------------------------------------------------
+#ifndef DTX_NOTIFICATION_HPP
+#define DTX_NOTIFICATION_HPP
+
+// Best-effort notifications: a result pushed to a receiver's URL (a merchant's webhook, a payment
+// provider's callback) again and again on a long schedule until the receiver acknowledges it,
+// and a query the receiver can use to ask for the result when it missed the notifications
+// (<dtx/http/notification_query.hpp>). A thin layer over the outbox and the relay:
+//
+//   dtx::sqlite::outbox outbox({.path = "payments.db"});
+//   dtx::http::publisher callbacks(http);
+//   dtx::relay relay(ex, outbox, callbacks, dtx::with_notifications({.alert_after = 0}));
+//   relay.start();
+//   auto paid = [&](dtx::sqlite::connection& db) {
+//       db.prepare("UPDATE payments SET state = 'paid' WHERE id = ?").bind("p-42").run();
+//       dtx::notify(outbox, db,
+//                   {.receiver = "https://merchant.example/callbacks",
+//                    .id = "p-42",
+//                    .result = {{"state", "paid"}}});
+//       return 0;
+//   };
+//   co_await outbox.run<int>(paid); // the payment and its notification commit together
+//
+// - notify() adds the notification to the business transaction, as outbox.add() adds a message:
+//   it exists exactly when the transaction committed, and is delivered at least once after.
+// - The receiver gets the envelope of <dtx/envelope.hpp> with the payload
+//   {"id":"p-42","result":{"state":"paid"}} (the query answers the same) and the header
+//   `dtx-notification` holding the id. Any 2xx acknowledges it. A 4xx other than 408, 425 and 429
+//   parks it at once (the receiver says it will never take it); anything else, or no answer, is
+//   tried again (<dtx/http/publisher.hpp>).
+// - with_notifications() makes the relay retry notifications on their own schedule,
+//   delivery_schedule::notifications() unless you give another: 15 s, 15 s, 30 s, 3 min, 10 min,
+//   20 min, 30 min x3, 1 h, 3 h x3, 6 h x2, 24 h (17 attempts, about two days), the payment
+//   providers' habit. Other messages of the outbox keep the relay's `schedule`, so one outbox and
+//   one relay serve both.
+// - After the last attempt the notification is a dead letter (relay::dead_letters(), requeue(),
+//   discard()) and the relay's alert hook hears it, at most once per alert_cooldown and receiver.
+//   `alert_after = 0` keeps retries out of the alerts: a receiver that is down for an hour is the
+//   normal case this schedule is for.
+// - The notifications of one id are delivered in the order they were added (their key is
+//   "notification:" followed by the id), and never wait for other messages. Give ids of at most
+//   200 bytes of plain text; the receiver URL is the message's destination.
+// - Receivers deduplicate by the envelope's id, or simply apply the latest result for an id
+//   (which a result usually allows).
+
+// #include <dtx/delivery_schedule.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/relay.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+DTX_NAMESPACE_BEGIN
+
+/// A result to push to a receiver until it acknowledges.
+struct notification {
+    std::string receiver{}; ///< the URL the relay POSTs to
+    std::string id{};       ///< what the result is about (a payment id); what the receiver queries
+    nlohmann::json result{};
+};
+
+/// The header of a notification's envelope; its value is the notification's id.
+inline constexpr std::string_view notification_header = "dtx-notification";
+
+/// What the receiver reads, in a notification and in the query's answer: {"id":..,"result":..}.
+inline nlohmann::json notification_payload(std::string_view id, nlohmann::json result) {
+    return {{"id", id}, {"result", std::move(result)}};
+}
+
+/// The outbox message that carries `n`.
+inline message notification_message(notification n) {
+    message m;
+    m.destination = std::move(n.receiver);
+    m.key = "notification:" + n.id;
+    m.headers.emplace(notification_header, n.id);
+    m.payload = notification_payload(n.id, std::move(n.result));
+    return m;
+}
+
+/// True if `e` carries a notification.
+inline bool is_notification(const envelope& e) {
+    return e.headers.find(std::string(notification_header)) != e.headers.end();
+}
+
+/// Adds `n` to the transaction open on `db`, through `outbox` (any outbox with add(db, message):
+/// dtx::sqlite::outbox), and returns its message id. Throws as outbox.add() does.
+template <class Outbox, class Connection>
+std::string notify(Outbox& outbox, Connection& db, notification n) {
+    return outbox.add(db, notification_message(std::move(n)));
+}
+
+/// `o`, with notifications retried on `schedule`; other messages keep o.schedule (or what
+/// o.schedule_for picks for them).
+inline relay_options
+with_notifications(relay_options o,
+                   delivery_schedule schedule = delivery_schedule::notifications()) {
+    auto own = std::make_shared<const delivery_schedule>(std::move(schedule));
+    o.schedule_for =
+        [own, others = std::move(o.schedule_for)](const envelope& e) -> const delivery_schedule* {
+        if (is_notification(e))
+            return own.get();
+        return others ? others(e) : nullptr;
+    };
+    return o;
+}
+
+DTX_NAMESPACE_END
 
 #endif
 
@@ -5153,6 +5275,7 @@ DTX_NAMESPACE_END
 // #include <dtx/journal.hpp>
 // #include <dtx/memory_journal.hpp>
 // #include <dtx/message.hpp>
+// #include <dtx/notification.hpp>
 // #include <dtx/outbox_store.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/participant.hpp>
@@ -8092,6 +8215,83 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/notification_query.hpp -------------------------------------------------------------
+#ifndef DTX_HTTP_NOTIFICATION_QUERY_HPP
+#define DTX_HTTP_NOTIFICATION_QUERY_HPP
+
+// The query half of best-effort notifications (<dtx/notification.hpp>): a route on the producer's
+// server that answers the current result for an id, so that a receiver that missed the
+// notifications (it was down longer than the schedule, or lost one) can reconcile.
+//
+//   dtx::http::server api(ioc, {.port = 8080});
+//   dtx::http::result_lookup find = [](std::string id)
+//       -> asio::awaitable<std::optional<nlohmann::json>> {
+//       if (id != "p-42")
+//           co_return std::nullopt; // 404
+//       co_return nlohmann::json{{"state", "paid"}};
+//   };
+//   dtx::http::add_notification_query(api, "/payments", find);
+//   api.start(); // GET /payments/p-42
+//
+// GET {prefix}/{id} answers
+//   200 {"id":"p-42","result":{"state":"paid"}}     the payload a notification carries
+//   404 {"error":"unknown_id","message":...}         the lookup found nothing
+// and what every route answers (route.hpp): 401 without the server's bearer token (unless
+// route_options::require_token is false), 405 for another method, 500 if the lookup throws.
+// The id is the path segment percent-decoded: valid UTF-8 without control characters, never
+// empty. The lookup runs on the server's executor: read the result where it does not block it
+// (dtx::sqlite::outbox::run(), or a connection pool of your own).
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/http/route.hpp>
+// #include <dtx/http/server.hpp>
+// #include <dtx/notification.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+DTX_NAMESPACE_BEGIN
+namespace http {
+
+/// Finds the current result for an id, or nothing.
+using result_lookup = std::function<asio::awaitable<std::optional<nlohmann::json>>(std::string id)>;
+
+namespace detail {
+
+inline asio::awaitable<reply> answer_query(std::shared_ptr<const result_lookup> lookup,
+                                           const request& req) {
+    const std::string& id = req.param("id");
+    std::optional<nlohmann::json> result = co_await (*lookup)(id);
+    if (!result)
+        throw error_reply(404, "unknown_id", "no result is known for this id");
+    co_return reply::json(200, notification_payload(id, std::move(*result)));
+}
+
+} // namespace detail
+
+/// Serves GET `prefix`/{id} on `srv` with `lookup` (see the top of the file). Call before
+/// srv.start(); throws as server::route() does (a prefix that is not a path, a route taken).
+inline void add_notification_query(server& srv, std::string_view prefix, result_lookup lookup,
+                                   route_options options = {}) {
+    auto shared = std::make_shared<const result_lookup>(std::move(lookup));
+    route_handler h = [shared](const request& req) { return detail::answer_query(shared, req); };
+    srv.route(verb::get, std::string(prefix) + "/{id}", std::move(h), std::move(options));
+}
+
+} // namespace http
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/http/url.hpp ----------------------------------------------------------------------------
 #ifndef DTX_HTTP_URL_HPP
 #define DTX_HTTP_URL_HPP
@@ -9028,12 +9228,14 @@ DTX_NAMESPACE_END
 #define DTX_HTTP_HPP
 
 // The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast, the
-// relay's publisher of messages, and the consumer endpoint in front of an inbox. Needs Boost (Asio, Beast) and nlohmann::json, nothing else.
+// relay's publisher of messages, the consumer endpoint in front of an inbox, and the query of
+// best-effort notifications. Needs Boost (Asio, Beast) and nlohmann::json, nothing else.
 // HTTPS is a further opt-in part: <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this
 // header does not include.
 
 // #include <dtx/http/client.hpp>
 // #include <dtx/http/consumer.hpp>
+// #include <dtx/http/notification_query.hpp>
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/http/publisher.hpp>
 // #include <dtx/http/remote_participant.hpp>
