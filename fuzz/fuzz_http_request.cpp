@@ -1,20 +1,25 @@
 // libFuzzer target: arbitrary bytes as one HTTP request, through what the server does with a
-// request: Beast's parser with the server's limits, then the request handler and a participant or
-// an application route. Every answer must have a status the protocol knows, a JSON body in valid
+// request: Beast's parser with the server's limits, then the request handler and a participant, an
+// application route, or a message consumer's route (<dtx/http/consumer.hpp>, POST /events, over
+// an inbox in memory). Every answer must have a status the protocol knows, a JSON body in valid
 // UTF-8, and no FAILURE or ONGOING in a body that is not that outcome (a coordinator would read it
-// as one); every path parameter and query value a route reads must be valid UTF-8.
+// as one); every path parameter and query value a route reads must be valid UTF-8; a consumer
+// processes only envelopes that keep to the limits, each once.
 //
 //   scripts/fuzz.sh [seconds]     builds with clang (-fsanitize=fuzzer,address,undefined), runs
 
+#include <dtx/http/consumer.hpp>
 #include <dtx/http/server.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/parser.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string_view>
 
@@ -55,6 +60,40 @@ awaitable<http::reply> read_route(const http::request& r) {
     co_return http::reply::json(201, {{"size", size}});
 }
 
+/// An inbox in memory: the handler runs once per message id, and answers as the payload says:
+/// {"answer": "failure" | "pending"} (anything else: success).
+struct memory_inbox {
+    using handler = std::function<dtx::outcome(const dtx::envelope&)>;
+    std::set<std::string> seen;
+
+    awaitable<dtx::consume_result> consume(std::string consumer, dtx::envelope e, handler h) {
+        if (consumer.empty() || !dtx::valid_gid(e.id) || e.attempt < 1)
+            std::abort(); // the route passed on what it should have refused
+        if (seen.size() > 10'000)
+            seen.clear();
+        if (seen.count(e.id))
+            co_return dtx::consume_result{dtx::consume_status::duplicate, {}};
+        const dtx::outcome o = h(e);
+        if (o.is_success()) {
+            seen.insert(e.id);
+            co_return dtx::consume_result{dtx::consume_status::processed, {}};
+        }
+        co_return dtx::consume_result{o.is_failure() ? dtx::consume_status::rejected
+                                                     : dtx::consume_status::retry,
+                                      std::string(o.message())};
+    }
+};
+
+dtx::outcome consume_as_asked(const dtx::envelope& e) {
+    const nlohmann::json& p = e.payload;
+    const auto said = p.is_object() ? p.find("answer") : p.end();
+    if (said != p.end() && *said == "failure")
+        return dtx::failure("cannot take it");
+    if (said != p.end() && *said == "pending")
+        return dtx::pending("not now");
+    return dtx::success();
+}
+
 struct harness {
     harness() {
         opts.header_limit = 2048;
@@ -67,6 +106,11 @@ struct harness {
         handler.add_route(http::verb::get, "/orders/{id}", read_route, {});
         handler.add_route(http::verb::post, "/orders/{id}/items/{item}", read_route, {});
         handler.add_route(http::verb::get, "/search", read_route, {});
+        http::consumer_route events =
+            http::make_consumer_route(inbox, "events", memory_inbox::handler(consume_as_asked));
+        events.options.body_limit = std::min(*events.options.body_limit, opts.body_limit);
+        handler.add_route(http::verb::post, "/events", std::move(events.handler),
+                          std::move(events.options));
     }
 
     /// The server's answer to `bytes` as one request; empty if it would answer nothing (the
@@ -113,6 +157,7 @@ struct harness {
 
     dtx::asio::io_context ioc;
     dtx::participant_registry participants;
+    memory_inbox inbox;
     http::server_options opts;
     http::detail::request_handler handler{participants, opts};
 };
@@ -133,6 +178,7 @@ void check(const http::detail::beast_response& res) {
     case 405:
     case 409:
     case 413:
+    case 422:
     case 425:
     case 431:
     case 500:

@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh            # 60 s per target
 #   scripts/fuzz.sh 600        # 10 minutes per target
 #
-# Targets (fuzz/): fuzz_http_request (arbitrary bytes as one request to the participant server),
+# Targets (fuzz/): fuzz_http_request (arbitrary bytes as one request to the participant server,
+# its application routes and a message consumer's route),
 # fuzz_http_stream (pipelined requests with random framing through a connection's loop: no request
 # is served that the framing did not delimit), fuzz_envelope (arbitrary bytes as a message envelope).
 # The corpus grows in build/fuzz/corpus/<target> (seeded from fuzz/corpus/<target>); a crash is

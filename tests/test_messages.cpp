@@ -1,23 +1,22 @@
 // Messages: the envelope and its parser, delivery schedules, the alert throttle, and the relay
 // (over the SQLite outbox): wake at commit, per-key order across retries, poison messages,
-// dead letters, requeue and discard, cleanup; the HTTP publisher, into an HTTP consumer's inbox.
+// dead letters, requeue and discard, cleanup; what the HTTP publisher makes of answers (its way
+// into a consumer's inbox is in test_http_consumer.cpp).
 #include <dtx/delivery_alert.hpp>
 #include <dtx/delivery_schedule.hpp>
 #include <dtx/envelope.hpp>
 #include <dtx/http/publisher.hpp>
 #include <dtx/relay.hpp>
-#include <dtx/sqlite/inbox.hpp>
 #include <dtx/sqlite/outbox.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <map>
 #include <set>
 
-#include "support/inbox_server.hpp"
+#include "support/messaging.hpp"
 #include "support/model.hpp"
 
 using namespace dtx;
@@ -25,16 +24,6 @@ using namespace dtx::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct temp_dir {
-    std::filesystem::path dir = std::filesystem::temp_directory_path() / ("dtx-msg-" + make_gid());
-    temp_dir() { std::filesystem::create_directories(dir); }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
-    }
-    std::string file(const char* name) const { return (dir / name).string(); }
-};
 
 envelope sample_envelope() {
     envelope e;
@@ -46,20 +35,6 @@ envelope sample_envelope() {
     e.attempt = 2;
     e.produced_at = 1767225600000;
     return e;
-}
-
-/// Awaits until `done()` holds, checking every few milliseconds; false after `limit`.
-template <class Pred>
-asio::awaitable<bool> eventually(Pred done, std::chrono::milliseconds limit = 5s) {
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > end)
-            co_return false;
-        t.expires_after(2ms);
-        co_await t.async_wait(asio::use_awaitable);
-    }
-    co_return true;
 }
 
 asio::awaitable<int> stopped(relay& r) {
@@ -122,7 +97,7 @@ struct setup {
         }));
     }
     bool wait(std::function<bool()> done, std::chrono::milliseconds limit = 5s) {
-        return run(ioc, eventually(std::move(done), limit));
+        return run(ioc, wait_until(std::move(done), limit));
     }
 };
 
@@ -172,6 +147,12 @@ TEST_CASE("a malformed envelope gets an error that says what is wrong") {
                    ok_tail)
               .find("deeper") != std::string::npos);
     CHECK(error_of(R"({"id":"\xff")" + ok_tail).find("not JSON") != std::string::npos);
+    // `field` names the field at fault, or none when the text as a whole is.
+    CHECK(parse_envelope(R"({"destination":"d","attempt":1,"produced_at":0})").field == "id");
+    CHECK(parse_envelope(R"({"id":"m","attempt":0,"destination":"d","produced_at":0})").field ==
+          "attempt");
+    CHECK(parse_envelope(R"({"id":"m","headers":{"a b":"x"})" + ok_tail).field == "headers");
+    CHECK(parse_envelope("not json").field.empty());
     message_limits small;
     small.max_payload = 10;
     envelope_parse big = parse_envelope(
@@ -357,48 +338,6 @@ TEST_CASE("http publisher: what each answer means") {
         CHECK(status_of(s) == delivery_status::retry);
     delivery_result r = http::publisher::result_of("http://x/e", 503, "down\xff\n");
     CHECK(r.error == "POST http://x/e: HTTP 503: down\xef\xbf\xbd\\n");
-}
-
-TEST_CASE("http publisher: outbox to an HTTP consumer's inbox, with a retry and a poison message") {
-    setup s({.schedule = delivery_schedule::fixed({20ms, 20ms, 20ms}), .poll_interval = 10s});
-    int shipped = 0;
-    sqlite::inbox inbox({.path = s.dir.file("shipping.db")});
-    sqlite::inbox_handler ship = [&](sqlite::connection&, const envelope& e) {
-        if (e.payload.value("poison", false))
-            return failure("cannot ship that");
-        ++shipped;
-        return success();
-    };
-    inbox_server consumer(
-        s.ioc, [&](std::string_view body) { return inbox.consume("shipping", body, ship); });
-    consumer.unavailable = 1;
-    http::client client(s.ioc.get_executor());
-    http::publisher pub(client);
-    relay r(s.ioc.get_executor(), s.outbox, pub, {.poll_interval = 10s});
-    auto add = [&](sqlite::connection& db) {
-        std::vector<std::string> ids;
-        for (int i = 0; i < 3; ++i)
-            ids.push_back(s.outbox.add(db, {.destination = consumer.url(),
-                                            .key = "order-" + std::to_string(i),
-                                            .payload = {{"poison", i == 1}}}));
-        ids.push_back(s.outbox.add(db, {.destination = "ftp://nowhere", .key = "x"}));
-        return ids;
-    };
-    auto ids = run(s.ioc, s.outbox.run<std::vector<std::string>>(add));
-    r.start();
-    REQUIRE(s.wait([&] { return r.stats().delivered == 2 && r.stats().dead_letters == 2; }));
-    CHECK(shipped == 2);
-    CHECK(r.stats().retried == 1); // the 503
-    auto dead = run(s.ioc, r.dead_letters());
-    REQUIRE(dead.size() == 2);
-    CHECK(dead[0].message.id == ids[1]);
-    CHECK(dead[0].last_error.find("HTTP 422: rejected cannot ship that") != std::string::npos);
-    CHECK(dead[1].message.id == ids[3]);
-    CHECK(dead[1].last_error.find("not an http") != std::string::npos);
-    CHECK(std::find(consumer.message_ids.begin(), consumer.message_ids.end(), ids[0]) !=
-          consumer.message_ids.end());
-    run(s.ioc, stopped(r));
-    consumer.close();
 }
 
 TEST_CASE("http publisher: a destination that does not answer is retried") {

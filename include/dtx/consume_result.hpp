@@ -3,14 +3,25 @@
 
 // What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>) made of a message, whatever the
 // transport that brought it; the transport answers the producer's relay from it (for HTTP: 200
-// for processed and duplicate, 422 for rejected, 503 for retry).
+// for processed and duplicate, 422 for rejected, 503 for retry: <dtx/http/consumer.hpp>).
+//
+// inbox_for<Inbox, Handler> is what a transport asks of an inbox: a member
+// consume(std::string consumer, envelope e, Handler handler) that gives an
+// asio::awaitable<consume_result>. dtx::sqlite::inbox has it (with its inbox_handler), and so may
+// a type of yours that wraps one (to count, to log, to test).
 
+#include <dtx/detail/config.hpp>
+#include <dtx/envelope.hpp>
 #include <dtx/publisher.hpp>
 #include <dtx/version.hpp>
 
+#include <boost/asio/awaitable.hpp>
+
+#include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 DTX_NAMESPACE_BEGIN
 
@@ -38,6 +49,14 @@ struct consume_result {
         }
         return delivery_result::retry_later(error);
     }
+};
+
+/// An inbox that consumes envelopes with a handler of type `Handler` (see the top of the file).
+template <class Inbox, class Handler>
+concept inbox_for = requires(Inbox& inbox, std::string consumer, envelope e, const Handler& h) {
+    {
+        inbox.consume(std::move(consumer), std::move(e), h)
+        } -> std::same_as<asio::awaitable<consume_result>>;
 };
 
 inline std::string_view to_string(consume_status s) noexcept {

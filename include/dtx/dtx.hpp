@@ -18,6 +18,7 @@
 #include <dtx/journal.hpp>
 #include <dtx/memory_journal.hpp>
 #include <dtx/message.hpp>
+#include <dtx/notification.hpp>
 #include <dtx/outbox_store.hpp>
 #include <dtx/outcome.hpp>
 #include <dtx/participant.hpp>

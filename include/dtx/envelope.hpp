@@ -14,7 +14,8 @@
 //
 // parse_envelope() reads what arrives from outside, so it trusts nothing: a text that is not
 // such an object, a missing or malformed id, a field of the wrong type or over the limits of
-// <dtx/message.hpp> gives an error that says which, and never an exception.
+// <dtx/message.hpp> gives an error that says which (and `field` names it), and never an
+// exception. Its texts never repeat what the envelope holds, so a consumer may send them back.
 //
 //   dtx::envelope_parse parsed = dtx::parse_envelope(R"({"id":"m-1","destination":"d",
 //       "payload":{},"attempt":1,"produced_at":0})");
@@ -62,23 +63,30 @@ struct envelope {
 struct envelope_parse {
     std::optional<envelope> value{};
     std::string error{};
+    /// The field at fault ("id", "destination", "key", "headers", "payload", "attempt",
+    /// "produced_at"); empty when the text as a whole is (not a JSON object, too large, too deep).
+    std::string field{};
     explicit operator bool() const noexcept { return value.has_value(); }
 };
 
 namespace detail {
 
-inline envelope_parse envelope_error(std::string why) {
-    return {std::nullopt, "malformed message envelope: " + std::move(why)};
+inline envelope_parse envelope_error(std::string why, std::string_view field = {}) {
+    return {std::nullopt, "malformed message envelope: " + std::move(why), std::string(field)};
 }
 
 } // namespace detail
 
+/// The largest JSON text of an envelope within `limits`: the payload's size and at most the
+/// sizes of the other fields. A consumer refuses a larger body before reading it.
+inline std::size_t envelope_size_limit(const message_limits& limits = {}) noexcept {
+    return limits.max_payload + limits.max_destination + limits.max_key +
+           limits.max_headers * (limits.max_header_name + limits.max_header_value + 8) + 1024;
+}
+
 /// Reads an envelope from its JSON text, checking it against `limits`.
 inline envelope_parse parse_envelope(std::string_view text, const message_limits& limits = {}) {
-    // The envelope adds at most the sizes of its other fields to the payload.
-    const std::size_t max_text =
-        limits.max_payload + limits.max_destination + limits.max_key +
-        limits.max_headers * (limits.max_header_name + limits.max_header_value + 8) + 1024;
+    const std::size_t max_text = envelope_size_limit(limits);
     if (text.size() > max_text)
         return detail::envelope_error("the envelope is " + std::to_string(text.size()) +
                                       " bytes, more than " + std::to_string(max_text));
@@ -103,17 +111,17 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
         return true;
     };
     if (!text_field("id", m.id, true))
-        return detail::envelope_error("\"id\" is missing or not a string");
+        return detail::envelope_error("\"id\" is missing or not a string", "id");
     if (!text_field("destination", m.destination, true))
-        return detail::envelope_error("\"destination\" is missing or not a string");
+        return detail::envelope_error("\"destination\" is missing or not a string", "destination");
     if (!text_field("key", m.key, false))
-        return detail::envelope_error("\"key\" is not a string");
+        return detail::envelope_error("\"key\" is not a string", "key");
     if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
         if (!it->is_object())
-            return detail::envelope_error("\"headers\" is not an object");
+            return detail::envelope_error("\"headers\" is not an object", "headers");
         for (const auto& [name, value] : it->items()) {
             if (!value.is_string())
-                return detail::envelope_error("header values must be strings");
+                return detail::envelope_error("header values must be strings", "headers");
             m.headers.emplace(name, value.get<std::string>());
         }
     }
@@ -123,16 +131,16 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
         auto it = j.find(name);
         if (it == j.end() || !it->is_number_integer() ||
             (it->is_number_integer() && it->get<std::int64_t>() < 0))
-            return detail::envelope_error(std::string("\"") + name +
-                                          "\" is missing or not a non-negative integer");
+            return detail::envelope_error(
+                std::string("\"") + name + "\" is missing or not a non-negative integer", name);
     }
     const auto attempt = j["attempt"].get<std::int64_t>();
     if (attempt < 1 || attempt > 1'000'000)
-        return detail::envelope_error("\"attempt\" is not between 1 and 1000000");
+        return detail::envelope_error("\"attempt\" is not between 1 and 1000000", "attempt");
     const std::size_t payload_size =
         m.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
-    if (std::string problem = check_message(m, payload_size, limits); !problem.empty())
-        return detail::envelope_error(std::move(problem));
+    if (auto problem = detail::find_message_problem(m, payload_size, limits))
+        return detail::envelope_error(std::move(problem->text), problem->field);
 
     e.id = std::move(m.id);
     e.key = std::move(m.key);
@@ -141,7 +149,7 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
     e.payload = std::move(m.payload);
     e.attempt = static_cast<unsigned>(attempt);
     e.produced_at = j["produced_at"].get<std::int64_t>();
-    return {std::move(e), {}};
+    return {std::move(e), {}, {}};
 }
 
 DTX_NAMESPACE_END

@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <map>
@@ -83,40 +84,63 @@ inline bool header_name_char(char c) noexcept {
 
 } // namespace detail
 
-/// What is wrong with `m` (its id included, so call it once the id is set), or an empty string
-/// if nothing is. `payload_size` is the size of the payload's JSON text.
-inline std::string check_message(const message& m, std::size_t payload_size,
-                                 const message_limits& limits = {}) {
+namespace detail {
+
+/// A problem check_message() finds: the field at fault ("id", "destination", "key", "headers"
+/// or "payload") and what is wrong with it, without repeating its value.
+struct message_problem {
+    std::string_view field;
+    std::string text;
+};
+
+inline std::optional<message_problem>
+find_message_problem(const message& m, std::size_t payload_size, const message_limits& limits) {
     if (!valid_gid(m.id))
-        return "the message id is empty, longer than 128 characters or not plain text";
+        return message_problem{
+            "id", "the message id is empty, longer than 128 characters or not plain text"};
     if (m.destination.empty() || m.destination.size() > limits.max_destination ||
-        !detail::plain_text(m.destination))
-        return "the destination is empty, longer than " + std::to_string(limits.max_destination) +
-               " bytes or not plain text";
-    if (m.key.size() > limits.max_key || !detail::plain_text(m.key))
-        return "the key is longer than " + std::to_string(limits.max_key) +
-               " bytes or not plain text";
+        !plain_text(m.destination))
+        return message_problem{"destination", "the destination is empty, longer than " +
+                                                  std::to_string(limits.max_destination) +
+                                                  " bytes or not plain text"};
+    if (m.key.size() > limits.max_key || !plain_text(m.key))
+        return message_problem{"key", "the key is longer than " + std::to_string(limits.max_key) +
+                                          " bytes or not plain text"};
     if (m.headers.size() > limits.max_headers)
-        return "more than " + std::to_string(limits.max_headers) + " headers";
+        return message_problem{"headers",
+                               "more than " + std::to_string(limits.max_headers) + " headers"};
     for (const auto& [name, value] : m.headers) {
-        if (name.empty() || name.size() > limits.max_header_name)
-            return "a header name is empty or longer than " +
-                   std::to_string(limits.max_header_name) + " bytes";
-        for (char c : name)
-            if (!detail::header_name_char(c))
-                return "header name '" +
-                       detail::safe_text(name, 64, detail::text_controls::escape) +
-                       "' holds a character other than letters, digits and -_.";
-        if (value.size() > limits.max_header_value || !detail::plain_text(value))
-            return "the value of header '" + name + "' is longer than " +
-                   std::to_string(limits.max_header_value) + " bytes or not plain text";
+        if (name.empty() || name.size() > limits.max_header_name ||
+            !std::all_of(name.begin(), name.end(), header_name_char))
+            return message_problem{"headers", "a header name is empty, longer than " +
+                                                  std::to_string(limits.max_header_name) +
+                                                  " bytes, or holds a character other than "
+                                                  "letters, digits and -_."};
+        if (value.size() > limits.max_header_value || !plain_text(value))
+            return message_problem{"headers", "a header value is longer than " +
+                                                  std::to_string(limits.max_header_value) +
+                                                  " bytes or not plain text"};
     }
     if (payload_size > limits.max_payload)
-        return "the payload is " + std::to_string(payload_size) + " bytes, more than " +
-               std::to_string(limits.max_payload);
-    if (detail::json_depth(m.payload, limits.max_depth) > limits.max_depth)
-        return "the payload nests deeper than " + std::to_string(limits.max_depth) + " levels";
-    return {};
+        return message_problem{"payload", "the payload is " + std::to_string(payload_size) +
+                                              " bytes, more than " +
+                                              std::to_string(limits.max_payload)};
+    if (json_depth(m.payload, limits.max_depth) > limits.max_depth)
+        return message_problem{"payload", "the payload nests deeper than " +
+                                              std::to_string(limits.max_depth) + " levels"};
+    return std::nullopt;
+}
+
+} // namespace detail
+
+/// What is wrong with `m` (its id included, so call it once the id is set), or an empty string
+/// if nothing is. `payload_size` is the size of the payload's JSON text. The text names the
+/// field at fault and never repeats its value (it may be sent back to whoever sent the message).
+inline std::string check_message(const message& m, std::size_t payload_size,
+                                 const message_limits& limits = {}) {
+    std::optional<detail::message_problem> p =
+        detail::find_message_problem(m, payload_size, limits);
+    return p ? std::move(p->text) : std::string();
 }
 
 DTX_NAMESPACE_END

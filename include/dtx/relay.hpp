@@ -26,9 +26,9 @@
 //     once, and a message waits for every earlier message of its key: in flight, waiting for a
 //     retry or parked. Different keys never wait for each other.
 //   - A message is marked delivered only after the publisher said so. A failed one is tried
-//     again on the `schedule`; after its last attempt, or at once when the destination rejects
-//     it, it is parked as a dead letter with its last error. dead_letters(), requeue() and
-//     discard() are the operator's tools.
+//     again on the `schedule` (or on its own, which `schedule_for` picks); after its last
+//     attempt, or at once when the destination rejects it, it is parked as a dead letter with its
+//     last error. dead_letters(), requeue() and discard() are the operator's tools.
 //   - Delivered messages are deleted after `retention`, in batches of `cleanup_batch` rows.
 //
 // A dead letter holds its key: later messages with the same key wait until it is requeued (and
@@ -77,6 +77,10 @@ DTX_NAMESPACE_BEGIN
 
 struct relay_options {
     delivery_schedule schedule{};
+    /// The schedule of a message that should not follow `schedule`, or null: messages of several
+    /// kinds share an outbox and its relay, each retried on its own schedule (notifications do
+    /// so: <dtx/notification.hpp>). The schedules it returns must live as long as the relay.
+    std::function<const delivery_schedule*(const envelope&)> schedule_for{};
     /// Messages claimed (and published) at once.
     std::size_t batch = 64;
     /// Messages being published at once, in batches of their own: a slow destination holds back
@@ -294,10 +298,13 @@ private:
             return s;
         }
         std::optional<std::chrono::milliseconds> delay;
-        if (s.status == delivery_status::retry)
-            delay = opts_.schedule.delay_after(e.attempt);
+        if (s.status == delivery_status::retry) {
+            const delivery_schedule* own = opts_.schedule_for ? opts_.schedule_for(e) : nullptr;
+            delay = (own ? *own : opts_.schedule).delay_after(e.attempt);
+        }
         if (delay) {
-            s.retry_at = now + *delay;
+            // Rounded up to a whole millisecond, the finest an outbox keeps: never retried early.
+            s.retry_at = std::chrono::ceil<std::chrono::milliseconds>(now + *delay);
             count([](relay_stats& st) { ++st.retried; });
             if (opts_.alert_after != 0 && e.attempt >= opts_.alert_after)
                 alert(e, s.error, false);

@@ -926,6 +926,7 @@ DTX_NAMESPACE_END
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <map>
@@ -981,40 +982,63 @@ inline bool header_name_char(char c) noexcept {
 
 } // namespace detail
 
-/// What is wrong with `m` (its id included, so call it once the id is set), or an empty string
-/// if nothing is. `payload_size` is the size of the payload's JSON text.
-inline std::string check_message(const message& m, std::size_t payload_size,
-                                 const message_limits& limits = {}) {
+namespace detail {
+
+/// A problem check_message() finds: the field at fault ("id", "destination", "key", "headers"
+/// or "payload") and what is wrong with it, without repeating its value.
+struct message_problem {
+    std::string_view field;
+    std::string text;
+};
+
+inline std::optional<message_problem>
+find_message_problem(const message& m, std::size_t payload_size, const message_limits& limits) {
     if (!valid_gid(m.id))
-        return "the message id is empty, longer than 128 characters or not plain text";
+        return message_problem{
+            "id", "the message id is empty, longer than 128 characters or not plain text"};
     if (m.destination.empty() || m.destination.size() > limits.max_destination ||
-        !detail::plain_text(m.destination))
-        return "the destination is empty, longer than " + std::to_string(limits.max_destination) +
-               " bytes or not plain text";
-    if (m.key.size() > limits.max_key || !detail::plain_text(m.key))
-        return "the key is longer than " + std::to_string(limits.max_key) +
-               " bytes or not plain text";
+        !plain_text(m.destination))
+        return message_problem{"destination", "the destination is empty, longer than " +
+                                                  std::to_string(limits.max_destination) +
+                                                  " bytes or not plain text"};
+    if (m.key.size() > limits.max_key || !plain_text(m.key))
+        return message_problem{"key", "the key is longer than " + std::to_string(limits.max_key) +
+                                          " bytes or not plain text"};
     if (m.headers.size() > limits.max_headers)
-        return "more than " + std::to_string(limits.max_headers) + " headers";
+        return message_problem{"headers",
+                               "more than " + std::to_string(limits.max_headers) + " headers"};
     for (const auto& [name, value] : m.headers) {
-        if (name.empty() || name.size() > limits.max_header_name)
-            return "a header name is empty or longer than " +
-                   std::to_string(limits.max_header_name) + " bytes";
-        for (char c : name)
-            if (!detail::header_name_char(c))
-                return "header name '" +
-                       detail::safe_text(name, 64, detail::text_controls::escape) +
-                       "' holds a character other than letters, digits and -_.";
-        if (value.size() > limits.max_header_value || !detail::plain_text(value))
-            return "the value of header '" + name + "' is longer than " +
-                   std::to_string(limits.max_header_value) + " bytes or not plain text";
+        if (name.empty() || name.size() > limits.max_header_name ||
+            !std::all_of(name.begin(), name.end(), header_name_char))
+            return message_problem{"headers", "a header name is empty, longer than " +
+                                                  std::to_string(limits.max_header_name) +
+                                                  " bytes, or holds a character other than "
+                                                  "letters, digits and -_."};
+        if (value.size() > limits.max_header_value || !plain_text(value))
+            return message_problem{"headers", "a header value is longer than " +
+                                                  std::to_string(limits.max_header_value) +
+                                                  " bytes or not plain text"};
     }
     if (payload_size > limits.max_payload)
-        return "the payload is " + std::to_string(payload_size) + " bytes, more than " +
-               std::to_string(limits.max_payload);
-    if (detail::json_depth(m.payload, limits.max_depth) > limits.max_depth)
-        return "the payload nests deeper than " + std::to_string(limits.max_depth) + " levels";
-    return {};
+        return message_problem{"payload", "the payload is " + std::to_string(payload_size) +
+                                              " bytes, more than " +
+                                              std::to_string(limits.max_payload)};
+    if (json_depth(m.payload, limits.max_depth) > limits.max_depth)
+        return message_problem{"payload", "the payload nests deeper than " +
+                                              std::to_string(limits.max_depth) + " levels"};
+    return std::nullopt;
+}
+
+} // namespace detail
+
+/// What is wrong with `m` (its id included, so call it once the id is set), or an empty string
+/// if nothing is. `payload_size` is the size of the payload's JSON text. The text names the
+/// field at fault and never repeats its value (it may be sent back to whoever sent the message).
+inline std::string check_message(const message& m, std::size_t payload_size,
+                                 const message_limits& limits = {}) {
+    std::optional<detail::message_problem> p =
+        detail::find_message_problem(m, payload_size, limits);
+    return p ? std::move(p->text) : std::string();
 }
 
 DTX_NAMESPACE_END
@@ -1038,7 +1062,8 @@ DTX_NAMESPACE_END
 //
 // parse_envelope() reads what arrives from outside, so it trusts nothing: a text that is not
 // such an object, a missing or malformed id, a field of the wrong type or over the limits of
-// <dtx/message.hpp> gives an error that says which, and never an exception.
+// <dtx/message.hpp> gives an error that says which (and `field` names it), and never an
+// exception. Its texts never repeat what the envelope holds, so a consumer may send them back.
 //
 //   dtx::envelope_parse parsed = dtx::parse_envelope(R"({"id":"m-1","destination":"d",
 //       "payload":{},"attempt":1,"produced_at":0})");
@@ -1086,23 +1111,30 @@ struct envelope {
 struct envelope_parse {
     std::optional<envelope> value{};
     std::string error{};
+    /// The field at fault ("id", "destination", "key", "headers", "payload", "attempt",
+    /// "produced_at"); empty when the text as a whole is (not a JSON object, too large, too deep).
+    std::string field{};
     explicit operator bool() const noexcept { return value.has_value(); }
 };
 
 namespace detail {
 
-inline envelope_parse envelope_error(std::string why) {
-    return {std::nullopt, "malformed message envelope: " + std::move(why)};
+inline envelope_parse envelope_error(std::string why, std::string_view field = {}) {
+    return {std::nullopt, "malformed message envelope: " + std::move(why), std::string(field)};
 }
 
 } // namespace detail
 
+/// The largest JSON text of an envelope within `limits`: the payload's size and at most the
+/// sizes of the other fields. A consumer refuses a larger body before reading it.
+inline std::size_t envelope_size_limit(const message_limits& limits = {}) noexcept {
+    return limits.max_payload + limits.max_destination + limits.max_key +
+           limits.max_headers * (limits.max_header_name + limits.max_header_value + 8) + 1024;
+}
+
 /// Reads an envelope from its JSON text, checking it against `limits`.
 inline envelope_parse parse_envelope(std::string_view text, const message_limits& limits = {}) {
-    // The envelope adds at most the sizes of its other fields to the payload.
-    const std::size_t max_text =
-        limits.max_payload + limits.max_destination + limits.max_key +
-        limits.max_headers * (limits.max_header_name + limits.max_header_value + 8) + 1024;
+    const std::size_t max_text = envelope_size_limit(limits);
     if (text.size() > max_text)
         return detail::envelope_error("the envelope is " + std::to_string(text.size()) +
                                       " bytes, more than " + std::to_string(max_text));
@@ -1127,17 +1159,17 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
         return true;
     };
     if (!text_field("id", m.id, true))
-        return detail::envelope_error("\"id\" is missing or not a string");
+        return detail::envelope_error("\"id\" is missing or not a string", "id");
     if (!text_field("destination", m.destination, true))
-        return detail::envelope_error("\"destination\" is missing or not a string");
+        return detail::envelope_error("\"destination\" is missing or not a string", "destination");
     if (!text_field("key", m.key, false))
-        return detail::envelope_error("\"key\" is not a string");
+        return detail::envelope_error("\"key\" is not a string", "key");
     if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
         if (!it->is_object())
-            return detail::envelope_error("\"headers\" is not an object");
+            return detail::envelope_error("\"headers\" is not an object", "headers");
         for (const auto& [name, value] : it->items()) {
             if (!value.is_string())
-                return detail::envelope_error("header values must be strings");
+                return detail::envelope_error("header values must be strings", "headers");
             m.headers.emplace(name, value.get<std::string>());
         }
     }
@@ -1147,16 +1179,16 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
         auto it = j.find(name);
         if (it == j.end() || !it->is_number_integer() ||
             (it->is_number_integer() && it->get<std::int64_t>() < 0))
-            return detail::envelope_error(std::string("\"") + name +
-                                          "\" is missing or not a non-negative integer");
+            return detail::envelope_error(
+                std::string("\"") + name + "\" is missing or not a non-negative integer", name);
     }
     const auto attempt = j["attempt"].get<std::int64_t>();
     if (attempt < 1 || attempt > 1'000'000)
-        return detail::envelope_error("\"attempt\" is not between 1 and 1000000");
+        return detail::envelope_error("\"attempt\" is not between 1 and 1000000", "attempt");
     const std::size_t payload_size =
         m.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
-    if (std::string problem = check_message(m, payload_size, limits); !problem.empty())
-        return detail::envelope_error(std::move(problem));
+    if (auto problem = detail::find_message_problem(m, payload_size, limits))
+        return detail::envelope_error(std::move(problem->text), problem->field);
 
     e.id = std::move(m.id);
     e.key = std::move(m.key);
@@ -1165,7 +1197,7 @@ inline envelope_parse parse_envelope(std::string_view text, const message_limits
     e.payload = std::move(m.payload);
     e.attempt = static_cast<unsigned>(attempt);
     e.produced_at = j["produced_at"].get<std::int64_t>();
-    return {std::move(e), {}};
+    return {std::move(e), {}, {}};
 }
 
 DTX_NAMESPACE_END
@@ -1447,14 +1479,25 @@ DTX_NAMESPACE_END
 
 // What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>) made of a message, whatever the
 // transport that brought it; the transport answers the producer's relay from it (for HTTP: 200
-// for processed and duplicate, 422 for rejected, 503 for retry).
+// for processed and duplicate, 422 for rejected, 503 for retry: <dtx/http/consumer.hpp>).
+//
+// inbox_for<Inbox, Handler> is what a transport asks of an inbox: a member
+// consume(std::string consumer, envelope e, Handler handler) that gives an
+// asio::awaitable<consume_result>. dtx::sqlite::inbox has it (with its inbox_handler), and so may
+// a type of yours that wraps one (to count, to log, to test).
 
+// #include <dtx/detail/config.hpp>
+// #include <dtx/envelope.hpp>
 // #include <dtx/publisher.hpp>
 // #include <dtx/version.hpp>
 
+#include <boost/asio/awaitable.hpp>
+
+#include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 DTX_NAMESPACE_BEGIN
 
@@ -1482,6 +1525,14 @@ struct consume_result {
         }
         return delivery_result::retry_later(error);
     }
+};
+
+/// An inbox that consumes envelopes with a handler of type `Handler` (see the top of the file).
+template <class Inbox, class Handler>
+concept inbox_for = requires(Inbox& inbox, std::string consumer, envelope e, const Handler& h) {
+    {
+        inbox.consume(std::move(consumer), std::move(e), h)
+        } -> std::same_as<asio::awaitable<consume_result>>;
 };
 
 inline std::string_view to_string(consume_status s) noexcept {
@@ -1892,9 +1943,9 @@ DTX_NAMESPACE_END
 //     once, and a message waits for every earlier message of its key: in flight, waiting for a
 //     retry or parked. Different keys never wait for each other.
 //   - A message is marked delivered only after the publisher said so. A failed one is tried
-//     again on the `schedule`; after its last attempt, or at once when the destination rejects
-//     it, it is parked as a dead letter with its last error. dead_letters(), requeue() and
-//     discard() are the operator's tools.
+//     again on the `schedule` (or on its own, which `schedule_for` picks); after its last
+//     attempt, or at once when the destination rejects it, it is parked as a dead letter with its
+//     last error. dead_letters(), requeue() and discard() are the operator's tools.
 //   - Delivered messages are deleted after `retention`, in batches of `cleanup_batch` rows.
 //
 // A dead letter holds its key: later messages with the same key wait until it is requeued (and
@@ -1947,6 +1998,10 @@ DTX_NAMESPACE_BEGIN
 
 struct relay_options {
     delivery_schedule schedule{};
+    /// The schedule of a message that should not follow `schedule`, or null: messages of several
+    /// kinds share an outbox and its relay, each retried on its own schedule (notifications do
+    /// so: <dtx/notification.hpp>). The schedules it returns must live as long as the relay.
+    std::function<const delivery_schedule*(const envelope&)> schedule_for{};
     /// Messages claimed (and published) at once.
     std::size_t batch = 64;
     /// Messages being published at once, in batches of their own: a slow destination holds back
@@ -2164,10 +2219,13 @@ private:
             return s;
         }
         std::optional<std::chrono::milliseconds> delay;
-        if (s.status == delivery_status::retry)
-            delay = opts_.schedule.delay_after(e.attempt);
+        if (s.status == delivery_status::retry) {
+            const delivery_schedule* own = opts_.schedule_for ? opts_.schedule_for(e) : nullptr;
+            delay = (own ? *own : opts_.schedule).delay_after(e.attempt);
+        }
         if (delay) {
-            s.retry_at = now + *delay;
+            // Rounded up to a whole millisecond, the finest an outbox keeps: never retried early.
+            s.retry_at = std::chrono::ceil<std::chrono::milliseconds>(now + *delay);
             count([](relay_stats& st) { ++st.retried; });
             if (opts_.alert_after != 0 && e.attempt >= opts_.alert_after)
                 alert(e, s.error, false);
@@ -2226,6 +2284,122 @@ DTX_NAMESPACE_END
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+#endif
+
+// ---- dtx/notification.hpp ------------------------------------------------------------------------
+#ifndef DTX_NOTIFICATION_HPP
+#define DTX_NOTIFICATION_HPP
+
+// Best-effort notifications: a result pushed to a receiver's URL (a merchant's webhook, a payment
+// provider's callback) again and again on a long schedule until the receiver acknowledges it,
+// and a query the receiver can use to ask for the result when it missed the notifications
+// (<dtx/http/notification_query.hpp>). A thin layer over the outbox and the relay:
+//
+//   dtx::sqlite::outbox outbox({.path = "payments.db"});
+//   dtx::http::publisher callbacks(http);
+//   dtx::relay relay(ex, outbox, callbacks, dtx::with_notifications({.alert_after = 0}));
+//   relay.start();
+//   auto paid = [&](dtx::sqlite::connection& db) {
+//       db.prepare("UPDATE payments SET state = 'paid' WHERE id = ?").bind("p-42").run();
+//       dtx::notify(outbox, db,
+//                   {.receiver = "https://merchant.example/callbacks",
+//                    .id = "p-42",
+//                    .result = {{"state", "paid"}}});
+//       return 0;
+//   };
+//   co_await outbox.run<int>(paid); // the payment and its notification commit together
+//
+// - notify() adds the notification to the business transaction, as outbox.add() adds a message:
+//   it exists exactly when the transaction committed, and is delivered at least once after.
+// - The receiver gets the envelope of <dtx/envelope.hpp> with the payload
+//   {"id":"p-42","result":{"state":"paid"}} (the query answers the same) and the header
+//   `dtx-notification` holding the id. Any 2xx acknowledges it. A 4xx other than 408, 425 and 429
+//   parks it at once (the receiver says it will never take it); anything else, or no answer, is
+//   tried again (<dtx/http/publisher.hpp>).
+// - with_notifications() makes the relay retry notifications on their own schedule,
+//   delivery_schedule::notifications() unless you give another: 15 s, 15 s, 30 s, 3 min, 10 min,
+//   20 min, 30 min x3, 1 h, 3 h x3, 6 h x2, 24 h (17 attempts, about two days), the payment
+//   providers' habit. Other messages of the outbox keep the relay's `schedule`, so one outbox and
+//   one relay serve both.
+// - After the last attempt the notification is a dead letter (relay::dead_letters(), requeue(),
+//   discard()) and the relay's alert hook hears it, at most once per alert_cooldown and receiver.
+//   `alert_after = 0` keeps retries out of the alerts: a receiver that is down for an hour is the
+//   normal case this schedule is for.
+// - The notifications of one id are delivered in the order they were added (their key is
+//   "notification:" followed by the id), and never wait for other messages. Give ids of at most
+//   200 bytes of plain text; the receiver URL is the message's destination.
+// - Receivers deduplicate by the envelope's id, or simply apply the latest result for an id
+//   (which a result usually allows).
+
+// #include <dtx/delivery_schedule.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/relay.hpp>
+// #include <dtx/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+DTX_NAMESPACE_BEGIN
+
+/// A result to push to a receiver until it acknowledges.
+struct notification {
+    std::string receiver{}; ///< the URL the relay POSTs to
+    std::string id{};       ///< what the result is about (a payment id); what the receiver queries
+    nlohmann::json result{};
+};
+
+/// The header of a notification's envelope; its value is the notification's id.
+inline constexpr std::string_view notification_header = "dtx-notification";
+
+/// What the receiver reads, in a notification and in the query's answer: {"id":..,"result":..}.
+inline nlohmann::json notification_payload(std::string_view id, nlohmann::json result) {
+    return {{"id", id}, {"result", std::move(result)}};
+}
+
+/// The outbox message that carries `n`.
+inline message notification_message(notification n) {
+    message m;
+    m.destination = std::move(n.receiver);
+    m.key = "notification:" + n.id;
+    m.headers.emplace(notification_header, n.id);
+    m.payload = notification_payload(n.id, std::move(n.result));
+    return m;
+}
+
+/// True if `e` carries a notification.
+inline bool is_notification(const envelope& e) {
+    return e.headers.find(std::string(notification_header)) != e.headers.end();
+}
+
+/// Adds `n` to the transaction open on `db`, through `outbox` (any outbox with add(db, message):
+/// dtx::sqlite::outbox), and returns its message id. Throws as outbox.add() does.
+template <class Outbox, class Connection>
+std::string notify(Outbox& outbox, Connection& db, notification n) {
+    return outbox.add(db, notification_message(std::move(n)));
+}
+
+/// `o`, with notifications retried on `schedule`; other messages keep o.schedule (or what
+/// o.schedule_for picks for them).
+inline relay_options
+with_notifications(relay_options o,
+                   delivery_schedule schedule = delivery_schedule::notifications()) {
+    auto own = std::make_shared<const delivery_schedule>(std::move(schedule));
+    o.schedule_for =
+        [own, others = std::move(o.schedule_for)](const envelope& e) -> const delivery_schedule* {
+        if (is_notification(e))
+            return own.get();
+        return others ? others(e) : nullptr;
+    };
+    return o;
+}
+
+DTX_NAMESPACE_END
 
 #endif
 
@@ -5101,6 +5275,7 @@ DTX_NAMESPACE_END
 // #include <dtx/journal.hpp>
 // #include <dtx/memory_journal.hpp>
 // #include <dtx/message.hpp>
+// #include <dtx/notification.hpp>
 // #include <dtx/outbox_store.hpp>
 // #include <dtx/outcome.hpp>
 // #include <dtx/participant.hpp>
@@ -7846,6 +8021,277 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/http/consumer.hpp -----------------------------------------------------------------------
+#ifndef DTX_HTTP_CONSUMER_HPP
+#define DTX_HTTP_CONSUMER_HPP
+
+// The consumer endpoint: one call makes a route of a dtx::http::server receive the messages that
+// producers' relays POST (dtx::http::publisher, <dtx/http/publisher.hpp>) and process each of
+// them once, through an inbox (<dtx/sqlite/inbox.hpp>).
+//
+//   dtx::http::server srv(ioc, {.port = 8090});
+//   dtx::sqlite::inbox shipping({.path = "shipping.db"});
+//   dtx::sqlite::inbox_handler ship = [](dtx::sqlite::connection& db, const dtx::envelope& e) {
+//       db.prepare("INSERT INTO parcels (order_id) VALUES (?)")
+//           .bind(e.payload.value("order", std::string()))
+//           .run();
+//       return dtx::success();
+//   };
+//   dtx::http::add_consumer(srv, "/shipping/events", shipping, "shipping", ship);
+//   srv.start(); // producers send to http://<host>:8090/shipping/events
+//
+// The route takes POST with an envelope (<dtx/envelope.hpp>) as its JSON body, and answers what
+// the publisher reads:
+//
+//   status  body                                        for the producer
+//   200     {"status":"processed"}                      delivered: the handler's transaction
+//                                                       committed together with the inbox row
+//   200     {"status":"duplicate"}                      delivered: processed before, and not run
+//                                                       again
+//   422     {"error":"rejected","message":...}          parked at once: the handler answered
+//                                                       failure() with that message
+//   503     {"error":"retry_later","message":...}       sent again on its schedule: the handler
+//                                                       answered pending() or threw, or the
+//                                                       database failed
+//   400     {"error":"invalid_envelope","field":"id",   parked at once: not an envelope (not JSON,
+//            "message":...}                             a missing id, a wrong type, over the
+//                                                       limits); nothing was processed
+//   413     {"error":"body_too_large",...}              parked at once: over the largest
+//                                                       envelope, decided on the header
+//
+// and what every route answers (server.hpp, route.hpp): 401 without the server's bearer token
+// (the publisher's client sends it: client_options::bearer_token), 405 for another method, 503
+// when the server is overloaded or the inbox takes longer than handler_timeout (the message is
+// sent again, and the inbox acknowledges it as a duplicate if the first one committed after
+// all). The 400's `field` names the field at fault (absent when the body as a whole is); no
+// message repeats what the request sent. Why a retry is needed (an exception's text, a database
+// error) is never sent: consumer_options::on_result hears it.
+//
+// Any inbox works that has consume(consumer, envelope, handler) (the concept dtx::inbox_for of
+// <dtx/consume_result.hpp>): dtx::sqlite::inbox, or a type of yours that wraps one. The inbox
+// and the handler's captures must outlive the server's last request (until async_stop() has
+// completed), as everything a route refers to.
+
+// #include <dtx/consume_result.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/envelope.hpp>
+// #include <dtx/gid.hpp>
+// #include <dtx/http/route.hpp>
+// #include <dtx/http/server.hpp>
+// #include <dtx/message.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace http {
+
+struct consumer_options {
+    /// What an envelope must keep to (as the producer's outbox does). The route refuses a body
+    /// larger than envelope_size_limit(limits) with 413 on its header (or than the server's
+    /// body_limit, if that is smaller: keep it at least as large, or lower the producers' limits).
+    message_limits limits{};
+    /// Whether the route needs the server's bearer token, if the server has one.
+    bool require_token = true;
+    /// Hears every envelope that was read and what became of it, on the server's executor (logs,
+    /// metrics); keep it short. The only place where the reason of a retry is told.
+    std::function<void(std::string_view message_id, const consume_result&)> on_result{};
+};
+
+/// A consumer route, before it is added to a server: its handler and its settings.
+struct consumer_route {
+    route_handler handler;
+    route_options options;
+};
+
+namespace detail {
+
+/// The answer the publisher reads for `r` (see the table at the top of the file).
+inline reply consumer_reply(const consume_result& r) {
+    switch (r.status) {
+    case consume_status::processed:
+    case consume_status::duplicate:
+        return reply::json(200, {{"status", to_string(r.status)}});
+    case consume_status::rejected:
+        return reply::json(422, {{"error", "rejected"}, {"message", r.error}});
+    case consume_status::retry:
+        break;
+    }
+    return reply::json(503, {{"error", "retry_later"},
+                             {"message", "the message cannot be processed now; send it again"}});
+}
+
+/// The answer to a body that is not an envelope.
+inline reply invalid_envelope(const envelope_parse& p) {
+    nlohmann::json body{{"error", "invalid_envelope"}, {"message", p.error}};
+    if (!p.field.empty())
+        body["field"] = p.field;
+    return reply::json(400, body);
+}
+
+template <class Inbox, class Handler>
+struct consumer_state {
+    Inbox* inbox;
+    std::string name;
+    Handler handler;
+    consumer_options options;
+};
+
+template <class Inbox, class Handler>
+asio::awaitable<reply> consume_request(std::shared_ptr<consumer_state<Inbox, Handler>> st,
+                                       const request& req) {
+    envelope_parse parsed = parse_envelope(req.body(), st->options.limits);
+    if (!parsed)
+        co_return invalid_envelope(parsed);
+    const std::string id = parsed.value->id;
+    const consume_result r =
+        co_await st->inbox->consume(st->name, std::move(*parsed.value), st->handler);
+    if (st->options.on_result)
+        st->options.on_result(id, r);
+    co_return consumer_reply(r);
+}
+
+} // namespace detail
+
+/// The route that consumes envelopes into `inbox` as the consumer `consumer_name` (its inbox
+/// rows are keyed by it), running `handler` for each message: for a server add_consumer() adds
+/// it, for a test of the handler or a fuzz target that calls it without a server. Its
+/// body_limit is envelope_size_limit(options.limits). Throws std::invalid_argument for a consumer
+/// name that is empty, over 128 characters or not plain text (the rule for gids).
+template <class Inbox, class Handler>
+requires inbox_for<Inbox, Handler>
+    consumer_route make_consumer_route(Inbox& inbox, std::string consumer_name, Handler handler,
+                                       consumer_options options = {}) {
+    if (!valid_gid(consumer_name))
+        throw std::invalid_argument("dtx::http::make_consumer_route: the consumer name is empty, "
+                                    "longer than 128 characters or not plain text");
+    route_options ro{.require_token = options.require_token,
+                     .body_limit = envelope_size_limit(options.limits)};
+    using state = detail::consumer_state<Inbox, Handler>;
+    auto st = std::make_shared<state>(
+        state{&inbox, std::move(consumer_name), std::move(handler), std::move(options)});
+    route_handler h = [st](const request& req) { return detail::consume_request(st, req); };
+    return {std::move(h), ro};
+}
+
+/// Serves POST `path` on `srv`: envelopes consumed into `inbox` as `consumer_name`, each by
+/// `handler` (see the top of the file). The route's body limit is the largest envelope within
+/// options.limits, or the server's body_limit if that is smaller. Call before srv.start();
+/// throws as server::route() does (an invalid path, one taken).
+template <class Inbox, class Handler>
+requires inbox_for<Inbox, Handler>
+void add_consumer(server& srv, std::string_view path, Inbox& inbox, std::string consumer_name,
+                  Handler handler, consumer_options options = {}) {
+    consumer_route r = make_consumer_route(inbox, std::move(consumer_name), std::move(handler),
+                                           std::move(options));
+    r.options.body_limit = std::min(*r.options.body_limit, srv.options().body_limit);
+    srv.route(verb::post, path, std::move(r.handler), std::move(r.options));
+}
+
+} // namespace http
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
+// ---- dtx/http/notification_query.hpp -------------------------------------------------------------
+#ifndef DTX_HTTP_NOTIFICATION_QUERY_HPP
+#define DTX_HTTP_NOTIFICATION_QUERY_HPP
+
+// The query half of best-effort notifications (<dtx/notification.hpp>): a route on the producer's
+// server that answers the current result for an id, so that a receiver that missed the
+// notifications (it was down longer than the schedule, or lost one) can reconcile.
+//
+//   dtx::http::server api(ioc, {.port = 8080});
+//   dtx::http::result_lookup find = [](std::string id)
+//       -> asio::awaitable<std::optional<nlohmann::json>> {
+//       if (id != "p-42")
+//           co_return std::nullopt; // 404
+//       co_return nlohmann::json{{"state", "paid"}};
+//   };
+//   dtx::http::add_notification_query(api, "/payments", find);
+//   api.start(); // GET /payments/p-42
+//
+// GET {prefix}/{id} answers
+//   200 {"id":"p-42","result":{"state":"paid"}}     the payload a notification carries
+//   404 {"error":"unknown_id","message":...}         the lookup found nothing
+// and what every route answers (route.hpp): 401 without the server's bearer token (unless
+// route_options::require_token is false), 405 for another method, 500 if the lookup throws.
+// The id is the path segment percent-decoded: valid UTF-8 without control characters, never
+// empty. The lookup runs on the server's executor: read the result where it does not block it
+// (dtx::sqlite::outbox::run(), or a connection pool of your own).
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/http/route.hpp>
+// #include <dtx/http/server.hpp>
+// #include <dtx/notification.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+DTX_NAMESPACE_BEGIN
+namespace http {
+
+/// Finds the current result for an id, or nothing.
+using result_lookup = std::function<asio::awaitable<std::optional<nlohmann::json>>(std::string id)>;
+
+namespace detail {
+
+inline asio::awaitable<reply> answer_query(std::shared_ptr<const result_lookup> lookup,
+                                           const request& req) {
+    const std::string& id = req.param("id");
+    std::optional<nlohmann::json> result = co_await (*lookup)(id);
+    if (!result)
+        throw error_reply(404, "unknown_id", "no result is known for this id");
+    co_return reply::json(200, notification_payload(id, std::move(*result)));
+}
+
+} // namespace detail
+
+/// Serves GET `prefix`/{id} on `srv` with `lookup` (see the top of the file). Call before
+/// srv.start(); throws as server::route() does (a prefix that is not a path, a route taken).
+inline void add_notification_query(server& srv, std::string_view prefix, result_lookup lookup,
+                                   route_options options = {}) {
+    auto shared = std::make_shared<const result_lookup>(std::move(lookup));
+    route_handler h = [shared](const request& req) { return detail::answer_query(shared, req); };
+    srv.route(verb::get, std::string(prefix) + "/{id}", std::move(h), std::move(options));
+}
+
+} // namespace http
+DTX_NAMESPACE_END
+
+#endif
+
 // ---- dtx/http/url.hpp ----------------------------------------------------------------------------
 #ifndef DTX_HTTP_URL_HPP
 #define DTX_HTTP_URL_HPP
@@ -8781,12 +9227,15 @@ DTX_NAMESPACE_END
 #ifndef DTX_HTTP_HPP
 #define DTX_HTTP_HPP
 
-// The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast, and the
-// relay's publisher of messages. Needs Boost (Asio, Beast) and nlohmann::json, nothing else.
+// The HTTP transport (opt-in; CMake: dtx::http): DTM's branch protocol over Boost.Beast, the
+// relay's publisher of messages, the consumer endpoint in front of an inbox, and the query of
+// best-effort notifications. Needs Boost (Asio, Beast) and nlohmann::json, nothing else.
 // HTTPS is a further opt-in part: <dtx/http/tls.hpp> (CMake: dtx::tls, OpenSSL), which this
 // header does not include.
 
 // #include <dtx/http/client.hpp>
+// #include <dtx/http/consumer.hpp>
+// #include <dtx/http/notification_query.hpp>
 // #include <dtx/http/protocol.hpp>
 // #include <dtx/http/publisher.hpp>
 // #include <dtx/http/remote_participant.hpp>

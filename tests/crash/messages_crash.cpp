@@ -21,7 +21,9 @@
 // Prints "messages crash test: ..., invariants hold", or the violations and exits 1.
 
 #include <dtx/http/client.hpp>
+#include <dtx/http/consumer.hpp>
 #include <dtx/http/publisher.hpp>
+#include <dtx/http/server.hpp>
 #include <dtx/relay.hpp>
 #include <dtx/sqlite/inbox.hpp>
 #include <dtx/sqlite/outbox.hpp>
@@ -39,7 +41,6 @@
 #include <string>
 #include <vector>
 
-#include "../support/inbox_server.hpp"
 #include "child_process.hpp"
 #include "child_main.hpp"
 
@@ -167,6 +168,30 @@ int producer(const args& a) {
     return crash::run_to_end(ioc, work(), "producer");
 }
 
+/// The consumer's inbox as its route sees it: the real one, which kills the process at
+/// "consumer-after-commit" once a message's transaction committed; or, with --break inbox, one
+/// that runs the handler without the inbox row, so that every copy is processed again.
+struct crash_inbox {
+    sqlite::inbox& real;
+    kill_point& kp;
+    bool without_inbox;
+
+    asio::awaitable<consume_result> consume(std::string consumer, envelope e,
+                                            sqlite::inbox_handler handler) {
+        consume_result r;
+        if (without_inbox) {
+            auto job = [&](sqlite::connection& db) { return handler(db, e).is_success(); };
+            co_await real.run<bool>(job);
+            r.status = consume_status::processed;
+        } else {
+            r = co_await real.consume(std::move(consumer), std::move(e), std::move(handler));
+        }
+        if (r.status == consume_status::processed)
+            kp.pass("consumer-after-commit");
+        co_return r;
+    }
+};
+
 int consumer(const args& a) {
     asio::io_context ioc;
     kill_point kp{a.kill_at, a.nth};
@@ -194,24 +219,10 @@ int consumer(const args& a) {
             .run();
         return success();
     };
-    const bool without_inbox = a.broken == "inbox";
-    test::inbox_server server(
-        ioc,
-        [&](std::string_view body) -> asio::awaitable<consume_result> {
-            consume_result r;
-            if (without_inbox) {
-                envelope e = *parse_envelope(body).value;
-                auto job = [&](sqlite::connection& db) { return handle(db, e).is_success(); };
-                co_await inbox.run<bool>(job);
-                r.status = consume_status::processed;
-            } else {
-                r = co_await inbox.consume("consumer", body, handle);
-            }
-            if (r.status == consume_status::processed)
-                kp.pass("consumer-after-commit");
-            co_return r;
-        },
-        a.port);
+    crash_inbox box{inbox, kp, a.broken == "inbox"};
+    http::server server(ioc, {.port = a.port});
+    http::add_consumer(server, "/events", box, "consumer", handle);
+    server.start();
     ioc.run();
     return 0;
 }
