@@ -27,6 +27,11 @@
 #                                           # outbox and relay, a consumer behind an inbox, 2000
 #                                           # kills by default, checked at the end (other
 #                                           # arguments go to dtx_messages_crash)
+#
+#   scripts/soak.sh --postgres-messages     # the PostgreSQL messages crash test instead: three
+#                                           # nodes (producers, relays, an inbox consumer) on one
+#                                           # database, 500 kills by default, checked at the end
+#                                           # (other arguments go to dtx_postgres_messages_crash)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +47,11 @@ if [ "${1:-}" = --messages ]; then
   shift
   DRIVER=dtx_messages_crash
   WORKLOAD=dtx_messages_crash # plays every role itself
+elif [ "${1:-}" = --postgres-messages ]; then
+  shift
+  DRIVER=dtx_postgres_messages_crash
+  WORKLOAD=dtx_postgres_messages_crash # plays every role itself
+  KILLS=${DTX_SOAK_KILLS:-500}
 elif [ "${1:-}" = --postgres ]; then
   shift
   DRIVER=dtx_crash_postgres_driver
@@ -65,7 +75,8 @@ fi
   cmake --build "$BUILD" --parallel "$(nproc)" --target "$DRIVER" "$WORKLOAD"
 } >&2
 
-if [ "$DRIVER" != dtx_messages_crash ]; then
+if [ "$DRIVER" = dtx_crash_driver ] || [ "$DRIVER" = dtx_crash_postgres_driver ] ||
+  [ "$DRIVER" = dtx_http_chaos ]; then
   ARGS=(--check-every "$CHECK_EVERY" --workload "$BUILD/tests/crash/$WORKLOAD")
 fi
 start=$SECONDS

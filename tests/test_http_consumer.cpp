@@ -2,11 +2,12 @@
 // the HTTP publisher to a route of dtx::http::server in front of a SQLite inbox. End to end with
 // a retry, duplicates acknowledged without a second effect, a poison message parked while other
 // keys flow, bad input refused with a JSON error while the server keeps serving, and the bearer
-// token.
+// token; and a PostgreSQL inbox behind the same route.
 #include <dtx/http/client.hpp>
 #include <dtx/http/consumer.hpp>
 #include <dtx/http/publisher.hpp>
 #include <dtx/http/server.hpp>
+#include <dtx/postgres/inbox.hpp>
 #include <dtx/relay.hpp>
 #include <dtx/sqlite/inbox.hpp>
 #include <dtx/sqlite/outbox.hpp>
@@ -25,6 +26,7 @@
 #include "support/http_server.hpp"
 #include "support/messaging.hpp"
 #include "support/model.hpp"
+#include "support/pg_server.hpp"
 
 using namespace dtx;
 using namespace dtx::test;
@@ -371,4 +373,40 @@ TEST_CASE("consumer endpoint: a route without the token; an invalid consumer nam
     envelope e{.id = make_message_id(), .destination = "d", .payload = {{"seq", 1}}};
     CHECK(c.exchange(post("/open", e.to_json())).result_int() == 200);
     CHECK(ship.runs == 1);
+}
+
+TEST_CASE("consumer endpoint: a PostgreSQL inbox behind the route processes each message once") {
+    const std::string conninfo = fresh_pg_database();
+    postgres::inbox inbox({.conninfo = conninfo});
+    std::atomic<int> runs{0};
+    postgres::inbox_handler handler = [&](postgres::connection& db, const envelope& e) {
+        if (e.payload.value("poison", false))
+            return failure("cannot ship that");
+        db.exec("INSERT INTO parcels (msg_id) VALUES ($1)", {e.id});
+        ++runs;
+        return success();
+    };
+    {
+        postgres::connection db(conninfo);
+        db.exec("CREATE TABLE parcels (msg_id text PRIMARY KEY)");
+    }
+    running_server srv(
+        {},
+        [&](http::server& server) {
+            http::add_consumer(server, "/events", inbox, "ship", handler);
+        },
+        false);
+    raw_client c(srv.port());
+    envelope e{.id = make_message_id(), .destination = "d", .payload = {{"seq", 1}}};
+    answer a = c.exchange(post("/events", e.to_json()));
+    CHECK(a.result_int() == 200);
+    CHECK(json_body(a.body()) == nlohmann::json{{"status", "processed"}});
+    a = c.exchange(post("/events", e.to_json()));
+    CHECK(a.result_int() == 200);
+    CHECK(json_body(a.body()) == nlohmann::json{{"status", "duplicate"}});
+    envelope poison{.id = make_message_id(), .destination = "d", .payload = {{"poison", true}}};
+    a = c.exchange(post("/events", poison.to_json()));
+    CHECK(a.result_int() == 422);
+    CHECK(json_body(a.body())["message"] == "cannot ship that");
+    CHECK(runs == 1);
 }

@@ -9,7 +9,6 @@
 
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -23,17 +22,6 @@ using namespace dtx::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct temp_dir {
-    std::filesystem::path dir =
-        std::filesystem::temp_directory_path() / ("dtx-outbox-" + make_gid());
-    temp_dir() { std::filesystem::create_directories(dir); }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
-    }
-    std::string file(const char* name) const { return (dir / name).string(); }
-};
 
 std::int64_t count(asio::io_context& ioc, sqlite::outbox& o, const char* where) {
     const std::string sql = std::string("SELECT COUNT(*) FROM dtx_outbox WHERE ") + where;

@@ -1,14 +1,15 @@
 #ifndef DTX_CONSUME_RESULT_HPP
 #define DTX_CONSUME_RESULT_HPP
 
-// What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>) made of a message, whatever the
-// transport that brought it; the transport answers the producer's relay from it (for HTTP: 200
-// for processed and duplicate, 422 for rejected, 503 for retry: <dtx/http/consumer.hpp>).
+// What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>, <dtx/postgres/inbox.hpp>) made
+// of a message, whatever the transport that brought it; the transport answers the producer's
+// relay from it (for HTTP: 200 for processed and duplicate, 422 for rejected, 503 for retry:
+// <dtx/http/consumer.hpp>).
 //
 // inbox_for<Inbox, Handler> is what a transport asks of an inbox: a member
 // consume(std::string consumer, envelope e, Handler handler) that gives an
-// asio::awaitable<consume_result>. dtx::sqlite::inbox has it (with its inbox_handler), and so may
-// a type of yours that wraps one (to count, to log, to test).
+// asio::awaitable<consume_result>. dtx::sqlite::inbox and dtx::postgres::inbox have it (each with
+// its inbox_handler), and so may a type of yours that wraps one (to count, to log, to test).
 
 #include <dtx/detail/config.hpp>
 #include <dtx/envelope.hpp>

@@ -1477,14 +1477,15 @@ DTX_NAMESPACE_END
 #ifndef DTX_CONSUME_RESULT_HPP
 #define DTX_CONSUME_RESULT_HPP
 
-// What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>) made of a message, whatever the
-// transport that brought it; the transport answers the producer's relay from it (for HTTP: 200
-// for processed and duplicate, 422 for rejected, 503 for retry: <dtx/http/consumer.hpp>).
+// What an idempotent consumer (an inbox: <dtx/sqlite/inbox.hpp>, <dtx/postgres/inbox.hpp>) made
+// of a message, whatever the transport that brought it; the transport answers the producer's
+// relay from it (for HTTP: 200 for processed and duplicate, 422 for rejected, 503 for retry:
+// <dtx/http/consumer.hpp>).
 //
 // inbox_for<Inbox, Handler> is what a transport asks of an inbox: a member
 // consume(std::string consumer, envelope e, Handler handler) that gives an
-// asio::awaitable<consume_result>. dtx::sqlite::inbox has it (with its inbox_handler), and so may
-// a type of yours that wraps one (to count, to log, to test).
+// asio::awaitable<consume_result>. dtx::sqlite::inbox and dtx::postgres::inbox have it (each with
+// its inbox_handler), and so may a type of yours that wraps one (to count, to log, to test).
 
 // #include <dtx/detail/config.hpp>
 // #include <dtx/envelope.hpp>
@@ -8027,7 +8028,7 @@ DTX_NAMESPACE_END
 
 // The consumer endpoint: one call makes a route of a dtx::http::server receive the messages that
 // producers' relays POST (dtx::http::publisher, <dtx/http/publisher.hpp>) and process each of
-// them once, through an inbox (<dtx/sqlite/inbox.hpp>).
+// them once, through an inbox (<dtx/sqlite/inbox.hpp> or <dtx/postgres/inbox.hpp>).
 //
 //   dtx::http::server srv(ioc, {.port = 8090});
 //   dtx::sqlite::inbox shipping({.path = "shipping.db"});
@@ -8068,9 +8069,9 @@ DTX_NAMESPACE_END
 // error) is never sent: consumer_options::on_result hears it.
 //
 // Any inbox works that has consume(consumer, envelope, handler) (the concept dtx::inbox_for of
-// <dtx/consume_result.hpp>): dtx::sqlite::inbox, or a type of yours that wraps one. The inbox
-// and the handler's captures must outlive the server's last request (until async_stop() has
-// completed), as everything a route refers to.
+// <dtx/consume_result.hpp>): dtx::sqlite::inbox, dtx::postgres::inbox, or a type of yours that
+// wraps one. The inbox and the handler's captures must outlive the server's last request (until
+// async_stop() has completed), as everything a route refers to.
 
 // #include <dtx/consume_result.hpp>
 // #include <dtx/detail/config.hpp>

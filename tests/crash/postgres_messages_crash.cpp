@@ -12,9 +12,11 @@
 //   - every poison message is parked as a dead letter and was never published after it was
 //     parked; nothing is left pending.
 //
-//   dtx_postgres_messages_crash [--kills K] [--nodes N] [--seed S] [--keep]
+//   dtx_postgres_messages_crash [--kills K] [--nodes N] [--seed S] [--keep] [--break inbox]
 //
 // Prints "postgres messages crash test: ..., invariants hold", or the violations and exits 1.
+// With --break inbox the consumer runs its handler without the inbox, and the test must fail
+// (CTest: postgres_messages_crash_without_inbox): the checks can see a message processed twice.
 
 #include <dtx/postgres/inbox.hpp>
 #include <dtx/postgres/outbox.hpp>
@@ -50,17 +52,17 @@ constexpr auto lease = 2s;
 constexpr std::int64_t delivery_lease_ms = std::chrono::milliseconds(lease).count() / 2;
 
 struct args {
-    std::string role = "driver", dir, conninfo, kill_at;
+    std::string role = "driver", dir, conninfo, kill_at, broken;
     int nth = 0, kills = 40, nodes = 3;
     std::uint64_t seed = std::random_device{}();
     bool drain = false, keep = false;
 };
 
 args parse(int argc, char** argv) {
-    const crash::command_line c(
-        argc, argv,
-        {"--role", "--dir", "--conninfo", "--kill-at", "--nth", "--kills", "--nodes", "--seed"},
-        {"--drain", "--keep"});
+    const crash::command_line c(argc, argv,
+                                {"--role", "--dir", "--conninfo", "--kill-at", "--nth", "--kills",
+                                 "--nodes", "--seed", "--break"},
+                                {"--drain", "--keep"});
     args a;
     a.role = c.text("--role", a.role);
     a.dir = c.text("--dir");
@@ -70,6 +72,9 @@ args parse(int argc, char** argv) {
     a.kills = c.number("--kills", a.kills);
     a.nodes = std::max(1, c.number("--nodes", a.nodes));
     a.seed = c.seed(a.seed);
+    a.broken = c.text("--break");
+    if (!a.broken.empty() && a.broken != "inbox")
+        throw std::invalid_argument("--break takes 'inbox'");
     a.drain = c.has("--drain");
     a.keep = c.has("--keep");
     return a;
@@ -125,6 +130,10 @@ int node(const args& a) {
             };
             co_await inbox.run<int>(publish);
             result = delivery_result::rejected("poison");
+        } else if (a.broken == "inbox") { // the handler alone: a redelivery runs it again
+            auto direct = [&e](postgres::connection& db) { return handle(db, e).is_success(); };
+            co_await inbox.run<bool>(direct);
+            kp.pass("after-delivery");
         } else {
             auto r = co_await inbox.consume("consumer", e, handler);
             if (r.status == consume_status::processed)
@@ -283,6 +292,8 @@ int driver(const args& a, const char* self) {
             argv.insert(argv.end(), {"--kill-at", kill_at, "--nth", std::to_string(nth)});
         if (drain)
             argv.push_back("--drain");
+        if (!a.broken.empty())
+            argv.insert(argv.end(), {"--break", a.broken});
         return std::make_unique<crash::child_process>(argv,
                                                       dir + "/node" + std::to_string(n) + ".log");
     };

@@ -1,34 +1,27 @@
 #ifndef DTX_TESTS_SUPPORT_RELAY_TEST_HPP
 #define DTX_TESTS_SUPPORT_RELAY_TEST_HPP
 
-// What the outbox tests of every database share: waiting for a condition, stopping a relay,
-// settling one message by hand, and a publisher that logs what it delivered.
+// What the outbox tests of every database share: waiting for a condition (messaging.hpp), stopping
+// a relay, settling one message by hand, and a publisher that logs what it delivered.
 
 #include <dtx/outbox_store.hpp>
 #include <dtx/publisher.hpp>
 #include <dtx/relay.hpp>
 
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 #include <chrono>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "messaging.hpp"
 
 namespace dtx::test {
 
-/// 1 once `done()` holds, 0 if it still does not after `limit`; polls every 2 ms.
+/// Awaits until `done()` holds: true, or false if it still does not after `limit`.
 template <class Pred>
-asio::awaitable<int> eventually(Pred done, std::chrono::milliseconds limit) {
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!done() && std::chrono::steady_clock::now() < end) {
-        t.expires_after(std::chrono::milliseconds(2));
-        co_await t.async_wait(asio::use_awaitable);
-    }
-    co_return done() ? 1 : 0;
+asio::awaitable<bool> eventually(Pred done, std::chrono::milliseconds limit) {
+    return wait_until(std::move(done), limit);
 }
 
 inline asio::awaitable<int> settled(outbox_store& o, std::string owner, outbox_settlement s) {

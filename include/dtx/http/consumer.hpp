@@ -3,7 +3,7 @@
 
 // The consumer endpoint: one call makes a route of a dtx::http::server receive the messages that
 // producers' relays POST (dtx::http::publisher, <dtx/http/publisher.hpp>) and process each of
-// them once, through an inbox (<dtx/sqlite/inbox.hpp>).
+// them once, through an inbox (<dtx/sqlite/inbox.hpp> or <dtx/postgres/inbox.hpp>).
 //
 //   dtx::http::server srv(ioc, {.port = 8090});
 //   dtx::sqlite::inbox shipping({.path = "shipping.db"});
@@ -44,9 +44,9 @@
 // error) is never sent: consumer_options::on_result hears it.
 //
 // Any inbox works that has consume(consumer, envelope, handler) (the concept dtx::inbox_for of
-// <dtx/consume_result.hpp>): dtx::sqlite::inbox, or a type of yours that wraps one. The inbox
-// and the handler's captures must outlive the server's last request (until async_stop() has
-// completed), as everything a route refers to.
+// <dtx/consume_result.hpp>): dtx::sqlite::inbox, dtx::postgres::inbox, or a type of yours that
+// wraps one. The inbox and the handler's captures must outlive the server's last request (until
+// async_stop() has completed), as everything a route refers to.
 
 #include <dtx/consume_result.hpp>
 #include <dtx/detail/config.hpp>
