@@ -25,6 +25,9 @@
 //     loop the business transaction with its message. Baseline: the same transaction through the
 //     same outbox.run(), without the message. Goal: time per transaction <= 1.2 x the baseline's
 //     (`cost_ratio`). No relay runs; each line starts on a fresh database.
+//   - outbox_write_pg_c1, outbox_write_pg_c32: the same on dtx::postgres::outbox (default
+//     options), on a throwaway PostgreSQL server with default settings (fsync, synchronous_commit
+//     on) started by tests/support/pg_server.sh, where the server binaries are installed.
 //   - messages_http_c32: 32 workers commit messages while a dtx::relay (default options, on the
 //     same io_context thread) delivers them through dtx::http::publisher to the consumer. A run
 //     of N messages lasts from the first commit to the relay's settlement of the last (the
@@ -61,6 +64,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -80,6 +84,12 @@
 #include "bench_http_support.hpp"
 #include "bench_process_support.hpp"
 #include "bench_support.hpp"
+
+#ifdef DTX_BENCH_HAVE_POSTGRES
+#include <dtx/postgres/outbox.hpp>
+
+#include "bench_postgres_support.hpp"
+#endif
 
 namespace bench {
 
@@ -107,16 +117,17 @@ int create_accounts(dtx::sqlite::connection& db) {
     return 0;
 }
 
-template <class Store>
-asio::awaitable<void> open_accounts(Store* store) {
-    co_await store->template run<int>(create_accounts);
+template <class Store, class Fn>
+asio::awaitable<void> open_accounts(Store* store, Fn fn) {
+    co_await store->template run<int>(std::move(fn));
 }
 
-/// Creates the `account` table through `store` (an outbox or an inbox) and fills it.
-template <class Store>
-void create_accounts_in(Store& store) {
+/// Creates the `account` table through `store` (an outbox or an inbox) with `fn` (by default,
+/// create_accounts: SQLite) and fills it.
+template <class Store, class Fn = int (*)(dtx::sqlite::connection&)>
+void create_accounts_in(Store& store, Fn fn = create_accounts) {
     asio::io_context ioc(1);
-    asio::co_spawn(ioc, open_accounts(&store), [](std::exception_ptr e) {
+    asio::co_spawn(ioc, open_accounts(&store, std::move(fn)), [](std::exception_ptr e) {
         if (e)
             std::rethrow_exception(e);
     });
@@ -270,6 +281,15 @@ private:
     asio::steady_timer* settled_ = nullptr;
 };
 
+/// The message of a transaction on `account`: to `destination`, the account in its payload, its
+/// id made by add().
+dtx::message message_to(const std::string& destination, std::int64_t account) {
+    dtx::message m;
+    m.destination = destination;
+    m.payload = {{"account", account}};
+    return m;
+}
+
 /// The producer's database, outbox and the message each transaction adds.
 struct producer_db {
     std::string path;
@@ -288,13 +308,8 @@ struct producer_db {
         return static_cast<std::int64_t>(k % static_cast<std::uint64_t>(n_accounts));
     }
 
-    /// The message of a transaction on `account`: to the consumer, the account in its payload,
-    /// its id made by add().
     dtx::message message_for(std::int64_t account) const {
-        dtx::message m;
-        m.destination = destination;
-        m.payload = {{"account", account}};
-        return m;
+        return message_to(destination, account);
     }
 };
 
@@ -568,18 +583,16 @@ void put_spent(nlohmann::ordered_json& j, const counters_now& spent, std::size_t
     j["fs"] = fs_type;
 }
 
-void outbox_write_line(run_context& ctx, std::size_t c) {
-    const std::string name = "outbox_write_c" + std::to_string(c);
+/// A line of business transactions with a message (`make_op(true)`) against the same without
+/// (`make_op(false)`), on `c` workers, after 2,000 transactions of warm-up (the WAL past its first
+/// checkpoint, as a long-running service's database is).
+template <class MakeOp>
+void write_line(run_context& ctx, const std::string& name, std::size_t c, MakeOp make_op) {
     const double load = load_average();
-    const std::string path = ctx.dir + "/" + name + ".db";
-    remove_db(path);
-    std::optional<producer_db> db;
-    db.emplace(path, ctx.consumer->url());
-    // Past the WAL's first checkpoint, as a long-running service's database is.
-    run_workers(business_tx{&*db, true}, 8, 2'000, name + " warm-up");
+    run_workers(make_op(true), 8, 2'000, name + " warm-up");
     const auto side = [&](bool with_message) {
         return [&, with_message](std::size_t n) {
-            return run_workers(business_tx{&*db, with_message}, c, n, name);
+            return run_workers(make_op(with_message), c, n, name);
         };
     };
     const std::size_t rounds = ctx.o.fixed_tx ? 1 : slices;
@@ -607,7 +620,16 @@ void outbox_write_line(run_context& ctx, std::size_t c) {
     j["loadavg"] = load;
     j["fs"] = ctx.fs_type;
     std::cout << j.dump() << std::endl;
-    db.reset();
+}
+
+void outbox_write_line(run_context& ctx, std::size_t c) {
+    const std::string name = "outbox_write_c" + std::to_string(c);
+    const std::string path = ctx.dir + "/" + name + ".db";
+    remove_db(path);
+    {
+        producer_db db(path, ctx.consumer->url());
+        write_line(ctx, name, c, [&](bool with_message) { return business_tx{&db, with_message}; });
+    }
     remove_db(path);
 }
 
@@ -731,8 +753,77 @@ std::optional<std::size_t> number_after(std::string_view arg, std::string_view p
     return static_cast<std::size_t>(n);
 }
 
-const std::vector<std::string> line_names{"outbox_write_c1", "outbox_write_c32",
-                                          "messages_http_c32", "messages_http_c1", "relay_catchup"};
+// ---- the outbox write on PostgreSQL ------------------------------------------------------------
+
+#ifdef DTX_BENCH_HAVE_POSTGRES
+
+/// The producer's database on PostgreSQL: the same `account` table and messages as producer_db.
+struct pg_producer {
+    dtx::postgres::outbox outbox;
+    std::string destination;
+    std::atomic<std::uint64_t> next{0}; // run() works on two connections, each with its thread
+
+    pg_producer(const std::string& conninfo, std::string dest)
+        : outbox(dtx::postgres::outbox_options{.conninfo = conninfo})
+        , destination(std::move(dest)) {
+        create_accounts_in(outbox, [](dtx::postgres::connection& db) {
+            db.exec("CREATE TABLE IF NOT EXISTS account (id bigint PRIMARY KEY, balance bigint NOT "
+                    "NULL)");
+            db.exec("INSERT INTO account SELECT g, 1000000000 FROM generate_series(0, 999) g ON "
+                    "CONFLICT DO NOTHING");
+            return 0;
+        });
+    }
+};
+
+/// business_tx on PostgreSQL.
+struct pg_business_tx {
+    pg_producer* p;
+    bool with_message;
+
+    asio::awaitable<bool> operator()() const {
+        auto fn = [this](dtx::postgres::connection& db) {
+            const auto account = static_cast<std::int64_t>(p->next++ % n_accounts);
+            const std::string id = std::to_string(account);
+            const bool updated =
+                db.exec("UPDATE account SET balance = balance - 1 WHERE id = $1::bigint", {id})
+                    .affected() == 1;
+            if (with_message)
+                p->outbox.add(db, message_to(p->destination, account));
+            return updated ? 1 : 0;
+        };
+        const int ok = co_await p->outbox.run<int>(std::move(fn));
+        co_return ok == 1;
+    }
+};
+
+/// The outbox_write lines on a throwaway PostgreSQL server (default settings: fsync and
+/// synchronous_commit on), the outbox with its default options (two connections, NOTIFY).
+void outbox_write_pg_lines(run_context& ctx) {
+    std::optional<pg::server> server;
+    try {
+        server.emplace();
+    } catch (const pg::unavailable& e) {
+        std::cerr << "bench_messages: no PostgreSQL lines: " << e.what() << "\n";
+        return;
+    }
+    pg_producer producer(server->conninfo(), ctx.consumer->url());
+    for (std::size_t c : {std::size_t{1}, std::size_t{32}}) {
+        const std::string name = "outbox_write_pg_c" + std::to_string(c);
+        if (!ctx.o.selected(name))
+            continue;
+        std::cerr << "== " << name << "\n";
+        write_line(ctx, name, c, [&](bool with_message) {
+            return pg_business_tx{&producer, with_message};
+        });
+    }
+}
+
+#endif
+
+const std::vector<std::string> line_names{
+    "outbox_write_c1",   "outbox_write_c32", "outbox_write_pg_c1", "outbox_write_pg_c32",
+    "messages_http_c32", "messages_http_c1", "relay_catchup"};
 
 int producer_main(run_context& ctx, const std::string& parent) {
     scratch_dir dir("dtx_bench_messages_", parent);
@@ -748,6 +839,10 @@ int producer_main(run_context& ctx, const std::string& parent) {
             std::cerr << "== outbox_write_c" << c << "\n";
             outbox_write_line(ctx, c);
         }
+#ifdef DTX_BENCH_HAVE_POSTGRES
+    if (ctx.o.selected("outbox_write_pg_c1") || ctx.o.selected("outbox_write_pg_c32"))
+        outbox_write_pg_lines(ctx);
+#endif
     if (ctx.o.selected("messages_http_c32") || ctx.o.selected("messages_http_c1")) {
         pipeline p(consumer, dir.path() + "/producer.db", ctx.client);
         p.start_relay();
