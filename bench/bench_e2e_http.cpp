@@ -69,22 +69,16 @@
 #include <dtx/sqlite/barrier.hpp>
 #include <dtx/sqlite/journal.hpp>
 
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
-
 #include <nlohmann/json.hpp>
 
 #include <array>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <functional>
 #include <iostream>
-#include <istream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -92,10 +86,8 @@
 #include <vector>
 
 #include "bench_http_support.hpp"
+#include "bench_process_support.hpp"
 #include "bench_support.hpp"
-#include <fcntl.h>    // O_CLOEXEC
-#include <sys/wait.h> // waitpid
-#include <unistd.h>   // fork, execv, pipe2, dup2
 
 namespace bench {
 
@@ -111,31 +103,6 @@ struct transfer {
     std::int64_t amount = 0;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(transfer, account, amount)
-
-// ---- raw commits -------------------------------------------------------------------------------
-
-/// A database for raw commits (WAL, synchronous FULL), its WAL grown to its working size first:
-/// a commit that grows the file also makes the filesystem commit its metadata, which the long-
-/// running databases of the participants and the journal, whose WAL restarts from its beginning
-/// after each checkpoint, rarely pay.
-class raw_commit_db {
-public:
-    explicit raw_commit_db(const std::string& path)
-        : db_(path) {
-        db_.exec("PRAGMA journal_mode=WAL");
-        db_.exec("PRAGMA synchronous=OFF");
-        db_.exec("CREATE TABLE IF NOT EXISTS t (x INTEGER)");
-        for (int i = 0; i < 1500; ++i) // past the first checkpoint (1000 pages)
-            commit();
-        db_.exec("PRAGMA synchronous=FULL");
-    }
-    /// One single-row autocommit INSERT: with FULL, one fsync of the WAL.
-    void commit() { db_.prepare("INSERT INTO t VALUES (?)").bind(next_++).run(); }
-
-private:
-    dtx::sqlite::connection db_;
-    std::int64_t next_ = 0;
-};
 
 // ---- the participant process -------------------------------------------------------------------
 
@@ -192,13 +159,6 @@ asio::awaitable<void> open_accounts(dtx::sqlite::barrier* barrier) {
     co_await barrier->run<int>(create_accounts);
 }
 
-/// Writes one line to the parent (standard output is a pipe to it).
-void tell_parent(const nlohmann::ordered_json& j) {
-    const std::string line = j.dump() + "\n";
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fflush(stdout);
-}
-
 /// Branch calls the participant's server answered, and their time from first byte to last.
 struct served {
     std::uint64_t requests = 0;
@@ -228,26 +188,19 @@ struct floor_commit {
 asio::awaitable<void> control_loop(dtx::sqlite::barrier* barrier, dtx::http::server* server,
                                    std::array<asio::ip::tcp::acceptor*, 2> bare,
                                    const served* calls, const std::uint64_t* floor_commits) {
-    asio::posix::stream_descriptor in(co_await asio::this_coro::executor, ::dup(STDIN_FILENO));
-    asio::streambuf buf;
-    for (;;) {
-        auto [ec, n] = co_await asio::async_read_until(in, buf, '\n', http::use_tuple);
-        if (ec)
-            break;
-        std::istream is(&buf);
-        std::string command;
-        std::getline(is, command);
-        if (command == "stats") {
-            const dtx::sqlite::barrier_stats st = barrier->stats();
-            nlohmann::ordered_json j;
-            j["commits"] = st.commits;
-            j["operations"] = st.operations;
-            j["requests"] = calls->requests;
-            j["request_ns"] = calls->ns;
-            j["floor_commits"] = *floor_commits;
-            tell_parent(j);
-        }
-    }
+    std::function<void(const std::string&)> on_command = [&](const std::string& command) {
+        if (command != "stats")
+            return;
+        const dtx::sqlite::barrier_stats st = barrier->stats();
+        nlohmann::ordered_json j;
+        j["commits"] = st.commits;
+        j["operations"] = st.operations;
+        j["requests"] = calls->requests;
+        j["request_ns"] = calls->ns;
+        j["floor_commits"] = *floor_commits;
+        tell_parent(j);
+    };
+    co_await read_commands(std::move(on_command));
     boost::system::error_code ignored;
     for (asio::ip::tcp::acceptor* a : bare)
         a->close(ignored);
@@ -302,40 +255,13 @@ int participant_main(const std::string& db_path, bool synchronous_full) {
 class participant_process {
 public:
     participant_process(const std::string& self, std::string db, bool synchronous_full)
-        : db_(std::move(db)) {
-        int to[2], from[2];
-        if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0)
-            throw std::runtime_error("cannot make a pipe");
-        const std::string arg = "--participant=" + db_;
-        const char* sync = synchronous_full ? nullptr : "--normal";
-        pid_ = ::fork();
-        if (pid_ < 0)
-            throw std::runtime_error("cannot fork");
-        if (pid_ == 0) {
-            ::dup2(to[0], STDIN_FILENO);
-            ::dup2(from[1], STDOUT_FILENO);
-            char* argv[] = {const_cast<char*>(self.c_str()), const_cast<char*>(arg.c_str()),
-                            const_cast<char*>(sync), nullptr};
-            ::execv(self.c_str(), argv);
-            std::_Exit(127);
-        }
-        ::close(to[0]);
-        ::close(from[1]);
-        to_ = ::fdopen(to[1], "w");
-        from_ = ::fdopen(from[0], "r");
-        try {
-            const nlohmann::json ports = read_line();
-            dtx_port_ = ports.at("dtx_port").get<std::uint16_t>();
-            bare_port_ = ports.at("bare_port").get<std::uint16_t>();
-            floor_port_ = ports.at("floor_port").get<std::uint16_t>();
-        } catch (...) {
-            stop();
-            throw;
-        }
+        : db_(std::move(db))
+        , child_(self, arguments(db_, synchronous_full), "participant process " + db_) {
+        const nlohmann::json ports = child_.read_line();
+        dtx_port_ = ports.at("dtx_port").get<std::uint16_t>();
+        bare_port_ = ports.at("bare_port").get<std::uint16_t>();
+        floor_port_ = ports.at("floor_port").get<std::uint16_t>();
     }
-    participant_process(const participant_process&) = delete;
-    participant_process& operator=(const participant_process&) = delete;
-    ~participant_process() { stop(); }
 
     std::uint16_t dtx_port() const noexcept { return dtx_port_; }
     std::uint16_t bare_port() const noexcept { return bare_port_; }
@@ -344,54 +270,21 @@ public:
 
     /// The participant's counters so far: barrier commits, requests served, their time (ns),
     /// the protocol floor's commits.
-    nlohmann::json stats() {
-        std::fputs("stats\n", to_);
-        std::fflush(to_);
-        return read_line();
-    }
+    nlohmann::json stats() { return child_.ask("stats"); }
 
     /// CPU time (ns, user and system) the process has used so far; -1 if unknown.
-    std::int64_t cpu_ns() const {
-        std::ifstream f("/proc/" + std::to_string(pid_) + "/stat");
-        std::string stat;
-        std::getline(f, stat);
-        const auto close_paren = stat.rfind(')');
-        if (close_paren == std::string::npos)
-            return -1;
-        std::istringstream fields(stat.substr(close_paren + 2));
-        std::string skip;
-        for (int i = 3; i < 14; ++i) // fields 3..13: state .. majflt
-            fields >> skip;
-        long long utime = 0, stime = 0;
-        if (!(fields >> utime >> stime))
-            return -1;
-        return (utime + stime) * (1'000'000'000 / ::sysconf(_SC_CLK_TCK));
-    }
+    std::int64_t cpu_ns() const { return child_.cpu_ns(); }
 
 private:
-    /// Closes the process's standard input (it stops its server and exits) and waits for it.
-    void stop() noexcept {
-        if (to_)
-            std::fclose(to_);
-        to_ = nullptr;
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        if (from_)
-            std::fclose(from_);
-        from_ = nullptr;
-    }
-
-    nlohmann::json read_line() {
-        char line[4096];
-        if (!std::fgets(line, sizeof line, from_))
-            throw std::runtime_error("participant process " + db_ + " ended");
-        return nlohmann::json::parse(line);
+    static std::vector<std::string> arguments(const std::string& db, bool synchronous_full) {
+        std::vector<std::string> args{"--participant=" + db};
+        if (!synchronous_full)
+            args.emplace_back("--normal");
+        return args;
     }
 
     std::string db_;
-    pid_t pid_ = -1;
-    FILE* to_ = nullptr;
-    FILE* from_ = nullptr;
+    child_process child_;
     std::uint16_t dtx_port_ = 0, bare_port_ = 0, floor_port_ = 0;
 };
 
@@ -477,12 +370,9 @@ struct counters_now {
         served_ns += after.served_ns - before.served_ns;
         sync_writes += after.sync_writes - before.sync_writes;
         sync_write_ns += after.sync_write_ns - before.sync_write_ns;
-        const auto add_cpu = [](std::int64_t& sum, std::int64_t a, std::int64_t b) {
-            sum = sum < 0 || a < 0 || b < 0 ? -1 : sum + (b - a);
-        };
-        add_cpu(io_cpu, before.io_cpu, after.io_cpu);
-        add_cpu(other_cpu, before.other_cpu, after.other_cpu);
-        add_cpu(participants_cpu, before.participants_cpu, after.participants_cpu);
+        cpu::add_spent(io_cpu, before.io_cpu, after.io_cpu);
+        cpu::add_spent(other_cpu, before.other_cpu, after.other_cpu);
+        cpu::add_spent(participants_cpu, before.participants_cpu, after.participants_cpu);
     }
 };
 
@@ -716,13 +606,6 @@ private:
     std::vector<std::uint32_t> last_commits_ns_, last_rounds_ns_;
 };
 
-double load_average() {
-    std::ifstream f("/proc/loadavg");
-    double one = -1;
-    f >> one;
-    return one;
-}
-
 // ---- the lines ---------------------------------------------------------------------------------
 
 /// Slices of each measurement per line (see `sliced`).
@@ -776,14 +659,9 @@ int coordinator_main(const cli_options& o, const std::string& parent, bool synch
             c, 100, request_seconds, o.fixed_tx * requests_per_tx);
         // A lone fsync and two at once cost very differently on some disks (on the VM of
         // docs/benchmarks.md, 4 ms against 0.3 ms): raw commits are measured both ways.
-        raw_commit_db raw_db0(dir.path() + "/baseline0.db"), raw_db1(dir.path() + "/baseline1.db");
+        raw_commit_pair raw_dbs(dir.path());
         const auto raw_commits = [&](std::size_t threads) {
-            return [&, threads](std::size_t n) {
-                return run_on_threads(threads, n * threads, [&](std::size_t t) {
-                    raw_commit_db* db = t == 0 ? &raw_db0 : &raw_db1;
-                    return [db] { db->commit(); };
-                });
-            };
+            return [&, threads](std::size_t n) { return raw_dbs.run(threads, n); };
         };
         sliced commits(raw_commits(1), 1, 8, slice / 8, o.fixed_tx * 4);
         sliced paired_commits(raw_commits(2), 1, 8, slice / 8, o.fixed_tx * 4);

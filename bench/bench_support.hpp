@@ -460,6 +460,12 @@ inline std::int64_t other_threads_ns() {
 #endif
 }
 
+/// Adds the CPU time spent between the readings `before` and `after` to `sum`; any of them
+/// negative (unknown) makes the sum unknown (-1).
+inline void add_spent(std::int64_t& sum, std::int64_t before, std::int64_t after) {
+    sum = sum < 0 || before < 0 || after < 0 ? -1 : sum + (after - before);
+}
+
 } // namespace cpu
 
 /// Where the benchmarks' database files go: $DTX_BENCH_DIR, else $TMPDIR, else /var/tmp. It must

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmarks in Release (-O2, build/bench) and runs every bench_*
 # executable (bench_core, bench_sqlite, bench_postgres, bench_barrier,
-# bench_http_server, bench_e2e_http, ...), or only those named in $DTX_BENCHES.
+# bench_http_server, bench_e2e_http, bench_messages, ...), or only those named in $DTX_BENCHES.
 # Benchmarks print JSON lines on stdout; build output goes to stderr so that
 # stdout stays pure JSON lines. Arguments are passed to every benchmark run.
 #

@@ -83,6 +83,58 @@ TEST_CASE("outbox: a lease left by a relay that died is taken over when it expir
     check_lease_takeover(outbox, [&] { return count(ioc, outbox, "state = 1"); });
 }
 
+TEST_CASE("outbox: the relay's queries read delivered and parked rows through an index") {
+    // A query that read the whole table would cost every claim the outbox's whole history.
+    temp_dir dir;
+    asio::io_context ioc;
+    sqlite::outbox outbox({.path = dir.file("orders.db")});
+    for (const char* key : {"a", "b", "c"}) {
+        auto add = [&](sqlite::connection& db) {
+            return outbox.add(db, {.destination = "d", .key = key, .payload = {{"k", key}}});
+        };
+        run(ioc, outbox.run<std::string>(add));
+    }
+    const outbox_claim claimed = run(ioc, outbox.claim("r", 60s, 10));
+    REQUIRE(claimed.messages.size() == 3);
+    run(ioc, settled(outbox, "r", {claimed.messages[0].id, delivery_status::delivered, {}, {}}));
+    run(ioc, settled(outbox, "r", {claimed.messages[1].id, delivery_status::rejected, "no", {}}));
+    run(ioc, outbox.claim("r", 60s, 10)); // what the relay runs, with a parked key
+    CHECK(run(ioc, outbox.dead_letters(10, {})).size() == 1);
+    CHECK(run(ioc, outbox.clean_delivered(std::chrono::system_clock::now() + 1h, 10)) == 1);
+
+    // Every statement the outbox has prepared on its connection, planned again.
+    auto plans = [](sqlite::connection& db) {
+        std::vector<std::string> sql;
+        for (sqlite3_stmt* st = sqlite3_next_stmt(db.get(), nullptr); st;
+             st = sqlite3_next_stmt(db.get(), st))
+            if (const char* text = sqlite3_sql(st);
+                text && std::string_view(text).find("dtx_outbox") != std::string_view::npos)
+                sql.emplace_back(text);
+        std::map<std::string, std::vector<std::string>> steps; // statement -> its plan
+        for (const std::string& s : sql) {
+            auto& plan = db.prepare("EXPLAIN QUERY PLAN " + s);
+            while (plan.step())
+                steps[s].emplace_back(plan.text(3));
+        }
+        db.reset_statements();
+        return steps;
+    };
+    const auto steps = run(ioc, outbox.run<std::map<std::string, std::vector<std::string>>>(plans));
+    int of_done_rows = 0; // statements that look for delivered or parked rows
+    for (const auto& [sql, plan] : steps) {
+        if (sql.find("WHERE state <> 0 AND state =") == std::string::npos &&
+            sql.find("WHERE state = 1") == std::string::npos &&
+            sql.find("WHERE state = 2") == std::string::npos)
+            continue;
+        ++of_done_rows;
+        for (const std::string& step : plan) {
+            INFO(sql);
+            CHECK(step != "SCAN dtx_outbox");
+        }
+    }
+    CHECK(of_done_rows == 3); // the parked keys of a claim, the dead letters, the cleanup
+}
+
 TEST_CASE("inbox: each message is processed once, also when copies arrive together") {
     temp_dir dir;
     asio::io_context ioc;

@@ -12005,7 +12005,10 @@ DTX_NAMESPACE_END
 //
 // The tables (dtx_outbox; version in dtx_meta under "outbox_version") live beside the business
 // tables and the barrier's. A message's order among those of its key is its commit order: SQLite
-// has one writer at a time, so row ids increase in commit order.
+// has one writer at a time, so row ids increase in commit order. Queries of delivered or parked
+// rows say `state <> 0` besides the state they want: SQLite uses a partial index only when the
+// query's WHERE holds the index's condition as written, and without it every claim would read the
+// whole table.
 
 // #include <dtx/detail/outbox_logic.hpp>
 // #include <dtx/detail/storage.hpp>
@@ -12112,7 +12115,7 @@ public:
             [limit, after = std::move(after)](sqlite::connection& db) {
                 auto& st = db.prepare(
                     "SELECT id, destination, msg_key, headers, payload, attempts, created_ms, seq, "
-                    "last_error, done_ms FROM dtx_outbox WHERE state = 2 "
+                    "last_error, done_ms FROM dtx_outbox WHERE state <> 0 AND state = 2 "
                     "AND seq > COALESCE((SELECT seq FROM dtx_outbox WHERE id = ?), -1) "
                     "ORDER BY seq LIMIT ?");
                 st.bind(after, limit);
@@ -12145,7 +12148,7 @@ public:
                                                  std::size_t batch) override {
         return worker_.run<std::size_t>([before, batch](sqlite::connection& db) {
             db.prepare("DELETE FROM dtx_outbox WHERE seq IN (SELECT seq FROM dtx_outbox "
-                       "WHERE state = 1 AND done_ms <= ? LIMIT ?)")
+                       "WHERE state <> 0 AND state = 1 AND done_ms <= ? LIMIT ?)")
                 .bind(detail::to_ms(before), batch)
                 .run();
             return static_cast<std::size_t>(db.changes());
@@ -12192,7 +12195,8 @@ private:
         // for a retry or for its time). Pending messages are read in commit order from their
         // covering index, so only the first of each key is a candidate.
         std::unordered_set<std::string> held;
-        auto& parked = db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state = 2");
+        auto& parked =
+            db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state <> 0 AND state = 2");
         for (parked.bind(); parked.step();)
             held.emplace(parked.text(0));
         std::vector<std::int64_t> seqs;
