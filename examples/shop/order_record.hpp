@@ -65,6 +65,34 @@ inline std::optional<order_record> find_order(dtx::sqlite::connection& c, const 
     return o;
 }
 
+/// Moves the order of `s` from state s.from to `to`; failure if it is not in s.from.
+inline dtx::outcome move_order(dtx::sqlite::connection& c, const order_step& s,
+                               const std::string& from, const std::string& to) {
+    c.prepare("UPDATE orders SET state = ?1 WHERE id = ?2 AND state = ?3")
+        .bind(to, s.order_id, from)
+        .run();
+    if (c.changes() == 1)
+        return dtx::success();
+    return dtx::failure("order " + s.order_id + " is not " + from);
+}
+
+/// A phase-2 move (confirm, cancel, compensate) must succeed: the barrier runs it once, after its
+/// try or action. Anything else is a bug, reported as an unknown result (and retried).
+inline dtx::outcome move_order_or_throw(dtx::sqlite::connection& c, const order_step& s,
+                                        const std::string& from, const std::string& to) {
+    dtx::outcome o = move_order(c, s, from, to);
+    if (!o.is_success())
+        throw std::logic_error(o.message() + " (moving it to " + to + ")");
+    return o;
+}
+
+/// What the order's messages say about it (the mail service's event, the merchant's
+/// notification, and the notification query's answer).
+inline nlohmann::json order_result(const order_record& o) {
+    return {{"order_id", o.id}, {"customer", o.customer}, {"sku", o.sku},
+            {"qty", o.qty},     {"amount", o.amount},     {"state", o.state}};
+}
+
 /// Largest quantity of one order.
 inline constexpr std::int64_t max_qty = 1'000'000'000;
 
