@@ -419,17 +419,7 @@ private:
         const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
                                         .count();
-        auto insert = [o, now_ms](connection& c) {
-            if (std::optional<order_record> old = find_order(c, o.id))
-                return *old;
-            c.prepare("INSERT INTO orders (id, customer, sku, qty, amount, points, ship_to, state, "
-                      "checkout_gid, fulfilment_gid, created_ms) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(o.id, o.customer, o.sku, o.qty, o.amount, o.points, o.ship_to, o.state,
-                      o.checkout_gid, o.fulfilment_gid, now_ms)
-                .run();
-            return o;
-        };
+        auto insert = [o, now_ms](connection& c) { return store_order(c, o, now_ms); };
         order_record stored;
         try {
             stored = co_await orders_.run<order_record>(std::move(insert));
@@ -451,21 +441,6 @@ private:
                        [done](std::exception_ptr) { done->cancel(); });
         co_await done->async_wait(asio::as_tuple(asio::use_awaitable));
         co_return co_await show(o.id);
-    }
-
-    /// The answer to an order_id that is stored already: the stored order if `asked` is the same
-    /// order, else 409.
-    static http::reply answer_repeat(const order_record& stored, const order_record& asked) {
-        if (stored.customer != asked.customer || stored.sku != asked.sku ||
-            stored.qty != asked.qty || stored.ship_to != asked.ship_to)
-            throw http::error_reply(409, "order_id_conflict",
-                                    "order " + stored.id +
-                                        " exists with another customer, sku, qty or ship_to");
-        return answer_order(stored);
-    }
-
-    static http::reply answer_order(const order_record& o) {
-        return http::reply::json(is_final_state(o.state) ? 200 : 202, o);
     }
 
     asio::awaitable<std::optional<order_record>> load(std::string id) {
