@@ -32,6 +32,8 @@
 
 #include <chrono>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 

@@ -208,10 +208,11 @@ inline void prepare_database(const std::string& path,
 
 // ---- fault points ---------------------------------------------------------------------------
 
-/// `--pause-at OP[:WHO]`: the first time operation OP (of a participant, or a journal write of
-/// the coordinator) concerns WHO (an account or customer; any if empty), the process stops
-/// answering anything, as a hung process does, and says so in its log; the demo then kills it
-/// with SIGKILL. Nothing in it ever resumes.
+/// `--pause-at OP[:WHO]`: the first time operation OP (of a participant, a journal write of the
+/// coordinator, or `relay`: a delivery of the order service's relay, order_messages.hpp) concerns
+/// WHO (an account or customer; any if empty), the process stops answering anything, as a hung
+/// process does, and says so in its log; the demo then kills it with SIGKILL. Nothing in it ever
+/// resumes.
 struct pause_point {
     std::string op;
     std::string who;
