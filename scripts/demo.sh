@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one command that sets up a fresh Debian 12 machine, builds the shop example (RelWithDebInfo,
-# build/gcc) and runs its demo: five services on 127.0.0.1, orders that succeed, are refused, lose
-# their shipment, lose their payment service and lose their coordinator (both killed with SIGKILL),
-# and the invariants checked across every service's database. examples/shop/README.md tells what
-# to look at.
+# build/gcc) and runs its demo: seven services on 127.0.0.1, orders that succeed, are refused, lose
+# their shipment, lose their payment service, their coordinator and their message relay (each
+# killed with SIGKILL), messages to a mail service and notifications to a merchant's webhook that
+# is down for a while, and the invariants checked across every service's database.
+# examples/shop/README.md tells what to look at.
 #
 #   scripts/demo.sh                                       # the story (a few seconds)
 #   scripts/demo.sh load [--orders N] [--concurrency C]   # load mode: 10,000 orders at 32 by default

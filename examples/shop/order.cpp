@@ -4,13 +4,15 @@
 //              --inventory-url URL --payment-url URL --loyalty-url URL --shipment-url URL
 //              [--customers alice,bob,carol,dave,erin] [--merchant shop]
 //              [--call-timeout-ms 2000] [--retry-max-ms 1000] [--tx-timeout-ms 30000]
-//              [--pause-at OP[:WHO]]
+//              [--mail-url URL] [--merchant-url URL] [--relay-lease-ms 60000]
+//              [--notify-retry-ms N] [--pause-at OP[:WHO]]
 //
 // The API is two application routes on a dtx::http::server (so it has the server's limits,
 // timeouts and JSON errors), plus the server's health endpoint:
 //
 //   POST /orders       {"order_id":"o-1","customer":"alice","sku":"apple","qty":3,"ship_to":"Berlin"}
 //   GET  /orders/{id}  the order and its state
+//   GET  /order-results/{id}  what the merchant's notification of the order says (order_messages.hpp)
 //   GET  /health
 //
 // An order is two transactions, chained by the order's state in orders.db:
@@ -22,6 +24,9 @@
 //                         shipment_failed (paid, not shipped).
 // The order's own state changes are branches too (participants "order" and "order-state", local,
 // under the barrier of orders.db), so recovery moves the order along with the other services.
+// The local transaction that moves an order to its final state also adds its messages to the
+// outbox in orders.db (order_messages.hpp): order_completed for the mail service, a notification
+// for the merchant; the relay delivers them.
 #include <dtx/http.hpp>
 #include <dtx/sqlite/journal.hpp>
 
@@ -35,6 +40,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "order_messages.hpp"
 #include "order_record.hpp"
 #include "shop.hpp"
 
@@ -43,27 +49,6 @@ namespace {
 
 namespace http = dtx::http;
 using dtx::sqlite::connection;
-
-/// Moves the order of `s` from state s.from to `to`; failure if it is not in s.from.
-dtx::outcome move_order(connection& c, const order_step& s, const std::string& from,
-                        const std::string& to) {
-    c.prepare("UPDATE orders SET state = ?1 WHERE id = ?2 AND state = ?3")
-        .bind(to, s.order_id, from)
-        .run();
-    if (c.changes() == 1)
-        return dtx::success();
-    return dtx::failure("order " + s.order_id + " is not " + from);
-}
-
-/// A phase-2 move (confirm, cancel, compensate) must succeed: the barrier runs it once, after its
-/// try or action. Anything else is a bug, reported as an unknown result (and retried).
-dtx::outcome move_order_or_throw(connection& c, const order_step& s, const std::string& from,
-                                 const std::string& to) {
-    dtx::outcome o = move_order(c, s, from, to);
-    if (!o.is_success())
-        throw std::logic_error(o.message() + " (moving it to " + to + ")");
-    return o;
-}
 
 class order_service {
 public:
@@ -77,6 +62,7 @@ public:
         , shipment_(s.require("shipment-url"))
         , port_(static_cast<std::uint16_t>(s.number("port", 8080)))
         , pause_(pause_point::parse(s.get("pause-at", "")))
+        , messages_(ioc, s, log_, pause_)
         , orders_((prepare(), dtx::sqlite::barrier_options{.path = db_path_}))
         , journal_({.path = s.require("journal")})
         , http_(ioc.get_executor())
@@ -85,32 +71,33 @@ public:
         for (const std::string& c : split(s.get("customers", "alice,bob,carol,dave,erin")))
             customers_.insert(c);
         merchant_ = s.get("merchant", "shop");
-        participants_.add_tcc("order",
-                              orders_.tcc({
-                                  .on_try = dtx::sqlite::typed_handler<order_step>(
-                                      [](connection& c, const dtx::branch_request&, order_step st) {
-                                          return move_order(c, st, st.from, st.to);
-                                      }),
-                                  .on_confirm = dtx::sqlite::typed_handler<order_step>(
-                                      [](connection& c, const dtx::branch_request&, order_step st) {
-                                          return move_order_or_throw(c, st, st.to, "paid");
-                                      }),
-                                  .on_cancel = dtx::sqlite::typed_handler<order_step>(
-                                      [](connection& c, const dtx::branch_request&, order_step st) {
-                                          return move_order_or_throw(c, st, st.to, st.undo);
-                                      }),
-                              }));
+        participants_.add_tcc(
+            "order", orders_.tcc({
+                         .on_try = dtx::sqlite::typed_handler<order_step>(
+                             [this](connection& c, const dtx::branch_request&, order_step st) {
+                                 return move(c, st, st.from, st.to, false);
+                             }),
+                         .on_confirm = dtx::sqlite::typed_handler<order_step>(
+                             [this](connection& c, const dtx::branch_request&, order_step st) {
+                                 return move(c, st, st.to, "paid", true);
+                             }),
+                         .on_cancel = dtx::sqlite::typed_handler<order_step>(
+                             [this](connection& c, const dtx::branch_request&, order_step st) {
+                                 return move(c, st, st.to, st.undo, true);
+                             }),
+                     }));
         participants_.add_saga(
-            "order-state", orders_.saga({
-                               .on_action = dtx::sqlite::typed_handler<order_step>(
-                                   [](connection& c, const dtx::branch_request&, order_step st) {
-                                       return move_order(c, st, st.from, st.to);
-                                   }),
-                               .on_compensate = dtx::sqlite::typed_handler<order_step>(
-                                   [](connection& c, const dtx::branch_request&, order_step st) {
-                                       return move_order_or_throw(c, st, st.to, st.undo);
-                                   }),
-                           }));
+            "order-state",
+            orders_.saga({
+                .on_action = dtx::sqlite::typed_handler<order_step>(
+                    [this](connection& c, const dtx::branch_request&, order_step st) {
+                        return move(c, st, st.from, st.to, false);
+                    }),
+                .on_compensate = dtx::sqlite::typed_handler<order_step>(
+                    [this](connection& c, const dtx::branch_request&, order_step st) {
+                        return move(c, st, st.to, st.undo, true);
+                    }),
+            }));
         participants_.set_resolver(dtx::http::url_resolver(http_));
 
         const auto retry_max = std::chrono::milliseconds(s.number("retry-max-ms", 1000));
@@ -146,12 +133,14 @@ public:
             }
         });
         asio::co_spawn(ioc_, reconcile_loop(), asio::detached);
+        messages_.start();
 
         // Served once recovered, so that the API never shows an order recovery is still moving.
         api_.route(http::verb::post, "/orders",
                    [this](const http::request& r) { return create(r); });
         api_.route(http::verb::get, "/orders/{id}",
                    [this](const http::request& r) { return show(r.param("id")); });
+        messages_.add_query(api_);
         api_.start();
         log_.line("order API at http://127.0.0.1:" + std::to_string(api_.port()) +
                   "/orders (database " + db_path_ +
@@ -166,6 +155,7 @@ public:
         asio::co_spawn(ioc_, api_.async_stop(std::chrono::milliseconds(500)), asio::detached);
         reconcile_timer_.cancel();
         coord_->stop();
+        asio::co_spawn(ioc_, messages_.stop(), asio::detached);
     }
 
 private:
@@ -180,6 +170,16 @@ private:
                 "fulfilment_gid TEXT NOT NULL, created_ms INTEGER NOT NULL);"
                 "CREATE INDEX IF NOT EXISTS orders_state ON orders (state)");
         });
+    }
+
+    /// Moves the order (move_order(), or move_order_or_throw() if `must`); if that ends it, its
+    /// messages go into the same local transaction.
+    dtx::outcome move(connection& c, const order_step& s, const std::string& from,
+                      const std::string& to, bool must) {
+        dtx::outcome o = must ? move_order_or_throw(c, s, from, to) : move_order(c, s, from, to);
+        if (o.is_success() && is_final_state(to))
+            messages_.order_ended(c, s.order_id);
+        return o;
     }
 
     // ---- the event log ----------------------------------------------------------------------
@@ -290,9 +290,13 @@ private:
         in_flight_.erase(o.id);
     }
 
+    static void set_reason(connection& c, const std::string& id, const std::string& reason) {
+        c.prepare("UPDATE orders SET reason = ? WHERE id = ?").bind(reason, id).run();
+    }
+
     asio::awaitable<void> note_reason(const std::string& id, const std::string& reason) {
         auto job = [id, reason](connection& c) {
-            c.prepare("UPDATE orders SET reason = ? WHERE id = ?").bind(reason, id).run();
+            set_reason(c, id, reason);
             return 0;
         };
         co_await orders_.run<int>(std::move(job));
@@ -301,12 +305,13 @@ private:
     /// The checkout ended cancelled: an order still `new` (its own try never ran) is cancelled too;
     /// a late try would be refused by the barrier.
     asio::awaitable<void> note_cancelled(const std::string& id, const std::string& reason) {
-        auto job = [id, reason](connection& c) {
-            c.prepare("UPDATE orders SET reason = ?1, state = CASE state WHEN 'new' THEN "
-                      "'cancelled' ELSE state END "
-                      "WHERE id = ?2")
-                .bind(reason, id)
+        auto job = [this, id, reason](connection& c) {
+            c.prepare("UPDATE orders SET state = 'cancelled' WHERE id = ? AND state = 'new'")
+                .bind(id)
                 .run();
+            if (c.changes() == 1)
+                messages_.order_ended(c, id);
+            set_reason(c, id, reason);
             return 0;
         };
         co_await orders_.run<int>(std::move(job));
@@ -414,17 +419,7 @@ private:
         const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
                                         .count();
-        auto insert = [o, now_ms](connection& c) {
-            if (std::optional<order_record> old = find_order(c, o.id))
-                return *old;
-            c.prepare("INSERT INTO orders (id, customer, sku, qty, amount, points, ship_to, state, "
-                      "checkout_gid, fulfilment_gid, created_ms) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(o.id, o.customer, o.sku, o.qty, o.amount, o.points, o.ship_to, o.state,
-                      o.checkout_gid, o.fulfilment_gid, now_ms)
-                .run();
-            return o;
-        };
+        auto insert = [o, now_ms](connection& c) { return store_order(c, o, now_ms); };
         order_record stored;
         try {
             stored = co_await orders_.run<order_record>(std::move(insert));
@@ -446,21 +441,6 @@ private:
                        [done](std::exception_ptr) { done->cancel(); });
         co_await done->async_wait(asio::as_tuple(asio::use_awaitable));
         co_return co_await show(o.id);
-    }
-
-    /// The answer to an order_id that is stored already: the stored order if `asked` is the same
-    /// order, else 409.
-    static http::reply answer_repeat(const order_record& stored, const order_record& asked) {
-        if (stored.customer != asked.customer || stored.sku != asked.sku ||
-            stored.qty != asked.qty || stored.ship_to != asked.ship_to)
-            throw http::error_reply(409, "order_id_conflict",
-                                    "order " + stored.id +
-                                        " exists with another customer, sku, qty or ship_to");
-        return answer_order(stored);
-    }
-
-    static http::reply answer_order(const order_record& o) {
-        return http::reply::json(is_final_state(o.state) ? 200 : 202, o);
     }
 
     asio::awaitable<std::optional<order_record>> load(std::string id) {
@@ -486,6 +466,7 @@ private:
     std::string inventory_, payment_, loyalty_, shipment_;
     std::uint16_t port_;
     pause_point pause_;
+    order_messages messages_; // its outbox outlives the barrier's connection
     dtx::sqlite::barrier orders_;
     dtx::sqlite::journal journal_;
     dtx::http::client http_;

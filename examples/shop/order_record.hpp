@@ -1,6 +1,6 @@
-// An order of the shop: its record, its row in orders.db, and which orders the API accepts (the
-// checks of POST /orders, each refusal an http::error_reply (400) that names the field, made
-// before anything is stored).
+// An order of the shop: its record, its row in orders.db and the moves of its state, the API's
+// answers with it, and which orders the API accepts (the checks of POST /orders, each refusal an
+// http::error_reply (400) that names the field, made before anything is stored).
 #ifndef DTX_EXAMPLES_SHOP_ORDER_RECORD_HPP
 #define DTX_EXAMPLES_SHOP_ORDER_RECORD_HPP
 
@@ -63,6 +63,64 @@ inline std::optional<order_record> find_order(dtx::sqlite::connection& c, const 
         o = read_order(st);
     st.bind();
     return o;
+}
+
+/// Moves the order of `s` from state s.from to `to`; failure if it is not in s.from.
+inline dtx::outcome move_order(dtx::sqlite::connection& c, const order_step& s,
+                               const std::string& from, const std::string& to) {
+    c.prepare("UPDATE orders SET state = ?1 WHERE id = ?2 AND state = ?3")
+        .bind(to, s.order_id, from)
+        .run();
+    if (c.changes() == 1)
+        return dtx::success();
+    return dtx::failure("order " + s.order_id + " is not " + from);
+}
+
+/// A phase-2 move (confirm, cancel, compensate) must succeed: the barrier runs it once, after its
+/// try or action. Anything else is a bug, reported as an unknown result (and retried).
+inline dtx::outcome move_order_or_throw(dtx::sqlite::connection& c, const order_step& s,
+                                        const std::string& from, const std::string& to) {
+    dtx::outcome o = move_order(c, s, from, to);
+    if (!o.is_success())
+        throw std::logic_error(o.message() + " (moving it to " + to + ")");
+    return o;
+}
+
+/// What the order's messages say about it (the mail service's event, the merchant's
+/// notification, and the notification query's answer).
+inline nlohmann::json order_result(const order_record& o) {
+    return {{"order_id", o.id}, {"customer", o.customer}, {"sku", o.sku},
+            {"qty", o.qty},     {"amount", o.amount},     {"state", o.state}};
+}
+
+/// Stores order `o` unless an order with its id exists; returns the stored one.
+inline order_record store_order(dtx::sqlite::connection& c, const order_record& o,
+                                std::int64_t now_ms) {
+    if (std::optional<order_record> old = find_order(c, o.id))
+        return *old;
+    c.prepare("INSERT INTO orders (id, customer, sku, qty, amount, points, ship_to, state, "
+              "checkout_gid, fulfilment_gid, created_ms) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(o.id, o.customer, o.sku, o.qty, o.amount, o.points, o.ship_to, o.state,
+              o.checkout_gid, o.fulfilment_gid, now_ms)
+        .run();
+    return o;
+}
+
+/// The API's answer with an order: 200 once it is final, else 202.
+inline dtx::http::reply answer_order(const order_record& o) {
+    return dtx::http::reply::json(is_final_state(o.state) ? 200 : 202, o);
+}
+
+/// The answer to an order_id that is stored already: the stored order if `asked` is the same
+/// order, else 409.
+inline dtx::http::reply answer_repeat(const order_record& stored, const order_record& asked) {
+    if (stored.customer != asked.customer || stored.sku != asked.sku || stored.qty != asked.qty ||
+        stored.ship_to != asked.ship_to)
+        throw dtx::http::error_reply(409, "order_id_conflict",
+                                     "order " + stored.id +
+                                         " exists with another customer, sku, qty or ship_to");
+    return answer_order(stored);
 }
 
 /// Largest quantity of one order.

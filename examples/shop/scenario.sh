@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The shop demo: starts the five services on 127.0.0.1, follows five orders through success,
-# refusal, a failed shipment, a payment service killed mid-transaction and a coordinator killed
-# mid-transaction, prints stock, balances and points before and after, and checks the invariants.
-# Exits non-zero if any order ends otherwise than told or any invariant is broken. Every process it
+# The shop demo: starts the seven services on 127.0.0.1, follows six orders through success,
+# refusal, a failed shipment, a payment service killed mid-transaction, a coordinator killed
+# mid-transaction and a message relay killed between a delivery and its record; shows the
+# merchant's notifications waiting while its webhook is down; prints stock, balances, points, mails
+# and notifications before and after, and checks the invariants. Exits non-zero if any order ends
+# otherwise than told, a message is processed twice or any invariant is broken. Every process it
 # starts is stopped on every way out.
 #
 #   examples/shop/scenario.sh      [--shop PATH] [--data DIR]
@@ -67,7 +69,7 @@ pick_port() {
   port[$1]=$next_port
   next_port=$((next_port + 1))
 }
-for name in order inventory payment loyalty shipment; do pick_port "$name"; done
+for name in order inventory payment loyalty shipment mail merchant; do pick_port "$name"; done
 url() { echo "http://127.0.0.1:${port[$1]}"; }
 
 # start NAME [options...]: runs `shop NAME` in the background, its log in $data/NAME.log.
@@ -80,7 +82,9 @@ start() {
   if [[ $name == order ]]; then
     args+=(--db "$data/orders.db" --journal "$data/orders.dtx.db"
       --inventory-url "$(url inventory)/dtx/inventory" --payment-url "$(url payment)/dtx/payment"
-      --loyalty-url "$(url loyalty)/dtx/loyalty" --shipment-url "$(url shipment)/dtx/shipment")
+      --loyalty-url "$(url loyalty)/dtx/loyalty" --shipment-url "$(url shipment)/dtx/shipment"
+      --mail-url "$(url mail)/mail/events" --merchant-url "$(url merchant)/webhooks/orders"
+      --relay-lease-ms 2000 --notify-retry-ms 1000)
   else
     args+=(--db "$data/$name.db")
   fi
@@ -151,6 +155,8 @@ if [[ $mode == load ]]; then
   start payment --seed "$accounts"
   start loyalty
   start shipment
+  start mail
+  start merchant
   start order --customers "$names"
   status=0
   "$shop" load --url "$(url order)" --orders "$orders" --concurrency "$concurrency" --customers "$customers" || status=1
@@ -204,8 +210,10 @@ start inventory
 start payment --pause-at confirm:dave
 start loyalty
 start shipment
+start mail
 start order --pause-at decide:erin
-for name in order inventory payment loyalty shipment; do note "$name: $(url "$name") (pid ${pid[$name]})"; done
+for name in order inventory payment loyalty shipment mail; do note "$name: $(url "$name") (pid ${pid[$name]})"; done
+note "merchant: $(url merchant) is down for now: its webhook receiver starts after order 3"
 note "fault points armed: payment stops after committing dave's confirm; order stops after the"
 note "journal write of erin's checkout decision."
 
@@ -262,6 +270,18 @@ note "the fulfilment saga compensates: loyalty's points are removed; the order e
 place '{"order_id":"o-3","customer":"carol","sku":"pear","qty":1,"ship_to":"Atlantis"}'
 expect o-3 shipment_failed
 
+say "The merchant's webhook comes up: the notifications waiting in the order service's outbox arrive"
+note "every order's end adds a notification to orders.db in the transaction that records it; the"
+note "relay has been retrying them (every second in this demo; a shop keeps the 15 s ... 24 h schedule):"
+grep -E "relay: notification .* not delivered" "$data/order.log" | head -n 3 | cut -c 14- | sed 's/^/     /'
+start merchant
+note "merchant started (pid ${pid[merchant]}):"
+for id in o-1 o-2 o-3; do wait_log merchant "notified: order $id "; done
+grep "notified: order" "$data/merchant.log" | cut -c 14- | sed 's/^/     /'
+answer=$(curl -s "$(url order)/order-results/o-2")
+note "a merchant that missed one asks: GET /order-results/o-2 -> $answer"
+[[ $answer == *'"state":"cancelled"'* ]] || fail "GET /order-results/o-2 answered: $answer"
+
 say "4. dave orders 2 plums; the payment service is killed with SIGKILL in the middle"
 post_order '{"order_id":"o-4","customer":"dave","sku":"plum","qty":2}' >"$data/o-4.json" &
 pid[client]=$!
@@ -289,10 +309,41 @@ wait "${pid[client]}" || true
 unset "pid[client]"
 note "order service killed (SIGKILL): the client got no answer; stock and money are held by try:"
 audit --settle-seconds 0 | grep -E "stock|accounts" || true
-start order
-note "order service restarted (pid ${pid[order]}):"
+start order --pause-at relay:alice
+note "order service restarted (pid ${pid[order]}), fault point armed: its relay stops after the mail"
+note "service acknowledged alice's next order_completed message, before marking it delivered:"
 grep "recovery at startup" "$data/order.log" | tail -n 1 | cut -c 14- | sed 's/^/     /'
 expect o-5 completed
+
+say "6. alice orders 1 plum; the message relay is killed between delivering her mail and recording it"
+post_order '{"order_id":"o-6","customer":"alice","sku":"plum","qty":1}' >"$data/o-6.json" 2>&1 &
+pid[client]=$!
+wait_log order "PAUSED after the delivery"
+note "order: $(grep "PAUSED after the delivery" "$data/order.log" | head -n 1 | cut -c 14-)"
+mail_line=$(grep "mail for order o-6 " "$data/mail.log" | head -n 1)
+note "mail: $(cut -c 14- <<<"$mail_line")"
+msg=$(sed -n 's/.*(message \([^)]*\)).*/\1/p' <<<"$mail_line")
+[[ -n $msg ]] || fail "the mail service wrote no mail for o-6"
+expect o-6 completed
+kill9 order
+wait "${pid[client]}" 2>/dev/null || true
+unset "pid[client]"
+note "order service killed (SIGKILL): the message is still leased, not marked delivered, in orders.db"
+start order
+note "order service restarted (pid ${pid[order]}); its relay claims the message again once the lease"
+note "(2 s here) has expired, and delivers it again:"
+# The redelivery's answer: a duplicate, or (were the inbox missing) a second processing.
+for _ in $(seq 600); do
+  (($(grep -cF "message $msg: " "$data/mail.log" || true) >= 2)) && break
+  sleep 0.1
+done
+grep -F "message $msg" "$data/mail.log" | cut -c 14- | sed 's/^/     /'
+processed=$(grep -cF "message $msg: processed" "$data/mail.log" || true)
+duplicates=$(grep -cF "message $msg: duplicate" "$data/mail.log" || true)
+mails=$(grep -cF "mail for order o-6 " "$data/mail.log" || true)
+note "message $msg: processed $processed time(s), answered as a duplicate $duplicates time(s), $mails mail written"
+((processed == 1 && duplicates >= 1 && mails == 1)) ||
+  fail "o-6's message: processed $processed, duplicate $duplicates, mails $mails (expected 1, at least 1, 1)"
 
 say "After"
 audit || fail "invariants"
@@ -300,9 +351,9 @@ stop_all
 check_logs
 
 say "Done"
-note "logs: $data/{order,inventory,payment,loyalty,shipment}.log"
+note "logs: $data/{order,inventory,payment,loyalty,shipment,mail,merchant}.log"
 if ((failures > 0)); then
   echo "$failures check(s) failed"
   exit 1
 fi
-note "every order ended as told and every invariant holds"
+note "every order ended as told, every message was processed once and every invariant holds"

@@ -1,11 +1,12 @@
-// The shop's participant services, and the auditor that checks them against the orders.
+// The shop's participant services, and the program's entry point.
 //
 //   shop inventory --port P --db inventory.db [--seed apple=10,pear=10] [--pause-at OP[:WHO]]
 //   shop payment   --port P --db payment.db   [--seed alice=100,...]   [--merchant shop]
 //   shop loyalty   --port P --db loyalty.db
 //   shop shipment  --port P --db shipment.db  [--refuse-destinations Atlantis,...]
 //   shop order     ...  (order.cpp)        shop load ... (load.cpp)
-//   shop audit     --data DIR [--settle-seconds 30] [--json]
+//   shop mail      ...  shop merchant ...  (consumers.cpp)
+//   shop audit     --data DIR [--settle-seconds 30] [--json yes]  (audit.cpp)
 //
 // Each participant service serves one participant over HTTP (POST /dtx/<name>) with a SQLite
 // barrier, so its handlers only say what try/confirm/cancel (action/compensate) do to its tables.
@@ -295,205 +296,14 @@ int run_participant_service(const service_kind& kind, const settings& s) {
              std::to_string(server.port()) + "/dtx/" + kind.name + " (database " + path +
              (pause.armed() ? ", fault point " + pause.op + ":" + pause.who : "") + ")");
 
-    asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code&, int) {
-        log.line("stopping");
-        asio::co_spawn(ioc, server.async_stop(std::chrono::milliseconds(500)), asio::detached);
-    });
-    ioc.run();
+    serve_until_signal(ioc, log, [&] { return server.async_stop(std::chrono::milliseconds(500)); });
     return 0;
 }
 
-// ---- the auditor ------------------------------------------------------------------------------
-
-struct order_row {
-    std::string id, customer, sku, state;
-    std::int64_t qty, amount, points;
-};
-
-/// Reads every service's database and checks the shop's invariants. Empty: they hold.
-std::vector<std::string> audit(const std::filesystem::path& dir, const std::string& merchant,
-                               std::ostream& report, nlohmann::json& j) {
-    std::vector<std::string> broken;
-    auto fail = [&](std::string what) { broken.push_back(std::move(what)); };
-    for (const char* f : {"orders.db", "inventory.db", "payment.db", "loyalty.db", "shipment.db"})
-        if (!std::filesystem::exists(dir / f))
-            throw std::runtime_error((dir / f).string() + " does not exist");
-
-    std::vector<order_row> orders;
-    std::map<std::string, int> by_state;
-    {
-        connection db((dir / "orders.db").string());
-        auto& st = db.prepare(
-            "SELECT id, customer, sku, qty, amount, points, state FROM orders ORDER BY created_ms");
-        st.bind();
-        while (st.step()) {
-            orders.push_back({std::string(st.text(0)), std::string(st.text(1)),
-                              std::string(st.text(2)), std::string(st.text(6)), st.integer(3),
-                              st.integer(4), st.integer(5)});
-            ++by_state[orders.back().state];
-        }
-        st.bind();
-    }
-    std::map<std::string, std::int64_t> sold_by_orders, paid_by, points_by;
-    std::set<std::string> shipped_by_orders;
-    std::int64_t revenue_by_orders = 0;
-    for (const auto& o : orders) {
-        if (!is_final_state(o.state))
-            fail("order " + o.id + " is not in a final state: " + o.state);
-        if (o.state == "completed" || o.state == "shipment_failed") {
-            sold_by_orders[o.sku] += o.qty;
-            paid_by[o.customer] += o.amount;
-            revenue_by_orders += o.amount;
-        }
-        if (o.state == "completed") {
-            points_by[o.customer] += o.points;
-            shipped_by_orders.insert(o.id);
-        }
-    }
-
-    j["orders"] = by_state;
-    report << "  orders    ";
-    for (const auto& [state, n] : by_state)
-        report << n << ' ' << state << "  ";
-    report << "\n  stock     ";
-    {
-        connection db((dir / "inventory.db").string());
-        auto& st =
-            db.prepare("SELECT sku, initial, available, reserved, sold FROM stock ORDER BY sku");
-        st.bind();
-        while (st.step()) {
-            const std::string sku(st.text(0));
-            const std::int64_t initial = st.integer(1), available = st.integer(2),
-                               reserved = st.integer(3), sold = st.integer(4);
-            report << sku << ' ' << available << " (" << reserved << " reserved, " << sold
-                   << " sold)  ";
-            j["stock"][sku] = {{"available", available}, {"reserved", reserved}, {"sold", sold}};
-            if (available + reserved + sold != initial)
-                fail(sku + ": available + reserved + sold = " +
-                     std::to_string(available + reserved + sold) + ", was " +
-                     std::to_string(initial));
-            if (reserved != 0)
-                fail(sku + ": " + std::to_string(reserved) + " still reserved");
-            if (sold != sold_by_orders[sku])
-                fail(sku + ": " + std::to_string(sold) + " sold, paid orders hold " +
-                     std::to_string(sold_by_orders[sku]));
-        }
-        st.bind();
-    }
-    report << "\n  accounts  ";
-    {
-        connection db((dir / "payment.db").string());
-        auto& st =
-            db.prepare("SELECT account, initial, balance, frozen FROM accounts ORDER BY account");
-        st.bind();
-        std::int64_t initial_total = 0, total = 0;
-        std::int64_t accounts = 0;
-        while (st.step()) {
-            const std::string account(st.text(0));
-            const std::int64_t initial = st.integer(1), balance = st.integer(2),
-                               frozen = st.integer(3);
-            initial_total += initial;
-            total += balance + frozen;
-            if (++accounts <= 8)
-                report << account << ' ' << balance
-                       << (frozen ? " (" + std::to_string(frozen) + " frozen)" : "") << "  ";
-            if (frozen != 0)
-                fail(account + ": " + std::to_string(frozen) + " still frozen");
-            // The merchant's account gains what the customers lose.
-            const std::int64_t expected =
-                account == merchant ? initial + revenue_by_orders : initial - paid_by[account];
-            if (balance + frozen != expected)
-                fail(account + ": " + std::to_string(balance + frozen) + " held, orders say " +
-                     std::to_string(expected));
-        }
-        st.bind();
-        if (accounts > 8)
-            report << "... (" << accounts << " accounts)";
-        j["money"] = {{"accounts", accounts}, {"total", total}, {"at_start", initial_total}};
-        if (total != initial_total)
-            fail("money: " + std::to_string(total) + " held in all accounts, " +
-                 std::to_string(initial_total) + " at the start");
-    }
-    report << "\n  points    ";
-    {
-        connection db((dir / "loyalty.db").string());
-        auto& st = db.prepare("SELECT customer, points FROM points ORDER BY customer");
-        st.bind();
-        std::map<std::string, std::int64_t> held;
-        int shown = 0;
-        std::int64_t total = 0;
-        while (st.step()) {
-            held[std::string(st.text(0))] = st.integer(1);
-            total += st.integer(1);
-            if (++shown <= 8)
-                report << st.text(0) << ' ' << st.integer(1) << "  ";
-        }
-        st.bind();
-        j["points"] = total;
-        for (const auto& [customer, n] : points_by)
-            if (held[customer] != n)
-                fail(customer + ": " + std::to_string(held[customer]) +
-                     " points, completed orders earned " + std::to_string(n));
-        for (const auto& [customer, n] : held)
-            if (n != 0 && !points_by.contains(customer))
-                fail(customer + ": " + std::to_string(n) + " points without a completed order");
-    }
-    report << "\n  shipments ";
-    {
-        connection db((dir / "shipment.db").string());
-        auto& st = db.prepare("SELECT order_id FROM shipments");
-        st.bind();
-        std::set<std::string> shipped;
-        while (st.step())
-            shipped.emplace(st.text(0));
-        st.bind();
-        report << shipped.size() << " parcels\n";
-        j["shipments"] = shipped.size();
-        for (const auto& id : shipped)
-            if (!shipped_by_orders.contains(id))
-                fail("parcel for order " + id + ", which is not completed");
-        for (const auto& id : shipped_by_orders)
-            if (!shipped.contains(id))
-                fail("order " + id + " is completed but has no parcel");
-    }
-    return broken;
-}
-
-/// Checks until the invariants hold or `settle` has passed: phase 2 of the last transactions may
-/// still be under way when the orders are final.
-int run_audit(const settings& s) {
-    const std::filesystem::path dir = s.require("data");
-    const auto settle = std::chrono::seconds(s.number("settle-seconds", 30));
-    const bool json = s.get("json", "no") == "yes";
-    const auto until = std::chrono::steady_clock::now() + settle;
-    for (;;) {
-        std::ostringstream report;
-        nlohmann::json j;
-        std::vector<std::string> broken = audit(dir, s.get("merchant", "shop"), report, j);
-        if (broken.empty() || std::chrono::steady_clock::now() >= until) {
-            if (json) {
-                j["measure"] = "audit";
-                j["invariants"] = broken.empty() ? "hold" : "broken";
-                j["broken"] = broken;
-                std::cout << j.dump() << std::endl;
-            } else {
-                std::cout << report.str();
-                for (const auto& b : broken)
-                    std::cout << "  INVARIANT BROKEN: " << b << "\n";
-                if (broken.empty())
-                    std::cout << "  invariants hold\n";
-            }
-            return broken.empty() ? 0 : 1;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-}
-
 int usage() {
-    std::cerr
-        << "usage: shop order|inventory|payment|loyalty|shipment|audit|load [--option value ...]\n"
-           "(every option may also be set as SHOP_<OPTION>; see examples/shop/README.md)\n";
+    std::cerr << "usage: shop order|inventory|payment|loyalty|shipment|mail|merchant|audit|load\n"
+                 "            [--option value ...]\n"
+                 "(every option may also be set as SHOP_<OPTION>; see examples/shop/README.md)\n";
     return 2;
 }
 
@@ -512,6 +322,8 @@ int main(int argc, char** argv) {
             return shop::run_load(s);
         if (command == "audit")
             return shop::run_audit(s);
+        if (shop::is_consumer_service(command))
+            return shop::run_consumer_service(command, s);
         for (const auto& kind : shop::services)
             if (command == kind.name)
                 return shop::run_participant_service(kind, s);

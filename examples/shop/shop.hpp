@@ -9,6 +9,11 @@
 #include <dtx/dtx.hpp>
 #include <dtx/sqlite/barrier.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -203,10 +208,11 @@ inline void prepare_database(const std::string& path,
 
 // ---- fault points ---------------------------------------------------------------------------
 
-/// `--pause-at OP[:WHO]`: the first time operation OP (of a participant, or a journal write of
-/// the coordinator) concerns WHO (an account or customer; any if empty), the process stops
-/// answering anything, as a hung process does, and says so in its log; the demo then kills it
-/// with SIGKILL. Nothing in it ever resumes.
+/// `--pause-at OP[:WHO]`: the first time operation OP (of a participant, a journal write of the
+/// coordinator, or `relay`: a delivery of the order service's relay, order_messages.hpp) concerns
+/// WHO (an account or customer; any if empty), the process stops answering anything, as a hung
+/// process does, and says so in its log; the demo then kills it with SIGKILL. Nothing in it ever
+/// resumes.
 struct pause_point {
     std::string op;
     std::string who;
@@ -241,10 +247,25 @@ inline asio::awaitable<void> hang() {
     throw std::runtime_error("paused");
 }
 
+/// Runs `ioc` until SIGINT or SIGTERM, which starts `stop()` (an awaitable that stops the
+/// service's server: requests in flight finish, then io_context::run returns).
+template <class Stop>
+void serve_until_signal(asio::io_context& ioc, const event_log& log, Stop stop) {
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code&, int) {
+        log.line("stopping");
+        asio::co_spawn(ioc, stop(), asio::detached);
+    });
+    ioc.run();
+}
+
 // ---- entry points (one per subcommand) --------------------------------------------------------
 
-int run_order_service(const settings& s); // order.cpp
-int run_load(const settings& s);          // load.cpp
+int run_order_service(const settings& s);                           // order.cpp
+int run_load(const settings& s);                                    // load.cpp
+int run_audit(const settings& s);                                   // audit.cpp
+bool is_consumer_service(std::string_view name);                    // consumers.cpp: mail, merchant
+int run_consumer_service(std::string_view name, const settings& s); // consumers.cpp
 
 } // namespace shop
 
