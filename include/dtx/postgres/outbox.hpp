@@ -58,28 +58,29 @@
 //
 // A claim costs what it claims, not the messages held back behind a busy key (a dead letter, a
 // retry, a slow destination): each message knows whether it is the head of its key and when it
-// is ready, and a partial index holds the ready heads (<dtx/detail/outbox_logic.hpp> tells how).
-// Concurrent transactions must not get the head flag wrong. A message is added with its key's
-// lock held and decides "head" in a statement that starts after the lock was granted; the
-// settlement that delivers messages (or the discard of a dead letter) takes the locks of their
-// keys before it changes anything, and promotes the next message of each key in a statement
-// that starts after its own changes. Under READ COMMITTED each statement sees what committed
-// before it started, so of an add and a settlement on one key, whichever gets the lock second
-// sees all the first one did:
+// is ready, and a partial index holds the pending heads by ready time
+// (<dtx/detail/outbox_logic.hpp> tells how). Concurrent transactions must not get the head flag
+// wrong. A message is added with its key's lock held and decides "head" in a statement that starts
+// after the lock was granted; the settlement that delivers messages (or the discard of a dead
+// letter) takes the locks of their keys before it changes anything, and promotes the next message
+// of each key in a statement that starts after its own changes. Under READ COMMITTED each statement
+// sees what committed before it started, so of an add and a settlement on one key, whichever gets
+// the lock second sees all the first one did:
 //   - the settlement first: the add sees the delivered message gone from its key's pending
 //     ones, and is the head if nothing else of its key is pending or parked;
 //   - the add first: the settlement waits for the adding transaction to end; its promotion
 //     then sees the new message (committed) or nothing (rolled back), and makes the earliest
 //     pending message of the key the head.
-// An add that read "not head" in a transaction that never took the lock after the settlement
-// cannot exist: the add holds the lock from its statement to its commit. So add() and the
-// relay's statements need READ COMMITTED (PostgreSQL's default): adding a message with a key in
+// There is no third order: the add holds the lock from its statement to its end, the settlement
+// from before its first change to its end. So add() and the relay's statements need READ
+// COMMITTED (PostgreSQL's default): adding a message with a key in
 // a REPEATABLE READ or SERIALIZABLE transaction, whose snapshot may predate the lock, is refused
 // (an error from the database, SQLSTATE 0A000). Settlements take their keys' locks in byte
 // order of the keys: a transaction that adds several keys in sorted order (as asked above)
 // never deadlocks with them (two keys whose hashes collide can still make PostgreSQL abort one
-// of two such transactions, 40P01: the relay retries its settlement later). A settlement waits
-// for business transactions that are adding to the keys it delivered, until they end.
+// of two such transactions, 40P01; when it is the settlement, its messages are delivered again
+// once their leases end). A settlement waits for the business transactions that are adding to
+// the keys it delivered, until they end: keep them short.
 //
 // Schema 2 added this; an outbox of schema 1 is migrated in place when opened (one
 // transaction, under the migration lock; a moment per 100,000 rows).

@@ -30,7 +30,8 @@
 //
 // A claim costs what it claims, not the messages held back behind a busy key (a dead letter, a
 // retry, a slow destination): each message knows whether it is the head of its key and when it
-// is ready, and a partial index holds the ready heads (<dtx/detail/outbox_logic.hpp> tells how).
+// is ready, and a partial index holds the pending heads by ready time
+// (<dtx/detail/outbox_logic.hpp> tells how).
 // SQLite's single writer makes that bookkeeping exact: the add that decides whether a message is
 // its key's head, and the settlement that promotes the next message of a key, never overlap.
 // Schema 2 added it; an outbox of schema 1 is migrated in place when opened (a moment per
