@@ -26,7 +26,7 @@ TEST_CASE("postgres outbox: a backlog behind a dead letter holds only its key; r
     const std::string conninfo = fresh_pg_database();
     asio::io_context ioc;
     postgres::outbox outbox({.conninfo = conninfo, .listen = false});
-    check_backlog_behind_dead_letter(outbox, 500,
+    check_backlog_behind_dead_letter(outbox, 300,
                                      [&](const char* where) { return count(ioc, outbox, where); });
 }
 
@@ -60,9 +60,10 @@ TEST_CASE("postgres outbox: a claim reads the index of ready heads, never the me
     const std::string next = plan(detail::outbox_next_due_sql(now));
     INFO(claim);
     INFO(next);
-    CHECK(claim.find("Index Scan using dtx_outbox_ready") != std::string::npos);
+    // An index scan, or with few heads a bitmap scan of the same index: either reads heads only.
+    CHECK(claim.find("dtx_outbox_ready") != std::string::npos);
     CHECK(claim.find("Seq Scan") == std::string::npos);
-    CHECK(next.find("using dtx_outbox_ready") != std::string::npos);
+    CHECK(next.find("dtx_outbox_ready") != std::string::npos);
     CHECK(next.find("Seq Scan") == std::string::npos);
 }
 
