@@ -20,6 +20,7 @@
 
 #include "support/model.hpp"
 #include "support/outbox_contract.hpp"
+#include "support/pg_outbox.hpp"
 #include "support/pg_server.hpp"
 #include "support/relay_test.hpp"
 
@@ -28,13 +29,6 @@ using namespace dtx::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::int64_t count(asio::io_context& ioc, postgres::outbox& o, const char* where) {
-    const std::string sql = std::string("SELECT COUNT(*) FROM dtx_outbox WHERE ") + where;
-    return run(ioc, o.run<std::int64_t>([sql](postgres::connection& db) {
-        return db.exec(sql.c_str()).integer(0, 0);
-    }));
-}
 
 /// Adds one message with `o` to the transaction open on `db`; returns its id.
 std::string add_one(postgres::outbox& o, postgres::connection& db, std::string key,

@@ -59,7 +59,9 @@ class outbox_store {
 public:
     virtual ~outbox_store() = default;
 
-    /// Leases up to `max` due messages to `owner` until now + `lease`, in commit order.
+    /// Leases up to `max` claimable messages to `owner` until now + `lease` (those ready the
+    /// longest first), and returns them in commit order. Its cost should not grow with the
+    /// messages held back behind their keys.
     virtual asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
                                                 std::size_t max) = 0;
     /// Records what became of claimed messages, in one write.

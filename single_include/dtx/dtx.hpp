@@ -1616,7 +1616,9 @@ class outbox_store {
 public:
     virtual ~outbox_store() = default;
 
-    /// Leases up to `max` due messages to `owner` until now + `lease`, in commit order.
+    /// Leases up to `max` claimable messages to `owner` until now + `lease` (those ready the
+    /// longest first), and returns them in commit order. Its cost should not grow with the
+    /// messages held back behind their keys.
     virtual asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
                                                 std::size_t max) = 0;
     /// Records what became of claimed messages, in one write.
@@ -10417,7 +10419,40 @@ DTX_NAMESPACE_END
 #define DTX_DETAIL_OUTBOX_LOGIC_HPP
 
 // What every outbox (SQLite's, PostgreSQL's) does to a message before its INSERT, and to the
-// columns it reads back: the id, the checks of <dtx/message.hpp>, the JSON texts.
+// columns it reads back: the id, the checks of <dtx/message.hpp>, the JSON texts; and the SQL
+// that keeps the claim's cost independent of the messages held back (below), the same text on
+// both databases.
+//
+// Why a claim costs what it claims, not what it passes
+// ----------------------------------------------------
+// A pending message is claimable when it is due, not leased, and the *head* of its key: no
+// earlier message of its key is pending or parked (messages with an empty key are always heads).
+// Found by reading pending rows in sequence order and skipping those of held keys, a claim
+// costs every row it passes: a key with 100,000 messages behind a dead letter is read by every
+// claim (and the relay claims at every commit), draining a backlog of n on one key costs
+// O(n^2), and every head waiting for a retry is read again each time. So each row keeps two
+// columns up to date instead:
+//   - `head`: set at add by one probe of the index on (msg_key, seq) over pending and parked rows
+//     ("is any message of this key not yet delivered?"); when a message is delivered or a dead
+//     letter discarded, the earliest pending message of its key becomes the head, in the same
+//     transaction (outbox_promote_sql). A parked message keeps head set, so requeue (parked back
+//     to pending) needs no change: a key has at most one head, and nothing of its key can be
+//     claimed while it is parked.
+//   - `ready_ms`: when the message may be claimed, max(due time, lease end): set to the due time
+//     at add, to the lease end by a claim, to the retry time by a retry, to now by a requeue.
+// A partial index on (ready_ms, seq) WHERE state = 0 AND head holds the pending heads by ready
+// time: a claim is one range scan of its ready part (`ready_ms <= now`, the oldest first, LIMIT
+// max), O(claimed * log n) whatever waits behind the heads or for its time, and the next due
+// time is one probe (the smallest ready_ms after now).
+// Messages of other keys may be claimed out of sequence order (the older ready time first), which
+// the outbox promises nothing about; within a key only the head is ever claimable, so per-key
+// order is as before. Each claim's messages are handed to the relay in sequence order.
+// The price is paid by add (one index probe, and the new index instead of the old one on pending
+// rows: about the same writes) and by settlements (one more indexed statement per message
+// delivered). Two other designs were set aside: a table of keys, each row naming its key's head,
+// costs add a second row write and makes every add of a key contend for that row; reading the
+// first pending message of each key (a skip scan over the key index) still costs every held or
+// waiting key at every claim.
 
 // #include <dtx/detail/storage.hpp>
 // #include <dtx/envelope.hpp>
@@ -10432,6 +10467,7 @@ DTX_NAMESPACE_END
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 DTX_NAMESPACE_BEGIN
 namespace detail {
@@ -10482,6 +10518,60 @@ inline envelope outbox_envelope(std::string_view id, std::string_view destinatio
     e.attempt = static_cast<unsigned>(attempts);
     e.produced_at = created_ms;
     return e;
+}
+
+/// The SQL text, true when `key` (an SQL expression: a parameter, a column) is empty or no message
+/// of that key is pending or parked; with `before_seq` not empty, only messages whose seq is
+/// below it count. Served by the index dtx_outbox_key.
+inline std::string outbox_head_sql(std::string_view key, std::string_view before_seq = {}) {
+    std::string sql = "(";
+    sql.append(key).append(" = '' OR NOT EXISTS (SELECT 1 FROM dtx_outbox e WHERE e.msg_key = ");
+    sql.append(key).append(" AND e.state <> 1");
+    if (!before_seq.empty())
+        sql.append(" AND e.seq < ").append(before_seq);
+    return sql + "))";
+}
+
+/// The SQL statement that makes the earliest message of the key `key` (an SQL expression) that
+/// is not delivered its head, if it is pending and not yet one: run after a message of that key
+/// was delivered or a dead letter of it discarded, in the same transaction.
+inline std::string outbox_promote_sql(std::string_view key) {
+    std::string sql = "UPDATE dtx_outbox SET head = TRUE WHERE seq = (SELECT min(e.seq) FROM "
+                      "dtx_outbox e WHERE e.msg_key = ";
+    return sql.append(key).append(" AND e.state <> 1) AND state = 0 AND NOT head");
+}
+
+/// The statements that bring a dtx_outbox table of schema 1 (the same on both databases) to
+/// schema 2: the columns `head` and `ready_ms` computed for the rows there are (in-flight ones
+/// ready at their lease's end), the index of heads by ready time instead of the index of pending
+/// rows by seq, and the index by key (which PostgreSQL's schema 1 had already).
+inline std::vector<std::string> outbox_v2_migration() {
+    return {
+        "ALTER TABLE dtx_outbox ADD COLUMN head boolean NOT NULL DEFAULT TRUE",
+        "ALTER TABLE dtx_outbox ADD COLUMN ready_ms bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq) WHERE state <> 1",
+        "UPDATE dtx_outbox SET ready_ms = CASE WHEN lease_ms IS NULL OR lease_ms < due_ms THEN "
+        "due_ms ELSE lease_ms END, head = " +
+            outbox_head_sql("dtx_outbox.msg_key", "dtx_outbox.seq") + " WHERE state <> 1",
+        "DROP INDEX IF EXISTS dtx_outbox_pending",
+        "CREATE INDEX IF NOT EXISTS dtx_outbox_ready ON dtx_outbox (ready_ms, seq) "
+        "WHERE state = 0 AND head",
+    };
+}
+
+/// The claim's candidates: the heads ready at `now`, those ready the longest first, at most `max`
+/// of them (`now`, `max`: SQL expressions, such as the database's parameters).
+inline std::string outbox_candidates_sql(std::string_view now, std::string_view max) {
+    std::string sql = "SELECT o.seq FROM dtx_outbox o WHERE o.state = 0 AND o.head AND "
+                      "o.ready_ms <= ";
+    return sql.append(now).append(" ORDER BY o.ready_ms, o.seq LIMIT ").append(max);
+}
+
+/// When the next head becomes ready after `now` (an SQL expression): one probe of the index.
+inline std::string outbox_next_due_sql(std::string_view now) {
+    std::string sql = "SELECT min(o.ready_ms) FROM dtx_outbox o WHERE o.state = 0 AND o.head AND "
+                      "o.ready_ms > ";
+    return sql.append(now);
 }
 
 } // namespace detail
@@ -12005,10 +12095,22 @@ DTX_NAMESPACE_END
 //
 // The tables (dtx_outbox; version in dtx_meta under "outbox_version") live beside the business
 // tables and the barrier's. A message's order among those of its key is its commit order: SQLite
-// has one writer at a time, so row ids increase in commit order. Queries of delivered or parked
-// rows say `state <> 0` besides the state they want: SQLite uses a partial index only when the
-// query's WHERE holds the index's condition as written, and without it every claim would read the
-// whole table.
+// has one writer at a time, so row ids increase in commit order.
+//
+// A claim costs what it claims, not the messages held back behind a busy key (a dead letter, a
+// retry, a slow destination): each message knows whether it is the head of its key and when it
+// is ready, and a partial index holds the pending heads by ready time
+// (<dtx/detail/outbox_logic.hpp> tells how).
+// SQLite's single writer makes that bookkeeping exact: the add that decides whether a message is
+// its key's head, and the settlement that promotes the next message of a key, never overlap.
+// Schema 2 added it; an outbox of schema 1 is migrated in place when opened (a moment per
+// 100,000 rows, in the opening transaction).
+// Stop processes of an older dtx on the same database first: they would add, claim and settle
+// without keeping the new columns (and they refuse to open an outbox of schema 2).
+//
+// Queries of delivered or parked rows say `state <> 0` besides the state they want: SQLite uses
+// a partial index only when the query's WHERE holds the index's condition as written, and
+// without it they would read the whole table.
 
 // #include <dtx/detail/outbox_logic.hpp>
 // #include <dtx/detail/storage.hpp>
@@ -12053,7 +12155,7 @@ struct outbox_options {
 
 class outbox final : public outbox_store {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
 
     /// Opens the database and creates the outbox's table if needed. Throws dtx::error
     /// (database_corrupt, database_version, database_failed) with the path and reason.
@@ -12075,8 +12177,11 @@ public:
                                    db.path() + "; add messages inside the business transaction");
         const detail::outbox_row row =
             detail::outbox_columns(m, opts_.limits, "dtx::sqlite::outbox::add");
-        db.prepare("INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, "
-                   "attempts, due_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?)")
+        static const std::string insert =
+            "INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, attempts, "
+            "due_ms, created_ms, head, ready_ms) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, " +
+            detail::outbox_head_sql("?3") + ", ?6)";
+        db.prepare(insert)
             .bind(m.id, m.destination, m.key, row.headers, row.payload, row.due_ms, row.created_ms)
             .run();
         signal_->pending = true;
@@ -12129,8 +12234,9 @@ public:
 
     asio::awaitable<bool> requeue(std::string id) override {
         return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
-            db.prepare("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = ?, done_ms = NULL "
-                       "WHERE id = ? AND state = 2")
+            // A dead letter kept head set: its key's next messages still wait for it.
+            db.prepare("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = ?1, ready_ms = ?1, "
+                       "done_ms = NULL WHERE id = ?2 AND state = 2")
                 .bind(detail::to_ms(std::chrono::system_clock::now()), id)
                 .run();
             return db.changes() == 1;
@@ -12139,8 +12245,14 @@ public:
 
     asio::awaitable<bool> discard(std::string id) override {
         return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
+            auto& parked = db.prepare("SELECT msg_key FROM dtx_outbox WHERE id = ? AND state = 2");
+            if (!parked.bind(id).step())
+                return false;
+            const std::string key(parked.text(0));
             db.prepare("DELETE FROM dtx_outbox WHERE id = ? AND state = 2").bind(id).run();
-            return db.changes() == 1;
+            static const std::string promote = detail::outbox_promote_sql("?");
+            db.prepare(promote).bind(key).run();
+            return true;
         });
     }
 
@@ -12191,36 +12303,17 @@ private:
     static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,
                                   std::chrono::milliseconds lease, std::size_t max) {
         const auto now = detail::to_ms(std::chrono::system_clock::now());
-        // Keys held back: by a dead letter, or by an earlier pending message (in flight, waiting
-        // for a retry or for its time). Pending messages are read in commit order from their
-        // covering index, so only the first of each key is a candidate.
-        std::unordered_set<std::string> held;
-        auto& parked =
-            db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state <> 0 AND state = 2");
-        for (parked.bind(); parked.step();)
-            held.emplace(parked.text(0));
+        static const std::string candidates = detail::outbox_candidates_sql("?1", "?2");
         std::vector<std::int64_t> seqs;
-        std::optional<std::int64_t> next_due;
-        auto& pending = db.prepare("SELECT seq, msg_key, due_ms, lease_ms FROM dtx_outbox "
-                                   "WHERE state = 0 ORDER BY seq");
-        for (pending.bind(); seqs.size() < max && pending.step();) {
-            const std::string_view key = pending.text(1);
-            if (!key.empty() && !held.emplace(key).second)
-                continue; // an earlier message of its key is pending or parked
-            const std::int64_t lease_end = pending.is_null(3) ? 0 : pending.integer(3);
-            const std::int64_t ready = std::max(pending.integer(2), lease_end);
-            if (ready <= now)
-                seqs.push_back(pending.integer(0));
-            else if (!next_due || ready < *next_due)
-                next_due = ready;
-        }
+        auto& ready = db.prepare(candidates);
+        for (ready.bind(now, max); ready.step();)
+            seqs.push_back(ready.integer(0));
+        std::sort(seqs.begin(), seqs.end()); // handed over in commit order
         outbox_claim c;
-        if (next_due)
-            c.next_due = detail::from_ms(*next_due);
         auto& row = db.prepare("SELECT id, destination, msg_key, headers, payload, attempts, "
                                "created_ms FROM dtx_outbox WHERE seq = ?");
-        auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?, lease_ms = ?, attempts = "
-                                     "attempts + 1 WHERE seq = ? AND state = 0");
+        auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?1, lease_ms = ?2, ready_ms = "
+                                     "?2, attempts = attempts + 1 WHERE seq = ?3 AND state = 0");
         for (std::int64_t seq : seqs) {
             if (!row.bind(seq).step())
                 continue;
@@ -12228,6 +12321,12 @@ private:
             ++c.messages.back().attempt;
             lease_row.bind(owner, now + lease.count(), seq).run();
         }
+        if (!c.messages.empty())
+            return c; // the relay claims again at once; it asks when next only when idle
+        static const std::string next_due = detail::outbox_next_due_sql("?");
+        auto& next = db.prepare(next_due);
+        if (next.bind(now).step() && !next.is_null(0))
+            c.next_due = detail::from_ms(next.integer(0));
         return c;
     }
 
@@ -12237,8 +12336,14 @@ private:
         auto& delivered = db.prepare(
             "UPDATE dtx_outbox SET state = 1, done_ms = ?, owner = NULL, lease_ms = NULL, "
             "last_error = NULL WHERE id = ? AND owner = ? AND state = 0");
-        auto& retry = db.prepare("UPDATE dtx_outbox SET due_ms = ?, last_error = ?, owner = NULL, "
-                                 "lease_ms = NULL WHERE id = ? AND owner = ? AND state = 0");
+        auto& retry =
+            db.prepare("UPDATE dtx_outbox SET due_ms = ?1, ready_ms = ?1, last_error = ?2, "
+                       "owner = NULL, lease_ms = NULL WHERE id = ?3 AND owner = ?4 AND "
+                       "state = 0");
+        // The next message of a delivered one's key becomes its head.
+        static const std::string promote_sql =
+            detail::outbox_promote_sql("(SELECT k.msg_key FROM dtx_outbox k WHERE k.id = ?)");
+        auto& promote = db.prepare(promote_sql);
         auto& park = db.prepare("UPDATE dtx_outbox SET state = 2, done_ms = ?, last_error = ?, "
                                 "owner = NULL, lease_ms = NULL WHERE id = ? AND owner = ? AND "
                                 "state = 0");
@@ -12246,6 +12351,8 @@ private:
             switch (s.status) {
             case delivery_status::delivered:
                 delivered.bind(now, s.id, owner).run();
+                if (db.changes() == 1)
+                    promote.bind(s.id).run();
                 break;
             case delivery_status::retry:
                 retry.bind(detail::to_ms(s.retry_at), s.error, s.id, owner).run();
@@ -12259,10 +12366,20 @@ private:
 
     bool prepare() {
         detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
-                                           "outbox", schema_version, [&](int) {
-                                               // state: 0 pending, 1 delivered, 2 parked (a dead
-                                               // letter).
-                                               db_.exec(R"sql(
+                                           "outbox", schema_version, [&](int from) {
+                                               if (from < 1)
+                                                   create_schema_1();
+                                               for (const std::string& sql :
+                                                    detail::outbox_v2_migration())
+                                                   db_.exec(sql.c_str());
+                                           });
+        return true;
+    }
+
+    /// The table as schema 1 had it; outbox_v2_migration() brings it to schema 2.
+    void create_schema_1() {
+        // state: 0 pending, 1 delivered, 2 parked (a dead letter).
+        db_.exec(R"sql(
                     CREATE TABLE IF NOT EXISTS dtx_outbox (
                         seq         INTEGER PRIMARY KEY,
                         id          TEXT NOT NULL UNIQUE,
@@ -12284,8 +12401,6 @@ private:
                     CREATE INDEX IF NOT EXISTS dtx_outbox_done ON dtx_outbox (state, done_ms)
                         WHERE state <> 0;
                 )sql");
-                                           });
-        return true;
     }
 
     outbox_options opts_;
@@ -14003,9 +14118,10 @@ DTX_NAMESPACE_END
 //
 // Relays claim due messages with `FOR UPDATE SKIP LOCKED` and a lease (owner, lease-until): a
 // message is claimable when it is pending, due, not leased, and no earlier message of its key is
-// pending or parked. No cursor over ids, no window of time: on PostgreSQL rows become visible
-// out of sequence order (a transaction that took id 10 may commit after the one that took 11),
-// which is how `id > last` relays lose messages and time-window lookbacks resend them.
+// pending or parked (the head of its key). No cursor over ids, no window of time: on PostgreSQL
+// rows become visible out of sequence order (a transaction that took id 10 may commit after the one
+// that took 11), which is how `id > last` relays lose messages and time-window lookbacks resend
+// them.
 //
 // Order per key is commit order. A sequence number alone does not give it: two transactions
 // adding to one key may commit in the opposite order of their numbers. So adding a message with
@@ -14024,6 +14140,37 @@ DTX_NAMESPACE_END
 //   - the lock is on a 32-bit hash of the key: two keys that collide share their lock (not their
 //     order), which costs waiting, never correctness.
 // The sequence must keep its default cache of 1 (numbers in the order they are drawn).
+//
+// A claim costs what it claims, not the messages held back behind a busy key (a dead letter, a
+// retry, a slow destination): each message knows whether it is the head of its key and when it
+// is ready, and a partial index holds the pending heads by ready time
+// (<dtx/detail/outbox_logic.hpp> tells how). Concurrent transactions must not get the head flag
+// wrong. A message is added with its key's lock held and decides "head" in a statement that starts
+// after the lock was granted; the settlement that delivers messages (or the discard of a dead
+// letter) takes the locks of their keys before it changes anything, and promotes the next message
+// of each key in a statement that starts after its own changes. Under READ COMMITTED each statement
+// sees what committed before it started, so of an add and a settlement on one key, whichever gets
+// the lock second sees all the first one did:
+//   - the settlement first: the add sees the delivered message gone from its key's pending
+//     ones, and is the head if nothing else of its key is pending or parked;
+//   - the add first: the settlement waits for the adding transaction to end; its promotion
+//     then sees the new message (committed) or nothing (rolled back), and makes the earliest
+//     pending message of the key the head.
+// There is no third order: the add holds the lock from its statement to its end, the settlement
+// from before its first change to its end. So add() and the relay's statements need READ
+// COMMITTED (PostgreSQL's default): adding a message with a key in
+// a REPEATABLE READ or SERIALIZABLE transaction, whose snapshot may predate the lock, is refused
+// (an error from the database, SQLSTATE 0A000). Settlements take their keys' locks in byte
+// order of the keys: a transaction that adds several keys in sorted order (as asked above)
+// never deadlocks with them (two keys whose hashes collide can still make PostgreSQL abort one
+// of two such transactions, 40P01; when it is the settlement, its messages are delivered again
+// once their leases end). A settlement waits for the business transactions that are adding to
+// the keys it delivered, until they end: keep them short.
+//
+// Schema 2 added this; an outbox of schema 1 is migrated in place when opened (one
+// transaction, under the migration lock; a moment per 100,000 rows).
+// Stop processes of an older dtx on the same database first: they would add, claim and settle
+// without keeping the new columns (and they refuse to open an outbox of schema 2).
 //
 // The tables (dtx_outbox, the function dtx_outbox_add; version in dtx_meta under
 // "outbox_version") live beside the business tables and the barrier's.
@@ -14079,7 +14226,7 @@ struct outbox_options {
 
 class outbox final : public outbox_store {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
     /// The NOTIFY channel of commits that added messages.
     static constexpr const char* channel = "dtx_outbox";
 
@@ -14142,13 +14289,7 @@ public:
                     text = rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)](
                        postgres::connection& db) {
             db.exec_prepared(
-                "dtx_outbox_settle",
-                "UPDATE dtx_outbox t SET state = s.state, "
-                "due_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.due_ms END, "
-                "done_ms = CASE WHEN s.state = 0 THEN NULL ELSE $2::bigint END, "
-                "last_error = NULLIF(s.error, ''), owner = NULL, lease_ms = NULL "
-                "FROM jsonb_to_recordset($3::jsonb) AS s(id text, state smallint, error text, "
-                "retry_at bigint) WHERE t.id = s.id AND t.owner = $1 AND t.state = 0",
+                "dtx_outbox_settle", "SELECT dtx_outbox_settle($1, $2::bigint, $3::jsonb)",
                 {owner, std::to_string(detail::to_ms(std::chrono::system_clock::now())), text});
             return 0;
         };
@@ -14176,8 +14317,9 @@ public:
     asio::awaitable<bool> requeue(std::string id) override {
         return pool_.submit<bool>([id = std::move(id)](postgres::connection& db) {
             const auto now = std::to_string(detail::to_ms(std::chrono::system_clock::now()));
+            // A dead letter kept head set: its key's next messages still wait for it.
             return db.exec("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = $2::bigint, "
-                           "done_ms = NULL WHERE id = $1 AND state = 2",
+                           "ready_ms = $2::bigint, done_ms = NULL WHERE id = $1 AND state = 2",
                            {id, now})
                        .affected() == 1;
         });
@@ -14185,8 +14327,7 @@ public:
 
     asio::awaitable<bool> discard(std::string id) override {
         return pool_.submit<bool>([id = std::move(id)](postgres::connection& db) {
-            return db.exec("DELETE FROM dtx_outbox WHERE id = $1 AND state = 2", {id}).affected() ==
-                   1;
+            return db.exec("SELECT dtx_outbox_discard($1)", {id}).text(0, 0) == "t";
         });
     }
 
@@ -14236,27 +14377,20 @@ private:
                                        r.text(i, 4), r.integer(i, 5), r.integer(i, 6));
     }
 
-    // A message is the first of its key when no earlier message of that key is pending (in
-    // flight, waiting for a retry or for its time) or parked; with the advisory lock of add(),
-    // "earlier" (a smaller seq) is "committed earlier".
-#define DTX_OUTBOX_FIRST_OF_KEY                                                                    \
-    "(o.msg_key = '' OR NOT EXISTS (SELECT 1 FROM dtx_outbox e WHERE e.msg_key = o.msg_key AND "   \
-    "e.seq < o.seq AND e.state <> 1))"
-
     static outbox_claim claim_now(postgres::connection& db, const std::string& owner,
                                   std::chrono::milliseconds lease, std::size_t max) {
         const auto now = detail::to_ms(std::chrono::system_clock::now());
         const std::string now_text = std::to_string(now);
         // One statement: the candidates locked (rows another relay is claiming skipped), leased
         // and counted. A row leased meanwhile is re-checked on its newest version and left out.
+        static const std::string claim_sql =
+            "WITH c AS (" + detail::outbox_candidates_sql("$2::bigint", "$3::bigint") +
+            " FOR UPDATE SKIP LOCKED) UPDATE dtx_outbox t SET owner = $1, lease_ms = $4::bigint, "
+            "ready_ms = $4::bigint, attempts = t.attempts + 1 FROM c WHERE t.seq = c.seq "
+            "RETURNING t.id, t.destination, t.msg_key, t.headers, t.payload, t.attempts, "
+            "t.created_ms, t.seq";
         auto r = db.exec_prepared(
-            "dtx_outbox_claim",
-            "WITH c AS (SELECT o.seq FROM dtx_outbox o WHERE o.state = 0 AND o.due_ms <= "
-            "$2::bigint AND (o.lease_ms IS NULL OR o.lease_ms <= $2::bigint) "
-            "AND " DTX_OUTBOX_FIRST_OF_KEY " ORDER BY o.seq LIMIT $3::bigint FOR UPDATE SKIP "
-            "LOCKED) UPDATE dtx_outbox t SET owner = $1, lease_ms = $4::bigint, attempts = "
-            "t.attempts + 1 FROM c WHERE t.seq = c.seq RETURNING t.id, t.destination, t.msg_key, "
-            "t.headers, t.payload, t.attempts, t.created_ms, t.seq",
+            "dtx_outbox_claim", claim_sql.c_str(),
             {owner, now_text, std::to_string(max), std::to_string(now + lease.count())});
         std::vector<std::pair<std::int64_t, envelope>> rows;
         for (int i = 0; i < r.rows(); ++i)
@@ -14267,60 +14401,133 @@ private:
         for (auto& row : rows)
             c.messages.push_back(std::move(row.second));
         if (!c.messages.empty())
-            return c; // the relay claims again at once; next_due would be a scan for nothing
-        // When the first message that is not ready (a retry, a delayed message, a lease that
-        // ends) will be: the relay sleeps until then at the most.
-        auto next = db.exec_prepared(
-            "dtx_outbox_next_due",
-            "SELECT min(GREATEST(o.due_ms, COALESCE(o.lease_ms, 0))) FROM dtx_outbox o WHERE "
-            "o.state = 0 AND GREATEST(o.due_ms, COALESCE(o.lease_ms, 0)) > $1::bigint "
-            "AND " DTX_OUTBOX_FIRST_OF_KEY,
-            {now_text});
+            return c; // the relay claims again at once; it asks when next only when idle
+        // When the first head that is not ready (a retry, a delayed message, a lease that ends)
+        // will be: the relay sleeps until then at the most.
+        static const std::string next_sql = detail::outbox_next_due_sql("$1::bigint");
+        auto next = db.exec_prepared("dtx_outbox_next_due", next_sql.c_str(), {now_text});
         if (next.rows() == 1 && !next.is_null(0, 0))
             c.next_due = detail::from_ms(next.integer(0, 0));
         return c;
     }
-#undef DTX_OUTBOX_FIRST_OF_KEY
 
     bool migrate() {
         postgres::connection db(opts_.conninfo, storage_role::participant);
-        detail::prepare_participant_tables(db, "outbox", schema_version, [&](int) {
-            // state: 0 pending, 1 delivered, 2 parked (a dead letter).
-            db.exec("CREATE TABLE IF NOT EXISTS dtx_outbox (seq bigserial PRIMARY KEY, "
-                    "id text NOT NULL UNIQUE, destination text NOT NULL, msg_key text NOT NULL, "
-                    "headers text NOT NULL, payload text NOT NULL, state smallint NOT NULL, "
-                    "attempts integer NOT NULL, due_ms bigint NOT NULL, owner text, "
-                    "lease_ms bigint, last_error text, created_ms bigint NOT NULL, "
-                    "done_ms bigint)");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_pending ON dtx_outbox (seq) "
-                    "WHERE state = 0");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq) "
-                    "WHERE state <> 1");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_delivered ON dtx_outbox (done_ms) "
-                    "WHERE state = 1");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_parked ON dtx_outbox (seq) "
-                    "WHERE state = 2");
-            // The key's lock before the sequence number: see the top of this file. 7270713 is
-            // the outbox's class of advisory locks (two-int locks do not meet one-bigint ones).
-            db.exec(R"sql(
+        detail::prepare_participant_tables(db, "outbox", schema_version, [&](int from) {
+            if (from < 1)
+                create_schema_1(db);
+            for (const std::string& sql : detail::outbox_v2_migration())
+                db.exec(sql.c_str());
+            create_functions(db);
+        });
+        return true;
+    }
+
+    /// The table as schema 1 had it; outbox_v2_migration() brings it to schema 2.
+    static void create_schema_1(postgres::connection& db) {
+        // state: 0 pending, 1 delivered, 2 parked (a dead letter).
+        db.exec("CREATE TABLE IF NOT EXISTS dtx_outbox (seq bigserial PRIMARY KEY, "
+                "id text NOT NULL UNIQUE, destination text NOT NULL, msg_key text NOT NULL, "
+                "headers text NOT NULL, payload text NOT NULL, state smallint NOT NULL, "
+                "attempts integer NOT NULL, due_ms bigint NOT NULL, owner text, "
+                "lease_ms bigint, last_error text, created_ms bigint NOT NULL, "
+                "done_ms bigint)");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_pending ON dtx_outbox (seq) "
+                "WHERE state = 0");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq) "
+                "WHERE state <> 1");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_delivered ON dtx_outbox (done_ms) "
+                "WHERE state = 1");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_parked ON dtx_outbox (seq) "
+                "WHERE state = 2");
+    }
+
+    /// The functions of schema 2: add, settle and discard, which keep each key's head right
+    /// (see the top of this file). 7270713 is the outbox's class of advisory locks (two-int
+    /// locks do not meet one-bigint ones).
+    static void create_functions(postgres::connection& db) {
+        // Refuses a transaction whose snapshot may predate the key's lock.
+        const std::string read_committed = R"sql(
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the dtx outbox needs READ COMMITTED transactions, not %',
+            current_setting('transaction_isolation') USING ERRCODE = '0A000';
+    END IF;)sql";
+        db.exec((R"sql(
 CREATE OR REPLACE FUNCTION dtx_outbox_add(p_id text, p_destination text, p_key text,
     p_headers text, p_payload text, p_due bigint, p_created bigint, p_notify boolean)
     RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF p_key <> '' THEN
+    IF p_key <> '' THEN)sql" +
+                 read_committed + R"sql(
         PERFORM pg_advisory_xact_lock(7270713, hashtext(p_key));
     END IF;
     INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, attempts,
-                            due_ms, created_ms)
-        VALUES (p_id, p_destination, p_key, p_headers, p_payload, 0, 0, p_due, p_created);
+                            due_ms, created_ms, head, ready_ms)
+        VALUES (p_id, p_destination, p_key, p_headers, p_payload, 0, 0, p_due, p_created, )sql" +
+                 detail::outbox_head_sql("p_key") + R"sql(, p_due);
     IF p_notify THEN
         PERFORM pg_notify('dtx_outbox', '');
     END IF;
 END
-$$)sql");
-        });
-        return true;
+$$)sql")
+                    .c_str());
+        // p_rows: [{id, state (1 delivered, 0 retry, 2 park), error, retry_at}].
+        db.exec((R"sql(
+CREATE OR REPLACE FUNCTION dtx_outbox_settle(p_owner text, p_now bigint, p_rows jsonb)
+    RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    keys text[];
+    k text;
+BEGIN)sql" + read_committed +
+                 R"sql(
+    SELECT array_agg(DISTINCT o.msg_key COLLATE "C" ORDER BY o.msg_key COLLATE "C") INTO keys
+        FROM dtx_outbox o JOIN jsonb_to_recordset(p_rows) AS s(id text, state smallint)
+        ON o.id = s.id
+        WHERE s.state = 1 AND o.msg_key <> '' AND o.owner = p_owner AND o.state = 0;
+    FOREACH k IN ARRAY COALESCE(keys, '{}') LOOP
+        PERFORM pg_advisory_xact_lock(7270713, hashtext(k));
+    END LOOP;
+    UPDATE dtx_outbox t SET state = s.state,
+        due_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.due_ms END,
+        ready_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.ready_ms END,
+        done_ms = CASE WHEN s.state = 0 THEN NULL ELSE p_now END,
+        last_error = NULLIF(s.error, ''), owner = NULL, lease_ms = NULL
+        FROM jsonb_to_recordset(p_rows) AS s(id text, state smallint, error text,
+                                              retry_at bigint)
+        WHERE t.id = s.id AND t.owner = p_owner AND t.state = 0;
+    FOREACH k IN ARRAY COALESCE(keys, '{}') LOOP
+        )sql" + detail::outbox_promote_sql("k") +
+                 R"sql(;
+    END LOOP;
+END
+$$)sql")
+                    .c_str());
+        db.exec((R"sql(
+CREATE OR REPLACE FUNCTION dtx_outbox_discard(p_id text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+BEGIN)sql" + read_committed +
+                 R"sql(
+    SELECT msg_key INTO k FROM dtx_outbox WHERE id = p_id AND state = 2;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF k <> '' THEN
+        PERFORM pg_advisory_xact_lock(7270713, hashtext(k));
+    END IF;
+    DELETE FROM dtx_outbox WHERE id = p_id AND state = 2;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    )sql" + detail::outbox_promote_sql("k") +
+                 R"sql(;
+    RETURN true;
+END
+$$)sql")
+                    .c_str());
     }
 
     outbox_options opts_;

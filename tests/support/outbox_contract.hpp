@@ -9,7 +9,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <set>
@@ -176,6 +178,152 @@ void check_outbox_to_inbox(Outbox& outbox, Inbox& inbox) {
     run(ioc, outbox.template run<int>(add));
     CHECK(run(ioc, eventually([&] { return r.stats().delivered == 5; }, 5s)));
     CHECK(ran == 5);
+    run(ioc, stopped(r));
+}
+
+/// Adds `count` messages of key `key` (destination "d", payload {"n": first, first + 1, ...}), a
+/// thousand to a transaction.
+template <class Outbox>
+void add_many(asio::io_context& ioc, Outbox& outbox, const std::string& key, int first, int count) {
+    for (int done = 0; done < count; done += 1000) {
+        auto add = [&, done](auto& db) {
+            for (int n = done; n < std::min(count, done + 1000); ++n)
+                outbox.add(db, {.destination = "d", .key = key, .payload = {{"n", first + n}}});
+            return 0;
+        };
+        run(ioc, outbox.template run<int>(add));
+    }
+}
+
+/// A key with a large backlog (`backlog` messages) behind a dead letter holds only itself: other
+/// keys' messages, each committed alone, are claimed and delivered, and no claim takes a message
+/// of the held key; requeueing the dead letter then delivers the whole backlog, in order.
+/// `count(where)` counts the outbox's rows.
+template <class Outbox>
+void check_backlog_behind_dead_letter(Outbox& outbox, int backlog,
+                                      const std::function<std::int64_t(const char*)>& count) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    bool reject = true;
+    std::vector<int> held; // the held key's messages delivered, in order
+    std::vector<std::string> others;
+    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
+        if (e.key != "held")
+            others.push_back(e.key);
+        else if (reject && e.payload.at("n") == 0)
+            co_return delivery_result::rejected("cannot process message 0");
+        else
+            held.push_back(e.payload.at("n").get<int>());
+        co_return delivery_result::delivered();
+    });
+    add_many(ioc, outbox, "held", 0, backlog + 1); // message 0 becomes the dead letter
+    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
+    r.start();
+    REQUIRE(run(ioc, eventually([&] { return r.stats().dead_letters == 1; }, 5s)));
+    const int other_keys = 100;
+    for (int i = 0; i < other_keys; ++i) {
+        auto add = [&, i](auto& db) {
+            return outbox.add(db, {.destination = "d", .key = "other-" + std::to_string(i)});
+        };
+        run(ioc, outbox.template run<std::string>(add));
+    }
+    CHECK(run(ioc, eventually([&] { return others.size() == other_keys; }, 20s)));
+    run(ioc, eventually([] { return false; }, 50ms));
+    CHECK(held.empty());
+    CHECK(r.stats().claimed == 1 + other_keys); // the dead letter and the other keys, no more
+    CHECK(count("state = 0") == backlog);
+    auto parked = run(ioc, r.dead_letters());
+    REQUIRE(parked.size() == 1);
+    reject = false;
+    CHECK(run(ioc, r.requeue(parked[0].message.id)));
+    CHECK(run(ioc, eventually([&] { return held.size() == std::size_t(backlog) + 1; }, 60s)));
+    std::vector<int> expected(static_cast<std::size_t>(backlog) + 1);
+    for (std::size_t n = 0; n < expected.size(); ++n)
+        expected[n] = static_cast<int>(n);
+    CHECK(held == expected);
+    CHECK(r.stats().claimed == std::uint64_t(2 + other_keys + backlog));
+    CHECK(count("state <> 1") == 0);
+    run(ioc, stopped(r));
+}
+
+/// A key whose head waits for its retries holds back its own messages only: the other keys'
+/// messages, committed meanwhile, are delivered while the head keeps failing (it fails until
+/// they all are; had they waited, it would become a dead letter), and the key's messages are
+/// delivered in order once the head is.
+template <class Outbox>
+void check_retrying_head(Outbox& outbox) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    const std::size_t other_keys = 50, behind = 50;
+    std::vector<int> slow; // the retrying key's messages delivered, in order
+    std::size_t others = 0;
+    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
+        if (e.key != "slow") {
+            ++others;
+            co_return delivery_result::delivered();
+        }
+        if (e.payload.at("n") == 0 && others < other_keys)
+            co_return delivery_result::retry_later("503 from d");
+        slow.push_back(e.payload.at("n").get<int>());
+        co_return delivery_result::delivered();
+    });
+    // At most 200 retries, 20 ms apart, before the head would be parked.
+    relay r(
+        ioc.get_executor(), outbox, pub,
+        {.schedule = delivery_schedule::fixed(std::vector<std::chrono::milliseconds>(200, 20ms)),
+         .poll_interval = 10s});
+    add_many(ioc, outbox, "slow", 0, static_cast<int>(behind) + 1);
+    r.start();
+    REQUIRE(run(ioc, eventually([&] { return r.stats().retried >= 1; }, 5s)));
+    for (std::size_t i = 0; i < other_keys; ++i) {
+        auto add = [&, i](auto& db) {
+            return outbox.add(db, {.destination = "d", .key = "other-" + std::to_string(i)});
+        };
+        run(ioc, outbox.template run<std::string>(add));
+    }
+    CHECK(run(ioc, eventually([&] { return slow.size() == behind + 1; }, 10s)));
+    CHECK(others == other_keys);
+    std::vector<int> expected(behind + 1);
+    for (std::size_t n = 0; n < expected.size(); ++n)
+        expected[n] = static_cast<int>(n);
+    CHECK(slow == expected);
+    CHECK(r.stats().dead_letters == 0);
+    CHECK(r.stats().claimed == r.stats().retried + behind + 1 + other_keys);
+    run(ioc, stopped(r));
+}
+
+/// An outbox opened over a table of schema 1 that held, in this order: a1 (key a, in flight: its
+/// relay died, its lease ending soon), b1 (key b, a dead letter), a2, c1, b2, e1 (empty key),
+/// a3 (pending), and c0 (delivered). Heads are a1, b1, c1 and e1; the relay delivers all but b2,
+/// in order per key (a1 once its lease ends); requeueing b1 then delivers b1 and b2.
+/// `count(where)` counts the outbox's rows.
+template <class Outbox>
+void check_schema_1_rows_delivered(Outbox& outbox,
+                                   const std::function<std::int64_t(const char*)>& count) {
+    using namespace std::chrono_literals;
+    asio::io_context ioc;
+    CHECK(count("head AND state <> 1") == 4);
+    CHECK(count("ready_ms = lease_ms AND id = 'a1'") == 1);
+    std::vector<std::string> got;
+    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
+        got.push_back(e.id);
+        co_return delivery_result::delivered();
+    });
+    relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
+    r.start();
+    REQUIRE(run(ioc, eventually([&] { return got.size() == 5; }, 5s)));
+    run(ioc, eventually([] { return false; }, 50ms));
+    auto position = [&](const char* id) { return std::find(got.begin(), got.end(), id); };
+    CHECK(position("a1") < position("a2"));
+    CHECK(position("a2") < position("a3"));
+    CHECK(position("c1") != got.end());
+    CHECK(position("e1") != got.end());
+    CHECK(position("b2") == got.end()); // held by its dead letter
+    CHECK(run(ioc, r.requeue("b1")));
+    REQUIRE(run(ioc, eventually([&] { return got.size() == 7; }, 5s)));
+    CHECK(std::vector<std::string>(got.begin() + 5, got.end()) ==
+          std::vector<std::string>{"b1", "b2"});
+    CHECK(count("state <> 1") == 0);
     run(ioc, stopped(r));
 }
 

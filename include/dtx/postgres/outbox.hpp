@@ -33,9 +33,10 @@
 //
 // Relays claim due messages with `FOR UPDATE SKIP LOCKED` and a lease (owner, lease-until): a
 // message is claimable when it is pending, due, not leased, and no earlier message of its key is
-// pending or parked. No cursor over ids, no window of time: on PostgreSQL rows become visible
-// out of sequence order (a transaction that took id 10 may commit after the one that took 11),
-// which is how `id > last` relays lose messages and time-window lookbacks resend them.
+// pending or parked (the head of its key). No cursor over ids, no window of time: on PostgreSQL
+// rows become visible out of sequence order (a transaction that took id 10 may commit after the one
+// that took 11), which is how `id > last` relays lose messages and time-window lookbacks resend
+// them.
 //
 // Order per key is commit order. A sequence number alone does not give it: two transactions
 // adding to one key may commit in the opposite order of their numbers. So adding a message with
@@ -54,6 +55,37 @@
 //   - the lock is on a 32-bit hash of the key: two keys that collide share their lock (not their
 //     order), which costs waiting, never correctness.
 // The sequence must keep its default cache of 1 (numbers in the order they are drawn).
+//
+// A claim costs what it claims, not the messages held back behind a busy key (a dead letter, a
+// retry, a slow destination): each message knows whether it is the head of its key and when it
+// is ready, and a partial index holds the pending heads by ready time
+// (<dtx/detail/outbox_logic.hpp> tells how). Concurrent transactions must not get the head flag
+// wrong. A message is added with its key's lock held and decides "head" in a statement that starts
+// after the lock was granted; the settlement that delivers messages (or the discard of a dead
+// letter) takes the locks of their keys before it changes anything, and promotes the next message
+// of each key in a statement that starts after its own changes. Under READ COMMITTED each statement
+// sees what committed before it started, so of an add and a settlement on one key, whichever gets
+// the lock second sees all the first one did:
+//   - the settlement first: the add sees the delivered message gone from its key's pending
+//     ones, and is the head if nothing else of its key is pending or parked;
+//   - the add first: the settlement waits for the adding transaction to end; its promotion
+//     then sees the new message (committed) or nothing (rolled back), and makes the earliest
+//     pending message of the key the head.
+// There is no third order: the add holds the lock from its statement to its end, the settlement
+// from before its first change to its end. So add() and the relay's statements need READ
+// COMMITTED (PostgreSQL's default): adding a message with a key in
+// a REPEATABLE READ or SERIALIZABLE transaction, whose snapshot may predate the lock, is refused
+// (an error from the database, SQLSTATE 0A000). Settlements take their keys' locks in byte
+// order of the keys: a transaction that adds several keys in sorted order (as asked above)
+// never deadlocks with them (two keys whose hashes collide can still make PostgreSQL abort one
+// of two such transactions, 40P01; when it is the settlement, its messages are delivered again
+// once their leases end). A settlement waits for the business transactions that are adding to
+// the keys it delivered, until they end: keep them short.
+//
+// Schema 2 added this; an outbox of schema 1 is migrated in place when opened (one
+// transaction, under the migration lock; a moment per 100,000 rows).
+// Stop processes of an older dtx on the same database first: they would add, claim and settle
+// without keeping the new columns (and they refuse to open an outbox of schema 2).
 //
 // The tables (dtx_outbox, the function dtx_outbox_add; version in dtx_meta under
 // "outbox_version") live beside the business tables and the barrier's.
@@ -105,7 +137,7 @@ struct outbox_options {
 
 class outbox final : public outbox_store {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
     /// The NOTIFY channel of commits that added messages.
     static constexpr const char* channel = "dtx_outbox";
 
@@ -168,13 +200,7 @@ public:
                     text = rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)](
                        postgres::connection& db) {
             db.exec_prepared(
-                "dtx_outbox_settle",
-                "UPDATE dtx_outbox t SET state = s.state, "
-                "due_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.due_ms END, "
-                "done_ms = CASE WHEN s.state = 0 THEN NULL ELSE $2::bigint END, "
-                "last_error = NULLIF(s.error, ''), owner = NULL, lease_ms = NULL "
-                "FROM jsonb_to_recordset($3::jsonb) AS s(id text, state smallint, error text, "
-                "retry_at bigint) WHERE t.id = s.id AND t.owner = $1 AND t.state = 0",
+                "dtx_outbox_settle", "SELECT dtx_outbox_settle($1, $2::bigint, $3::jsonb)",
                 {owner, std::to_string(detail::to_ms(std::chrono::system_clock::now())), text});
             return 0;
         };
@@ -202,8 +228,9 @@ public:
     asio::awaitable<bool> requeue(std::string id) override {
         return pool_.submit<bool>([id = std::move(id)](postgres::connection& db) {
             const auto now = std::to_string(detail::to_ms(std::chrono::system_clock::now()));
+            // A dead letter kept head set: its key's next messages still wait for it.
             return db.exec("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = $2::bigint, "
-                           "done_ms = NULL WHERE id = $1 AND state = 2",
+                           "ready_ms = $2::bigint, done_ms = NULL WHERE id = $1 AND state = 2",
                            {id, now})
                        .affected() == 1;
         });
@@ -211,8 +238,7 @@ public:
 
     asio::awaitable<bool> discard(std::string id) override {
         return pool_.submit<bool>([id = std::move(id)](postgres::connection& db) {
-            return db.exec("DELETE FROM dtx_outbox WHERE id = $1 AND state = 2", {id}).affected() ==
-                   1;
+            return db.exec("SELECT dtx_outbox_discard($1)", {id}).text(0, 0) == "t";
         });
     }
 
@@ -262,27 +288,20 @@ private:
                                        r.text(i, 4), r.integer(i, 5), r.integer(i, 6));
     }
 
-    // A message is the first of its key when no earlier message of that key is pending (in
-    // flight, waiting for a retry or for its time) or parked; with the advisory lock of add(),
-    // "earlier" (a smaller seq) is "committed earlier".
-#define DTX_OUTBOX_FIRST_OF_KEY                                                                    \
-    "(o.msg_key = '' OR NOT EXISTS (SELECT 1 FROM dtx_outbox e WHERE e.msg_key = o.msg_key AND "   \
-    "e.seq < o.seq AND e.state <> 1))"
-
     static outbox_claim claim_now(postgres::connection& db, const std::string& owner,
                                   std::chrono::milliseconds lease, std::size_t max) {
         const auto now = detail::to_ms(std::chrono::system_clock::now());
         const std::string now_text = std::to_string(now);
         // One statement: the candidates locked (rows another relay is claiming skipped), leased
         // and counted. A row leased meanwhile is re-checked on its newest version and left out.
+        static const std::string claim_sql =
+            "WITH c AS (" + detail::outbox_candidates_sql("$2::bigint", "$3::bigint") +
+            " FOR UPDATE SKIP LOCKED) UPDATE dtx_outbox t SET owner = $1, lease_ms = $4::bigint, "
+            "ready_ms = $4::bigint, attempts = t.attempts + 1 FROM c WHERE t.seq = c.seq "
+            "RETURNING t.id, t.destination, t.msg_key, t.headers, t.payload, t.attempts, "
+            "t.created_ms, t.seq";
         auto r = db.exec_prepared(
-            "dtx_outbox_claim",
-            "WITH c AS (SELECT o.seq FROM dtx_outbox o WHERE o.state = 0 AND o.due_ms <= "
-            "$2::bigint AND (o.lease_ms IS NULL OR o.lease_ms <= $2::bigint) "
-            "AND " DTX_OUTBOX_FIRST_OF_KEY " ORDER BY o.seq LIMIT $3::bigint FOR UPDATE SKIP "
-            "LOCKED) UPDATE dtx_outbox t SET owner = $1, lease_ms = $4::bigint, attempts = "
-            "t.attempts + 1 FROM c WHERE t.seq = c.seq RETURNING t.id, t.destination, t.msg_key, "
-            "t.headers, t.payload, t.attempts, t.created_ms, t.seq",
+            "dtx_outbox_claim", claim_sql.c_str(),
             {owner, now_text, std::to_string(max), std::to_string(now + lease.count())});
         std::vector<std::pair<std::int64_t, envelope>> rows;
         for (int i = 0; i < r.rows(); ++i)
@@ -293,60 +312,133 @@ private:
         for (auto& row : rows)
             c.messages.push_back(std::move(row.second));
         if (!c.messages.empty())
-            return c; // the relay claims again at once; next_due would be a scan for nothing
-        // When the first message that is not ready (a retry, a delayed message, a lease that
-        // ends) will be: the relay sleeps until then at the most.
-        auto next = db.exec_prepared(
-            "dtx_outbox_next_due",
-            "SELECT min(GREATEST(o.due_ms, COALESCE(o.lease_ms, 0))) FROM dtx_outbox o WHERE "
-            "o.state = 0 AND GREATEST(o.due_ms, COALESCE(o.lease_ms, 0)) > $1::bigint "
-            "AND " DTX_OUTBOX_FIRST_OF_KEY,
-            {now_text});
+            return c; // the relay claims again at once; it asks when next only when idle
+        // When the first head that is not ready (a retry, a delayed message, a lease that ends)
+        // will be: the relay sleeps until then at the most.
+        static const std::string next_sql = detail::outbox_next_due_sql("$1::bigint");
+        auto next = db.exec_prepared("dtx_outbox_next_due", next_sql.c_str(), {now_text});
         if (next.rows() == 1 && !next.is_null(0, 0))
             c.next_due = detail::from_ms(next.integer(0, 0));
         return c;
     }
-#undef DTX_OUTBOX_FIRST_OF_KEY
 
     bool migrate() {
         postgres::connection db(opts_.conninfo, storage_role::participant);
-        detail::prepare_participant_tables(db, "outbox", schema_version, [&](int) {
-            // state: 0 pending, 1 delivered, 2 parked (a dead letter).
-            db.exec("CREATE TABLE IF NOT EXISTS dtx_outbox (seq bigserial PRIMARY KEY, "
-                    "id text NOT NULL UNIQUE, destination text NOT NULL, msg_key text NOT NULL, "
-                    "headers text NOT NULL, payload text NOT NULL, state smallint NOT NULL, "
-                    "attempts integer NOT NULL, due_ms bigint NOT NULL, owner text, "
-                    "lease_ms bigint, last_error text, created_ms bigint NOT NULL, "
-                    "done_ms bigint)");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_pending ON dtx_outbox (seq) "
-                    "WHERE state = 0");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq) "
-                    "WHERE state <> 1");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_delivered ON dtx_outbox (done_ms) "
-                    "WHERE state = 1");
-            db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_parked ON dtx_outbox (seq) "
-                    "WHERE state = 2");
-            // The key's lock before the sequence number: see the top of this file. 7270713 is
-            // the outbox's class of advisory locks (two-int locks do not meet one-bigint ones).
-            db.exec(R"sql(
+        detail::prepare_participant_tables(db, "outbox", schema_version, [&](int from) {
+            if (from < 1)
+                create_schema_1(db);
+            for (const std::string& sql : detail::outbox_v2_migration())
+                db.exec(sql.c_str());
+            create_functions(db);
+        });
+        return true;
+    }
+
+    /// The table as schema 1 had it; outbox_v2_migration() brings it to schema 2.
+    static void create_schema_1(postgres::connection& db) {
+        // state: 0 pending, 1 delivered, 2 parked (a dead letter).
+        db.exec("CREATE TABLE IF NOT EXISTS dtx_outbox (seq bigserial PRIMARY KEY, "
+                "id text NOT NULL UNIQUE, destination text NOT NULL, msg_key text NOT NULL, "
+                "headers text NOT NULL, payload text NOT NULL, state smallint NOT NULL, "
+                "attempts integer NOT NULL, due_ms bigint NOT NULL, owner text, "
+                "lease_ms bigint, last_error text, created_ms bigint NOT NULL, "
+                "done_ms bigint)");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_pending ON dtx_outbox (seq) "
+                "WHERE state = 0");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_key ON dtx_outbox (msg_key, seq) "
+                "WHERE state <> 1");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_delivered ON dtx_outbox (done_ms) "
+                "WHERE state = 1");
+        db.exec("CREATE INDEX IF NOT EXISTS dtx_outbox_parked ON dtx_outbox (seq) "
+                "WHERE state = 2");
+    }
+
+    /// The functions of schema 2: add, settle and discard, which keep each key's head right
+    /// (see the top of this file). 7270713 is the outbox's class of advisory locks (two-int
+    /// locks do not meet one-bigint ones).
+    static void create_functions(postgres::connection& db) {
+        // Refuses a transaction whose snapshot may predate the key's lock.
+        const std::string read_committed = R"sql(
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the dtx outbox needs READ COMMITTED transactions, not %',
+            current_setting('transaction_isolation') USING ERRCODE = '0A000';
+    END IF;)sql";
+        db.exec((R"sql(
 CREATE OR REPLACE FUNCTION dtx_outbox_add(p_id text, p_destination text, p_key text,
     p_headers text, p_payload text, p_due bigint, p_created bigint, p_notify boolean)
     RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF p_key <> '' THEN
+    IF p_key <> '' THEN)sql" +
+                 read_committed + R"sql(
         PERFORM pg_advisory_xact_lock(7270713, hashtext(p_key));
     END IF;
     INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, attempts,
-                            due_ms, created_ms)
-        VALUES (p_id, p_destination, p_key, p_headers, p_payload, 0, 0, p_due, p_created);
+                            due_ms, created_ms, head, ready_ms)
+        VALUES (p_id, p_destination, p_key, p_headers, p_payload, 0, 0, p_due, p_created, )sql" +
+                 detail::outbox_head_sql("p_key") + R"sql(, p_due);
     IF p_notify THEN
         PERFORM pg_notify('dtx_outbox', '');
     END IF;
 END
-$$)sql");
-        });
-        return true;
+$$)sql")
+                    .c_str());
+        // p_rows: [{id, state (1 delivered, 0 retry, 2 park), error, retry_at}].
+        db.exec((R"sql(
+CREATE OR REPLACE FUNCTION dtx_outbox_settle(p_owner text, p_now bigint, p_rows jsonb)
+    RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    keys text[];
+    k text;
+BEGIN)sql" + read_committed +
+                 R"sql(
+    SELECT array_agg(DISTINCT o.msg_key COLLATE "C" ORDER BY o.msg_key COLLATE "C") INTO keys
+        FROM dtx_outbox o JOIN jsonb_to_recordset(p_rows) AS s(id text, state smallint)
+        ON o.id = s.id
+        WHERE s.state = 1 AND o.msg_key <> '' AND o.owner = p_owner AND o.state = 0;
+    FOREACH k IN ARRAY COALESCE(keys, '{}') LOOP
+        PERFORM pg_advisory_xact_lock(7270713, hashtext(k));
+    END LOOP;
+    UPDATE dtx_outbox t SET state = s.state,
+        due_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.due_ms END,
+        ready_ms = CASE WHEN s.state = 0 THEN s.retry_at ELSE t.ready_ms END,
+        done_ms = CASE WHEN s.state = 0 THEN NULL ELSE p_now END,
+        last_error = NULLIF(s.error, ''), owner = NULL, lease_ms = NULL
+        FROM jsonb_to_recordset(p_rows) AS s(id text, state smallint, error text,
+                                              retry_at bigint)
+        WHERE t.id = s.id AND t.owner = p_owner AND t.state = 0;
+    FOREACH k IN ARRAY COALESCE(keys, '{}') LOOP
+        )sql" + detail::outbox_promote_sql("k") +
+                 R"sql(;
+    END LOOP;
+END
+$$)sql")
+                    .c_str());
+        db.exec((R"sql(
+CREATE OR REPLACE FUNCTION dtx_outbox_discard(p_id text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+BEGIN)sql" + read_committed +
+                 R"sql(
+    SELECT msg_key INTO k FROM dtx_outbox WHERE id = p_id AND state = 2;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF k <> '' THEN
+        PERFORM pg_advisory_xact_lock(7270713, hashtext(k));
+    END IF;
+    DELETE FROM dtx_outbox WHERE id = p_id AND state = 2;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    )sql" + detail::outbox_promote_sql("k") +
+                 R"sql(;
+    RETURN true;
+END
+$$)sql")
+                    .c_str());
     }
 
     outbox_options opts_;

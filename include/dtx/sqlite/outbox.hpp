@@ -26,10 +26,22 @@
 //
 // The tables (dtx_outbox; version in dtx_meta under "outbox_version") live beside the business
 // tables and the barrier's. A message's order among those of its key is its commit order: SQLite
-// has one writer at a time, so row ids increase in commit order. Queries of delivered or parked
-// rows say `state <> 0` besides the state they want: SQLite uses a partial index only when the
-// query's WHERE holds the index's condition as written, and without it every claim would read the
-// whole table.
+// has one writer at a time, so row ids increase in commit order.
+//
+// A claim costs what it claims, not the messages held back behind a busy key (a dead letter, a
+// retry, a slow destination): each message knows whether it is the head of its key and when it
+// is ready, and a partial index holds the pending heads by ready time
+// (<dtx/detail/outbox_logic.hpp> tells how).
+// SQLite's single writer makes that bookkeeping exact: the add that decides whether a message is
+// its key's head, and the settlement that promotes the next message of a key, never overlap.
+// Schema 2 added it; an outbox of schema 1 is migrated in place when opened (a moment per
+// 100,000 rows, in the opening transaction).
+// Stop processes of an older dtx on the same database first: they would add, claim and settle
+// without keeping the new columns (and they refuse to open an outbox of schema 2).
+//
+// Queries of delivered or parked rows say `state <> 0` besides the state they want: SQLite uses
+// a partial index only when the query's WHERE holds the index's condition as written, and
+// without it they would read the whole table.
 
 #include <dtx/detail/outbox_logic.hpp>
 #include <dtx/detail/storage.hpp>
@@ -70,7 +82,7 @@ struct outbox_options {
 
 class outbox final : public outbox_store {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
 
     /// Opens the database and creates the outbox's table if needed. Throws dtx::error
     /// (database_corrupt, database_version, database_failed) with the path and reason.
@@ -92,8 +104,11 @@ public:
                                    db.path() + "; add messages inside the business transaction");
         const detail::outbox_row row =
             detail::outbox_columns(m, opts_.limits, "dtx::sqlite::outbox::add");
-        db.prepare("INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, "
-                   "attempts, due_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?)")
+        static const std::string insert =
+            "INSERT INTO dtx_outbox (id, destination, msg_key, headers, payload, state, attempts, "
+            "due_ms, created_ms, head, ready_ms) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, " +
+            detail::outbox_head_sql("?3") + ", ?6)";
+        db.prepare(insert)
             .bind(m.id, m.destination, m.key, row.headers, row.payload, row.due_ms, row.created_ms)
             .run();
         signal_->pending = true;
@@ -146,8 +161,9 @@ public:
 
     asio::awaitable<bool> requeue(std::string id) override {
         return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
-            db.prepare("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = ?, done_ms = NULL "
-                       "WHERE id = ? AND state = 2")
+            // A dead letter kept head set: its key's next messages still wait for it.
+            db.prepare("UPDATE dtx_outbox SET state = 0, attempts = 0, due_ms = ?1, ready_ms = ?1, "
+                       "done_ms = NULL WHERE id = ?2 AND state = 2")
                 .bind(detail::to_ms(std::chrono::system_clock::now()), id)
                 .run();
             return db.changes() == 1;
@@ -156,8 +172,14 @@ public:
 
     asio::awaitable<bool> discard(std::string id) override {
         return worker_.run<bool>([id = std::move(id)](sqlite::connection& db) {
+            auto& parked = db.prepare("SELECT msg_key FROM dtx_outbox WHERE id = ? AND state = 2");
+            if (!parked.bind(id).step())
+                return false;
+            const std::string key(parked.text(0));
             db.prepare("DELETE FROM dtx_outbox WHERE id = ? AND state = 2").bind(id).run();
-            return db.changes() == 1;
+            static const std::string promote = detail::outbox_promote_sql("?");
+            db.prepare(promote).bind(key).run();
+            return true;
         });
     }
 
@@ -208,36 +230,17 @@ private:
     static outbox_claim claim_now(sqlite::connection& db, const std::string& owner,
                                   std::chrono::milliseconds lease, std::size_t max) {
         const auto now = detail::to_ms(std::chrono::system_clock::now());
-        // Keys held back: by a dead letter, or by an earlier pending message (in flight, waiting
-        // for a retry or for its time). Pending messages are read in commit order from their
-        // covering index, so only the first of each key is a candidate.
-        std::unordered_set<std::string> held;
-        auto& parked =
-            db.prepare("SELECT DISTINCT msg_key FROM dtx_outbox WHERE state <> 0 AND state = 2");
-        for (parked.bind(); parked.step();)
-            held.emplace(parked.text(0));
+        static const std::string candidates = detail::outbox_candidates_sql("?1", "?2");
         std::vector<std::int64_t> seqs;
-        std::optional<std::int64_t> next_due;
-        auto& pending = db.prepare("SELECT seq, msg_key, due_ms, lease_ms FROM dtx_outbox "
-                                   "WHERE state = 0 ORDER BY seq");
-        for (pending.bind(); seqs.size() < max && pending.step();) {
-            const std::string_view key = pending.text(1);
-            if (!key.empty() && !held.emplace(key).second)
-                continue; // an earlier message of its key is pending or parked
-            const std::int64_t lease_end = pending.is_null(3) ? 0 : pending.integer(3);
-            const std::int64_t ready = std::max(pending.integer(2), lease_end);
-            if (ready <= now)
-                seqs.push_back(pending.integer(0));
-            else if (!next_due || ready < *next_due)
-                next_due = ready;
-        }
+        auto& ready = db.prepare(candidates);
+        for (ready.bind(now, max); ready.step();)
+            seqs.push_back(ready.integer(0));
+        std::sort(seqs.begin(), seqs.end()); // handed over in commit order
         outbox_claim c;
-        if (next_due)
-            c.next_due = detail::from_ms(*next_due);
         auto& row = db.prepare("SELECT id, destination, msg_key, headers, payload, attempts, "
                                "created_ms FROM dtx_outbox WHERE seq = ?");
-        auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?, lease_ms = ?, attempts = "
-                                     "attempts + 1 WHERE seq = ? AND state = 0");
+        auto& lease_row = db.prepare("UPDATE dtx_outbox SET owner = ?1, lease_ms = ?2, ready_ms = "
+                                     "?2, attempts = attempts + 1 WHERE seq = ?3 AND state = 0");
         for (std::int64_t seq : seqs) {
             if (!row.bind(seq).step())
                 continue;
@@ -245,6 +248,12 @@ private:
             ++c.messages.back().attempt;
             lease_row.bind(owner, now + lease.count(), seq).run();
         }
+        if (!c.messages.empty())
+            return c; // the relay claims again at once; it asks when next only when idle
+        static const std::string next_due = detail::outbox_next_due_sql("?");
+        auto& next = db.prepare(next_due);
+        if (next.bind(now).step() && !next.is_null(0))
+            c.next_due = detail::from_ms(next.integer(0));
         return c;
     }
 
@@ -254,8 +263,14 @@ private:
         auto& delivered = db.prepare(
             "UPDATE dtx_outbox SET state = 1, done_ms = ?, owner = NULL, lease_ms = NULL, "
             "last_error = NULL WHERE id = ? AND owner = ? AND state = 0");
-        auto& retry = db.prepare("UPDATE dtx_outbox SET due_ms = ?, last_error = ?, owner = NULL, "
-                                 "lease_ms = NULL WHERE id = ? AND owner = ? AND state = 0");
+        auto& retry =
+            db.prepare("UPDATE dtx_outbox SET due_ms = ?1, ready_ms = ?1, last_error = ?2, "
+                       "owner = NULL, lease_ms = NULL WHERE id = ?3 AND owner = ?4 AND "
+                       "state = 0");
+        // The next message of a delivered one's key becomes its head.
+        static const std::string promote_sql =
+            detail::outbox_promote_sql("(SELECT k.msg_key FROM dtx_outbox k WHERE k.id = ?)");
+        auto& promote = db.prepare(promote_sql);
         auto& park = db.prepare("UPDATE dtx_outbox SET state = 2, done_ms = ?, last_error = ?, "
                                 "owner = NULL, lease_ms = NULL WHERE id = ? AND owner = ? AND "
                                 "state = 0");
@@ -263,6 +278,8 @@ private:
             switch (s.status) {
             case delivery_status::delivered:
                 delivered.bind(now, s.id, owner).run();
+                if (db.changes() == 1)
+                    promote.bind(s.id).run();
                 break;
             case delivery_status::retry:
                 retry.bind(detail::to_ms(s.retry_at), s.error, s.id, owner).run();
@@ -276,10 +293,20 @@ private:
 
     bool prepare() {
         detail::prepare_participant_tables(db_, opts_.busy_timeout, opts_.synchronous_full,
-                                           "outbox", schema_version, [&](int) {
-                                               // state: 0 pending, 1 delivered, 2 parked (a dead
-                                               // letter).
-                                               db_.exec(R"sql(
+                                           "outbox", schema_version, [&](int from) {
+                                               if (from < 1)
+                                                   create_schema_1();
+                                               for (const std::string& sql :
+                                                    detail::outbox_v2_migration())
+                                                   db_.exec(sql.c_str());
+                                           });
+        return true;
+    }
+
+    /// The table as schema 1 had it; outbox_v2_migration() brings it to schema 2.
+    void create_schema_1() {
+        // state: 0 pending, 1 delivered, 2 parked (a dead letter).
+        db_.exec(R"sql(
                     CREATE TABLE IF NOT EXISTS dtx_outbox (
                         seq         INTEGER PRIMARY KEY,
                         id          TEXT NOT NULL UNIQUE,
@@ -301,8 +328,6 @@ private:
                     CREATE INDEX IF NOT EXISTS dtx_outbox_done ON dtx_outbox (state, done_ms)
                         WHERE state <> 0;
                 )sql");
-                                           });
-        return true;
     }
 
     outbox_options opts_;
