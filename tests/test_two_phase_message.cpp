@@ -345,11 +345,25 @@ TEST_CASE("2-phase message: a local commit racing the check-back ends one way (P
 
 TEST_CASE("2-phase message over HTTP: DTM's check-back GET and msg actions, and bad input") {
     service s;
-    asio::io_context server_io;
-    http::server srv(server_io, s.registry, http::server_options{});
-    srv.start();
-    auto work = asio::make_work_guard(server_io);
-    std::thread server_thread([&] { server_io.run(); });
+    /// The server on a thread of its own, stopped however the test ends.
+    struct threaded_server {
+        asio::io_context io;
+        http::server srv;
+        std::thread thread;
+        explicit threaded_server(const participant_registry& r)
+            : srv(io, r, http::server_options{}) {
+            srv.start();
+            thread = std::thread([this] {
+                auto work = asio::make_work_guard(io);
+                io.run();
+            });
+        }
+        ~threaded_server() {
+            io.stop();
+            thread.join();
+        }
+    } server(s.registry);
+    http::server& srv = server.srv;
     {
         REQUIRE(run(s.ioc, s.commit_order()("g1")).is_success());
         raw_client c(srv.port());
@@ -387,9 +401,6 @@ TEST_CASE("2-phase message over HTTP: DTM's check-back GET and msg actions, and 
         a = c.exchange(get("/dtx/orders?branch_id=00&gid=g1&op=msg&trans_type=msg"));
         CHECK(a.result_int() == 200);
     }
-    work.reset();
-    server_io.stop();
-    server_thread.join();
 }
 
 TEST_CASE("2-phase message over HTTP: the coordinator calls a remote check-back and msg actions") {
