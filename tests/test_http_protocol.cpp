@@ -68,7 +68,19 @@ TEST_CASE("branch queries: DTM's sorted query with parameters of its own; what i
     CHECK(refusal("gid&trans_type=tcc&branch_id=01&op=try") == "missing_parameter");
     CHECK(refusal("gid=a&gid=a&trans_type=tcc&branch_id=01&op=try") == "duplicate_parameter");
     CHECK(refusal("gid=%4&trans_type=tcc&branch_id=01&op=try") == "bad_encoding");
-    CHECK(refusal("gid=a&trans_type=msg&branch_id=01&op=action") == "invalid_trans_type");
+    CHECK(refusal("gid=a&trans_type=xa&branch_id=01&op=action") == "invalid_trans_type");
+    // 2-phase messages: actions, and the check-back DTM sends (op msg), nothing else.
+    const auto check_back = parsed("branch_id=00&gid=g&op=msg&trans_type=msg");
+    CHECK(check_back.op == branch_op::check_back);
+    CHECK(check_back.kind == tx_kind::msg);
+    CHECK(parsed("gid=a&trans_type=msg&branch_id=01&op=action").kind == tx_kind::msg);
+    CHECK(refusal("gid=a&trans_type=msg&branch_id=01&op=try") == "op_mismatch");
+    CHECK(refusal("gid=a&trans_type=msg&branch_id=01&op=compensate") == "op_mismatch");
+    CHECK(refusal("gid=a&trans_type=saga&branch_id=00&op=msg") == "op_mismatch");
+    CHECK(http::branch_query_string("g", "00", branch_op::check_back) ==
+          "gid=g&trans_type=msg&branch_id=00&op=msg");
+    CHECK(http::branch_query_string("g", "01", branch_op::action, tx_kind::msg) ==
+          "gid=g&trans_type=msg&branch_id=01&op=action");
     CHECK(refusal("gid=a&trans_type=tcc&branch_id=01&op=rollback") == "invalid_op");
     CHECK(refusal("gid=a&trans_type=saga&branch_id=01&op=try") == "op_mismatch");
     CHECK(refusal("gid=a&trans_type=tcc&branch_id=0%201&op=try") == "invalid_branch_id");

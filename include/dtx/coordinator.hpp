@@ -41,6 +41,7 @@
 #include <dtx/recovery_options.hpp>
 #include <dtx/recovery_report.hpp>
 #include <dtx/transaction.hpp>
+#include <dtx/two_phase_message.hpp>
 #include <dtx/tx_options.hpp>
 #include <dtx/tx_result.hpp>
 #include <dtx/version.hpp>
@@ -110,9 +111,25 @@ public:
         return saga(std::move(steps), tx_options{});
     }
 
+    /// Runs a 2-phase message (two_phase_message.hpp): prepares it in the journal, runs `local`
+    /// (the local transaction, which writes the message's barrier row), then submits it and
+    /// delivers each branch's action until it succeeds; aborts it if `local` answers failure;
+    /// asks the check-back if `local` throws. `confirmed` once delivered everywhere, `cancelled`
+    /// if the local transaction did not commit, `trying` if the check-back could not tell yet
+    /// (recovery asks it again), `confirming` if delivery stopped at the retry policy's limit.
+    asio::awaitable<tx_result>
+    prepare_and_submit(two_phase_message msg, message_local_transaction local, tx_options options) {
+        return detail::run_message(eng_, std::move(msg), std::move(local), std::move(options));
+    }
+    asio::awaitable<tx_result> prepare_and_submit(two_phase_message msg,
+                                                  message_local_transaction local) {
+        return prepare_and_submit(std::move(msg), std::move(local), tx_options{});
+    }
+
     /// One recovery pass: drives every due unfinished transaction in the journal to its end
     /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
-    /// cancelled). Transactions this coordinator is driving itself are left alone.
+    /// cancelled, 2-phase messages past their deadline decided by their check-back).
+    /// Transactions this coordinator is driving itself are left alone.
     asio::awaitable<recovery_report> recover(recovery_options ro) {
         return detail::run_recovery(eng_, ro);
     }

@@ -36,7 +36,7 @@ DTX_NAMESPACE_BEGIN
 /// its storage. Durable journals do not store it: each stores the version of its own schema, a new
 /// one with every change of this layout (and with a change of storage alone), and refuses a
 /// journal whose schema is newer than it knows.
-inline constexpr int journal_format_version = 2;
+inline constexpr int journal_format_version = 3; // 3: kind `msg` (2-phase messages)
 
 using wall_clock = std::chrono::system_clock;
 
@@ -58,7 +58,8 @@ struct transaction_record {
     wall_clock::time_point deadline;
     /// Recovered forward: every branch was registered up front, and recovery finds a `trying`
     /// transaction by sending the actions not yet known to have succeeded, compensating only if
-    /// one fails (a saga of planned steps). Otherwise a `trying` transaction is presumed aborted.
+    /// one fails (a saga of planned steps), or (kind `msg`, a 2-phase message) by asking its
+    /// check-back, branch "00". Otherwise a `trying` transaction is presumed aborted.
     bool forward = false;
     /// Branches in registration order.
     std::vector<branch_record> branches;

@@ -4,8 +4,10 @@
 // Participants: the services that take part in a transaction.
 //
 // A TCC participant answers `try`, `confirm` and `cancel`; a saga participant answers `action`
-// and `compensate`. Each handler is a coroutine that receives a `branch_request` (gid, branch id,
-// operation and the branch's JSON payload) and returns an `outcome`.
+// and `compensate` (and the `action` of 2-phase messages); a check-back answers whether the local
+// transaction of a 2-phase message committed (two_phase_message.hpp). Each handler is a coroutine
+// that receives a `branch_request` (gid, branch id, operation and the branch's JSON payload) and
+// returns an `outcome`.
 //
 // Handlers are registered by name in a `participant_registry`, never captured per transaction,
 // because recovery in another process must be able to call them from what the journal holds.
@@ -44,8 +46,11 @@ struct branch_request {
     const nlohmann::json& payload;
     /// The transaction's W3C trace context (see trace_context.hpp); empty if there is none.
     std::string_view traceparent{};
+    /// The kind of transaction the call belongs to, where `op` alone does not say it (the
+    /// `action` of a 2-phase message); empty: kind_of(op).
+    std::optional<tx_kind> transaction_kind{};
 
-    tx_kind kind() const noexcept { return kind_of(op); }
+    tx_kind kind() const noexcept { return transaction_kind.value_or(kind_of(op)); }
 };
 
 /// Anything the coordinator can call: an in-process handler set, or a remote service.
@@ -249,6 +254,24 @@ private:
     }
 
     Handlers h_;
+};
+
+/// The check-back of 2-phase messages (participant_registry::add_check_back): answers op
+/// `check_back` only.
+class check_back_participant final : public participant {
+public:
+    explicit check_back_participant(branch_handler h)
+        : h_(std::move(h)) {}
+    std::optional<tx_kind> kind() const noexcept override { return tx_kind::msg; }
+    asio::awaitable<outcome> call(const branch_request& r) override {
+        if (r.op != branch_op::check_back)
+            throw std::invalid_argument("a check-back cannot handle op " +
+                                        std::string(to_string(r.op)));
+        return h_(r);
+    }
+
+private:
+    branch_handler h_;
 };
 
 } // namespace detail

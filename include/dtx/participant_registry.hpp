@@ -56,6 +56,16 @@ public:
             std::make_shared<detail::local_participant<saga_handlers>>(std::move(h)));
     }
 
+    /// Registers the check-back of 2-phase messages (two_phase_message.hpp): `h` is called with
+    /// op `check_back` and answers success if the message's local transaction committed, failure
+    /// if it did not and now never will, pending to be asked again later. The barriers make one:
+    /// `registry.add_check_back("orders", orders_barrier.check_back())`.
+    void add_check_back(std::string name, branch_handler h) {
+        if (!h)
+            throw std::invalid_argument("check-back '" + name + "' needs a handler");
+        add(std::move(name), std::make_shared<detail::check_back_participant>(std::move(h)));
+    }
+
     /// Resolves names that were not registered (for example URLs). Set once, before use.
     void set_resolver(resolver r) { resolver_ = std::move(r); }
 

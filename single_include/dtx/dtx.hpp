@@ -2572,6 +2572,9 @@ DTX_NAMESPACE_END
 //          trying -> cancelling -> cancelled      (a try failed, timed out, or the body threw)
 //   saga:  trying -> confirmed                    (every action succeeded)
 //          trying -> cancelling -> cancelled      (an action failed: steps compensated)
+//   msg:   trying -> confirming -> confirmed      (a 2-phase message: prepared, submitted once
+//                                                  its local transaction committed, delivered)
+//          trying -> cancelled                    (its local transaction did not commit)
 //
 // `confirming` and `cancelling` are decisions: once one is in the journal, the transaction only
 // moves to its matching end.
@@ -2584,19 +2587,30 @@ DTX_NAMESPACE_END
 
 DTX_NAMESPACE_BEGIN
 
-enum class tx_kind : std::uint8_t { tcc, saga };
+/// `msg` is a 2-phase message (two_phase_message.hpp): its branches get `action` only.
+enum class tx_kind : std::uint8_t { tcc, saga, msg };
 
 enum class tx_status : std::uint8_t { trying, confirming, confirmed, cancelling, cancelled };
 
-/// An operation sent to a branch. Wire names: "try", "confirm", "cancel", "action", "compensate".
-enum class branch_op : std::uint8_t { try_, confirm, cancel, action, compensate };
+/// An operation sent to a branch. Wire names: "try", "confirm", "cancel", "action", "compensate",
+/// and "msg" for `check_back`, the question a 2-phase message asks its check-back (DTM's
+/// QueryPrepared): did the local transaction of this message commit?
+enum class branch_op : std::uint8_t { try_, confirm, cancel, action, compensate, check_back };
 
 inline constexpr bool is_final(tx_status s) noexcept {
     return s == tx_status::confirmed || s == tx_status::cancelled;
 }
 
 inline constexpr std::string_view to_string(tx_kind k) noexcept {
-    return k == tx_kind::tcc ? "tcc" : "saga";
+    switch (k) {
+    case tx_kind::tcc:
+        return "tcc";
+    case tx_kind::saga:
+        return "saga";
+    case tx_kind::msg:
+        return "msg";
+    }
+    return "?";
 }
 
 inline constexpr std::string_view to_string(tx_status s) noexcept {
@@ -2627,6 +2641,8 @@ inline constexpr std::string_view to_string(branch_op op) noexcept {
         return "action";
     case branch_op::compensate:
         return "compensate";
+    case branch_op::check_back:
+        return "msg";
     }
     return "?";
 }
@@ -2636,6 +2652,8 @@ inline constexpr std::optional<tx_kind> parse_tx_kind(std::string_view s) noexce
         return tx_kind::tcc;
     if (s == "saga")
         return tx_kind::saga;
+    if (s == "msg")
+        return tx_kind::msg;
     return std::nullopt;
 }
 
@@ -2649,15 +2667,37 @@ inline constexpr std::optional<tx_status> parse_tx_status(std::string_view s) no
 
 inline constexpr std::optional<branch_op> parse_branch_op(std::string_view s) noexcept {
     for (auto v : {branch_op::try_, branch_op::confirm, branch_op::cancel, branch_op::action,
-                   branch_op::compensate})
+                   branch_op::compensate, branch_op::check_back})
         if (to_string(v) == s)
             return v;
     return std::nullopt;
 }
 
-/// The kind of transaction an operation belongs to.
+/// The kind of transaction an operation belongs to first: `action` is a saga's (a 2-phase
+/// message's actions too, see belongs_to).
 inline constexpr tx_kind kind_of(branch_op op) noexcept {
+    if (op == branch_op::check_back)
+        return tx_kind::msg;
     return op == branch_op::action || op == branch_op::compensate ? tx_kind::saga : tx_kind::tcc;
+}
+
+/// Whether `op` is sent in transactions of kind `k`: tcc try, confirm, cancel; saga action,
+/// compensate; msg action and its check-back.
+inline constexpr bool belongs_to(branch_op op, tx_kind k) noexcept {
+    return kind_of(op) == k || (k == tx_kind::msg && op == branch_op::action);
+}
+
+/// Whether a participant of kind `p` (empty: any kind, a remote one) serves `op` in a
+/// transaction of kind `k`. A saga participant also serves the actions of 2-phase messages; a
+/// participant of kind msg is a check-back, and serves the check-back only.
+inline constexpr bool serves(std::optional<tx_kind> p, tx_kind k, branch_op op) noexcept {
+    if (!p)
+        return true;
+    if (*p == tx_kind::msg)
+        return op == branch_op::check_back;
+    if (k == tx_kind::msg && op == branch_op::action)
+        return *p == tx_kind::saga;
+    return *p == k;
 }
 
 DTX_NAMESPACE_END
@@ -2782,7 +2822,7 @@ DTX_NAMESPACE_BEGIN
 /// its storage. Durable journals do not store it: each stores the version of its own schema, a new
 /// one with every change of this layout (and with a change of storage alone), and refuses a
 /// journal whose schema is newer than it knows.
-inline constexpr int journal_format_version = 2;
+inline constexpr int journal_format_version = 3; // 3: kind `msg` (2-phase messages)
 
 using wall_clock = std::chrono::system_clock;
 
@@ -2804,7 +2844,8 @@ struct transaction_record {
     wall_clock::time_point deadline;
     /// Recovered forward: every branch was registered up front, and recovery finds a `trying`
     /// transaction by sending the actions not yet known to have succeeded, compensating only if
-    /// one fails (a saga of planned steps). Otherwise a `trying` transaction is presumed aborted.
+    /// one fails (a saga of planned steps), or (kind `msg`, a 2-phase message) by asking its
+    /// check-back, branch "00". Otherwise a `trying` transaction is presumed aborted.
     bool forward = false;
     /// Branches in registration order.
     std::vector<branch_record> branches;
@@ -3064,8 +3105,10 @@ DTX_NAMESPACE_END
 // Participants: the services that take part in a transaction.
 //
 // A TCC participant answers `try`, `confirm` and `cancel`; a saga participant answers `action`
-// and `compensate`. Each handler is a coroutine that receives a `branch_request` (gid, branch id,
-// operation and the branch's JSON payload) and returns an `outcome`.
+// and `compensate` (and the `action` of 2-phase messages); a check-back answers whether the local
+// transaction of a 2-phase message committed (two_phase_message.hpp). Each handler is a coroutine
+// that receives a `branch_request` (gid, branch id, operation and the branch's JSON payload) and
+// returns an `outcome`.
 //
 // Handlers are registered by name in a `participant_registry`, never captured per transaction,
 // because recovery in another process must be able to call them from what the journal holds.
@@ -3108,8 +3151,11 @@ struct branch_request {
     const nlohmann::json& payload;
     /// The transaction's W3C trace context (see trace_context.hpp); empty if there is none.
     std::string_view traceparent{};
+    /// The kind of transaction the call belongs to, where `op` alone does not say it (the
+    /// `action` of a 2-phase message); empty: kind_of(op).
+    std::optional<tx_kind> transaction_kind{};
 
-    tx_kind kind() const noexcept { return kind_of(op); }
+    tx_kind kind() const noexcept { return transaction_kind.value_or(kind_of(op)); }
 };
 
 /// Anything the coordinator can call: an in-process handler set, or a remote service.
@@ -3315,6 +3361,24 @@ private:
     Handlers h_;
 };
 
+/// The check-back of 2-phase messages (participant_registry::add_check_back): answers op
+/// `check_back` only.
+class check_back_participant final : public participant {
+public:
+    explicit check_back_participant(branch_handler h)
+        : h_(std::move(h)) {}
+    std::optional<tx_kind> kind() const noexcept override { return tx_kind::msg; }
+    asio::awaitable<outcome> call(const branch_request& r) override {
+        if (r.op != branch_op::check_back)
+            throw std::invalid_argument("a check-back cannot handle op " +
+                                        std::string(to_string(r.op)));
+        return h_(r);
+    }
+
+private:
+    branch_handler h_;
+};
+
 } // namespace detail
 
 DTX_NAMESPACE_END
@@ -3385,6 +3449,16 @@ public:
             std::make_shared<detail::local_participant<saga_handlers>>(std::move(h)));
     }
 
+    /// Registers the check-back of 2-phase messages (two_phase_message.hpp): `h` is called with
+    /// op `check_back` and answers success if the message's local transaction committed, failure
+    /// if it did not and now never will, pending to be asked again later. The barriers make one:
+    /// `registry.add_check_back("orders", orders_barrier.check_back())`.
+    void add_check_back(std::string name, branch_handler h) {
+        if (!h)
+            throw std::invalid_argument("check-back '" + name + "' needs a handler");
+        add(std::move(name), std::make_shared<detail::check_back_participant>(std::move(h)));
+    }
+
     /// Resolves names that were not registered (for example URLs). Set once, before use.
     void set_resolver(resolver r) { resolver_ = std::move(r); }
 
@@ -3414,6 +3488,91 @@ private:
         by_name_;
     resolver resolver_;
 };
+
+DTX_NAMESPACE_END
+
+#endif
+
+// ---- dtx/two_phase_message.hpp -------------------------------------------------------------------
+#ifndef DTX_TWO_PHASE_MESSAGE_HPP
+#define DTX_TWO_PHASE_MESSAGE_HPP
+
+// 2-phase messages (DTM's `msg`, RocketMQ's transactional message): the coordinator owns the
+// delivery of a message whose sending must follow a local transaction of this service, when the
+// service's database cannot hold an outbox (message.hpp, relay.hpp) or the message should go
+// through the journal like any other transaction.
+//
+//   dtx::sqlite::barrier orders({.path = "orders.db"});              // the service's database
+//   participants.add_check_back("orders", orders.check_back());     // once, at startup
+//   dtx::two_phase_message msg;
+//   msg.check_back = "orders";                 // a registered check-back, or a URL
+//   msg.branches.push_back({"inventory", item}); // each gets `action`, at least once
+//   msg.branches.push_back({"http://billing:8080/dtx/billing", amount});
+//   dtx::message_local_transaction local = [&](std::string gid) -> asio::awaitable<dtx::outcome> {
+//       auto change = [](dtx::sqlite::connection& db) {
+//           db.exec("UPDATE orders SET state = 'placed' WHERE id = 42");
+//           return dtx::success(); // or dtx::failure("...") to abort the message
+//       };
+//       co_return co_await orders.message_local(gid, change); // a named lambda (g++ 12)
+//   };
+//   dtx::tx_result r = co_await coord.prepare_and_submit(std::move(msg), local);
+//   // r.status: confirmed (delivered), cancelled (the local transaction did not commit), ...
+//
+// The steps, each write-ahead:
+//   1. prepare: the message is journaled (kind `msg`, status `trying`), every branch and the
+//      check-back (as branch "00") in one durable write;
+//   2. the local transaction runs: `local(gid)`, which must write the barrier row of the message
+//      in the same local database transaction as the business change (the barrier's
+//      message_local does it);
+//   3. submit: once it answered success, the status becomes `confirming`, durably;
+//   4. delivery: each branch gets `action` until it answers success, on the coordinator's
+//      phase-2 retry policy (a failure is retried too: a message is never compensated), then
+//      the message is `confirmed`.
+// A local transaction answering failure (a business "no") aborts the message: `cancelled`,
+// nothing delivered. One that throws or answers pending leaves the outcome unknown: the
+// coordinator asks the check-back at once.
+//
+// The check-back answers whether the message's local transaction committed. The barriers
+// implement it as DTM's QueryPrepared: it writes the message's barrier row marked "rollback"
+// unless the local transaction wrote it first, and answers success if the row is the local
+// transaction's, failure if it is its own (the local transaction never committed, and now never
+// can: its own write of the row fails). So a local commit racing the check-back ends one way
+// only: committed and delivered, or rolled back and never delivered.
+//
+// Recovery: a message still `trying` past its deadline (its process died between prepare and
+// submit) is not presumed aborted: recovery asks the check-back. Success: submitted and
+// delivered; failure: cancelled; pending or no answer: asked again at a later pass. A message
+// found `confirming` is delivered. Branches are saga participants (or URLs): their `action` is
+// the delivery, and must tolerate a repeat (the barrier does).
+//
+// Over HTTP the calls follow DTM: actions are `trans_type=msg&op=action`, the check-back is
+// `GET <url>?branch_id=00&gid=<gid>&op=msg&trans_type=msg` (docs/protocol.md); so dtx can drive
+// DTM-written services and a DTM server can drive a dtx service's messages.
+
+// #include <dtx/branch_spec.hpp>
+// #include <dtx/detail/config.hpp>
+// #include <dtx/outcome.hpp>
+// #include <dtx/version.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+DTX_NAMESPACE_BEGIN
+
+/// A 2-phase message: where it goes, and whom to ask whether its local transaction committed.
+struct two_phase_message {
+    /// The deliveries: each branch's participant (a saga participant or a URL) gets `action`
+    /// with its payload; branch ids "01", "02", ... in this order.
+    std::vector<branch_spec> branches;
+    /// A check-back registered with participant_registry::add_check_back, or a URL.
+    std::string check_back;
+};
+
+/// The local transaction of a 2-phase message, given the message's gid: commits the business
+/// change with the message's barrier row (see the barrier's message_local), and answers success
+/// (committed), failure (not committed: the message is aborted); throwing means unknown.
+using message_local_transaction = std::function<asio::awaitable<outcome>(std::string gid)>;
 
 DTX_NAMESPACE_END
 
@@ -3764,6 +3923,7 @@ DTX_NAMESPACE_END
 //   branch_call.hpp    one branch call bounded by its timeout, and the retry loop around it
 //   phase_two.hpp      the decision, then confirm, cancel or compensate until done
 //   planned_saga.hpp   sagas of planned steps, run and recovered forward
+//   prepared_message.hpp  2-phase messages: prepare, local transaction, check-back, submit
 //   recovery.hpp       recovery passes: claiming unfinished transactions and driving them
 // This file defines what they all share: leases, journal access, fault points and timers. The
 // public entry points are in coordinator.hpp and transaction.hpp.
@@ -3780,6 +3940,7 @@ DTX_NAMESPACE_END
 // #include <dtx/recovery_options.hpp>
 // #include <dtx/recovery_report.hpp>
 // #include <dtx/trace_context.hpp>
+// #include <dtx/two_phase_message.hpp>
 // #include <dtx/tx_options.hpp>
 // #include <dtx/tx_result.hpp>
 // #include <dtx/version.hpp>
@@ -3872,6 +4033,12 @@ public:
     /// recovered forward), sends their actions one after another, and ends it. (planned_saga.hpp)
     asio::awaitable<tx_result> run_planned_saga(std::shared_ptr<tx_state> st, branch_list specs);
 
+    /// Runs a 2-phase message: prepares it (every branch and the check-back `check_back`, as
+    /// branch "00", in one journal write), runs `local`, then submits and delivers it, or aborts
+    /// it. (prepared_message.hpp)
+    asio::awaitable<tx_result> run_message(std::shared_ptr<tx_state> st, branch_list specs,
+                                           std::string check_back, message_local_transaction local);
+
     /// Decides the transaction after its body has returned (or thrown) and drives it to its end.
     /// (phase_two.hpp)
     asio::awaitable<tx_result> finish(std::shared_ptr<tx_state> st);
@@ -3928,6 +4095,8 @@ private:
 
     // ---- planned sagas (planned_saga.hpp) ------------------------------------------------------
 
+    asio::awaitable<std::optional<std::string>> begin_forward(std::shared_ptr<tx_state> st,
+                                                              resolved& steps);
     asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why);
     asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st,
                                               std::vector<std::string> unsent,
@@ -3935,6 +4104,16 @@ private:
                                               asio::cancellation_signal& sig);
     asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st,
                                            asio::cancellation_signal& sig);
+
+    // ---- 2-phase messages (prepared_message.hpp) ------------------------------------------------
+
+    asio::awaitable<call_result> ask_check_back(std::shared_ptr<tx_state> st,
+                                                asio::cancellation_signal& sig);
+    asio::awaitable<tx_result> decide_message(std::shared_ptr<tx_state> st, call_result answer,
+                                              const retry_policy& policy,
+                                              asio::cancellation_signal& sig);
+    asio::awaitable<tx_result> recover_message(std::shared_ptr<tx_state> st,
+                                               asio::cancellation_signal& sig);
 
     // ---- recovery (recovery.hpp) ---------------------------------------------------------------
 
@@ -4117,8 +4296,9 @@ inline asio::awaitable<call_result> engine::call(std::shared_ptr<tx_state> st, s
             watch_.add(entry, std::chrono::steady_clock::now() + timeout, sig);
         std::exception_ptr thrown;
         try {
-            const branch_request req{st->gid, b.rec.branch_id, op, b.rec.payload.json(),
-                                     st->trace.traceparent()};
+            const branch_request req{
+                st->gid, b.rec.branch_id, op, b.rec.payload.json(), st->trace.traceparent(),
+                st->kind};
             const outcome o = co_await b.target->call(req);
             r = call_result::from_outcome(o);
         } catch (...) {
@@ -4327,7 +4507,8 @@ inline void engine::resolve(tx_state& st, branch_list& specs, resolved& out) con
             st.fail(errc::unknown_participant, describe(st.gid, id, s.participant) +
                                                    ": no participant is registered as '" +
                                                    s.participant + "'");
-        if (p->kind() && *p->kind() != st.kind)
+        if (!serves(p->kind(), st.kind,
+                    st.kind == tx_kind::tcc ? branch_op::try_ : branch_op::action))
             st.fail(errc::wrong_participant_kind,
                     describe(st.gid, id, s.participant) + ": a " +
                         std::string(to_string(*p->kind())) + " participant cannot take part in a " +
@@ -4584,22 +4765,9 @@ inline asio::awaitable<tx_result> engine::run_planned_saga(std::shared_ptr<tx_st
     }
     if (steps.records.empty())
         co_return st->result(tx_status::confirmed);
-    journal_write w{.gid = st->gid,
-                    .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
-                    .new_branches = {steps.records.data(), steps.records.size()},
-                    .lease = lease_change{opts_.owner, st->deadline}};
-    st->lease_until = st->deadline;
-    std::optional<std::string> begin_error;
-    try {
-        if (!co_await write(w, durability::sync))
-            begin_error = "the journal refused it";
-    } catch (const std::exception& e) {
-        begin_error = e.what();
-    }
+    std::optional<std::string> begin_error = co_await begin_forward(st, steps);
     if (begin_error)
         co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
-    st->begun = true;
-    steps.move_into(*st);
     if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
                      branch_op::action, fault_step::begin}))
         co_await halt();
@@ -4633,8 +4801,33 @@ inline asio::awaitable<tx_result> engine::run_planned_saga(std::shared_ptr<tx_st
     co_return co_await cancel_forward(std::move(st), std::move(unsent), opts_.phase_two, sig);
 }
 
-/// The begin record of a planned saga may or may not be durable (its write failed): end it as
-/// cancelled before the caller hears so, or a recovery could later run it forward.
+/// Begins `st` (its kind) recovered forward, with every branch of `steps`, leased until its
+/// deadline, in one durable write; then `st` holds the branches. Returns why it failed, if it
+/// did (the record may or may not be durable: see abandon_planned).
+inline asio::awaitable<std::optional<std::string>>
+engine::begin_forward(std::shared_ptr<tx_state> st, resolved& steps) {
+    const journal_write w{.gid = st->gid,
+                          .begin = begin_transaction{st->kind, st->deadline, /*forward=*/true},
+                          .new_branches = {steps.records.data(), steps.records.size()},
+                          .lease = lease_change{opts_.owner, st->deadline}};
+    st->lease_until = st->deadline;
+    std::optional<std::string> failed;
+    try {
+        if (!co_await write(w, durability::sync))
+            failed = "the journal refused it";
+    } catch (const std::exception& e) {
+        failed = e.what();
+    }
+    if (!failed) {
+        st->begun = true;
+        steps.move_into(*st);
+    }
+    co_return failed;
+}
+
+/// The begin record of a planned saga (or a 2-phase message) may or may not be durable (its write
+/// failed): end it as cancelled before the caller hears so, or a recovery could later run it
+/// forward.
 inline asio::awaitable<tx_result> engine::abandon_planned(std::shared_ptr<tx_state> st,
                                                           std::string why) {
     st->abort(make_error_code(errc::journal_failed),
@@ -4729,19 +4922,200 @@ DTX_NAMESPACE_END
 
 #endif
 
+// ---- dtx/detail/prepared_message.hpp -------------------------------------------------------------
+#ifndef DTX_DETAIL_PREPARED_MESSAGE_HPP
+#define DTX_DETAIL_PREPARED_MESSAGE_HPP
+
+// 2-phase messages (two_phase_message.hpp): the message prepared (its branches and its
+// check-back, branch "00", in one journal write marked `forward`, so that a claim never presumes
+// it aborted), the caller's local transaction, the check-back asked when that transaction's
+// outcome is unknown, then submit (trying -> confirming, durable) and delivery: phase 2 with
+// op `action`, retried until success. Recovery asks the check-back of a message still trying and
+// delivers one confirming.
+//
+// The check-back's branch "00" is held by the live state marked done: it is never delivered to.
+
+// #include <dtx/detail/config.hpp>
+// #include <dtx/detail/engine.hpp>
+// #include <dtx/detail/first_phase.hpp>
+// #include <dtx/detail/phase_two.hpp>
+// #include <dtx/detail/planned_saga.hpp>
+// #include <dtx/detail/tx_state.hpp>
+// #include <dtx/error.hpp>
+// #include <dtx/fault_injection.hpp>
+// #include <dtx/journal.hpp>
+// #include <dtx/retry_policy.hpp>
+// #include <dtx/two_phase_message.hpp>
+// #include <dtx/version.hpp>
+
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+// #include <dtx/detail/push_warnings.hpp> // last: see the file
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+DTX_NAMESPACE_BEGIN
+namespace detail {
+
+/// The branch id of a message's check-back (DTM's MsgDoBranch0).
+inline constexpr const char* check_back_branch = "00";
+
+inline asio::awaitable<tx_result> engine::run_message(std::shared_ptr<tx_state> st,
+                                                      branch_list specs, std::string check_back,
+                                                      message_local_transaction local) {
+    active_claim claim(active_, st->gid); // a recovery pass in this process leaves it alone
+    resolved steps;
+    try {
+        participant* asker = registry_.find(check_back);
+        if (!asker)
+            st->fail(errc::unknown_participant, describe(st->gid, check_back_branch, check_back) +
+                                                    ": no check-back is registered as '" +
+                                                    check_back + "'");
+        if (!serves(asker->kind(), tx_kind::msg, branch_op::check_back))
+            st->fail(errc::wrong_participant_kind,
+                     describe(st->gid, check_back_branch, check_back) +
+                         ": not a check-back (participant_registry::add_check_back)");
+        resolve(*st, specs, steps);
+        steps.records.insert(steps.records.begin(),
+                             branch_record{check_back_branch, std::move(check_back), {}});
+        steps.targets.insert(steps.targets.begin(), asker);
+    } catch (const error&) {
+        co_return st->result(tx_status::cancelled); // nothing written, nothing run or sent
+    }
+    std::optional<std::string> begin_error = co_await begin_forward(st, steps);
+    if (begin_error) // the local transaction has not run: the message is abandoned
+        co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
+    st->branches.front().rec.done = true;
+    if (should_halt({fault_site::journal_write, st->gid, check_back_branch, branch_op::check_back,
+                     fault_step::begin}))
+        co_await halt();
+
+    std::optional<outcome> said;
+    std::string threw;
+    try {
+        said = co_await local(st->gid);
+    } catch (const std::exception& e) {
+        threw = e.what();
+    } catch (...) {
+        threw = "a non-standard exception";
+    }
+    call_result answer;
+    if (said && (said->is_success() || said->is_failure())) {
+        answer = call_result::from_outcome(*said);
+        answer.message = "the local transaction answered " +
+                         std::string(said->is_success() ? "success" : "failure: ") + answer.message;
+    } else {
+        // Unknown (it threw) or not yet (pending): the check-back knows, as DTM's DoAndSubmit
+        // asks it.
+        answer = co_await ask_check_back(st, st->signal);
+        answer.message = "the local transaction " +
+                         (said ? "answered pending" : "threw (" + threw + ")") +
+                         "; the check-back: " + answer.message;
+    }
+    asio::cancellation_signal& sig = st->signal;
+    co_return co_await decide_message(std::move(st), std::move(answer), opts_.phase_two, sig);
+}
+
+/// Asks the check-back (branch "00") whether the message's local transaction committed, once.
+inline asio::awaitable<call_result> engine::ask_check_back(std::shared_ptr<tx_state> st,
+                                                           asio::cancellation_signal& sig) {
+    call_result r = co_await call(std::move(st), 0, branch_op::check_back, opts_.call_timeout, sig);
+    if (r.ok() && r.message.empty())
+        r.message = "committed";
+    co_return r;
+}
+
+/// Submits and delivers the message (its local transaction committed), aborts it (it did not),
+/// or leaves it prepared for recovery to ask the check-back again (no answer yet).
+inline asio::awaitable<tx_result> engine::decide_message(std::shared_ptr<tx_state> st,
+                                                         call_result answer,
+                                                         const retry_policy& policy,
+                                                         asio::cancellation_signal& sig) {
+    if (answer.k == call_result::kind::failure) {
+        st->abort(answer.ec, describe(st->gid) + ": aborted: " + answer.message);
+        // Nothing is ever delivered, whether or not this write is durable: a recovery that
+        // finds the message prepared asks the check-back, which answers failure again.
+        const journal_write w{.gid = st->gid,
+                              .status = status_change{tx_status::trying, tx_status::cancelled}};
+        co_await write_best_effort(w, durability::sync, fault_step::decide, branch_op::check_back,
+                                   false);
+        co_return st->result(tx_status::cancelled);
+    }
+    if (!answer.ok()) {
+        st->abort(answer.ec, describe(st->gid) + ": " + answer.message +
+                                 "; the message stays prepared and recovery asks the check-back "
+                                 "again");
+        co_return st->result(tx_status::trying);
+    }
+    bool ok = false;
+    try {
+        const journal_write w{.gid = st->gid,
+                              .status = status_change{tx_status::trying, tx_status::confirming},
+                              .lease = decision_lease(*st)};
+        ok = co_await write(w, durability::sync);
+    } catch (const std::exception& e) {
+        st->abort(errc::journal_failed,
+                  describe(st->gid) + ": submitting failed (" + e.what() +
+                      "); recovery will ask the check-back and deliver the message");
+        co_return st->result(tx_status::trying);
+    }
+    if (should_halt(
+            {fault_site::journal_write, st->gid, {}, branch_op::action, fault_step::decide}))
+        co_await halt();
+    if (!ok) {
+        st->abort(errc::decision_conflict,
+                  describe(st->gid) + ": another coordinator decided the message first");
+        co_return st->result(tx_status::trying);
+    }
+    st->status = tx_status::confirming;
+    co_return co_await settle(std::move(st), branch_op::action, policy, sig);
+}
+
+/// Recovery of a message: prepared, the check-back decides; submitted, it is delivered.
+inline asio::awaitable<tx_result> engine::recover_message(std::shared_ptr<tx_state> st,
+                                                          asio::cancellation_signal& sig) {
+    if (!st->branches.empty())
+        st->branches.front().rec.done = true; // the check-back: never delivered to
+    if (st->status == tx_status::confirming)
+        co_return co_await settle(std::move(st), branch_op::action, opts_.recovery_retry, sig);
+    call_result answer = co_await ask_check_back(st, sig);
+    answer.message = "the check-back: " + answer.message;
+    co_return co_await decide_message(std::move(st), std::move(answer), opts_.recovery_retry, sig);
+}
+
+} // namespace detail
+DTX_NAMESPACE_END
+
+// #include <dtx/detail/pop_warnings.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#endif
+
 // ---- dtx/detail/recovery.hpp ---------------------------------------------------------------------
 #ifndef DTX_DETAIL_RECOVERY_HPP
 #define DTX_DETAIL_RECOVERY_HPP
 
 // Recovery passes: due unfinished transactions claimed from the journal in batches (with a lease,
 // so that two coordinators never drive one at once), each driven to its end concurrently: decided
-// ones through phase 2, planned sagas still trying forward. Gids this process is driving itself
+// ones through phase 2, planned sagas still trying forward, 2-phase messages through their
+// check-back. Gids this process is driving itself
 // are skipped.
 
 // #include <dtx/detail/config.hpp>
 // #include <dtx/detail/engine.hpp>
 // #include <dtx/detail/phase_two.hpp>
 // #include <dtx/detail/planned_saga.hpp>
+// #include <dtx/detail/prepared_message.hpp>
 // #include <dtx/detail/tx_state.hpp>
 // #include <dtx/detail/when_all.hpp>
 // #include <dtx/fault_injection.hpp>
@@ -4825,7 +5199,9 @@ inline asio::awaitable<void> engine::recover_one(transaction_record rec, recover
         co_return;
     }
     tx_result r;
-    if (st->status == tx_status::trying && forward) {
+    if (st->kind == tx_kind::msg) {
+        r = co_await recover_message(st, sig);
+    } else if (st->status == tx_status::trying && forward) {
         r = co_await run_forward(st, sig); // a planned saga
     } else {
         const branch_op op = st->status == tx_status::confirming ? branch_op::confirm
@@ -4854,22 +5230,24 @@ DTX_NAMESPACE_END
 #define DTX_DETAIL_DRIVERS_HPP
 
 // The coroutines a coordinator spawns on its executor: a transaction (its body, then its decision
-// and phase 2), a saga of planned steps, a recovery pass and the background recovery loop. Each
-// holds the engine for as long as it runs, so that destroying the coordinator cannot pull it away,
-// and a transaction's cancellation slot is its own state's signal, so that the caller's
-// cancellation cannot cut phase 2 short while a call timeout can cancel what the transaction
-// awaits.
+// and phase 2), a saga of planned steps, a 2-phase message, a recovery pass and the background
+// recovery loop. Each holds the engine for as long as it runs, so that destroying the coordinator
+// cannot pull it away, and a transaction's cancellation slot is its own state's signal, so that the
+// caller's cancellation cannot cut phase 2 short while a call timeout can cancel what the
+// transaction awaits.
 
 // #include <dtx/branch_spec.hpp>
 // #include <dtx/detail/config.hpp>
 // #include <dtx/detail/engine.hpp>
 // #include <dtx/detail/phase_two.hpp>
 // #include <dtx/detail/planned_saga.hpp>
+// #include <dtx/detail/prepared_message.hpp>
 // #include <dtx/detail/recovery.hpp>
 // #include <dtx/detail/tx_state.hpp>
 // #include <dtx/error.hpp>
 // #include <dtx/recovery_options.hpp>
 // #include <dtx/recovery_report.hpp>
+// #include <dtx/two_phase_message.hpp>
 // #include <dtx/tx_options.hpp>
 // #include <dtx/tx_result.hpp>
 // #include <dtx/version.hpp>
@@ -4934,11 +5312,17 @@ asio::awaitable<tx_result> run_transaction(std::shared_ptr<engine> eng,
         asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
 }
 
+/// A saga of planned steps (no `check_back`) or a 2-phase message.
 inline asio::awaitable<tx_result> drive_planned(std::shared_ptr<engine> eng,
                                                 std::shared_ptr<tx_state> st,
-                                                std::vector<branch_spec> steps) {
+                                                std::vector<branch_spec> steps,
+                                                std::string check_back,
+                                                message_local_transaction local) {
     engine::activity running(eng);
     branch_list list(std::make_move_iterator(steps.begin()), std::make_move_iterator(steps.end()));
+    if (st->kind == tx_kind::msg)
+        co_return co_await eng->run_message(std::move(st), std::move(list), std::move(check_back),
+                                            std::move(local));
     co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
 }
 
@@ -4948,7 +5332,19 @@ inline asio::awaitable<tx_result> run_planned(std::shared_ptr<engine> eng,
     auto st = eng->make_state(tx_kind::saga, std::move(options));
     auto keep = st;
     co_return co_await asio::co_spawn(
-        eng->executor(), drive_planned(eng, std::move(st), std::move(steps)),
+        eng->executor(), drive_planned(eng, std::move(st), std::move(steps), {}, {}),
+        asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+}
+
+/// A 2-phase message, on a coroutine of its own as run_transaction's.
+inline asio::awaitable<tx_result> run_message(std::shared_ptr<engine> eng, two_phase_message msg,
+                                              message_local_transaction local, tx_options options) {
+    auto st = eng->make_state(tx_kind::msg, std::move(options));
+    auto keep = st;
+    co_return co_await asio::co_spawn(
+        eng->executor(),
+        drive_planned(eng, std::move(st), std::move(msg.branches), std::move(msg.check_back),
+                      std::move(local)),
         asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
 }
 
@@ -5155,6 +5551,7 @@ DTX_NAMESPACE_END
 // #include <dtx/recovery_options.hpp>
 // #include <dtx/recovery_report.hpp>
 // #include <dtx/transaction.hpp>
+// #include <dtx/two_phase_message.hpp>
 // #include <dtx/tx_options.hpp>
 // #include <dtx/tx_result.hpp>
 // #include <dtx/version.hpp>
@@ -5224,9 +5621,25 @@ public:
         return saga(std::move(steps), tx_options{});
     }
 
+    /// Runs a 2-phase message (two_phase_message.hpp): prepares it in the journal, runs `local`
+    /// (the local transaction, which writes the message's barrier row), then submits it and
+    /// delivers each branch's action until it succeeds; aborts it if `local` answers failure;
+    /// asks the check-back if `local` throws. `confirmed` once delivered everywhere, `cancelled`
+    /// if the local transaction did not commit, `trying` if the check-back could not tell yet
+    /// (recovery asks it again), `confirming` if delivery stopped at the retry policy's limit.
+    asio::awaitable<tx_result>
+    prepare_and_submit(two_phase_message msg, message_local_transaction local, tx_options options) {
+        return detail::run_message(eng_, std::move(msg), std::move(local), std::move(options));
+    }
+    asio::awaitable<tx_result> prepare_and_submit(two_phase_message msg,
+                                                  message_local_transaction local) {
+        return prepare_and_submit(std::move(msg), std::move(local), tx_options{});
+    }
+
     /// One recovery pass: drives every due unfinished transaction in the journal to its end
     /// (confirming ones confirmed, cancelling ones cancelled, trying ones past their deadline
-    /// cancelled). Transactions this coordinator is driving itself are left alone.
+    /// cancelled, 2-phase messages past their deadline decided by their check-back).
+    /// Transactions this coordinator is driving itself are left alone.
     asio::awaitable<recovery_report> recover(recovery_options ro) {
         return detail::run_recovery(eng_, ro);
     }
@@ -5525,12 +5938,15 @@ DTX_NAMESPACE_END
 // the wire, and how answers map to outcomes. The server and the client both build on it; so can a
 // service with an HTTP stack of its own. docs/protocol.md describes it for curl users.
 //
-//   POST <participant URL>?gid=<gid>&trans_type=<tcc|saga>&branch_id=<id>&op=<op>
+//   POST <participant URL>?gid=<gid>&trans_type=<tcc|saga|msg>&branch_id=<id>&op=<op>
 //   Content-Type: application/json
 //   <the branch payload>
 //
 // (DTM sends GET without a body when the payload is empty; the server takes it as a null
-// payload.)
+// payload.) Ops: tcc try, confirm, cancel; saga action, compensate; msg action, and `msg`, the
+// check-back of a 2-phase message, which is always a GET without a body:
+//
+//   GET <check-back URL>?branch_id=00&gid=<gid>&op=msg&trans_type=msg
 //
 //   200 {"dtm_result":"SUCCESS"}                      success
 //   409 {"dtm_result":"FAILURE","message":"..."}      failure (a business "no")
@@ -5651,7 +6067,7 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
     const auto kind = parse_tx_kind(*values[1]);
     if (!kind)
         return detail::bad("invalid_trans_type",
-                           "query parameter 'trans_type' must be 'tcc' or 'saga'");
+                           "query parameter 'trans_type' must be 'tcc', 'saga' or 'msg'");
     q.kind = *kind;
     q.branch_id = std::move(*values[2]);
     if (!detail::valid_id(q.branch_id, max_branch_id_size))
@@ -5662,29 +6078,35 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
     if (!op)
         return detail::bad(
             "invalid_op",
-            "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
-    if (kind_of(*op) != q.kind)
+            "query parameter 'op' must be one of try, confirm, cancel, action, compensate, msg");
+    if (!belongs_to(*op, q.kind))
         return detail::bad("op_mismatch",
                            "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
-                           "confirm, cancel; saga: action, compensate)");
+                           "confirm, cancel; saga: action, compensate; msg: action, msg)");
     q.op = *op;
     return q;
 }
 
-/// The query string of a branch call (without the '?').
+/// The query string of a branch call (without the '?') of a transaction of kind `kind`.
 inline std::string branch_query_string(std::string_view gid, std::string_view branch_id,
-                                       branch_op op) {
+                                       branch_op op, tx_kind kind) {
     std::string q;
     q.reserve(64 + gid.size() + branch_id.size());
     q += "gid=";
     detail::percent_encode_into(q, gid);
     q += "&trans_type=";
-    q += to_string(kind_of(op));
+    q += to_string(kind);
     q += "&branch_id=";
     detail::percent_encode_into(q, branch_id);
     q += "&op=";
     q += to_string(op);
     return q;
+}
+
+/// The same, of the transaction kind the operation belongs to first (kind_of).
+inline std::string branch_query_string(std::string_view gid, std::string_view branch_id,
+                                       branch_op op) {
+    return branch_query_string(gid, branch_id, op, kind_of(op));
 }
 
 /// A JSON string literal of `s` (quotes included), escaped for JSON. A byte of `s` that does not
@@ -6719,8 +7141,8 @@ public:
         if (auto* r = std::get_if<route_call>(&routed))
             co_return co_await call_route(*r, req, peer, notes);
         const branch_call& c = std::get<branch_call>(routed);
-        const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload,
-                                c.traceparent};
+        const branch_request br{c.query.gid, c.query.branch_id, c.query.op,
+                                c.payload,   c.traceparent,     c.query.kind};
         std::optional<answer> a;
         try {
             const outcome o = co_await c.target->call(br);
@@ -6825,12 +7247,18 @@ private:
             return problem_response(*p, v, notes);
         branch_query& q = std::get<branch_query>(parsed);
         notes.query = q;
-        if (const auto kind = target->kind(); kind && *kind != q.kind)
-            return problem_response(bad("wrong_participant_kind",
-                                        "the participant takes part in " +
-                                            std::string(to_string(*kind)) + " transactions, not " +
-                                            std::string(to_string(q.kind))),
-                                    v, notes);
+        if (const auto kind = target->kind(); !serves(kind, q.kind, q.op))
+            return problem_response(
+                bad("wrong_participant_kind",
+                    *kind == tx_kind::msg
+                        ? std::string("the participant is a check-back: it "
+                                      "answers op=msg&trans_type=msg only")
+                        : "the participant takes part in " + std::string(to_string(*kind)) +
+                              " transactions, not " + std::string(to_string(q.kind))),
+                v, notes);
+        if (q.op == branch_op::check_back && !req.body().empty())
+            return problem_response(bad("unexpected_body", "a check-back (op=msg) has no body"), v,
+                                    notes);
         nlohmann::json payload; // an empty body is a null payload
         if (!req.body().empty()) {
             auto body = parse_json_body(req.body(), opts_.json_depth_limit);
@@ -9140,17 +9568,23 @@ public:
     remote_participant(client& c, url address)
         : remote_participant(c.core_, std::move(address)) {}
 
-    /// Remote participants take part in both kinds of transaction; the server refuses an
-    /// operation its participant does not have (an unknown result).
+    /// Remote participants take part in every kind of transaction, and serve as check-backs;
+    /// the server refuses an operation its participant does not have (an unknown result).
     std::optional<tx_kind> kind() const noexcept override { return std::nullopt; }
     const url& address() const noexcept { return url_; }
 
     asio::awaitable<outcome> call(const branch_request& r) override {
-        const std::string query = branch_query_string(r.gid, r.branch_id, r.op);
-        const std::string body = r.payload.dump();
+        const std::string query = branch_query_string(r.gid, r.branch_id, r.op, r.kind());
+        // A check-back is a GET without a body, as DTM sends it (its payload is always empty).
+        const bool get = r.op == branch_op::check_back;
+        const std::string body = get ? std::string() : r.payload.dump();
         std::array<header, 1> trace{header{"traceparent", r.traceparent}};
         const std::span<const header> headers(trace.data(), r.traceparent.empty() ? 0 : 1);
         detail::http_request req = core_->make_request(url_, query, body, headers);
+        if (get) {
+            req.method(boost::beast::http::verb::get);
+            req.prepare_payload();
+        }
         response answer;
         try {
             answer = co_await detail::client_core::exchange(core_, url_, std::move(req));
@@ -9159,9 +9593,9 @@ public:
         }
         std::optional<outcome> o = outcome_of(answer.status, answer.body);
         if (!o)
-            throw error(errc::branch_error, where(r) + "POST " + url_.text() + ": answered " +
-                                                std::to_string(answer.status) + " " +
-                                                excerpt(answer.body));
+            throw error(errc::branch_error, where(r) + (get ? "GET " : "POST ") + url_.text() +
+                                                ": answered " + std::to_string(answer.status) +
+                                                " " + excerpt(answer.body));
         co_return std::move(*o);
     }
 
@@ -9782,6 +10216,7 @@ DTX_NAMESPACE_END
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 // #include <dtx/detail/push_warnings.hpp> // last: see the file
 #if defined(__GNUC__) && !defined(__clang__)
@@ -9849,13 +10284,17 @@ struct owned_request {
         , branch_id(r.branch_id)
         , op(r.op)
         , payload(r.payload)
-        , traceparent(r.traceparent) {}
-    branch_request view() const { return {gid, branch_id, op, payload, traceparent}; }
+        , traceparent(r.traceparent)
+        , transaction_kind(r.transaction_kind) {}
+    branch_request view() const {
+        return {gid, branch_id, op, payload, traceparent, transaction_kind};
+    }
     std::string gid;
     std::string branch_id;
     branch_op op;
     nlohmann::json payload;
     std::string traceparent;
+    std::optional<tx_kind> transaction_kind;
 };
 
 /// One branch operation inside the barrier's local transaction: the barrier's answer, or else
@@ -9873,9 +10312,49 @@ outcome guarded_operation(Store& store, Db& db, const owned_request& r,
     return o;
 }
 
-/// Gives a barrier the handler sets for participant_registry::add_tcc and add_saga, and
-/// guard_external(). The barrier has
+// ---- 2-phase messages ----------------------------------------------------------------------
+// A message's row is (gid, "00", "msg"), its origin DTM's reason: "msg" when the message's local
+// transaction wrote it, "rollback" when the check-back did (DTM's QueryPrepared). Whichever
+// writes it first decides: the unique key makes the other's write find it.
+
+/// The request a message's barrier row is keyed by.
+inline owned_request message_request(std::string_view gid) {
+    static const nlohmann::json none;
+    return owned_request(branch_request{gid, "00", branch_op::check_back, none});
+}
+
+/// The local transaction of a 2-phase message: its barrier row, then `fn(db)`. A row already
+/// there (the check-back came first) or an answer other than success is thrown as
+/// barrier_refusal, which rolls the local transaction back.
+template <class Store, class Db, class Fn>
+outcome guarded_message_local(Store& store, Db& db, const owned_request& r, Fn& fn) {
+    if (!store.insert("msg", "msg", "done"))
+        throw barrier_refusal{failure("gid " + r.gid +
+                                      ": the message's check-back answered first (or its local "
+                                      "transaction already ran): rolled back")};
+    outcome o = fn(db);
+    if (!o.is_success())
+        throw barrier_refusal{std::move(o)};
+    return o;
+}
+
+/// The check-back's answer: success if the message's local transaction committed its row;
+/// failure if it had not, in which case the row written now keeps it from ever committing.
+template <class Store>
+outcome check_back_answer(Store& store, const owned_request& r) {
+    store.insert("msg", "rollback", "done");
+    const std::optional<barrier_row> row = store.find("msg");
+    if (row && row->origin == "rollback")
+        return failure("gid " + r.gid +
+                       ": the message's local transaction did not commit, and now never will");
+    return success();
+}
+
+/// Gives a barrier the handler sets for participant_registry::add_tcc and add_saga,
+/// guard_external(), and the two sides of 2-phase messages. The barrier has
 ///   asio::awaitable<outcome> guard(const branch_request&, const barrier_handler<Db>&);
+///   template <class Job> asio::awaitable<outcome> run_guarded(Job job); // job(Db&) in a
+///       transaction, a barrier_refusal it throws rolled back and answered
 ///   template <class R, class Fn> asio::awaitable<R> run(Fn fn);  // fn(Db&) in a transaction
 ///   a type `store` built as store{Db&, const owned_request&}: the operations barrier_screen
 ///   uses, and set_state(slot, state) and forget_started(slot) for external work.
@@ -9940,6 +10419,39 @@ public:
         };
         co_await self().template run<int>(std::move(end));
         co_return result;
+    }
+
+    /// Runs the local transaction of the 2-phase message `gid` (two_phase_message.hpp):
+    /// `fn(Db&)`, a callable returning an outcome, in one local transaction with the message's
+    /// barrier row. Answers fn's outcome, every change rolled back unless it is success; failure,
+    /// rolled back, if the check-back has already answered for this message (it then answered
+    /// failure: the message will never be delivered). Throws what fn throws (rolled back).
+    template <class Fn>
+    asio::awaitable<outcome> message_local(std::string gid, Fn fn) {
+        static_assert(std::is_invocable_r_v<outcome, Fn&, Db&>,
+                      "message_local takes a callable outcome(connection&)");
+        auto job = [req = message_request(gid), fn = std::move(fn)](Db& db) mutable {
+            typename Barrier::store s{db, req};
+            return guarded_message_local(s, db, req, fn);
+        };
+        return self().run_guarded(std::move(job));
+    }
+
+    /// The check-back of 2-phase messages whose local transactions run in this database (DTM's
+    /// QueryPrepared): success if the local transaction of message `gid` committed, failure if
+    /// it did not (and, from now on, cannot). A database error throws: an unknown result, asked
+    /// again.
+    asio::awaitable<outcome> query_prepared(std::string gid) {
+        auto job = [req = message_request(gid)](Db& db) {
+            typename Barrier::store s{db, req};
+            return check_back_answer(s, req);
+        };
+        return self().template run<outcome>(std::move(job));
+    }
+
+    /// query_prepared as a handler for participant_registry::add_check_back.
+    branch_handler check_back() {
+        return [this](const branch_request& r) { return query_prepared(std::string(r.gid)); };
     }
 
 private:
@@ -11257,10 +11769,17 @@ public:
     }
 
     // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
-    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
-    // outside this database (see <dtx/barrier.hpp>),
+    // participant's handlers for participant_registry::add_tcc and add_saga; for work outside
+    // this database (see <dtx/barrier.hpp>),
     //   asio::awaitable<outcome> guard_external(const branch_request& r,
     //                                           std::function<asio::awaitable<outcome>()> work);
+    // and for 2-phase messages (<dtx/two_phase_message.hpp>), the local transaction with the
+    // message's barrier row and the check-back:
+    //   asio::awaitable<outcome> message_local(std::string gid, Fn fn); // outcome fn(connection&)
+    //   asio::awaitable<outcome> query_prepared(std::string gid);
+    //   branch_handler check_back();  // for participant_registry::add_check_back
+    // A check-back and the message's local transaction never overlap: SQLite has one writer
+    // at a time (this barrier's thread, or another process holding the file's write lock).
 
     barrier_stats stats() const {
         auto w = worker_.stats();
@@ -11644,7 +12163,7 @@ struct journal_stats {
 class journal final : public dtx::journal {
 public:
     /// The schema version this dtx writes and the newest it reads.
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
 
     /// Opens the journal, migrating its schema. Throws dtx::error (journal_corrupt,
     /// journal_version, journal_failed) with the path and the reason.
@@ -11843,69 +12362,8 @@ private:
     }
 
     /// Brings the schema from `version` to schema_version, in one transaction.
-    void migrate(int version) {
-        auto& db = db_;
-        sqlite::transaction tx(db);
-        if (version < 1) {
-            // A file with tables of its own but no dtx version is not ours: refuse to touch it.
-            sqlite::statement other(
-                db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
-            if (other.step() && other.integer(0) > 0)
-                throw error(errc::journal_corrupt,
-                            opts_.path + ": not a dtx journal (it holds other tables)");
-            db.exec(R"sql(
-                CREATE TABLE dtx_transaction (
-                    gid            TEXT PRIMARY KEY,
-                    kind           TEXT NOT NULL CHECK (kind IN ('tcc', 'saga')),
-                    status         TEXT NOT NULL,
-                    deadline_ms    INTEGER NOT NULL,
-                    created_ms     INTEGER NOT NULL,
-                    ended_ms       INTEGER,
-                    lease_owner    TEXT,
-                    lease_until_ms INTEGER NOT NULL DEFAULT 0
-                ) WITHOUT ROWID;
-                CREATE TABLE dtx_branch (
-                    gid         TEXT NOT NULL,
-                    branch_id   TEXT NOT NULL,
-                    participant TEXT NOT NULL,
-                    payload     TEXT NOT NULL,
-                    done        INTEGER NOT NULL DEFAULT 0,
-                    UNIQUE (gid, branch_id)
-                );
-                CREATE INDEX dtx_transaction_open
-                    ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL;
-                CREATE INDEX dtx_transaction_ended
-                    ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL;
-            )sql");
-        }
-        if (version < 2) {
-            // 2: transactions recovered forward; branches keyed by (gid, branch_id) in one b-tree.
-            db.exec(R"sql(
-                ALTER TABLE dtx_transaction ADD COLUMN forward INTEGER NOT NULL DEFAULT 0;
-                CREATE TABLE dtx_branch_2 (
-                    gid         TEXT NOT NULL,
-                    branch_id   TEXT NOT NULL,
-                    participant TEXT NOT NULL,
-                    payload     TEXT NOT NULL,
-                    done        INTEGER NOT NULL DEFAULT 0,
-                    PRIMARY KEY (gid, branch_id)
-                ) WITHOUT ROWID;
-                INSERT INTO dtx_branch_2 (gid, branch_id, participant, payload, done)
-                    SELECT gid, branch_id, participant, payload, done FROM dtx_branch;
-                DROP TABLE dtx_branch;
-                ALTER TABLE dtx_branch_2 RENAME TO dtx_branch;
-            )sql");
-        }
-        if (version < 3) {
-            // 3: one index for claims and cleanup instead of two (see due_key).
-            db.exec("DROP INDEX dtx_transaction_open");
-            db.exec("DROP INDEX dtx_transaction_ended");
-            db.exec(
-                ("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
-        }
-        db.exec(("PRAGMA user_version = " + std::to_string(schema_version)).c_str());
-        tx.commit();
-    }
+    /// (impl/journal_schema.hpp)
+    void migrate(int version);
 
     // ---- applying operations (writer thread only) --------------------------------------------
 
@@ -12063,6 +12521,115 @@ DTX_NAMESPACE_END
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+// #include <dtx/sqlite/impl/journal_schema.hpp> // the schema and its migrations
+
+#endif
+
+// ---- dtx/sqlite/impl/journal_schema.hpp ----------------------------------------------------------
+#ifndef DTX_SQLITE_IMPL_JOURNAL_SCHEMA_HPP
+#define DTX_SQLITE_IMPL_JOURNAL_SCHEMA_HPP
+
+// The SQLite journal's schema (version 4) and the migrations from versions 1 to 3: the tables
+// are created as version 1 had them, then brought forward one version at a time.
+
+// #include <dtx/error.hpp>
+// #include <dtx/sqlite/connection.hpp>
+// #include <dtx/version.hpp>
+
+#include <string>
+
+DTX_NAMESPACE_BEGIN
+namespace sqlite {
+
+inline void journal::migrate(int version) {
+    auto& db = db_;
+    sqlite::transaction tx(db);
+    if (version < 1) {
+        // A file with tables of its own but no dtx version is not ours: refuse to touch it.
+        sqlite::statement other(db,
+                                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'dtx_%'");
+        if (other.step() && other.integer(0) > 0)
+            throw error(errc::journal_corrupt,
+                        opts_.path + ": not a dtx journal (it holds other tables)");
+        db.exec(R"sql(
+            CREATE TABLE dtx_transaction (
+                gid            TEXT PRIMARY KEY,
+                kind           TEXT NOT NULL CHECK (kind IN ('tcc', 'saga')),
+                status         TEXT NOT NULL,
+                deadline_ms    INTEGER NOT NULL,
+                created_ms     INTEGER NOT NULL,
+                ended_ms       INTEGER,
+                lease_owner    TEXT,
+                lease_until_ms INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID;
+            CREATE TABLE dtx_branch (
+                gid         TEXT NOT NULL,
+                branch_id   TEXT NOT NULL,
+                participant TEXT NOT NULL,
+                payload     TEXT NOT NULL,
+                done        INTEGER NOT NULL DEFAULT 0,
+                UNIQUE (gid, branch_id)
+            );
+            CREATE INDEX dtx_transaction_open
+                ON dtx_transaction (lease_until_ms) WHERE ended_ms IS NULL;
+            CREATE INDEX dtx_transaction_ended
+                ON dtx_transaction (ended_ms) WHERE ended_ms IS NOT NULL;
+        )sql");
+    }
+    if (version < 2) {
+        // 2: transactions recovered forward; branches keyed by (gid, branch_id) in one b-tree.
+        db.exec(R"sql(
+            ALTER TABLE dtx_transaction ADD COLUMN forward INTEGER NOT NULL DEFAULT 0;
+            CREATE TABLE dtx_branch_2 (
+                gid         TEXT NOT NULL,
+                branch_id   TEXT NOT NULL,
+                participant TEXT NOT NULL,
+                payload     TEXT NOT NULL,
+                done        INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (gid, branch_id)
+            ) WITHOUT ROWID;
+            INSERT INTO dtx_branch_2 (gid, branch_id, participant, payload, done)
+                SELECT gid, branch_id, participant, payload, done FROM dtx_branch;
+            DROP TABLE dtx_branch;
+            ALTER TABLE dtx_branch_2 RENAME TO dtx_branch;
+        )sql");
+    }
+    if (version < 3) {
+        // 3: one index for claims and cleanup instead of two (see due_key).
+        db.exec("DROP INDEX dtx_transaction_open");
+        db.exec("DROP INDEX dtx_transaction_ended");
+        db.exec(("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
+    }
+    if (version < 4) {
+        // 4: kind 'msg' (2-phase messages). The CHECK on kind is dropped, which SQLite does
+        // by rebuilding the table; only the coordinator writes `kind`.
+        db.exec(R"sql(
+            CREATE TABLE dtx_transaction_4 (
+                gid            TEXT PRIMARY KEY,
+                kind           TEXT NOT NULL,
+                status         TEXT NOT NULL,
+                deadline_ms    INTEGER NOT NULL,
+                created_ms     INTEGER NOT NULL,
+                ended_ms       INTEGER,
+                lease_owner    TEXT,
+                lease_until_ms INTEGER NOT NULL DEFAULT 0,
+                forward        INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID;
+            INSERT INTO dtx_transaction_4 (gid, kind, status, deadline_ms, created_ms, ended_ms,
+                                           lease_owner, lease_until_ms, forward)
+                SELECT gid, kind, status, deadline_ms, created_ms, ended_ms, lease_owner,
+                       lease_until_ms, forward FROM dtx_transaction;
+            DROP TABLE dtx_transaction;
+            ALTER TABLE dtx_transaction_4 RENAME TO dtx_transaction;
+        )sql");
+        db.exec(("CREATE INDEX dtx_transaction_due ON dtx_transaction (" + due_key + ")").c_str());
+    }
+    db.exec(("PRAGMA user_version = " + std::to_string(schema_version)).c_str());
+    tx.commit();
+}
+
+} // namespace sqlite
+DTX_NAMESPACE_END
 
 #endif
 
@@ -13122,30 +13689,45 @@ public:
 
     /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
     asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
-        auto fn = [this, req = owned_request(r), &handler](postgres::connection& db) {
-            try {
-                return pool_.in_transaction(db, [&] {
-                    store s{db, req};
-                    return detail::guarded_operation(s, db, req, handler);
-                });
-            } catch (detail::barrier_refusal& x) { // rolled back with its barrier row
-                return std::move(x.answer);
-            }
+        auto job = [req = owned_request(r), &handler](postgres::connection& db) {
+            store s{db, req};
+            return detail::guarded_operation(s, db, req, handler);
         };
-        co_return co_await pool_.submit<outcome>(std::move(fn));
+        return run_guarded(std::move(job));
     }
 
     // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
-    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
-    // outside this database (see <dtx/barrier.hpp>),
+    // participant's handlers for participant_registry::add_tcc and add_saga; for work outside
+    // this database (see <dtx/barrier.hpp>),
     //   asio::awaitable<outcome> guard_external(const branch_request& r,
     //                                           std::function<asio::awaitable<outcome>()> work);
+    // and for 2-phase messages (<dtx/two_phase_message.hpp>), the local transaction with the
+    // message's barrier row and the check-back:
+    //   asio::awaitable<outcome> message_local(std::string gid, Fn fn); // outcome fn(connection&)
+    //   asio::awaitable<outcome> query_prepared(std::string gid);
+    //   branch_handler check_back();  // for participant_registry::add_check_back
+    // A check-back arriving while the message's local transaction is still running waits on the
+    // barrier row's unique key, then answers what that transaction did.
 
     barrier_stats stats() const { return {pool_.commits(), pool_.operations(), cleaned_.load()}; }
 
 private:
     friend class detail::barrier_registration<barrier, postgres::connection>;
     using owned_request = detail::owned_request;
+
+    /// Runs `job(connection&)` in a local transaction; a refusal it throws is rolled back (with
+    /// its barrier row) and answered.
+    template <class Job>
+    asio::awaitable<outcome> run_guarded(Job job) {
+        auto fn = [this, job = std::move(job)](postgres::connection& db) mutable {
+            try {
+                return pool_.in_transaction(db, [&] { return job(db); });
+            } catch (detail::barrier_refusal& x) { // rolled back with its barrier row
+                return std::move(x.answer);
+            }
+        };
+        co_return co_await pool_.submit<outcome>(std::move(fn));
+    }
 
     /// The barrier table of one request, for detail::barrier_screen.
     struct store {
@@ -13467,7 +14049,7 @@ struct journal_stats {
 
 class journal final : public dtx::journal {
 public:
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
     /// replaced on open when older, never when newer.
     static constexpr int functions_version = 6;
@@ -13813,8 +14395,9 @@ DTX_NAMESPACE_END
 // #include <dtx/detail/storage.hpp>
 // #include <dtx/version.hpp>
 
-// The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
-// column), the migrations from versions 1 and 2, and the server-side functions.
+// The PostgreSQL journal's schema (version 4: one row per transaction, its branches in a jsonb
+// column; 4 only allows kind 'msg'), the migrations from versions 1 to 3, and the server-side
+// functions.
 
 DTX_NAMESPACE_BEGIN
 namespace postgres {
@@ -13841,7 +14424,7 @@ inline bool journal::migrate(postgres::connection& db) {
         db.exec(R"sql(
 CREATE TABLE IF NOT EXISTS dtx_transaction (
     gid            text PRIMARY KEY,
-    kind           text NOT NULL,   -- 'tcc' | 'saga'
+    kind           text NOT NULL,   -- 'tcc' | 'saga' | 'msg'
     status         text NOT NULL,
     deadline_ms    bigint NOT NULL,
     created_ms     bigint NOT NULL,
@@ -13921,6 +14504,10 @@ BEGIN
     SELECT COALESCE(jsonb_agg(dtx_record(c::dtx_transaction)), '[]'::jsonb) INTO result FROM claimed c;
     RETURN result;
 END $$)sql");
+    }
+    if (version < schema_version) {
+        // 4: kind 'msg' (2-phase messages); the tables are unchanged (kind has no CHECK), but an
+        // older dtx must not read records it does not know.
         const std::string v = std::to_string(schema_version);
         db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
                 "ON CONFLICT (key) DO UPDATE SET value = $1::int",

@@ -9,9 +9,9 @@
 #include <boost/asio/io_context.hpp>
 
 #include <csignal>
+#include <cstdint>
 #include <exception>
 #include <iostream>
-#include <cstdint>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -80,6 +80,18 @@ int run_to_end(boost::asio::io_context& ioc, Awaitable work, const char* role) {
     });
     ioc.run();
     return exit_code;
+}
+
+/// The body of a crash test's main(): `body()`'s exit code, or 2 with `program: what` printed if
+/// it throws (a bad command line, a process that cannot start).
+template <class Body>
+int main_of(const char* program, Body body) {
+    try {
+        return body();
+    } catch (const std::exception& e) {
+        std::cerr << program << ": " << e.what() << "\n";
+        return 2;
+    }
 }
 
 } // namespace dtx::crash

@@ -218,6 +218,36 @@ inline void check_forward_contract(asio::io_context& ioc, journal& j) {
     CHECK_FALSE(fwd->branches[9].done);
     CHECK(fwd->branches[10].done);
     CHECK(fwd->branches[11].done);
+
+    // A 2-phase message (kind msg): recovered forward too, its check-back first as branch "00".
+    std::vector<branch_record> msg{branch_record{"00", "orders", {}},
+                                   branch_record{"01", "s", qty_payload{3}}};
+    CHECK(write_sync(ioc, j,
+                     {.gid = "msg",
+                      .begin = begin_transaction{tx_kind::msg, earlier, /*forward=*/true},
+                      .new_branches = msg}));
+    int seen = 0;
+    for (auto& r : claim_now(ioc, j, "fifth", std::chrono::seconds(30)))
+        if (r.gid == "msg") {
+            ++seen;
+            CHECK(r.kind == tx_kind::msg);
+            CHECK(r.status == tx_status::trying); // prepared: the check-back decides, not a claim
+        }
+    CHECK(seen == 1);
+    CHECK(write_sync(ioc, j,
+                     {.gid = "msg",
+                      .status = status_change{tx_status::trying, tx_status::confirming},
+                      .lease = lease_change{"fifth", later}}));
+    auto m = run(ioc, j.find("msg"));
+    REQUIRE(m);
+    CHECK(m->kind == tx_kind::msg);
+    CHECK(m->status == tx_status::confirming);
+    CHECK(m->forward);
+    REQUIRE(m->branches.size() == 2);
+    CHECK(m->branches[0].branch_id == "00");
+    CHECK(m->branches[0].participant == "orders");
+    CHECK(m->branches[0].payload->is_null());
+    CHECK(m->branches[1].payload->at("qty") == 3);
 }
 
 } // namespace dtx::test

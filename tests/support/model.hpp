@@ -241,6 +241,8 @@ private:
                         {++sequence(), std::string(r.gid), std::string(r.branch_id)});
             }
             return success();
+        case branch_op::check_back:
+            break; // a resource is no check-back
         }
         return failure("unknown op");
     }

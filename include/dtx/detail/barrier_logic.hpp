@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <dtx/detail/push_warnings.hpp> // last: see the file
 
@@ -83,13 +84,17 @@ struct owned_request {
         , branch_id(r.branch_id)
         , op(r.op)
         , payload(r.payload)
-        , traceparent(r.traceparent) {}
-    branch_request view() const { return {gid, branch_id, op, payload, traceparent}; }
+        , traceparent(r.traceparent)
+        , transaction_kind(r.transaction_kind) {}
+    branch_request view() const {
+        return {gid, branch_id, op, payload, traceparent, transaction_kind};
+    }
     std::string gid;
     std::string branch_id;
     branch_op op;
     nlohmann::json payload;
     std::string traceparent;
+    std::optional<tx_kind> transaction_kind;
 };
 
 /// One branch operation inside the barrier's local transaction: the barrier's answer, or else
@@ -107,9 +112,49 @@ outcome guarded_operation(Store& store, Db& db, const owned_request& r,
     return o;
 }
 
-/// Gives a barrier the handler sets for participant_registry::add_tcc and add_saga, and
-/// guard_external(). The barrier has
+// ---- 2-phase messages ----------------------------------------------------------------------
+// A message's row is (gid, "00", "msg"), its origin DTM's reason: "msg" when the message's local
+// transaction wrote it, "rollback" when the check-back did (DTM's QueryPrepared). Whichever
+// writes it first decides: the unique key makes the other's write find it.
+
+/// The request a message's barrier row is keyed by.
+inline owned_request message_request(std::string_view gid) {
+    static const nlohmann::json none;
+    return owned_request(branch_request{gid, "00", branch_op::check_back, none});
+}
+
+/// The local transaction of a 2-phase message: its barrier row, then `fn(db)`. A row already
+/// there (the check-back came first) or an answer other than success is thrown as
+/// barrier_refusal, which rolls the local transaction back.
+template <class Store, class Db, class Fn>
+outcome guarded_message_local(Store& store, Db& db, const owned_request& r, Fn& fn) {
+    if (!store.insert("msg", "msg", "done"))
+        throw barrier_refusal{failure("gid " + r.gid +
+                                      ": the message's check-back answered first (or its local "
+                                      "transaction already ran): rolled back")};
+    outcome o = fn(db);
+    if (!o.is_success())
+        throw barrier_refusal{std::move(o)};
+    return o;
+}
+
+/// The check-back's answer: success if the message's local transaction committed its row;
+/// failure if it had not, in which case the row written now keeps it from ever committing.
+template <class Store>
+outcome check_back_answer(Store& store, const owned_request& r) {
+    store.insert("msg", "rollback", "done");
+    const std::optional<barrier_row> row = store.find("msg");
+    if (row && row->origin == "rollback")
+        return failure("gid " + r.gid +
+                       ": the message's local transaction did not commit, and now never will");
+    return success();
+}
+
+/// Gives a barrier the handler sets for participant_registry::add_tcc and add_saga,
+/// guard_external(), and the two sides of 2-phase messages. The barrier has
 ///   asio::awaitable<outcome> guard(const branch_request&, const barrier_handler<Db>&);
+///   template <class Job> asio::awaitable<outcome> run_guarded(Job job); // job(Db&) in a
+///       transaction, a barrier_refusal it throws rolled back and answered
 ///   template <class R, class Fn> asio::awaitable<R> run(Fn fn);  // fn(Db&) in a transaction
 ///   a type `store` built as store{Db&, const owned_request&}: the operations barrier_screen
 ///   uses, and set_state(slot, state) and forget_started(slot) for external work.
@@ -174,6 +219,39 @@ public:
         };
         co_await self().template run<int>(std::move(end));
         co_return result;
+    }
+
+    /// Runs the local transaction of the 2-phase message `gid` (two_phase_message.hpp):
+    /// `fn(Db&)`, a callable returning an outcome, in one local transaction with the message's
+    /// barrier row. Answers fn's outcome, every change rolled back unless it is success; failure,
+    /// rolled back, if the check-back has already answered for this message (it then answered
+    /// failure: the message will never be delivered). Throws what fn throws (rolled back).
+    template <class Fn>
+    asio::awaitable<outcome> message_local(std::string gid, Fn fn) {
+        static_assert(std::is_invocable_r_v<outcome, Fn&, Db&>,
+                      "message_local takes a callable outcome(connection&)");
+        auto job = [req = message_request(gid), fn = std::move(fn)](Db& db) mutable {
+            typename Barrier::store s{db, req};
+            return guarded_message_local(s, db, req, fn);
+        };
+        return self().run_guarded(std::move(job));
+    }
+
+    /// The check-back of 2-phase messages whose local transactions run in this database (DTM's
+    /// QueryPrepared): success if the local transaction of message `gid` committed, failure if
+    /// it did not (and, from now on, cannot). A database error throws: an unknown result, asked
+    /// again.
+    asio::awaitable<outcome> query_prepared(std::string gid) {
+        auto job = [req = message_request(gid)](Db& db) {
+            typename Barrier::store s{db, req};
+            return check_back_answer(s, req);
+        };
+        return self().template run<outcome>(std::move(job));
+    }
+
+    /// query_prepared as a handler for participant_registry::add_check_back.
+    branch_handler check_back() {
+        return [this](const branch_request& r) { return query_prepared(std::string(r.gid)); };
     }
 
 private:

@@ -51,8 +51,9 @@ inline asio::awaitable<call_result> engine::call(std::shared_ptr<tx_state> st, s
             watch_.add(entry, std::chrono::steady_clock::now() + timeout, sig);
         std::exception_ptr thrown;
         try {
-            const branch_request req{st->gid, b.rec.branch_id, op, b.rec.payload.json(),
-                                     st->trace.traceparent()};
+            const branch_request req{
+                st->gid, b.rec.branch_id, op, b.rec.payload.json(), st->trace.traceparent(),
+                st->kind};
             const outcome o = co_await b.target->call(req);
             r = call_result::from_outcome(o);
         } catch (...) {

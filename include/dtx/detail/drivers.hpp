@@ -2,22 +2,24 @@
 #define DTX_DETAIL_DRIVERS_HPP
 
 // The coroutines a coordinator spawns on its executor: a transaction (its body, then its decision
-// and phase 2), a saga of planned steps, a recovery pass and the background recovery loop. Each
-// holds the engine for as long as it runs, so that destroying the coordinator cannot pull it away,
-// and a transaction's cancellation slot is its own state's signal, so that the caller's
-// cancellation cannot cut phase 2 short while a call timeout can cancel what the transaction
-// awaits.
+// and phase 2), a saga of planned steps, a 2-phase message, a recovery pass and the background
+// recovery loop. Each holds the engine for as long as it runs, so that destroying the coordinator
+// cannot pull it away, and a transaction's cancellation slot is its own state's signal, so that the
+// caller's cancellation cannot cut phase 2 short while a call timeout can cancel what the
+// transaction awaits.
 
 #include <dtx/branch_spec.hpp>
 #include <dtx/detail/config.hpp>
 #include <dtx/detail/engine.hpp>
 #include <dtx/detail/phase_two.hpp>
 #include <dtx/detail/planned_saga.hpp>
+#include <dtx/detail/prepared_message.hpp>
 #include <dtx/detail/recovery.hpp>
 #include <dtx/detail/tx_state.hpp>
 #include <dtx/error.hpp>
 #include <dtx/recovery_options.hpp>
 #include <dtx/recovery_report.hpp>
+#include <dtx/two_phase_message.hpp>
 #include <dtx/tx_options.hpp>
 #include <dtx/tx_result.hpp>
 #include <dtx/version.hpp>
@@ -78,11 +80,17 @@ asio::awaitable<tx_result> run_transaction(std::shared_ptr<engine> eng,
         asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
 }
 
+/// A saga of planned steps (no `check_back`) or a 2-phase message.
 inline asio::awaitable<tx_result> drive_planned(std::shared_ptr<engine> eng,
                                                 std::shared_ptr<tx_state> st,
-                                                std::vector<branch_spec> steps) {
+                                                std::vector<branch_spec> steps,
+                                                std::string check_back,
+                                                message_local_transaction local) {
     engine::activity running(eng);
     branch_list list(std::make_move_iterator(steps.begin()), std::make_move_iterator(steps.end()));
+    if (st->kind == tx_kind::msg)
+        co_return co_await eng->run_message(std::move(st), std::move(list), std::move(check_back),
+                                            std::move(local));
     co_return co_await eng->run_planned_saga(std::move(st), std::move(list));
 }
 
@@ -92,7 +100,19 @@ inline asio::awaitable<tx_result> run_planned(std::shared_ptr<engine> eng,
     auto st = eng->make_state(tx_kind::saga, std::move(options));
     auto keep = st;
     co_return co_await asio::co_spawn(
-        eng->executor(), drive_planned(eng, std::move(st), std::move(steps)),
+        eng->executor(), drive_planned(eng, std::move(st), std::move(steps), {}, {}),
+        asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
+}
+
+/// A 2-phase message, on a coroutine of its own as run_transaction's.
+inline asio::awaitable<tx_result> run_message(std::shared_ptr<engine> eng, two_phase_message msg,
+                                              message_local_transaction local, tx_options options) {
+    auto st = eng->make_state(tx_kind::msg, std::move(options));
+    auto keep = st;
+    co_return co_await asio::co_spawn(
+        eng->executor(),
+        drive_planned(eng, std::move(st), std::move(msg.branches), std::move(msg.check_back),
+                      std::move(local)),
         asio::bind_cancellation_slot(keep->signal.slot(), asio::use_awaitable));
 }
 

@@ -8,6 +8,7 @@
 //   branch_call.hpp    one branch call bounded by its timeout, and the retry loop around it
 //   phase_two.hpp      the decision, then confirm, cancel or compensate until done
 //   planned_saga.hpp   sagas of planned steps, run and recovered forward
+//   prepared_message.hpp  2-phase messages: prepare, local transaction, check-back, submit
 //   recovery.hpp       recovery passes: claiming unfinished transactions and driving them
 // This file defines what they all share: leases, journal access, fault points and timers. The
 // public entry points are in coordinator.hpp and transaction.hpp.
@@ -24,6 +25,7 @@
 #include <dtx/recovery_options.hpp>
 #include <dtx/recovery_report.hpp>
 #include <dtx/trace_context.hpp>
+#include <dtx/two_phase_message.hpp>
 #include <dtx/tx_options.hpp>
 #include <dtx/tx_result.hpp>
 #include <dtx/version.hpp>
@@ -112,6 +114,12 @@ public:
     /// recovered forward), sends their actions one after another, and ends it. (planned_saga.hpp)
     asio::awaitable<tx_result> run_planned_saga(std::shared_ptr<tx_state> st, branch_list specs);
 
+    /// Runs a 2-phase message: prepares it (every branch and the check-back `check_back`, as
+    /// branch "00", in one journal write), runs `local`, then submits and delivers it, or aborts
+    /// it. (prepared_message.hpp)
+    asio::awaitable<tx_result> run_message(std::shared_ptr<tx_state> st, branch_list specs,
+                                           std::string check_back, message_local_transaction local);
+
     /// Decides the transaction after its body has returned (or thrown) and drives it to its end.
     /// (phase_two.hpp)
     asio::awaitable<tx_result> finish(std::shared_ptr<tx_state> st);
@@ -168,6 +176,8 @@ private:
 
     // ---- planned sagas (planned_saga.hpp) ------------------------------------------------------
 
+    asio::awaitable<std::optional<std::string>> begin_forward(std::shared_ptr<tx_state> st,
+                                                              resolved& steps);
     asio::awaitable<tx_result> abandon_planned(std::shared_ptr<tx_state> st, std::string why);
     asio::awaitable<tx_result> cancel_forward(std::shared_ptr<tx_state> st,
                                               std::vector<std::string> unsent,
@@ -175,6 +185,16 @@ private:
                                               asio::cancellation_signal& sig);
     asio::awaitable<tx_result> run_forward(std::shared_ptr<tx_state> st,
                                            asio::cancellation_signal& sig);
+
+    // ---- 2-phase messages (prepared_message.hpp) ------------------------------------------------
+
+    asio::awaitable<call_result> ask_check_back(std::shared_ptr<tx_state> st,
+                                                asio::cancellation_signal& sig);
+    asio::awaitable<tx_result> decide_message(std::shared_ptr<tx_state> st, call_result answer,
+                                              const retry_policy& policy,
+                                              asio::cancellation_signal& sig);
+    asio::awaitable<tx_result> recover_message(std::shared_ptr<tx_state> st,
+                                               asio::cancellation_signal& sig);
 
     // ---- recovery (recovery.hpp) ---------------------------------------------------------------
 

@@ -118,7 +118,8 @@ inline void engine::resolve(tx_state& st, branch_list& specs, resolved& out) con
             st.fail(errc::unknown_participant, describe(st.gid, id, s.participant) +
                                                    ": no participant is registered as '" +
                                                    s.participant + "'");
-        if (p->kind() && *p->kind() != st.kind)
+        if (!serves(p->kind(), st.kind,
+                    st.kind == tx_kind::tcc ? branch_op::try_ : branch_op::action))
             st.fail(errc::wrong_participant_kind,
                     describe(st.gid, id, s.participant) + ": a " +
                         std::string(to_string(*p->kind())) + " participant cannot take part in a " +

@@ -48,22 +48,9 @@ inline asio::awaitable<tx_result> engine::run_planned_saga(std::shared_ptr<tx_st
     }
     if (steps.records.empty())
         co_return st->result(tx_status::confirmed);
-    journal_write w{.gid = st->gid,
-                    .begin = begin_transaction{tx_kind::saga, st->deadline, /*forward=*/true},
-                    .new_branches = {steps.records.data(), steps.records.size()},
-                    .lease = lease_change{opts_.owner, st->deadline}};
-    st->lease_until = st->deadline;
-    std::optional<std::string> begin_error;
-    try {
-        if (!co_await write(w, durability::sync))
-            begin_error = "the journal refused it";
-    } catch (const std::exception& e) {
-        begin_error = e.what();
-    }
+    std::optional<std::string> begin_error = co_await begin_forward(st, steps);
     if (begin_error)
         co_return co_await abandon_planned(std::move(st), std::move(*begin_error));
-    st->begun = true;
-    steps.move_into(*st);
     if (should_halt({fault_site::journal_write, st->gid, st->branches.back().rec.branch_id,
                      branch_op::action, fault_step::begin}))
         co_await halt();
@@ -97,8 +84,33 @@ inline asio::awaitable<tx_result> engine::run_planned_saga(std::shared_ptr<tx_st
     co_return co_await cancel_forward(std::move(st), std::move(unsent), opts_.phase_two, sig);
 }
 
-/// The begin record of a planned saga may or may not be durable (its write failed): end it as
-/// cancelled before the caller hears so, or a recovery could later run it forward.
+/// Begins `st` (its kind) recovered forward, with every branch of `steps`, leased until its
+/// deadline, in one durable write; then `st` holds the branches. Returns why it failed, if it
+/// did (the record may or may not be durable: see abandon_planned).
+inline asio::awaitable<std::optional<std::string>>
+engine::begin_forward(std::shared_ptr<tx_state> st, resolved& steps) {
+    const journal_write w{.gid = st->gid,
+                          .begin = begin_transaction{st->kind, st->deadline, /*forward=*/true},
+                          .new_branches = {steps.records.data(), steps.records.size()},
+                          .lease = lease_change{opts_.owner, st->deadline}};
+    st->lease_until = st->deadline;
+    std::optional<std::string> failed;
+    try {
+        if (!co_await write(w, durability::sync))
+            failed = "the journal refused it";
+    } catch (const std::exception& e) {
+        failed = e.what();
+    }
+    if (!failed) {
+        st->begun = true;
+        steps.move_into(*st);
+    }
+    co_return failed;
+}
+
+/// The begin record of a planned saga (or a 2-phase message) may or may not be durable (its write
+/// failed): end it as cancelled before the caller hears so, or a recovery could later run it
+/// forward.
 inline asio::awaitable<tx_result> engine::abandon_planned(std::shared_ptr<tx_state> st,
                                                           std::string why) {
     st->abort(make_error_code(errc::journal_failed),

@@ -3,13 +3,15 @@
 
 // Recovery passes: due unfinished transactions claimed from the journal in batches (with a lease,
 // so that two coordinators never drive one at once), each driven to its end concurrently: decided
-// ones through phase 2, planned sagas still trying forward. Gids this process is driving itself
+// ones through phase 2, planned sagas still trying forward, 2-phase messages through their
+// check-back. Gids this process is driving itself
 // are skipped.
 
 #include <dtx/detail/config.hpp>
 #include <dtx/detail/engine.hpp>
 #include <dtx/detail/phase_two.hpp>
 #include <dtx/detail/planned_saga.hpp>
+#include <dtx/detail/prepared_message.hpp>
 #include <dtx/detail/tx_state.hpp>
 #include <dtx/detail/when_all.hpp>
 #include <dtx/fault_injection.hpp>
@@ -89,7 +91,9 @@ inline asio::awaitable<void> engine::recover_one(transaction_record rec, recover
         co_return;
     }
     tx_result r;
-    if (st->status == tx_status::trying && forward) {
+    if (st->kind == tx_kind::msg) {
+        r = co_await recover_message(st, sig);
+    } else if (st->status == tx_status::trying && forward) {
         r = co_await run_forward(st, sig); // a planned saga
     } else {
         const branch_op op = st->status == tx_status::confirming ? branch_op::confirm

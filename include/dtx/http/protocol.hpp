@@ -5,12 +5,15 @@
 // the wire, and how answers map to outcomes. The server and the client both build on it; so can a
 // service with an HTTP stack of its own. docs/protocol.md describes it for curl users.
 //
-//   POST <participant URL>?gid=<gid>&trans_type=<tcc|saga>&branch_id=<id>&op=<op>
+//   POST <participant URL>?gid=<gid>&trans_type=<tcc|saga|msg>&branch_id=<id>&op=<op>
 //   Content-Type: application/json
 //   <the branch payload>
 //
 // (DTM sends GET without a body when the payload is empty; the server takes it as a null
-// payload.)
+// payload.) Ops: tcc try, confirm, cancel; saga action, compensate; msg action, and `msg`, the
+// check-back of a 2-phase message, which is always a GET without a body:
+//
+//   GET <check-back URL>?branch_id=00&gid=<gid>&op=msg&trans_type=msg
 //
 //   200 {"dtm_result":"SUCCESS"}                      success
 //   409 {"dtm_result":"FAILURE","message":"..."}      failure (a business "no")
@@ -131,7 +134,7 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
     const auto kind = parse_tx_kind(*values[1]);
     if (!kind)
         return detail::bad("invalid_trans_type",
-                           "query parameter 'trans_type' must be 'tcc' or 'saga'");
+                           "query parameter 'trans_type' must be 'tcc', 'saga' or 'msg'");
     q.kind = *kind;
     q.branch_id = std::move(*values[2]);
     if (!detail::valid_id(q.branch_id, max_branch_id_size))
@@ -142,29 +145,35 @@ inline std::variant<branch_query, problem> parse_branch_query(std::string_view q
     if (!op)
         return detail::bad(
             "invalid_op",
-            "query parameter 'op' must be one of try, confirm, cancel, action, compensate");
-    if (kind_of(*op) != q.kind)
+            "query parameter 'op' must be one of try, confirm, cancel, action, compensate, msg");
+    if (!belongs_to(*op, q.kind))
         return detail::bad("op_mismatch",
                            "query parameter 'op' does not belong to 'trans_type' (tcc: try, "
-                           "confirm, cancel; saga: action, compensate)");
+                           "confirm, cancel; saga: action, compensate; msg: action, msg)");
     q.op = *op;
     return q;
 }
 
-/// The query string of a branch call (without the '?').
+/// The query string of a branch call (without the '?') of a transaction of kind `kind`.
 inline std::string branch_query_string(std::string_view gid, std::string_view branch_id,
-                                       branch_op op) {
+                                       branch_op op, tx_kind kind) {
     std::string q;
     q.reserve(64 + gid.size() + branch_id.size());
     q += "gid=";
     detail::percent_encode_into(q, gid);
     q += "&trans_type=";
-    q += to_string(kind_of(op));
+    q += to_string(kind);
     q += "&branch_id=";
     detail::percent_encode_into(q, branch_id);
     q += "&op=";
     q += to_string(op);
     return q;
+}
+
+/// The same, of the transaction kind the operation belongs to first (kind_of).
+inline std::string branch_query_string(std::string_view gid, std::string_view branch_id,
+                                       branch_op op) {
+    return branch_query_string(gid, branch_id, op, kind_of(op));
 }
 
 /// A JSON string literal of `s` (quotes included), escaped for JSON. A byte of `s` that does not

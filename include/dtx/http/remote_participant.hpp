@@ -49,17 +49,23 @@ public:
     remote_participant(client& c, url address)
         : remote_participant(c.core_, std::move(address)) {}
 
-    /// Remote participants take part in both kinds of transaction; the server refuses an
-    /// operation its participant does not have (an unknown result).
+    /// Remote participants take part in every kind of transaction, and serve as check-backs;
+    /// the server refuses an operation its participant does not have (an unknown result).
     std::optional<tx_kind> kind() const noexcept override { return std::nullopt; }
     const url& address() const noexcept { return url_; }
 
     asio::awaitable<outcome> call(const branch_request& r) override {
-        const std::string query = branch_query_string(r.gid, r.branch_id, r.op);
-        const std::string body = r.payload.dump();
+        const std::string query = branch_query_string(r.gid, r.branch_id, r.op, r.kind());
+        // A check-back is a GET without a body, as DTM sends it (its payload is always empty).
+        const bool get = r.op == branch_op::check_back;
+        const std::string body = get ? std::string() : r.payload.dump();
         std::array<header, 1> trace{header{"traceparent", r.traceparent}};
         const std::span<const header> headers(trace.data(), r.traceparent.empty() ? 0 : 1);
         detail::http_request req = core_->make_request(url_, query, body, headers);
+        if (get) {
+            req.method(boost::beast::http::verb::get);
+            req.prepare_payload();
+        }
         response answer;
         try {
             answer = co_await detail::client_core::exchange(core_, url_, std::move(req));
@@ -68,9 +74,9 @@ public:
         }
         std::optional<outcome> o = outcome_of(answer.status, answer.body);
         if (!o)
-            throw error(errc::branch_error, where(r) + "POST " + url_.text() + ": answered " +
-                                                std::to_string(answer.status) + " " +
-                                                excerpt(answer.body));
+            throw error(errc::branch_error, where(r) + (get ? "GET " : "POST ") + url_.text() +
+                                                ": answered " + std::to_string(answer.status) +
+                                                " " + excerpt(answer.body));
         co_return std::move(*o);
     }
 

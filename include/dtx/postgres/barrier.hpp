@@ -101,30 +101,45 @@ public:
 
     /// Runs one branch operation under the barrier (see <dtx/barrier.hpp>).
     asio::awaitable<outcome> guard(const branch_request& r, const barrier_handler& handler) {
-        auto fn = [this, req = owned_request(r), &handler](postgres::connection& db) {
-            try {
-                return pool_.in_transaction(db, [&] {
-                    store s{db, req};
-                    return detail::guarded_operation(s, db, req, handler);
-                });
-            } catch (detail::barrier_refusal& x) { // rolled back with its barrier row
-                return std::move(x.answer);
-            }
+        auto job = [req = owned_request(r), &handler](postgres::connection& db) {
+            store s{db, req};
+            return detail::guarded_operation(s, db, req, handler);
         };
-        co_return co_await pool_.submit<outcome>(std::move(fn));
+        return run_guarded(std::move(job));
     }
 
     // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
-    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
-    // outside this database (see <dtx/barrier.hpp>),
+    // participant's handlers for participant_registry::add_tcc and add_saga; for work outside
+    // this database (see <dtx/barrier.hpp>),
     //   asio::awaitable<outcome> guard_external(const branch_request& r,
     //                                           std::function<asio::awaitable<outcome>()> work);
+    // and for 2-phase messages (<dtx/two_phase_message.hpp>), the local transaction with the
+    // message's barrier row and the check-back:
+    //   asio::awaitable<outcome> message_local(std::string gid, Fn fn); // outcome fn(connection&)
+    //   asio::awaitable<outcome> query_prepared(std::string gid);
+    //   branch_handler check_back();  // for participant_registry::add_check_back
+    // A check-back arriving while the message's local transaction is still running waits on the
+    // barrier row's unique key, then answers what that transaction did.
 
     barrier_stats stats() const { return {pool_.commits(), pool_.operations(), cleaned_.load()}; }
 
 private:
     friend class detail::barrier_registration<barrier, postgres::connection>;
     using owned_request = detail::owned_request;
+
+    /// Runs `job(connection&)` in a local transaction; a refusal it throws is rolled back (with
+    /// its barrier row) and answered.
+    template <class Job>
+    asio::awaitable<outcome> run_guarded(Job job) {
+        auto fn = [this, job = std::move(job)](postgres::connection& db) mutable {
+            try {
+                return pool_.in_transaction(db, [&] { return job(db); });
+            } catch (detail::barrier_refusal& x) { // rolled back with its barrier row
+                return std::move(x.answer);
+            }
+        };
+        co_return co_await pool_.submit<outcome>(std::move(fn));
+    }
 
     /// The barrier table of one request, for detail::barrier_screen.
     struct store {

@@ -86,7 +86,7 @@ struct journal_stats {
 
 class journal final : public dtx::journal {
 public:
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
     /// Version of the server-side write functions (dtx_meta key `journal_functions`); they are
     /// replaced on open when older, never when newer.
     static constexpr int functions_version = 6;

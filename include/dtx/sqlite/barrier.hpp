@@ -109,10 +109,17 @@ public:
     }
 
     // Inherited from detail::barrier_registration: tcc(tcc_handlers) and saga(saga_handlers), the
-    // participant's handlers for participant_registry::add_tcc and add_saga; and, for work
-    // outside this database (see <dtx/barrier.hpp>),
+    // participant's handlers for participant_registry::add_tcc and add_saga; for work outside
+    // this database (see <dtx/barrier.hpp>),
     //   asio::awaitable<outcome> guard_external(const branch_request& r,
     //                                           std::function<asio::awaitable<outcome>()> work);
+    // and for 2-phase messages (<dtx/two_phase_message.hpp>), the local transaction with the
+    // message's barrier row and the check-back:
+    //   asio::awaitable<outcome> message_local(std::string gid, Fn fn); // outcome fn(connection&)
+    //   asio::awaitable<outcome> query_prepared(std::string gid);
+    //   branch_handler check_back();  // for participant_registry::add_check_back
+    // A check-back and the message's local transaction never overlap: SQLite has one writer
+    // at a time (this barrier's thread, or another process holding the file's write lock).
 
     barrier_stats stats() const {
         auto w = worker_.stats();

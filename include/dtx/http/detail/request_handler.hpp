@@ -274,8 +274,8 @@ public:
         if (auto* r = std::get_if<route_call>(&routed))
             co_return co_await call_route(*r, req, peer, notes);
         const branch_call& c = std::get<branch_call>(routed);
-        const branch_request br{c.query.gid, c.query.branch_id, c.query.op, c.payload,
-                                c.traceparent};
+        const branch_request br{c.query.gid, c.query.branch_id, c.query.op,
+                                c.payload,   c.traceparent,     c.query.kind};
         std::optional<answer> a;
         try {
             const outcome o = co_await c.target->call(br);
@@ -380,12 +380,18 @@ private:
             return problem_response(*p, v, notes);
         branch_query& q = std::get<branch_query>(parsed);
         notes.query = q;
-        if (const auto kind = target->kind(); kind && *kind != q.kind)
-            return problem_response(bad("wrong_participant_kind",
-                                        "the participant takes part in " +
-                                            std::string(to_string(*kind)) + " transactions, not " +
-                                            std::string(to_string(q.kind))),
-                                    v, notes);
+        if (const auto kind = target->kind(); !serves(kind, q.kind, q.op))
+            return problem_response(
+                bad("wrong_participant_kind",
+                    *kind == tx_kind::msg
+                        ? std::string("the participant is a check-back: it "
+                                      "answers op=msg&trans_type=msg only")
+                        : "the participant takes part in " + std::string(to_string(*kind)) +
+                              " transactions, not " + std::string(to_string(q.kind))),
+                v, notes);
+        if (q.op == branch_op::check_back && !req.body().empty())
+            return problem_response(bad("unexpected_body", "a check-back (op=msg) has no body"), v,
+                                    notes);
         nlohmann::json payload; // an empty body is a null payload
         if (!req.body().empty()) {
             auto body = parse_json_body(req.body(), opts_.json_depth_limit);

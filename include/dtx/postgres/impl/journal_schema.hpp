@@ -4,8 +4,9 @@
 #include <dtx/detail/storage.hpp>
 #include <dtx/version.hpp>
 
-// The PostgreSQL journal's schema (version 3: one row per transaction, its branches in a jsonb
-// column), the migrations from versions 1 and 2, and the server-side functions.
+// The PostgreSQL journal's schema (version 4: one row per transaction, its branches in a jsonb
+// column; 4 only allows kind 'msg'), the migrations from versions 1 to 3, and the server-side
+// functions.
 
 DTX_NAMESPACE_BEGIN
 namespace postgres {
@@ -32,7 +33,7 @@ inline bool journal::migrate(postgres::connection& db) {
         db.exec(R"sql(
 CREATE TABLE IF NOT EXISTS dtx_transaction (
     gid            text PRIMARY KEY,
-    kind           text NOT NULL,   -- 'tcc' | 'saga'
+    kind           text NOT NULL,   -- 'tcc' | 'saga' | 'msg'
     status         text NOT NULL,
     deadline_ms    bigint NOT NULL,
     created_ms     bigint NOT NULL,
@@ -112,6 +113,10 @@ BEGIN
     SELECT COALESCE(jsonb_agg(dtx_record(c::dtx_transaction)), '[]'::jsonb) INTO result FROM claimed c;
     RETURN result;
 END $$)sql");
+    }
+    if (version < schema_version) {
+        // 4: kind 'msg' (2-phase messages); the tables are unchanged (kind has no CHECK), but an
+        // older dtx must not read records it does not know.
         const std::string v = std::to_string(schema_version);
         db.exec("INSERT INTO dtx_meta (key, value) VALUES ('journal_version', $1::int) "
                 "ON CONFLICT (key) DO UPDATE SET value = $1::int",
