@@ -41,8 +41,8 @@
 #include <string>
 #include <vector>
 
-#include "child_process.hpp"
 #include "child_main.hpp"
+#include "child_process.hpp"
 
 namespace {
 
