@@ -117,13 +117,22 @@ int node(const args& a) {
             if (claim.rows() == 0 || claim.integer(0, 0) <= t)
                 return 0;
             const std::string until = std::to_string(claim.integer(0, 0));
-            auto r = db.exec("INSERT INTO in_flight VALUES ($1, $2::bigint) ON CONFLICT (msg_id) "
-                             "DO UPDATE SET until_ms = EXCLUDED.until_ms WHERE in_flight.until_ms "
-                             "< $3::bigint RETURNING 1",
-                             {id, until, std::to_string(t)});
-            if (r.rows() == 0)
+            // A lease ending at T is over at T: a claim at T may take the message (the claim's
+            // `ready_ms <= now`), so a delivery held until T no longer holds it at T.
+            auto r =
+                db.exec("INSERT INTO in_flight VALUES ($1, $2::bigint, $3::bigint) ON CONFLICT "
+                        "(msg_id) DO UPDATE SET until_ms = EXCLUDED.until_ms, attempt = "
+                        "EXCLUDED.attempt WHERE in_flight.until_ms <= $4::bigint RETURNING 1",
+                        {id, until, std::to_string(attempt), std::to_string(t)});
+            if (r.rows() == 0) {
+                auto held =
+                    db.exec("SELECT until_ms, attempt FROM in_flight WHERE msg_id = $1", {id});
                 db.exec("INSERT INTO anomalies VALUES ($1)",
-                        {"message " + id + " delivered by two relays at once"});
+                        {"message " + id + " delivered by two relays at once: attempt " +
+                         std::string(held.text(0, 1)) + " holds it until " +
+                         std::string(held.text(0, 0)) + ", attempt " + std::to_string(attempt) +
+                         " started at " + std::to_string(t)});
+            }
             return claim.integer(0, 0);
         };
         const std::int64_t until = co_await inbox.run<std::int64_t>(take);
@@ -227,7 +236,8 @@ void create_schema(const std::string& conninfo) {
           "CREATE TABLE keyseq (key text PRIMARY KEY, next bigint NOT NULL)",
           "CREATE TABLE received (n bigserial PRIMARY KEY, msg_id text, key text, seq bigint)",
           "CREATE TABLE anomalies (what text)",
-          "CREATE TABLE in_flight (msg_id text PRIMARY KEY, until_ms bigint NOT NULL)",
+          "CREATE TABLE in_flight (msg_id text PRIMARY KEY, until_ms bigint NOT NULL, attempt "
+          "bigint)",
           "CREATE TABLE poison (msg_id text PRIMARY KEY)",
           "CREATE TABLE poison_publishes (msg_id text, at_ms bigint)"})
         db.exec(sql);
