@@ -121,13 +121,14 @@ TEST_CASE("outbox: the relay's queries read delivered and parked rows through an
     };
     const auto steps = run(ioc, outbox.run<std::map<std::string, std::vector<std::string>>>(plans));
     int of_done_rows = 0; // statements that look for delivered or parked rows
-    for (const auto& [sql, plan] : steps) {
+    for (const auto& step_of : steps) {
+        const std::string& sql = step_of.first; // not a structured binding: INFO captures it
         if (sql.find("WHERE state <> 0 AND state =") == std::string::npos &&
             sql.find("WHERE state = 1") == std::string::npos &&
             sql.find("WHERE state = 2") == std::string::npos)
             continue;
         ++of_done_rows;
-        for (const std::string& step : plan) {
+        for (const std::string& step : step_of.second) {
             INFO(sql);
             CHECK(step != "SCAN dtx_outbox");
         }
