@@ -61,13 +61,13 @@ TEST_CASE("postgres outbox: a barrier handler's commit wakes the relay in this p
     log_publisher pub;
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
     r.start();
-    run(ioc, eventually([] { return false; }, 50ms)); // asleep in its poll
+    run(ioc, wait_until([] { return false; }, 50ms)); // asleep in its poll
     const auto start = std::chrono::steady_clock::now();
     auto confirm = [&](postgres::connection& db) {
         return outbox.add(db, {.destination = "d", .key = "order-1", .payload = {{"paid", true}}});
     };
     const std::string id = run(ioc, barrier.run<std::string>(confirm));
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 5s)));
     CHECK(std::chrono::steady_clock::now() - start < 5s);
     CHECK(pub.delivered == std::vector<std::string>{id});
     CHECK(outbox.notifications() == 0);
@@ -81,7 +81,7 @@ TEST_CASE("postgres outbox: a commit on another process's connection wakes the r
     log_publisher pub;
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
     r.start();
-    run(ioc, eventually([] { return false; }, 50ms)); // asleep in its poll
+    run(ioc, wait_until([] { return false; }, 50ms)); // asleep in its poll
     // Another process: its own outbox object (no relay) and a connection of its own, committed
     // with a plain COMMIT, which no hook of this process sees.
     postgres::outbox producer({.conninfo = conninfo, .listen = false});
@@ -89,13 +89,13 @@ TEST_CASE("postgres outbox: a commit on another process's connection wakes the r
     db.exec("BEGIN");
     add_one(producer, db, "k", {{"n", 0}});
     db.exec("ROLLBACK");
-    run(ioc, eventually([] { return false; }, 200ms));
+    run(ioc, wait_until([] { return false; }, 200ms));
     CHECK(outbox.notifications() == 0); // a rolled-back NOTIFY is never delivered
     const auto start = std::chrono::steady_clock::now();
     db.exec("BEGIN");
     const std::string id = add_one(producer, db, "k", {{"n", 1}});
     db.exec("COMMIT");
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 5s)));
     CHECK(std::chrono::steady_clock::now() - start < 5s);
     CHECK(pub.delivered == std::vector<std::string>{id});
     CHECK(outbox.notifications() >= 1);
@@ -139,7 +139,7 @@ TEST_CASE("postgres outbox: per key, commit order, also when sequence order woul
     });
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 50ms});
     r.start();
-    CHECK(run(ioc, eventually([&] { return r.stats().delivered == 4; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return r.stats().delivered == 4; }, 5s)));
     const std::vector<std::string> commit_order =
         t2_first ? std::vector<std::string>{"T2", "T1"} : std::vector<std::string>{"T1", "T2"};
     CHECK(got["order-7"] == commit_order);
@@ -172,12 +172,12 @@ TEST_CASE(
         second_added = true;
         c2.exec("COMMIT");
     });
-    run(ioc, eventually([] { return false; }, 300ms)); // the relay polls meanwhile
+    run(ioc, wait_until([] { return false; }, 300ms)); // the relay polls meanwhile
     CHECK(got.empty());
     CHECK_FALSE(second_added.load());
     c1.exec("COMMIT");
     t2.get();
-    CHECK(run(ioc, eventually([&] { return got.size() == 2; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return got.size() == 2; }, 5s)));
     CHECK(got == std::vector<std::string>{"first", "second"});
     run(ioc, stopped(r));
 }
@@ -263,8 +263,8 @@ TEST_CASE("postgres outbox: a dead letter holds its key until requeued or discar
         return 0;
     };
     run(ioc, outbox.run<int>(add));
-    CHECK(run(ioc, eventually([&] { return r.stats().dead_letters == 2; }, 5s)));
-    run(ioc, eventually([] { return false; }, 200ms));
+    CHECK(run(ioc, wait_until([&] { return r.stats().dead_letters == 2; }, 5s)));
+    run(ioc, wait_until([] { return false; }, 200ms));
     CHECK(got == std::vector<std::string>{"c1"}); // other keys flowed; a and b are held
     auto parked = run(ioc, r.dead_letters());
     REQUIRE(parked.size() == 2);
@@ -274,12 +274,12 @@ TEST_CASE("postgres outbox: a dead letter holds its key until requeued or discar
     CHECK(run(ioc, r.dead_letters(10, parked[0].message.id)).size() == 1);
     reject = false;
     CHECK(run(ioc, r.requeue(parked[0].message.id)));
-    CHECK(run(ioc, eventually([&] { return got.size() == 3; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return got.size() == 3; }, 5s)));
     CHECK(got == std::vector<std::string>{"c1", "poison-a", "a2"});
     CHECK(run(ioc, r.discard(parked[1].message.id)));
     CHECK_FALSE(run(ioc, r.discard(parked[1].message.id)));
     CHECK_FALSE(run(ioc, r.requeue(parked[0].message.id))); // delivered, not a dead letter
-    CHECK(run(ioc, eventually([&] { return got.size() == 4; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return got.size() == 4; }, 5s)));
     CHECK(got.back() == "b2");
     CHECK(run(ioc, r.dead_letters()).empty());
     run(ioc, stopped(r));
@@ -301,7 +301,7 @@ TEST_CASE("postgres outbox: delivered rows are cleaned in batches after the rete
         return 0;
     };
     run(ioc, outbox.run<int>(add));
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 5; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 5; }, 5s)));
     run(ioc, stopped(r));
     const auto now = std::chrono::system_clock::now();
     CHECK(run(ioc, outbox.clean_delivered(now - 1h, 2)) == 0); // not old enough
@@ -442,7 +442,7 @@ TEST_CASE("postgres inbox: rows older than the retention are cleaned") {
     postgres::inbox_handler h = [](postgres::connection&, const envelope&) { return success(); };
     for (int i = 0; i < 5; ++i)
         run(ioc, inbox.consume("c", envelope{.id = make_message_id(), .destination = "d"}, h));
-    CHECK(run(ioc, eventually([&] { return inbox.cleaned() == 5; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return inbox.cleaned() == 5; }, 5s)));
 }
 
 TEST_CASE("postgres outbox to inbox: the relay delivers into an idempotent consumer") {

@@ -54,13 +54,13 @@ TEST_CASE("postgres outbox: a listening connection the server kills is re-establ
     r.start();
     postgres::connection admin(conninfo);
     std::vector<std::string> before;
-    REQUIRE(run(ioc, eventually([&] { return (before = listeners(admin)).size() == 1; }, 5s)));
+    REQUIRE(run(ioc, wait_until([&] { return (before = listeners(admin)).size() == 1; }, 5s)));
 
     const std::string kill = "SELECT pg_terminate_backend(" + before[0] + ")";
     admin.exec(kill.c_str());
     // The listener reconnects within about a second, as a new backend.
     std::vector<std::string> after;
-    CHECK(run(ioc, eventually(
+    CHECK(run(ioc, wait_until(
                        [&] {
                            after = listeners(admin);
                            return after.size() == 1 && after != before;
@@ -69,7 +69,7 @@ TEST_CASE("postgres outbox: a listening connection the server kills is re-establ
 
     // A commit by another process now wakes the relay again, long before its poll would.
     const std::string id = commit_one(conninfo, true, {{"n", 1}});
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 10s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 10s)));
     CHECK(pub.delivered == std::vector<std::string>{id});
     CHECK(outbox.notifications() >= 1);
     run(ioc, stopped(r));
@@ -82,10 +82,10 @@ TEST_CASE("postgres outbox: without NOTIFY, other processes' commits are found b
     log_publisher pub;
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 300ms});
     r.start();
-    run(ioc, eventually([] { return false; }, 100ms)); // listening, asleep in its poll
+    run(ioc, wait_until([] { return false; }, 100ms)); // listening, asleep in its poll
 
     const std::string id = commit_one(conninfo, false, {{"n", 1}});
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 10s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 10s)));
     CHECK(pub.delivered == std::vector<std::string>{id});
     CHECK(outbox.notifications() == 0); // found by the poll: nothing was notified
     run(ioc, stopped(r));
@@ -130,8 +130,8 @@ TEST_CASE("postgres outbox: keys added in opposite orders deadlock, and the abor
     log_publisher pub;
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 100ms});
     r.start();
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() >= 2; }, 10s)));
-    run(ioc, eventually([] { return false; }, 300ms)); // nothing more arrives
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() >= 2; }, 10s)));
+    run(ioc, wait_until([] { return false; }, 300ms)); // nothing more arrives
     run(ioc, stopped(r));
     CHECK(pub.delivered.size() == 2);
     const std::string survivor = ea.empty() ? a1 : b1;

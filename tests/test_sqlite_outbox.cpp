@@ -49,13 +49,13 @@ TEST_CASE("outbox: a message added in a barrier handler goes out when the barrie
     log_publisher pub;
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
     r.start();
-    run(ioc, eventually([] { return false; }, 20ms)); // asleep in its poll
+    run(ioc, wait_until([] { return false; }, 20ms)); // asleep in its poll
     const auto start = std::chrono::steady_clock::now();
     auto confirm = [&](sqlite::connection& db) {
         return outbox.add(db, {.destination = "d", .key = "order-1", .payload = {{"paid", true}}});
     };
     const std::string id = run(ioc, barrier.run<std::string>(confirm));
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 5s)));
     CHECK(std::chrono::steady_clock::now() - start < 5s);
     CHECK(pub.delivered == std::vector<std::string>{id});
     run(ioc, stopped(r));
@@ -344,7 +344,7 @@ TEST_CASE("inbox: rows older than the retention are cleaned") {
     sqlite::inbox_handler h = [](sqlite::connection&, const envelope&) { return success(); };
     for (int i = 0; i < 3; ++i)
         run(ioc, inbox.consume("c", envelope{.id = make_message_id(), .destination = "d"}, h));
-    CHECK(run(ioc, eventually([&] { return inbox.cleaned() == 3; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return inbox.cleaned() == 3; }, 5s)));
 }
 
 TEST_CASE("outbox to inbox: the relay delivers into an idempotent consumer") {

@@ -46,8 +46,8 @@ void check_commit_and_rollback(Outbox& outbox, const std::function<std::int64_t(
         return outbox.add(db, {.destination = "d", .key = "k"});
     };
     const std::string id = run(ioc, outbox.template run<std::string>(good));
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
-    run(ioc, eventually([] { return false; }, 50ms));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 5s)));
+    run(ioc, wait_until([] { return false; }, 50ms));
     CHECK(pub.delivered == std::vector<std::string>{id});
     CHECK(rows() == 1);
     run(ioc, stopped(r));
@@ -112,8 +112,8 @@ void check_two_relays(Outbox& a, Outbox& b) {
         };
         run(ioc, by.template run<int>(add));
     }
-    CHECK(run(ioc, eventually([&] { return deliveries.size() == keys * per_key; }, 20s)));
-    run(ioc, eventually([] { return false; }, 50ms));
+    CHECK(run(ioc, wait_until([&] { return deliveries.size() == keys * per_key; }, 20s)));
+    run(ioc, wait_until([] { return false; }, 50ms));
     CHECK(overlaps == 0);
     for (const auto& [id, times] : deliveries)
         CHECK(times == 1);
@@ -144,7 +144,7 @@ void check_lease_takeover(Outbox& outbox, const std::function<std::int64_t()>& d
     log_publisher pub;
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 50ms});
     r.start();
-    CHECK(run(ioc, eventually([&] { return pub.delivered.size() == 1; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return pub.delivered.size() == 1; }, 5s)));
     CHECK(pub.delivered[0] == id);
     run(ioc, settled(outbox, "dead-relay", {id, delivery_status::rejected, "late", {}}));
     CHECK(delivered() == 1);
@@ -176,7 +176,7 @@ void check_outbox_to_inbox(Outbox& outbox, Inbox& inbox) {
         return 0;
     };
     run(ioc, outbox.template run<int>(add));
-    CHECK(run(ioc, eventually([&] { return r.stats().delivered == 5; }, 5s)));
+    CHECK(run(ioc, wait_until([&] { return r.stats().delivered == 5; }, 5s)));
     CHECK(ran == 5);
     run(ioc, stopped(r));
 }
@@ -219,7 +219,7 @@ void check_backlog_behind_dead_letter(Outbox& outbox, int backlog,
     add_many(ioc, outbox, "held", 0, backlog + 1); // message 0 becomes the dead letter
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
     r.start();
-    REQUIRE(run(ioc, eventually([&] { return r.stats().dead_letters == 1; }, 5s)));
+    REQUIRE(run(ioc, wait_until([&] { return r.stats().dead_letters == 1; }, 5s)));
     const int other_keys = 100;
     for (int i = 0; i < other_keys; ++i) {
         auto add = [&, i](auto& db) {
@@ -227,8 +227,8 @@ void check_backlog_behind_dead_letter(Outbox& outbox, int backlog,
         };
         run(ioc, outbox.template run<std::string>(add));
     }
-    CHECK(run(ioc, eventually([&] { return others.size() == other_keys; }, 20s)));
-    run(ioc, eventually([] { return false; }, 50ms));
+    CHECK(run(ioc, wait_until([&] { return others.size() == other_keys; }, 20s)));
+    run(ioc, wait_until([] { return false; }, 50ms));
     CHECK(held.empty());
     CHECK(r.stats().claimed == 1 + other_keys); // the dead letter and the other keys, no more
     CHECK(count("state = 0") == backlog);
@@ -236,7 +236,7 @@ void check_backlog_behind_dead_letter(Outbox& outbox, int backlog,
     REQUIRE(parked.size() == 1);
     reject = false;
     CHECK(run(ioc, r.requeue(parked[0].message.id)));
-    CHECK(run(ioc, eventually([&] { return held.size() == std::size_t(backlog) + 1; }, 60s)));
+    CHECK(run(ioc, wait_until([&] { return held.size() == std::size_t(backlog) + 1; }, 60s)));
     std::vector<int> expected(static_cast<std::size_t>(backlog) + 1);
     for (std::size_t n = 0; n < expected.size(); ++n)
         expected[n] = static_cast<int>(n);
@@ -274,14 +274,14 @@ void check_retrying_head(Outbox& outbox) {
          .poll_interval = 10s});
     add_many(ioc, outbox, "slow", 0, static_cast<int>(behind) + 1);
     r.start();
-    REQUIRE(run(ioc, eventually([&] { return r.stats().retried >= 1; }, 5s)));
+    REQUIRE(run(ioc, wait_until([&] { return r.stats().retried >= 1; }, 5s)));
     for (std::size_t i = 0; i < other_keys; ++i) {
         auto add = [&, i](auto& db) {
             return outbox.add(db, {.destination = "d", .key = "other-" + std::to_string(i)});
         };
         run(ioc, outbox.template run<std::string>(add));
     }
-    CHECK(run(ioc, eventually([&] { return slow.size() == behind + 1; }, 10s)));
+    CHECK(run(ioc, wait_until([&] { return slow.size() == behind + 1; }, 10s)));
     CHECK(others == other_keys);
     std::vector<int> expected(behind + 1);
     for (std::size_t n = 0; n < expected.size(); ++n)
@@ -311,8 +311,8 @@ void check_schema_1_rows_delivered(Outbox& outbox,
     });
     relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
     r.start();
-    REQUIRE(run(ioc, eventually([&] { return got.size() == 5; }, 5s)));
-    run(ioc, eventually([] { return false; }, 50ms));
+    REQUIRE(run(ioc, wait_until([&] { return got.size() == 5; }, 5s)));
+    run(ioc, wait_until([] { return false; }, 50ms));
     auto position = [&](const char* id) { return std::find(got.begin(), got.end(), id); };
     CHECK(position("a1") < position("a2"));
     CHECK(position("a2") < position("a3"));
@@ -320,7 +320,7 @@ void check_schema_1_rows_delivered(Outbox& outbox,
     CHECK(position("e1") != got.end());
     CHECK(position("b2") == got.end()); // held by its dead letter
     CHECK(run(ioc, r.requeue("b1")));
-    REQUIRE(run(ioc, eventually([&] { return got.size() == 7; }, 5s)));
+    REQUIRE(run(ioc, wait_until([&] { return got.size() == 7; }, 5s)));
     CHECK(std::vector<std::string>(got.begin() + 5, got.end()) ==
           std::vector<std::string>{"b1", "b2"});
     CHECK(count("state <> 1") == 0);

@@ -1,8 +1,9 @@
 #ifndef DTX_TESTS_SUPPORT_RELAY_TEST_HPP
 #define DTX_TESTS_SUPPORT_RELAY_TEST_HPP
 
-// What the outbox tests of every database share: waiting for a condition (messaging.hpp), stopping
-// a relay, settling one message by hand, and a publisher that logs what it delivered.
+// What the outbox tests of every database share: waiting for a condition (wait_until,
+// messaging.hpp), stopping a relay, settling one message by hand, and a publisher that logs what it
+// delivered.
 
 #include <dtx/outbox_store.hpp>
 #include <dtx/publisher.hpp>
@@ -17,12 +18,6 @@
 #include "messaging.hpp"
 
 namespace dtx::test {
-
-/// Awaits until `done()` holds: true, or false if it still does not after `limit`.
-template <class Pred>
-asio::awaitable<bool> eventually(Pred done, std::chrono::milliseconds limit) {
-    return wait_until(std::move(done), limit);
-}
 
 inline asio::awaitable<int> settled(outbox_store& o, std::string owner, outbox_settlement s) {
     std::vector<outbox_settlement> one;
