@@ -80,29 +80,39 @@ void check_add_refuses(Outbox& outbox, Connection& idle,
 
 /// Two relays (two outbox objects over one database: two processes' worth) never deliver a
 /// message at once, nor twice, and keep the order of each key.
+///
+/// Both relays must take part, or the test proves nothing: half the messages are there before the
+/// relays start, each relay may hold only half the keys at once, and no publish completes before
+/// both relays have one under way. The other half is added while they run.
 template <class Outbox>
 void check_two_relays(Outbox& a, Outbox& b) {
     using namespace std::chrono_literals;
     asio::io_context ioc;
+    const int keys = 10, per_key = 20;
     std::set<std::string> in_flight;
     std::map<std::string, int> deliveries;
     std::map<std::string, std::vector<int>> order; // per key, the sequence numbers delivered
     int overlaps = 0;
-    function_publisher pub([&](const envelope& e) -> asio::awaitable<delivery_result> {
-        overlaps += !in_flight.insert(e.id).second;
-        asio::steady_timer t(co_await asio::this_coro::executor, 1ms);
-        co_await t.async_wait(asio::use_awaitable);
-        in_flight.erase(e.id);
-        ++deliveries[e.id];
-        order[e.key].push_back(e.payload.at("n").get<int>());
-        co_return delivery_result::delivered();
-    });
-    relay ra(ioc.get_executor(), a, pub, {.batch = 8, .poll_interval = 10s});
-    relay rb(ioc.get_executor(), b, pub, {.batch = 8, .poll_interval = 10s});
-    ra.start();
-    rb.start();
-    const int keys = 10, per_key = 20;
-    for (int n = 0; n < per_key; ++n) {
+    bool a_started = false, b_started = false;
+    auto publish_as = [&](bool& started) {
+        return [&](const envelope& e) -> asio::awaitable<delivery_result> {
+            overlaps += !in_flight.insert(e.id).second;
+            started = true;
+            co_await wait_until([&] { return a_started && b_started; }, 10s);
+            asio::steady_timer t(co_await asio::this_coro::executor, 1ms);
+            co_await t.async_wait(asio::use_awaitable);
+            in_flight.erase(e.id);
+            ++deliveries[e.id];
+            order[e.key].push_back(e.payload.at("n").get<int>());
+            co_return delivery_result::delivered();
+        };
+    };
+    function_publisher pa(publish_as(a_started));
+    function_publisher pb(publish_as(b_started));
+    const relay_options opts{.batch = 8, .max_in_flight = keys / 2, .poll_interval = 10s};
+    relay ra(ioc.get_executor(), a, pa, opts);
+    relay rb(ioc.get_executor(), b, pb, opts);
+    auto add_round = [&](int n) {
         Outbox& by = n % 2 ? a : b;
         auto add = [&, n](auto& db) {
             for (int k = 0; k < keys; ++k)
@@ -111,9 +121,17 @@ void check_two_relays(Outbox& a, Outbox& b) {
             return 0;
         };
         run(ioc, by.template run<int>(add));
-    }
+    };
+    for (int n = 0; n < per_key / 2; ++n)
+        add_round(n);
+    ra.start();
+    rb.start();
+    for (int n = per_key / 2; n < per_key; ++n)
+        add_round(n);
     CHECK(run(ioc, wait_until([&] { return deliveries.size() == keys * per_key; }, 20s)));
     run(ioc, wait_until([] { return false; }, 50ms));
+    CHECK(a_started);
+    CHECK(b_started);
     CHECK(overlaps == 0);
     for (const auto& [id, times] : deliveries)
         CHECK(times == 1);
