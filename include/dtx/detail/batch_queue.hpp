@@ -11,8 +11,11 @@
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
@@ -24,7 +27,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 DTX_NAMESPACE_BEGIN
@@ -33,6 +38,54 @@ namespace detail {
 /// Delivers a result computed on another thread to a waiting coroutine, on its executor.
 template <class R>
 using deliver_fn = std::function<void(std::exception_ptr, R)>;
+
+/// Where a result computed on another thread resumes its waiter, and how it gets there.
+///
+/// The waiter's executor is often a strand, whose copies share state that its io_context owns:
+/// the last copy released after the io_context was destroyed would touch freed memory. Once the
+/// result is posted, the waiter may resume and its io_context be destroyed at any moment, so the
+/// delivering thread must hold no copy after the post. A waiter on an io_context (directly or
+/// through strands) is therefore reached through the io_context's own executor (a plain pointer,
+/// nothing shared), and the strand travels inside the posted handler, which dispatches to it on the
+/// io_context's thread.
+class resume_target {
+public:
+    explicit resume_target(asio::any_io_executor ex)
+        : ex_(std::move(ex))
+        , io_(io_of(ex_)) {}
+
+    bool operator==(const resume_target& o) const { return ex_ == o.ex_; }
+
+    /// Posts `fn` to the waiter's executor; leaves this target empty.
+    template <class Fn>
+    void post(Fn fn) {
+        if (io_) {
+            asio::post(*io_, [ex = std::exchange(ex_, {}), fn = std::move(fn)]() mutable {
+                asio::dispatch(ex, std::move(fn));
+            });
+        } else { // another kind of context: no better than posting to it
+            asio::post(ex_, std::move(fn));
+            ex_ = {};
+        }
+    }
+
+private:
+    using io_executor = asio::io_context::executor_type;
+
+    /// The io_context behind `ex`, directly or through strands; none for other contexts.
+    static std::optional<io_executor> io_of(const asio::any_io_executor& ex) {
+        if (const auto* io = ex.target<io_executor>())
+            return *io;
+        if (const auto* strand = ex.target<asio::strand<io_executor>>())
+            return strand->get_inner_executor();
+        if (const auto* strand = ex.target<asio::strand<asio::any_io_executor>>())
+            return io_of(strand->get_inner_executor());
+        return std::nullopt;
+    }
+
+    asio::any_io_executor ex_;
+    std::optional<io_executor> io_;
+};
 
 /// While one lives on a thread, results delivered (by await_result) on that thread are held,
 /// and posted when it is destroyed: one handler per executor, which resumes that executor's
@@ -50,10 +103,10 @@ public:
         current_ = outer_;
         for (auto& g : groups_) {
             if (g.fns.size() == 1) {
-                asio::post(g.ex, std::move(g.fns.front()));
+                g.to.post(std::move(g.fns.front()));
                 continue;
             }
-            asio::post(g.ex, [fns = std::move(g.fns)]() mutable {
+            g.to.post([fns = std::move(g.fns)]() mutable {
                 std::exception_ptr first;
                 for (auto& f : fns) {
                     try {
@@ -72,19 +125,19 @@ public:
     /// The batch open on this thread, if any.
     static delivery_batch* current() noexcept { return current_; }
 
-    void add(const asio::any_io_executor& ex, std::function<void()> fn) {
+    void add(resume_target to, std::function<void()> fn) {
         for (auto& g : groups_)
-            if (g.ex == ex) {
+            if (g.to == to) {
                 g.fns.push_back(std::move(fn));
                 return;
             }
-        groups_.push_back(group{ex, {}});
+        groups_.push_back(group{std::move(to), {}});
         groups_.back().fns.push_back(std::move(fn));
     }
 
 private:
     struct group {
-        asio::any_io_executor ex;
+        resume_target to;
         std::vector<std::function<void()>> fns;
     };
     std::vector<group> groups_;
@@ -93,27 +146,38 @@ private:
 };
 
 /// Suspends the calling coroutine until the function passed to `start` is called (from any
-/// thread, exactly once) with an exception or a result. Keeps the coroutine's executor busy
-/// meanwhile, so that its io_context does not run out of work.
+/// thread, exactly once) with an exception or a result. Keeps the coroutine's io_context busy
+/// meanwhile, so that it does not run out of work. The delivering thread keeps nothing of the
+/// coroutine's after the call (see resume_target).
 template <class R, class Start>
 asio::awaitable<R> await_result(Start start) {
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
         [start = std::move(start)](auto handler) mutable {
+            using handler_type = decltype(handler);
+            struct waiter {
+                resume_target to;
+                // Released by the handler, on the io_context's thread: work released elsewhere
+                // could be the last, and stop an io_context being destroyed meanwhile.
+                asio::executor_work_guard<asio::any_io_executor> work;
+                std::shared_ptr<handler_type> h;
+            };
             auto ex = asio::get_associated_executor(handler);
-            auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
-            auto h = std::make_shared<decltype(handler)>(std::move(handler));
-            start(deliver_fn<R>([ex, work, h](std::exception_ptr e, R r) mutable {
-                // The work guard is released by the handler, on the io_context's own thread: once
-                // posted, the coroutine may resume and its io_context be destroyed at any moment,
-                // so this thread must not touch the io_context after the post.
-                auto resume = [h, work, e, r = std::move(r)]() mutable {
+            auto w = std::make_shared<std::optional<waiter>>(
+                waiter{resume_target(ex), asio::executor_work_guard<asio::any_io_executor>(ex),
+                       std::make_shared<handler_type>(std::move(handler))});
+            start(deliver_fn<R>([w](std::exception_ptr e, R r) mutable {
+                waiter taken = std::move(**w);
+                w->reset();
+                w.reset();
+                auto resume = [work = std::make_shared<decltype(taken.work)>(std::move(taken.work)),
+                               h = std::move(taken.h), e, r = std::move(r)]() mutable {
                     work->reset();
                     std::move (*h)(e, std::move(r));
                 };
                 if (auto* batch = delivery_batch::current())
-                    batch->add(ex, std::move(resume));
+                    batch->add(std::move(taken.to), std::move(resume));
                 else
-                    asio::post(ex, std::move(resume));
+                    taken.to.post(std::move(resume));
             }));
         },
         asio::use_awaitable);
