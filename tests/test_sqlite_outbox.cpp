@@ -83,6 +83,43 @@ TEST_CASE("outbox: a lease left by a relay that died is taken over when it expir
     check_lease_takeover(outbox, [&] { return count(ioc, outbox, "state = 1"); });
 }
 
+TEST_CASE("outbox: the relay's claims and settlements commit without fsync, business ones with") {
+    // A business transaction must fsync (synchronous=FULL) also after the relay's light commits;
+    // the relay's own ones need not, unless fsync_relay_writes asks for it.
+    for (bool fsync_relay_writes : {false, true}) {
+        CAPTURE(fsync_relay_writes);
+        temp_dir dir;
+        asio::io_context ioc;
+        sqlite::outbox outbox(
+            {.path = dir.file("orders.db"), .fsync_relay_writes = fsync_relay_writes});
+        log_publisher pub;
+        relay r(ioc.get_executor(), outbox, pub, {.poll_interval = 10s});
+        r.start();
+        const int messages = 20;
+        std::vector<std::int64_t> synchronous;
+        for (int i = 0; i < messages; ++i) {
+            auto add = [&](sqlite::connection& db) {
+                auto& st = db.prepare("PRAGMA synchronous");
+                st.step();
+                synchronous.push_back(st.integer(0));
+                return outbox.add(db, {.destination = "d", .key = "k"});
+            };
+            run(ioc, outbox.run<std::string>(add));
+            REQUIRE(run(ioc, wait_until([&] { return pub.delivered.size() == i + 1u; }, 5s)));
+        }
+        run(ioc, stopped(r));
+        CHECK(synchronous == std::vector<std::int64_t>(messages, 2)); // 2: FULL
+        const auto stats = outbox.stats();
+        if (fsync_relay_writes) {
+            CHECK(stats.light_commits == 0);
+        } else {
+            // Each message: its business commit, a claim and a settlement (some may share one).
+            CHECK(stats.light_commits >= messages);
+            CHECK(stats.commits - stats.light_commits <= messages);
+        }
+    }
+}
+
 TEST_CASE("outbox: the relay's queries read delivered and parked rows through an index") {
     // A query that read the whole table would cost every claim the outbox's whole history.
     temp_dir dir;

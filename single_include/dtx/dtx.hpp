@@ -11486,7 +11486,14 @@ DTX_NAMESPACE_END
 // commit together, with one fsync. (Optimistic workers skip the savepoints until a function
 // throws.) Functions nobody waits for are held back a little, to share a commit with the next
 // waited one. If the transaction itself cannot begin or commit (a lock held
-// too long, a full disk), every function of the batch gets that error. Results are delivered on
+// too long, a full disk), every function of the batch gets that error.
+//
+// Light functions (run_light) are those whose commit need not survive a power loss, only a
+// crash of the process: a batch of light functions alone commits with synchronous=NORMAL, no
+// fsync, when the worker allows it (options::light_without_fsync on a FULL connection). In WAL
+// mode that commit still survives a crash of the process (it is in the operating system's
+// cache), the database stays consistent whatever happens, and the next commit that does fsync
+// makes it durable too: WAL frames reach the disk in order. Results are delivered on
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
 // #include <dtx/detail/batch_queue.hpp>
@@ -11495,6 +11502,7 @@ DTX_NAMESPACE_END
 // #include <dtx/sqlite/connection.hpp>
 // #include <dtx/version.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -11510,6 +11518,7 @@ namespace detail {
 
 struct sqlite_worker_stats {
     std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)
+    std::uint64_t light_commits = 0;  ///< of those, batches of light functions, without fsync
     std::uint64_t functions = 0;      ///< functions run in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not begin or commit
     std::uint64_t lazy_lost = 0;      ///< functions nobody waited for, in failed batches
@@ -11531,6 +11540,10 @@ public:
         /// and run it again with a savepoint per function. Only for functions whose effects are
         /// all in the database (they may run twice).
         bool optimistic = false;
+        /// Let a batch of light functions alone commit without fsync (for a connection that is
+        /// synchronous=FULL: the worker sets NORMAL for that batch, and FULL again before the
+        /// next batch that is not light).
+        bool light_without_fsync = false;
     };
 
     /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
@@ -11538,6 +11551,7 @@ public:
         : db_(db)
         , on_idle_(std::move(o.on_idle))
         , optimistic_(o.optimistic)
+        , light_without_fsync_(o.light_without_fsync)
         , queue_(
               {o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
               [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
@@ -11550,9 +11564,14 @@ public:
     /// throws). `R` must be default-constructible.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        return await_result<R>([this, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
-            push(std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver)), true);
-        });
+        return submit<R>(std::move(fn), false);
+    }
+
+    /// As run(), for a function whose commit need not survive a power loss (see the top of the
+    /// file).
+    template <class R, class Fn>
+    asio::awaitable<R> run_light(Fn fn) {
+        return submit<R>(std::move(fn), true);
     }
 
     /// Runs `fn(connection&)` in the next batch without waiting for it.
@@ -11597,7 +11616,17 @@ public:
     }
 
 private:
+    template <class R, class Fn>
+    asio::awaitable<R> submit(Fn fn, bool light) {
+        return await_result<R>([this, light, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
+            auto j = std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver));
+            j->light = light;
+            push(std::move(j), true);
+        });
+    }
+
     struct job {
+        bool light = false; // see run_light()
         virtual ~job() = default;
         virtual void run(sqlite::connection& db) = 0;
         virtual void fail(std::exception_ptr e) = 0;
@@ -11677,9 +11706,21 @@ private:
         return true;
     }
 
+    /// Sets synchronous=FULL (true) or NORMAL before a batch, if it is not so already; throws
+    /// (failing the batch) if it cannot.
+    void use_fsync(bool full) {
+        if (fsync_ == full)
+            return;
+        db_.exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        fsync_ = full;
+    }
+
     void execute(std::vector<std::unique_ptr<job>>& batch) {
         std::exception_ptr batch_error;
+        const bool light = light_without_fsync_ && std::all_of(batch.begin(), batch.end(),
+                                                               [](auto& j) { return j->light; });
         try {
+            use_fsync(!light);
             if (!optimistic_ || !run_optimistically(batch))
                 run_with_savepoints(batch);
         } catch (...) {
@@ -11694,6 +11735,7 @@ private:
                     stats_.lazy_lost += !j->waited_for();
             } else {
                 ++stats_.commits;
+                stats_.light_commits += light;
                 stats_.functions += batch.size();
             }
         }
@@ -11707,6 +11749,8 @@ private:
     sqlite::connection& db_;
     std::function<void(sqlite::connection&)> on_idle_;
     bool optimistic_;
+    bool light_without_fsync_;
+    bool fsync_ = true;     // synchronous is FULL (false: NORMAL, set for a light batch)
     mutable std::mutex mu_; // guards stats_
     sqlite_worker_stats stats_;
     batch_queue<std::unique_ptr<job>> queue_; // last: its thread stops before the rest goes
@@ -12739,6 +12783,15 @@ DTX_NAMESPACE_END
 // Stop processes of an older dtx on the same database first: they would add, claim and settle
 // without keeping the new columns (and they refuse to open an outbox of schema 2).
 //
+// The relay's own writes, its claims and settlements, commit without an fsync of their own (unless
+// outbox_options::fsync_relay_writes): they survive a crash of the process like every commit, and
+// the next business commit's fsync makes them durable too, since SQLite's WAL reaches the disk in
+// order. Only a power loss (or a crash of the operating system) may take back the latest of them,
+// and what that costs is a message delivered again, which the consumer's inbox acknowledges as a
+// duplicate: a claim taken back makes the message claimable at once, a settlement taken back makes
+// it pending again. Delivery is at least once either way; what it saves is one or two fsyncs per
+// batch on the path from commit to consumer, where a business commit already pays one.
+//
 // Queries of delivered or parked rows say `state <> 0` besides the state they want: SQLite uses
 // a partial index only when the query's WHERE holds the index's condition as written, and
 // without it they would read the whole table.
@@ -12782,6 +12835,9 @@ struct outbox_options {
     std::chrono::milliseconds busy_timeout{5'000};
     std::size_t max_batch = 256;
     message_limits limits{};
+    /// Make the relay's claims and settlements fsync like business transactions (see the top of
+    /// the file); only with synchronous_full.
+    bool fsync_relay_writes = false;
 };
 
 class outbox final : public outbox_store {
@@ -12794,7 +12850,9 @@ public:
         : opts_(std::move(o))
         , db_(opts_.path, storage_role::participant)
         , ready_(prepare())
-        , worker_(db_, {.max_batch = opts_.max_batch}) {}
+        , worker_(db_,
+                  {.max_batch = opts_.max_batch,
+                   .light_without_fsync = opts_.synchronous_full && !opts_.fsync_relay_writes}) {}
 
     outbox(const outbox&) = delete;
     outbox& operator=(const outbox&) = delete;
@@ -12829,7 +12887,7 @@ public:
 
     asio::awaitable<outbox_claim> claim(std::string owner, std::chrono::milliseconds lease,
                                         std::size_t max) override {
-        return worker_.run<outbox_claim>(
+        return worker_.run_light<outbox_claim>(
             [owner = std::move(owner), lease, max](sqlite::connection& db) {
                 return claim_now(db, owner, lease, max);
             });
@@ -12842,7 +12900,7 @@ public:
             settle_now(db, owner, s);
             return 0;
         };
-        co_await worker_.run<int>(std::move(job));
+        co_await worker_.run_light<int>(std::move(job));
     }
 
     asio::awaitable<std::vector<dead_letter>> dead_letters(std::size_t limit,

@@ -9,7 +9,14 @@
 // commit together, with one fsync. (Optimistic workers skip the savepoints until a function
 // throws.) Functions nobody waits for are held back a little, to share a commit with the next
 // waited one. If the transaction itself cannot begin or commit (a lock held
-// too long, a full disk), every function of the batch gets that error. Results are delivered on
+// too long, a full disk), every function of the batch gets that error.
+//
+// Light functions (run_light) are those whose commit need not survive a power loss, only a
+// crash of the process: a batch of light functions alone commits with synchronous=NORMAL, no
+// fsync, when the worker allows it (options::light_without_fsync on a FULL connection). In WAL
+// mode that commit still survives a crash of the process (it is in the operating system's
+// cache), the database stays consistent whatever happens, and the next commit that does fsync
+// makes it durable too: WAL frames reach the disk in order. Results are delivered on
 // the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 
 #include <dtx/detail/batch_queue.hpp>
@@ -18,6 +25,7 @@
 #include <dtx/sqlite/connection.hpp>
 #include <dtx/version.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -33,6 +41,7 @@ namespace detail {
 
 struct sqlite_worker_stats {
     std::uint64_t commits = 0;        ///< batches committed (one fsync each with synchronous=FULL)
+    std::uint64_t light_commits = 0;  ///< of those, batches of light functions, without fsync
     std::uint64_t functions = 0;      ///< functions run in committed batches
     std::uint64_t failed_batches = 0; ///< batches that could not begin or commit
     std::uint64_t lazy_lost = 0;      ///< functions nobody waited for, in failed batches
@@ -54,6 +63,10 @@ public:
         /// and run it again with a savepoint per function. Only for functions whose effects are
         /// all in the database (they may run twice).
         bool optimistic = false;
+        /// Let a batch of light functions alone commit without fsync (for a connection that is
+        /// synchronous=FULL: the worker sets NORMAL for that batch, and FULL again before the
+        /// next batch that is not light).
+        bool light_without_fsync = false;
     };
 
     /// Starts the thread. `db` must outlive the worker and be used by nobody else meanwhile.
@@ -61,6 +74,7 @@ public:
         : db_(db)
         , on_idle_(std::move(o.on_idle))
         , optimistic_(o.optimistic)
+        , light_without_fsync_(o.light_without_fsync)
         , queue_(
               {o.max_batch, o.idle_interval, o.lazy_delay, o.spin},
               [this](std::vector<std::unique_ptr<job>>& b) { execute(b); },
@@ -73,9 +87,14 @@ public:
     /// throws). `R` must be default-constructible.
     template <class R, class Fn>
     asio::awaitable<R> run(Fn fn) {
-        return await_result<R>([this, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
-            push(std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver)), true);
-        });
+        return submit<R>(std::move(fn), false);
+    }
+
+    /// As run(), for a function whose commit need not survive a power loss (see the top of the
+    /// file).
+    template <class R, class Fn>
+    asio::awaitable<R> run_light(Fn fn) {
+        return submit<R>(std::move(fn), true);
     }
 
     /// Runs `fn(connection&)` in the next batch without waiting for it.
@@ -120,7 +139,17 @@ public:
     }
 
 private:
+    template <class R, class Fn>
+    asio::awaitable<R> submit(Fn fn, bool light) {
+        return await_result<R>([this, light, fn = std::move(fn)](deliver_fn<R> deliver) mutable {
+            auto j = std::make_unique<waited<R, Fn>>(std::move(fn), std::move(deliver));
+            j->light = light;
+            push(std::move(j), true);
+        });
+    }
+
     struct job {
+        bool light = false; // see run_light()
         virtual ~job() = default;
         virtual void run(sqlite::connection& db) = 0;
         virtual void fail(std::exception_ptr e) = 0;
@@ -200,9 +229,21 @@ private:
         return true;
     }
 
+    /// Sets synchronous=FULL (true) or NORMAL before a batch, if it is not so already; throws
+    /// (failing the batch) if it cannot.
+    void use_fsync(bool full) {
+        if (fsync_ == full)
+            return;
+        db_.exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        fsync_ = full;
+    }
+
     void execute(std::vector<std::unique_ptr<job>>& batch) {
         std::exception_ptr batch_error;
+        const bool light = light_without_fsync_ && std::all_of(batch.begin(), batch.end(),
+                                                               [](auto& j) { return j->light; });
         try {
+            use_fsync(!light);
             if (!optimistic_ || !run_optimistically(batch))
                 run_with_savepoints(batch);
         } catch (...) {
@@ -217,6 +258,7 @@ private:
                     stats_.lazy_lost += !j->waited_for();
             } else {
                 ++stats_.commits;
+                stats_.light_commits += light;
                 stats_.functions += batch.size();
             }
         }
@@ -230,6 +272,8 @@ private:
     sqlite::connection& db_;
     std::function<void(sqlite::connection&)> on_idle_;
     bool optimistic_;
+    bool light_without_fsync_;
+    bool fsync_ = true;     // synchronous is FULL (false: NORMAL, set for a light batch)
     mutable std::mutex mu_; // guards stats_
     sqlite_worker_stats stats_;
     batch_queue<std::unique_ptr<job>> queue_; // last: its thread stops before the rest goes
