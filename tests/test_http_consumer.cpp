@@ -182,6 +182,21 @@ TEST_CASE("consumer endpoint: outbox to inbox over HTTP, in key order, a 503 ret
     CHECK(retries == 1);
 }
 
+TEST_CASE("consumer endpoint: many messages in flight reuse the client's kept-alive connections") {
+    shop s({}, {.max_idle_per_endpoint = 4});
+    std::vector<message> batch;
+    for (int i = 0; i < 300; ++i)
+        batch.push_back(to_ship("k" + std::to_string(i), 1)); // 300 keys: all may go at once
+    s.add(std::move(batch));
+    s.r.start();
+    REQUIRE(s.wait([&] { return s.r.stats().delivered == 300; }, 20s));
+    // At most 4 requests at once to the consumer, on the 4 connections the client keeps: none
+    // opened for one request and closed after.
+    CHECK(s.client.stats().connections <= 4);
+    CHECK(s.client.stats().requests == 300);
+    CHECK(s.ship.runs == 300);
+}
+
 TEST_CASE("consumer endpoint: a duplicate is answered 200 without a second effect") {
     shop s;
     envelope e{

@@ -22,17 +22,26 @@
 // The request also carries the message id in the header `Dtx-Message-Id`, so that a receiver can
 // deduplicate without reading the body. The client may send a request a second time when a
 // kept-alive connection closes under it; that is harmless, as every delivery may be repeated.
+//
+// Requests to one endpoint (host and port) are sent at most publisher_options::
+// max_requests_per_endpoint at a time, by default as many as the client keeps idle connections
+// per endpoint (client_options::max_idle_per_endpoint); the others wait their turn. The relay
+// keeps many more messages in flight (relay_options::max_in_flight); without the bound, each
+// of them beyond the pool would open a connection for one request and close it after.
 
 #include <dtx/detail/config.hpp>
 #include <dtx/detail/utf8.hpp>
 #include <dtx/envelope.hpp>
 #include <dtx/http/client.hpp>
+#include <dtx/http/detail/endpoint_gate.hpp>
 #include <dtx/http/url.hpp>
 #include <dtx/publisher.hpp>
 #include <dtx/version.hpp>
 
 #include <array>
+#include <cstddef>
 #include <exception>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,11 +52,20 @@
 DTX_NAMESPACE_BEGIN
 namespace http {
 
+struct publisher_options {
+    /// Requests at once to one endpoint; 0: the client's max_idle_per_endpoint (or no bound, if
+    /// that is 0). More than the client keeps idle are opened for one request and closed after.
+    std::size_t max_requests_per_endpoint = 0;
+};
+
 class publisher final : public dtx::publisher {
 public:
     /// Publishes through `c`, which must outlive it and work on the relay's executor.
     explicit publisher(client& c)
-        : client_(c) {}
+        : publisher(c, publisher_options{}) {}
+    publisher(client& c, publisher_options o)
+        : client_(c)
+        , gate_(bound(c, o)) {}
 
     asio::awaitable<std::vector<delivery_result>>
     publish(std::span<const envelope> batch) override {
@@ -67,6 +85,7 @@ public:
         const std::string_view no_query;
         response r;
         try {
+            const auto place = co_await gate_.enter(std::string(to->scheme()) + to->endpoint());
             r = co_await client_.post(*to, no_query, body, headers);
         } catch (const std::exception& x) {
             co_return delivery_result::retry_later(x.what());
@@ -88,7 +107,15 @@ public:
     }
 
 private:
+    static std::size_t bound(const client& c, const publisher_options& o) {
+        if (o.max_requests_per_endpoint != 0)
+            return o.max_requests_per_endpoint;
+        const std::size_t idle = c.options().max_idle_per_endpoint;
+        return idle != 0 ? idle : std::numeric_limits<std::size_t>::max();
+    }
+
     client& client_;
+    detail::endpoint_gate gate_;
 };
 
 } // namespace http
