@@ -46,8 +46,9 @@
 //     the c32 line's scheme, measured just before.
 // --idle-connections=N sets the publisher's client_options::max_idle_per_endpoint (default 32):
 // the relay publishes a claimed batch (up to 64 messages) at once, one connection each.
-// Also: producer commits (fsyncs) per message (the business transactions, the relay's claims and
-// settlements), the relay's claims per message, connections the publisher's client opened, CPU
+// Also: producer commits per message (the business transactions, the relay's claims and
+// settlements) and how many of them fsynced (the relay's own commit without: sqlite/outbox.hpp),
+// the relay's claims per message, connections the publisher's client opened, CPU
 // time per message of the producer's threads and of the consumer process, the load average when
 // the line started.
 
@@ -368,11 +369,12 @@ void remove_db(const std::string& path) {
 
 /// Counters read before and after a run; CPU times in ns, -1 if unknown.
 struct counters_now {
-    std::uint64_t commits = 0, claims = 0, connections = 0;
+    std::uint64_t commits = 0, light_commits = 0, claims = 0, connections = 0;
     std::int64_t producer_cpu = 0, consumer_cpu = 0;
 
     void add(const counters_now& before, const counters_now& after) {
         commits += after.commits - before.commits;
+        light_commits += after.light_commits - before.light_commits;
         claims += after.claims - before.claims;
         connections += after.connections - before.connections;
         cpu::add_spent(producer_cpu, before.producer_cpu, after.producer_cpu);
@@ -413,7 +415,9 @@ struct pipeline {
 
     counters_now now() const {
         counters_now c;
-        c.commits = db.outbox.stats().commits;
+        const auto worker = db.outbox.stats();
+        c.commits = worker.commits;
+        c.light_commits = worker.light_commits;
         if (relay) {
             const dtx::relay_stats st = relay->stats();
             c.claims = st.wakes + st.polls;
@@ -575,6 +579,7 @@ void put_spent(nlohmann::ordered_json& j, const counters_now& spent, std::size_t
         return round_to(static_cast<double>(n) / static_cast<double>(messages), 3);
     };
     j["producer_commits_per_message"] = per_message(spent.commits);
+    j["producer_fsyncs_per_message"] = per_message(spent.commits - spent.light_commits);
     j["claims_per_message"] = per_message(spent.claims);
     j["connections_opened"] = spent.connections;
     j["producer_cpu_us_per_message"] = per_tx_us(spent.producer_cpu, messages);
