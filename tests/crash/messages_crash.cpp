@@ -335,7 +335,9 @@ int driver(const args& a, const char* self) {
     auto drain = start("producer", "", 0, true);
     auto done = drain->wait_until(crash::steady::now() + 60s);
     if (!done || done->killed || done->code != 0) {
-        std::cerr << "messages crash test FAILED: the drain did not finish\n"
+        std::cerr << "messages crash test FAILED: the drain "
+                  << (done ? "ended: " + crash::describe(*done) : "did not finish in 60 s")
+                  << " (logs kept in " << dir << ")\n"
                   << crash::tail(dir + "/producer.log", 20);
         return 1;
     }

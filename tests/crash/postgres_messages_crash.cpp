@@ -347,7 +347,9 @@ int driver(const args& a, const char* self) {
     for (int n = 0; n < a.nodes; ++n) {
         auto done = nodes[static_cast<std::size_t>(n)]->wait_until(crash::steady::now() + 60s);
         if (!done || done->killed || done->code != 0) {
-            std::cerr << "postgres messages crash test FAILED: a drain did not finish\n"
+            std::cerr << "postgres messages crash test FAILED: node " << n << "'s drain "
+                      << (done ? "ended: " + crash::describe(*done) : "did not finish in 60 s")
+                      << " (logs kept in " << dir << ")\n"
                       << crash::tail(dir + "/node" + std::to_string(n) + ".log", 20);
             return 1;
         }
