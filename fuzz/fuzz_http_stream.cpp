@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -164,7 +165,9 @@ std::optional<std::size_t> chunked_length(std::string_view s) {
         std::size_t size = 0;
         std::size_t digits = 0;
         for (; at < s.size() && std::isxdigit(static_cast<unsigned char>(s[at])); ++at, ++digits) {
-            if (digits == 15)
+            // A size too large to hold is unclear; leading zeros are not (RFC 9112 §7.1 allows
+            // any number of them, and the server reads "0000000000000000" as the last chunk).
+            if (size > (std::numeric_limits<std::size_t>::max() >> 4))
                 return std::nullopt;
             const char c = s[at];
             size = size * 16 + static_cast<std::size_t>(c <= '9'   ? c - '0'
