@@ -11665,15 +11665,15 @@ DTX_NAMESPACE_END
 // commit together, with one fsync. (Optimistic workers skip the savepoints until a function
 // throws.) Functions nobody waits for are held back a little, to share a commit with the next
 // waited one. If the transaction itself cannot begin or commit (a lock held
-// too long, a full disk), every function of the batch gets that error.
+// too long, a full disk), every function of the batch gets that error. Results are delivered on
+// the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
 //
 // Light functions (run_light) are those whose commit need not survive a power loss, only a
 // crash of the process: a batch of light functions alone commits with synchronous=NORMAL, no
 // fsync, when the worker allows it (options::light_without_fsync on a FULL connection). In WAL
 // mode that commit still survives a crash of the process (it is in the operating system's
 // cache), the database stays consistent whatever happens, and the next commit that does fsync
-// makes it durable too: WAL frames reach the disk in order. Results are delivered on
-// the submitting coroutine's executor, so no io_context thread ever waits on SQLite.
+// makes it durable too: WAL frames reach the disk in order.
 
 // #include <dtx/detail/batch_queue.hpp>
 // #include <dtx/detail/storage.hpp>
