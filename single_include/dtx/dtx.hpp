@@ -5902,12 +5902,6 @@ public:
         co_return place(this, endpoint);
     }
 
-    /// Requests now waiting for `endpoint`.
-    std::size_t waiting(const std::string& endpoint) const {
-        auto it = lanes_.find(endpoint);
-        return it == lanes_.end() ? 0 : it->second.waiting.size();
-    }
-
 private:
     struct waiter {
         explicit waiter(const asio::any_io_executor& ex)
@@ -10809,25 +10803,26 @@ asio::awaitable<R> await_result(Start start) {
                 // Released by the handler, on the io_context's thread: work released elsewhere
                 // could be the last, and stop an io_context being destroyed meanwhile.
                 asio::executor_work_guard<asio::any_io_executor> work;
-                std::shared_ptr<handler_type> h;
+                handler_type h;
             };
             auto ex = asio::get_associated_executor(handler);
             auto w = std::make_shared<std::optional<waiter>>(
                 waiter{resume_target(ex), asio::executor_work_guard<asio::any_io_executor>(ex),
-                       std::make_shared<handler_type>(std::move(handler))});
+                       std::move(handler)});
             start(deliver_fn<R>([w](std::exception_ptr e, R r) mutable {
-                waiter taken = std::move(**w);
-                w->reset();
-                w.reset();
-                auto resume = [work = std::make_shared<decltype(taken.work)>(std::move(taken.work)),
-                               h = std::move(taken.h), e, r = std::move(r)]() mutable {
-                    work->reset();
-                    std::move (*h)(e, std::move(r));
+                resume_target to = std::move((*w)->to);
+                // The handler takes this thread's reference and destroys the waiter on the
+                // io_context's thread; copies of this function share the emptied one.
+                auto resume = [w = std::move(w), e, r = std::move(r)]() mutable {
+                    (*w)->work.reset();
+                    handler_type h = std::move((*w)->h);
+                    w->reset();
+                    std::move(h)(e, std::move(r));
                 };
                 if (auto* batch = delivery_batch::current())
-                    batch->add(std::move(taken.to), std::move(resume));
+                    batch->add(std::move(to), std::move(resume));
                 else
-                    taken.to.post(std::move(resume));
+                    to.post(std::move(resume));
             }));
         },
         asio::use_awaitable);

@@ -92,12 +92,6 @@ public:
         co_return place(this, endpoint);
     }
 
-    /// Requests now waiting for `endpoint`.
-    std::size_t waiting(const std::string& endpoint) const {
-        auto it = lanes_.find(endpoint);
-        return it == lanes_.end() ? 0 : it->second.waiting.size();
-    }
-
 private:
     struct waiter {
         explicit waiter(const asio::any_io_executor& ex)
